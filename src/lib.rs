@@ -1,0 +1,17 @@
+#![forbid(unsafe_code)]
+//! memgate: a TLS + SASL memcached sidecar, a multi-tenant storage node, and
+//! the cache owner's analytics service, in one crate and one binary.
+//!
+//! # Module map
+//! - [`protocol`]: memcached's text, meta and binary protocols, sans-IO.
+//! - [`node`]: the storage node (`memgate node`).
+//! - [`tls`], [`pki`]: rustls configs from PEM; rcgen PKI.
+//! - [`metrics`]: metric names and the Prometheus exporter.
+//! - [`config`]: sizes, durations and shared config parsing.
+
+pub mod config;
+pub mod metrics;
+pub mod node;
+pub mod pki;
+pub mod protocol;
+pub mod tls;

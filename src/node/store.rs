@@ -1,0 +1,1 @@
+//! TODO: byte-budget LRU store (being written).

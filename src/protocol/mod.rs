@@ -1,0 +1,110 @@
+//! memcached's wire protocols, sans-IO.
+//!
+//! Bytes in, `(request, consumed) | Incomplete | Reject | fatal error` out; a
+//! [`Response`] plus the request's [`Frame`] in, bytes out. Nothing in here
+//! touches a socket, a clock or tokio, so every rule is unit-testable.
+//!
+//! - [`text`]: classic text commands, and the entry point for meta lines.
+//! - [`meta`]: `mg ms md ma mn me`.
+//! - [`binary`]: the binary protocol, both the server side (node, proxy's
+//!   client side) and the client side (proxy's upstream).
+//! - [`sasl`]: SASL PLAIN payloads.
+
+pub mod binary;
+pub mod meta;
+pub mod request;
+pub mod response;
+pub mod sasl;
+pub mod text;
+
+use bytes::BytesMut;
+
+pub use request::{Command, Frame, Request};
+pub use response::{ErrorReply, Found, Response};
+
+/// Longest key memcached accepts.
+pub const MAX_KEY_LEN: usize = 250;
+/// A text line longer than this without a newline closes the connection.
+pub const MAX_LINE_LEN: usize = 2048;
+/// The hosted service's limit on key + value.
+pub const DEFAULT_MAX_ITEM_SIZE: usize = 1024 * 1024;
+
+/// Limits enforced while parsing, before a value is buffered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Key + value must not exceed this.
+    pub max_item_size: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_item_size: DEFAULT_MAX_ITEM_SIZE,
+        }
+    }
+}
+
+/// Which protocol a connection speaks; its first byte decides (0x80 = binary).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    /// Classic text commands and meta commands, freely mixed.
+    Text,
+    Binary,
+}
+
+impl Dialect {
+    /// Decide from the first byte a client sent.
+    pub fn detect(first: u8) -> Dialect {
+        if first == binary::REQUEST_MAGIC {
+            Dialect::Binary
+        } else {
+            Dialect::Text
+        }
+    }
+}
+
+/// The result of trying to parse one request from the front of a buffer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Parsed {
+    /// A whole request that used the first `usize` bytes.
+    Request(Request, usize),
+    /// The buffer holds only a prefix of a request: read more.
+    Incomplete,
+    /// A bad or refused request the connection survives: answer `error` framed
+    /// by `frame`, drop `consumed` bytes now, then discard the next `skip`
+    /// bytes as they arrive (an over-size value) without buffering them.
+    Reject {
+        frame: Frame,
+        error: ErrorReply,
+        consumed: usize,
+        skip: usize,
+    },
+}
+
+/// Input after which the stream cannot be resynchronised: close the connection.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ProtocolError {
+    #[error("client sent a line longer than {MAX_LINE_LEN} bytes")]
+    LineTooLong,
+    #[error("bad binary magic byte {0:#04x}")]
+    BadMagic(u8),
+    #[error("binary body length {0} is inconsistent with its header")]
+    BadBodyLength(u32),
+}
+
+/// Parse one request in the connection's dialect.
+pub fn parse(dialect: Dialect, buf: &[u8], limits: &Limits) -> Result<Parsed, ProtocolError> {
+    match dialect {
+        Dialect::Text => text::parse(buf, limits),
+        Dialect::Binary => binary::parse_request(buf, limits),
+    }
+}
+
+/// Encode `response` as the answer to a request framed by `frame`.
+pub fn encode(frame: &Frame, response: &Response, out: &mut BytesMut) {
+    match frame {
+        Frame::Text(f) => text::encode(f, response, out),
+        Frame::Meta(f) => meta::encode(f, response, out),
+        Frame::Binary { opcode, opaque } => binary::encode_response(*opcode, *opaque, response, out),
+    }
+}

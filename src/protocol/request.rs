@@ -1,0 +1,186 @@
+//! The dialect-neutral request model.
+//!
+//! Every dialect (text, meta, binary) parses into the same [`Request`]: a
+//! [`Command`] that says *what* to do, and a [`Frame`] that says *how the
+//! answer must be written back* (noreply, meta return flags, binary opcode and
+//! opaque). The node executes commands without caring about the dialect; the
+//! proxy re-encodes commands in binary for its upstream and encodes the answer
+//! in the client's own dialect using the frame.
+//!
+//! Meta commands are the richest dialect, so the command model is meta-shaped:
+//! classic text and binary commands are the special cases with most options off.
+
+use bytes::Bytes;
+
+/// A key as sent by the client (already base64-decoded for meta `b`).
+pub type Key = Bytes;
+
+/// An expiry exactly as the client sent it: 0 never, up to 30 days relative,
+/// larger absolute unix time, negative already expired. The store converts it.
+pub type Exptime = i64;
+
+/// A parsed request: what to do and how to frame the reply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    pub command: Command,
+    pub frame: Frame,
+}
+
+/// How the reply to a request must be framed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// A classic text command (`get`, `set`, ...).
+    Text(TextFrame),
+    /// A meta command (`mg`, `ms`, ...).
+    Meta(Box<MetaFrame>),
+    /// A binary request: the reply echoes the opcode and opaque. Quiet opcodes
+    /// (GETQ, SETQ, ...) suppress the replies memcached suppresses.
+    Binary { opcode: u8, opaque: u32 },
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TextFrame {
+    /// `noreply` was given: write nothing back.
+    pub noreply: bool,
+    /// `gets`/`gats`: values carry their CAS unique.
+    pub with_cas: bool,
+}
+
+/// The meta flags that shape a reply (rather than change what is done).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MetaFrame {
+    /// `O(token)`: copied back verbatim.
+    pub opaque: Option<Bytes>,
+    /// `k`: echo the key (`b` set means echo it base64-encoded).
+    pub return_key: bool,
+    /// `b`: the key travelled base64-encoded.
+    pub base64_key: bool,
+    /// `q`: suppress the "nothing interesting" code (EN for mg, HD for ms/md/ma, NF for md).
+    pub quiet: bool,
+    /// `v`: include the value (mg, ma).
+    pub return_value: bool,
+    /// `c`: include the CAS unique.
+    pub return_cas: bool,
+    /// `f`: include the client flags.
+    pub return_flags: bool,
+    /// `s`: include the value size.
+    pub return_size: bool,
+    /// `t`: include the remaining TTL (-1 for none).
+    pub return_ttl: bool,
+    /// `h`: include whether the item was fetched before.
+    pub return_hit: bool,
+    /// `l`: include seconds since last access.
+    pub return_last_access: bool,
+}
+
+/// What to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// get/gets/gat/gats (many keys), binary GET/GETK/GAT and quiet forms, mg.
+    Get(Get),
+    /// set/add/replace/append/prepend/cas, binary SET..PREPEND, ms.
+    Store(Store),
+    /// delete, binary DELETE, md.
+    Delete(Delete),
+    /// incr/decr, binary INCREMENT/DECREMENT, ma.
+    Arith(Arith),
+    /// touch, binary TOUCH.
+    Touch { key: Key, exptime: Exptime },
+    /// flush_all [delay]: invalidate everything now or `delay` seconds from now.
+    FlushAll { delay: Exptime },
+    Version,
+    /// verbosity N (accepted and ignored, as a memcached without logging would).
+    Verbosity,
+    /// stats [group]
+    Stats { group: Option<String> },
+    /// quit, binary QUIT: close after replying (binary QUIT replies, QUITQ does not).
+    Quit,
+    /// mn, binary NOOP: flushes pipelined quiet replies.
+    Noop,
+    /// me <key>: human-readable item metadata.
+    MetaDebug { key: Key },
+    /// Binary 0x20: list SASL mechanisms.
+    SaslList,
+    /// Binary 0x21: start SASL with a mechanism and initial response.
+    SaslAuth { mechanism: Bytes, data: Bytes },
+    /// Binary 0x22: a further SASL step.
+    SaslStep { mechanism: Bytes, data: Bytes },
+}
+
+impl Command {
+    /// The key a single-key command acts on (for routing and tracing).
+    pub fn key(&self) -> Option<&Key> {
+        match self {
+            Command::Get(g) if g.keys.len() == 1 => g.keys.first(),
+            Command::Store(s) => Some(&s.key),
+            Command::Delete(d) => Some(&d.key),
+            Command::Arith(a) => Some(&a.key),
+            Command::Touch { key, .. } | Command::MetaDebug { key } => Some(key),
+            _ => None,
+        }
+    }
+}
+
+/// A retrieval, possibly touching, possibly creating (meta vivify).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Get {
+    pub keys: Vec<Key>,
+    /// gat/gats, binary GAT, meta `T`: set a new expiry on every hit.
+    pub touch: Option<Exptime>,
+    /// meta `N`: on a miss, create an empty item with this TTL and win the recache.
+    pub vivify: Option<Exptime>,
+    /// meta `R`: win the recache if the remaining TTL is below this.
+    pub recache_below: Option<Exptime>,
+    /// meta `u`: do not bump the LRU nor mark the item fetched.
+    pub no_bump: bool,
+}
+
+/// How a store combines with an existing item.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreMode {
+    Set,
+    Add,
+    Replace,
+    Append,
+    Prepend,
+}
+
+/// A storage command. Classic `cas` is `Set` with `cas: Some(..)`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Store {
+    pub mode: StoreMode,
+    pub key: Key,
+    pub flags: u32,
+    pub exptime: Exptime,
+    pub data: Bytes,
+    /// Only store if the item's CAS unique equals this (0 in binary means "no check").
+    pub cas: Option<u64>,
+    /// meta `I`: with a CAS older than the item's, mark it stale instead of failing.
+    pub invalidate: bool,
+    /// meta `N` with append/prepend modes: create the item on miss with this TTL.
+    pub vivify: Option<Exptime>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delete {
+    pub key: Key,
+    pub cas: Option<u64>,
+    /// meta `I`: mark stale (bumping the CAS) instead of removing.
+    pub invalidate: bool,
+    /// meta `T` (with `I`): new TTL for the stale item.
+    pub exptime: Option<Exptime>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Arith {
+    pub key: Key,
+    /// true for incr (wraps at 2^64), false for decr (floors at 0).
+    pub incr: bool,
+    pub delta: u64,
+    pub cas: Option<u64>,
+    /// Binary INCR/DECR and meta `N`: create with `initial` and this TTL on miss.
+    pub vivify: Option<Exptime>,
+    pub initial: u64,
+    /// meta `T`: update the TTL on success.
+    pub touch: Option<Exptime>,
+}

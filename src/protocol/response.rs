@@ -1,0 +1,132 @@
+//! The dialect-neutral reply model.
+//!
+//! The node's executor produces a [`Response`] for each [`Command`]; the
+//! dialect modules encode it using the request's [`Frame`]. The proxy parses
+//! its upstream's binary replies into the same type.
+//!
+//! [`Command`]: super::request::Command
+//! [`Frame`]: super::request::Frame
+
+use bytes::Bytes;
+
+/// One item found by a retrieval, with every field any dialect may ask for.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Found {
+    pub key: Bytes,
+    pub flags: u32,
+    pub cas: u64,
+    pub data: Bytes,
+    /// Remaining TTL in seconds, -1 for none.
+    pub ttl: i64,
+    /// Seconds since the last access (before this one).
+    pub last_access: u64,
+    /// The item had been fetched before this request.
+    pub fetched: bool,
+    /// meta `W`: this client won the right to recache.
+    pub won: bool,
+    /// meta `X`: the item is stale (invalidated).
+    pub stale: bool,
+    /// meta `Z`: a win was already handed to another client.
+    pub win_sent: bool,
+}
+
+/// The outcome of a command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Response {
+    /// A retrieval: one entry per requested key, in request order.
+    Get(Vec<Option<Found>>),
+    /// Stored; carries the new CAS unique (binary and meta `c` return it).
+    Stored { cas: u64 },
+    /// add on an existing key, replace/append/prepend on a missing one, or a
+    /// storage command the credential may not perform.
+    NotStored,
+    /// CAS mismatch.
+    Exists,
+    /// The key was not there (cas, delete, incr/decr, touch).
+    NotFound,
+    Deleted,
+    Touched,
+    /// incr/decr result, with the item's CAS and TTL (meta `c`/`t`).
+    Number { value: u64, cas: u64, ttl: i64 },
+    /// flush_all, verbosity.
+    Ok,
+    Version(String),
+    /// `stats [group]`: name/value pairs in order.
+    Stats(Vec<(String, String)>),
+    /// mn / NOOP.
+    Noop,
+    /// me: the item's metadata (`None` on a miss).
+    MetaDebug(Option<Vec<(String, String)>>),
+    /// SASL mechanisms list, e.g. "PLAIN".
+    SaslMechs(String),
+    /// SASL succeeded (binary status 0, body "Authenticated").
+    AuthOk,
+    /// SASL needs another step, with the server's challenge.
+    AuthContinue(Bytes),
+    /// Any reply that is an error.
+    Error(ErrorReply),
+    /// Write nothing (a quiet binary op or quit).
+    Silent,
+}
+
+/// An error reply. Each maps to memcached's text string and a binary status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ErrorReply {
+    /// `ERROR` / 0x81: unknown command.
+    UnknownCommand,
+    /// `CLIENT_ERROR <msg>` / 0x04 (invalid arguments).
+    Client(String),
+    /// `SERVER_ERROR <msg>` / 0x84 (internal error).
+    Server(String),
+    /// `SERVER_ERROR object too large for cache` / 0x03.
+    TooLarge,
+    /// `SERVER_ERROR out of memory storing object` / 0x82.
+    OutOfMemory,
+    /// `CLIENT_ERROR cannot increment or decrement non-numeric value` / 0x06.
+    NonNumeric,
+    /// `CLIENT_ERROR unauthenticated` / 0x20.
+    Unauthenticated,
+    /// `CLIENT_ERROR authentication failure` / 0x20.
+    AuthFailure,
+    /// `CLIENT_ERROR permission denied` / 0x20.
+    PermissionDenied,
+    /// `CLIENT_ERROR flush_all not allowed` / 0x20.
+    FlushNotAllowed,
+}
+
+impl ErrorReply {
+    /// The text protocol line, without `\r\n`.
+    pub fn text(&self) -> String {
+        match self {
+            ErrorReply::UnknownCommand => "ERROR".into(),
+            ErrorReply::Client(msg) => format!("CLIENT_ERROR {msg}"),
+            ErrorReply::Server(msg) => format!("SERVER_ERROR {msg}"),
+            ErrorReply::TooLarge => "SERVER_ERROR object too large for cache".into(),
+            ErrorReply::OutOfMemory => "SERVER_ERROR out of memory storing object".into(),
+            ErrorReply::NonNumeric => {
+                "CLIENT_ERROR cannot increment or decrement non-numeric value".into()
+            }
+            ErrorReply::Unauthenticated => "CLIENT_ERROR unauthenticated".into(),
+            ErrorReply::AuthFailure => "CLIENT_ERROR authentication failure".into(),
+            ErrorReply::PermissionDenied => "CLIENT_ERROR permission denied".into(),
+            ErrorReply::FlushNotAllowed => "CLIENT_ERROR flush_all not allowed".into(),
+        }
+    }
+
+    /// The binary protocol status code.
+    pub fn status(&self) -> u16 {
+        use super::binary::status;
+        match self {
+            ErrorReply::UnknownCommand => status::UNKNOWN_COMMAND,
+            ErrorReply::Client(_) => status::INVALID_ARGUMENTS,
+            ErrorReply::Server(_) => status::INTERNAL_ERROR,
+            ErrorReply::TooLarge => status::VALUE_TOO_LARGE,
+            ErrorReply::OutOfMemory => status::OUT_OF_MEMORY,
+            ErrorReply::NonNumeric => status::NON_NUMERIC,
+            ErrorReply::Unauthenticated
+            | ErrorReply::AuthFailure
+            | ErrorReply::PermissionDenied
+            | ErrorReply::FlushNotAllowed => status::AUTH_ERROR,
+        }
+    }
+}
