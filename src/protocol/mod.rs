@@ -78,6 +78,9 @@ pub enum Parsed {
         error: ErrorReply,
         consumed: usize,
         skip: usize,
+        /// The key of a refused over-size `set`: memcached unlinks its old
+        /// value so that no stale data survives a failed overwrite.
+        unlink: Option<request::Key>,
     },
 }
 
