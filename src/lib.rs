@@ -14,4 +14,5 @@ pub mod metrics;
 pub mod node;
 pub mod pki;
 pub mod protocol;
+pub mod proxy;
 pub mod tls;

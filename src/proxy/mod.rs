@@ -1,0 +1,3 @@
+//! The sidecar proxy: key placement (ketama) and, later, upstream pools and sessions.
+
+pub mod ring;
