@@ -1,9 +1,774 @@
-//! Classic text protocol (placeholder signatures; being written).
-use super::{request::TextFrame, Limits, Parsed, ProtocolError, Response};
-use bytes::BytesMut;
-pub fn parse(_buf: &[u8], _limits: &Limits) -> Result<Parsed, ProtocolError> {
-    todo!()
+//! memcached's classic text protocol (1.6.18), sans-IO.
+//!
+//! [`parse`] reads one command line (and its data block, for storage
+//! commands) from the front of a buffer. Lines that start with a meta command
+//! are handed to [`meta`], because both dialects share one connection and one
+//! line discipline. [`encode`] writes a reply; [`encode_request`] writes a
+//! request, for the benchmark client and the round-trip tests.
+//!
+//! The parser follows memcached's own rules rather than a tidier reading of
+//! `protocol.txt`, because clients depend on them: commands are split on
+//! spaces only, a wrong number of tokens is `ERROR`, a `noreply` as the last
+//! token silences even the error that the same line provokes, and `delete`
+//! still accepts the legacy `0` hold time.
+//!
+//! The helpers at the bottom (tokens, numbers, keys, data blocks, decimal
+//! output) are shared with [`meta`], which speaks the same line discipline.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::{
+    meta,
+    request::{Arith, Command, Delete, Exptime, Frame, Get, Request, Store, StoreMode, TextFrame},
+    response::{ErrorReply, Response},
+    Limits, Parsed, ProtocolError, MAX_KEY_LEN, MAX_LINE_LEN,
+};
+
+/// Longest retrieval line (`get`, `gets`, `gat`, `gats`) before the
+/// connection is closed. memcached lets multi-get lines grow without bound;
+/// a bound keeps one client from holding unbounded memory, and 256 KiB is
+/// still over a thousand 250-byte keys.
+pub const MAX_RETRIEVAL_LINE_LEN: usize = 256 * 1024;
+
+/// memcached's answer to a malformed command line.
+pub(crate) const BAD_FORMAT: &str = "bad command line format";
+
+/// Written for a reply that has no text form (a dialect mix-up upstream), so
+/// that the client still sees exactly one reply for its command.
+const UNEXPECTED_REPLY: &[u8] = b"SERVER_ERROR unexpected reply";
+
+/// Parse one request from the front of `buf`.
+pub fn parse(buf: &[u8], limits: &Limits) -> Result<Parsed, ProtocolError> {
+    let Some(line) = Line::split(buf)? else {
+        return Ok(Parsed::Incomplete);
+    };
+    let Some(name) = line.tokens.get(0) else {
+        // An empty (or all-space) line.
+        return Ok(unknown_command(&line));
+    };
+    let parsed = match name {
+        b"get" => parse_retrieval(&line, false, false),
+        b"gets" => parse_retrieval(&line, true, false),
+        b"gat" => parse_retrieval(&line, false, true),
+        b"gats" => parse_retrieval(&line, true, true),
+        b"set" => parse_storage(&line, StoreMode::Set, false, limits),
+        b"add" => parse_storage(&line, StoreMode::Add, false, limits),
+        b"replace" => parse_storage(&line, StoreMode::Replace, false, limits),
+        b"append" => parse_storage(&line, StoreMode::Append, false, limits),
+        b"prepend" => parse_storage(&line, StoreMode::Prepend, false, limits),
+        b"cas" => parse_storage(&line, StoreMode::Set, true, limits),
+        b"incr" => parse_arith(&line, true),
+        b"decr" => parse_arith(&line, false),
+        b"delete" => parse_delete(&line),
+        b"touch" => parse_touch(&line),
+        b"flush_all" => parse_flush_all(&line),
+        b"verbosity" => parse_verbosity(&line),
+        b"version" => line.request(Command::Version, TextFrame::default()),
+        b"quit" => line.request(Command::Quit, TextFrame::default()),
+        b"stats" => parse_stats(&line),
+        b"mg" | b"ms" | b"md" | b"ma" | b"mn" | b"me" => meta::parse_line(&line, limits),
+        _ => unknown_command(&line),
+    };
+    Ok(parsed)
 }
-pub fn encode(_frame: &TextFrame, _response: &Response, _out: &mut BytesMut) {
-    todo!()
+
+/// `get|gets <key>+` and `gat|gats <exptime> <key>+`.
+fn parse_retrieval(line: &Line, with_cas: bool, touch: bool) -> Parsed {
+    let frame = TextFrame {
+        noreply: false,
+        with_cas,
+    };
+    if line.tokens.len() < 2 {
+        return unknown_command(line);
+    }
+    // Keys are read from the line itself: a multi-get may hold more tokens
+    // than `Tokens` keeps.
+    let mut words = words(line.text).skip(1);
+    let touch = if touch {
+        match words.next().and_then(parse_exptime) {
+            Some(exptime) => Some(exptime),
+            None => return line.client_error(frame, "invalid exptime argument"),
+        }
+    } else {
+        None
+    };
+    let mut keys = Vec::new();
+    for word in words {
+        if !valid_key(word) {
+            return line.client_error(frame, BAD_FORMAT);
+        }
+        keys.push(Bytes::copy_from_slice(word));
+    }
+    let get = Get {
+        keys,
+        touch,
+        ..Get::default()
+    };
+    line.request(Command::Get(get), frame)
+}
+
+/// `<set|add|replace|append|prepend> <key> <flags> <exptime> <bytes> [noreply]`
+/// and `cas <key> <flags> <exptime> <bytes> <cas unique> [noreply]`.
+fn parse_storage(line: &Line, mode: StoreMode, with_cas: bool, limits: &Limits) -> Parsed {
+    let arity = if with_cas { 6 } else { 5 };
+    let n = line.tokens.len();
+    if n != arity && n != arity + 1 {
+        return unknown_command(line);
+    }
+    let frame = line.noreply_frame();
+    let t = &line.tokens;
+    let Some(key) = t.get(1).filter(|k| valid_key(k)) else {
+        return line.client_error(frame, BAD_FORMAT);
+    };
+    let (Some(flags), Some(exptime), Some(len)) = (
+        t.get(2).and_then(parse_u32),
+        t.get(3).and_then(parse_exptime),
+        t.get(4).and_then(parse_value_len),
+    ) else {
+        return line.client_error(frame, BAD_FORMAT);
+    };
+    let cas = if with_cas {
+        match t.get(5).and_then(parse_u64) {
+            Some(cas) => Some(cas),
+            None => return line.client_error(frame, BAD_FORMAT),
+        }
+    } else {
+        None
+    };
+    // memcached 1.6.18 unlinks the old value after refusing an over-size
+    // value only for plain `set` (NREAD_SET; `cas` is NREAD_CAS): a failed
+    // overwrite must not leave the old value readable.
+    let unlink = mode == StoreMode::Set && !with_cas;
+    if let Some(too_large) = line.refuse_oversize(Frame::Text(frame), key, len, unlink, limits) {
+        return too_large;
+    }
+    line.with_block(Frame::Text(frame), len, |data| {
+        Command::Store(Store {
+            mode,
+            key: Bytes::copy_from_slice(key),
+            flags,
+            exptime,
+            data,
+            cas,
+            invalidate: false,
+            vivify: None,
+        })
+    })
+}
+
+/// `incr|decr <key> <delta> [noreply]`.
+fn parse_arith(line: &Line, incr: bool) -> Parsed {
+    if !(3..=4).contains(&line.tokens.len()) {
+        return unknown_command(line);
+    }
+    let frame = line.noreply_frame();
+    let Some(key) = line.tokens.get(1).filter(|k| valid_key(k)) else {
+        return line.client_error(frame, BAD_FORMAT);
+    };
+    let Some(delta) = line.tokens.get(2).and_then(parse_u64) else {
+        return line.client_error(frame, "invalid numeric delta argument");
+    };
+    let arith = Arith {
+        key: Bytes::copy_from_slice(key),
+        incr,
+        delta,
+        cas: None,
+        vivify: None,
+        initial: 0,
+        touch: None,
+    };
+    line.request(Command::Arith(arith), frame)
+}
+
+/// `delete <key> [0] [noreply]`: the `0` is a hold time from memcached 1.2
+/// that old clients still send; any other extra token is refused.
+fn parse_delete(line: &Line) -> Parsed {
+    let n = line.tokens.len();
+    if !(2..=4).contains(&n) {
+        return unknown_command(line);
+    }
+    let frame = line.noreply_frame();
+    if n > 2 {
+        let hold_is_zero = line.tokens.get(2) == Some(b"0");
+        let valid = (n == 3 && (hold_is_zero || frame.noreply))
+            || (n == 4 && hold_is_zero && frame.noreply);
+        if !valid {
+            return line.client_error(
+                frame,
+                "bad command line format.  Usage: delete <key> [noreply]",
+            );
+        }
+    }
+    let Some(key) = line.tokens.get(1).filter(|k| valid_key(k)) else {
+        return line.client_error(frame, BAD_FORMAT);
+    };
+    let delete = Delete {
+        key: Bytes::copy_from_slice(key),
+        cas: None,
+        invalidate: false,
+        exptime: None,
+    };
+    line.request(Command::Delete(delete), frame)
+}
+
+/// `touch <key> <exptime> [noreply]`.
+fn parse_touch(line: &Line) -> Parsed {
+    if !(3..=4).contains(&line.tokens.len()) {
+        return unknown_command(line);
+    }
+    let frame = line.noreply_frame();
+    let Some(key) = line.tokens.get(1).filter(|k| valid_key(k)) else {
+        return line.client_error(frame, BAD_FORMAT);
+    };
+    let Some(exptime) = line.tokens.get(2).and_then(parse_exptime) else {
+        return line.client_error(frame, "invalid exptime argument");
+    };
+    let command = Command::Touch {
+        key: Bytes::copy_from_slice(key),
+        exptime,
+    };
+    line.request(command, frame)
+}
+
+/// `flush_all [delay] [noreply]`.
+fn parse_flush_all(line: &Line) -> Parsed {
+    let n = line.tokens.len();
+    if n > 3 {
+        return unknown_command(line);
+    }
+    let frame = line.noreply_frame();
+    let delay = if n == if frame.noreply { 2 } else { 1 } {
+        0
+    } else {
+        match line.tokens.get(1).and_then(parse_exptime) {
+            Some(delay) => delay,
+            None => return line.client_error(frame, "invalid exptime argument"),
+        }
+    };
+    line.request(Command::FlushAll { delay }, frame)
+}
+
+/// `verbosity <level> [noreply]`: validated, then ignored.
+fn parse_verbosity(line: &Line) -> Parsed {
+    if !(2..=3).contains(&line.tokens.len()) {
+        return unknown_command(line);
+    }
+    let frame = line.noreply_frame();
+    if line.tokens.get(1).and_then(parse_u32).is_none() {
+        return line.client_error(frame, BAD_FORMAT);
+    }
+    line.request(Command::Verbosity, frame)
+}
+
+/// `stats [group ...]`: the arguments, joined by single spaces, name the group.
+fn parse_stats(line: &Line) -> Parsed {
+    let args: Vec<&[u8]> = line.tokens.iter().skip(1).collect();
+    let group = (!args.is_empty()).then(|| String::from_utf8_lossy(&args.join(&b' ')).into_owned());
+    line.request(Command::Stats { group }, TextFrame::default())
+}
+
+fn unknown_command(line: &Line) -> Parsed {
+    line.reject(
+        Frame::Text(TextFrame::default()),
+        ErrorReply::UnknownCommand,
+    )
+}
+
+/// Write the reply to a classic text command.
+pub fn encode(frame: &TextFrame, response: &Response, out: &mut BytesMut) {
+    // memcached's `noreply` silences every reply of the command, errors too.
+    if frame.noreply {
+        return;
+    }
+    match response {
+        Response::Get(items) => {
+            for found in items.iter().flatten() {
+                out.put_slice(b"VALUE ");
+                out.put_slice(&found.key);
+                out.put_u8(b' ');
+                put_u64(out, found.flags.into());
+                out.put_u8(b' ');
+                put_usize(out, found.data.len());
+                if frame.with_cas {
+                    out.put_u8(b' ');
+                    put_u64(out, found.cas);
+                }
+                out.put_slice(b"\r\n");
+                out.put_slice(&found.data);
+                out.put_slice(b"\r\n");
+            }
+            out.put_slice(b"END\r\n");
+        }
+        // A good ASCII login is answered like the `set` that carried it.
+        Response::Stored { .. } | Response::AuthOk => put_line(out, b"STORED"),
+        Response::NotStored => put_line(out, b"NOT_STORED"),
+        Response::Exists => put_line(out, b"EXISTS"),
+        Response::NotFound => put_line(out, b"NOT_FOUND"),
+        Response::Deleted => put_line(out, b"DELETED"),
+        Response::Touched => put_line(out, b"TOUCHED"),
+        Response::Number { value, .. } => {
+            put_u64(out, *value);
+            out.put_slice(b"\r\n");
+        }
+        Response::Ok => put_line(out, b"OK"),
+        Response::Version(version) => {
+            out.put_slice(b"VERSION ");
+            put_line(out, version.as_bytes());
+        }
+        Response::Stats(pairs) => {
+            for (name, value) in pairs {
+                out.put_slice(b"STAT ");
+                out.put_slice(name.as_bytes());
+                out.put_u8(b' ');
+                put_line(out, value.as_bytes());
+            }
+            out.put_slice(b"END\r\n");
+        }
+        Response::Error(error) => put_line(out, error.text().as_bytes()),
+        Response::Silent => {}
+        Response::Noop
+        | Response::MetaDebug(_)
+        | Response::SaslMechs(_)
+        | Response::AuthContinue(_) => put_line(out, UNEXPECTED_REPLY),
+    }
+}
+
+/// A request that [`encode_request`] cannot write so that [`parse`] reads it
+/// back unchanged (wrong dialect, an option the command cannot carry, or a
+/// key or token that would break the line).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("request cannot be encoded as text or meta: {0}")]
+pub struct Unencodable(pub &'static str);
+
+/// Write `req` as a classic text command (`Frame::Text`) or a meta command
+/// (`Frame::Meta`), such that [`parse`] returns `req` again.
+pub fn encode_request(req: &Request, out: &mut BytesMut) -> Result<(), Unencodable> {
+    match &req.frame {
+        Frame::Text(frame) => encode_classic_request(frame, &req.command, out),
+        Frame::Meta(frame) => meta::encode_request(frame, &req.command, out),
+        Frame::Binary { .. } => Err(Unencodable("binary frame")),
+    }
+}
+
+fn encode_classic_request(
+    frame: &TextFrame,
+    command: &Command,
+    out: &mut BytesMut,
+) -> Result<(), Unencodable> {
+    // Only these commands take `noreply`, only retrievals return CAS.
+    let takes_noreply = matches!(
+        command,
+        Command::Store(_)
+            | Command::Delete(_)
+            | Command::Arith(_)
+            | Command::Touch { .. }
+            | Command::FlushAll { .. }
+            | Command::Verbosity
+    );
+    if (frame.noreply && !takes_noreply) || (frame.with_cas && !matches!(command, Command::Get(_)))
+    {
+        return Err(Unencodable("frame option the command cannot carry"));
+    }
+    let mut line = BytesMut::new();
+    let mut data = None;
+    match command {
+        Command::Get(get) => {
+            if get.keys.is_empty()
+                || get.vivify.is_some()
+                || get.recache_below.is_some()
+                || get.no_bump
+            {
+                return Err(Unencodable("meta-only retrieval options"));
+            }
+            line.put_slice(match (get.touch.is_some(), frame.with_cas) {
+                (false, false) => b"get".as_slice(),
+                (false, true) => b"gets",
+                (true, false) => b"gat",
+                (true, true) => b"gats",
+            });
+            if let Some(exptime) = get.touch {
+                put_word_i64(&mut line, exptime);
+            }
+            for key in &get.keys {
+                put_word_key(&mut line, key)?;
+            }
+        }
+        Command::Store(store) => {
+            if store.invalidate || store.vivify.is_some() {
+                return Err(Unencodable("meta-only storage options"));
+            }
+            line.put_slice(match (store.mode, store.cas) {
+                (StoreMode::Set, None) => b"set".as_slice(),
+                (StoreMode::Set, Some(_)) => b"cas",
+                (StoreMode::Add, None) => b"add",
+                (StoreMode::Replace, None) => b"replace",
+                (StoreMode::Append, None) => b"append",
+                (StoreMode::Prepend, None) => b"prepend",
+                (_, Some(_)) => return Err(Unencodable("cas with a mode other than set")),
+            });
+            put_word_key(&mut line, &store.key)?;
+            put_word_u64(&mut line, store.flags.into());
+            put_word_i64(&mut line, store.exptime);
+            put_word_u64(&mut line, store.data.len() as u64);
+            if let Some(cas) = store.cas {
+                put_word_u64(&mut line, cas);
+            }
+            data = Some(&store.data);
+        }
+        Command::Delete(delete) => {
+            if delete.cas.is_some() || delete.invalidate || delete.exptime.is_some() {
+                return Err(Unencodable("meta-only delete options"));
+            }
+            line.put_slice(b"delete");
+            put_word_key(&mut line, &delete.key)?;
+        }
+        Command::Arith(arith) => {
+            if arith.cas.is_some()
+                || arith.vivify.is_some()
+                || arith.touch.is_some()
+                || arith.initial != 0
+            {
+                return Err(Unencodable("meta-only arithmetic options"));
+            }
+            line.put_slice(if arith.incr { b"incr" } else { b"decr" });
+            put_word_key(&mut line, &arith.key)?;
+            put_word_u64(&mut line, arith.delta);
+        }
+        Command::Touch { key, exptime } => {
+            line.put_slice(b"touch");
+            put_word_key(&mut line, key)?;
+            put_word_i64(&mut line, *exptime);
+        }
+        Command::FlushAll { delay } => {
+            line.put_slice(b"flush_all");
+            if *delay != 0 {
+                put_word_i64(&mut line, *delay);
+            }
+        }
+        Command::Version => line.put_slice(b"version"),
+        // The level is not kept; any valid one reads back as `Verbosity`.
+        Command::Verbosity => line.put_slice(b"verbosity 1"),
+        Command::Stats { group } => {
+            line.put_slice(b"stats");
+            if let Some(group) = group {
+                let canonical = words(group.as_bytes()).eq(group.split(' ').map(str::as_bytes));
+                if !canonical || group.bytes().any(|b| b.is_ascii_control()) {
+                    return Err(Unencodable(
+                        "stats group is not single-space separated words",
+                    ));
+                }
+                line.put_u8(b' ');
+                line.put_slice(group.as_bytes());
+            }
+        }
+        Command::Quit => line.put_slice(b"quit"),
+        Command::Noop
+        | Command::MetaDebug { .. }
+        | Command::SaslList
+        | Command::SaslAuth { .. }
+        | Command::SaslStep { .. } => return Err(Unencodable("no classic text form")),
+    }
+    if frame.noreply {
+        line.put_slice(b" noreply");
+    }
+    out.put_slice(&line);
+    out.put_slice(b"\r\n");
+    if let Some(data) = data {
+        out.put_slice(data);
+        out.put_slice(b"\r\n");
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Shared with `meta`: the line, its tokens, numbers, keys and data blocks.
+// ---------------------------------------------------------------------------
+
+/// One command line at the front of the buffer, split into tokens, plus the
+/// bytes after it (where a storage command's data block starts).
+pub(crate) struct Line<'a> {
+    /// The line without its `\r\n` or bare `\n`.
+    pub(crate) text: &'a [u8],
+    pub(crate) tokens: Tokens<'a>,
+    /// Bytes the line occupies, newline included.
+    pub(crate) len: usize,
+    /// Everything in the buffer after the line.
+    rest: &'a [u8],
+}
+
+impl<'a> Line<'a> {
+    /// Find the first line in `buf`. Only a bounded prefix is searched, so a
+    /// slowly arriving line costs at most `MAX_LINE_LEN` bytes of scanning per
+    /// call (a multi-get at most `MAX_RETRIEVAL_LINE_LEN`).
+    fn split(buf: &'a [u8]) -> Result<Option<Line<'a>>, ProtocolError> {
+        let newline = match find_newline(buf, MAX_LINE_LEN) {
+            Some(at) => at,
+            None if buf.len() < MAX_LINE_LEN => return Ok(None),
+            None if !starts_retrieval(buf) => return Err(ProtocolError::LineTooLong),
+            None => match find_newline(buf, MAX_RETRIEVAL_LINE_LEN) {
+                Some(at) => at,
+                None if buf.len() < MAX_RETRIEVAL_LINE_LEN => return Ok(None),
+                None => return Err(ProtocolError::LineTooLong),
+            },
+        };
+        let (head, rest) = buf.split_at(newline + 1);
+        let text = head.strip_suffix(b"\n").unwrap_or(head);
+        let text = text.strip_suffix(b"\r").unwrap_or(text);
+        Ok(Some(Line {
+            text,
+            tokens: Tokens::new(text),
+            len: head.len(),
+            rest,
+        }))
+    }
+
+    /// A text frame whose `noreply` is set the way memcached's
+    /// `set_noreply_maybe` does: by the last token alone, before the line is
+    /// validated, so that it also silences this line's own error.
+    fn noreply_frame(&self) -> TextFrame {
+        TextFrame {
+            noreply: self.tokens.len() > 1 && self.tokens.last() == Some(b"noreply"),
+            with_cas: false,
+        }
+    }
+
+    fn request(&self, command: Command, frame: TextFrame) -> Parsed {
+        Parsed::Request(
+            Request {
+                command,
+                frame: Frame::Text(frame),
+            },
+            self.len,
+        )
+    }
+
+    fn client_error(&self, frame: TextFrame, msg: &str) -> Parsed {
+        self.reject(Frame::Text(frame), client_error(msg))
+    }
+
+    /// Refuse the line (consuming it) with `error`.
+    pub(crate) fn reject(&self, frame: Frame, error: ErrorReply) -> Parsed {
+        self.reject_skipping(frame, error, 0)
+    }
+
+    /// Refuse the line and have the session discard the `skip` bytes of data
+    /// that follow it, without buffering them.
+    pub(crate) fn reject_skipping(&self, frame: Frame, error: ErrorReply, skip: usize) -> Parsed {
+        Parsed::Reject {
+            frame,
+            error,
+            consumed: self.len,
+            skip,
+            unlink: None,
+        }
+    }
+
+    /// The over-size check that must run before any value is buffered:
+    /// `Some(reject)` when `key` + `len` value bytes exceed the item limit.
+    pub(crate) fn refuse_oversize(
+        &self,
+        frame: Frame,
+        key: &[u8],
+        len: usize,
+        unlink: bool,
+        limits: &Limits,
+    ) -> Option<Parsed> {
+        if key.len().saturating_add(len) <= limits.max_item_size {
+            return None;
+        }
+        Some(Parsed::Reject {
+            frame,
+            error: ErrorReply::TooLarge,
+            consumed: self.len,
+            skip: len.saturating_add(2),
+            unlink: unlink.then(|| Bytes::copy_from_slice(key)),
+        })
+    }
+
+    /// Take the `len`-byte data block (plus `\r\n`) after the line and build
+    /// the request from it; Incomplete until it is all buffered, and
+    /// `CLIENT_ERROR bad data chunk` (consuming line and block) if the block
+    /// does not end in `\r\n`.
+    pub(crate) fn with_block(
+        &self,
+        frame: Frame,
+        len: usize,
+        command: impl FnOnce(Bytes) -> Command,
+    ) -> Parsed {
+        let (Some(data), Some(end)) = (self.rest.get(..len), self.rest.get(len..len + 2)) else {
+            return Parsed::Incomplete;
+        };
+        let consumed = self.len + len + 2;
+        if end != b"\r\n" {
+            return Parsed::Reject {
+                frame,
+                error: client_error("bad data chunk"),
+                consumed,
+                skip: 0,
+                unlink: None,
+            };
+        }
+        let command = command(Bytes::copy_from_slice(data));
+        Parsed::Request(Request { command, frame }, consumed)
+    }
+}
+
+fn find_newline(buf: &[u8], limit: usize) -> Option<usize> {
+    buf.iter().take(limit).position(|&b| b == b'\n')
+}
+
+/// Whether an unterminated line is a retrieval, which may exceed
+/// `MAX_LINE_LEN` (memcached allows a few leading spaces, as do we).
+fn starts_retrieval(buf: &[u8]) -> bool {
+    let start = buf.iter().take(100).take_while(|&&b| b == b' ').count();
+    let buf = buf.get(start..).unwrap_or_default();
+    [b"get ".as_slice(), b"gets ", b"gat ", b"gats "]
+        .iter()
+        .any(|prefix| buf.starts_with(prefix))
+}
+
+/// memcached's tokens are separated by spaces only (a tab is part of a token).
+pub(crate) fn words(line: &[u8]) -> impl Iterator<Item = &[u8]> {
+    line.split(|&b| b == b' ').filter(|w| !w.is_empty())
+}
+
+/// At most this many tokens of a line are kept; every command but a
+/// multi-get has far fewer (memcached's MAX_TOKENS).
+const MAX_TOKENS: usize = 24;
+
+/// The first `MAX_TOKENS` tokens of a line, and how many there are in all.
+pub(crate) struct Tokens<'a> {
+    kept: [&'a [u8]; MAX_TOKENS],
+    count: usize,
+}
+
+impl<'a> Tokens<'a> {
+    fn new(line: &'a [u8]) -> Self {
+        let mut tokens = Tokens {
+            kept: [&[]; MAX_TOKENS],
+            count: 0,
+        };
+        for word in words(line) {
+            if let Some(slot) = tokens.kept.get_mut(tokens.count) {
+                *slot = word;
+            }
+            tokens.count += 1;
+        }
+        tokens
+    }
+
+    /// How many tokens the line holds (possibly more than are kept).
+    pub(crate) fn len(&self) -> usize {
+        self.count
+    }
+
+    pub(crate) fn get(&self, i: usize) -> Option<&'a [u8]> {
+        self.iter().nth(i)
+    }
+
+    pub(crate) fn last(&self) -> Option<&'a [u8]> {
+        self.iter().last()
+    }
+
+    /// The kept tokens, in order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &'a [u8]> + '_ {
+        self.kept.iter().take(self.count).copied()
+    }
+}
+
+/// A key memcached's text protocol accepts: 1..=250 bytes, no space or
+/// control characters.
+pub(crate) fn valid_key(key: &[u8]) -> bool {
+    !key.is_empty() && key.len() <= MAX_KEY_LEN && key.iter().all(|&b| b > b' ' && b != 0x7f)
+}
+
+pub(crate) fn client_error(msg: &str) -> ErrorReply {
+    ErrorReply::Client(msg.to_owned())
+}
+
+/// An unsigned decimal (memcached's `safe_strtoull`): digits only.
+pub(crate) fn parse_u64(token: &[u8]) -> Option<u64> {
+    if token.is_empty() || !token.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(token).ok()?.parse().ok()
+}
+
+pub(crate) fn parse_u32(token: &[u8]) -> Option<u32> {
+    parse_u64(token)?.try_into().ok()
+}
+
+/// A signed 32-bit decimal (memcached's `safe_strtol`), as used for expiry
+/// times: memcached refuses anything outside `i32`.
+pub(crate) fn parse_exptime(token: &[u8]) -> Option<Exptime> {
+    let (negative, digits) = match token.strip_prefix(b"-") {
+        Some(digits) => (true, digits),
+        None => (false, token),
+    };
+    let magnitude = i64::try_from(parse_u64(digits)?).ok()?;
+    let value = if negative { -magnitude } else { magnitude };
+    i32::try_from(value).ok().map(Exptime::from)
+}
+
+/// A value length: memcached reads it as an `i32` and refuses negative
+/// values and values within 2 of `i32::MAX` as a bad command line (without
+/// swallowing anything, since it cannot know how much to swallow).
+pub(crate) fn parse_value_len(token: &[u8]) -> Option<usize> {
+    let len = parse_exptime(token)?;
+    if len < 0 || len > i64::from(i32::MAX - 2) {
+        return None;
+    }
+    usize::try_from(len).ok()
+}
+
+fn put_line(out: &mut BytesMut, line: &[u8]) {
+    out.put_slice(line);
+    out.put_slice(b"\r\n");
+}
+
+/// Write `n` in decimal without going through `fmt` or the heap.
+pub(crate) fn put_u64(out: &mut BytesMut, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        if let Some(d) = digits.get_mut(start) {
+            *d = b'0' + (n % 10) as u8;
+        }
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.put_slice(digits.get(start..).unwrap_or_default());
+}
+
+pub(crate) fn put_usize(out: &mut BytesMut, n: usize) {
+    put_u64(out, n as u64);
+}
+
+pub(crate) fn put_i64(out: &mut BytesMut, n: i64) {
+    if n < 0 {
+        out.put_u8(b'-');
+    }
+    put_u64(out, n.unsigned_abs());
+}
+
+fn put_word_u64(out: &mut BytesMut, n: u64) {
+    out.put_u8(b' ');
+    put_u64(out, n);
+}
+
+fn put_word_i64(out: &mut BytesMut, n: i64) {
+    out.put_u8(b' ');
+    put_i64(out, n);
+}
+
+fn put_word_key(out: &mut BytesMut, key: &[u8]) -> Result<(), Unencodable> {
+    if !valid_key(key) {
+        return Err(Unencodable("key is not a valid text key"));
+    }
+    out.put_u8(b' ');
+    out.put_slice(key);
+    Ok(())
 }
