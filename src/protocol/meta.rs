@@ -1,6 +1,1218 @@
-//! Meta protocol (placeholder signatures; being written).
-use super::{request::MetaFrame, Response};
-use bytes::BytesMut;
-pub fn encode(_frame: &MetaFrame, _response: &Response, _out: &mut BytesMut) {
-    todo!()
+//! memcached's meta commands (`mg ms md ma mn me`, 1.6.18), sans-IO.
+//!
+//! [`text::parse`](super::text::parse) recognises a meta line and calls
+//! [`parse_line`]; the line discipline, tokens, numbers and keys are the text
+//! protocol's. Flags are read the way memcached's `_meta_flag_preparse` reads
+//! them: every meta command accepts every known flag (and ignores those that
+//! do not apply to it), an unknown or repeated flag is refused, and the first
+//! character of a token is the flag, the rest its argument.
+//!
+//! Return flags are written in one fixed order (`c f h k b l O s t`, then
+//! `Z X W`) rather than in request order: the frame keeps which flags were
+//! asked for, not their order, and protocol.txt says the order "is not strict".
+
+use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::{
+    request::{Arith, Command, Delete, Exptime, Get, MetaFrame, Store, StoreMode, TextFrame},
+    response::{Found, Response},
+    text::{
+        self, client_error, parse_exptime, parse_u32, parse_u64, parse_value_len, put_i64, put_u64,
+        put_usize, valid_key, Line, Unencodable, BAD_FORMAT,
+    },
+    Frame, Limits, Parsed, Request,
+};
+
+/// memcached refuses a meta line with more tokens than this, counting the
+/// command and a terminating empty token (MFLAG_MAX_OPT_LENGTH).
+const MAX_META_TOKENS: usize = 20;
+/// Longest `O` token, the `O` included (memcached's MFLAG_MAX_OPAQUE_LENGTH
+/// counts the flag character, so the opaque itself is at most 31 bytes).
+const MAX_OPAQUE_TOKEN: usize = 32;
+
+/// Parse a meta command line; `line.tokens` starts with `mg`, `ms`, `md`,
+/// `ma`, `mn` or `me`.
+pub(crate) fn parse_line(line: &Line, limits: &Limits) -> Parsed {
+    match line.tokens.get(0) {
+        Some(b"mg") => parse_get(line),
+        Some(b"ms") => parse_set(line, limits),
+        Some(b"md") => parse_delete(line),
+        Some(b"ma") => parse_arith(line),
+        Some(b"mn") => request(line, Command::Noop, MetaFrame::default()),
+        Some(b"me") => parse_debug(line),
+        _ => line.reject(
+            Frame::Text(TextFrame::default()),
+            super::ErrorReply::UnknownCommand,
+        ),
+    }
+}
+
+/// `mg <key> <flags>*`.
+fn parse_get(line: &Line) -> Parsed {
+    let (key, flags) = match keyed_command(line, "options flags are too long", None) {
+        Ok(parts) => parts,
+        Err(refusal) => return *refusal,
+    };
+    if let Err(msg) = flags.check_opaque() {
+        return error(line, msg);
+    }
+    let get = Get {
+        keys: vec![key],
+        touch: flags.ttl,
+        vivify: flags.vivify,
+        recache_below: flags.recache_below,
+        no_bump: flags.no_bump,
+    };
+    request(line, Command::Get(get), flags.frame)
+}
+
+/// `ms <key> <datalen> <flags>*` followed by the data block.
+fn parse_set(line: &Line, limits: &Limits) -> Parsed {
+    if line.tokens.len() < 2 {
+        return unknown(line);
+    }
+    let Some(raw_key) = line.tokens.get(1).filter(|k| valid_key(k)) else {
+        return error(line, BAD_FORMAT);
+    };
+    if line.tokens.len() == 2 {
+        return error(line, BAD_FORMAT);
+    }
+    if line.tokens.len() + 1 > MAX_META_TOKENS {
+        return error(line, "options flags too long");
+    }
+    let Some(len) = line.tokens.get(2).and_then(parse_value_len) else {
+        return error(line, BAD_FORMAT);
+    };
+    // From here on memcached knows the data length, so every refusal also
+    // swallows the data block that follows.
+    let refuse = |msg: &str| {
+        line.reject_skipping(meta_frame(MetaFrame::default()), client_error(msg), len + 2)
+    };
+    let (key, flags) = match Flags::parse(raw_key, line.tokens.iter().skip(3)) {
+        Ok(parsed) => parsed,
+        Err(msg) => return refuse(msg),
+    };
+    // memcached 1.6.18 takes upper case only; lower case is accepted too, as
+    // a harmless superset.
+    let mode = match flags.mode {
+        None | Some(b'S' | b's') => StoreMode::Set,
+        Some(b'E' | b'e') => StoreMode::Add,
+        Some(b'A' | b'a') => StoreMode::Append,
+        Some(b'P' | b'p') => StoreMode::Prepend,
+        Some(b'R' | b'r') => StoreMode::Replace,
+        Some(_) => return refuse("invalid mode for ms M token"),
+    };
+    if let Err(msg) = flags.check_opaque() {
+        return refuse(msg);
+    }
+    let frame = meta_frame(flags.frame);
+    // memcached 1.6.18's `ms` unlinks the old value after refusing an
+    // over-size one whatever the mode, so that no stale data survives.
+    if let Some(too_large) = line.refuse_oversize(frame.clone(), &key, len, true, limits) {
+        return too_large;
+    }
+    let vivify = match mode {
+        StoreMode::Append | StoreMode::Prepend => flags.vivify,
+        _ => None,
+    };
+    line.with_block(frame, len, |data| {
+        Command::Store(Store {
+            mode,
+            key,
+            flags: flags.client_flags,
+            exptime: flags.ttl.unwrap_or(0),
+            data,
+            cas: flags.cas,
+            invalidate: flags.invalidate,
+            vivify,
+        })
+    })
+}
+
+/// `md <key> <flags>*`.
+fn parse_delete(line: &Line) -> Parsed {
+    let (key, flags) = match keyed_command(line, "options flags too long", Some(FLAG_ERROR)) {
+        Ok(parts) => parts,
+        Err(refusal) => return *refusal,
+    };
+    if let Err(msg) = flags.check_opaque() {
+        return error(line, msg);
+    }
+    let delete = Delete {
+        key,
+        cas: flags.cas,
+        invalidate: flags.invalidate,
+        exptime: flags.ttl,
+    };
+    request(line, Command::Delete(delete), flags.frame)
+}
+
+/// `ma <key> <flags>*`.
+fn parse_arith(line: &Line) -> Parsed {
+    let (key, flags) = match keyed_command(line, "options flags too long", Some(FLAG_ERROR)) {
+        Ok(parts) => parts,
+        Err(refusal) => return *refusal,
+    };
+    let incr = match flags.mode {
+        None | Some(b'I' | b'i' | b'+') => true,
+        Some(b'D' | b'd' | b'-') => false,
+        Some(_) => return error(line, "invalid mode for ma M token"),
+    };
+    if let Err(msg) = flags.check_opaque() {
+        return error(line, msg);
+    }
+    let arith = Arith {
+        key,
+        incr,
+        delta: flags.delta.unwrap_or(1),
+        cas: flags.cas,
+        vivify: flags.vivify,
+        initial: flags.initial.unwrap_or(0),
+        touch: flags.ttl,
+    };
+    request(line, Command::Arith(arith), flags.frame)
+}
+
+/// `md` and `ma` answer any flag error with this one string, ignoring the
+/// flag parser's more precise one (as memcached does).
+const FLAG_ERROR: &str = "invalid or duplicate flag";
+
+/// The checks `mg`, `md` and `ma` share: a missing key is `ERROR`, an invalid
+/// key or too many tokens a client error; then the flags, whose error is
+/// reported as `flag_error` when given. (The refusal is boxed: it is rare,
+/// and `Parsed` is large.)
+fn keyed_command(
+    line: &Line,
+    too_many: &'static str,
+    flag_error: Option<&'static str>,
+) -> Result<(Bytes, Flags), Box<Parsed>> {
+    let checked = match line.tokens.get(1) {
+        None => return Err(Box::new(unknown(line))),
+        Some(key) if !valid_key(key) => Err(BAD_FORMAT),
+        Some(_) if line.tokens.len() + 1 > MAX_META_TOKENS => Err(too_many),
+        Some(raw_key) => Flags::parse(raw_key, line.tokens.iter().skip(2))
+            .map_err(|msg| flag_error.unwrap_or(msg)),
+    };
+    checked.map_err(|msg| Box::new(error(line, msg)))
+}
+
+/// `me <key> [b]`.
+fn parse_debug(line: &Line) -> Parsed {
+    let Some(raw_key) = line.tokens.get(1).filter(|k| valid_key(k)) else {
+        return error(line, BAD_FORMAT);
+    };
+    let base64_key = line.tokens.get(2) == Some(b"b");
+    let key = if base64_key {
+        match decode_key(raw_key) {
+            Some(key) => key,
+            None => return error(line, BAD_FORMAT),
+        }
+    } else {
+        Bytes::copy_from_slice(raw_key)
+    };
+    let frame = MetaFrame {
+        base64_key,
+        ..MetaFrame::default()
+    };
+    request(line, Command::MetaDebug { key }, frame)
+}
+
+fn request(line: &Line, command: Command, frame: MetaFrame) -> Parsed {
+    Parsed::Request(
+        Request {
+            command,
+            frame: meta_frame(frame),
+        },
+        line.len,
+    )
+}
+
+/// Meta errors are never silenced by `q`, so they carry a default frame.
+fn error(line: &Line, msg: &str) -> Parsed {
+    line.reject(meta_frame(MetaFrame::default()), client_error(msg))
+}
+
+fn unknown(line: &Line) -> Parsed {
+    line.reject(
+        meta_frame(MetaFrame::default()),
+        super::ErrorReply::UnknownCommand,
+    )
+}
+
+fn meta_frame(frame: MetaFrame) -> Frame {
+    Frame::Meta(Box::new(frame))
+}
+
+/// A `b` key: standard, padded base64 that must decode to at least one byte.
+fn decode_key(raw: &[u8]) -> Option<Bytes> {
+    BASE64
+        .decode(raw)
+        .ok()
+        .filter(|key| !key.is_empty())
+        .map(Bytes::from)
+}
+
+const BAD_TOKEN: &str = "bad token in command line format";
+
+/// Store a parsed flag argument, or report `msg`.
+fn set<T>(
+    slot: &mut Option<T>,
+    value: Option<T>,
+    msg: &'static str,
+) -> Result<(), Option<&'static str>> {
+    *slot = Some(value.ok_or(Some(msg))?);
+    Ok(())
+}
+
+/// Every flag a meta command line may carry.
+#[derive(Default)]
+struct Flags {
+    frame: MetaFrame,
+    /// `T`: new TTL (mg, ma), TTL (ms), stale TTL (md).
+    ttl: Option<Exptime>,
+    /// `N`: vivify on miss with this TTL.
+    vivify: Option<Exptime>,
+    /// `R`: win the recache below this TTL.
+    recache_below: Option<Exptime>,
+    /// `u`: no LRU bump.
+    no_bump: bool,
+    /// `F`: client flags.
+    client_flags: u32,
+    /// `C`: compare CAS.
+    cas: Option<u64>,
+    /// `I`: invalidate.
+    invalidate: bool,
+    /// `M`: the mode character.
+    mode: Option<u8>,
+    /// `J`: initial value.
+    initial: Option<u64>,
+    /// `D`: delta.
+    delta: Option<u64>,
+}
+
+impl Flags {
+    /// Read flag tokens; returns the (possibly base64-decoded) key too. The
+    /// error string is memcached's: a repeated or unknown flag stops at once,
+    /// other bad tokens are reported after all are read, the last one winning
+    /// (a bad `F` keeps whatever message was current).
+    fn parse<'a>(
+        raw_key: &[u8],
+        tokens: impl Iterator<Item = &'a [u8]>,
+    ) -> Result<(Bytes, Flags), &'static str> {
+        let mut flags = Flags::default();
+        let mut key = None;
+        // memcached indexes a 127-entry table; a flag byte >= 127 is reported
+        // as a duplicate, as it does.
+        let mut seen = [false; 127];
+        let mut has_error = false;
+        let mut message = BAD_FORMAT;
+        for token in tokens {
+            let (&flag, arg) = token.split_first().unwrap_or((&0, &[]));
+            match seen.get_mut(usize::from(flag)) {
+                Some(seen) if !*seen => *seen = true,
+                _ => return Err("duplicate flag"),
+            }
+            if let Some(switch) = flags.switch(flag) {
+                *switch = true;
+                continue;
+            }
+            let frame = &mut flags.frame;
+            // Err(Some(msg)): a bad argument with its message; Err(None): a
+            // bad argument that keeps the current message (memcached's `F`).
+            let outcome: Result<(), Option<&'static str>> = match flag {
+                b'b' => {
+                    frame.base64_key = true;
+                    key = decode_key(raw_key);
+                    key.as_ref().map(|_| ()).ok_or(Some("error decoding key"))
+                }
+                b'O' => {
+                    frame.opaque = Some(Bytes::copy_from_slice(arg));
+                    Ok(())
+                }
+                // Routing hints for proxies; memcached ignores them.
+                b'P' | b'L' => Ok(()),
+                b'N' => set(&mut flags.vivify, parse_exptime(arg), BAD_TOKEN),
+                b'T' => set(&mut flags.ttl, parse_exptime(arg), BAD_TOKEN),
+                b'R' => set(&mut flags.recache_below, parse_exptime(arg), BAD_TOKEN),
+                b'C' => set(&mut flags.cas, parse_u64(arg), BAD_TOKEN),
+                b'J' => set(
+                    &mut flags.initial,
+                    parse_u64(arg),
+                    "invalid numeric initial value",
+                ),
+                b'D' => set(
+                    &mut flags.delta,
+                    parse_u64(arg),
+                    "invalid numeric delta value",
+                ),
+                b'F' => parse_u32(arg).map(|f| flags.client_flags = f).ok_or(None),
+                b'M' => {
+                    let mode = if let [mode] = arg { Some(*mode) } else { None };
+                    set(&mut flags.mode, mode, "incorrect length for M token")
+                }
+                _ => return Err("invalid flag"),
+            };
+            if let Err(msg) = outcome {
+                has_error = true;
+                message = msg.unwrap_or(message);
+            }
+        }
+        if has_error {
+            return Err(message);
+        }
+        let key = key.unwrap_or_else(|| Bytes::copy_from_slice(raw_key));
+        Ok((key, flags))
+    }
+
+    /// The argument-less flag `flag` turns on, if it is one.
+    fn switch(&mut self, flag: u8) -> Option<&mut bool> {
+        let frame = &mut self.frame;
+        Some(match flag {
+            b'c' => &mut frame.return_cas,
+            b'f' => &mut frame.return_flags,
+            b'h' => &mut frame.return_hit,
+            b'k' => &mut frame.return_key,
+            b'l' => &mut frame.return_last_access,
+            b'q' => &mut frame.quiet,
+            b's' => &mut frame.return_size,
+            b't' => &mut frame.return_ttl,
+            b'v' => &mut frame.return_value,
+            b'u' => &mut self.no_bump,
+            b'I' => &mut self.invalidate,
+            _ => return None,
+        })
+    }
+
+    /// memcached checks the `O` token's length only after the other flags.
+    fn check_opaque(&self) -> Result<(), &'static str> {
+        match &self.frame.opaque {
+            Some(opaque) if opaque.len() + 1 > MAX_OPAQUE_TOKEN => Err("opaque token too long"),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Write the reply to a meta command. Without the request's key, `k` can be
+/// echoed only where the reply carries the key (an `mg` hit) and `me` hits
+/// are written without one; a caller holding the request should prefer
+/// [`encode_keyed`].
+pub fn encode(frame: &MetaFrame, response: &Response, out: &mut BytesMut) {
+    encode_keyed(frame, None, response, out);
+}
+
+/// Write the reply to a meta command whose (decoded) key is `key`, echoed for
+/// `k` and `me` (base64-encoded again when the request used `b`).
+pub fn encode_keyed(
+    frame: &MetaFrame,
+    key: Option<&[u8]>,
+    response: &Response,
+    out: &mut BytesMut,
+) {
+    let quiet = frame.quiet;
+    let mut reply = Reply { frame, key, out };
+    // The `q` rules are memcached 1.6.18's: it hides EN for mg, HD for ms/md
+    // and every successful ma (VA too); NF, NS, EX and errors always show.
+    match response {
+        Response::Get(items) => match items.first().and_then(Option::as_ref) {
+            Some(found) => reply.hit(found),
+            None if quiet => {}
+            None => reply.status(b"EN", &ReturnFlags::default()),
+        },
+        Response::Stored { cas } => {
+            if !quiet {
+                let flags = ReturnFlags {
+                    cas: Some(*cas),
+                    ..ReturnFlags::default()
+                };
+                reply.status(b"HD", &flags);
+            }
+        }
+        Response::Deleted | Response::Touched => {
+            if !quiet {
+                reply.status(b"HD", &ReturnFlags::default());
+            }
+        }
+        Response::NotStored => reply.status(b"NS", &ReturnFlags::default()),
+        Response::Exists => reply.status(b"EX", &ReturnFlags::default()),
+        Response::NotFound => reply.status(b"NF", &ReturnFlags::default()),
+        Response::Number { value, cas, ttl } => {
+            if !quiet {
+                reply.number(*value, *cas, *ttl);
+            }
+        }
+        Response::Noop => reply.out.put_slice(b"MN\r\n"),
+        Response::MetaDebug(Some(pairs)) => reply.debug(pairs),
+        Response::MetaDebug(None) => reply.out.put_slice(b"EN\r\n"),
+        Response::Error(_)
+        | Response::Silent
+        | Response::Ok
+        | Response::Version(_)
+        | Response::Stats(_)
+        | Response::AuthOk
+        | Response::SaslMechs(_)
+        | Response::AuthContinue(_) => text::encode(&TextFrame::default(), response, reply.out),
+    }
+}
+
+/// Item facts a reply may report, each written only if the frame asked.
+#[derive(Default)]
+struct ReturnFlags {
+    cas: Option<u64>,
+    client_flags: Option<u32>,
+    hit: Option<bool>,
+    last_access: Option<u64>,
+    size: Option<usize>,
+    ttl: Option<i64>,
+}
+
+struct Reply<'k, 'o> {
+    frame: &'k MetaFrame,
+    key: Option<&'k [u8]>,
+    out: &'o mut BytesMut,
+}
+
+impl<'k> Reply<'k, '_> {
+    /// An `mg` hit: `VA <size> <flags>` + data with `v`, else `HD <flags>`.
+    fn hit(&mut self, found: &'k Found) {
+        let flags = ReturnFlags {
+            cas: Some(found.cas),
+            client_flags: Some(found.flags),
+            hit: Some(found.fetched),
+            last_access: Some(found.last_access),
+            size: Some(found.data.len()),
+            ttl: Some(found.ttl),
+        };
+        self.key = Some(&found.key);
+        if self.frame.return_value {
+            self.out.put_slice(b"VA ");
+            put_usize(self.out, found.data.len());
+        } else {
+            self.out.put_slice(b"HD");
+        }
+        self.flags(&flags);
+        // Z before W, as memcached writes them: a client never sees both.
+        for (set, flag) in [
+            (found.win_sent, b'Z'),
+            (found.stale, b'X'),
+            (found.won, b'W'),
+        ] {
+            if set {
+                self.out.put_slice(&[b' ', flag]);
+            }
+        }
+        self.out.put_slice(b"\r\n");
+        if self.frame.return_value {
+            self.out.put_slice(&found.data);
+            self.out.put_slice(b"\r\n");
+        }
+    }
+
+    /// An `ma` success: `HD <flags>`, or `VA <len> <flags>` + the number.
+    fn number(&mut self, value: u64, cas: u64, ttl: i64) {
+        let flags = ReturnFlags {
+            cas: Some(cas),
+            ttl: Some(ttl),
+            ..ReturnFlags::default()
+        };
+        let mut number = BytesMut::new();
+        put_u64(&mut number, value);
+        if self.frame.return_value {
+            self.out.put_slice(b"VA ");
+            put_usize(self.out, number.len());
+        } else {
+            self.out.put_slice(b"HD");
+        }
+        self.flags(&flags);
+        self.out.put_slice(b"\r\n");
+        if self.frame.return_value {
+            self.out.put_slice(&number);
+            self.out.put_slice(b"\r\n");
+        }
+    }
+
+    fn status(&mut self, code: &[u8], flags: &ReturnFlags) {
+        self.out.put_slice(code);
+        self.flags(flags);
+        self.out.put_slice(b"\r\n");
+    }
+
+    /// `ME <key> <k>=<v>*`.
+    fn debug(&mut self, pairs: &[(String, String)]) {
+        self.out.put_slice(b"ME");
+        if let Some(key) = self.key {
+            self.out.put_u8(b' ');
+            self.put_key(key);
+        }
+        for (name, value) in pairs {
+            self.out.put_u8(b' ');
+            self.out.put_slice(name.as_bytes());
+            self.out.put_u8(b'=');
+            self.out.put_slice(value.as_bytes());
+        }
+        self.out.put_slice(b"\r\n");
+    }
+
+    /// The requested return flags, in the order `c f h k b l O s t`.
+    fn flags(&mut self, facts: &ReturnFlags) {
+        let frame = self.frame;
+        if let (true, Some(cas)) = (frame.return_cas, facts.cas) {
+            self.out.put_slice(b" c");
+            put_u64(self.out, cas);
+        }
+        if let (true, Some(client_flags)) = (frame.return_flags, facts.client_flags) {
+            self.out.put_slice(b" f");
+            put_u64(self.out, client_flags.into());
+        }
+        if let (true, Some(hit)) = (frame.return_hit, facts.hit) {
+            self.out.put_slice(if hit { b" h1" } else { b" h0" });
+        }
+        if let (true, Some(key)) = (frame.return_key, self.key) {
+            self.out.put_slice(b" k");
+            self.put_key(key);
+            if frame.base64_key {
+                self.out.put_slice(b" b");
+            }
+        }
+        if let (true, Some(last_access)) = (frame.return_last_access, facts.last_access) {
+            self.out.put_slice(b" l");
+            put_u64(self.out, last_access);
+        }
+        if let Some(opaque) = &frame.opaque {
+            self.out.put_slice(b" O");
+            self.out.put_slice(opaque);
+        }
+        if let (true, Some(size)) = (frame.return_size, facts.size) {
+            self.out.put_slice(b" s");
+            put_usize(self.out, size);
+        }
+        if let (true, Some(ttl)) = (frame.return_ttl, facts.ttl) {
+            self.out.put_slice(b" t");
+            put_i64(self.out, ttl);
+        }
+    }
+
+    fn put_key(&mut self, key: &[u8]) {
+        if self.frame.base64_key {
+            self.out.put_slice(BASE64.encode(key).as_bytes());
+        } else {
+            self.out.put_slice(key);
+        }
+    }
+}
+
+/// Write a meta request (see [`text::encode_request`]).
+pub(crate) fn encode_request(
+    frame: &MetaFrame,
+    command: &Command,
+    out: &mut BytesMut,
+) -> Result<(), Unencodable> {
+    let mut line = BytesMut::new();
+    let mut data = None;
+    match command {
+        Command::Get(get) => {
+            let [key] = get.keys.as_slice() else {
+                return Err(Unencodable("mg takes exactly one key"));
+            };
+            line.put_slice(b"mg");
+            put_key(&mut line, frame, key)?;
+            put_frame_flags(&mut line, frame)?;
+            if get.no_bump {
+                line.put_slice(b" u");
+            }
+            put_token(&mut line, b'N', get.vivify);
+            put_token(&mut line, b'R', get.recache_below);
+            put_token(&mut line, b'T', get.touch);
+        }
+        Command::Store(store) => {
+            line.put_slice(b"ms");
+            put_key(&mut line, frame, &store.key)?;
+            line.put_u8(b' ');
+            put_usize(&mut line, store.data.len());
+            put_frame_flags(&mut line, frame)?;
+            if store.flags != 0 {
+                put_token(&mut line, b'F', Some(store.flags));
+            }
+            if store.exptime != 0 {
+                put_token(&mut line, b'T', Some(store.exptime));
+            }
+            put_token(&mut line, b'C', store.cas);
+            if store.invalidate {
+                line.put_slice(b" I");
+            }
+            let mode = match store.mode {
+                StoreMode::Set => None,
+                StoreMode::Add => Some(b"E"),
+                StoreMode::Append => Some(b"A"),
+                StoreMode::Prepend => Some(b"P"),
+                StoreMode::Replace => Some(b"R"),
+            };
+            if let Some(mode) = mode {
+                line.put_slice(b" M");
+                line.put_slice(mode);
+            } else if store.vivify.is_some() {
+                return Err(Unencodable("ms vivifies only in append/prepend mode"));
+            }
+            put_token(&mut line, b'N', store.vivify);
+            data = Some(&store.data);
+        }
+        Command::Delete(delete) => {
+            line.put_slice(b"md");
+            put_key(&mut line, frame, &delete.key)?;
+            put_frame_flags(&mut line, frame)?;
+            put_token(&mut line, b'C', delete.cas);
+            if delete.invalidate {
+                line.put_slice(b" I");
+            }
+            put_token(&mut line, b'T', delete.exptime);
+        }
+        Command::Arith(arith) => {
+            line.put_slice(b"ma");
+            put_key(&mut line, frame, &arith.key)?;
+            put_frame_flags(&mut line, frame)?;
+            if !arith.incr {
+                line.put_slice(b" MD");
+            }
+            if arith.delta != 1 {
+                put_token(&mut line, b'D', Some(arith.delta));
+            }
+            if arith.initial != 0 {
+                put_token(&mut line, b'J', Some(arith.initial));
+            }
+            put_token(&mut line, b'N', arith.vivify);
+            put_token(&mut line, b'C', arith.cas);
+            put_token(&mut line, b'T', arith.touch);
+        }
+        Command::Noop => line.put_slice(b"mn"),
+        Command::MetaDebug { key } => {
+            line.put_slice(b"me");
+            put_key(&mut line, frame, key)?;
+            if frame.base64_key {
+                line.put_slice(b" b");
+            }
+        }
+        _ => return Err(Unencodable("no meta form")),
+    }
+    if text::words(&line).count() + 1 > MAX_META_TOKENS {
+        return Err(Unencodable("more meta flags than memcached accepts"));
+    }
+    out.put_slice(&line);
+    out.put_slice(b"\r\n");
+    if let Some(data) = data {
+        out.put_slice(data);
+        out.put_slice(b"\r\n");
+    }
+    Ok(())
+}
+
+fn put_key(line: &mut BytesMut, frame: &MetaFrame, key: &[u8]) -> Result<(), Unencodable> {
+    let encoded;
+    let key = if frame.base64_key {
+        encoded = BASE64.encode(key);
+        if key.is_empty() {
+            return Err(Unencodable("empty key"));
+        }
+        encoded.as_bytes()
+    } else {
+        key
+    };
+    if !valid_key(key) {
+        return Err(Unencodable("key is not a valid meta key"));
+    }
+    line.put_u8(b' ');
+    line.put_slice(key);
+    Ok(())
+}
+
+/// The frame's flags, in the order `b c f h k l q s t v O`.
+fn put_frame_flags(line: &mut BytesMut, frame: &MetaFrame) -> Result<(), Unencodable> {
+    for (set, flag) in [
+        (frame.base64_key, b'b'),
+        (frame.return_cas, b'c'),
+        (frame.return_flags, b'f'),
+        (frame.return_hit, b'h'),
+        (frame.return_key, b'k'),
+        (frame.return_last_access, b'l'),
+        (frame.quiet, b'q'),
+        (frame.return_size, b's'),
+        (frame.return_ttl, b't'),
+        (frame.return_value, b'v'),
+    ] {
+        if set {
+            line.put_slice(&[b' ', flag]);
+        }
+    }
+    if let Some(opaque) = &frame.opaque {
+        let printable = opaque.iter().all(|&b| b > b' ' && b != 0x7f);
+        if !printable || opaque.len() + 1 > MAX_OPAQUE_TOKEN {
+            return Err(Unencodable("opaque is not a short printable token"));
+        }
+        line.put_slice(b" O");
+        line.put_slice(opaque);
+    }
+    Ok(())
+}
+
+/// ` <flag><value>` when there is a value.
+fn put_token<N: Into<i128>>(line: &mut BytesMut, flag: u8, value: Option<N>) {
+    if let Some(value) = value {
+        line.put_slice(&[b' ', flag]);
+        let value: i128 = value.into();
+        match u64::try_from(value) {
+            Ok(unsigned) => put_u64(line, unsigned),
+            Err(_) => put_i64(line, value as i64),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{text::parse, ErrorReply};
+
+    fn parse_ok(buf: &[u8]) -> (Command, MetaFrame, usize) {
+        match parse(buf, &Limits::default()) {
+            Ok(Parsed::Request(
+                Request {
+                    command,
+                    frame: Frame::Meta(frame),
+                },
+                used,
+            )) => (command, *frame, used),
+            other => panic!("{:?}: {other:?}", String::from_utf8_lossy(buf)),
+        }
+    }
+
+    /// The error text and `skip` of a refused meta line.
+    fn refused(buf: &[u8]) -> (String, usize) {
+        match parse(buf, &Limits::default()) {
+            Ok(Parsed::Reject {
+                frame: Frame::Meta(_),
+                error,
+                consumed,
+                skip,
+                ..
+            }) => {
+                assert!(consumed > 0);
+                (error.text(), skip)
+            }
+            other => panic!("{:?}: {other:?}", String::from_utf8_lossy(buf)),
+        }
+    }
+
+    fn b(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    #[test]
+    fn mg_flags() {
+        let (command, frame, used) =
+            parse_ok(b"mg foo s v f t c k h l q u O123 T30 N-1 R5 P/x L\r\n");
+        assert_eq!(used, 50);
+        let want = Get {
+            keys: vec![b("foo")],
+            touch: Some(30),
+            vivify: Some(-1),
+            recache_below: Some(5),
+            no_bump: true,
+        };
+        assert_eq!(command, Command::Get(want));
+        let want = MetaFrame {
+            opaque: Some(b("123")),
+            return_key: true,
+            base64_key: false,
+            quiet: true,
+            return_value: true,
+            return_cas: true,
+            return_flags: true,
+            return_size: true,
+            return_ttl: true,
+            return_hit: true,
+            return_last_access: true,
+        };
+        assert_eq!(frame, want);
+        // Flags of other commands are accepted and ignored, as in memcached.
+        let (command, frame, _) = parse_ok(b"mg foo F5 MA I\n");
+        assert_eq!(
+            command,
+            Command::Get(Get {
+                keys: vec![b("foo")],
+                ..Get::default()
+            })
+        );
+        assert_eq!(frame, MetaFrame::default());
+    }
+
+    #[test]
+    fn base64_keys() {
+        let (command, frame, _) = parse_ok(b"mg AAEC/w== b k v\r\n");
+        assert_eq!(command.key(), Some(&Bytes::from_static(&[0, 1, 2, 255])));
+        assert!(frame.base64_key && frame.return_key);
+        assert_eq!(
+            refused(b"mg !!!! b\r\n").0,
+            "CLIENT_ERROR error decoding key"
+        );
+        assert_eq!(
+            refused(b"md abc b\r\n").0,
+            "CLIENT_ERROR invalid or duplicate flag"
+        );
+        let (command, frame, _) = parse_ok(b"me Zm9v b\r\n");
+        assert_eq!(command, Command::MetaDebug { key: b("foo") });
+        assert!(frame.base64_key);
+        assert_eq!(
+            refused(b"me Zm9 b\r\n").0,
+            "CLIENT_ERROR bad command line format"
+        );
+    }
+
+    #[test]
+    fn ms_modes_and_flags() {
+        let modes = [
+            ("", StoreMode::Set),
+            (" MS", StoreMode::Set),
+            (" ME", StoreMode::Add),
+            (" MA", StoreMode::Append),
+            (" Mp", StoreMode::Prepend),
+            (" MR", StoreMode::Replace),
+        ];
+        for (flag, mode) in modes {
+            let line = format!("ms k 2 T-1 F9 C7 I N30 c k q Oz{flag}\r\nhi\r\n");
+            let (command, frame, used) = parse_ok(line.as_bytes());
+            assert_eq!(used, line.len());
+            let appends = matches!(mode, StoreMode::Append | StoreMode::Prepend);
+            let want = Store {
+                mode,
+                key: b("k"),
+                flags: 9,
+                exptime: -1,
+                data: b("hi"),
+                cas: Some(7),
+                invalidate: true,
+                vivify: appends.then_some(30),
+            };
+            assert_eq!(command, Command::Store(want));
+            assert!(frame.return_cas && frame.return_key && frame.quiet);
+            assert_eq!(frame.opaque, Some(b("z")));
+        }
+        let (command, _, _) = parse_ok(b"ms k 0\r\n\r\n");
+        assert!(matches!(
+            command,
+            Command::Store(Store {
+                flags: 0,
+                exptime: 0,
+                cas: None,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn ms_errors_swallow_the_data_once_its_length_is_known() {
+        let bad = "CLIENT_ERROR bad command line format";
+        assert_eq!(refused(b"ms k\r\n"), (bad.into(), 0));
+        assert_eq!(refused(b"ms k x\r\n"), (bad.into(), 0));
+        assert_eq!(refused(b"ms k -1\r\n"), (bad.into(), 0));
+        assert_eq!(
+            refused(b"ms k 3 Mx\r\n"),
+            ("CLIENT_ERROR invalid mode for ms M token".into(), 5)
+        );
+        assert_eq!(
+            refused(b"ms k 3 MSS\r\n"),
+            ("CLIENT_ERROR incorrect length for M token".into(), 5)
+        );
+        assert_eq!(refused(b"ms k 3 Fx\r\n"), (bad.into(), 5));
+        assert_eq!(
+            refused(b"ms k 3 Tx Fx\r\n"),
+            ("CLIENT_ERROR bad token in command line format".into(), 5)
+        );
+        assert_eq!(
+            refused(b"ms k 3 c c\r\n"),
+            ("CLIENT_ERROR duplicate flag".into(), 5)
+        );
+        assert_eq!(
+            refused(b"ms k 3 !\r\n"),
+            ("CLIENT_ERROR invalid flag".into(), 5)
+        );
+        let opaque = format!("ms k 3 O{}\r\n", "o".repeat(32));
+        assert_eq!(
+            refused(opaque.as_bytes()),
+            ("CLIENT_ERROR opaque token too long".into(), 5)
+        );
+        let many = format!("ms k 1{}\r\n", " P".repeat(17));
+        assert_eq!(
+            refused(many.as_bytes()),
+            ("CLIENT_ERROR options flags too long".into(), 0)
+        );
+        assert_eq!(
+            refused(b"ms k 1\r\nxyz"),
+            ("CLIENT_ERROR bad data chunk".into(), 0)
+        );
+    }
+
+    #[test]
+    fn ms_too_large_unlinks_and_skips() {
+        let limits = Limits { max_item_size: 8 };
+        let got = parse(b"ms key 6 MA q\r\n", &limits);
+        let want = Parsed::Reject {
+            frame: meta_frame(MetaFrame {
+                quiet: true,
+                ..MetaFrame::default()
+            }),
+            error: ErrorReply::TooLarge,
+            consumed: 15,
+            skip: 8,
+            unlink: Some(b("key")),
+        };
+        assert_eq!(got, Ok(want));
+        assert_eq!(parse(b"ms key 5 MA q\r\n", &limits), Ok(Parsed::Incomplete));
+    }
+
+    #[test]
+    fn md_ma_mn_me() {
+        let (command, frame, _) = parse_ok(b"md k C5 I T30 q k Oo\r\n");
+        let want = Delete {
+            key: b("k"),
+            cas: Some(5),
+            invalidate: true,
+            exptime: Some(30),
+        };
+        assert_eq!(command, Command::Delete(want));
+        assert!(frame.quiet && frame.return_key);
+
+        let (command, frame, _) = parse_ok(b"ma k N0 J10 D3 T9 M- C2 v t c\r\n");
+        let want = Arith {
+            key: b("k"),
+            incr: false,
+            delta: 3,
+            cas: Some(2),
+            vivify: Some(0),
+            initial: 10,
+            touch: Some(9),
+        };
+        assert_eq!(command, Command::Arith(want));
+        assert!(frame.return_value && frame.return_ttl && frame.return_cas);
+        let (command, _, _) = parse_ok(b"ma k\r\n");
+        assert!(matches!(
+            command,
+            Command::Arith(Arith {
+                incr: true,
+                delta: 1,
+                initial: 0,
+                ..
+            })
+        ));
+
+        let (command, frame, used) = parse_ok(b"mn\r\n");
+        assert_eq!(
+            (command, frame, used),
+            (Command::Noop, MetaFrame::default(), 4)
+        );
+        let (command, _, _) = parse_ok(b"me foo\n");
+        assert_eq!(command, Command::MetaDebug { key: b("foo") });
+    }
+
+    #[test]
+    fn md_ma_mg_errors() {
+        let flag = "CLIENT_ERROR invalid or duplicate flag";
+        assert_eq!(refused(b"md k x\r\n").0, flag);
+        assert_eq!(refused(b"ma k Dx\r\n").0, flag);
+        assert_eq!(refused(b"ma k q q\r\n").0, flag);
+        assert_eq!(
+            refused(b"ma k Mx\r\n").0,
+            "CLIENT_ERROR invalid mode for ma M token"
+        );
+        assert_eq!(
+            refused(b"mg k Dx\r\n").0,
+            "CLIENT_ERROR invalid numeric delta value"
+        );
+        assert_eq!(
+            refused(b"mg k Jx\r\n").0,
+            "CLIENT_ERROR invalid numeric initial value"
+        );
+        assert_eq!(
+            refused(b"mg k T\r\n").0,
+            "CLIENT_ERROR bad token in command line format"
+        );
+        assert_eq!(refused(b"mg k \x7f\r\n").0, "CLIENT_ERROR duplicate flag");
+        let many = format!("mg k{}\r\n", " P".repeat(18));
+        assert_eq!(
+            refused(many.as_bytes()).0,
+            "CLIENT_ERROR options flags are too long"
+        );
+        let key = format!("mg {}\r\n", "k".repeat(251));
+        assert_eq!(
+            refused(key.as_bytes()).0,
+            "CLIENT_ERROR bad command line format"
+        );
+        assert_eq!(refused(b"me\r\n").0, "CLIENT_ERROR bad command line format");
+        for line in [&b"mg\r\n"[..], b"md\r\n", b"ma \r\n", b"ms\r\n"] {
+            assert_eq!(refused(line).0, "ERROR");
+        }
+        // 31 opaque bytes are fine, 32 are not.
+        parse_ok(format!("mg k O{}\r\n", "o".repeat(31)).as_bytes());
+        let long = format!("md k O{}\r\n", "o".repeat(32));
+        assert_eq!(
+            refused(long.as_bytes()).0,
+            "CLIENT_ERROR opaque token too long"
+        );
+    }
+
+    fn reply(frame: &MetaFrame, key: Option<&str>, response: Response) -> String {
+        let mut out = BytesMut::new();
+        encode_keyed(frame, key.map(str::as_bytes), &response, &mut out);
+        String::from_utf8(out.to_vec()).unwrap()
+    }
+
+    fn hit() -> Found {
+        Found {
+            key: b("foo"),
+            flags: 5,
+            cas: 99,
+            data: b("hello"),
+            ttl: -1,
+            last_access: 12,
+            fetched: true,
+            ..Found::default()
+        }
+    }
+
+    #[test]
+    fn mg_replies() {
+        let all = MetaFrame {
+            opaque: Some(b("op")),
+            return_key: true,
+            return_value: true,
+            return_cas: true,
+            return_flags: true,
+            return_size: true,
+            return_ttl: true,
+            return_hit: true,
+            return_last_access: true,
+            ..MetaFrame::default()
+        };
+        let found = Response::Get(vec![Some(hit())]);
+        assert_eq!(
+            reply(&all, None, found.clone()),
+            "VA 5 c99 f5 h1 kfoo l12 Oop s5 t-1\r\nhello\r\n"
+        );
+        let plain = MetaFrame::default();
+        assert_eq!(reply(&plain, None, found.clone()), "HD\r\n");
+        let quiet = MetaFrame {
+            quiet: true,
+            ..MetaFrame::default()
+        };
+        // memcached 1.6.18 hides only the miss under q.
+        assert_eq!(reply(&quiet, None, found), "HD\r\n");
+        assert_eq!(reply(&quiet, None, Response::Get(vec![None])), "");
+        assert_eq!(reply(&plain, None, Response::Get(vec![None])), "EN\r\n");
+        assert_eq!(
+            reply(&all, Some("foo"), Response::Get(vec![None])),
+            "EN kfoo Oop\r\n"
+        );
+
+        let states = Found {
+            won: true,
+            stale: true,
+            win_sent: true,
+            ..hit()
+        };
+        assert_eq!(
+            reply(&plain, None, Response::Get(vec![Some(states)])),
+            "HD Z X W\r\n"
+        );
+
+        let base64 = MetaFrame {
+            base64_key: true,
+            return_key: true,
+            ..MetaFrame::default()
+        };
+        let binary = Found {
+            key: Bytes::from_static(&[0, 1, 2, 255]),
+            ..hit()
+        };
+        assert_eq!(
+            reply(&base64, None, Response::Get(vec![Some(binary)])),
+            "HD kAAEC/w== b\r\n"
+        );
+    }
+
+    #[test]
+    fn ms_md_ma_replies() {
+        let plain = MetaFrame::default();
+        let quiet = MetaFrame {
+            quiet: true,
+            ..MetaFrame::default()
+        };
+        let cas = MetaFrame {
+            return_cas: true,
+            return_key: true,
+            ..MetaFrame::default()
+        };
+        assert_eq!(reply(&plain, None, Response::Stored { cas: 3 }), "HD\r\n");
+        assert_eq!(
+            reply(&cas, Some("k"), Response::Stored { cas: 3 }),
+            "HD c3 kk\r\n"
+        );
+        assert_eq!(reply(&quiet, None, Response::Stored { cas: 3 }), "");
+        assert_eq!(reply(&quiet, None, Response::Deleted), "");
+        for (response, code) in [
+            (Response::NotStored, "NS"),
+            (Response::Exists, "EX"),
+            (Response::NotFound, "NF"),
+        ] {
+            assert_eq!(reply(&quiet, None, response), format!("{code}\r\n"));
+        }
+        assert_eq!(reply(&plain, None, Response::Deleted), "HD\r\n");
+        let number = Response::Number {
+            value: 42,
+            cas: 8,
+            ttl: 30,
+        };
+        let full = MetaFrame {
+            return_value: true,
+            return_ttl: true,
+            return_cas: true,
+            ..MetaFrame::default()
+        };
+        assert_eq!(reply(&full, None, number.clone()), "VA 2 c8 t30\r\n42\r\n");
+        assert_eq!(reply(&plain, None, number.clone()), "HD\r\n");
+        assert_eq!(reply(&quiet, None, number), "");
+    }
+
+    #[test]
+    fn other_replies() {
+        let quiet = MetaFrame {
+            quiet: true,
+            ..MetaFrame::default()
+        };
+        assert_eq!(reply(&quiet, None, Response::Noop), "MN\r\n");
+        let error = Response::Error(ErrorReply::Client("bad data chunk".into()));
+        assert_eq!(
+            reply(&quiet, None, error),
+            "CLIENT_ERROR bad data chunk\r\n"
+        );
+        assert_eq!(
+            reply(&quiet, None, Response::Error(ErrorReply::TooLarge)),
+            "SERVER_ERROR object too large for cache\r\n"
+        );
+        assert_eq!(reply(&quiet, None, Response::Silent), "");
+        let pairs = vec![("exp".into(), "-1".into()), ("la".into(), "3".into())];
+        assert_eq!(
+            reply(&quiet, Some("foo"), Response::MetaDebug(Some(pairs))),
+            "ME foo exp=-1 la=3\r\n"
+        );
+        let base64 = MetaFrame {
+            base64_key: true,
+            ..MetaFrame::default()
+        };
+        let pairs = vec![("cas".into(), "1".into())];
+        assert_eq!(
+            reply(&base64, Some("foo"), Response::MetaDebug(Some(pairs))),
+            "ME Zm9v cas=1\r\n"
+        );
+        assert_eq!(reply(&quiet, None, Response::MetaDebug(None)), "EN\r\n");
+        let mut out = BytesMut::new();
+        encode(&MetaFrame::default(), &Response::Noop, &mut out);
+        assert_eq!(&out[..], b"MN\r\n");
+    }
 }

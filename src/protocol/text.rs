@@ -1,9 +1,1627 @@
-//! Classic text protocol (placeholder signatures; being written).
-use super::{request::TextFrame, Limits, Parsed, ProtocolError, Response};
-use bytes::BytesMut;
-pub fn parse(_buf: &[u8], _limits: &Limits) -> Result<Parsed, ProtocolError> {
-    todo!()
+//! memcached's classic text protocol (1.6.18), sans-IO.
+//!
+//! [`parse`] reads one command line (and its data block, for storage
+//! commands) from the front of a buffer. Lines that start with a meta command
+//! are handed to [`meta`], because both dialects share one connection and one
+//! line discipline. [`encode`] writes a reply; [`encode_request`] writes a
+//! request, for the benchmark client and the round-trip tests.
+//!
+//! The parser follows memcached's own rules rather than a tidier reading of
+//! `protocol.txt`, because clients depend on them: commands are split on
+//! spaces only, a wrong number of tokens is `ERROR`, a `noreply` as the last
+//! token silences even the error that the same line provokes, and `delete`
+//! still accepts the legacy `0` hold time.
+//!
+//! The helpers at the bottom (tokens, numbers, keys, data blocks, decimal
+//! output) are shared with [`meta`], which speaks the same line discipline.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::{
+    meta,
+    request::{Arith, Command, Delete, Exptime, Frame, Get, Request, Store, StoreMode, TextFrame},
+    response::{ErrorReply, Response},
+    Limits, Parsed, ProtocolError, MAX_KEY_LEN, MAX_LINE_LEN,
+};
+
+/// Longest retrieval line (`get`, `gets`, `gat`, `gats`) before the
+/// connection is closed. memcached lets multi-get lines grow without bound;
+/// a bound keeps one client from holding unbounded memory, and 256 KiB is
+/// still over a thousand 250-byte keys.
+pub const MAX_RETRIEVAL_LINE_LEN: usize = 256 * 1024;
+
+/// memcached's answer to a malformed command line.
+pub(crate) const BAD_FORMAT: &str = "bad command line format";
+
+/// Written for a reply that has no text form (a dialect mix-up upstream), so
+/// that the client still sees exactly one reply for its command.
+const UNEXPECTED_REPLY: &[u8] = b"SERVER_ERROR unexpected reply";
+
+/// Parse one request from the front of `buf`.
+pub fn parse(buf: &[u8], limits: &Limits) -> Result<Parsed, ProtocolError> {
+    let Some(line) = Line::split(buf)? else {
+        return Ok(Parsed::Incomplete);
+    };
+    let Some(name) = line.tokens.get(0) else {
+        // An empty (or all-space) line.
+        return Ok(unknown_command(&line));
+    };
+    let parsed = match name {
+        b"get" => parse_retrieval(&line, false, false),
+        b"gets" => parse_retrieval(&line, true, false),
+        b"gat" => parse_retrieval(&line, false, true),
+        b"gats" => parse_retrieval(&line, true, true),
+        b"set" => parse_storage(&line, StoreMode::Set, false, limits),
+        b"add" => parse_storage(&line, StoreMode::Add, false, limits),
+        b"replace" => parse_storage(&line, StoreMode::Replace, false, limits),
+        b"append" => parse_storage(&line, StoreMode::Append, false, limits),
+        b"prepend" => parse_storage(&line, StoreMode::Prepend, false, limits),
+        b"cas" => parse_storage(&line, StoreMode::Set, true, limits),
+        b"incr" => parse_arith(&line, true),
+        b"decr" => parse_arith(&line, false),
+        b"delete" => parse_delete(&line),
+        b"touch" => parse_touch(&line),
+        b"flush_all" => parse_flush_all(&line),
+        b"verbosity" => parse_verbosity(&line),
+        b"version" => line.request(Command::Version, TextFrame::default()),
+        b"quit" => line.request(Command::Quit, TextFrame::default()),
+        b"stats" => parse_stats(&line),
+        b"mg" | b"ms" | b"md" | b"ma" | b"mn" | b"me" => meta::parse_line(&line, limits),
+        _ => unknown_command(&line),
+    };
+    Ok(parsed)
 }
-pub fn encode(_frame: &TextFrame, _response: &Response, _out: &mut BytesMut) {
-    todo!()
+
+/// `get|gets <key>+` and `gat|gats <exptime> <key>+`.
+fn parse_retrieval(line: &Line, with_cas: bool, touch: bool) -> Parsed {
+    let frame = TextFrame {
+        noreply: false,
+        with_cas,
+    };
+    if line.tokens.len() < 2 {
+        return unknown_command(line);
+    }
+    // Keys are read from the line itself: a multi-get may hold more tokens
+    // than `Tokens` keeps.
+    let mut words = words(line.text).skip(1);
+    let touch = if touch {
+        match words.next().and_then(parse_exptime) {
+            Some(exptime) => Some(exptime),
+            None => return line.client_error(frame, "invalid exptime argument"),
+        }
+    } else {
+        None
+    };
+    let mut keys = Vec::new();
+    for word in words {
+        if !valid_key(word) {
+            return line.client_error(frame, BAD_FORMAT);
+        }
+        keys.push(Bytes::copy_from_slice(word));
+    }
+    let get = Get {
+        keys,
+        touch,
+        ..Get::default()
+    };
+    line.request(Command::Get(get), frame)
+}
+
+/// `<set|add|replace|append|prepend> <key> <flags> <exptime> <bytes> [noreply]`
+/// and `cas <key> <flags> <exptime> <bytes> <cas unique> [noreply]`.
+fn parse_storage(line: &Line, mode: StoreMode, with_cas: bool, limits: &Limits) -> Parsed {
+    let arity = if with_cas { 6 } else { 5 };
+    let n = line.tokens.len();
+    if n != arity && n != arity + 1 {
+        return unknown_command(line);
+    }
+    let frame = line.noreply_frame();
+    let t = &line.tokens;
+    let Some(key) = t.get(1).filter(|k| valid_key(k)) else {
+        return line.client_error(frame, BAD_FORMAT);
+    };
+    let (Some(flags), Some(exptime), Some(len)) = (
+        t.get(2).and_then(parse_u32),
+        t.get(3).and_then(parse_exptime),
+        t.get(4).and_then(parse_value_len),
+    ) else {
+        return line.client_error(frame, BAD_FORMAT);
+    };
+    let cas = if with_cas {
+        match t.get(5).and_then(parse_u64) {
+            Some(cas) => Some(cas),
+            None => return line.client_error(frame, BAD_FORMAT),
+        }
+    } else {
+        None
+    };
+    // memcached 1.6.18 unlinks the old value after refusing an over-size
+    // value only for plain `set` (NREAD_SET; `cas` is NREAD_CAS): a failed
+    // overwrite must not leave the old value readable.
+    let unlink = mode == StoreMode::Set && !with_cas;
+    if let Some(too_large) = line.refuse_oversize(Frame::Text(frame), key, len, unlink, limits) {
+        return too_large;
+    }
+    line.with_block(Frame::Text(frame), len, |data| {
+        Command::Store(Store {
+            mode,
+            key: Bytes::copy_from_slice(key),
+            flags,
+            exptime,
+            data,
+            cas,
+            invalidate: false,
+            vivify: None,
+        })
+    })
+}
+
+/// `incr|decr <key> <delta> [noreply]`.
+fn parse_arith(line: &Line, incr: bool) -> Parsed {
+    if !(3..=4).contains(&line.tokens.len()) {
+        return unknown_command(line);
+    }
+    let frame = line.noreply_frame();
+    let Some(key) = line.tokens.get(1).filter(|k| valid_key(k)) else {
+        return line.client_error(frame, BAD_FORMAT);
+    };
+    let Some(delta) = line.tokens.get(2).and_then(parse_u64) else {
+        return line.client_error(frame, "invalid numeric delta argument");
+    };
+    let arith = Arith {
+        key: Bytes::copy_from_slice(key),
+        incr,
+        delta,
+        cas: None,
+        vivify: None,
+        initial: 0,
+        touch: None,
+    };
+    line.request(Command::Arith(arith), frame)
+}
+
+/// `delete <key> [0] [noreply]`: the `0` is a hold time from memcached 1.2
+/// that old clients still send; any other extra token is refused.
+fn parse_delete(line: &Line) -> Parsed {
+    let n = line.tokens.len();
+    if !(2..=4).contains(&n) {
+        return unknown_command(line);
+    }
+    let frame = line.noreply_frame();
+    if n > 2 {
+        let hold_is_zero = line.tokens.get(2) == Some(b"0");
+        let valid = (n == 3 && (hold_is_zero || frame.noreply))
+            || (n == 4 && hold_is_zero && frame.noreply);
+        if !valid {
+            return line.client_error(
+                frame,
+                "bad command line format.  Usage: delete <key> [noreply]",
+            );
+        }
+    }
+    let Some(key) = line.tokens.get(1).filter(|k| valid_key(k)) else {
+        return line.client_error(frame, BAD_FORMAT);
+    };
+    let delete = Delete {
+        key: Bytes::copy_from_slice(key),
+        cas: None,
+        invalidate: false,
+        exptime: None,
+    };
+    line.request(Command::Delete(delete), frame)
+}
+
+/// `touch <key> <exptime> [noreply]`.
+fn parse_touch(line: &Line) -> Parsed {
+    if !(3..=4).contains(&line.tokens.len()) {
+        return unknown_command(line);
+    }
+    let frame = line.noreply_frame();
+    let Some(key) = line.tokens.get(1).filter(|k| valid_key(k)) else {
+        return line.client_error(frame, BAD_FORMAT);
+    };
+    let Some(exptime) = line.tokens.get(2).and_then(parse_exptime) else {
+        return line.client_error(frame, "invalid exptime argument");
+    };
+    let command = Command::Touch {
+        key: Bytes::copy_from_slice(key),
+        exptime,
+    };
+    line.request(command, frame)
+}
+
+/// `flush_all [delay] [noreply]`.
+fn parse_flush_all(line: &Line) -> Parsed {
+    let n = line.tokens.len();
+    if n > 3 {
+        return unknown_command(line);
+    }
+    let frame = line.noreply_frame();
+    let delay = if n == if frame.noreply { 2 } else { 1 } {
+        0
+    } else {
+        match line.tokens.get(1).and_then(parse_exptime) {
+            Some(delay) => delay,
+            None => return line.client_error(frame, "invalid exptime argument"),
+        }
+    };
+    line.request(Command::FlushAll { delay }, frame)
+}
+
+/// `verbosity <level> [noreply]`: validated, then ignored.
+fn parse_verbosity(line: &Line) -> Parsed {
+    if !(2..=3).contains(&line.tokens.len()) {
+        return unknown_command(line);
+    }
+    let frame = line.noreply_frame();
+    if line.tokens.get(1).and_then(parse_u32).is_none() {
+        return line.client_error(frame, BAD_FORMAT);
+    }
+    line.request(Command::Verbosity, frame)
+}
+
+/// `stats [group ...]`: the arguments, joined by single spaces, name the group.
+fn parse_stats(line: &Line) -> Parsed {
+    let args: Vec<&[u8]> = line.tokens.iter().skip(1).collect();
+    let group = (!args.is_empty()).then(|| String::from_utf8_lossy(&args.join(&b' ')).into_owned());
+    line.request(Command::Stats { group }, TextFrame::default())
+}
+
+fn unknown_command(line: &Line) -> Parsed {
+    line.reject(
+        Frame::Text(TextFrame::default()),
+        ErrorReply::UnknownCommand,
+    )
+}
+
+/// Write the reply to a classic text command.
+pub fn encode(frame: &TextFrame, response: &Response, out: &mut BytesMut) {
+    // memcached's `noreply` silences every reply of the command, errors too.
+    if frame.noreply {
+        return;
+    }
+    match response {
+        Response::Get(items) => {
+            for found in items.iter().flatten() {
+                out.put_slice(b"VALUE ");
+                out.put_slice(&found.key);
+                out.put_u8(b' ');
+                put_u64(out, found.flags.into());
+                out.put_u8(b' ');
+                put_usize(out, found.data.len());
+                if frame.with_cas {
+                    out.put_u8(b' ');
+                    put_u64(out, found.cas);
+                }
+                out.put_slice(b"\r\n");
+                out.put_slice(&found.data);
+                out.put_slice(b"\r\n");
+            }
+            out.put_slice(b"END\r\n");
+        }
+        // A good ASCII login is answered like the `set` that carried it.
+        Response::Stored { .. } | Response::AuthOk => put_line(out, b"STORED"),
+        Response::NotStored => put_line(out, b"NOT_STORED"),
+        Response::Exists => put_line(out, b"EXISTS"),
+        Response::NotFound => put_line(out, b"NOT_FOUND"),
+        Response::Deleted => put_line(out, b"DELETED"),
+        Response::Touched => put_line(out, b"TOUCHED"),
+        Response::Number { value, .. } => {
+            put_u64(out, *value);
+            out.put_slice(b"\r\n");
+        }
+        Response::Ok => put_line(out, b"OK"),
+        Response::Version(version) => {
+            out.put_slice(b"VERSION ");
+            put_line(out, version.as_bytes());
+        }
+        Response::Stats(pairs) => {
+            for (name, value) in pairs {
+                out.put_slice(b"STAT ");
+                out.put_slice(name.as_bytes());
+                out.put_u8(b' ');
+                put_line(out, value.as_bytes());
+            }
+            out.put_slice(b"END\r\n");
+        }
+        Response::Error(error) => put_line(out, error.text().as_bytes()),
+        Response::Silent => {}
+        Response::Noop
+        | Response::MetaDebug(_)
+        | Response::SaslMechs(_)
+        | Response::AuthContinue(_) => put_line(out, UNEXPECTED_REPLY),
+    }
+}
+
+/// A request that [`encode_request`] cannot write so that [`parse`] reads it
+/// back unchanged (wrong dialect, an option the command cannot carry, or a
+/// key or token that would break the line).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("request cannot be encoded as text or meta: {0}")]
+pub struct Unencodable(pub &'static str);
+
+/// Write `req` as a classic text command (`Frame::Text`) or a meta command
+/// (`Frame::Meta`), such that [`parse`] returns `req` again.
+pub fn encode_request(req: &Request, out: &mut BytesMut) -> Result<(), Unencodable> {
+    match &req.frame {
+        Frame::Text(frame) => encode_classic_request(frame, &req.command, out),
+        Frame::Meta(frame) => meta::encode_request(frame, &req.command, out),
+        Frame::Binary { .. } => Err(Unencodable("binary frame")),
+    }
+}
+
+fn encode_classic_request(
+    frame: &TextFrame,
+    command: &Command,
+    out: &mut BytesMut,
+) -> Result<(), Unencodable> {
+    // Only these commands take `noreply`, only retrievals return CAS.
+    let takes_noreply = matches!(
+        command,
+        Command::Store(_)
+            | Command::Delete(_)
+            | Command::Arith(_)
+            | Command::Touch { .. }
+            | Command::FlushAll { .. }
+            | Command::Verbosity
+    );
+    if (frame.noreply && !takes_noreply) || (frame.with_cas && !matches!(command, Command::Get(_)))
+    {
+        return Err(Unencodable("frame option the command cannot carry"));
+    }
+    let mut line = BytesMut::new();
+    let mut data = None;
+    match command {
+        Command::Get(get) => {
+            if get.keys.is_empty()
+                || get.vivify.is_some()
+                || get.recache_below.is_some()
+                || get.no_bump
+            {
+                return Err(Unencodable("meta-only retrieval options"));
+            }
+            line.put_slice(match (get.touch.is_some(), frame.with_cas) {
+                (false, false) => b"get".as_slice(),
+                (false, true) => b"gets",
+                (true, false) => b"gat",
+                (true, true) => b"gats",
+            });
+            if let Some(exptime) = get.touch {
+                put_word_i64(&mut line, exptime);
+            }
+            for key in &get.keys {
+                put_word_key(&mut line, key)?;
+            }
+        }
+        Command::Store(store) => {
+            if store.invalidate || store.vivify.is_some() {
+                return Err(Unencodable("meta-only storage options"));
+            }
+            line.put_slice(match (store.mode, store.cas) {
+                (StoreMode::Set, None) => b"set".as_slice(),
+                (StoreMode::Set, Some(_)) => b"cas",
+                (StoreMode::Add, None) => b"add",
+                (StoreMode::Replace, None) => b"replace",
+                (StoreMode::Append, None) => b"append",
+                (StoreMode::Prepend, None) => b"prepend",
+                (_, Some(_)) => return Err(Unencodable("cas with a mode other than set")),
+            });
+            put_word_key(&mut line, &store.key)?;
+            put_word_u64(&mut line, store.flags.into());
+            put_word_i64(&mut line, store.exptime);
+            put_word_u64(&mut line, store.data.len() as u64);
+            if let Some(cas) = store.cas {
+                put_word_u64(&mut line, cas);
+            }
+            data = Some(&store.data);
+        }
+        Command::Delete(delete) => {
+            if delete.cas.is_some() || delete.invalidate || delete.exptime.is_some() {
+                return Err(Unencodable("meta-only delete options"));
+            }
+            line.put_slice(b"delete");
+            put_word_key(&mut line, &delete.key)?;
+        }
+        Command::Arith(arith) => {
+            if arith.cas.is_some()
+                || arith.vivify.is_some()
+                || arith.touch.is_some()
+                || arith.initial != 0
+            {
+                return Err(Unencodable("meta-only arithmetic options"));
+            }
+            line.put_slice(if arith.incr { b"incr" } else { b"decr" });
+            put_word_key(&mut line, &arith.key)?;
+            put_word_u64(&mut line, arith.delta);
+        }
+        Command::Touch { key, exptime } => {
+            line.put_slice(b"touch");
+            put_word_key(&mut line, key)?;
+            put_word_i64(&mut line, *exptime);
+        }
+        Command::FlushAll { delay } => {
+            line.put_slice(b"flush_all");
+            if *delay != 0 {
+                put_word_i64(&mut line, *delay);
+            }
+        }
+        Command::Version => line.put_slice(b"version"),
+        // The level is not kept; any valid one reads back as `Verbosity`.
+        Command::Verbosity => line.put_slice(b"verbosity 1"),
+        Command::Stats { group } => {
+            line.put_slice(b"stats");
+            if let Some(group) = group {
+                let canonical = words(group.as_bytes()).eq(group.split(' ').map(str::as_bytes));
+                if !canonical || group.bytes().any(|b| b.is_ascii_control()) {
+                    return Err(Unencodable(
+                        "stats group is not single-space separated words",
+                    ));
+                }
+                line.put_u8(b' ');
+                line.put_slice(group.as_bytes());
+            }
+        }
+        Command::Quit => line.put_slice(b"quit"),
+        Command::Noop
+        | Command::MetaDebug { .. }
+        | Command::SaslList
+        | Command::SaslAuth { .. }
+        | Command::SaslStep { .. } => return Err(Unencodable("no classic text form")),
+    }
+    if frame.noreply {
+        line.put_slice(b" noreply");
+    }
+    out.put_slice(&line);
+    out.put_slice(b"\r\n");
+    if let Some(data) = data {
+        out.put_slice(data);
+        out.put_slice(b"\r\n");
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Shared with `meta`: the line, its tokens, numbers, keys and data blocks.
+// ---------------------------------------------------------------------------
+
+/// One command line at the front of the buffer, split into tokens, plus the
+/// bytes after it (where a storage command's data block starts).
+pub(crate) struct Line<'a> {
+    /// The line without its `\r\n` or bare `\n`.
+    pub(crate) text: &'a [u8],
+    pub(crate) tokens: Tokens<'a>,
+    /// Bytes the line occupies, newline included.
+    pub(crate) len: usize,
+    /// Everything in the buffer after the line.
+    rest: &'a [u8],
+}
+
+impl<'a> Line<'a> {
+    /// Find the first line in `buf`. Only a bounded prefix is searched, so a
+    /// slowly arriving line costs at most `MAX_LINE_LEN` bytes of scanning per
+    /// call (a multi-get at most `MAX_RETRIEVAL_LINE_LEN`).
+    fn split(buf: &'a [u8]) -> Result<Option<Line<'a>>, ProtocolError> {
+        let newline = match find_newline(buf, MAX_LINE_LEN) {
+            Some(at) => at,
+            None if buf.len() < MAX_LINE_LEN => return Ok(None),
+            None if !starts_retrieval(buf) => return Err(ProtocolError::LineTooLong),
+            None => match find_newline(buf, MAX_RETRIEVAL_LINE_LEN) {
+                Some(at) => at,
+                None if buf.len() < MAX_RETRIEVAL_LINE_LEN => return Ok(None),
+                None => return Err(ProtocolError::LineTooLong),
+            },
+        };
+        let (head, rest) = buf.split_at(newline + 1);
+        let text = head.strip_suffix(b"\n").unwrap_or(head);
+        let text = text.strip_suffix(b"\r").unwrap_or(text);
+        Ok(Some(Line {
+            text,
+            tokens: Tokens::new(text),
+            len: head.len(),
+            rest,
+        }))
+    }
+
+    /// A text frame whose `noreply` is set the way memcached's
+    /// `set_noreply_maybe` does: by the last token alone, before the line is
+    /// validated, so that it also silences this line's own error.
+    fn noreply_frame(&self) -> TextFrame {
+        TextFrame {
+            noreply: self.tokens.len() > 1 && self.tokens.last() == Some(b"noreply"),
+            with_cas: false,
+        }
+    }
+
+    fn request(&self, command: Command, frame: TextFrame) -> Parsed {
+        Parsed::Request(
+            Request {
+                command,
+                frame: Frame::Text(frame),
+            },
+            self.len,
+        )
+    }
+
+    fn client_error(&self, frame: TextFrame, msg: &str) -> Parsed {
+        self.reject(Frame::Text(frame), client_error(msg))
+    }
+
+    /// Refuse the line (consuming it) with `error`.
+    pub(crate) fn reject(&self, frame: Frame, error: ErrorReply) -> Parsed {
+        self.reject_skipping(frame, error, 0)
+    }
+
+    /// Refuse the line and have the session discard the `skip` bytes of data
+    /// that follow it, without buffering them.
+    pub(crate) fn reject_skipping(&self, frame: Frame, error: ErrorReply, skip: usize) -> Parsed {
+        Parsed::Reject {
+            frame,
+            error,
+            consumed: self.len,
+            skip,
+            unlink: None,
+        }
+    }
+
+    /// The over-size check that must run before any value is buffered:
+    /// `Some(reject)` when `key` + `len` value bytes exceed the item limit.
+    pub(crate) fn refuse_oversize(
+        &self,
+        frame: Frame,
+        key: &[u8],
+        len: usize,
+        unlink: bool,
+        limits: &Limits,
+    ) -> Option<Parsed> {
+        if key.len().saturating_add(len) <= limits.max_item_size {
+            return None;
+        }
+        Some(Parsed::Reject {
+            frame,
+            error: ErrorReply::TooLarge,
+            consumed: self.len,
+            skip: len.saturating_add(2),
+            unlink: unlink.then(|| Bytes::copy_from_slice(key)),
+        })
+    }
+
+    /// Take the `len`-byte data block (plus `\r\n`) after the line and build
+    /// the request from it; Incomplete until it is all buffered, and
+    /// `CLIENT_ERROR bad data chunk` (consuming line and block) if the block
+    /// does not end in `\r\n`.
+    pub(crate) fn with_block(
+        &self,
+        frame: Frame,
+        len: usize,
+        command: impl FnOnce(Bytes) -> Command,
+    ) -> Parsed {
+        let (Some(data), Some(end)) = (self.rest.get(..len), self.rest.get(len..len + 2)) else {
+            return Parsed::Incomplete;
+        };
+        let consumed = self.len + len + 2;
+        if end != b"\r\n" {
+            return Parsed::Reject {
+                frame,
+                error: client_error("bad data chunk"),
+                consumed,
+                skip: 0,
+                unlink: None,
+            };
+        }
+        let command = command(Bytes::copy_from_slice(data));
+        Parsed::Request(Request { command, frame }, consumed)
+    }
+}
+
+fn find_newline(buf: &[u8], limit: usize) -> Option<usize> {
+    buf.iter().take(limit).position(|&b| b == b'\n')
+}
+
+/// Whether an unterminated line is a retrieval, which may exceed
+/// `MAX_LINE_LEN` (memcached allows a few leading spaces, as do we).
+fn starts_retrieval(buf: &[u8]) -> bool {
+    let start = buf.iter().take(100).take_while(|&&b| b == b' ').count();
+    let buf = buf.get(start..).unwrap_or_default();
+    [b"get ".as_slice(), b"gets ", b"gat ", b"gats "]
+        .iter()
+        .any(|prefix| buf.starts_with(prefix))
+}
+
+/// memcached's tokens are separated by spaces only (a tab is part of a token).
+pub(crate) fn words(line: &[u8]) -> impl Iterator<Item = &[u8]> {
+    line.split(|&b| b == b' ').filter(|w| !w.is_empty())
+}
+
+/// At most this many tokens of a line are kept; every command but a
+/// multi-get has far fewer (memcached's MAX_TOKENS).
+const MAX_TOKENS: usize = 24;
+
+/// The first `MAX_TOKENS` tokens of a line, and how many there are in all.
+pub(crate) struct Tokens<'a> {
+    kept: [&'a [u8]; MAX_TOKENS],
+    count: usize,
+}
+
+impl<'a> Tokens<'a> {
+    fn new(line: &'a [u8]) -> Self {
+        let mut tokens = Tokens {
+            kept: [&[]; MAX_TOKENS],
+            count: 0,
+        };
+        for word in words(line) {
+            if let Some(slot) = tokens.kept.get_mut(tokens.count) {
+                *slot = word;
+            }
+            tokens.count += 1;
+        }
+        tokens
+    }
+
+    /// How many tokens the line holds (possibly more than are kept).
+    pub(crate) fn len(&self) -> usize {
+        self.count
+    }
+
+    pub(crate) fn get(&self, i: usize) -> Option<&'a [u8]> {
+        self.iter().nth(i)
+    }
+
+    pub(crate) fn last(&self) -> Option<&'a [u8]> {
+        self.iter().last()
+    }
+
+    /// The kept tokens, in order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &'a [u8]> + '_ {
+        self.kept.iter().take(self.count).copied()
+    }
+}
+
+/// A key memcached's text protocol accepts: 1..=250 bytes, no space or
+/// control characters.
+pub(crate) fn valid_key(key: &[u8]) -> bool {
+    !key.is_empty() && key.len() <= MAX_KEY_LEN && key.iter().all(|&b| b > b' ' && b != 0x7f)
+}
+
+pub(crate) fn client_error(msg: &str) -> ErrorReply {
+    ErrorReply::Client(msg.to_owned())
+}
+
+/// An unsigned decimal (memcached's `safe_strtoull`): digits only.
+pub(crate) fn parse_u64(token: &[u8]) -> Option<u64> {
+    if token.is_empty() || !token.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(token).ok()?.parse().ok()
+}
+
+pub(crate) fn parse_u32(token: &[u8]) -> Option<u32> {
+    parse_u64(token)?.try_into().ok()
+}
+
+/// A signed 32-bit decimal (memcached's `safe_strtol`), as used for expiry
+/// times: memcached refuses anything outside `i32`.
+pub(crate) fn parse_exptime(token: &[u8]) -> Option<Exptime> {
+    let (negative, digits) = match token.strip_prefix(b"-") {
+        Some(digits) => (true, digits),
+        None => (false, token),
+    };
+    let magnitude = i64::try_from(parse_u64(digits)?).ok()?;
+    let value = if negative { -magnitude } else { magnitude };
+    i32::try_from(value).ok().map(Exptime::from)
+}
+
+/// A value length: memcached reads it as an `i32` and refuses negative
+/// values and values within 2 of `i32::MAX` as a bad command line (without
+/// swallowing anything, since it cannot know how much to swallow).
+pub(crate) fn parse_value_len(token: &[u8]) -> Option<usize> {
+    let len = parse_exptime(token)?;
+    if len < 0 || len > i64::from(i32::MAX - 2) {
+        return None;
+    }
+    usize::try_from(len).ok()
+}
+
+fn put_line(out: &mut BytesMut, line: &[u8]) {
+    out.put_slice(line);
+    out.put_slice(b"\r\n");
+}
+
+/// Write `n` in decimal without going through `fmt` or the heap.
+pub(crate) fn put_u64(out: &mut BytesMut, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        if let Some(d) = digits.get_mut(start) {
+            *d = b'0' + (n % 10) as u8;
+        }
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.put_slice(digits.get(start..).unwrap_or_default());
+}
+
+pub(crate) fn put_usize(out: &mut BytesMut, n: usize) {
+    put_u64(out, n as u64);
+}
+
+pub(crate) fn put_i64(out: &mut BytesMut, n: i64) {
+    if n < 0 {
+        out.put_u8(b'-');
+    }
+    put_u64(out, n.unsigned_abs());
+}
+
+fn put_word_u64(out: &mut BytesMut, n: u64) {
+    out.put_u8(b' ');
+    put_u64(out, n);
+}
+
+fn put_word_i64(out: &mut BytesMut, n: i64) {
+    out.put_u8(b' ');
+    put_i64(out, n);
+}
+
+fn put_word_key(out: &mut BytesMut, key: &[u8]) -> Result<(), Unencodable> {
+    if !valid_key(key) {
+        return Err(Unencodable("key is not a valid text key"));
+    }
+    out.put_u8(b' ');
+    out.put_slice(key);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{request::MetaFrame, Found};
+    use proptest::prelude::*;
+
+    fn limits() -> Limits {
+        Limits::default()
+    }
+
+    fn parse_ok(buf: &[u8]) -> (Request, usize) {
+        match parse(buf, &limits()) {
+            Ok(Parsed::Request(req, used)) => (req, used),
+            other => panic!("{:?}: {other:?}", String::from_utf8_lossy(buf)),
+        }
+    }
+
+    /// The error and consumed count of a rejected line, checking `skip` is 0.
+    fn rejected(buf: &[u8]) -> (String, bool, usize) {
+        match parse(buf, &limits()) {
+            Ok(Parsed::Reject {
+                frame,
+                error,
+                consumed,
+                skip: 0,
+                unlink: None,
+            }) => {
+                let noreply = matches!(frame, Frame::Text(TextFrame { noreply: true, .. }));
+                (error.text(), noreply, consumed)
+            }
+            other => panic!("{:?}: {other:?}", String::from_utf8_lossy(buf)),
+        }
+    }
+
+    fn text(noreply: bool) -> Frame {
+        Frame::Text(TextFrame {
+            noreply,
+            with_cas: false,
+        })
+    }
+
+    fn key(k: &str) -> Bytes {
+        Bytes::copy_from_slice(k.as_bytes())
+    }
+
+    fn store(mode: StoreMode, k: &str, flags: u32, exptime: i64, data: &str) -> Store {
+        Store {
+            mode,
+            key: key(k),
+            flags,
+            exptime,
+            data: key(data),
+            cas: None,
+            invalidate: false,
+            vivify: None,
+        }
+    }
+
+    #[test]
+    fn retrievals() {
+        let (req, used) = parse_ok(b"get a bb  ccc\r\n");
+        assert_eq!(used, 15);
+        assert_eq!(req.frame, text(false));
+        let keys = vec![key("a"), key("bb"), key("ccc")];
+        let want = Get {
+            keys: keys.clone(),
+            ..Get::default()
+        };
+        assert_eq!(req.command, Command::Get(want));
+
+        let (req, _) = parse_ok(b"gats -5 a bb ccc\r\n");
+        let frame = TextFrame {
+            noreply: false,
+            with_cas: true,
+        };
+        assert_eq!(req.frame, Frame::Text(frame));
+        let want = Get {
+            keys,
+            touch: Some(-5),
+            ..Get::default()
+        };
+        assert_eq!(req.command, Command::Get(want));
+        let (req, _) = parse_ok(b"gets k\n");
+        assert!(matches!(
+            req.frame,
+            Frame::Text(TextFrame { with_cas: true, .. })
+        ));
+        let (req, _) = parse_ok(b"gat 10 k\r\n");
+        assert!(matches!(
+            req.command,
+            Command::Get(Get {
+                touch: Some(10),
+                ..
+            })
+        ));
+
+        assert_eq!(rejected(b"get\r\n").0, "ERROR");
+        assert_eq!(
+            rejected(b"gat x k\r\n").0,
+            "CLIENT_ERROR invalid exptime argument"
+        );
+        let long = format!("get a {}\r\n", "k".repeat(251));
+        assert_eq!(
+            rejected(long.as_bytes()).0,
+            "CLIENT_ERROR bad command line format"
+        );
+        assert_eq!(
+            rejected(b"get a\x01b\r\n").0,
+            "CLIENT_ERROR bad command line format"
+        );
+        // 250 bytes is fine.
+        parse_ok(format!("get {}\r\n", "k".repeat(250)).as_bytes());
+    }
+
+    #[test]
+    fn storage_commands() {
+        let cases: [(&[u8], StoreMode); 5] = [
+            (b"set", StoreMode::Set),
+            (b"add", StoreMode::Add),
+            (b"replace", StoreMode::Replace),
+            (b"append", StoreMode::Append),
+            (b"prepend", StoreMode::Prepend),
+        ];
+        for (name, mode) in cases {
+            let mut buf = name.to_vec();
+            buf.extend_from_slice(b" k 4294967295 -1 5\r\nhe\r\no\r\nget k\r\n");
+            let (req, used) = parse_ok(&buf);
+            assert_eq!(used, buf.len() - 7);
+            assert_eq!(req.frame, text(false));
+            let want = store(mode, "k", u32::MAX, -1, "he\r\no");
+            assert_eq!(req.command, Command::Store(want));
+        }
+        let (req, used) = parse_ok(b"cas k 1 2 0 99 noreply\r\n\r\n");
+        assert_eq!(used, 26);
+        assert_eq!(req.frame, text(true));
+        let want = Store {
+            cas: Some(99),
+            ..store(StoreMode::Set, "k", 1, 2, "")
+        };
+        assert_eq!(req.command, Command::Store(want));
+        // A token other than `noreply` in its place is ignored, as memcached does.
+        let (req, _) = parse_ok(b"set k 0 0 1 whatever\r\nx\r\n");
+        assert_eq!(req.frame, text(false));
+    }
+
+    #[test]
+    fn storage_errors() {
+        let bad = "CLIENT_ERROR bad command line format";
+        assert_eq!(rejected(b"set k 0 0\r\n"), ("ERROR".into(), false, 11));
+        assert_eq!(rejected(b"cas k 0 0 1\r\n").0, "ERROR");
+        assert_eq!(rejected(b"set k x 0 1\r\n").0, bad);
+        assert_eq!(rejected(b"set k 4294967296 0 1\r\n").0, bad);
+        assert_eq!(rejected(b"set k 0 2147483648 1\r\n").0, bad);
+        assert_eq!(rejected(b"set k 0 0 -1\r\n").0, bad);
+        assert_eq!(rejected(b"cas k 0 0 1 -1\r\n").0, bad);
+        // noreply also silences the error its own line provokes.
+        assert_eq!(rejected(b"set k 0 0 x noreply\r\n"), (bad.into(), true, 21));
+        let long = format!("set {} 0 0 1\r\n", "k".repeat(251));
+        assert_eq!(rejected(long.as_bytes()).0, bad);
+    }
+
+    #[test]
+    fn bad_data_chunk_consumes_line_and_block() {
+        let buf = b"set k 0 0 3\r\nabcde\r\nget k\r\n";
+        match parse(buf, &limits()) {
+            Ok(Parsed::Reject {
+                error, consumed, ..
+            }) => {
+                assert_eq!(error.text(), "CLIENT_ERROR bad data chunk");
+                assert_eq!(consumed, 13 + 5);
+            }
+            other => panic!("{other:?}"),
+        }
+        // A bare \n does not end a data block.
+        assert!(matches!(
+            parse(b"set k 0 0 1\r\nx\nzz", &limits()),
+            Ok(Parsed::Reject { .. })
+        ));
+    }
+
+    #[test]
+    fn oversize_values_are_refused_before_buffering() {
+        let limits = Limits { max_item_size: 10 };
+        // 1 + 9 fits exactly; it waits for its data.
+        assert_eq!(parse(b"set k 0 0 9\r\n", &limits), Ok(Parsed::Incomplete));
+        let cases: [(&[u8], Option<&str>); 5] = [
+            (b"set k 0 0 10\r\n", Some("k")),
+            (b"add k 0 0 10\r\n", None),
+            (b"replace k 0 0 10\r\n", None),
+            (b"cas k 0 0 10 1\r\n", None),
+            (b"append k 0 0 2000000000 noreply\r\n", None),
+        ];
+        for (line, unlink) in cases {
+            let noreply = line.ends_with(b"noreply\r\n");
+            let size: usize = if noreply { 2_000_000_000 } else { 10 };
+            assert_eq!(
+                parse(line, &limits),
+                Ok(Parsed::Reject {
+                    frame: text(noreply),
+                    error: ErrorReply::TooLarge,
+                    consumed: line.len(),
+                    skip: size + 2,
+                    unlink: unlink.map(key),
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn arith_touch_delete() {
+        let (req, _) = parse_ok(b"incr k 18446744073709551615\r\n");
+        let Command::Arith(arith) = req.command else {
+            panic!()
+        };
+        assert!(arith.incr);
+        assert_eq!(arith.delta, u64::MAX);
+        let (req, _) = parse_ok(b"decr k 1 noreply\r\n");
+        assert_eq!(req.frame, text(true));
+        assert!(matches!(
+            req.command,
+            Command::Arith(Arith {
+                incr: false,
+                delta: 1,
+                ..
+            })
+        ));
+        assert_eq!(
+            rejected(b"incr k -1\r\n").0,
+            "CLIENT_ERROR invalid numeric delta argument"
+        );
+        assert_eq!(rejected(b"incr k\r\n").0, "ERROR");
+
+        let (req, _) = parse_ok(b"touch k -1 noreply\r\n");
+        assert_eq!(req.frame, text(true));
+        let want = Command::Touch {
+            key: key("k"),
+            exptime: -1,
+        };
+        assert_eq!(req.command, want);
+        assert_eq!(
+            rejected(b"touch k soon\r\n").0,
+            "CLIENT_ERROR invalid exptime argument"
+        );
+
+        let delete = Command::Delete(Delete {
+            key: key("k"),
+            cas: None,
+            invalidate: false,
+            exptime: None,
+        });
+        for (line, noreply) in [
+            (&b"delete k\r\n"[..], false),
+            (b"delete k 0\r\n", false),
+            (b"delete k noreply\r\n", true),
+            (b"delete k 0 noreply\r\n", true),
+        ] {
+            let (req, _) = parse_ok(line);
+            assert_eq!((req.command, req.frame), (delete.clone(), text(noreply)));
+        }
+        let usage = "CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]";
+        assert_eq!(rejected(b"delete k 5\r\n").0, usage);
+        assert_eq!(rejected(b"delete k 0 0\r\n").0, usage);
+        assert_eq!(
+            rejected(b"delete k 1 noreply\r\n"),
+            (usage.into(), true, 20)
+        );
+        assert_eq!(rejected(b"delete k 0 noreply x\r\n").0, "ERROR");
+    }
+
+    #[test]
+    fn other_commands() {
+        let cases: [(&[u8], Command, bool); 10] = [
+            (b"flush_all\r\n", Command::FlushAll { delay: 0 }, false),
+            (b"flush_all 10\r\n", Command::FlushAll { delay: 10 }, false),
+            (
+                b"flush_all noreply\r\n",
+                Command::FlushAll { delay: 0 },
+                true,
+            ),
+            (
+                b"flush_all -3 noreply\r\n",
+                Command::FlushAll { delay: -3 },
+                true,
+            ),
+            (b"version\r\n", Command::Version, false),
+            (b"verbosity 1\r\n", Command::Verbosity, false),
+            (b"verbosity 1 noreply\r\n", Command::Verbosity, true),
+            (b"quit\r\n", Command::Quit, false),
+            (b"stats\r\n", Command::Stats { group: None }, false),
+            (
+                b"stats  detail dump\r\n",
+                Command::Stats {
+                    group: Some("detail dump".into()),
+                },
+                false,
+            ),
+        ];
+        for (line, command, noreply) in cases {
+            let (req, used) = parse_ok(line);
+            assert_eq!(
+                (req.command, req.frame, used),
+                (command, text(noreply), line.len())
+            );
+        }
+        let (req, _) = parse_ok(b"stats settings\r\n");
+        let group = Some("settings".to_owned());
+        assert_eq!(req.command, Command::Stats { group });
+        assert_eq!(
+            rejected(b"flush_all soon\r\n").0,
+            "CLIENT_ERROR invalid exptime argument"
+        );
+        assert_eq!(rejected(b"flush_all 1 2 3\r\n").0, "ERROR");
+        assert_eq!(
+            rejected(b"verbosity x\r\n").0,
+            "CLIENT_ERROR bad command line format"
+        );
+        assert_eq!(rejected(b"verbosity\r\n").0, "ERROR");
+    }
+
+    #[test]
+    fn unknown_and_empty_lines_are_error() {
+        assert_eq!(rejected(b"\r\n"), ("ERROR".into(), false, 2));
+        assert_eq!(rejected(b"\n"), ("ERROR".into(), false, 1));
+        assert_eq!(rejected(b"   \r\n").0, "ERROR");
+        assert_eq!(rejected(b"GET k\r\n").0, "ERROR");
+        assert_eq!(rejected(b"bogus a b c\r\n"), ("ERROR".into(), false, 13));
+        assert_eq!(rejected(b"mx k\r\n").0, "ERROR");
+    }
+
+    #[test]
+    fn pipelined_requests_parse_one_at_a_time() {
+        let buf = b"set a 0 0 1\r\nx\r\nget a\nmn\r\n";
+        let (first, used) = parse_ok(buf);
+        assert!(matches!(first.command, Command::Store(_)));
+        let (second, used2) = parse_ok(&buf[used..]);
+        assert_eq!(used2, 6);
+        assert!(matches!(second.command, Command::Get(_)));
+        let (third, used3) = parse_ok(&buf[used + used2..]);
+        assert_eq!(third.command, Command::Noop);
+        assert_eq!(used + used2 + used3, buf.len());
+    }
+
+    #[test]
+    fn line_length_limits() {
+        let l = limits();
+        let long = vec![b'x'; MAX_LINE_LEN - 1];
+        assert_eq!(parse(&long, &l), Ok(Parsed::Incomplete));
+        let long = vec![b'x'; MAX_LINE_LEN];
+        assert_eq!(parse(&long, &l), Err(ProtocolError::LineTooLong));
+        // A line of exactly MAX_LINE_LEN bytes, newline included, is fine.
+        let mut line = vec![b'x'; MAX_LINE_LEN - 2];
+        line.extend_from_slice(b"\r\n");
+        assert_eq!(rejected(&line).0, "ERROR");
+
+        // Retrieval lines may grow to MAX_RETRIEVAL_LINE_LEN.
+        let mut get = b"  get".to_vec();
+        while get.len() < MAX_RETRIEVAL_LINE_LEN - 300 {
+            get.extend_from_slice(b" some_key");
+        }
+        assert_eq!(parse(&get, &l), Ok(Parsed::Incomplete));
+        get.extend_from_slice(b"\r\n");
+        let (req, used) = parse_ok(&get);
+        assert_eq!(used, get.len());
+        assert!(matches!(req.command, Command::Get(g) if g.keys.len() > 20_000));
+        get.truncate(get.len() - 2);
+        get.resize(MAX_RETRIEVAL_LINE_LEN, b'k');
+        assert_eq!(parse(&get, &l), Err(ProtocolError::LineTooLong));
+    }
+
+    fn found(k: &str, data: &str) -> Found {
+        Found {
+            key: key(k),
+            flags: 7,
+            cas: 42,
+            data: key(data),
+            ..Found::default()
+        }
+    }
+
+    fn encoded(frame: TextFrame, response: Response) -> String {
+        let mut out = BytesMut::new();
+        encode(&frame, &response, &mut out);
+        String::from_utf8(out.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn encodes_replies() {
+        let plain = TextFrame::default();
+        let gets = TextFrame {
+            noreply: false,
+            with_cas: true,
+        };
+        let items = Response::Get(vec![Some(found("a", "xy")), None, Some(found("b", ""))]);
+        assert_eq!(
+            encoded(plain, items.clone()),
+            "VALUE a 7 2\r\nxy\r\nVALUE b 7 0\r\n\r\nEND\r\n"
+        );
+        assert_eq!(
+            encoded(gets, items),
+            "VALUE a 7 2 42\r\nxy\r\nVALUE b 7 0 42\r\n\r\nEND\r\n"
+        );
+        assert_eq!(encoded(plain, Response::Get(vec![None])), "END\r\n");
+        let lines = [
+            (Response::Stored { cas: 1 }, "STORED\r\n"),
+            (Response::AuthOk, "STORED\r\n"),
+            (Response::NotStored, "NOT_STORED\r\n"),
+            (Response::Exists, "EXISTS\r\n"),
+            (Response::NotFound, "NOT_FOUND\r\n"),
+            (Response::Deleted, "DELETED\r\n"),
+            (Response::Touched, "TOUCHED\r\n"),
+            (
+                Response::Number {
+                    value: u64::MAX,
+                    cas: 1,
+                    ttl: 1,
+                },
+                "18446744073709551615\r\n",
+            ),
+            (Response::Ok, "OK\r\n"),
+            (Response::Version("1.6.18".into()), "VERSION 1.6.18\r\n"),
+            (
+                Response::Stats(vec![
+                    ("pid".into(), "1".into()),
+                    ("uptime".into(), "2".into()),
+                ]),
+                "STAT pid 1\r\nSTAT uptime 2\r\nEND\r\n",
+            ),
+            (Response::Error(ErrorReply::UnknownCommand), "ERROR\r\n"),
+            (
+                Response::Error(ErrorReply::TooLarge),
+                "SERVER_ERROR object too large for cache\r\n",
+            ),
+            (Response::Silent, ""),
+            (Response::Noop, "SERVER_ERROR unexpected reply\r\n"),
+        ];
+        for (response, want) in lines {
+            assert_eq!(encoded(plain, response), want);
+        }
+    }
+
+    #[test]
+    fn noreply_silences_everything() {
+        let frame = TextFrame {
+            noreply: true,
+            with_cas: false,
+        };
+        for response in [
+            Response::Stored { cas: 1 },
+            Response::NotFound,
+            Response::Error(ErrorReply::TooLarge),
+            Response::Error(client_error("bad data chunk")),
+        ] {
+            assert_eq!(encoded(frame, response), "");
+        }
+    }
+
+    #[test]
+    fn encode_request_refuses_what_parse_cannot_return() {
+        let mut out = BytesMut::new();
+        let bad = [
+            Request {
+                command: Command::Version,
+                frame: text(true),
+            },
+            Request {
+                command: Command::SaslList,
+                frame: text(false),
+            },
+            Request {
+                command: Command::Touch {
+                    key: key("a b"),
+                    exptime: 0,
+                },
+                frame: text(false),
+            },
+            Request {
+                command: Command::Store(Store {
+                    cas: Some(1),
+                    ..store(StoreMode::Add, "k", 0, 0, "")
+                }),
+                frame: text(false),
+            },
+            Request {
+                command: Command::Version,
+                frame: Frame::Meta(Box::default()),
+            },
+            Request {
+                command: Command::Version,
+                frame: Frame::Binary {
+                    opcode: 0,
+                    opaque: 0,
+                },
+            },
+        ];
+        for req in bad {
+            assert!(encode_request(&req, &mut out).is_err(), "{req:?}");
+        }
+        assert!(out.is_empty());
+    }
+
+    // --- property tests -------------------------------------------------
+
+    fn arb_key() -> impl Strategy<Value = Bytes> {
+        "[a-zA-Z0-9_:.!~-]{1,40}".prop_map(|k| Bytes::from(k.into_bytes()))
+    }
+
+    fn arb_binary_key() -> impl Strategy<Value = Bytes> {
+        proptest::collection::vec(any::<u8>(), 1..40).prop_map(Bytes::from)
+    }
+
+    fn arb_data() -> impl Strategy<Value = Bytes> {
+        proptest::collection::vec(any::<u8>(), 0..64).prop_map(Bytes::from)
+    }
+
+    fn arb_exptime() -> impl Strategy<Value = i64> {
+        prop_oneof![Just(0i64), any::<i32>().prop_map(i64::from)]
+    }
+
+    fn arb_mode() -> impl Strategy<Value = StoreMode> {
+        prop_oneof![
+            Just(StoreMode::Set),
+            Just(StoreMode::Add),
+            Just(StoreMode::Replace),
+            Just(StoreMode::Append),
+            Just(StoreMode::Prepend),
+        ]
+    }
+
+    fn arb_text_request() -> impl Strategy<Value = Request> {
+        let frame = |noreply, with_cas| Frame::Text(TextFrame { noreply, with_cas });
+        prop_oneof![
+            (
+                proptest::collection::vec(arb_key(), 1..6),
+                proptest::option::of(arb_exptime()),
+                any::<bool>()
+            )
+                .prop_map(move |(keys, touch, with_cas)| Request {
+                    command: Command::Get(Get {
+                        keys,
+                        touch,
+                        ..Get::default()
+                    }),
+                    frame: frame(false, with_cas),
+                }),
+            (
+                arb_mode(),
+                arb_key(),
+                any::<u32>(),
+                arb_exptime(),
+                arb_data(),
+                any::<Option<u64>>(),
+                any::<bool>()
+            )
+                .prop_map(move |(mode, key, flags, exptime, data, cas, noreply)| {
+                    let mode = if cas.is_some() { StoreMode::Set } else { mode };
+                    Request {
+                        command: Command::Store(Store {
+                            mode,
+                            key,
+                            flags,
+                            exptime,
+                            data,
+                            cas,
+                            invalidate: false,
+                            vivify: None,
+                        }),
+                        frame: frame(noreply, false),
+                    }
+                }),
+            (arb_key(), any::<bool>(), any::<u64>(), any::<bool>()).prop_map(
+                move |(key, incr, delta, noreply)| Request {
+                    command: Command::Arith(Arith {
+                        key,
+                        incr,
+                        delta,
+                        cas: None,
+                        vivify: None,
+                        initial: 0,
+                        touch: None,
+                    }),
+                    frame: frame(noreply, false),
+                }
+            ),
+            (arb_key(), any::<bool>()).prop_map(move |(key, noreply)| Request {
+                command: Command::Delete(Delete {
+                    key,
+                    cas: None,
+                    invalidate: false,
+                    exptime: None,
+                }),
+                frame: frame(noreply, false),
+            }),
+            (arb_key(), arb_exptime(), any::<bool>()).prop_map(move |(key, exptime, noreply)| {
+                Request {
+                    command: Command::Touch { key, exptime },
+                    frame: frame(noreply, false),
+                }
+            }),
+            (arb_exptime(), any::<bool>()).prop_map(move |(delay, noreply)| Request {
+                command: Command::FlushAll { delay },
+                frame: frame(noreply, false),
+            }),
+            any::<bool>().prop_map(move |noreply| Request {
+                command: Command::Verbosity,
+                frame: frame(noreply, false),
+            }),
+            proptest::option::of("[a-z]{1,8}( [a-z0-9]{1,4})?").prop_map(move |group| Request {
+                command: Command::Stats { group },
+                frame: frame(false, false),
+            }),
+            Just(Request {
+                command: Command::Version,
+                frame: frame(false, false),
+            }),
+            Just(Request {
+                command: Command::Quit,
+                frame: frame(false, false),
+            }),
+        ]
+    }
+
+    /// Frame flags that apply to every meta command.
+    fn arb_meta_frame(readable: bool) -> impl Strategy<Value = (MetaFrame, bool)> {
+        (
+            proptest::collection::vec(any::<bool>(), 10),
+            proptest::option::of("[a-zA-Z0-9]{0,31}"),
+        )
+            .prop_map(move |(b, opaque)| {
+                let on = |i: usize| b.get(i).copied().unwrap_or(false);
+                let frame = MetaFrame {
+                    opaque: opaque.map(|o| Bytes::from(o.into_bytes())),
+                    return_key: on(0),
+                    base64_key: on(1),
+                    quiet: on(2),
+                    return_cas: on(3),
+                    // Item-reading flags only where they mean something, so
+                    // that lines stay under memcached's token limit.
+                    return_value: readable && on(4),
+                    return_flags: readable && on(5),
+                    return_size: readable && on(6),
+                    return_ttl: readable && on(7),
+                    return_hit: readable && on(8),
+                    return_last_access: readable && on(9),
+                };
+                let base64 = frame.base64_key;
+                (frame, base64)
+            })
+    }
+
+    fn meta_key(base64: bool) -> BoxedStrategy<Bytes> {
+        if base64 {
+            arb_binary_key().boxed()
+        } else {
+            arb_key().boxed()
+        }
+    }
+
+    fn arb_meta_request() -> impl Strategy<Value = Request> {
+        let get = arb_meta_frame(true).prop_flat_map(|(frame, base64)| {
+            (
+                Just(frame),
+                meta_key(base64),
+                proptest::option::of(arb_exptime()),
+                proptest::option::of(arb_exptime()),
+                proptest::option::of(arb_exptime()),
+                any::<bool>(),
+            )
+                .prop_map(|(frame, key, touch, vivify, recache_below, no_bump)| {
+                    Request {
+                        command: Command::Get(Get {
+                            keys: vec![key],
+                            touch,
+                            vivify,
+                            recache_below,
+                            no_bump,
+                        }),
+                        frame: Frame::Meta(Box::new(frame)),
+                    }
+                })
+        });
+        let set = arb_meta_frame(false).prop_flat_map(|(frame, base64)| {
+            (
+                Just(frame),
+                meta_key(base64),
+                arb_mode(),
+                any::<u32>(),
+                arb_exptime(),
+                arb_data(),
+                any::<Option<u64>>(),
+                any::<bool>(),
+                proptest::option::of(arb_exptime()),
+            )
+                .prop_map(
+                    |(frame, key, mode, flags, exptime, data, cas, invalidate, vivify)| {
+                        let appends = matches!(mode, StoreMode::Append | StoreMode::Prepend);
+                        Request {
+                            command: Command::Store(Store {
+                                mode,
+                                key,
+                                flags,
+                                exptime,
+                                data,
+                                cas,
+                                invalidate,
+                                vivify: vivify.filter(|_| appends),
+                            }),
+                            frame: Frame::Meta(Box::new(frame)),
+                        }
+                    },
+                )
+        });
+        let delete = arb_meta_frame(false).prop_flat_map(|(frame, base64)| {
+            (
+                Just(frame),
+                meta_key(base64),
+                any::<Option<u64>>(),
+                any::<bool>(),
+                proptest::option::of(arb_exptime()),
+            )
+                .prop_map(|(frame, key, cas, invalidate, exptime)| Request {
+                    command: Command::Delete(Delete {
+                        key,
+                        cas,
+                        invalidate,
+                        exptime,
+                    }),
+                    frame: Frame::Meta(Box::new(frame)),
+                })
+        });
+        let arith = arb_meta_frame(true).prop_flat_map(|(frame, base64)| {
+            (
+                Just(frame),
+                meta_key(base64),
+                any::<bool>(),
+                any::<u64>(),
+                any::<Option<u64>>(),
+                proptest::option::of(arb_exptime()),
+                any::<u64>(),
+                proptest::option::of(arb_exptime()),
+            )
+                .prop_map(|(frame, key, incr, delta, cas, vivify, initial, touch)| {
+                    Request {
+                        command: Command::Arith(Arith {
+                            key,
+                            incr,
+                            delta,
+                            cas,
+                            vivify,
+                            initial,
+                            touch,
+                        }),
+                        frame: Frame::Meta(Box::new(frame)),
+                    }
+                })
+        });
+        let debug = any::<bool>().prop_flat_map(|base64| {
+            meta_key(base64).prop_map(move |key| Request {
+                command: Command::MetaDebug { key },
+                frame: Frame::Meta(Box::new(MetaFrame {
+                    base64_key: base64,
+                    ..MetaFrame::default()
+                })),
+            })
+        });
+        let noop = Just(Request {
+            command: Command::Noop,
+            frame: Frame::Meta(Box::default()),
+        });
+        prop_oneof![get, set, delete, arith, debug, noop]
+    }
+
+    fn arb_request() -> impl Strategy<Value = Request> {
+        prop_oneof![arb_text_request(), arb_meta_request()]
+    }
+
+    fn encode_req(req: &Request) -> BytesMut {
+        let mut out = BytesMut::new();
+        encode_request(req, &mut out).expect("generated requests are encodable");
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn round_trip(req in arb_request()) {
+            let wire = encode_req(&req);
+            prop_assert_eq!(parse(&wire, &limits()), Ok(Parsed::Request(req, wire.len())));
+        }
+
+        #[test]
+        fn strict_prefixes_are_incomplete(req in arb_request()) {
+            let wire = encode_req(&req);
+            for end in 0..wire.len() {
+                let prefix = wire.get(..end).unwrap_or_default();
+                prop_assert_eq!(parse(prefix, &limits()), Ok(Parsed::Incomplete), "prefix {}", end);
+            }
+        }
+
+        #[test]
+        fn pipelines_parse_in_order(reqs in proptest::collection::vec(arb_request(), 1..5)) {
+            let mut wire = BytesMut::new();
+            for req in &reqs {
+                wire.extend_from_slice(&encode_req(req));
+            }
+            let mut at = 0;
+            for req in reqs {
+                let rest = wire.get(at..).unwrap_or_default();
+                match parse(rest, &limits()) {
+                    Ok(Parsed::Request(got, used)) => {
+                        prop_assert_eq!(got, req);
+                        at += used;
+                    }
+                    other => prop_assert!(false, "{:?}", other),
+                }
+            }
+            prop_assert_eq!(at, wire.len());
+        }
+
+        #[test]
+        fn garbage_never_panics(buf in proptest::collection::vec(any::<u8>(), 0..300)) {
+            check_progress(&buf)?;
+        }
+
+        #[test]
+        fn token_soup_never_panics(words in proptest::collection::vec(
+            prop_oneof![
+                Just("get"), Just("gat"), Just("set"), Just("cas"), Just("delete"),
+                Just("incr"), Just("flush_all"), Just("noreply"), Just("0"), Just("-1"),
+                Just("5"), Just("99999999999"), Just("mg"), Just("ms"), Just("md"),
+                Just("ma"), Just("me"), Just("mn"), Just("k"), Just("b"), Just("v"),
+                Just("T-1"), Just("Oab"), Just("MA"), Just("Mx"), Just("C1"), Just("N"),
+                Just("q"), Just("\r\n"), Just("\n"), Just("  "), Just("Zm9v"), Just("D"),
+            ],
+            0..24,
+        )) {
+            check_progress(words.join(" ").as_bytes())?;
+        }
+    }
+
+    /// Whatever `buf` holds, parsing never panics and always makes progress
+    /// within the buffer.
+    fn check_progress(buf: &[u8]) -> Result<(), TestCaseError> {
+        match parse(buf, &limits()) {
+            Ok(Parsed::Request(_, used)) | Ok(Parsed::Reject { consumed: used, .. }) => {
+                prop_assert!(used > 0 && used <= buf.len());
+            }
+            Ok(Parsed::Incomplete) | Err(_) => {}
+        }
+        Ok(())
+    }
 }
