@@ -447,11 +447,12 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Parsed, ProtocolErro
     let Some(h) = Header::read(buf, REQUEST_MAGIC)? else {
         return Ok(Parsed::Incomplete);
     };
+    let frame = Frame::Binary {
+        opcode: h.opcode,
+        opaque: h.opaque,
+    };
     let reject = |error, unlink| Parsed::Reject {
-        frame: Frame::Binary {
-            opcode: h.opcode,
-            opaque: h.opaque,
-        },
+        frame: frame.clone(),
         error,
         consumed: HEADER_LEN,
         skip: h.body_len,
@@ -486,10 +487,6 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Parsed, ProtocolErro
     };
     let Some(command) = kind.command(&h, extras, key, value) else {
         return Ok(reject(invalid_arguments(), None));
-    };
-    let frame = Frame::Binary {
-        opcode: h.opcode,
-        opaque: h.opaque,
     };
     Ok(Parsed::Request(
         Request { command, frame },
