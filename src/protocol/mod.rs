@@ -108,6 +108,8 @@ pub fn encode(frame: &Frame, response: &Response, out: &mut BytesMut) {
     match frame {
         Frame::Text(f) => text::encode(f, response, out),
         Frame::Meta(f) => meta::encode(f, response, out),
-        Frame::Binary { opcode, opaque } => binary::encode_response(*opcode, *opaque, response, out),
+        Frame::Binary { opcode, opaque } => {
+            binary::encode_response(*opcode, *opaque, response, out)
+        }
     }
 }

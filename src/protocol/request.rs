@@ -85,26 +85,41 @@ pub enum Command {
     /// incr/decr, binary INCREMENT/DECREMENT, ma.
     Arith(Arith),
     /// touch, binary TOUCH.
-    Touch { key: Key, exptime: Exptime },
+    Touch {
+        key: Key,
+        exptime: Exptime,
+    },
     /// flush_all [delay]: invalidate everything now or `delay` seconds from now.
-    FlushAll { delay: Exptime },
+    FlushAll {
+        delay: Exptime,
+    },
     Version,
     /// verbosity N (accepted and ignored, as a memcached without logging would).
     Verbosity,
     /// stats [group]
-    Stats { group: Option<String> },
+    Stats {
+        group: Option<String>,
+    },
     /// quit, binary QUIT: close after replying (binary QUIT replies, QUITQ does not).
     Quit,
     /// mn, binary NOOP: flushes pipelined quiet replies.
     Noop,
     /// me <key>: human-readable item metadata.
-    MetaDebug { key: Key },
+    MetaDebug {
+        key: Key,
+    },
     /// Binary 0x20: list SASL mechanisms.
     SaslList,
     /// Binary 0x21: start SASL with a mechanism and initial response.
-    SaslAuth { mechanism: Bytes, data: Bytes },
+    SaslAuth {
+        mechanism: Bytes,
+        data: Bytes,
+    },
     /// Binary 0x22: a further SASL step.
-    SaslStep { mechanism: Bytes, data: Bytes },
+    SaslStep {
+        mechanism: Bytes,
+        data: Bytes,
+    },
 }
 
 impl Command {

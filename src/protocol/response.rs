@@ -36,7 +36,9 @@ pub enum Response {
     /// A retrieval: one entry per requested key, in request order.
     Get(Vec<Option<Found>>),
     /// Stored; carries the new CAS unique (binary and meta `c` return it).
-    Stored { cas: u64 },
+    Stored {
+        cas: u64,
+    },
     /// add on an existing key, replace/append/prepend on a missing one, or a
     /// storage command the credential may not perform.
     NotStored,
@@ -47,7 +49,11 @@ pub enum Response {
     Deleted,
     Touched,
     /// incr/decr result, with the item's CAS and TTL (meta `c`/`t`).
-    Number { value: u64, cas: u64, ttl: i64 },
+    Number {
+        value: u64,
+        cas: u64,
+        ttl: i64,
+    },
     /// flush_all, verbosity.
     Ok,
     Version(String),
