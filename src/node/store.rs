@@ -1696,6 +1696,32 @@ mod tests {
         assert_eq!(itoa(u64::MAX, &mut buf), b"18446744073709551615");
     }
 
+    #[test]
+    fn concurrent_writers_keep_accounting_exact() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<Store>();
+        let (s, stats) = new_store();
+        std::thread::scope(|scope| {
+            for t in 0..4 {
+                let s = &s;
+                scope.spawn(move || {
+                    for i in 0..2000 {
+                        let key = format!("t{t}-{}", i % 500);
+                        set(s, &key, &[b'v'; 50], 0, NOW);
+                        s.execute(&Command::Arith(arith("shared", true, 1)), NOW);
+                        assert!(get(s, &key, NOW).is_some());
+                    }
+                });
+            }
+        });
+        assert_eq!(s.usage().items, 4 * 500);
+        assert_eq!(stat(&stats, "incr_misses"), 8000, "never created");
+        let expect: usize = (0..4)
+            .flat_map(|t| (0..500).map(move |i| charge(format!("t{t}-{i}").len(), 50)))
+            .sum();
+        assert_eq!(s.usage().bytes, expect as u64);
+    }
+
     #[derive(Clone, Debug)]
     enum Op {
         Set(u8, Vec<u8>),
