@@ -26,6 +26,8 @@
 //! - serde: a [`Size`] / [`Dur`] field, or `#[serde(with = "size_serde")]`
 //!   on a plain `u64` (accepts an integer or a string).
 
+pub mod cli;
+
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
@@ -74,6 +76,28 @@ pub enum ConfigError {
         /// The value as given.
         input: String,
     },
+    /// A flag or setting whose value is not acceptable.
+    #[error("invalid {what} {value:?}: expected {expected}")]
+    Invalid {
+        what: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+    /// A required setting is missing.
+    #[error("missing {what}")]
+    Missing { what: &'static str },
+    /// A configuration file could not be read or parsed.
+    #[error("config file {path}: {reason}")]
+    File {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+    /// TLS material could not be loaded.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// The server list is malformed.
+    #[error("server list: {0}")]
+    Servers(String),
 }
 
 const SIZE_UNITS: &str = "B, K, KB, KiB, M, MB, MiB, G, GB, GiB, T, TB, TiB";

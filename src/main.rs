@@ -1,1 +1,197 @@
-fn main() {}
+//! The `memgate` command line: parse flags and environment, start logging,
+//! run a role, and map errors to exit codes (64 for bad configuration).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use memgate::config::cli::{Cli, Role};
+
+/// sysexits.h EX_USAGE: bad configuration.
+const EXIT_CONFIG: u8 = 64;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                error.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                let _ = error.print();
+                return ExitCode::SUCCESS;
+            }
+            let text = error.to_string();
+            let line = text.lines().next().unwrap_or("invalid arguments");
+            eprintln!("memgate: {}", line.trim_start_matches("error: "));
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("memgate: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Config(error)) => {
+            eprintln!("memgate: {error:#}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(Failure::Runtime(error)) => {
+            eprintln!("memgate: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Configuration errors exit 64; anything that fails later exits 1.
+enum Failure {
+    Config(anyhow::Error),
+    Runtime(anyhow::Error),
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.role {
+        Role::Node(args) => memgate_node(args).await,
+        Role::Proxy(args) => memgate_proxy(args).await,
+        Role::Route(args) => route(args),
+    }
+}
+
+fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// `memgate route`: print `KEY<TAB>NAME` for each key, with the proxy's ring.
+fn route(args: memgate::config::cli::RouteArgs) -> Result<(), Failure> {
+    use memgate::proxy::ring::{parse_server_entry, Ring};
+    let list = args
+        .servers
+        .or_else(|| env_var("MEMCACHIER_SERVERS").filter(|s| !s.is_empty()))
+        .or_else(|| env_var("MEMCACHE_SERVERS").filter(|s| !s.is_empty()))
+        .ok_or_else(|| Failure::Config(anyhow::anyhow!("no servers: give --servers or set MEMCACHIER_SERVERS")))?;
+    let servers = list
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(parse_server_entry)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Failure::Config(e.into()))?;
+    let ring = Ring::new(&servers).map_err(|e| Failure::Config(e.into()))?;
+    for key in &args.keys {
+        println!("{key}\t{}", servers[ring.locate(key.as_bytes())].name);
+    }
+    Ok(())
+}
+
+async fn memgate_proxy(args: memgate::config::cli::ProxyArgs) -> Result<(), Failure> {
+    let reload_args = args.clone();
+    let mut config = args.into_config(&env_var).map_err(|e| Failure::Config(e.into()))?;
+    config.reload_from = Some(std::sync::Arc::new(move || {
+        reload_args.clone().into_config(&env_var).map_err(|e| e.to_string())
+    }));
+    let proxy = memgate::proxy::Proxy::bind(config).await.map_err(|e| match e {
+        memgate::proxy::ProxyError::Bind { .. } => Failure::Runtime(e.into()),
+        other => Failure::Config(other.into()),
+    })?;
+    if let Some(addr) = proxy.addr() {
+        tracing::info!(listener = "client", %addr, "listening");
+    }
+    if let Some(addr) = proxy.metrics_addr() {
+        tracing::info!(listener = "metrics", %addr, "listening");
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (reload_tx, reload_rx) = tokio::sync::watch::channel(0u64);
+    let server = tokio::spawn(proxy.run(stop_rx, reload_rx));
+    let mut hangup = signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut terminate = signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut generation = 0u64;
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => {
+                generation += 1;
+                let _ = reload_tx.send(generation);
+            }
+            _ = terminate.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    let _ = server.await;
+    Ok(())
+}
+
+async fn memgate_node(args: memgate::config::cli::NodeArgs) -> Result<(), Failure> {
+    use memgate::config::cli::NodeCommand;
+    if let Some(NodeCommand::HashPassword) = args.command {
+        return hash_password().map_err(Failure::Runtime);
+    }
+    let config = args.into_config().map_err(|e| Failure::Config(e.into()))?;
+    let node = memgate::node::Node::bind(config)
+        .await
+        .map_err(|e| match e {
+            memgate::node::NodeError::Bind { .. } => Failure::Runtime(e.into()),
+            other => Failure::Config(other.into()),
+        })?;
+    for (what, addr) in [
+        ("plain", node.plain_addr()),
+        ("tls", node.tls_addr()),
+        ("metrics", node.metrics_addr()),
+    ] {
+        if let Some(addr) = addr {
+            tracing::info!(listener = what, %addr, "listening");
+        }
+    }
+    let shared = node.shared();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(node.run(stop_rx));
+    let mut hangup = signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut terminate = signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => match shared.reload() {
+                Ok(()) => tracing::info!("caches file reloaded"),
+                Err(error) => tracing::error!(%error, "caches file not reloaded; keeping the old one"),
+            },
+            _ = terminate.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    let _ = server.await;
+    Ok(())
+}
+
+fn signal(kind: tokio::signal::unix::SignalKind) -> Result<tokio::signal::unix::Signal, Failure> {
+    tokio::signal::unix::signal(kind).map_err(|e| Failure::Runtime(e.into()))
+}
+
+/// `memgate node hash-password`: read a password on stdin, print its PHC hash.
+fn hash_password() -> anyhow::Result<()> {
+    let mut password = String::new();
+    std::io::stdin().read_line(&mut password)?;
+    let password = password.trim_end_matches(['\r', '\n']);
+    anyhow::ensure!(!password.is_empty(), "no password on standard input");
+    println!("{}", memgate::node::auth::hash_password(password)?);
+    Ok(())
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MEMGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

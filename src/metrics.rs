@@ -1,1 +1,219 @@
-//! TODO
+//! Metric names, their descriptions, and the Prometheus endpoint.
+//!
+//! Every metric memgate exports is named here, so the README, the Grafana
+//! dashboard and the alert rules can be checked against one list. The
+//! `metrics` recorder is process-wide; it is installed once, and its text is
+//! served from our own HTTP route (the exporter's own listener cannot report
+//! an ephemeral port, which tests need).
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+
+/// Node: logged-in connections open now, per cache.
+pub const NODE_CACHE_CONNECTIONS: &str = "memgate_node_cache_connections";
+/// Node: items held, per cache.
+pub const NODE_CACHE_ITEMS: &str = "memgate_node_cache_items";
+/// Node: bytes used (key + value + per-item overhead), per cache.
+pub const NODE_CACHE_USED_BYTES: &str = "memgate_node_cache_used_bytes";
+/// Node: the cache's memory limit on this node.
+pub const NODE_CACHE_LIMIT_BYTES: &str = "memgate_node_cache_limit_bytes";
+/// Node: per-cache command counters, labelled by memcached's stat name.
+pub const NODE_CACHE_COMMANDS_TOTAL: &str = "memgate_node_cache_commands_total";
+/// Node: items evicted while live, per cache.
+pub const NODE_CACHE_EVICTIONS_TOTAL: &str = "memgate_node_cache_evictions_total";
+/// Node: items removed because they expired, per cache.
+pub const NODE_CACHE_EXPIRED_TOTAL: &str = "memgate_node_cache_expired_total";
+/// Node: bytes read from clients, per cache.
+pub const NODE_CACHE_READ_BYTES_TOTAL: &str = "memgate_node_cache_read_bytes_total";
+/// Node: bytes written to clients, per cache.
+pub const NODE_CACHE_WRITTEN_BYTES_TOTAL: &str = "memgate_node_cache_written_bytes_total";
+/// Node: failed logins, per cache (`cache=""` when the username is unknown).
+pub const NODE_AUTH_FAILURES_TOTAL: &str = "memgate_node_auth_failures_total";
+/// Node: client connections accepted, by listener (plain, tls).
+pub const NODE_CONNECTIONS_TOTAL: &str = "memgate_node_connections_total";
+/// Node: client connections open now, logged in or not.
+pub const NODE_OPEN_CONNECTIONS: &str = "memgate_node_open_connections";
+/// Node: connections refused because `--max-connections` was reached.
+pub const NODE_REFUSED_CONNECTIONS_TOTAL: &str = "memgate_node_refused_connections_total";
+/// Node: connections closed on error, by kind (io, protocol, auth_timeout, tls).
+pub const NODE_CONNECTION_ERRORS_TOTAL: &str = "memgate_node_connection_errors_total";
+
+/// Proxy: client connections open now.
+pub const PROXY_CLIENT_CONNECTIONS: &str = "memgate_proxy_client_connections";
+/// Proxy: client connections accepted.
+pub const PROXY_CLIENT_CONNECTIONS_TOTAL: &str = "memgate_proxy_client_connections_total";
+/// Proxy: client requests, by command and result (ok, miss, client_error, server_error).
+pub const PROXY_REQUESTS_TOTAL: &str = "memgate_proxy_requests_total";
+/// Proxy: time from parsing a request to its reply being ready, by command.
+pub const PROXY_REQUEST_DURATION_SECONDS: &str = "memgate_proxy_request_duration_seconds";
+/// Proxy: requests sent to each node.
+pub const PROXY_UPSTREAM_REQUESTS_TOTAL: &str = "memgate_proxy_upstream_requests_total";
+/// Proxy: round trip to each node.
+pub const PROXY_UPSTREAM_DURATION_SECONDS: &str = "memgate_proxy_upstream_duration_seconds";
+/// Proxy: upstream failures, by node and kind (connect, tls, auth, timeout, io, protocol, down).
+pub const PROXY_UPSTREAM_ERRORS_TOTAL: &str = "memgate_proxy_upstream_errors_total";
+/// Proxy: 1 if the node is up, 0 if it is marked down.
+pub const PROXY_NODE_UP: &str = "memgate_proxy_node_up";
+/// Proxy: logged-in upstream connections open now, per node.
+pub const PROXY_UPSTREAM_CONNECTIONS: &str = "memgate_proxy_upstream_connections";
+/// Proxy: upstream connections established (TLS + SASL), per node.
+pub const PROXY_UPSTREAM_CONNECTS_TOTAL: &str = "memgate_proxy_upstream_connects_total";
+/// Proxy: TLS handshakes that failed (certificate, hostname, protocol), per node.
+pub const PROXY_TLS_FAILURES_TOTAL: &str = "memgate_proxy_tls_failures_total";
+/// Proxy: SASL logins the node refused, per node.
+pub const PROXY_SASL_FAILURES_TOTAL: &str = "memgate_proxy_sasl_failures_total";
+/// Proxy: bytes read from clients.
+pub const PROXY_CLIENT_READ_BYTES_TOTAL: &str = "memgate_proxy_client_read_bytes_total";
+/// Proxy: bytes written to clients.
+pub const PROXY_CLIENT_WRITTEN_BYTES_TOTAL: &str = "memgate_proxy_client_written_bytes_total";
+
+/// Proxy metrics with their help text.
+pub const PROXY_METRICS: &[(&str, &str)] = &[
+    (PROXY_CLIENT_CONNECTIONS, "Client connections open now"),
+    (PROXY_CLIENT_CONNECTIONS_TOTAL, "Client connections accepted"),
+    (PROXY_REQUESTS_TOTAL, "Client requests by command and result"),
+    (PROXY_REQUEST_DURATION_SECONDS, "Request latency inside the proxy, by command"),
+    (PROXY_UPSTREAM_REQUESTS_TOTAL, "Requests sent to each node"),
+    (PROXY_UPSTREAM_DURATION_SECONDS, "Round trip to each node"),
+    (PROXY_UPSTREAM_ERRORS_TOTAL, "Upstream failures by node and kind"),
+    (PROXY_NODE_UP, "1 if the node is up, 0 if marked down"),
+    (PROXY_UPSTREAM_CONNECTIONS, "Logged-in upstream connections open, per node"),
+    (PROXY_UPSTREAM_CONNECTS_TOTAL, "Upstream connections established, per node"),
+    (PROXY_TLS_FAILURES_TOTAL, "Failed TLS handshakes with nodes"),
+    (PROXY_SASL_FAILURES_TOTAL, "SASL logins refused by nodes"),
+    (PROXY_CLIENT_READ_BYTES_TOTAL, "Bytes read from clients"),
+    (PROXY_CLIENT_WRITTEN_BYTES_TOTAL, "Bytes written to clients"),
+];
+
+/// Latency buckets (seconds): 50 µs to 5 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0,
+];
+
+/// Every metric name with its help text, for describe_* and the README.
+pub const NODE_METRICS: &[(&str, &str)] = &[
+    (
+        NODE_CACHE_CONNECTIONS,
+        "Logged-in connections open now, per cache",
+    ),
+    (NODE_CACHE_ITEMS, "Items held, per cache"),
+    (
+        NODE_CACHE_USED_BYTES,
+        "Bytes used by items (key, value and overhead), per cache",
+    ),
+    (
+        NODE_CACHE_LIMIT_BYTES,
+        "Memory limit of the cache on this node",
+    ),
+    (
+        NODE_CACHE_COMMANDS_TOTAL,
+        "Commands and their outcomes, per cache, by memcached stat name",
+    ),
+    (
+        NODE_CACHE_EVICTIONS_TOTAL,
+        "Live items evicted to make room, per cache",
+    ),
+    (
+        NODE_CACHE_EXPIRED_TOTAL,
+        "Items reclaimed after expiring, per cache",
+    ),
+    (
+        NODE_CACHE_READ_BYTES_TOTAL,
+        "Bytes read from clients, per cache",
+    ),
+    (
+        NODE_CACHE_WRITTEN_BYTES_TOTAL,
+        "Bytes written to clients, per cache",
+    ),
+    (NODE_AUTH_FAILURES_TOTAL, "Failed logins, per cache"),
+    (
+        NODE_CONNECTIONS_TOTAL,
+        "Client connections accepted, by listener",
+    ),
+    (NODE_OPEN_CONNECTIONS, "Client connections open now"),
+    (
+        NODE_REFUSED_CONNECTIONS_TOTAL,
+        "Connections refused at --max-connections",
+    ),
+    (
+        NODE_CONNECTION_ERRORS_TOTAL,
+        "Connections closed on error, by kind",
+    ),
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Install the process-wide recorder (once) and describe every metric.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets(LATENCY_BUCKETS)
+                .unwrap_or_else(|_| PrometheusBuilder::new());
+            let handle = match builder.install_recorder() {
+                Ok(handle) => handle,
+                // Another recorder is installed (only possible in embedders'
+                // tests); render from a detached one rather than panic.
+                Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+            };
+            for (name, help) in NODE_METRICS.iter().chain(PROXY_METRICS) {
+                metrics::describe_counter!(*name, *help);
+            }
+            handle
+        })
+        .clone()
+}
+
+/// A hook run before each scrape, to refresh gauges computed on demand.
+pub type Refresh = Arc<dyn Fn() + Send + Sync>;
+
+/// A hook that answers `/readyz`.
+pub type Ready = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// Serve `/metrics`, `/healthz` and `/readyz` on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, refresh: Refresh, ready: Ready) -> std::io::Result<()> {
+    let handle = install();
+    let app = Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let handle = handle.clone();
+                let refresh = refresh.clone();
+                async move {
+                    refresh();
+                    (
+                        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                        handle.render(),
+                    )
+                }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = ready.clone();
+                async move {
+                    if ready() {
+                        (StatusCode::OK, "ready\n").into_response()
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+                    }
+                }
+            }),
+        );
+    axum::serve(listener, app).await
+}
+
+/// Bind the metrics listener (so bad addresses fail before serving).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}

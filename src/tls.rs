@@ -230,6 +230,26 @@ pub fn client_config(
     client_config_with_roots(roots_from_pem(ca_roots_pem)?, client_cert)
 }
 
+/// [`server_config`] from a PEM certificate chain file and key file.
+pub fn server_config_from_files(
+    cert: impl AsRef<Path>,
+    key: impl AsRef<Path>,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    server_config(load_certs(cert)?, load_key(key)?, None)
+}
+
+/// [`client_config`] from a CA file and an optional client certificate and key file.
+pub fn client_config_from_files(
+    ca: impl AsRef<Path>,
+    client: Option<(&Path, &Path)>,
+) -> Result<Arc<ClientConfig>, TlsError> {
+    let client = match client {
+        Some((cert, key)) => Some((load_certs(cert)?, load_key(key)?)),
+        None => None,
+    };
+    client_config_with_roots(load_roots(ca)?, client)
+}
+
 /// [`client_config`] with an already-built trust store.
 pub fn client_config_with_roots(
     roots: RootCertStore,

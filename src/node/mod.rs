@@ -1,7 +1,484 @@
 //! The storage node: `memgate node`.
+//!
+//! A multi-tenant, memcached-compatible server. Every connection must log in
+//! (SASL PLAIN over binary, or ASCII auth over text); the login decides the
+//! cache (tenant) it works in, and its credential's capabilities.
+//!
+//! - [`session`]: one connection: auth gate, capability checks, dispatch.
+//! - [`caches`]: the caches file (tenants and credentials), validated.
+//! - [`auth`]: password hashing and constant-time checks.
+//! - [`tenants`]: the running caches, kept across reloads.
+//! - [`store`]: one cache's items: byte-budget LRU, TTL, CAS.
+//! - [`stats`]: per-cache counters.
 
 pub mod auth;
 pub mod caches;
 pub mod session;
 pub mod stats;
 pub mod store;
+pub mod tenants;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tokio_rustls::TlsAcceptor;
+
+use crate::metrics as m;
+use crate::protocol::Response;
+use caches::{CacheConfig, CachesFile, Capabilities};
+use caches::Invalid;
+use tenants::{Login, Tenant, Tenants};
+
+/// The version the node reports (`version`, `stats`).
+pub const VERSION: &str = concat!("1.6.18-memgate-", env!("CARGO_PKG_VERSION"));
+
+/// The cache id used by `--insecure-no-auth`.
+pub const IMPLICIT_CACHE: &str = "default";
+
+/// Everything the node needs, validated.
+#[derive(Clone)]
+pub struct NodeConfig {
+    /// Plain listener (None turns it off).
+    pub listen: Option<SocketAddr>,
+    /// TLS listener and its rustls config.
+    pub tls_listen: Option<(SocketAddr, Arc<rustls::ServerConfig>)>,
+    /// The caches file; None only with `no_auth`.
+    pub caches_path: Option<PathBuf>,
+    /// Cap on the sum of every cache's memory limit.
+    pub memory_limit: u64,
+    /// Key + value limit.
+    pub max_item_size: usize,
+    pub auth_timeout: Duration,
+    pub max_connections: usize,
+    pub metrics_listen: Option<SocketAddr>,
+    /// Testing only: one implicit cache, no login.
+    pub no_auth: bool,
+}
+
+/// Errors starting or reloading the node.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Caches(#[from] caches::CachesError),
+    #[error("caches: {0}")]
+    InvalidCaches(#[from] Invalid),
+    #[error("the caches' memory limits add up to {total} bytes, over the node's --memory-limit of {cap} bytes")]
+    OverCommitted { total: u64, cap: u64 },
+    #[error("--insecure-no-auth is refused: listener {0} is not loopback")]
+    InsecureNotLoopback(SocketAddr),
+    #[error("no caches file: give --caches FILE (or --insecure-no-auth for testing)")]
+    NoCaches,
+    #[error("no listener: give --listen or --tls-listen")]
+    NoListener,
+}
+
+/// Settings sessions read on every connection.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub max_item_size: usize,
+    pub auth_timeout: Duration,
+    pub max_connections: usize,
+    pub no_auth: bool,
+    pub memory_limit: u64,
+}
+
+/// State shared by every connection of a node.
+pub struct Shared {
+    pub settings: Settings,
+    tenants: RwLock<Arc<Tenants>>,
+    caches_path: Option<PathBuf>,
+    started: Instant,
+    /// Failed logins whose username matched no cache.
+    anonymous_auth_failures: AtomicU64,
+}
+
+impl Shared {
+    /// The current caches snapshot.
+    pub fn tenants(&self) -> Arc<Tenants> {
+        match self.tenants.read() {
+            Ok(guard) => Arc::clone(&guard),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// The implicit login of `--insecure-no-auth`.
+    pub fn implicit_login(&self) -> Option<Login> {
+        self.tenants().get(IMPLICIT_CACHE).map(|tenant| Login {
+            tenant: Arc::clone(tenant),
+            caps: Capabilities::ALL,
+        })
+    }
+
+    pub fn count_anonymous_auth_failure(&self) {
+        self.anonymous_auth_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Re-read the caches file. On any error the old caches stay in force.
+    pub fn reload(&self) -> Result<(), NodeError> {
+        let Some(path) = &self.caches_path else {
+            return Ok(());
+        };
+        let file = CachesFile::load(path)?;
+        check_commitment(&file, self.settings.memory_limit)?;
+        let previous = self.tenants();
+        let next = Tenants::build(&file, self.settings.max_item_size, Some(&previous))?;
+        match self.tenants.write() {
+            Ok(mut guard) => *guard = Arc::new(next),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(next),
+        }
+        Ok(())
+    }
+
+    /// `stats [group]` for the logged-in cache.
+    pub fn stats(&self, tenant: &Tenant, group: Option<&str>) -> Response {
+        let s = &self.settings;
+        let pairs: Vec<(String, String)> = match group {
+            None => {
+                let usage = tenant.store.usage();
+                let mut pairs = vec![
+                    ("pid".to_string(), std::process::id().to_string()),
+                    (
+                        "uptime".into(),
+                        self.started.elapsed().as_secs().to_string(),
+                    ),
+                    ("time".into(), session::unix_now().to_string()),
+                    ("version".into(), VERSION.into()),
+                    ("pointer_size".into(), (usize::BITS).to_string()),
+                    ("threads".into(), worker_threads().to_string()),
+                    ("max_connections".into(), s.max_connections.to_string()),
+                ];
+                pairs.extend(
+                    tenant
+                        .stats
+                        .counters()
+                        .into_iter()
+                        .map(|(name, value)| (name.to_string(), value.to_string())),
+                );
+                pairs.push(("curr_items".into(), usage.items.to_string()));
+                pairs.push(("bytes".into(), usage.bytes.to_string()));
+                pairs.push(("limit_maxbytes".into(), usage.limit.to_string()));
+                pairs
+            }
+            Some("settings") => vec![
+                ("maxbytes".into(), tenant.store.usage().limit.to_string()),
+                ("maxconns".into(), s.max_connections.to_string()),
+                ("item_size_max".into(), s.max_item_size.to_string()),
+                ("num_threads".into(), worker_threads().to_string()),
+                ("evictions".into(), "on".into()),
+                ("cas_enabled".into(), "yes".into()),
+                (
+                    "auth_enabled_sasl".into(),
+                    if s.no_auth { "no" } else { "yes" }.into(),
+                ),
+                (
+                    "auth_enabled_ascii".into(),
+                    if s.no_auth { "no" } else { "yes" }.into(),
+                ),
+                ("auth_timeout".into(), s.auth_timeout.as_secs().to_string()),
+                ("binding_protocol".into(), "auto-negotiate".into()),
+                (
+                    "key_max_length".into(),
+                    crate::protocol::MAX_KEY_LEN.to_string(),
+                ),
+            ],
+            // memcached answers these with an empty list on a slab-less build.
+            Some("items" | "slabs" | "sizes" | "conns") => Vec::new(),
+            Some(_) => return Response::Error(crate::protocol::ErrorReply::UnknownCommand),
+        };
+        Response::Stats(pairs)
+    }
+
+    /// Publish per-cache gauges and counters before a scrape.
+    fn refresh_metrics(&self) {
+        for tenant in self.tenants().iter() {
+            let cache = tenant.id.clone();
+            let usage = tenant.store.usage();
+            let st = &tenant.stats;
+            let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+            metrics::gauge!(m::NODE_CACHE_ITEMS, "cache" => cache.clone()).set(usage.items as f64);
+            metrics::gauge!(m::NODE_CACHE_USED_BYTES, "cache" => cache.clone())
+                .set(usage.bytes as f64);
+            metrics::gauge!(m::NODE_CACHE_LIMIT_BYTES, "cache" => cache.clone())
+                .set(usage.limit as f64);
+            metrics::gauge!(m::NODE_CACHE_CONNECTIONS, "cache" => cache.clone())
+                .set(load(&st.curr_connections) as f64);
+            metrics::counter!(m::NODE_CACHE_EVICTIONS_TOTAL, "cache" => cache.clone())
+                .absolute(load(&st.evictions));
+            metrics::counter!(m::NODE_CACHE_EXPIRED_TOTAL, "cache" => cache.clone())
+                .absolute(load(&st.expired));
+            metrics::counter!(m::NODE_CACHE_READ_BYTES_TOTAL, "cache" => cache.clone())
+                .absolute(load(&st.bytes_read));
+            metrics::counter!(m::NODE_CACHE_WRITTEN_BYTES_TOTAL, "cache" => cache.clone())
+                .absolute(load(&st.bytes_written));
+            metrics::counter!(m::NODE_AUTH_FAILURES_TOTAL, "cache" => cache.clone())
+                .absolute(load(&st.auth_errors));
+            for (name, value) in st.counters() {
+                if name.starts_with("cmd_")
+                    || name.ends_with("_hits")
+                    || name.ends_with("_misses")
+                    || name == "cas_badval"
+                {
+                    metrics::counter!(m::NODE_CACHE_COMMANDS_TOTAL, "cache" => cache.clone(), "stat" => name)
+                        .absolute(value);
+                }
+            }
+        }
+        metrics::counter!(m::NODE_AUTH_FAILURES_TOTAL, "cache" => "")
+            .absolute(self.anonymous_auth_failures.load(Ordering::Relaxed));
+    }
+}
+
+fn worker_threads() -> usize {
+    tokio::runtime::Handle::try_current()
+        .map(|h| h.metrics().num_workers())
+        .unwrap_or(1)
+}
+
+/// The caches must fit in the node's memory cap.
+fn check_commitment(file: &CachesFile, cap: u64) -> Result<(), NodeError> {
+    let total: u64 = file.caches.iter().map(|c| c.memory_limit).sum();
+    if total > cap {
+        return Err(NodeError::OverCommitted { total, cap });
+    }
+    Ok(())
+}
+
+/// A node whose listeners are bound; `run` serves it.
+pub struct Node {
+    shared: Arc<Shared>,
+    plain: Option<TcpListener>,
+    tls: Option<(TcpListener, TlsAcceptor)>,
+    metrics: Option<TcpListener>,
+}
+
+impl Node {
+    /// Validate, load the caches and bind every listener.
+    pub async fn bind(config: NodeConfig) -> Result<Node, NodeError> {
+        if config.listen.is_none() && config.tls_listen.is_none() {
+            return Err(NodeError::NoListener);
+        }
+        let file = if config.no_auth {
+            for addr in config
+                .listen
+                .iter()
+                .chain(config.tls_listen.iter().map(|(a, _)| a))
+            {
+                if !addr.ip().is_loopback() {
+                    return Err(NodeError::InsecureNotLoopback(*addr));
+                }
+            }
+            CachesFile {
+                caches: vec![CacheConfig {
+                    id: IMPLICIT_CACHE.to_string(),
+                    memory_limit: config.memory_limit,
+                    disabled: false,
+                    credentials: Vec::new(),
+                }],
+            }
+        } else {
+            let path = config.caches_path.as_ref().ok_or(NodeError::NoCaches)?;
+            let file = CachesFile::load(path)?;
+            check_commitment(&file, config.memory_limit)?;
+            let plain = file.plain_password_count();
+            if plain > 0 {
+                tracing::warn!(
+                    credentials = plain,
+                    "caches file stores passwords in plain text; use `memgate node hash-password`"
+                );
+            }
+            file
+        };
+        let tenants = Tenants::build(&file, config.max_item_size, None)?;
+        let shared = Arc::new(Shared {
+            settings: Settings {
+                max_item_size: config.max_item_size,
+                auth_timeout: config.auth_timeout,
+                max_connections: config.max_connections,
+                no_auth: config.no_auth,
+                memory_limit: config.memory_limit,
+            },
+            tenants: RwLock::new(Arc::new(tenants)),
+            caches_path: config.caches_path.clone(),
+            started: Instant::now(),
+            anonymous_auth_failures: AtomicU64::new(0),
+        });
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| NodeError::Bind { addr, source })
+        };
+        let plain = match config.listen {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
+        let tls = match &config.tls_listen {
+            Some((addr, server_config)) => Some((
+                bind(*addr).await?,
+                TlsAcceptor::from(Arc::clone(server_config)),
+            )),
+            None => None,
+        };
+        let metrics = match config.metrics_listen {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
+        Ok(Node {
+            shared,
+            plain,
+            tls,
+            metrics,
+        })
+    }
+
+    pub fn plain_addr(&self) -> Option<SocketAddr> {
+        self.plain.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls.as_ref().and_then(|(l, _)| l.local_addr().ok())
+    }
+
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    pub fn shared(&self) -> Arc<Shared> {
+        Arc::clone(&self.shared)
+    }
+
+    /// Serve until `shutdown` turns true; then stop accepting and return
+    /// (open connections end with the runtime).
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let limit = Arc::new(Semaphore::new(self.shared.settings.max_connections));
+        let mut tasks = tokio::task::JoinSet::new();
+        if let Some(listener) = self.plain {
+            tasks.spawn(accept_loop(
+                listener,
+                None,
+                Arc::clone(&self.shared),
+                Arc::clone(&limit),
+            ));
+        }
+        if let Some((listener, acceptor)) = self.tls {
+            tasks.spawn(accept_loop(
+                listener,
+                Some(acceptor),
+                Arc::clone(&self.shared),
+                Arc::clone(&limit),
+            ));
+        }
+        if let Some(listener) = self.metrics {
+            let shared = Arc::clone(&self.shared);
+            let refresh: m::Refresh = Arc::new(move || shared.refresh_metrics());
+            tasks.spawn(async move {
+                if let Err(error) = m::serve(listener, refresh, Arc::new(|| true)).await {
+                    tracing::error!(%error, "metrics listener failed");
+                }
+            });
+        }
+        tasks.spawn(sweep_expired(Arc::clone(&self.shared)));
+        while !*shutdown.borrow() {
+            if shutdown.changed().await.is_err() {
+                break;
+            }
+        }
+        tasks.abort_all();
+    }
+}
+
+/// Reclaim expired items in the background, a bounded batch per cache per second.
+async fn sweep_expired(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let now = session::unix_now();
+        for tenant in shared.tenants().iter() {
+            let reclaimed = tenant.store.reclaim_expired(now, 10_000);
+            if reclaimed > 0 {
+                tracing::trace!(cache = %tenant.id, reclaimed, "expired items reclaimed");
+            }
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    shared: Arc<Shared>,
+    limit: Arc<Semaphore>,
+) {
+    let kind = if tls.is_some() { "tls" } else { "plain" };
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
+            metrics::counter!(m::NODE_REFUSED_CONNECTIONS_TOTAL).increment(1);
+            tokio::spawn(refuse(stream));
+            continue;
+        };
+        metrics::counter!(m::NODE_CONNECTIONS_TOTAL, "listener" => kind).increment(1);
+        let _ = stream.set_nodelay(true);
+        let shared = Arc::clone(&shared);
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            metrics::gauge!(m::NODE_OPEN_CONNECTIONS).increment(1.0);
+            let result = match tls {
+                None => session::serve(stream, shared).await,
+                Some(acceptor) => {
+                    let timeout = shared.settings.auth_timeout;
+                    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(tls_stream)) => session::serve(tls_stream, shared).await,
+                        Ok(Err(error)) => {
+                            tracing::debug!(%peer, %error, "TLS handshake failed");
+                            metrics::counter!(m::NODE_CONNECTION_ERRORS_TOTAL, "kind" => "tls")
+                                .increment(1);
+                            Ok(())
+                        }
+                        Err(_) => {
+                            metrics::counter!(m::NODE_CONNECTION_ERRORS_TOTAL, "kind" => "tls")
+                                .increment(1);
+                            Ok(())
+                        }
+                    }
+                }
+            };
+            if let Err(error) = result {
+                let kind = match error {
+                    session::SessionError::Io(_) => "io",
+                    session::SessionError::Protocol(_) => "protocol",
+                    session::SessionError::AuthTimeout(_) => "auth_timeout",
+                };
+                metrics::counter!(m::NODE_CONNECTION_ERRORS_TOTAL, "kind" => kind).increment(1);
+                tracing::debug!(%peer, %error, "connection closed");
+            }
+            metrics::gauge!(m::NODE_OPEN_CONNECTIONS).decrement(1.0);
+            drop(permit);
+        });
+    }
+}
+
+/// memcached's answer when it is out of connections, then close.
+async fn refuse(mut stream: TcpStream) {
+    let _ = stream
+        .write_all(b"SERVER_ERROR too many open connections\r\n")
+        .await;
+    let _ = stream.shutdown().await;
+}

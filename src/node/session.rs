@@ -1,1 +1,362 @@
-//! TODO
+//! One client connection to the node: dialect detection, the auth gate,
+//! capability checks and dispatch to the logged-in cache's store.
+//!
+//! The loop is read → parse every complete request already buffered → write
+//! the replies → read again. Parsing everything that is buffered before the
+//! next read matters for TLS: decrypted input is never left waiting for more
+//! bytes from the network (the flaw DESIGN.md records in memcached `-Z`).
+//! Writing before reading more also bounds memory: a client that never reads
+//! its replies stops being read from, instead of growing our buffers.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::stats::CacheStats;
+use super::tenants::{Login, LoginFailure};
+use super::Shared;
+use crate::protocol::request::{Command, Frame, StoreMode};
+use crate::protocol::{self, sasl, Dialect, ErrorReply, Parsed, Request, Response};
+
+/// Initial read buffer; small so that thousands of idle connections are cheap.
+const INITIAL_READ_BUFFER: usize = 4 * 1024;
+/// Buffers that grew past this (a big value) are released once drained.
+const KEEP_BUFFER: usize = 64 * 1024;
+/// Replies are written out once this much is pending, even mid-batch.
+const FLUSH_THRESHOLD: usize = 256 * 1024;
+
+/// Why a session ended abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("client i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("client protocol: {0}")]
+    Protocol(#[from] protocol::ProtocolError),
+    #[error("client did not log in within {0:?}")]
+    AuthTimeout(std::time::Duration),
+}
+
+/// The session's login state.
+enum Auth {
+    /// Not logged in yet; only auth commands pass.
+    Pending,
+    LoggedIn(Login),
+}
+
+/// What the dispatcher wants done after a request.
+enum After {
+    Continue,
+    Close,
+}
+
+/// Serve one client until it quits, errs or disconnects.
+pub async fn serve<S>(mut stream: S, shared: Arc<Shared>) -> Result<(), SessionError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut session = Session {
+        auth: if shared.settings.no_auth {
+            match shared.implicit_login() {
+                Some(login) => {
+                    count_connection(&login);
+                    Auth::LoggedIn(login)
+                }
+                None => Auth::Pending,
+            }
+        } else {
+            Auth::Pending
+        },
+        shared,
+    };
+    let result = session.run(&mut stream).await;
+    if let Auth::LoggedIn(login) = &session.auth {
+        CacheStats::decr(&login.tenant.stats.curr_connections);
+    }
+    // Best effort: the peer may already be gone.
+    let _ = stream.shutdown().await;
+    result
+}
+
+fn count_connection(login: &Login) {
+    CacheStats::incr(&login.tenant.stats.curr_connections);
+    CacheStats::incr(&login.tenant.stats.total_connections);
+}
+
+struct Session {
+    shared: Arc<Shared>,
+    auth: Auth,
+}
+
+impl Session {
+    async fn run<S>(&mut self, stream: &mut S) -> Result<(), SessionError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let limits = protocol::Limits {
+            max_item_size: self.shared.settings.max_item_size,
+        };
+        let auth_deadline = Instant::now() + self.shared.settings.auth_timeout;
+        let mut rbuf = BytesMut::with_capacity(INITIAL_READ_BUFFER);
+        let mut wbuf = BytesMut::new();
+        let mut dialect: Option<Dialect> = None;
+        // Bytes of a refused over-size value still to be discarded unread.
+        let mut skip: usize = 0;
+
+        loop {
+            let n = self.read(stream, &mut rbuf, auth_deadline).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            self.count_read(n);
+            if skip > 0 {
+                let k = skip.min(rbuf.len());
+                rbuf.advance(k);
+                skip -= k;
+            }
+            let dialect = match (dialect, rbuf.first()) {
+                (Some(d), _) => d,
+                (None, Some(&b)) => *dialect.insert(Dialect::detect(b)),
+                (None, None) => continue,
+            };
+
+            while skip == 0 && !rbuf.is_empty() {
+                match protocol::parse(dialect, &rbuf, &limits)? {
+                    Parsed::Incomplete => break,
+                    Parsed::Request(request, used) => {
+                        rbuf.advance(used);
+                        if let After::Close = self.dispatch(request, &mut wbuf) {
+                            self.write(stream, &mut wbuf).await?;
+                            return Ok(());
+                        }
+                    }
+                    Parsed::Reject {
+                        frame,
+                        error,
+                        consumed,
+                        skip: more,
+                        unlink,
+                    } => {
+                        rbuf.advance(consumed);
+                        let k = more.min(rbuf.len());
+                        rbuf.advance(k);
+                        skip = more - k;
+                        if let (Some(key), Auth::LoggedIn(login)) = (unlink, &self.auth) {
+                            if login.caps.write {
+                                login.tenant.store.unlink(&key);
+                            }
+                        }
+                        protocol::encode(&frame, None, &Response::Error(error), &mut wbuf);
+                    }
+                }
+                if wbuf.len() >= FLUSH_THRESHOLD {
+                    self.write(stream, &mut wbuf).await?;
+                }
+            }
+            self.write(stream, &mut wbuf).await?;
+            if rbuf.is_empty() && rbuf.capacity() > KEEP_BUFFER {
+                rbuf = BytesMut::with_capacity(INITIAL_READ_BUFFER);
+            }
+        }
+    }
+
+    /// Read more input; before login, no later than the auth deadline.
+    async fn read<S>(
+        &self,
+        stream: &mut S,
+        rbuf: &mut BytesMut,
+        deadline: Instant,
+    ) -> Result<usize, SessionError>
+    where
+        S: AsyncRead + Unpin,
+    {
+        if rbuf.capacity() - rbuf.len() < 1024 {
+            rbuf.reserve(INITIAL_READ_BUFFER);
+        }
+        match self.auth {
+            Auth::LoggedIn(_) => Ok(stream.read_buf(rbuf).await?),
+            Auth::Pending => {
+                let deadline = tokio::time::Instant::from_std(deadline);
+                match tokio::time::timeout_at(deadline, stream.read_buf(rbuf)).await {
+                    Ok(read) => Ok(read?),
+                    Err(_) => Err(SessionError::AuthTimeout(self.shared.settings.auth_timeout)),
+                }
+            }
+        }
+    }
+
+    async fn write<S>(&self, stream: &mut S, wbuf: &mut BytesMut) -> Result<(), SessionError>
+    where
+        S: AsyncWrite + Unpin,
+    {
+        if wbuf.is_empty() {
+            return Ok(());
+        }
+        stream.write_all(wbuf).await?;
+        stream.flush().await?;
+        if let Auth::LoggedIn(login) = &self.auth {
+            CacheStats::add(&login.tenant.stats.bytes_written, wbuf.len() as u64);
+        }
+        wbuf.clear();
+        if wbuf.capacity() > KEEP_BUFFER {
+            *wbuf = BytesMut::new();
+        }
+        Ok(())
+    }
+
+    fn count_read(&self, n: usize) {
+        if let Auth::LoggedIn(login) = &self.auth {
+            CacheStats::add(&login.tenant.stats.bytes_read, n as u64);
+        }
+    }
+
+    /// Answer one request into `out`.
+    fn dispatch(&mut self, request: Request, out: &mut BytesMut) -> After {
+        let Request { command, frame } = request;
+        // Meta replies may echo the key; keep it (a cheap refcount) only for them.
+        let key = match frame {
+            Frame::Meta(_) => command.key().cloned(),
+            _ => None,
+        };
+        let (response, after) = match command {
+            Command::Quit => {
+                // Binary QUIT is acknowledged (QUITQ and text quit are not).
+                (Response::Ok, After::Close)
+            }
+            Command::SaslList => (
+                Response::SaslMechs(sasl::PLAIN.to_string()),
+                After::Continue,
+            ),
+            Command::SaslAuth { mechanism, data } => {
+                (self.sasl_auth(&mechanism, &data), After::Continue)
+            }
+            // PLAIN completes in one step; there is nothing to continue.
+            Command::SaslStep { .. } => (Response::Error(ErrorReply::AuthFailure), After::Continue),
+            command => (self.authorized(command, &frame), After::Continue),
+        };
+        let response = match (&frame, &after, response) {
+            // Text `quit` closes silently; binary QUIT gets its reply.
+            (Frame::Text(_) | Frame::Meta(_), After::Close, _) => Response::Silent,
+            (_, _, r) => r,
+        };
+        protocol::encode(&frame, key.as_deref(), &response, out);
+        after
+    }
+
+    /// Commands that need a login (or are the ASCII login itself).
+    fn authorized(&mut self, command: Command, frame: &Frame) -> Response {
+        let login = match &self.auth {
+            Auth::LoggedIn(login) if !login.tenant.is_disabled() => login.clone(),
+            Auth::LoggedIn(_) => return Response::Error(ErrorReply::Unauthenticated),
+            Auth::Pending => {
+                return match (&command, frame) {
+                    // MemCachier's ASCII auth: the first text `set` carries the login.
+                    (Command::Store(store), Frame::Text(_)) if store.mode == StoreMode::Set => {
+                        self.ascii_auth(&store.key, &store.data)
+                    }
+                    _ => Response::Error(ErrorReply::Unauthenticated),
+                };
+            }
+        };
+        let tenant = &login.tenant;
+        let caps = login.caps;
+        match command {
+            Command::Version => Response::Version(super::VERSION.to_string()),
+            Command::Verbosity => Response::Ok,
+            Command::Noop => Response::Noop,
+            Command::Stats { group } => self.shared.stats(tenant, group.as_deref()),
+            Command::Store(_) if !caps.write => Response::NotStored,
+            Command::Delete(_) | Command::Arith(_) | Command::Touch { .. } if !caps.write => {
+                Response::Error(ErrorReply::PermissionDenied)
+            }
+            Command::Get(ref get)
+                if !caps.write && (get.touch.is_some() || get.vivify.is_some()) =>
+            {
+                Response::Error(ErrorReply::PermissionDenied)
+            }
+            Command::FlushAll { .. } if !caps.flush => Response::Error(ErrorReply::FlushNotAllowed),
+            command => tenant.store.execute(&command, unix_now()),
+        }
+    }
+
+    fn sasl_auth(&mut self, mechanism: &[u8], data: &[u8]) -> Response {
+        if mechanism != sasl::PLAIN.as_bytes() {
+            tracing::debug!("SASL mechanism other than PLAIN refused");
+            return Response::Error(ErrorReply::AuthFailure);
+        }
+        match sasl::parse_plain(data) {
+            Some(creds) => self.login(
+                creds.username.as_bytes(),
+                creds.password.as_bytes(),
+                Response::AuthOk,
+            ),
+            None => {
+                self.shared.count_anonymous_auth_failure();
+                Response::Error(ErrorReply::AuthFailure)
+            }
+        }
+    }
+
+    /// MemCachier's form (key = username, value = password), else memcached
+    /// `-Y`'s (any key, value = "username password").
+    fn ascii_auth(&mut self, key: &[u8], value: &[u8]) -> Response {
+        let ok = Response::Stored { cas: 0 };
+        let tenants = self.shared.tenants();
+        let first = match tenants.login(key, value) {
+            Ok(login) => return self.accept(login, ok),
+            Err(failure) => failure,
+        };
+        let mut parts = value.splitn(2, |&b| b == b' ');
+        match (parts.next(), parts.next()) {
+            (Some(user), Some(pass)) if !user.is_empty() => match tenants.login(user, pass) {
+                Ok(login) => self.accept(login, ok),
+                Err(second) => self.reject(if second.tenant.is_some() {
+                    second
+                } else {
+                    first
+                }),
+            },
+            _ => self.reject(first),
+        }
+    }
+
+    /// Check credentials and switch the session to their cache.
+    fn login(&mut self, username: &[u8], password: &[u8], ok: Response) -> Response {
+        match self.shared.tenants().login(username, password) {
+            Ok(login) => self.accept(login, ok),
+            Err(failure) => self.reject(failure),
+        }
+    }
+
+    fn accept(&mut self, login: Login, ok: Response) -> Response {
+        CacheStats::incr(&login.tenant.stats.auth_cmds);
+        if let Auth::LoggedIn(old) = &self.auth {
+            CacheStats::decr(&old.tenant.stats.curr_connections);
+        }
+        count_connection(&login);
+        tracing::debug!(cache = %login.tenant.id, "client logged in");
+        self.auth = Auth::LoggedIn(login);
+        ok
+    }
+
+    fn reject(&mut self, failure: LoginFailure) -> Response {
+        match failure.tenant {
+            Some(tenant) => {
+                CacheStats::incr(&tenant.stats.auth_cmds);
+                CacheStats::incr(&tenant.stats.auth_errors);
+            }
+            None => self.shared.count_anonymous_auth_failure(),
+        }
+        tracing::info!("client login failed");
+        Response::Error(ErrorReply::AuthFailure)
+    }
+}
+
+/// Seconds since the unix epoch, the store's clock.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

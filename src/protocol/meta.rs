@@ -393,14 +393,6 @@ impl Flags {
     }
 }
 
-/// Write the reply to a meta command. Without the request's key, `k` can be
-/// echoed only where the reply carries the key (an `mg` hit) and `me` hits
-/// are written without one; a caller holding the request should prefer
-/// [`encode_keyed`].
-pub fn encode(frame: &MetaFrame, response: &Response, out: &mut BytesMut) {
-    encode_keyed(frame, None, response, out);
-}
-
 /// Write the reply to a meta command whose (decoded) key is `key`, echoed for
 /// `k` and `me` (base64-encoded again when the request used `b`).
 pub fn encode_keyed(
@@ -1212,7 +1204,7 @@ mod tests {
         );
         assert_eq!(reply(&quiet, None, Response::MetaDebug(None)), "EN\r\n");
         let mut out = BytesMut::new();
-        encode(&MetaFrame::default(), &Response::Noop, &mut out);
+        encode_keyed(&MetaFrame::default(), None, &Response::Noop, &mut out);
         assert_eq!(&out[..], b"MN\r\n");
     }
 }

@@ -1,3 +1,294 @@
-//! The sidecar proxy: key placement (ketama) and, later, upstream pools and sessions.
+//! The sidecar: `memgate proxy`.
+//!
+//! Any memcached client connects to it on loopback without TLS or a login;
+//! each request travels over a pooled, verified TLS connection, logged in with
+//! SASL, to the node ketama picks.
+//!
+//! - [`session`]: one client: parse, route, reply in order.
+//! - [`ring`]: ketama placement, byte for byte libmemcached's.
+//! - [`pool`]: the nodes, their pooled connections, failover.
+//! - [`upstream`]: one TLS + SASL binary connection, pipelined.
+//! - [`health`]: up/down state per node.
 
+pub mod health;
+pub mod pool;
 pub mod ring;
+pub mod session;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::metrics as m;
+use pool::{Cluster, Failover};
+use ring::{Ring, ServerSpec};
+use upstream::{Settings, Target};
+
+/// Everything the proxy needs, validated.
+#[derive(Clone)]
+pub struct ProxyConfig {
+    pub listen: SocketAddr,
+    pub servers: Vec<ServerSpec>,
+    /// Connect to every server's host on this port instead of its own.
+    pub tls_port: Option<u16>,
+    /// The name every node certificate must carry (default: each entry's host).
+    pub server_name: Option<String>,
+    pub tls: Arc<rustls::ClientConfig>,
+    pub username: String,
+    pub password: String,
+    pub connections_per_node: usize,
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    pub down_retry_delay: Duration,
+    pub failover: Failover,
+    pub metrics_listen: Option<SocketAddr>,
+    pub drain_timeout: Duration,
+    pub max_item_size: usize,
+    /// Where the configuration came from, for SIGHUP (None: not reloadable).
+    pub reload_from: Option<Arc<dyn Fn() -> Result<ProxyConfig, String> + Send + Sync>>,
+}
+
+impl std::fmt::Debug for ProxyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyConfig")
+            .field("listen", &self.listen)
+            .field("servers", &self.servers)
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+/// Errors starting the proxy.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("server list: {0}")]
+    Ring(#[from] ring::RingError),
+    #[error("server {0:?}: {1}")]
+    ServerName(String, String),
+}
+
+/// State every client session shares; the cluster is swapped on SIGHUP.
+pub struct ProxyShared {
+    cluster: RwLock<Arc<Cluster>>,
+    username: RwLock<String>,
+    pub timeout: Duration,
+    pub max_item_size: usize,
+}
+
+impl ProxyShared {
+    pub fn cluster(&self) -> Arc<Cluster> {
+        match self.cluster.read() {
+            Ok(guard) => Arc::clone(&guard),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Is this first `set` a client's ASCII login (MemCachier's form, key =
+    /// username; or memcached -Y's, value = "username password")?
+    pub fn is_ascii_login(&self, key: &[u8], value: &[u8]) -> bool {
+        let Ok(user) = self.username.read() else {
+            return false;
+        };
+        let user = user.as_bytes();
+        key == user || (value.len() > user.len() && value.starts_with(user) && value[user.len()] == b' ')
+    }
+}
+
+/// Build the upstream targets and cluster for a config.
+fn cluster_for(config: &ProxyConfig) -> Result<Cluster, ProxyError> {
+    let ring = Ring::new(&config.servers)?;
+    let mut targets = Vec::with_capacity(config.servers.len());
+    for spec in &config.servers {
+        let port = config.tls_port.unwrap_or(spec.port);
+        let name = config.server_name.clone().unwrap_or_else(|| spec.host.clone());
+        let server_name = crate::tls::server_name(&name)
+            .map_err(|e| ProxyError::ServerName(name.clone(), e.to_string()))?;
+        let addr = if spec.host.contains(':') {
+            format!("[{}]:{port}", spec.host)
+        } else {
+            format!("{}:{port}", spec.host)
+        };
+        targets.push(Target {
+            name: spec.name.clone(),
+            addr,
+            server_name,
+        });
+    }
+    let settings = Settings {
+        tls: tokio_rustls::TlsConnector::from(Arc::clone(&config.tls)),
+        username: config.username.clone(),
+        password: config.password.clone(),
+        connect_timeout: config.connect_timeout,
+    };
+    Ok(Cluster::new(
+        targets,
+        ring,
+        settings,
+        config.connections_per_node,
+        config.down_retry_delay,
+        config.failover,
+    ))
+}
+
+/// Resolves once `shutdown` is true (never, if its sender is gone without saying so).
+pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    loop {
+        if *shutdown.borrow_and_update() {
+            return;
+        }
+        if shutdown.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// A proxy whose listeners are bound; `run` serves it.
+pub struct Proxy {
+    shared: Arc<ProxyShared>,
+    listener: TcpListener,
+    metrics: Option<TcpListener>,
+    config: ProxyConfig,
+}
+
+impl Proxy {
+    pub async fn bind(config: ProxyConfig) -> Result<Proxy, ProxyError> {
+        m::install();
+        let cluster = cluster_for(&config)?;
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| ProxyError::Bind { addr, source })
+        };
+        let listener = bind(config.listen).await?;
+        let metrics = match config.metrics_listen {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
+        let shared = Arc::new(ProxyShared {
+            cluster: RwLock::new(Arc::new(cluster)),
+            username: RwLock::new(config.username.clone()),
+            timeout: config.timeout,
+            max_item_size: config.max_item_size,
+        });
+        Ok(Proxy {
+            shared,
+            listener,
+            metrics,
+            config,
+        })
+    }
+
+    pub fn addr(&self) -> Option<SocketAddr> {
+        self.listener.local_addr().ok()
+    }
+
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    pub fn shared(&self) -> Arc<ProxyShared> {
+        Arc::clone(&self.shared)
+    }
+
+    /// Serve until `shutdown` turns true; then stop accepting, let sessions
+    /// answer what is in flight for up to the drain timeout, and return.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>, mut reload: watch::Receiver<u64>) {
+        let shared = self.shared;
+        let mut background = tokio::task::JoinSet::new();
+        if let Some(listener) = self.metrics {
+            let ready_shared = Arc::clone(&shared);
+            let ready: m::Ready = Arc::new(move || ready_shared.cluster().any_up());
+            let refresh_shared = Arc::clone(&shared);
+            let refresh: m::Refresh = Arc::new(move || {
+                for node in &refresh_shared.cluster().nodes {
+                    metrics::gauge!(m::PROXY_UPSTREAM_CONNECTIONS, "node" => node.target.name.clone())
+                        .set(node.open_connections() as f64);
+                }
+            });
+            background.spawn(async move {
+                if let Err(error) = m::serve(listener, refresh, ready).await {
+                    tracing::error!(%error, "metrics listener failed");
+                }
+            });
+        }
+        let mut prober = tokio::spawn(shared.cluster().prober());
+        let mut sessions = tokio::task::JoinSet::new();
+        let config = self.config;
+        let session_stop = shutdown.clone();
+        loop {
+            tokio::select! {
+                accepted = self.listener.accept() => {
+                    let (stream, _peer) = match accepted {
+                        Ok(accepted) => accepted,
+                        Err(error) => {
+                            tracing::warn!(%error, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let shared = Arc::clone(&shared);
+                    let stop = session_stop.clone();
+                    metrics::counter!(m::PROXY_CLIENT_CONNECTIONS_TOTAL).increment(1);
+                    metrics::gauge!(m::PROXY_CLIENT_CONNECTIONS).increment(1.0);
+                    sessions.spawn(async move {
+                        if let Err(error) = session::serve(stream, shared, stop).await {
+                            tracing::debug!(%error, "client session ended");
+                        }
+                        metrics::gauge!(m::PROXY_CLIENT_CONNECTIONS).decrement(1.0);
+                    });
+                }
+                Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+                Ok(()) = reload.changed() => {
+                    match config.reload_from.as_ref().map(|f| f()) {
+                        Some(Ok(next)) => match cluster_for(&next) {
+                            Ok(cluster) => {
+                                let cluster = Arc::new(cluster);
+                                let old = match shared.cluster.write() {
+                                    Ok(mut guard) => std::mem::replace(&mut *guard, Arc::clone(&cluster)),
+                                    Err(poisoned) => std::mem::replace(&mut *poisoned.into_inner(), Arc::clone(&cluster)),
+                                };
+                                if let Ok(mut user) = shared.username.write() {
+                                    *user = next.username.clone();
+                                }
+                                prober.abort();
+                                prober = tokio::spawn(cluster.prober());
+                                // Requests in flight keep their nodes alive; idle connections go now.
+                                for node in &old.nodes {
+                                    node.reset();
+                                }
+                                tracing::info!(servers = next.servers.len(), "configuration reloaded");
+                            }
+                            Err(error) => tracing::error!(%error, "reload refused; keeping the old configuration"),
+                        },
+                        Some(Err(error)) => tracing::error!(%error, "reload refused; keeping the old configuration"),
+                        None => tracing::warn!("nothing to reload"),
+                    }
+                }
+                _ = stopped(&mut shutdown) => break,
+            }
+        }
+        drop(self.listener);
+        tracing::info!(clients = sessions.len(), "draining");
+        let drained = tokio::time::timeout(config.drain_timeout, async {
+            while sessions.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(clients = sessions.len(), "drain timeout; closing remaining clients");
+        }
+        sessions.abort_all();
+        prober.abort();
+        background.abort_all();
+    }
+}

@@ -1,0 +1,224 @@
+//! The nodes, their pooled upstream connections, and key placement with failover.
+//!
+//! Each node has `--connections-per-node` slots, each holding at most one
+//! logged-in connection shared by every client. A slot whose connection died is
+//! refilled on demand (one connect at a time per slot); a node whose connect,
+//! TLS or SASL fails is marked down, and a prober brings it back.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use super::health::Health;
+use super::ring::Ring;
+use super::upstream::{Connection, Settings, Target, UpstreamError};
+use crate::metrics as m;
+
+/// What happens to the keys of a node that is down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Failover {
+    /// Its keys get `SERVER_ERROR` at once.
+    Error,
+    /// Its keys are rehashed onto the live nodes (libmemcached remove_failed,
+    /// twemproxy auto_eject_hosts).
+    Eject,
+}
+
+struct Slot {
+    conn: Mutex<Option<Connection>>,
+    /// Held while (re)connecting, so one connect runs per slot.
+    connecting: tokio::sync::Mutex<()>,
+}
+
+/// One upstream node.
+pub struct Node {
+    pub target: Target,
+    pub health: Health,
+    slots: Vec<Slot>,
+    next: AtomicUsize,
+}
+
+impl Node {
+    fn new(target: Target, connections: usize, retry_delay: Duration) -> Node {
+        Node {
+            health: Health::new(target.name.clone(), retry_delay),
+            slots: (0..connections.max(1))
+                .map(|_| Slot {
+                    conn: Mutex::new(None),
+                    connecting: tokio::sync::Mutex::new(()),
+                })
+                .collect(),
+            next: AtomicUsize::new(0),
+            target,
+        }
+    }
+
+    /// A live, logged-in connection (round-robin over the slots).
+    pub async fn connection(&self, settings: &Settings) -> Result<Connection, UpstreamError> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
+        let slot = &self.slots[i];
+        if let Some(conn) = live(&slot.conn) {
+            return Ok(conn);
+        }
+        if !self.health.may_try(Instant::now()) {
+            return Err(UpstreamError::Down {
+                node: self.target.name.clone(),
+            });
+        }
+        let _connecting = slot.connecting.lock().await;
+        if let Some(conn) = live(&slot.conn) {
+            return Ok(conn);
+        }
+        self.open(slot, settings).await
+    }
+
+    async fn open(&self, slot: &Slot, settings: &Settings) -> Result<Connection, UpstreamError> {
+        match Connection::open(&self.target, settings).await {
+            Ok(conn) => {
+                self.health.succeed();
+                metrics::counter!(m::PROXY_UPSTREAM_CONNECTS_TOTAL, "node" => self.target.name.clone())
+                    .increment(1);
+                if let Ok(mut guard) = slot.conn.lock() {
+                    *guard = Some(conn.clone());
+                }
+                Ok(conn)
+            }
+            Err(error) => {
+                self.failed(&error);
+                Err(error)
+            }
+        }
+    }
+
+    /// Count a failure and mark the node down.
+    pub fn failed(&self, error: &UpstreamError) {
+        let node = self.target.name.clone();
+        metrics::counter!(m::PROXY_UPSTREAM_ERRORS_TOTAL, "node" => node.clone(), "kind" => error.kind())
+            .increment(1);
+        match error {
+            UpstreamError::Tls { .. } => {
+                metrics::counter!(m::PROXY_TLS_FAILURES_TOTAL, "node" => node).increment(1)
+            }
+            UpstreamError::Auth { .. } => {
+                metrics::counter!(m::PROXY_SASL_FAILURES_TOTAL, "node" => node).increment(1)
+            }
+            _ => {}
+        }
+        if !matches!(error, UpstreamError::Io { .. } | UpstreamError::Unsupported) {
+            self.health.fail(error.kind(), error);
+        }
+    }
+
+    /// Drop every pooled connection (after a reload of credentials, say).
+    pub fn reset(&self) {
+        for slot in &self.slots {
+            if let Ok(mut guard) = slot.conn.lock() {
+                if let Some(conn) = guard.take() {
+                    conn.close();
+                }
+            }
+        }
+    }
+
+    /// Connections currently open.
+    pub fn open_connections(&self) -> usize {
+        self.slots.iter().filter(|s| live(&s.conn).is_some()).count()
+    }
+
+    /// Try one connection if the node is down and its retry time has come.
+    async fn probe(&self, settings: &Settings) {
+        if self.health.is_up() || !self.health.may_try(Instant::now()) {
+            return;
+        }
+        let slot = &self.slots[0];
+        let _connecting = slot.connecting.lock().await;
+        if live(&slot.conn).is_none() {
+            let _ = self.open(slot, settings).await;
+        }
+    }
+}
+
+fn live(conn: &Mutex<Option<Connection>>) -> Option<Connection> {
+    let guard = conn.lock().ok()?;
+    guard.as_ref().filter(|c| c.is_alive()).cloned()
+}
+
+/// Every node, the ring over them, and the failover policy.
+pub struct Cluster {
+    pub nodes: Vec<Arc<Node>>,
+    ring: Ring,
+    failover: Failover,
+    /// Eject mode: the ring over the live nodes, with the down set it was built for.
+    live_ring: RwLock<(Vec<usize>, Arc<Ring>)>,
+    pub settings: Settings,
+}
+
+impl Cluster {
+    pub fn new(
+        targets: Vec<Target>,
+        ring: Ring,
+        settings: Settings,
+        connections: usize,
+        retry_delay: Duration,
+        failover: Failover,
+    ) -> Cluster {
+        let nodes = targets
+            .into_iter()
+            .map(|t| Arc::new(Node::new(t, connections, retry_delay)))
+            .collect();
+        let full = Arc::new(ring.clone());
+        Cluster {
+            nodes,
+            ring,
+            failover,
+            live_ring: RwLock::new((Vec::new(), full)),
+            settings,
+        }
+    }
+
+    /// The node that serves `key` now, or why none can.
+    pub fn route(&self, key: &[u8]) -> Result<&Arc<Node>, UpstreamError> {
+        let home = &self.nodes[self.ring.locate(key) % self.nodes.len()];
+        if self.failover == Failover::Error || home.health.may_try(Instant::now()) {
+            return Ok(home);
+        }
+        let now = Instant::now();
+        let down: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| !self.nodes[i].health.may_try(now))
+            .collect();
+        let ring = self.live_ring_for(&down).ok_or_else(|| UpstreamError::Down {
+            node: home.target.name.clone(),
+        })?;
+        Ok(&self.nodes[ring.locate(key) % self.nodes.len()])
+    }
+
+    fn live_ring_for(&self, down: &[usize]) -> Option<Arc<Ring>> {
+        if let Ok(guard) = self.live_ring.read() {
+            if guard.0 == down {
+                return Some(Arc::clone(&guard.1));
+            }
+        }
+        let ring = Arc::new(self.ring.without(down)?);
+        if let Ok(mut guard) = self.live_ring.write() {
+            *guard = (down.to_vec(), Arc::clone(&ring));
+        }
+        Some(ring)
+    }
+
+    /// True if at least one node is up (`/readyz`).
+    pub fn any_up(&self) -> bool {
+        self.nodes.iter().any(|n| n.health.is_up())
+    }
+
+    /// Probe down nodes once a second, so they return even without traffic.
+    pub async fn prober(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            for node in &self.nodes {
+                node.probe(&self.settings).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,490 @@
+//! One client of the sidecar: parse its requests in its own dialect, route each
+//! to a node, and write the replies back in order.
+//!
+//! Requests are forwarded as soon as they are parsed, so a pipelining client
+//! has many requests in flight at once, spread over the nodes; the replies are
+//! queued in request order and each is written when it (and everything before
+//! it) has arrived. A multi-key get is split per key, sent concurrently, and
+//! merged in the client's order.
+//!
+//! The client never logs in: SASL and MemCachier's ASCII login are accepted
+//! whatever they carry, because the sidecar logs in to the nodes itself.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Instant;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::pool::{Cluster, Node};
+use super::upstream::{PendingReply, UpstreamError};
+use super::ProxyShared;
+use crate::metrics as m;
+use crate::protocol::request::{Command, Frame, Get, StoreMode};
+use crate::protocol::{self, sasl, Dialect, ErrorReply, Found, Parsed, Request, Response};
+
+/// Replies a client may have outstanding before we stop reading from it.
+const MAX_PENDING: usize = 1024;
+/// Replies are written out once this much is pending.
+const FLUSH_THRESHOLD: usize = 256 * 1024;
+const INITIAL_READ_BUFFER: usize = 4 * 1024;
+const KEEP_BUFFER: usize = 64 * 1024;
+
+/// Why a client session ended abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("client i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("client protocol: {0}")]
+    Protocol(#[from] protocol::ProtocolError),
+}
+
+/// A reply to come, resolved in order.
+type Pending = Pin<Box<dyn Future<Output = Reply> + Send>>;
+
+struct Reply {
+    frame: Frame,
+    /// The request's key, for meta replies that echo it.
+    key: Option<bytes::Bytes>,
+    response: Response,
+    command: &'static str,
+    started: Instant,
+    close: bool,
+}
+
+/// Serve one client until it quits or disconnects.
+pub async fn serve<S>(
+    stream: S,
+    shared: Arc<ProxyShared>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), SessionError>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let limits = protocol::Limits {
+        max_item_size: shared.max_item_size,
+    };
+    let mut rbuf = BytesMut::with_capacity(INITIAL_READ_BUFFER);
+    let mut wbuf = BytesMut::new();
+    let mut queue: VecDeque<Pending> = VecDeque::new();
+    let mut dialect: Option<Dialect> = None;
+    let mut skip = 0usize;
+    let mut first_command = true;
+    let mut closing = false;
+    let mut draining = false;
+
+    loop {
+        // Encode every reply that is already complete, in order.
+        while let Some(front) = queue.front_mut() {
+            match std::future::poll_fn(|cx| Poll::Ready(front.as_mut().poll(cx))).await {
+                Poll::Ready(reply) => {
+                    queue.pop_front();
+                    closing |= finish(reply, &mut wbuf);
+                    if closing {
+                        break;
+                    }
+                }
+                Poll::Pending => break,
+            }
+        }
+        if !wbuf.is_empty() && (queue.is_empty() || wbuf.len() >= FLUSH_THRESHOLD || closing) {
+            wr.write_all(&wbuf).await?;
+            wr.flush().await?;
+            metrics::counter!(m::PROXY_CLIENT_WRITTEN_BYTES_TOTAL).increment(wbuf.len() as u64);
+            wbuf.clear();
+            if wbuf.capacity() > KEEP_BUFFER {
+                wbuf = BytesMut::new();
+            }
+        }
+        if closing || (draining && queue.is_empty()) {
+            return Ok(());
+        }
+
+        if rbuf.capacity() - rbuf.len() < 1024 {
+            rbuf.reserve(INITIAL_READ_BUFFER);
+        }
+        let can_read = queue.len() < MAX_PENDING && !draining;
+        let front = async {
+            match queue.front_mut() {
+                Some(front) => Some(front.await),
+                None => std::future::pending().await,
+            }
+        };
+        let read = tokio::select! {
+            biased;
+            Some(reply) = front => {
+                queue.pop_front();
+                closing |= finish(reply, &mut wbuf);
+                continue;
+            }
+            // On shutdown: read nothing more, answer what is in flight, close.
+            _ = super::stopped(&mut shutdown), if !draining => {
+                draining = true;
+                continue;
+            }
+            read = rd.read_buf(&mut rbuf), if can_read => read?,
+            else => return Ok(()),
+        };
+        if read == 0 {
+            return Ok(());
+        }
+        metrics::counter!(m::PROXY_CLIENT_READ_BYTES_TOTAL).increment(read as u64);
+        if skip > 0 {
+            let k = skip.min(rbuf.len());
+            rbuf.advance(k);
+            skip -= k;
+        }
+        let Some(&first) = rbuf.first() else { continue };
+        let dialect = *dialect.get_or_insert_with(|| Dialect::detect(first));
+        while skip == 0 && !rbuf.is_empty() && queue.len() < MAX_PENDING {
+            match protocol::parse(dialect, &rbuf, &limits)? {
+                Parsed::Incomplete => break,
+                Parsed::Request(request, used) => {
+                    rbuf.advance(used);
+                    let pending = dispatch(&shared, request, first_command).await;
+                    first_command = false;
+                    queue.push_back(pending);
+                }
+                Parsed::Reject {
+                    frame,
+                    error,
+                    consumed,
+                    skip: more,
+                    unlink,
+                } => {
+                    rbuf.advance(consumed);
+                    let k = more.min(rbuf.len());
+                    rbuf.advance(k);
+                    skip = more - k;
+                    // Like memcached, a refused over-size set removes the old value.
+                    if let Some(key) = unlink {
+                        let delete = Command::Delete(protocol::request::Delete {
+                            key,
+                            cas: None,
+                            invalidate: false,
+                            exptime: None,
+                        });
+                        let _ = forward(&shared.cluster(), delete, shared.timeout).await;
+                    }
+                    queue.push_back(ready(frame, Response::Error(error), "other"));
+                }
+            }
+        }
+        if rbuf.is_empty() && rbuf.capacity() > KEEP_BUFFER {
+            rbuf = BytesMut::with_capacity(INITIAL_READ_BUFFER);
+        }
+    }
+}
+
+/// Encode a finished reply and count it; true if the client asked to close.
+fn finish(reply: Reply, out: &mut BytesMut) -> bool {
+    let result = match &reply.response {
+        Response::Error(ErrorReply::Server(_)) => "server_error",
+        Response::Error(_) => "client_error",
+        Response::Get(items) if items.iter().all(Option::is_none) => "miss",
+        Response::NotFound => "miss",
+        _ => "ok",
+    };
+    metrics::counter!(m::PROXY_REQUESTS_TOTAL, "command" => reply.command, "result" => result)
+        .increment(1);
+    metrics::histogram!(m::PROXY_REQUEST_DURATION_SECONDS, "command" => reply.command)
+        .record(reply.started.elapsed().as_secs_f64());
+    protocol::encode(&reply.frame, reply.key.as_deref(), &reply.response, out);
+    reply.close
+}
+
+fn ready(frame: Frame, response: Response, command: &'static str) -> Pending {
+    let started = Instant::now();
+    Box::pin(async move {
+        Reply {
+            frame,
+            key: None,
+            response,
+            command,
+            started,
+            close: false,
+        }
+    })
+}
+
+/// Route one request and start it; the returned future yields its reply.
+async fn dispatch(shared: &Arc<ProxyShared>, request: Request, first_command: bool) -> Pending {
+    let Request { command, frame } = request;
+    let label = label(&command);
+    let key = match frame {
+        Frame::Meta(_) => command.key().cloned(),
+        _ => None,
+    };
+    let started = Instant::now();
+    let response = match command {
+        // The sidecar logs in for the client: any login is accepted.
+        Command::SaslList => Response::SaslMechs(sasl::PLAIN.to_string()),
+        Command::SaslAuth { .. } | Command::SaslStep { .. } => Response::AuthOk,
+        Command::Store(ref store)
+            if first_command
+                && matches!(frame, Frame::Text(_))
+                && store.mode == StoreMode::Set
+                && shared.is_ascii_login(&store.key, &store.data) =>
+        {
+            Response::Stored { cas: 0 }
+        }
+        Command::Version => Response::Version(crate::node::VERSION.to_string()),
+        Command::Verbosity => Response::Ok,
+        Command::Noop => Response::Noop,
+        Command::Quit => {
+            let response = match frame {
+                Frame::Binary { .. } => Response::Ok,
+                _ => Response::Silent,
+            };
+            return Box::pin(async move {
+                Reply {
+                    frame,
+                    key,
+                    response,
+                    command: label,
+                    started,
+                    close: true,
+                }
+            });
+        }
+        Command::FlushAll { .. } | Command::Stats { .. } => {
+            let cluster = shared.cluster();
+            let mut parts = Vec::with_capacity(cluster.nodes.len());
+            for node in &cluster.nodes {
+                parts.push(start(&cluster, node, command.clone()).await);
+            }
+            let timeout = shared.timeout;
+            return Box::pin(async move {
+                let mut results = Vec::with_capacity(parts.len());
+                for part in parts {
+                    results.push(part.resolve(timeout).await);
+                }
+                let response = match command {
+                    Command::Stats { .. } => merge_stats(results),
+                    _ => merge_all_ok(results),
+                };
+                Reply {
+                    frame,
+                    key,
+                    response,
+                    command: label,
+                    started,
+                    close: false,
+                }
+            });
+        }
+        Command::Get(get) if get.keys.len() > 1 => {
+            let cluster = shared.cluster();
+            let mut parts = Vec::with_capacity(get.keys.len());
+            for one_key in &get.keys {
+                let one = Command::Get(Get {
+                    keys: vec![one_key.clone()],
+                    ..get.clone()
+                });
+                parts.push(match cluster.route(one_key) {
+                    Ok(node) => start(&cluster, node, one).await,
+                    Err(error) => Part::Failed(error),
+                });
+            }
+            let timeout = shared.timeout;
+            return Box::pin(async move {
+                let mut items: Vec<Option<Found>> = Vec::with_capacity(parts.len());
+                let mut failure = None;
+                for part in parts {
+                    match part.resolve(timeout).await {
+                        Response::Get(mut found) => items.push(found.pop().flatten()),
+                        other => {
+                            failure.get_or_insert(other);
+                            items.push(None);
+                        }
+                    }
+                }
+                Reply {
+                    frame,
+                    key,
+                    response: failure.unwrap_or(Response::Get(items)),
+                    command: label,
+                    started,
+                    close: false,
+                }
+            });
+        }
+        command => {
+            let cluster = shared.cluster();
+            let route_key: &[u8] = command.key().map(|k| k.as_ref()).unwrap_or(b"");
+            let part = match cluster.route(route_key) {
+                Ok(node) => start(&cluster, node, command).await,
+                Err(error) => Part::Failed(error),
+            };
+            let timeout = shared.timeout;
+            return Box::pin(async move {
+                Reply {
+                    frame,
+                    key,
+                    response: part.resolve(timeout).await,
+                    command: label,
+                    started,
+                    close: false,
+                }
+            });
+        }
+    };
+    Box::pin(async move {
+        Reply {
+            frame,
+            key,
+            response,
+            command: label,
+            started,
+            close: false,
+        }
+    })
+}
+
+/// One upstream request in flight (or one that could not start).
+enum Part {
+    Waiting {
+        node: Arc<Node>,
+        conn: super::upstream::Connection,
+        reply: PendingReply,
+        sent: Instant,
+    },
+    Failed(UpstreamError),
+}
+
+async fn start(cluster: &Cluster, node: &Arc<Node>, command: Command) -> Part {
+    let conn = match node.connection(&cluster.settings).await {
+        Ok(conn) => conn,
+        Err(error) => return Part::Failed(error),
+    };
+    match conn.send(command).await {
+        Ok(reply) => Part::Waiting {
+            node: Arc::clone(node),
+            conn,
+            reply,
+            sent: Instant::now(),
+        },
+        Err(error) => Part::Failed(error),
+    }
+}
+
+/// Send a command to its key's node and wait for the reply.
+async fn forward(cluster: &Cluster, command: Command, timeout: std::time::Duration) -> Response {
+    let key: &[u8] = command.key().map(|k| k.as_ref()).unwrap_or(b"");
+    let part = match cluster.route(key) {
+        Ok(node) => start(cluster, node, command).await,
+        Err(error) => Part::Failed(error),
+    };
+    part.resolve(timeout).await
+}
+
+impl Part {
+    /// Wait for the reply, at most `timeout` from when it was sent.
+    async fn resolve(self, timeout: std::time::Duration) -> Response {
+        let error = match self {
+            Part::Failed(error) => error,
+            Part::Waiting {
+                node,
+                conn,
+                reply,
+                sent,
+            } => {
+                let deadline = tokio::time::Instant::from_std(sent + timeout);
+                let outcome = tokio::time::timeout_at(deadline, reply).await;
+                let name = node.target.name.clone();
+                metrics::histogram!(m::PROXY_UPSTREAM_DURATION_SECONDS, "node" => name.clone())
+                    .record(sent.elapsed().as_secs_f64());
+                metrics::counter!(m::PROXY_UPSTREAM_REQUESTS_TOTAL, "node" => name.clone())
+                    .increment(1);
+                let error = match outcome {
+                    Ok(Ok(Ok(response))) => return response,
+                    Ok(Ok(Err(error))) => error,
+                    Ok(Err(_)) => UpstreamError::Io {
+                        node: name,
+                        reason: "connection closed".into(),
+                    },
+                    Err(_) => {
+                        // A connection with a request lost in it is never reused.
+                        conn.close();
+                        UpstreamError::Timeout {
+                            node: name,
+                            timeout,
+                        }
+                    }
+                };
+                node.failed(&error);
+                error
+            }
+        };
+        Response::Error(match error {
+            UpstreamError::Unsupported => {
+                ErrorReply::Client("command not supported through memgate proxy".into())
+            }
+            other => ErrorReply::Server(other.to_string()),
+        })
+    }
+}
+
+/// flush_all across nodes: OK only if every node said OK.
+fn merge_all_ok(results: Vec<Response>) -> Response {
+    results
+        .into_iter()
+        .find(|r| !matches!(r, Response::Ok))
+        .unwrap_or(Response::Ok)
+}
+
+/// `stats` across nodes: numeric counters summed, the rest from the first node.
+fn merge_stats(results: Vec<Response>) -> Response {
+    const NOT_SUMMED: &[&str] = &["pid", "uptime", "time", "version", "pointer_size", "threads", "max_connections"];
+    let mut merged: Vec<(String, String)> = Vec::new();
+    for result in results {
+        let Response::Stats(pairs) = result else {
+            return result;
+        };
+        for (name, value) in pairs {
+            match merged.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, total)) if !NOT_SUMMED.contains(&name.as_str()) => {
+                    if let (Ok(a), Ok(b)) = (total.parse::<u64>(), value.parse::<u64>()) {
+                        *total = (a + b).to_string();
+                    }
+                }
+                Some(_) => {}
+                None => merged.push((name, value)),
+            }
+        }
+    }
+    Response::Stats(merged)
+}
+
+/// A bounded metric label for a command.
+fn label(command: &Command) -> &'static str {
+    match command {
+        Command::Get(g) if g.touch.is_some() => "gat",
+        Command::Get(_) => "get",
+        Command::Store(s) if s.cas.is_some() => "cas",
+        Command::Store(s) => match s.mode {
+            StoreMode::Set => "set",
+            StoreMode::Add => "add",
+            StoreMode::Replace => "replace",
+            StoreMode::Append => "append",
+            StoreMode::Prepend => "prepend",
+        },
+        Command::Delete(_) => "delete",
+        Command::Arith(a) if a.incr => "incr",
+        Command::Arith(_) => "decr",
+        Command::Touch { .. } => "touch",
+        Command::FlushAll { .. } => "flush_all",
+        Command::Version => "version",
+        Command::Verbosity => "verbosity",
+        Command::Stats { .. } => "stats",
+        Command::Quit => "quit",
+        Command::Noop => "noop",
+        Command::MetaDebug { .. } => "meta_debug",
+        Command::SaslList | Command::SaslAuth { .. } | Command::SaslStep { .. } => "auth",
+    }
+}

@@ -1,0 +1,444 @@
+//! One long-lived, logged-in TLS connection to a node, shared by many clients.
+//!
+//! Requests are encoded in the binary protocol and pipelined; the node answers
+//! them in order, and every reply's `opaque` must match the oldest request in
+//! flight (a mismatch means the stream is corrupt: the connection is dropped,
+//! never reused). A writer task batches queued requests into one write; a
+//! reader task parses replies and completes each request's oneshot.
+//!
+//! memcached `-Z` stalls when a value larger than one TLS record is followed by
+//! more pipelined input in the same burst (DESIGN.md). So after writing a
+//! request that large, the writer sends nothing more on this connection until
+//! its reply has come back.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio_rustls::TlsConnector;
+
+use crate::protocol::binary;
+use crate::protocol::{sasl, Command, Response};
+
+/// Largest request written back-to-back with others; one TLS record.
+const LARGE_REQUEST: usize = 16 * 1024;
+/// Requests queued per connection before callers wait.
+const QUEUE_DEPTH: usize = 1024;
+
+/// Why an upstream request or connection failed. The kind is a metric label.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("connect to {node}: {reason}")]
+    Connect { node: String, reason: String },
+    #[error("TLS with {node}: {reason}")]
+    Tls { node: String, reason: String },
+    #[error("SASL login to {node} refused: {reason}")]
+    Auth { node: String, reason: String },
+    #[error("{node} did not answer within {timeout:?}")]
+    Timeout { node: String, timeout: Duration },
+    #[error("connection to {node} lost: {reason}")]
+    Io { node: String, reason: String },
+    #[error("{node} sent a reply that does not match the request in flight")]
+    Protocol { node: String },
+    #[error("{node} is down")]
+    Down { node: String },
+    #[error("the upstream protocol cannot express this command")]
+    Unsupported,
+}
+
+impl UpstreamError {
+    /// A bounded label for metrics and state-change logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            UpstreamError::Connect { .. } => "connect",
+            UpstreamError::Tls { .. } => "tls",
+            UpstreamError::Auth { .. } => "auth",
+            UpstreamError::Timeout { .. } => "timeout",
+            UpstreamError::Io { .. } => "io",
+            UpstreamError::Protocol { .. } => "protocol",
+            UpstreamError::Down { .. } => "down",
+            UpstreamError::Unsupported => "unsupported",
+        }
+    }
+}
+
+/// Where and how to reach one node.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// The node's ring identity, used in logs and metric labels.
+    pub name: String,
+    /// host:port to connect to.
+    pub addr: String,
+    /// The name its certificate must carry.
+    pub server_name: rustls_pki_types::ServerName<'static>,
+}
+
+/// What every upstream connection shares.
+#[derive(Clone)]
+pub struct Settings {
+    pub tls: TlsConnector,
+    pub username: String,
+    pub password: String,
+    pub connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+type Reply = oneshot::Sender<Result<Response, UpstreamError>>;
+
+/// A reply to come; a dropped sender means the connection was lost.
+pub type PendingReply = oneshot::Receiver<Result<Response, UpstreamError>>;
+
+struct Job {
+    command: Command,
+    reply: Reply,
+}
+
+/// A request written and waiting for its reply.
+struct InFlight {
+    opaque: u32,
+    command: Command,
+    reply: Reply,
+    /// Replies so far (STAT answers with many packets).
+    stats: Vec<(String, String)>,
+    /// Set for a large request: the writer waits on it.
+    done: Option<Arc<Notify>>,
+}
+
+/// A handle to a live connection; cheap to clone.
+#[derive(Clone)]
+pub struct Connection {
+    jobs: mpsc::Sender<Job>,
+    alive: Arc<AtomicBool>,
+    tasks: Arc<[tokio::task::AbortHandle; 2]>,
+}
+
+impl Connection {
+    /// Connect, handshake TLS (verifying the node's certificate) and log in.
+    /// The password is only sent once the certificate has verified.
+    pub async fn open(target: &Target, settings: &Settings) -> Result<Connection, UpstreamError> {
+        let node = target.name.clone();
+        let tcp = tokio::time::timeout(settings.connect_timeout, TcpStream::connect(&target.addr))
+            .await
+            .map_err(|_| UpstreamError::Timeout {
+                node: node.clone(),
+                timeout: settings.connect_timeout,
+            })?
+            .map_err(|e| UpstreamError::Connect {
+                node: node.clone(),
+                reason: e.to_string(),
+            })?;
+        let _ = tcp.set_nodelay(true);
+        let tls = tokio::time::timeout(
+            settings.connect_timeout,
+            settings.tls.connect(target.server_name.clone(), tcp),
+        )
+        .await
+        .map_err(|_| UpstreamError::Timeout {
+            node: node.clone(),
+            timeout: settings.connect_timeout,
+        })?
+        .map_err(|e| UpstreamError::Tls {
+            node: node.clone(),
+            reason: tls_reason(&e),
+        })?;
+        let mut stream = tls;
+        tokio::time::timeout(
+            settings.connect_timeout,
+            sasl_login(&mut stream, &node, &settings.username, &settings.password),
+        )
+        .await
+        .map_err(|_| UpstreamError::Timeout {
+            node: node.clone(),
+            timeout: settings.connect_timeout,
+        })??;
+        Ok(Connection::spawn(stream, node))
+    }
+
+    /// Run the reader and writer tasks over an established, logged-in stream.
+    pub fn spawn<S>(stream: S, node: String) -> Connection
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let (jobs_tx, jobs_rx) = mpsc::channel(QUEUE_DEPTH);
+        let alive = Arc::new(AtomicBool::new(true));
+        let inflight = Arc::new(Mutex::new(VecDeque::<InFlight>::new()));
+        let (rd, wr) = tokio::io::split(stream);
+        let failed = Arc::new(Notify::new());
+        let w = tokio::spawn(writer(
+            wr,
+            jobs_rx,
+            Arc::clone(&inflight),
+            Arc::clone(&alive),
+            Arc::clone(&failed),
+        ));
+        let r = tokio::spawn(reader(rd, inflight, Arc::clone(&alive), failed, node));
+        Connection {
+            jobs: jobs_tx,
+            alive,
+            tasks: Arc::new([w.abort_handle(), r.abort_handle()]),
+        }
+    }
+
+    pub fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::Relaxed) && !self.jobs.is_closed()
+    }
+
+    /// Queue one command; the returned receiver completes with its reply.
+    /// Timeouts are the caller's job.
+    pub async fn send(&self, command: Command) -> Result<PendingReply, UpstreamError> {
+        let (tx, rx) = oneshot::channel();
+        self.jobs
+            .send(Job { command, reply: tx })
+            .await
+            .map_err(|_| lost_error())?;
+        Ok(rx)
+    }
+
+    /// Stop using this connection (after a timeout, say): its tasks end and
+    /// every request still in flight fails.
+    pub fn close(&self) {
+        self.alive.store(false, Ordering::Relaxed);
+        // Dropping the tasks drops every pending reply sender: callers see
+        // the connection as lost.
+        for task in self.tasks.iter() {
+            task.abort();
+        }
+    }
+}
+
+fn tls_reason(error: &std::io::Error) -> String {
+    match error.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
+        Some(rustls::Error::InvalidCertificate(why)) => format!("certificate refused: {why:?}"),
+        Some(other) => other.to_string(),
+        None => error.to_string(),
+    }
+}
+
+/// SASL PLAIN over the binary protocol.
+async fn sasl_login<S>(stream: &mut S, node: &str, user: &str, pass: &str) -> Result<(), UpstreamError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let io = |e: std::io::Error| UpstreamError::Io {
+        node: node.to_string(),
+        reason: e.to_string(),
+    };
+    let command = Command::SaslAuth {
+        mechanism: bytes::Bytes::from_static(sasl::PLAIN.as_bytes()),
+        data: sasl::encode_plain(user, pass).into(),
+    };
+    let mut out = BytesMut::new();
+    binary::encode_request(&command, false, 0, &mut out).map_err(|_| UpstreamError::Unsupported)?;
+    stream.write_all(&out).await.map_err(io)?;
+    stream.flush().await.map_err(io)?;
+    let mut buf = BytesMut::with_capacity(256);
+    loop {
+        if let Some((packet, _)) = binary::parse_response(&buf).map_err(|_| UpstreamError::Protocol {
+            node: node.to_string(),
+        })? {
+            return match packet.status {
+                binary::status::NO_ERROR => Ok(()),
+                status => Err(UpstreamError::Auth {
+                    node: node.to_string(),
+                    reason: format!("status {status:#04x}"),
+                }),
+            };
+        }
+        if stream.read_buf(&mut buf).await.map_err(io)? == 0 {
+            return Err(UpstreamError::Io {
+                node: node.to_string(),
+                reason: "closed during SASL".into(),
+            });
+        }
+    }
+}
+
+async fn writer<W>(
+    mut wr: W,
+    mut jobs: mpsc::Receiver<Job>,
+    inflight: Arc<Mutex<VecDeque<InFlight>>>,
+    alive: Arc<AtomicBool>,
+    failed: Arc<Notify>,
+) where
+    W: AsyncWrite + Unpin,
+{
+    let mut out = BytesMut::with_capacity(16 * 1024);
+    let mut opaque: u32 = 0;
+    'outer: loop {
+        let first = tokio::select! {
+            job = jobs.recv() => job,
+            _ = failed.notified() => None,
+        };
+        let Some(mut job) = first else { break };
+        loop {
+            if !alive.load(Ordering::Relaxed) {
+                let _ = job.reply.send(Err(lost_error()));
+                break 'outer;
+            }
+            opaque = opaque.wrapping_add(1);
+            let start = out.len();
+            if binary::encode_request(&job.command, false, opaque, &mut out).is_err() {
+                out.truncate(start);
+                let _ = job.reply.send(Err(UpstreamError::Unsupported));
+            } else {
+                let large = out.len() - start > LARGE_REQUEST;
+                let done = large.then(|| Arc::new(Notify::new()));
+                if let Ok(mut q) = inflight.lock() {
+                    q.push_back(InFlight {
+                        opaque,
+                        command: job.command,
+                        reply: job.reply,
+                        stats: Vec::new(),
+                        done: done.clone(),
+                    });
+                }
+                if let Some(done) = done {
+                    // Write everything up to and including the large request,
+                    // then wait for its reply before sending anything behind it.
+                    let wait = done.notified();
+                    if wr.write_all(&out).await.is_err() || wr.flush().await.is_err() {
+                        break 'outer;
+                    }
+                    out.clear();
+                    tokio::select! {
+                        _ = wait => {}
+                        _ = failed.notified() => break 'outer,
+                    }
+                }
+            }
+            // Batch whatever else is already queued into the same write.
+            match jobs.try_recv() {
+                Ok(next) if out.len() < 64 * 1024 => job = next,
+                Ok(next) => {
+                    if wr.write_all(&out).await.is_err() || wr.flush().await.is_err() {
+                        let _ = next.reply.send(Err(lost_error()));
+                        break 'outer;
+                    }
+                    out.clear();
+                    job = next;
+                }
+                Err(_) => break,
+            }
+        }
+        if !out.is_empty() {
+            if wr.write_all(&out).await.is_err() || wr.flush().await.is_err() {
+                break;
+            }
+            out.clear();
+        }
+    }
+    alive.store(false, Ordering::Relaxed);
+    jobs.close();
+    while let Ok(job) = jobs.try_recv() {
+        let _ = job.reply.send(Err(lost_error()));
+    }
+    fail_all(&inflight, lost_error());
+    let _ = wr.shutdown().await;
+}
+
+fn lost_error() -> UpstreamError {
+    UpstreamError::Io {
+        node: String::new(),
+        reason: "connection closed".into(),
+    }
+}
+
+fn fail_all(inflight: &Mutex<VecDeque<InFlight>>, error: UpstreamError) {
+    if let Ok(mut q) = inflight.lock() {
+        for req in q.drain(..) {
+            if let Some(done) = &req.done {
+                done.notify_one();
+            }
+            let _ = req.reply.send(Err(error.clone()));
+        }
+    }
+}
+
+async fn reader<R>(
+    mut rd: R,
+    inflight: Arc<Mutex<VecDeque<InFlight>>>,
+    alive: Arc<AtomicBool>,
+    failed: Arc<Notify>,
+    node: String,
+) where
+    R: AsyncRead + Unpin,
+{
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    let error = loop {
+        if !alive.load(Ordering::Relaxed) {
+            break lost_error();
+        }
+        match rd.read_buf(&mut buf).await {
+            Ok(0) => break UpstreamError::Io { node: node.clone(), reason: "closed by node".into() },
+            Ok(_) => {}
+            Err(e) => break UpstreamError::Io { node: node.clone(), reason: e.to_string() },
+        }
+        match drain_replies(&mut buf, &inflight, &node) {
+            Ok(()) => {}
+            Err(e) => break e,
+        }
+        if buf.is_empty() && buf.capacity() > 256 * 1024 {
+            buf = BytesMut::with_capacity(16 * 1024);
+        }
+    };
+    alive.store(false, Ordering::Relaxed);
+    failed.notify_one();
+    fail_all(&inflight, error);
+}
+
+/// Complete every request whose whole reply is buffered.
+fn drain_replies(
+    buf: &mut BytesMut,
+    inflight: &Mutex<VecDeque<InFlight>>,
+    node: &str,
+) -> Result<(), UpstreamError> {
+    use bytes::Buf;
+    let corrupt = || UpstreamError::Protocol { node: node.to_string() };
+    while let Some((packet, used)) = binary::parse_response(buf).map_err(|_| corrupt())? {
+        buf.advance(used);
+        let mut q = inflight.lock().map_err(|_| corrupt())?;
+        let Some(front) = q.front_mut() else {
+            return Err(corrupt());
+        };
+        if front.opaque != packet.opaque {
+            return Err(corrupt());
+        }
+        if let Command::Stats { .. } = front.command {
+            if !packet.key.is_empty() {
+                front.stats.push((
+                    String::from_utf8_lossy(&packet.key).into_owned(),
+                    String::from_utf8_lossy(&packet.value).into_owned(),
+                ));
+                continue;
+            }
+        }
+        let Some(req) = q.pop_front() else {
+            return Err(corrupt());
+        };
+        drop(q);
+        let response = match req.command {
+            Command::Stats { .. } if packet.status == binary::status::NO_ERROR => {
+                Response::Stats(req.stats)
+            }
+            ref command => binary::decode_response(command, &packet),
+        };
+        if let Some(done) = &req.done {
+            done.notify_one();
+        }
+        let _ = req.reply.send(Ok(response));
+    }
+    Ok(())
+}

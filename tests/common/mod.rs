@@ -1,0 +1,426 @@
+//! Shared helpers for integration tests: in-process nodes on port 0, PKI made
+//! in memory, and a tiny raw-socket client that reads exact replies.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use memgate::node::{Node, NodeConfig, Shared};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+/// A caches file with two caches, used by most tests.
+pub const TWO_CACHES: &str = r#"
+[[cache]]
+id = "1561"
+memory_limit = "8MiB"
+
+[[cache.credential]]
+username = "alice"
+password = "alice-secret"
+primary = true
+
+[[cache.credential]]
+username = "reader"
+password = "reader-secret"
+write = false
+flush = false
+
+[[cache]]
+id = "2000"
+memory_limit = "8MiB"
+
+[[cache.credential]]
+username = "bob"
+password = "bob secret"
+primary = true
+
+[[cache]]
+id = "3000"
+memory_limit = "1MiB"
+disabled = true
+
+[[cache.credential]]
+username = "carol"
+password = "carol-secret"
+primary = true
+"#;
+
+pub struct TestNode {
+    pub plain: Option<SocketAddr>,
+    pub tls: Option<SocketAddr>,
+    pub metrics: Option<SocketAddr>,
+    pub shared: Arc<Shared>,
+    pub caches_path: Option<PathBuf>,
+    pub ca_pem: Option<String>,
+    stop: watch::Sender<bool>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+pub fn base_config() -> NodeConfig {
+    NodeConfig {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        tls_listen: None,
+        caches_path: None,
+        memory_limit: 64 << 20,
+        max_item_size: 1 << 20,
+        auth_timeout: Duration::from_secs(5),
+        max_connections: 4096,
+        metrics_listen: None,
+        no_auth: false,
+    }
+}
+
+/// Start a node with `caches` (TOML) and optional TLS; `tweak` adjusts the config.
+pub async fn start_node(
+    caches: Option<&str>,
+    tls: bool,
+    tweak: impl FnOnce(&mut NodeConfig),
+) -> TestNode {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = base_config();
+    let mut caches_path = None;
+    match caches {
+        Some(text) => {
+            let path = dir.path().join("caches.toml");
+            std::fs::write(&path, text).unwrap();
+            config.caches_path = Some(path.clone());
+            caches_path = Some(path);
+        }
+        None => config.no_auth = true,
+    }
+    let mut ca_pem = None;
+    if tls {
+        let (server_config, ca) = test_tls("localhost");
+        config.tls_listen = Some(("127.0.0.1:0".parse().unwrap(), server_config));
+        ca_pem = Some(ca);
+    }
+    tweak(&mut config);
+    let node = Node::bind(config).await.expect("node binds");
+    let (stop, rx) = watch::channel(false);
+    let t = TestNode {
+        plain: node.plain_addr(),
+        tls: node.tls_addr(),
+        metrics: node.metrics_addr(),
+        shared: node.shared(),
+        caches_path,
+        ca_pem,
+        stop,
+        _dir: dir,
+    };
+    tokio::spawn(node.run(rx));
+    t
+}
+
+/// A node certificate for `name` (and 127.0.0.1) signed by a fresh CA: the
+/// server config and the CA's PEM.
+pub fn test_tls(name: &str) -> (Arc<rustls::ServerConfig>, String) {
+    let ca = memgate::pki::CertificateAuthority::generate("memgate test CA").unwrap();
+    let issued = ca.issue_node(name, &[name, "127.0.0.1"]).unwrap();
+    let chain = memgate::tls::certs_from_pem(issued.cert_pem.as_bytes()).unwrap();
+    let key = memgate::tls::key_from_pem(issued.key_pem.as_bytes()).unwrap();
+    let config = memgate::tls::server_config(chain, key, None).unwrap();
+    (config, ca.cert_pem().to_string())
+}
+
+/// A raw client that writes bytes and reads exactly what is expected.
+pub struct Client<S> {
+    pub stream: S,
+    buf: Vec<u8>,
+}
+
+pub async fn connect(addr: SocketAddr) -> Client<TcpStream> {
+    Client::new(TcpStream::connect(addr).await.unwrap())
+}
+
+pub async fn connect_tls(
+    addr: SocketAddr,
+    ca_pem: &str,
+    name: &str,
+) -> Client<tokio_rustls::client::TlsStream<TcpStream>> {
+    let config = memgate::tls::client_config(ca_pem.as_bytes(), None).unwrap();
+    let connector = tokio_rustls::TlsConnector::from(config);
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = memgate::tls::server_name(name).unwrap();
+    Client::new(connector.connect(name, tcp).await.unwrap())
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
+    pub fn new(stream: S) -> Self {
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.unwrap();
+        self.stream.flush().await.unwrap();
+    }
+
+    /// Read until exactly `n` bytes are available and return them.
+    pub async fn read_exact(&mut self, n: usize) -> Vec<u8> {
+        while self.buf.len() < n {
+            let mut chunk = [0u8; 65536];
+            let got = tokio::time::timeout(Duration::from_secs(10), self.stream.read(&mut chunk))
+                .await
+                .expect("reply within 10s")
+                .unwrap();
+            assert!(
+                got > 0,
+                "connection closed while waiting for {n} bytes, have {:?}",
+                String::from_utf8_lossy(&self.buf)
+            );
+            self.buf.extend_from_slice(&chunk[..got]);
+        }
+        self.buf.drain(..n).collect()
+    }
+
+    /// Send `request` and expect exactly `reply` back.
+    pub async fn expect(&mut self, request: &[u8], reply: &[u8]) {
+        self.send(request).await;
+        let got = self.read_exact(reply.len()).await;
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(reply),
+            "reply to {:?}",
+            String::from_utf8_lossy(request)
+        );
+    }
+
+    /// Read until the peer closes; returns what arrived.
+    pub async fn read_to_close(&mut self) -> Vec<u8> {
+        let mut rest = std::mem::take(&mut self.buf);
+        tokio::time::timeout(Duration::from_secs(10), self.stream.read_to_end(&mut rest))
+            .await
+            .expect("close within 10s")
+            .ok();
+        rest
+    }
+
+    /// True if nothing arrives within `wait`.
+    pub async fn is_silent(&mut self, wait: Duration) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        match tokio::time::timeout(wait, self.stream.read_buf(&mut self.buf)).await {
+            Ok(Ok(n)) => n == 0,
+            _ => true,
+        }
+    }
+}
+
+/// Build a binary request packet.
+pub fn bin_request(
+    opcode: u8,
+    key: &[u8],
+    extras: &[u8],
+    value: &[u8],
+    opaque: u32,
+    cas: u64,
+) -> Vec<u8> {
+    let mut p = vec![0x80, opcode];
+    p.extend_from_slice(&(key.len() as u16).to_be_bytes());
+    p.push(extras.len() as u8);
+    p.push(0);
+    p.extend_from_slice(&0u16.to_be_bytes());
+    p.extend_from_slice(&((extras.len() + key.len() + value.len()) as u32).to_be_bytes());
+    p.extend_from_slice(&opaque.to_be_bytes());
+    p.extend_from_slice(&cas.to_be_bytes());
+    p.extend_from_slice(extras);
+    p.extend_from_slice(key);
+    p.extend_from_slice(value);
+    p
+}
+
+/// A parsed binary response.
+#[derive(Debug)]
+pub struct BinReply {
+    pub opcode: u8,
+    pub status: u16,
+    pub opaque: u32,
+    pub cas: u64,
+    pub extras: Vec<u8>,
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
+    pub async fn read_bin(&mut self) -> BinReply {
+        let h = self.read_exact(24).await;
+        assert_eq!(h[0], 0x81, "response magic");
+        let keylen = u16::from_be_bytes([h[2], h[3]]) as usize;
+        let extlen = h[4] as usize;
+        let body = u32::from_be_bytes([h[8], h[9], h[10], h[11]]) as usize;
+        let b = self.read_exact(body).await;
+        BinReply {
+            opcode: h[1],
+            status: u16::from_be_bytes([h[6], h[7]]),
+            opaque: u32::from_be_bytes([h[12], h[13], h[14], h[15]]),
+            cas: u64::from_be_bytes(h[16..24].try_into().unwrap()),
+            extras: b[..extlen].to_vec(),
+            key: b[extlen..extlen + keylen].to_vec(),
+            value: b[extlen + keylen..].to_vec(),
+        }
+    }
+
+    /// SASL PLAIN login over binary; returns the status.
+    pub async fn sasl_login(&mut self, user: &str, pass: &str) -> u16 {
+        let data = format!("\0{user}\0{pass}");
+        self.send(&bin_request(0x21, b"PLAIN", &[], data.as_bytes(), 7, 0))
+            .await;
+        self.read_bin().await.status
+    }
+}
+
+/// A private CA for a test, and node server configs signed by it.
+pub struct TestPki {
+    pub ca: memgate::pki::CertificateAuthority,
+}
+
+impl TestPki {
+    pub fn new() -> TestPki {
+        TestPki {
+            ca: memgate::pki::CertificateAuthority::generate("memgate test CA").unwrap(),
+        }
+    }
+
+    pub fn ca_pem(&self) -> String {
+        self.ca.cert_pem().to_string()
+    }
+
+    /// A server config whose certificate names `localhost` and 127.0.0.1.
+    pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
+        let issued = self.ca.issue_node("localhost", &["localhost", "127.0.0.1"]).unwrap();
+        let chain = memgate::tls::certs_from_pem(issued.cert_pem.as_bytes()).unwrap();
+        let key = memgate::tls::key_from_pem(issued.key_pem.as_bytes()).unwrap();
+        memgate::tls::server_config(chain, key, None).unwrap()
+    }
+}
+
+/// The caches file the proxy tests' nodes share.
+pub const PROXY_CACHE: &str = r#"
+[[cache]]
+id = "42"
+memory_limit = "16MiB"
+
+[[cache.credential]]
+username = "15F38e"
+password = "0c3a1b2d4e5f"
+primary = true
+"#;
+pub const PROXY_USER: &str = "15F38e";
+pub const PROXY_PASS: &str = "0c3a1b2d4e5f";
+
+/// `n` TLS nodes with PROXY_CACHE, all signed by `pki`, plain listener off.
+pub async fn start_tls_nodes(pki: &TestPki, n: usize) -> Vec<TestNode> {
+    let mut nodes = Vec::new();
+    for _ in 0..n {
+        let server = pki.server_config();
+        nodes.push(
+            start_node(Some(PROXY_CACHE), false, |c| {
+                c.listen = None;
+                c.tls_listen = Some(("127.0.0.1:0".parse().unwrap(), server));
+            })
+            .await,
+        );
+    }
+    nodes
+}
+
+pub struct TestProxy {
+    pub addr: SocketAddr,
+    pub metrics: Option<SocketAddr>,
+    pub shared: Arc<memgate::proxy::ProxyShared>,
+    stop: watch::Sender<bool>,
+    pub reload: watch::Sender<u64>,
+    pub done: tokio::task::JoinHandle<()>,
+}
+
+impl TestProxy {
+    /// Ask the proxy to drain and stop.
+    pub fn shutdown(&self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+impl Drop for TestProxy {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// A proxy config for `servers` ("name=host:port" entries) trusting `ca_pem`.
+pub fn proxy_config(servers: &[String], ca_pem: &str) -> memgate::proxy::ProxyConfig {
+    memgate::proxy::ProxyConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        servers: servers
+            .iter()
+            .map(|s| memgate::proxy::ring::parse_server_entry(s).unwrap())
+            .collect(),
+        tls_port: None,
+        server_name: None,
+        tls: memgate::tls::client_config(ca_pem.as_bytes(), None).unwrap(),
+        username: PROXY_USER.into(),
+        password: PROXY_PASS.into(),
+        connections_per_node: 2,
+        timeout: Duration::from_secs(2),
+        connect_timeout: Duration::from_secs(2),
+        down_retry_delay: Duration::from_secs(30),
+        failover: memgate::proxy::pool::Failover::Error,
+        metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
+        drain_timeout: Duration::from_secs(2),
+        max_item_size: 1 << 20,
+        reload_from: None,
+    }
+}
+
+pub async fn start_proxy(config: memgate::proxy::ProxyConfig) -> TestProxy {
+    let proxy = memgate::proxy::Proxy::bind(config).await.expect("proxy binds");
+    let (stop, rx) = watch::channel(false);
+    let (reload, reload_rx) = watch::channel(0u64);
+    let addr = proxy.addr().unwrap();
+    let metrics = proxy.metrics_addr();
+    let shared = proxy.shared();
+    let done = tokio::spawn(proxy.run(rx, reload_rx));
+    TestProxy {
+        addr,
+        metrics,
+        shared,
+        stop,
+        reload,
+        done,
+    }
+}
+
+/// Server entries naming each node by index: "n0=127.0.0.1:port".
+pub fn server_entries(nodes: &[TestNode]) -> Vec<String> {
+    nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| format!("n{i}={}", n.tls.unwrap()))
+        .collect()
+}
+
+/// GET a path from an HTTP listener; returns (status, body).
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}

@@ -1,0 +1,288 @@
+//! The node's protocol behaviour over real sockets (plain and TLS), with bad input.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+#[tokio::test]
+async fn text_storage_and_retrieval() {
+    let node = start_node(None, false, |_| {}).await;
+    let mut c = connect(node.plain.unwrap()).await;
+    c.expect(b"set a 1 0 3\r\nabc\r\n", b"STORED\r\n").await;
+    c.expect(b"add a 0 0 1\r\nx\r\n", b"NOT_STORED\r\n").await;
+    c.expect(b"replace nope 0 0 1\r\nx\r\n", b"NOT_STORED\r\n")
+        .await;
+    c.expect(b"append a 0 0 2\r\nde\r\n", b"STORED\r\n").await;
+    c.expect(b"prepend a 0 0 1\r\n_\r\n", b"STORED\r\n").await;
+    c.expect(
+        b"get a nope a\r\n",
+        b"VALUE a 1 6\r\n_abcde\r\nVALUE a 1 6\r\n_abcde\r\nEND\r\n",
+    )
+    .await;
+    c.send(b"gets a\r\n").await;
+    let line = String::from_utf8(c.read_exact(b"VALUE a 1 6 ".len()).await).unwrap();
+    assert_eq!(line, "VALUE a 1 6 ");
+    let mut cas = String::new();
+    loop {
+        let b = c.read_exact(1).await[0];
+        if b == b'\r' {
+            break;
+        }
+        cas.push(b as char);
+    }
+    c.read_exact(b"\n_abcde\r\nEND\r\n".len()).await;
+    let cas: u64 = cas.parse().unwrap();
+    c.expect(
+        format!("cas a 2 0 1 {}\r\nz\r\n", cas + 1000).as_bytes(),
+        b"EXISTS\r\n",
+    )
+    .await;
+    c.expect(
+        format!("cas a 2 0 1 {cas}\r\nz\r\n").as_bytes(),
+        b"STORED\r\n",
+    )
+    .await;
+    c.expect(b"cas missing 0 0 1 1\r\nz\r\n", b"NOT_FOUND\r\n")
+        .await;
+    c.expect(b"get a\r\n", b"VALUE a 2 1\r\nz\r\nEND\r\n").await;
+    c.expect(b"delete a\r\n", b"DELETED\r\n").await;
+    c.expect(b"delete a\r\n", b"NOT_FOUND\r\n").await;
+    c.expect(b"set n 0 0 2\r\n10\r\n", b"STORED\r\n").await;
+    c.expect(b"incr n 5\r\n", b"15\r\n").await;
+    c.expect(b"decr n 100\r\n", b"0\r\n").await;
+    c.expect(b"set big 0 0 20\r\n18446744073709551615\r\n", b"STORED\r\n")
+        .await;
+    c.expect(b"incr big 2\r\n", b"1\r\n").await;
+    c.expect(b"incr a 1\r\n", b"NOT_FOUND\r\n").await;
+    c.expect(b"touch n 100\r\n", b"TOUCHED\r\n").await;
+    // memcached rewrites a shrinking decr in place, padding with spaces.
+    c.expect(b"gat 100 n\r\n", b"VALUE n 0 2\r\n0 \r\nEND\r\n")
+        .await;
+    // noreply: nothing comes back, the next command answers.
+    c.expect(
+        b"set q 0 0 1 noreply\r\nq\r\nget q\r\n",
+        b"VALUE q 0 1\r\nq\r\nEND\r\n",
+    )
+    .await;
+    c.expect(
+        b"version\r\n",
+        format!("VERSION {}\r\n", memgate::node::VERSION).as_bytes(),
+    )
+    .await;
+    c.expect(b"verbosity 1\r\n", b"OK\r\n").await;
+    c.expect(b"flush_all\r\n", b"OK\r\n").await;
+    c.expect(b"get q\r\n", b"END\r\n").await;
+    c.send(b"quit\r\n").await;
+    assert!(c.read_to_close().await.is_empty());
+}
+
+#[tokio::test]
+async fn expiry_negative_means_gone() {
+    let node = start_node(None, false, |_| {}).await;
+    let mut c = connect(node.plain.unwrap()).await;
+    c.expect(b"set e 0 -1 1\r\nx\r\n", b"STORED\r\n").await;
+    c.expect(b"get e\r\n", b"END\r\n").await;
+    c.expect(b"set e 0 1 1\r\nx\r\n", b"STORED\r\n").await;
+    c.expect(b"get e\r\n", b"VALUE e 0 1\r\nx\r\nEND\r\n").await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    c.expect(b"get e\r\n", b"END\r\n").await;
+}
+
+#[tokio::test]
+async fn meta_commands() {
+    let node = start_node(None, false, |_| {}).await;
+    let mut c = connect(node.plain.unwrap()).await;
+    c.expect(b"ms mk 2 F5 T0\r\nhi\r\n", b"HD\r\n").await;
+    c.expect(b"mg mk v f\r\n", b"VA 2 f5\r\nhi\r\n").await;
+    c.expect(b"mg mk k O123\r\n", b"HD kmk O123\r\n").await;
+    c.expect(b"mg missing v\r\n", b"EN\r\n").await;
+    c.expect(b"mg missing v q\r\nmn\r\n", b"MN\r\n").await;
+    c.expect(b"ma cnt N0 J10\r\n", b"HD\r\n").await;
+    c.expect(b"ma cnt v D5\r\n", b"VA 2\r\n15\r\n").await;
+    c.expect(b"md mk\r\n", b"HD\r\n").await;
+    c.expect(b"md mk\r\n", b"NF\r\n").await;
+    c.expect(b"me missing\r\n", b"EN\r\n").await;
+    // text and meta mix on one connection
+    c.expect(
+        b"set t 0 0 1\r\n1\r\nmg t v\r\n",
+        b"STORED\r\nVA 1\r\n1\r\n",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn binary_pipeline_getkq_noop() {
+    let node = start_node(None, false, |_| {}).await;
+    let mut c = connect(node.plain.unwrap()).await;
+    let mut burst = Vec::new();
+    for (i, key) in [b"k1", b"k2"].iter().enumerate() {
+        burst.extend(bin_request(
+            0x11,
+            *key,
+            &[0, 0, 0, 7, 0, 0, 0, 0],
+            b"val",
+            i as u32,
+            0,
+        ));
+    }
+    burst.extend(bin_request(0x0d, b"k1", &[], &[], 10, 0));
+    burst.extend(bin_request(0x0d, b"zz", &[], &[], 11, 0));
+    burst.extend(bin_request(0x0d, b"k2", &[], &[], 12, 0));
+    burst.extend(bin_request(0x0a, b"", &[], &[], 13, 0));
+    c.send(&burst).await;
+    let r = c.read_bin().await;
+    assert_eq!(
+        (r.opcode, r.opaque, r.key.as_slice(), r.value.as_slice()),
+        (0x0d, 10, b"k1".as_slice(), b"val".as_slice())
+    );
+    assert_eq!(r.extras, [0, 0, 0, 7]);
+    let r = c.read_bin().await;
+    assert_eq!((r.opaque, r.key.as_slice()), (12, b"k2".as_slice()));
+    let r = c.read_bin().await;
+    assert_eq!((r.opcode, r.opaque, r.status), (0x0a, 13, 0));
+}
+
+#[tokio::test]
+async fn binary_unknown_opcode_and_oversize_body() {
+    let node = start_node(None, false, |_| {}).await;
+    let mut c = connect(node.plain.unwrap()).await;
+    c.send(&bin_request(0x1f, b"", &[], &[], 5, 0)).await;
+    let r = c.read_bin().await;
+    assert_eq!((r.status, r.opaque), (0x81, 5));
+    // A 2 MiB SET: refused as soon as the header arrives, before the body is sent.
+    let value = vec![b'x'; 2 << 20];
+    let packet = bin_request(0x01, b"huge", &[0; 8], &value, 6, 0);
+    // Header, extras and key: enough to refuse (and unlink the key), none of the value.
+    c.send(&packet[..24 + 8 + 4]).await;
+    let r = c.read_bin().await;
+    assert_eq!((r.status, r.opaque), (0x03, 6));
+    c.send(&packet[24 + 8 + 4..]).await;
+    c.send(&bin_request(0x0a, b"", &[], &[], 7, 0)).await;
+    let r = c.read_bin().await;
+    assert_eq!(
+        (r.opcode, r.opaque, r.status),
+        (0x0a, 7, 0),
+        "stream stays in sync"
+    );
+}
+
+#[tokio::test]
+async fn text_bad_input_keeps_connection_usable() {
+    let node = start_node(None, false, |_| {}).await;
+    let mut c = connect(node.plain.unwrap()).await;
+    c.expect(b"bogus command\r\n", b"ERROR\r\n").await;
+    c.expect(b"\r\n", b"ERROR\r\n").await;
+    c.expect(
+        b"set k 0 0 notanumber\r\n",
+        b"CLIENT_ERROR bad command line format\r\n",
+    )
+    .await;
+    c.expect(
+        b"set k 0 0 3\r\nabcdef\r\n",
+        b"CLIENT_ERROR bad data chunk\r\n",
+    )
+    .await;
+    // Whatever followed the bad chunk is parsed as commands; resync on a fresh line.
+    c.send(b"version\r\n").await;
+    let mut seen = Vec::new();
+    while !(String::from_utf8_lossy(&seen).contains("VERSION") && seen.ends_with(b"\r\n")) {
+        seen.extend(c.read_exact(1).await);
+    }
+    let long_key = "k".repeat(251);
+    c.expect(
+        format!("get {long_key}\r\n").as_bytes(),
+        b"CLIENT_ERROR bad command line format\r\n",
+    )
+    .await;
+    // Over-size set: error, value swallowed, stream in sync, old value gone.
+    c.expect(b"set big 0 0 1\r\nx\r\n", b"STORED\r\n").await;
+    let mut req = format!("set big 0 0 {}\r\n", 1 << 20).into_bytes();
+    req.extend(vec![b'y'; 1 << 20]);
+    req.extend(b"\r\nget big\r\n");
+    c.expect(&req, b"SERVER_ERROR object too large for cache\r\nEND\r\n")
+        .await;
+}
+
+#[tokio::test]
+async fn overlong_line_closes_connection() {
+    let node = start_node(None, false, |_| {}).await;
+    let mut c = connect(node.plain.unwrap()).await;
+    c.send(&vec![b'a'; 4096]).await;
+    let rest = c.read_to_close().await;
+    assert!(!String::from_utf8_lossy(&rest).contains("STORED"));
+}
+
+#[tokio::test]
+async fn tls_listener_serves_large_value_then_pipelined_get() {
+    let node = start_node(Some(TWO_CACHES), true, |_| {}).await;
+    let ca = node.ca_pem.clone().unwrap();
+    let mut c = connect_tls(node.tls.unwrap(), &ca, "localhost").await;
+    c.expect(b"set alice 0 0 12\r\nalice-secret\r\n", b"STORED\r\n")
+        .await;
+    // memcached -Z stalls on exactly this burst: a 40 KB set then a get.
+    let value = vec![b'v'; 40_000];
+    let mut burst = b"set big 0 0 40000\r\n".to_vec();
+    burst.extend(&value);
+    burst.extend(b"\r\nget big\r\n");
+    let mut reply = b"STORED\r\nVALUE big 0 40000\r\n".to_vec();
+    reply.extend(&value);
+    reply.extend(b"\r\nEND\r\n");
+    c.expect(&burst, &reply).await;
+}
+
+#[tokio::test]
+async fn max_connections_refuses_cleanly() {
+    let node = start_node(None, false, |c| c.max_connections = 2).await;
+    let mut a = connect(node.plain.unwrap()).await;
+    let mut b = connect(node.plain.unwrap()).await;
+    a.expect(
+        b"version\r\n",
+        format!("VERSION {}\r\n", memgate::node::VERSION).as_bytes(),
+    )
+    .await;
+    b.expect(
+        b"version\r\n",
+        format!("VERSION {}\r\n", memgate::node::VERSION).as_bytes(),
+    )
+    .await;
+    let mut c = connect(node.plain.unwrap()).await;
+    let got = c.read_to_close().await;
+    assert_eq!(got, b"SERVER_ERROR too many open connections\r\n");
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut d = connect(node.plain.unwrap()).await;
+    d.expect(
+        b"version\r\n",
+        format!("VERSION {}\r\n", memgate::node::VERSION).as_bytes(),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn client_that_never_reads_is_not_buffered_without_bound() {
+    let node = start_node(None, false, |_| {}).await;
+    let mut c = connect(node.plain.unwrap()).await;
+    let mut set = b"set big 0 0 500000\r\n".to_vec();
+    set.extend(vec![b'x'; 500_000]);
+    set.extend(b"\r\n");
+    c.expect(&set, b"STORED\r\n").await;
+    let before = rss_bytes();
+    // 20,000 gets would be ~10 GB of replies; never read them.
+    let burst = b"get big\r\n".repeat(20_000);
+    let _ = tokio::time::timeout(Duration::from_secs(3), c.send(&burst)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let grown = rss_bytes().saturating_sub(before);
+    assert!(
+        grown < 64 << 20,
+        "node buffered {grown} bytes for a client that never reads"
+    );
+}
+
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kb * 1024
+}

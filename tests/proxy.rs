@@ -1,0 +1,307 @@
+//! The sidecar in front of three in-process TLS nodes: routing, pipelining,
+//! client logins, failures and metrics, over real sockets.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::*;
+
+async fn cluster(n: usize, tweak: impl FnOnce(&mut memgate::proxy::ProxyConfig)) -> (TestPki, Vec<TestNode>, TestProxy) {
+    let pki = TestPki::new();
+    let nodes = start_tls_nodes(&pki, n).await;
+    let mut config = proxy_config(&server_entries(&nodes), &pki.ca_pem());
+    tweak(&mut config);
+    let proxy = start_proxy(config).await;
+    (pki, nodes, proxy)
+}
+
+fn items(node: &TestNode) -> u64 {
+    node.shared.tenants().get("42").unwrap().store.usage().items
+}
+
+#[tokio::test]
+async fn text_requests_are_spread_over_the_nodes() {
+    let (_pki, nodes, proxy) = cluster(3, |_| {}).await;
+    let mut c = connect(proxy.addr).await;
+    for i in 0..60 {
+        c.expect(format!("set key{i} {i} 0 5\r\nval{i:02}\r\n").as_bytes(), b"STORED\r\n").await;
+    }
+    for i in 0..60 {
+        c.expect(
+            format!("get key{i}\r\n").as_bytes(),
+            format!("VALUE key{i} {i} 5\r\nval{i:02}\r\nEND\r\n").as_bytes(),
+        )
+        .await;
+    }
+    let per_node: Vec<u64> = nodes.iter().map(items).collect();
+    assert_eq!(per_node.iter().sum::<u64>(), 60, "{per_node:?}");
+    assert!(per_node.iter().all(|&n| n > 0), "ketama spreads keys: {per_node:?}");
+    // Each key sits on the node the ring names.
+    let servers = server_entries(&nodes)
+        .iter()
+        .map(|s| memgate::proxy::ring::parse_server_entry(s).unwrap())
+        .collect::<Vec<_>>();
+    let ring = memgate::proxy::ring::Ring::new(&servers).unwrap();
+    for i in 0..60 {
+        let key = format!("key{i}");
+        let home = ring.locate(key.as_bytes());
+        let mut direct = connect_tls(nodes[home].tls.unwrap(), &_pki.ca_pem(), "localhost").await;
+        assert_eq!(direct.sasl_login(PROXY_USER, PROXY_PASS).await, 0);
+        direct.send(&bin_request(0x00, key.as_bytes(), &[], &[], 1, 0)).await;
+        assert_eq!(direct.read_bin().await.status, 0, "{key} on node {home}");
+    }
+}
+
+#[tokio::test]
+async fn multi_get_is_split_and_merged_in_order() {
+    let (_pki, _nodes, proxy) = cluster(3, |_| {}).await;
+    let mut c = connect(proxy.addr).await;
+    let mut expected = Vec::new();
+    let mut line = b"get".to_vec();
+    for i in 0..40 {
+        if i % 3 != 0 {
+            c.expect(format!("set m{i} 0 0 2\r\n{i:02}\r\n").as_bytes(), b"STORED\r\n").await;
+            expected.extend(format!("VALUE m{i} 0 2\r\n{i:02}\r\n").bytes());
+        }
+        line.extend(format!(" m{i}").bytes());
+    }
+    line.extend(b"\r\n");
+    expected.extend(b"END\r\n");
+    c.expect(&line, &expected).await;
+}
+
+#[tokio::test]
+async fn meta_and_binary_clients_and_pipelines() {
+    let (_pki, _nodes, proxy) = cluster(3, |_| {}).await;
+    let mut m = connect(proxy.addr).await;
+    m.expect(b"ms mk 2 F7\r\nhi\r\nmg mk v f k\r\nmn\r\n", b"HD\r\nVA 2 f7 kmk\r\nhi\r\nMN\r\n").await;
+    m.expect(b"md mk q\r\nmg mk v\r\n", b"EN\r\n").await;
+
+    let mut b = connect(proxy.addr).await;
+    // Any SASL login is accepted: the proxy logs in upstream itself.
+    assert_eq!(b.sasl_login("whoever", "whatever").await, 0);
+    let mut burst = Vec::new();
+    for i in 0..20u32 {
+        burst.extend(bin_request(0x11, format!("b{i}").as_bytes(), &[0, 0, 0, 1, 0, 0, 0, 0], b"v", i, 0));
+    }
+    for i in 0..25u32 {
+        burst.extend(bin_request(0x0d, format!("b{i}").as_bytes(), &[], &[], 100 + i, 0));
+    }
+    burst.extend(bin_request(0x0a, b"", &[], &[], 999, 0));
+    b.send(&burst).await;
+    for i in 0..20u32 {
+        let r = b.read_bin().await;
+        assert_eq!((r.opaque, r.key.clone(), r.value.clone()), (100 + i, format!("b{i}").into_bytes(), b"v".to_vec()));
+    }
+    let r = b.read_bin().await;
+    assert_eq!((r.opcode, r.opaque), (0x0a, 999));
+}
+
+#[tokio::test]
+async fn ascii_login_is_accepted_not_stored() {
+    let (_pki, nodes, proxy) = cluster(1, |_| {}).await;
+    let mut c = connect(proxy.addr).await;
+    c.expect(format!("set {PROXY_USER} 0 0 {}\r\n{PROXY_PASS}\r\n", PROXY_PASS.len()).as_bytes(), b"STORED\r\n").await;
+    c.expect(format!("get {PROXY_USER}\r\n").as_bytes(), b"END\r\n").await;
+    assert_eq!(items(&nodes[0]), 0);
+}
+
+#[tokio::test]
+async fn bad_input_and_oversize_values_keep_the_stream_in_sync() {
+    let (_pki, _nodes, proxy) = cluster(2, |_| {}).await;
+    let mut c = connect(proxy.addr).await;
+    c.expect(b"garbage here\r\n", b"ERROR\r\n").await;
+    let mut big = format!("set big 0 0 {}\r\n", 1 << 20).into_bytes();
+    big.extend(vec![b'x'; 1 << 20]);
+    big.extend(b"\r\nset small 0 0 1\r\ns\r\nget small\r\n");
+    c.expect(&big, b"SERVER_ERROR object too large for cache\r\nSTORED\r\nVALUE small 0 1\r\ns\r\nEND\r\n").await;
+}
+
+#[tokio::test]
+async fn large_values_are_not_followed_on_the_wire() {
+    let (_pki, _nodes, proxy) = cluster(1, |_| {}).await;
+    let mut c = connect(proxy.addr).await;
+    let value = vec![b'q'; 40_000];
+    let mut burst = b"set big 0 0 40000\r\n".to_vec();
+    burst.extend(&value);
+    burst.extend(b"\r\nget big\r\n");
+    let mut reply = b"STORED\r\nVALUE big 0 40000\r\n".to_vec();
+    reply.extend(&value);
+    reply.extend(b"\r\nEND\r\n");
+    c.expect(&burst, &reply).await;
+}
+
+#[tokio::test]
+async fn many_clients_pipelining_never_get_each_others_replies() {
+    let (_pki, _nodes, proxy) = cluster(3, |_| {}).await;
+    let mut tasks = Vec::new();
+    for client in 0..100u32 {
+        let addr = proxy.addr;
+        tasks.push(tokio::spawn(async move {
+            let mut c = connect(addr).await;
+            let mut seed = client.wrapping_mul(2_654_435_761).max(1);
+            let mut next = move || {
+                seed ^= seed << 13;
+                seed ^= seed >> 17;
+                seed ^= seed << 5;
+                seed
+            };
+            for round in 0..5 {
+                let mut burst = Vec::new();
+                let mut expect = Vec::new();
+                for j in 0..10 {
+                    let len = (next() % 3000) as usize;
+                    let byte = b'a' + (next() % 26) as u8;
+                    let key = format!("c{client}-r{round}-k{j}");
+                    let value = vec![byte; len];
+                    burst.extend(format!("set {key} {client} 0 {len}\r\n").bytes());
+                    burst.extend(&value);
+                    burst.extend(b"\r\n");
+                    burst.extend(format!("get {key}\r\n").bytes());
+                    expect.extend(b"STORED\r\n");
+                    expect.extend(format!("VALUE {key} {client} {len}\r\n").bytes());
+                    expect.extend(&value);
+                    expect.extend(b"\r\nEND\r\n");
+                }
+                c.expect(&burst, &expect).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn client_disconnecting_mid_pipeline_disturbs_no_one() {
+    let (_pki, _nodes, proxy) = cluster(2, |_| {}).await;
+    let mut steady = connect(proxy.addr).await;
+    steady.expect(b"set s 0 0 1\r\n1\r\n", b"STORED\r\n").await;
+    for _ in 0..20 {
+        let mut rude = connect(proxy.addr).await;
+        rude.send(&b"get s\r\nset x 0 0 1\r\n1\r\n".repeat(50)).await;
+        drop(rude);
+        steady.expect(b"get s\r\n", b"VALUE s 0 1\r\n1\r\nEND\r\n").await;
+    }
+}
+
+#[tokio::test]
+async fn down_node_fails_its_keys_only_and_eject_rehashes() {
+    let pki = TestPki::new();
+    let mut nodes = start_tls_nodes(&pki, 3).await;
+    let entries = server_entries(&nodes);
+    let servers: Vec<_> = entries.iter().map(|s| memgate::proxy::ring::parse_server_entry(s).unwrap()).collect();
+    let ring = memgate::proxy::ring::Ring::new(&servers).unwrap();
+    // Stop node 2 before the proxy ever reaches it.
+    drop(nodes.pop());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let keys: Vec<String> = (0..30).map(|i| format!("f{i}")).collect();
+    for failover in [memgate::proxy::pool::Failover::Error, memgate::proxy::pool::Failover::Eject] {
+        let mut config = proxy_config(&entries, &pki.ca_pem());
+        config.failover = failover;
+        let proxy = start_proxy(config).await;
+        let mut c = connect(proxy.addr).await;
+        for key in &keys {
+            c.send(format!("set {key} 0 0 1\r\nv\r\n").as_bytes()).await;
+            let reply = String::from_utf8(c.read_exact(8).await).unwrap();
+            let on_dead = ring.locate(key.as_bytes()) == 2;
+            if on_dead && failover == memgate::proxy::pool::Failover::Error {
+                assert!(reply.starts_with("SERVER_E"), "{key}: {reply}");
+                let mut rest = Vec::new();
+                while !rest.ends_with(b"\r\n") {
+                    rest.extend(c.read_exact(1).await);
+                }
+            } else {
+                assert_eq!(reply, "STORED\r\n", "{key} (on dead node: {on_dead}, {failover:?})");
+            }
+        }
+        let (status, _) = http_get(proxy.metrics.unwrap(), "/readyz").await;
+        assert_eq!(status, 200);
+        let (_, metrics) = http_get(proxy.metrics.unwrap(), "/metrics").await;
+        assert!(metrics.contains("memgate_proxy_node_up{node=\"n2\"} 0"), "{metrics}");
+    }
+}
+
+#[tokio::test]
+async fn restarted_node_is_used_again_after_the_retry_delay() {
+    let pki = TestPki::new();
+    let nodes = start_tls_nodes(&pki, 1).await;
+    let addr = nodes[0].tls.unwrap();
+    let mut config = proxy_config(&server_entries(&nodes), &pki.ca_pem());
+    config.down_retry_delay = Duration::from_millis(300);
+    let proxy = start_proxy(config).await;
+    let mut c = connect(proxy.addr).await;
+    c.expect(b"set a 0 0 1\r\n1\r\n", b"STORED\r\n").await;
+    drop(nodes);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    c.send(b"get a\r\n").await;
+    let reply = String::from_utf8(c.read_exact(12).await).unwrap();
+    assert!(reply.starts_with("SERVER_ERROR"), "{reply}");
+    let mut rest = Vec::new();
+    while !rest.ends_with(b"\r\n") {
+        rest.extend(c.read_exact(1).await);
+    }
+    // Restart a node on the same port.
+    let server = pki.server_config();
+    let _restarted = start_node(Some(PROXY_CACHE), false, |cfg| {
+        cfg.listen = None;
+        cfg.tls_listen = Some((addr, server));
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    c.expect(b"get a\r\n", b"END\r\n").await;
+    c.expect(b"set a 0 0 1\r\n2\r\n", b"STORED\r\n").await;
+}
+
+#[tokio::test]
+async fn wrong_password_marks_node_down_with_reason_auth() {
+    let (_pki, _nodes, proxy) = cluster(1, |c| c.password = "wrong".into()).await;
+    let mut c = connect(proxy.addr).await;
+    c.send(b"get a\r\n").await;
+    let reply = String::from_utf8(c.read_exact(12).await).unwrap();
+    assert!(reply.starts_with("SERVER_ERROR"), "{reply}");
+    let (_, metrics) = http_get(proxy.metrics.unwrap(), "/metrics").await;
+    assert!(metrics.contains("memgate_proxy_sasl_failures_total{node=\"n0\"}"), "{metrics}");
+    assert!(metrics.contains("kind=\"auth\""), "{metrics}");
+    let (status, _) = http_get(proxy.metrics.unwrap(), "/readyz").await;
+    assert_eq!(status, 503);
+}
+
+#[tokio::test]
+async fn certificates_from_another_ca_or_name_are_refused() {
+    let pki = TestPki::new();
+    let nodes = start_tls_nodes(&pki, 1).await;
+    let other = TestPki::new();
+    for (ca, name) in [(other.ca_pem(), None), (pki.ca_pem(), Some("wrong.example.com"))] {
+        let mut config = proxy_config(&server_entries(&nodes), &ca);
+        config.server_name = name.map(str::to_string);
+        let proxy = start_proxy(config).await;
+        let mut c = connect(proxy.addr).await;
+        c.send(b"get a\r\n").await;
+        let reply = String::from_utf8(c.read_exact(12).await).unwrap();
+        assert!(reply.starts_with("SERVER_ERROR"), "{reply}");
+        let (_, metrics) = http_get(proxy.metrics.unwrap(), "/metrics").await;
+        assert!(metrics.contains("memgate_proxy_tls_failures_total{node=\"n0\"}"), "{metrics}");
+    }
+    // The node never saw a login attempt.
+    let tenants = nodes[0].shared.tenants();
+    assert_eq!(tenants.get("42").unwrap().stats.auth_cmds.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test]
+async fn health_endpoints_and_drain() {
+    let (_pki, _nodes, mut proxy) = cluster(1, |_| {}).await;
+    let m = proxy.metrics.unwrap();
+    assert_eq!(http_get(m, "/healthz").await.0, 200);
+    let mut c = connect(proxy.addr).await;
+    c.expect(b"set a 0 0 1\r\n1\r\n", b"STORED\r\n").await;
+    assert_eq!(http_get(m, "/readyz").await.0, 200);
+    let (_, metrics) = http_get(m, "/metrics").await;
+    assert!(metrics.contains("memgate_proxy_requests_total{command=\"set\",result=\"ok\"}"), "{metrics}");
+    proxy.shutdown();
+    // The idle client is closed by the drain, and the proxy finishes.
+    assert!(c.read_to_close().await.is_empty());
+    tokio::time::timeout(Duration::from_secs(5), &mut proxy.done).await.unwrap().unwrap();
+}
