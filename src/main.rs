@@ -78,7 +78,11 @@ fn route(args: memgate::config::cli::RouteArgs) -> Result<(), Failure> {
         .servers
         .or_else(|| env_var("MEMCACHIER_SERVERS").filter(|s| !s.is_empty()))
         .or_else(|| env_var("MEMCACHE_SERVERS").filter(|s| !s.is_empty()))
-        .ok_or_else(|| Failure::Config(anyhow::anyhow!("no servers: give --servers or set MEMCACHIER_SERVERS")))?;
+        .ok_or_else(|| {
+            Failure::Config(anyhow::anyhow!(
+                "no servers: give --servers or set MEMCACHIER_SERVERS"
+            ))
+        })?;
     let servers = list
         .split(',')
         .map(str::trim)
@@ -95,14 +99,21 @@ fn route(args: memgate::config::cli::RouteArgs) -> Result<(), Failure> {
 
 async fn memgate_proxy(args: memgate::config::cli::ProxyArgs) -> Result<(), Failure> {
     let reload_args = args.clone();
-    let mut config = args.into_config(&env_var).map_err(|e| Failure::Config(e.into()))?;
+    let mut config = args
+        .into_config(&env_var)
+        .map_err(|e| Failure::Config(e.into()))?;
     config.reload_from = Some(std::sync::Arc::new(move || {
-        reload_args.clone().into_config(&env_var).map_err(|e| e.to_string())
+        reload_args
+            .clone()
+            .into_config(&env_var)
+            .map_err(|e| e.to_string())
     }));
-    let proxy = memgate::proxy::Proxy::bind(config).await.map_err(|e| match e {
-        memgate::proxy::ProxyError::Bind { .. } => Failure::Runtime(e.into()),
-        other => Failure::Config(other.into()),
-    })?;
+    let proxy = memgate::proxy::Proxy::bind(config)
+        .await
+        .map_err(|e| match e {
+            memgate::proxy::ProxyError::Bind { .. } => Failure::Runtime(e.into()),
+            other => Failure::Config(other.into()),
+        })?;
     if let Some(addr) = proxy.addr() {
         tracing::info!(listener = "client", %addr, "listening");
     }

@@ -77,15 +77,33 @@ pub const PROXY_CLIENT_WRITTEN_BYTES_TOTAL: &str = "memgate_proxy_client_written
 /// Proxy metrics with their help text.
 pub const PROXY_METRICS: &[(&str, &str)] = &[
     (PROXY_CLIENT_CONNECTIONS, "Client connections open now"),
-    (PROXY_CLIENT_CONNECTIONS_TOTAL, "Client connections accepted"),
-    (PROXY_REQUESTS_TOTAL, "Client requests by command and result"),
-    (PROXY_REQUEST_DURATION_SECONDS, "Request latency inside the proxy, by command"),
+    (
+        PROXY_CLIENT_CONNECTIONS_TOTAL,
+        "Client connections accepted",
+    ),
+    (
+        PROXY_REQUESTS_TOTAL,
+        "Client requests by command and result",
+    ),
+    (
+        PROXY_REQUEST_DURATION_SECONDS,
+        "Request latency inside the proxy, by command",
+    ),
     (PROXY_UPSTREAM_REQUESTS_TOTAL, "Requests sent to each node"),
     (PROXY_UPSTREAM_DURATION_SECONDS, "Round trip to each node"),
-    (PROXY_UPSTREAM_ERRORS_TOTAL, "Upstream failures by node and kind"),
+    (
+        PROXY_UPSTREAM_ERRORS_TOTAL,
+        "Upstream failures by node and kind",
+    ),
     (PROXY_NODE_UP, "1 if the node is up, 0 if marked down"),
-    (PROXY_UPSTREAM_CONNECTIONS, "Logged-in upstream connections open, per node"),
-    (PROXY_UPSTREAM_CONNECTS_TOTAL, "Upstream connections established, per node"),
+    (
+        PROXY_UPSTREAM_CONNECTIONS,
+        "Logged-in upstream connections open, per node",
+    ),
+    (
+        PROXY_UPSTREAM_CONNECTS_TOTAL,
+        "Upstream connections established, per node",
+    ),
     (PROXY_TLS_FAILURES_TOTAL, "Failed TLS handshakes with nodes"),
     (PROXY_SASL_FAILURES_TOTAL, "SASL logins refused by nodes"),
     (PROXY_CLIENT_READ_BYTES_TOTAL, "Bytes read from clients"),

@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use common::*;
 
-async fn cluster(n: usize, tweak: impl FnOnce(&mut memgate::proxy::ProxyConfig)) -> (TestPki, Vec<TestNode>, TestProxy) {
+async fn cluster(
+    n: usize,
+    tweak: impl FnOnce(&mut memgate::proxy::ProxyConfig),
+) -> (TestPki, Vec<TestNode>, TestProxy) {
     let pki = TestPki::new();
     let nodes = start_tls_nodes(&pki, n).await;
     let mut config = proxy_config(&server_entries(&nodes), &pki.ca_pem());
@@ -26,7 +29,11 @@ async fn text_requests_are_spread_over_the_nodes() {
     let (_pki, nodes, proxy) = cluster(3, |_| {}).await;
     let mut c = connect(proxy.addr).await;
     for i in 0..60 {
-        c.expect(format!("set key{i} {i} 0 5\r\nval{i:02}\r\n").as_bytes(), b"STORED\r\n").await;
+        c.expect(
+            format!("set key{i} {i} 0 5\r\nval{i:02}\r\n").as_bytes(),
+            b"STORED\r\n",
+        )
+        .await;
     }
     for i in 0..60 {
         c.expect(
@@ -37,7 +44,10 @@ async fn text_requests_are_spread_over_the_nodes() {
     }
     let per_node: Vec<u64> = nodes.iter().map(items).collect();
     assert_eq!(per_node.iter().sum::<u64>(), 60, "{per_node:?}");
-    assert!(per_node.iter().all(|&n| n > 0), "ketama spreads keys: {per_node:?}");
+    assert!(
+        per_node.iter().all(|&n| n > 0),
+        "ketama spreads keys: {per_node:?}"
+    );
     // Each key sits on the node the ring names.
     let servers = server_entries(&nodes)
         .iter()
@@ -49,7 +59,9 @@ async fn text_requests_are_spread_over_the_nodes() {
         let home = ring.locate(key.as_bytes());
         let mut direct = connect_tls(nodes[home].tls.unwrap(), &_pki.ca_pem(), "localhost").await;
         assert_eq!(direct.sasl_login(PROXY_USER, PROXY_PASS).await, 0);
-        direct.send(&bin_request(0x00, key.as_bytes(), &[], &[], 1, 0)).await;
+        direct
+            .send(&bin_request(0x00, key.as_bytes(), &[], &[], 1, 0))
+            .await;
         assert_eq!(direct.read_bin().await.status, 0, "{key} on node {home}");
     }
 }
@@ -62,7 +74,11 @@ async fn multi_get_is_split_and_merged_in_order() {
     let mut line = b"get".to_vec();
     for i in 0..40 {
         if i % 3 != 0 {
-            c.expect(format!("set m{i} 0 0 2\r\n{i:02}\r\n").as_bytes(), b"STORED\r\n").await;
+            c.expect(
+                format!("set m{i} 0 0 2\r\n{i:02}\r\n").as_bytes(),
+                b"STORED\r\n",
+            )
+            .await;
             expected.extend(format!("VALUE m{i} 0 2\r\n{i:02}\r\n").bytes());
         }
         line.extend(format!(" m{i}").bytes());
@@ -76,7 +92,11 @@ async fn multi_get_is_split_and_merged_in_order() {
 async fn meta_and_binary_clients_and_pipelines() {
     let (_pki, _nodes, proxy) = cluster(3, |_| {}).await;
     let mut m = connect(proxy.addr).await;
-    m.expect(b"ms mk 2 F7\r\nhi\r\nmg mk v f k\r\nmn\r\n", b"HD\r\nVA 2 f7 kmk\r\nhi\r\nMN\r\n").await;
+    m.expect(
+        b"ms mk 2 F7\r\nhi\r\nmg mk v f k\r\nmn\r\n",
+        b"HD\r\nVA 2 f7 kmk\r\nhi\r\nMN\r\n",
+    )
+    .await;
     m.expect(b"md mk q\r\nmg mk v\r\n", b"EN\r\n").await;
 
     let mut b = connect(proxy.addr).await;
@@ -84,16 +104,33 @@ async fn meta_and_binary_clients_and_pipelines() {
     assert_eq!(b.sasl_login("whoever", "whatever").await, 0);
     let mut burst = Vec::new();
     for i in 0..20u32 {
-        burst.extend(bin_request(0x11, format!("b{i}").as_bytes(), &[0, 0, 0, 1, 0, 0, 0, 0], b"v", i, 0));
+        burst.extend(bin_request(
+            0x11,
+            format!("b{i}").as_bytes(),
+            &[0, 0, 0, 1, 0, 0, 0, 0],
+            b"v",
+            i,
+            0,
+        ));
     }
     for i in 0..25u32 {
-        burst.extend(bin_request(0x0d, format!("b{i}").as_bytes(), &[], &[], 100 + i, 0));
+        burst.extend(bin_request(
+            0x0d,
+            format!("b{i}").as_bytes(),
+            &[],
+            &[],
+            100 + i,
+            0,
+        ));
     }
     burst.extend(bin_request(0x0a, b"", &[], &[], 999, 0));
     b.send(&burst).await;
     for i in 0..20u32 {
         let r = b.read_bin().await;
-        assert_eq!((r.opaque, r.key.clone(), r.value.clone()), (100 + i, format!("b{i}").into_bytes(), b"v".to_vec()));
+        assert_eq!(
+            (r.opaque, r.key.clone(), r.value.clone()),
+            (100 + i, format!("b{i}").into_bytes(), b"v".to_vec())
+        );
     }
     let r = b.read_bin().await;
     assert_eq!((r.opcode, r.opaque), (0x0a, 999));
@@ -103,8 +140,17 @@ async fn meta_and_binary_clients_and_pipelines() {
 async fn ascii_login_is_accepted_not_stored() {
     let (_pki, nodes, proxy) = cluster(1, |_| {}).await;
     let mut c = connect(proxy.addr).await;
-    c.expect(format!("set {PROXY_USER} 0 0 {}\r\n{PROXY_PASS}\r\n", PROXY_PASS.len()).as_bytes(), b"STORED\r\n").await;
-    c.expect(format!("get {PROXY_USER}\r\n").as_bytes(), b"END\r\n").await;
+    c.expect(
+        format!(
+            "set {PROXY_USER} 0 0 {}\r\n{PROXY_PASS}\r\n",
+            PROXY_PASS.len()
+        )
+        .as_bytes(),
+        b"STORED\r\n",
+    )
+    .await;
+    c.expect(format!("get {PROXY_USER}\r\n").as_bytes(), b"END\r\n")
+        .await;
     assert_eq!(items(&nodes[0]), 0);
 }
 
@@ -116,7 +162,11 @@ async fn bad_input_and_oversize_values_keep_the_stream_in_sync() {
     let mut big = format!("set big 0 0 {}\r\n", 1 << 20).into_bytes();
     big.extend(vec![b'x'; 1 << 20]);
     big.extend(b"\r\nset small 0 0 1\r\ns\r\nget small\r\n");
-    c.expect(&big, b"SERVER_ERROR object too large for cache\r\nSTORED\r\nVALUE small 0 1\r\ns\r\nEND\r\n").await;
+    c.expect(
+        &big,
+        b"SERVER_ERROR object too large for cache\r\nSTORED\r\nVALUE small 0 1\r\ns\r\nEND\r\n",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -181,9 +231,12 @@ async fn client_disconnecting_mid_pipeline_disturbs_no_one() {
     steady.expect(b"set s 0 0 1\r\n1\r\n", b"STORED\r\n").await;
     for _ in 0..20 {
         let mut rude = connect(proxy.addr).await;
-        rude.send(&b"get s\r\nset x 0 0 1\r\n1\r\n".repeat(50)).await;
+        rude.send(&b"get s\r\nset x 0 0 1\r\n1\r\n".repeat(50))
+            .await;
         drop(rude);
-        steady.expect(b"get s\r\n", b"VALUE s 0 1\r\n1\r\nEND\r\n").await;
+        steady
+            .expect(b"get s\r\n", b"VALUE s 0 1\r\n1\r\nEND\r\n")
+            .await;
     }
 }
 
@@ -192,13 +245,19 @@ async fn down_node_fails_its_keys_only_and_eject_rehashes() {
     let pki = TestPki::new();
     let mut nodes = start_tls_nodes(&pki, 3).await;
     let entries = server_entries(&nodes);
-    let servers: Vec<_> = entries.iter().map(|s| memgate::proxy::ring::parse_server_entry(s).unwrap()).collect();
+    let servers: Vec<_> = entries
+        .iter()
+        .map(|s| memgate::proxy::ring::parse_server_entry(s).unwrap())
+        .collect();
     let ring = memgate::proxy::ring::Ring::new(&servers).unwrap();
     // Stop node 2 before the proxy ever reaches it.
     drop(nodes.pop());
     tokio::time::sleep(Duration::from_millis(100)).await;
     let keys: Vec<String> = (0..30).map(|i| format!("f{i}")).collect();
-    for failover in [memgate::proxy::pool::Failover::Error, memgate::proxy::pool::Failover::Eject] {
+    for failover in [
+        memgate::proxy::pool::Failover::Error,
+        memgate::proxy::pool::Failover::Eject,
+    ] {
         let mut config = proxy_config(&entries, &pki.ca_pem());
         config.failover = failover;
         let proxy = start_proxy(config).await;
@@ -214,13 +273,19 @@ async fn down_node_fails_its_keys_only_and_eject_rehashes() {
                     rest.extend(c.read_exact(1).await);
                 }
             } else {
-                assert_eq!(reply, "STORED\r\n", "{key} (on dead node: {on_dead}, {failover:?})");
+                assert_eq!(
+                    reply, "STORED\r\n",
+                    "{key} (on dead node: {on_dead}, {failover:?})"
+                );
             }
         }
         let (status, _) = http_get(proxy.metrics.unwrap(), "/readyz").await;
         assert_eq!(status, 200);
         let (_, metrics) = http_get(proxy.metrics.unwrap(), "/metrics").await;
-        assert!(metrics.contains("memgate_proxy_node_up{node=\"n2\"} 0"), "{metrics}");
+        assert!(
+            metrics.contains("memgate_proxy_node_up{node=\"n2\"} 0"),
+            "{metrics}"
+        );
     }
 }
 
@@ -263,7 +328,10 @@ async fn wrong_password_marks_node_down_with_reason_auth() {
     let reply = String::from_utf8(c.read_exact(12).await).unwrap();
     assert!(reply.starts_with("SERVER_ERROR"), "{reply}");
     let (_, metrics) = http_get(proxy.metrics.unwrap(), "/metrics").await;
-    assert!(metrics.contains("memgate_proxy_sasl_failures_total{node=\"n0\"}"), "{metrics}");
+    assert!(
+        metrics.contains("memgate_proxy_sasl_failures_total{node=\"n0\"}"),
+        "{metrics}"
+    );
     assert!(metrics.contains("kind=\"auth\""), "{metrics}");
     let (status, _) = http_get(proxy.metrics.unwrap(), "/readyz").await;
     assert_eq!(status, 503);
@@ -274,7 +342,10 @@ async fn certificates_from_another_ca_or_name_are_refused() {
     let pki = TestPki::new();
     let nodes = start_tls_nodes(&pki, 1).await;
     let other = TestPki::new();
-    for (ca, name) in [(other.ca_pem(), None), (pki.ca_pem(), Some("wrong.example.com"))] {
+    for (ca, name) in [
+        (other.ca_pem(), None),
+        (pki.ca_pem(), Some("wrong.example.com")),
+    ] {
         let mut config = proxy_config(&server_entries(&nodes), &ca);
         config.server_name = name.map(str::to_string);
         let proxy = start_proxy(config).await;
@@ -283,11 +354,22 @@ async fn certificates_from_another_ca_or_name_are_refused() {
         let reply = String::from_utf8(c.read_exact(12).await).unwrap();
         assert!(reply.starts_with("SERVER_ERROR"), "{reply}");
         let (_, metrics) = http_get(proxy.metrics.unwrap(), "/metrics").await;
-        assert!(metrics.contains("memgate_proxy_tls_failures_total{node=\"n0\"}"), "{metrics}");
+        assert!(
+            metrics.contains("memgate_proxy_tls_failures_total{node=\"n0\"}"),
+            "{metrics}"
+        );
     }
     // The node never saw a login attempt.
     let tenants = nodes[0].shared.tenants();
-    assert_eq!(tenants.get("42").unwrap().stats.auth_cmds.load(Ordering::Relaxed), 0);
+    assert_eq!(
+        tenants
+            .get("42")
+            .unwrap()
+            .stats
+            .auth_cmds
+            .load(Ordering::Relaxed),
+        0
+    );
 }
 
 #[tokio::test]
@@ -299,9 +381,15 @@ async fn health_endpoints_and_drain() {
     c.expect(b"set a 0 0 1\r\n1\r\n", b"STORED\r\n").await;
     assert_eq!(http_get(m, "/readyz").await.0, 200);
     let (_, metrics) = http_get(m, "/metrics").await;
-    assert!(metrics.contains("memgate_proxy_requests_total{command=\"set\",result=\"ok\"}"), "{metrics}");
+    assert!(
+        metrics.contains("memgate_proxy_requests_total{command=\"set\",result=\"ok\"}"),
+        "{metrics}"
+    );
     proxy.shutdown();
     // The idle client is closed by the drain, and the proxy finishes.
     assert!(c.read_to_close().await.is_empty());
-    tokio::time::timeout(Duration::from_secs(5), &mut proxy.done).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), &mut proxy.done)
+        .await
+        .unwrap()
+        .unwrap();
 }

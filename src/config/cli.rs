@@ -11,7 +11,11 @@ use super::{parse_duration_arg, parse_size_arg, ConfigError};
 use crate::node::NodeConfig;
 
 #[derive(Debug, Parser)]
-#[command(name = "memgate", version, about = "Authenticated TLS memcached: sidecar, storage node, analytics")]
+#[command(
+    name = "memgate",
+    version,
+    about = "Authenticated TLS memcached: sidecar, storage node, analytics"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub role: Role,
@@ -235,7 +239,10 @@ impl ProxyArgs {
 
     /// Merge flags/env, the config file and the MEMCACHIER_* variables, then
     /// validate everything and load the TLS material.
-    pub fn into_config(self, env: &dyn Fn(&str) -> Option<String>) -> Result<crate::proxy::ProxyConfig, ConfigError> {
+    pub fn into_config(
+        self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<crate::proxy::ProxyConfig, ConfigError> {
         let args = match &self.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
@@ -255,11 +262,12 @@ impl ProxyArgs {
                 .filter(|v| !v.is_empty())
                 .or_else(|| env(&format!("MEMCACHE_{suffix}")).filter(|v| !v.is_empty()))
         };
-        let invalid = |what: &'static str, value: &str, expected: &'static str| ConfigError::Invalid {
-            what,
-            value: value.to_string(),
-            expected,
-        };
+        let invalid =
+            |what: &'static str, value: &str, expected: &'static str| ConfigError::Invalid {
+                what,
+                value: value.to_string(),
+                expected,
+            };
         let listen = args
             .listen
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 11211)));
@@ -270,36 +278,61 @@ impl ProxyArgs {
                 "a loopback address (whoever connects gets a logged-in session; add --allow-remote to override)",
             ));
         }
-        let servers_text = args.servers.or_else(|| hosted("SERVERS")).ok_or(ConfigError::Missing {
-            what: "--servers (or MEMCACHIER_SERVERS)",
-        })?;
+        let servers_text =
+            args.servers
+                .or_else(|| hosted("SERVERS"))
+                .ok_or(ConfigError::Missing {
+                    what: "--servers (or MEMCACHIER_SERVERS)",
+                })?;
         let mut servers = Vec::new();
-        for entry in servers_text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        for entry in servers_text
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+        {
             servers.push(
                 crate::proxy::ring::parse_server_entry(entry)
                     .map_err(|e| ConfigError::Servers(e.to_string()))?,
             );
         }
         if servers.is_empty() {
-            return Err(ConfigError::Missing { what: "--servers (or MEMCACHIER_SERVERS)" });
+            return Err(ConfigError::Missing {
+                what: "--servers (or MEMCACHIER_SERVERS)",
+            });
         }
-        let username = args.username.or_else(|| hosted("USERNAME")).ok_or(ConfigError::Missing {
-            what: "--username (or MEMCACHIER_USERNAME)",
+        let username =
+            args.username
+                .or_else(|| hosted("USERNAME"))
+                .ok_or(ConfigError::Missing {
+                    what: "--username (or MEMCACHIER_USERNAME)",
+                })?;
+        let password =
+            args.password
+                .or_else(|| hosted("PASSWORD"))
+                .ok_or(ConfigError::Missing {
+                    what: "--password (or MEMCACHIER_PASSWORD)",
+                })?;
+        let ca = args.ca.ok_or(ConfigError::Missing {
+            what: "--ca (the private root CA, PEM)",
         })?;
-        let password = args.password.or_else(|| hosted("PASSWORD")).ok_or(ConfigError::Missing {
-            what: "--password (or MEMCACHIER_PASSWORD)",
-        })?;
-        let ca = args.ca.ok_or(ConfigError::Missing { what: "--ca (the private root CA, PEM)" })?;
         let client = match (args.client_cert, args.client_key) {
             (Some(cert), Some(key)) => Some((cert, key)),
             (None, None) => None,
-            _ => return Err(ConfigError::Missing { what: "both --client-cert and --client-key" }),
+            _ => {
+                return Err(ConfigError::Missing {
+                    what: "both --client-cert and --client-key",
+                })
+            }
         };
-        let tls = crate::tls::client_config_from_files(&ca, client.as_ref().map(|(c, k)| (c.as_path(), k.as_path())))
-            .map_err(|e| ConfigError::Tls(e.to_string()))?;
+        let tls = crate::tls::client_config_from_files(
+            &ca,
+            client.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
+        )
+        .map_err(|e| ConfigError::Tls(e.to_string()))?;
         let duration = |what: &'static str, value: Option<String>, default: &str| {
             let text = value.unwrap_or_else(|| default.to_string());
-            parse_duration_arg(&text).map_err(|_| invalid(what, &text, "a duration such as 500ms, 1s or 30s"))
+            parse_duration_arg(&text)
+                .map_err(|_| invalid(what, &text, "a duration such as 500ms, 1s or 30s"))
         };
         let timeout = duration("--timeout", args.timeout, "1s")?;
         let down_retry_delay = duration("--down-retry-delay", args.down_retry_delay, "30s")?;
@@ -309,10 +342,17 @@ impl ProxyArgs {
         }
         let metrics_listen = match args.metrics_listen.as_deref().unwrap_or("127.0.0.1:9151") {
             "none" => None,
-            addr => Some(addr.parse().map_err(|_| invalid("--metrics-listen", addr, "an address such as 127.0.0.1:9151, or none"))?),
+            addr => Some(addr.parse().map_err(|_| {
+                invalid(
+                    "--metrics-listen",
+                    addr,
+                    "an address such as 127.0.0.1:9151, or none",
+                )
+            })?),
         };
         let size_text = args.max_item_size.unwrap_or_else(|| "1MiB".into());
-        let max_item_size = parse_size_arg(&size_text).map_err(|_| invalid("--max-item-size", &size_text, "a size such as 1MiB"))?;
+        let max_item_size = parse_size_arg(&size_text)
+            .map_err(|_| invalid("--max-item-size", &size_text, "a size such as 1MiB"))?;
         let connections_per_node = args.connections_per_node.unwrap_or(2);
         if connections_per_node == 0 {
             return Err(invalid("--connections-per-node", "0", "at least 1"));

@@ -31,8 +31,8 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::metrics as m;
 use crate::protocol::Response;
-use caches::{CacheConfig, CachesFile, Capabilities};
 use caches::Invalid;
+use caches::{CacheConfig, CachesFile, Capabilities};
 use tenants::{Login, Tenant, Tenants};
 
 /// The version the node reports (`version`, `stats`).
@@ -419,7 +419,12 @@ async fn accept_loop(
     limit: Arc<Semaphore>,
 ) {
     let kind = if tls.is_some() { "tls" } else { "plain" };
+    // Owning the sessions here means stopping the node (aborting this loop)
+    // closes every connection too.
+    let mut sessions = tokio::task::JoinSet::new();
     loop {
+        // Reap finished sessions so the set does not grow.
+        while sessions.try_join_next().is_some() {}
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(error) => {
@@ -438,7 +443,7 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let shared = Arc::clone(&shared);
         let tls = tls.clone();
-        tokio::spawn(async move {
+        sessions.spawn(async move {
             metrics::gauge!(m::NODE_OPEN_CONNECTIONS).increment(1.0);
             let result = match tls {
                 None => session::serve(stream, shared).await,

@@ -12,7 +12,11 @@ use crate::metrics as m;
 #[derive(Debug)]
 enum State {
     Up,
-    Down { since: Instant, retry_at: Instant, reason: &'static str },
+    Down {
+        since: Instant,
+        retry_at: Instant,
+        reason: &'static str,
+    },
 }
 
 /// One node's health.
@@ -97,7 +101,10 @@ mod tests {
         let h = Health::new("n1".into(), Duration::from_millis(50));
         assert!(h.is_up());
         assert!(h.fail("connect", &"refused"));
-        assert!(!h.fail("connect", &"refused"), "only the first failure is a change");
+        assert!(
+            !h.fail("connect", &"refused"),
+            "only the first failure is a change"
+        );
         assert!(!h.is_up());
         assert!(!h.may_try(Instant::now()));
         assert!(h.may_try(Instant::now() + Duration::from_millis(60)));

@@ -80,6 +80,7 @@ pub enum ProxyError {
 /// State every client session shares; the cluster is swapped on SIGHUP.
 pub struct ProxyShared {
     cluster: RwLock<Arc<Cluster>>,
+    clients: std::sync::atomic::AtomicUsize,
     username: RwLock<String>,
     pub timeout: Duration,
     pub max_item_size: usize,
@@ -93,6 +94,12 @@ impl ProxyShared {
         }
     }
 
+    /// Spread clients over the connection slots, one slot per client.
+    pub fn next_affinity(&self) -> usize {
+        self.clients
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Is this first `set` a client's ASCII login (MemCachier's form, key =
     /// username; or memcached -Y's, value = "username password")?
     pub fn is_ascii_login(&self, key: &[u8], value: &[u8]) -> bool {
@@ -100,7 +107,8 @@ impl ProxyShared {
             return false;
         };
         let user = user.as_bytes();
-        key == user || (value.len() > user.len() && value.starts_with(user) && value[user.len()] == b' ')
+        key == user
+            || (value.len() > user.len() && value.starts_with(user) && value[user.len()] == b' ')
     }
 }
 
@@ -110,7 +118,10 @@ fn cluster_for(config: &ProxyConfig) -> Result<Cluster, ProxyError> {
     let mut targets = Vec::with_capacity(config.servers.len());
     for spec in &config.servers {
         let port = config.tls_port.unwrap_or(spec.port);
-        let name = config.server_name.clone().unwrap_or_else(|| spec.host.clone());
+        let name = config
+            .server_name
+            .clone()
+            .unwrap_or_else(|| spec.host.clone());
         let server_name = crate::tls::server_name(&name)
             .map_err(|e| ProxyError::ServerName(name.clone(), e.to_string()))?;
         let addr = if spec.host.contains(':') {
@@ -176,6 +187,7 @@ impl Proxy {
         };
         let shared = Arc::new(ProxyShared {
             cluster: RwLock::new(Arc::new(cluster)),
+            clients: std::sync::atomic::AtomicUsize::new(0),
             username: RwLock::new(config.username.clone()),
             timeout: config.timeout,
             max_item_size: config.max_item_size,
@@ -285,7 +297,10 @@ impl Proxy {
         })
         .await;
         if drained.is_err() {
-            tracing::warn!(clients = sessions.len(), "drain timeout; closing remaining clients");
+            tracing::warn!(
+                clients = sessions.len(),
+                "drain timeout; closing remaining clients"
+            );
         }
         sessions.abort_all();
         prober.abort();

@@ -5,7 +5,6 @@
 //! refilled on demand (one connect at a time per slot); a node whose connect,
 //! TLS or SASL fails is marked down, and a prober brings it back.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -36,7 +35,6 @@ pub struct Node {
     pub target: Target,
     pub health: Health,
     slots: Vec<Slot>,
-    next: AtomicUsize,
 }
 
 impl Node {
@@ -49,14 +47,19 @@ impl Node {
                     connecting: tokio::sync::Mutex::new(()),
                 })
                 .collect(),
-            next: AtomicUsize::new(0),
             target,
         }
     }
 
-    /// A live, logged-in connection (round-robin over the slots).
-    pub async fn connection(&self, settings: &Settings) -> Result<Connection, UpstreamError> {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
+    /// A live, logged-in connection. A client always uses the same slot
+    /// (`affinity`), so its requests to this node stay in order: a get sent
+    /// after a set must not overtake it on another connection.
+    pub async fn connection(
+        &self,
+        settings: &Settings,
+        affinity: usize,
+    ) -> Result<Connection, UpstreamError> {
+        let i = affinity % self.slots.len();
         let slot = &self.slots[i];
         if let Some(conn) = live(&slot.conn) {
             return Ok(conn);
@@ -123,7 +126,10 @@ impl Node {
 
     /// Connections currently open.
     pub fn open_connections(&self) -> usize {
-        self.slots.iter().filter(|s| live(&s.conn).is_some()).count()
+        self.slots
+            .iter()
+            .filter(|s| live(&s.conn).is_some())
+            .count()
     }
 
     /// Try one connection if the node is down and its retry time has come.
@@ -177,6 +183,10 @@ impl Cluster {
         }
     }
 
+    pub fn failover(&self) -> Failover {
+        self.failover
+    }
+
     /// The node that serves `key` now, or why none can.
     pub fn route(&self, key: &[u8]) -> Result<&Arc<Node>, UpstreamError> {
         let home = &self.nodes[self.ring.locate(key) % self.nodes.len()];
@@ -187,9 +197,11 @@ impl Cluster {
         let down: Vec<usize> = (0..self.nodes.len())
             .filter(|&i| !self.nodes[i].health.may_try(now))
             .collect();
-        let ring = self.live_ring_for(&down).ok_or_else(|| UpstreamError::Down {
-            node: home.target.name.clone(),
-        })?;
+        let ring = self
+            .live_ring_for(&down)
+            .ok_or_else(|| UpstreamError::Down {
+                node: home.target.name.clone(),
+            })?;
         Ok(&self.nodes[ring.locate(key) % self.nodes.len()])
     }
 

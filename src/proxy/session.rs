@@ -20,7 +20,7 @@ use std::time::Instant;
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::pool::{Cluster, Node};
+use super::pool::{Cluster, Failover, Node};
 use super::upstream::{PendingReply, UpstreamError};
 use super::ProxyShared;
 use crate::metrics as m;
@@ -69,6 +69,8 @@ where
     let limits = protocol::Limits {
         max_item_size: shared.max_item_size,
     };
+    // Which upstream connection of each node this client uses.
+    let affinity = shared.next_affinity();
     let mut rbuf = BytesMut::with_capacity(INITIAL_READ_BUFFER);
     let mut wbuf = BytesMut::new();
     let mut queue: VecDeque<Pending> = VecDeque::new();
@@ -146,7 +148,7 @@ where
                 Parsed::Incomplete => break,
                 Parsed::Request(request, used) => {
                     rbuf.advance(used);
-                    let pending = dispatch(&shared, request, first_command).await;
+                    let pending = dispatch(&shared, request, first_command, affinity).await;
                     first_command = false;
                     queue.push_back(pending);
                 }
@@ -169,7 +171,7 @@ where
                             invalidate: false,
                             exptime: None,
                         });
-                        let _ = forward(&shared.cluster(), delete, shared.timeout).await;
+                        let _ = forward(&shared.cluster(), delete, shared.timeout, affinity).await;
                     }
                     queue.push_back(ready(frame, Response::Error(error), "other"));
                 }
@@ -213,7 +215,12 @@ fn ready(frame: Frame, response: Response, command: &'static str) -> Pending {
 }
 
 /// Route one request and start it; the returned future yields its reply.
-async fn dispatch(shared: &Arc<ProxyShared>, request: Request, first_command: bool) -> Pending {
+async fn dispatch(
+    shared: &Arc<ProxyShared>,
+    request: Request,
+    first_command: bool,
+    affinity: usize,
+) -> Pending {
     let Request { command, frame } = request;
     let label = label(&command);
     let key = match frame {
@@ -256,7 +263,7 @@ async fn dispatch(shared: &Arc<ProxyShared>, request: Request, first_command: bo
             let cluster = shared.cluster();
             let mut parts = Vec::with_capacity(cluster.nodes.len());
             for node in &cluster.nodes {
-                parts.push(start(&cluster, node, command.clone()).await);
+                parts.push(start(&cluster, node, command.clone(), affinity).await);
             }
             let timeout = shared.timeout;
             return Box::pin(async move {
@@ -286,10 +293,7 @@ async fn dispatch(shared: &Arc<ProxyShared>, request: Request, first_command: bo
                     keys: vec![one_key.clone()],
                     ..get.clone()
                 });
-                parts.push(match cluster.route(one_key) {
-                    Ok(node) => start(&cluster, node, one).await,
-                    Err(error) => Part::Failed(error),
-                });
+                parts.push(start_routed(&cluster, one_key, one, affinity).await);
             }
             let timeout = shared.timeout;
             return Box::pin(async move {
@@ -316,11 +320,8 @@ async fn dispatch(shared: &Arc<ProxyShared>, request: Request, first_command: bo
         }
         command => {
             let cluster = shared.cluster();
-            let route_key: &[u8] = command.key().map(|k| k.as_ref()).unwrap_or(b"");
-            let part = match cluster.route(route_key) {
-                Ok(node) => start(&cluster, node, command).await,
-                Err(error) => Part::Failed(error),
-            };
+            let route_key = command.key().cloned().unwrap_or_default();
+            let part = start_routed(&cluster, &route_key, command, affinity).await;
             let timeout = shared.timeout;
             return Box::pin(async move {
                 Reply {
@@ -357,8 +358,31 @@ enum Part {
     Failed(UpstreamError),
 }
 
-async fn start(cluster: &Cluster, node: &Arc<Node>, command: Command) -> Part {
-    let conn = match node.connection(&cluster.settings).await {
+/// Start `command` on the node that serves `key`. In eject mode, a node found
+/// dead by this very request hands it on to the node the live ring picks.
+async fn start_routed(cluster: &Cluster, key: &[u8], command: Command, affinity: usize) -> Part {
+    let node = match cluster.route(key) {
+        Ok(node) => node,
+        Err(error) => return Part::Failed(error),
+    };
+    if cluster.failover() == Failover::Error {
+        return start(cluster, node, command, affinity).await;
+    }
+    let part = start(cluster, node, command.clone(), affinity).await;
+    if let Part::Failed(_) = part {
+        if !node.health.is_up() {
+            if let Ok(next) = cluster.route(key) {
+                if !Arc::ptr_eq(next, node) {
+                    return start(cluster, next, command, affinity).await;
+                }
+            }
+        }
+    }
+    part
+}
+
+async fn start(cluster: &Cluster, node: &Arc<Node>, command: Command, affinity: usize) -> Part {
+    let conn = match node.connection(&cluster.settings, affinity).await {
         Ok(conn) => conn,
         Err(error) => return Part::Failed(error),
     };
@@ -374,13 +398,17 @@ async fn start(cluster: &Cluster, node: &Arc<Node>, command: Command) -> Part {
 }
 
 /// Send a command to its key's node and wait for the reply.
-async fn forward(cluster: &Cluster, command: Command, timeout: std::time::Duration) -> Response {
-    let key: &[u8] = command.key().map(|k| k.as_ref()).unwrap_or(b"");
-    let part = match cluster.route(key) {
-        Ok(node) => start(cluster, node, command).await,
-        Err(error) => Part::Failed(error),
-    };
-    part.resolve(timeout).await
+async fn forward(
+    cluster: &Cluster,
+    command: Command,
+    timeout: std::time::Duration,
+    affinity: usize,
+) -> Response {
+    let key = command.key().cloned().unwrap_or_default();
+    start_routed(cluster, &key, command, affinity)
+        .await
+        .resolve(timeout)
+        .await
 }
 
 impl Part {
@@ -440,7 +468,15 @@ fn merge_all_ok(results: Vec<Response>) -> Response {
 
 /// `stats` across nodes: numeric counters summed, the rest from the first node.
 fn merge_stats(results: Vec<Response>) -> Response {
-    const NOT_SUMMED: &[&str] = &["pid", "uptime", "time", "version", "pointer_size", "threads", "max_connections"];
+    const NOT_SUMMED: &[&str] = &[
+        "pid",
+        "uptime",
+        "time",
+        "version",
+        "pointer_size",
+        "threads",
+        "max_connections",
+    ];
     let mut merged: Vec<(String, String)> = Vec::new();
     for result in results {
         let Response::Stats(pairs) = result else {

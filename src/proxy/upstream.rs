@@ -220,7 +220,10 @@ impl Connection {
 }
 
 fn tls_reason(error: &std::io::Error) -> String {
-    match error.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
+    match error
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+    {
         Some(rustls::Error::InvalidCertificate(why)) => format!("certificate refused: {why:?}"),
         Some(other) => other.to_string(),
         None => error.to_string(),
@@ -228,7 +231,12 @@ fn tls_reason(error: &std::io::Error) -> String {
 }
 
 /// SASL PLAIN over the binary protocol.
-async fn sasl_login<S>(stream: &mut S, node: &str, user: &str, pass: &str) -> Result<(), UpstreamError>
+async fn sasl_login<S>(
+    stream: &mut S,
+    node: &str,
+    user: &str,
+    pass: &str,
+) -> Result<(), UpstreamError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -246,9 +254,11 @@ where
     stream.flush().await.map_err(io)?;
     let mut buf = BytesMut::with_capacity(256);
     loop {
-        if let Some((packet, _)) = binary::parse_response(&buf).map_err(|_| UpstreamError::Protocol {
-            node: node.to_string(),
-        })? {
+        if let Some((packet, _)) =
+            binary::parse_response(&buf).map_err(|_| UpstreamError::Protocol {
+                node: node.to_string(),
+            })?
+        {
             return match packet.status {
                 binary::status::NO_ERROR => Ok(()),
                 status => Err(UpstreamError::Auth {
@@ -382,9 +392,19 @@ async fn reader<R>(
             break lost_error();
         }
         match rd.read_buf(&mut buf).await {
-            Ok(0) => break UpstreamError::Io { node: node.clone(), reason: "closed by node".into() },
+            Ok(0) => {
+                break UpstreamError::Io {
+                    node: node.clone(),
+                    reason: "closed by node".into(),
+                }
+            }
             Ok(_) => {}
-            Err(e) => break UpstreamError::Io { node: node.clone(), reason: e.to_string() },
+            Err(e) => {
+                break UpstreamError::Io {
+                    node: node.clone(),
+                    reason: e.to_string(),
+                }
+            }
         }
         match drain_replies(&mut buf, &inflight, &node) {
             Ok(()) => {}
@@ -406,7 +426,9 @@ fn drain_replies(
     node: &str,
 ) -> Result<(), UpstreamError> {
     use bytes::Buf;
-    let corrupt = || UpstreamError::Protocol { node: node.to_string() };
+    let corrupt = || UpstreamError::Protocol {
+        node: node.to_string(),
+    };
     while let Some((packet, used)) = binary::parse_response(buf).map_err(|_| corrupt())? {
         buf.advance(used);
         let mut q = inflight.lock().map_err(|_| corrupt())?;

@@ -300,7 +300,10 @@ impl TestPki {
 
     /// A server config whose certificate names `localhost` and 127.0.0.1.
     pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
-        let issued = self.ca.issue_node("localhost", &["localhost", "127.0.0.1"]).unwrap();
+        let issued = self
+            .ca
+            .issue_node("localhost", &["localhost", "127.0.0.1"])
+            .unwrap();
         let chain = memgate::tls::certs_from_pem(issued.cert_pem.as_bytes()).unwrap();
         let key = memgate::tls::key_from_pem(issued.key_pem.as_bytes()).unwrap();
         memgate::tls::server_config(chain, key, None).unwrap()
@@ -385,7 +388,9 @@ pub fn proxy_config(servers: &[String], ca_pem: &str) -> memgate::proxy::ProxyCo
 }
 
 pub async fn start_proxy(config: memgate::proxy::ProxyConfig) -> TestProxy {
-    let proxy = memgate::proxy::Proxy::bind(config).await.expect("proxy binds");
+    let proxy = memgate::proxy::Proxy::bind(config)
+        .await
+        .expect("proxy binds");
     let (stop, rx) = watch::channel(false);
     let (reload, reload_rx) = watch::channel(0u64);
     let addr = proxy.addr().unwrap();
@@ -420,7 +425,14 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut out = Vec::new();
     s.read_to_end(&mut out).await.unwrap();
     let text = String::from_utf8_lossy(&out).to_string();
-    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (status, body)
 }
