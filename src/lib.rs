@@ -7,8 +7,11 @@
 //! - [`node`]: the storage node (`memgate node`).
 //! - [`tls`], [`pki`]: rustls configs from PEM; rcgen PKI.
 //! - [`metrics`]: metric names and the Prometheus exporter.
-//! - [`config`]: sizes, durations and shared config parsing.
+//! - [`proxy`]: the sidecar (`memgate proxy`).
+//! - [`cluster`]: `memgate up` and `memgate certs`.
+//! - [`config`]: flags, environment and TOML into validated config.
 
+pub mod cluster;
 pub mod config;
 pub mod metrics;
 pub mod node;

@@ -64,7 +64,46 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Role::Node(args) => memgate_node(args).await,
         Role::Proxy(args) => memgate_proxy(args).await,
         Role::Route(args) => route(args),
+        Role::Certs(args) => certs(args),
+        Role::Up(args) => up(args).await,
     }
+}
+
+/// `memgate certs`: write the PKI and list what was written.
+fn certs(args: memgate::config::cli::CertsArgs) -> Result<(), Failure> {
+    let written = memgate::cluster::certs(&args.out, &args.nodes, &args.clients, args.force)
+        .map_err(|e| Failure::Config(e.into()))?;
+    if written.is_empty() {
+        println!(
+            "CA already in {}; nothing else asked for (give --node NAME)",
+            args.out.display()
+        );
+    }
+    for path in written {
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// `memgate up`: the whole local cluster until Ctrl-C or SIGTERM.
+async fn up(args: memgate::config::cli::UpArgs) -> Result<(), Failure> {
+    let config = args.into_config().map_err(|e| Failure::Config(e.into()))?;
+    let running = memgate::cluster::start(config).await.map_err(|e| {
+        if e.is_bind() {
+            Failure::Runtime(e.into())
+        } else {
+            Failure::Config(e.into())
+        }
+    })?;
+    println!("{}", running.banner());
+    let mut terminate = signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("stopping");
+    running.stop().await;
+    Ok(())
 }
 
 fn env_var(name: &str) -> Option<String> {
@@ -201,8 +240,10 @@ fn hash_password() -> anyhow::Result<()> {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("MEMGATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
 }

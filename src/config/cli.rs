@@ -29,6 +29,75 @@ pub enum Role {
     Proxy(ProxyArgs),
     /// Print which node each key maps to (the proxy's ketama ring).
     Route(RouteArgs),
+    /// Create the private PKI: a root CA, node and client certificates.
+    Certs(CertsArgs),
+    /// Run a whole local cluster (TLS + SASL nodes and the sidecar) in one process.
+    Up(UpArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CertsArgs {
+    /// Directory for the CA and certificates.
+    #[arg(long, default_value = "certs")]
+    pub out: PathBuf,
+    /// A node certificate: NAME (a DNS name or IP), or NAME=SAN,SAN,...; repeatable.
+    #[arg(long = "node")]
+    pub nodes: Vec<String>,
+    /// A client certificate for mutual TLS; repeatable.
+    #[arg(long = "client")]
+    pub clients: Vec<String>,
+    /// Replace an existing CA (every certificate it issued stops verifying).
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// How many nodes to run.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: usize,
+    /// Where the sidecar listens (loopback only).
+    #[arg(long, default_value = "127.0.0.1:11211")]
+    pub listen: SocketAddr,
+    /// Metrics and health endpoints; "none" turns them off.
+    #[arg(long, default_value = "127.0.0.1:9151")]
+    pub metrics_listen: String,
+    /// Where the PKI, caches file and credentials live (reused across runs).
+    #[arg(long, default_value = ".memgate")]
+    pub dir: PathBuf,
+}
+
+impl UpArgs {
+    pub fn into_config(self) -> Result<crate::cluster::UpConfig, ConfigError> {
+        if !self.listen.ip().is_loopback() {
+            return Err(ConfigError::Invalid {
+                what: "--listen",
+                value: self.listen.to_string(),
+                expected: "a loopback address",
+            });
+        }
+        let metrics_listen = match self.metrics_listen.as_str() {
+            "none" => None,
+            addr => Some(addr.parse().map_err(|_| ConfigError::Invalid {
+                what: "--metrics-listen",
+                value: addr.to_string(),
+                expected: "an address such as 127.0.0.1:9151, or none",
+            })?),
+        };
+        if self.nodes == 0 || self.nodes > 64 {
+            return Err(ConfigError::Invalid {
+                what: "--nodes",
+                value: self.nodes.to_string(),
+                expected: "1 to 64",
+            });
+        }
+        Ok(crate::cluster::UpConfig {
+            nodes: self.nodes,
+            listen: self.listen,
+            metrics_listen,
+            dir: self.dir,
+        })
+    }
 }
 
 #[derive(Debug, Args)]
