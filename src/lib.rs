@@ -10,6 +10,22 @@
 //! - [`proxy`]: the sidecar (`memgate proxy`).
 //! - [`cluster`]: `memgate up` and `memgate certs`.
 //! - [`config`]: flags, environment and TOML into validated config.
+//!
+//! # How a request flows
+//!
+//! ```text
+//! client bytes ─▶ proxy::session ─ protocol::parse (dialect by first byte)
+//!                      │            ─▶ Request { Command, Frame }
+//!                      ├─ proxy::ring (ketama) picks the node; multi-key gets split
+//!                      ├─ proxy::pool: the client's connection slot on that node
+//!                      ├─ proxy::upstream: binary encode, pipelined, matched by opaque
+//!                      │        │ TLS + SASL
+//!                      │        ▼
+//!                      │   node::session ─ auth gate ─ capabilities ─ node::store
+//!                      │        │ binary reply
+//!                      ◀────────┘ Response
+//!                 protocol::encode(frame, response) ─▶ client, in request order
+//! ```
 
 pub mod cluster;
 pub mod config;
