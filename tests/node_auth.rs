@@ -274,3 +274,43 @@ where
         }
     }
 }
+
+#[tokio::test]
+async fn per_cache_prometheus_metrics() {
+    let node = start_node(Some(TWO_CACHES), false, |c| {
+        c.metrics_listen = Some("127.0.0.1:0".parse().unwrap())
+    })
+    .await;
+    let mut a = connect(node.plain.unwrap()).await;
+    a.expect(b"set alice 0 0 12\r\nalice-secret\r\n", b"STORED\r\n")
+        .await;
+    a.expect(b"set k 0 0 1\r\nv\r\n", b"STORED\r\n").await;
+    a.expect(b"get k\r\n", b"VALUE k 0 1\r\nv\r\nEND\r\n").await;
+    let mut bad = connect(node.plain.unwrap()).await;
+    assert_eq!(bad.sasl_login("bob", "nope").await, 0x20);
+    let (status, body) = http_get(node.metrics.unwrap(), "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("memgate_node_cache_items{cache=\"1561\"} 1"),
+        "{body}"
+    );
+    assert!(
+        body.contains("memgate_node_cache_items{cache=\"2000\"} 0"),
+        "{body}"
+    );
+    assert!(
+        body.contains("memgate_node_cache_commands_total{cache=\"1561\",stat=\"get_hits\"} 1"),
+        "{body}"
+    );
+    assert!(
+        body.contains("memgate_node_auth_failures_total{cache=\"2000\"} 1"),
+        "{body}"
+    );
+    assert!(
+        body.contains(&format!(
+            "memgate_node_cache_limit_bytes{{cache=\"1561\"}} {}",
+            8u64 << 20
+        )),
+        "{body}"
+    );
+}

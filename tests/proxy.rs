@@ -393,3 +393,48 @@ async fn health_endpoints_and_drain() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test]
+async fn expired_node_certificate_is_refused() {
+    use memgate::pki::{CertSpec, Usage};
+    use std::time::SystemTime;
+    let pki = TestPki::new();
+    let day = Duration::from_secs(86_400);
+    let mut spec = CertSpec::new("localhost", &["localhost", "127.0.0.1"], Usage::Server);
+    spec.not_before = SystemTime::now() - 10 * day;
+    spec.not_after = SystemTime::now() - day;
+    let issued = pki.ca.issue(&spec).unwrap();
+    let server = memgate::tls::server_config(
+        memgate::tls::certs_from_pem(issued.cert_pem.as_bytes()).unwrap(),
+        memgate::tls::key_from_pem(issued.key_pem.as_bytes()).unwrap(),
+        None,
+    )
+    .unwrap();
+    let node = start_node(Some(PROXY_CACHE), false, |c| {
+        c.listen = None;
+        c.tls_listen = Some(("127.0.0.1:0".parse().unwrap(), server));
+    })
+    .await;
+    let nodes = vec![node];
+    let proxy = start_proxy(proxy_config(&server_entries(&nodes), &pki.ca_pem())).await;
+    let mut c = connect(proxy.addr).await;
+    c.send(b"get a\r\n").await;
+    let reply = String::from_utf8(c.read_exact(12).await).unwrap();
+    assert!(reply.starts_with("SERVER_ERROR"), "{reply}");
+    let (_, metrics) = http_get(proxy.metrics.unwrap(), "/metrics").await;
+    assert!(
+        metrics.contains("memgate_proxy_tls_failures_total{node=\"n0\"} 1"),
+        "{metrics}"
+    );
+    let tenants = nodes[0].shared.tenants();
+    assert_eq!(
+        tenants
+            .get("42")
+            .unwrap()
+            .stats
+            .auth_cmds
+            .load(Ordering::Relaxed),
+        0,
+        "no password sent"
+    );
+}

@@ -1,0 +1,195 @@
+//! `memgate proxy` and `memgate route` as operators run them: environment,
+//! config file, exit codes, SIGHUP and SIGTERM.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_memgate");
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .envs(env.iter().copied())
+        .env_remove("MEMCACHIER_SERVERS")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_proxy_configuration_exits_64_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.crt");
+    std::fs::write(&ca, TestPki::new().ca_pem()).unwrap();
+    let ca = ca.to_str().unwrap();
+    let base = [("MEMCACHIER_USERNAME", "u"), ("MEMCACHIER_PASSWORD", "p")];
+    for (args, why) in [
+        (vec!["proxy", "--ca", ca], "servers"),
+        (vec!["proxy", "--servers", "a:1"], "--ca"),
+        (
+            vec![
+                "proxy",
+                "--servers",
+                "a:1",
+                "--ca",
+                ca,
+                "--listen",
+                "0.0.0.0:0",
+            ],
+            "loopback",
+        ),
+        (
+            vec!["proxy", "--servers", "a:1", "--ca", ca, "--timeout", "soon"],
+            "--timeout",
+        ),
+        (vec!["proxy", "--servers", "a:notaport", "--ca", ca], "port"),
+        (
+            vec!["proxy", "--servers", "a:1", "--ca", "/nonexistent/ca.pem"],
+            "nonexistent",
+        ),
+        (
+            vec![
+                "proxy",
+                "--servers",
+                "a:1",
+                "--ca",
+                ca,
+                "--config",
+                "/nonexistent.toml",
+            ],
+            "nonexistent",
+        ),
+    ] {
+        let (code, _, stderr) = run(&args, &base);
+        assert_eq!(code, 64, "{args:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(why),
+            "{args:?} should mention {why}: {stderr}"
+        );
+        assert!(!stderr.contains("\"p\""), "password leaked: {stderr}");
+    }
+}
+
+#[test]
+fn route_prints_each_keys_node() {
+    let servers = "mc1.example.com:11211,mc2.example.com:11219,other=10.0.0.3:11211:2";
+    let (code, stdout, stderr) = run(
+        &["route", "--servers", servers, "alpha", "beta", "gamma"],
+        &[],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let specs: Vec<_> = servers
+        .split(',')
+        .map(|s| memgate::proxy::ring::parse_server_entry(s).unwrap())
+        .collect();
+    let ring = memgate::proxy::ring::Ring::new(&specs).unwrap();
+    let expected: String = ["alpha", "beta", "gamma"]
+        .iter()
+        .map(|k| format!("{k}\t{}\n", specs[ring.locate(k.as_bytes())].name))
+        .collect();
+    assert_eq!(stdout, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_from_env_and_config_reloads_on_sighup_and_drains_on_sigterm() {
+    let pki = TestPki::new();
+    let first = start_tls_nodes(&pki, 1).await;
+    let second = start_tls_nodes(&pki, 1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.crt");
+    std::fs::write(&ca, pki.ca_pem()).unwrap();
+    let config = dir.path().join("proxy.toml");
+    let file = |port: u16| {
+        format!("timeout = \"2s\"\nmetrics_listen = \"none\"\nservers = \"127.0.0.1:{port}\"\n")
+    };
+    std::fs::write(&config, file(first[0].tls.unwrap().port())).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["proxy", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .env("MEMGATE_PROXY_CA", &ca)
+        .env_remove("MEMCACHIER_SERVERS")
+        .env("MEMCACHIER_USERNAME", PROXY_USER)
+        .env("MEMCACHIER_PASSWORD", PROXY_PASS)
+        .env("MEMGATE_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (addr, lines) = tokio::task::spawn_blocking(move || {
+        let mut lines = BufReader::new(stderr).lines();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            assert!(Instant::now() < deadline);
+            let line = lines.next().expect("proxy exited").unwrap();
+            assert!(!line.contains(PROXY_PASS), "password logged: {line}");
+            if line.contains("listening") && line.contains("client") {
+                let addr = line.rsplit("addr=").next().unwrap().trim().to_string();
+                return (addr.parse::<std::net::SocketAddr>().unwrap(), lines);
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let log = tokio::task::spawn_blocking(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+
+    let mut c = connect(addr).await;
+    c.expect(b"set k 0 0 5\r\nfirst\r\n", b"STORED\r\n").await;
+    assert_eq!(
+        first[0]
+            .shared
+            .tenants()
+            .get("42")
+            .unwrap()
+            .store
+            .usage()
+            .items,
+        1
+    );
+
+    // Point the config file at the second node and SIGHUP: same client connection.
+    std::fs::write(&config, file(second[0].tls.unwrap().port())).unwrap();
+    kill(child.id(), "HUP");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The same client connection now reaches the second node, which is empty.
+    c.expect(b"get k\r\n", b"END\r\n").await;
+    c.expect(b"set k 0 0 6\r\nsecond\r\n", b"STORED\r\n").await;
+    assert_eq!(
+        second[0]
+            .shared
+            .tenants()
+            .get("42")
+            .unwrap()
+            .store
+            .usage()
+            .items,
+        1
+    );
+
+    kill(child.id(), "TERM");
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    let log = log.await.unwrap().join("\n");
+    assert!(log.contains("configuration reloaded"), "{log}");
+    assert!(!log.contains(PROXY_PASS), "password logged");
+}
+
+fn kill(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
