@@ -96,11 +96,8 @@ async fn up(args: memgate::config::cli::UpArgs) -> Result<(), Failure> {
         }
     })?;
     println!("{}", running.banner());
-    let mut terminate = signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
+    // `up` has nothing to reload: SIGHUP is logged and ignored.
+    until_stopped(|| tracing::info!("SIGHUP ignored by memgate up")).await?;
     tracing::info!("stopping");
     running.stop().await;
     Ok(())
@@ -162,19 +159,12 @@ async fn memgate_proxy(args: memgate::config::cli::ProxyArgs) -> Result<(), Fail
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (reload_tx, reload_rx) = tokio::sync::watch::channel(0u64);
     let server = tokio::spawn(proxy.run(stop_rx, reload_rx));
-    let mut hangup = signal(tokio::signal::unix::SignalKind::hangup())?;
-    let mut terminate = signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut generation = 0u64;
-    loop {
-        tokio::select! {
-            _ = hangup.recv() => {
-                generation += 1;
-                let _ = reload_tx.send(generation);
-            }
-            _ = terminate.recv() => break,
-            _ = tokio::signal::ctrl_c() => break,
-        }
-    }
+    until_stopped(|| {
+        generation += 1;
+        let _ = reload_tx.send(generation);
+    })
+    .await?;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     let _ = server.await;
@@ -205,22 +195,28 @@ async fn memgate_node(args: memgate::config::cli::NodeArgs) -> Result<(), Failur
     let shared = node.shared();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let server = tokio::spawn(node.run(stop_rx));
-    let mut hangup = signal(tokio::signal::unix::SignalKind::hangup())?;
-    let mut terminate = signal(tokio::signal::unix::SignalKind::terminate())?;
-    loop {
-        tokio::select! {
-            _ = hangup.recv() => match shared.reload() {
-                Ok(()) => tracing::info!("caches file reloaded"),
-                Err(error) => tracing::error!(%error, "caches file not reloaded; keeping the old one"),
-            },
-            _ = terminate.recv() => break,
-            _ = tokio::signal::ctrl_c() => break,
-        }
-    }
+    until_stopped(|| match shared.reload() {
+        Ok(()) => tracing::info!("caches file reloaded"),
+        Err(error) => tracing::error!(%error, "caches file not reloaded; keeping the old one"),
+    })
+    .await?;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     let _ = server.await;
     Ok(())
+}
+
+/// Serve until SIGTERM or Ctrl-C, calling `on_hangup` for each SIGHUP.
+async fn until_stopped(mut on_hangup: impl FnMut()) -> Result<(), Failure> {
+    let mut hangup = signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut terminate = signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => on_hangup(),
+            _ = terminate.recv() => return Ok(()),
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
 }
 
 fn signal(kind: tokio::signal::unix::SignalKind) -> Result<tokio::signal::unix::Signal, Failure> {

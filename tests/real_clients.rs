@@ -8,17 +8,6 @@ use std::process::Command;
 
 use common::*;
 
-const CACHE: &str = r#"
-[[cache]]
-id = "42"
-memory_limit = "32MiB"
-
-[[cache.credential]]
-username = "15F38e"
-password = "0c3a1b2d4e5f"
-primary = true
-"#;
-
 /// Run a command to completion off the async runtime; panic with its output on failure.
 async fn run_ok(mut cmd: Command) -> String {
     let shown = format!("{cmd:?}");
@@ -38,7 +27,7 @@ async fn run_ok(mut cmd: Command) -> String {
 }
 
 async fn client_script(interpreter: &str, script: &str) -> String {
-    let node = start_node(Some(CACHE), true, |_| {}).await;
+    let node = start_node(Some(PROXY_CACHE), true, |_| {}).await;
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("ca.pem");
     std::fs::write(&ca, node.ca_pem.as_ref().unwrap()).unwrap();
@@ -50,7 +39,7 @@ async fn client_script(interpreter: &str, script: &str) -> String {
     .arg(node.plain.unwrap().to_string())
     .arg(node.tls.unwrap().to_string())
     .arg(&ca)
-    .args(["15F38e", "0c3a1b2d4e5f"]);
+    .args([PROXY_USER, PROXY_PASS]);
     run_ok(cmd).await
 }
 
