@@ -21,11 +21,12 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 wait_port() { for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/"$1") 2>/dev/null && return; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
 rss_kib() { awk '/VmRSS/ {print $2}' /proc/"$1"/status; }
 
+# Each sets $pid (no command substitution: that would run in a subshell).
 start_memcached() { # port
-  memcached -p "$1" -l 127.0.0.1 -U 0 -m 64 -t 4 -u root & pids+=($!); echo $!
+  memcached -p "$1" -l 127.0.0.1 -U 0 -m 64 -t 4 -u root >/dev/null 2>&1 & pid=$!; pids+=("$pid")
 }
 start_memgate() { # port
-  MEMGATE_LOG=warn "$bin" node --insecure-no-auth --listen 127.0.0.1:"$1" --memory-limit 64MiB & pids+=($!); echo $!
+  MEMGATE_LOG=warn "$bin" node --insecure-no-auth --listen 127.0.0.1:"$1" --memory-limit 64MiB >/dev/null 2>&1 & pid=$!; pids+=("$pid")
 }
 
 cat > "$work/mix.cfg" <<'CFG'
@@ -58,11 +59,16 @@ minmax() { sort -n | awk 'NR==1{min=$1} {max=$1} END {print min "-" max}'; }
 declare -A results
 for name in memcached memgate; do
   port=$(free_port)
-  pid=$("start_$name" "$port")
+  "start_$name" "$port"
   wait_port "$port"
   vals=()
   for _ in $(seq "$runs"); do vals+=("$(tps "$port")"); done
   results[$name]="${vals[*]}"
+  # Sanity: a server that refuses requests is fast and wrong; show what it did.
+  stats=$(printf 'stats\r\nquit\r\n' | timeout 5 nc -q1 127.0.0.1 "$port" 2>/dev/null | tr -d '\r')
+  results[${name}_sets]=$(awk '/STAT cmd_set / {print $3}' <<<"$stats")
+  results[${name}_hits]=$(awk '/STAT get_hits / {print $3}' <<<"$stats")
+  results[${name}_gets]=$(awk '/STAT cmd_get / {print $3}' <<<"$stats")
   # Capacity: set 1.5M distinct keys (far more than fit), then count.
   memcaslap -s 127.0.0.1:"$port" -F "$work/fill.cfg" -T 2 -c 16 -w 100k -x 1600000 >/dev/null 2>&1 || true
   items=$(printf 'stats\r\nquit\r\n' | timeout 5 nc -q1 127.0.0.1 "$port" 2>/dev/null | awk '/STAT curr_items/ {print $3}' | tr -d '\r')
@@ -78,12 +84,13 @@ echo
 echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr); $(date -u +%F)."
 echo "Command: \`benches/node.sh $secs $runs\` (memcaslap -T 2 -c 16, 90% get / 10% set, 100-byte values, ${secs}s x $runs runs each)."
 echo
-echo "| server | ops/s median | min-max | ratio to memcached |"
-echo "| --- | ---: | --- | ---: |"
+echo "| server | ops/s median | min-max | ratio to memcached | sets stored | get hit ratio |"
+echo "| --- | ---: | --- | ---: | ---: | ---: |"
 for name in memcached memgate; do
   med=$(echo "${results[$name]}" | tr ' ' '\n' | median)
   mm=$(echo "${results[$name]}" | tr ' ' '\n' | minmax)
-  echo "| $name | $med | $mm | $(awk -v a="$med" -v b="$mc_med" 'BEGIN {printf "%.2f", a/b}') |"
+  hr=$(awk -v h="${results[${name}_hits]}" -v g="${results[${name}_gets]}" 'BEGIN {if (g > 0) printf "%.2f", h/g; else print "n/a"}')
+  echo "| $name | $med | $mm | $(awk -v a="$med" -v b="$mc_med" 'BEGIN {printf "%.2f", a/b}') | ${results[${name}_sets]} | $hr |"
 done
 echo
 echo "| server (64 MiB limit, 100-byte values) | items held | RSS | RSS / limit |"
