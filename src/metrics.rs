@@ -185,9 +185,98 @@ pub fn install() -> PrometheusHandle {
             for (name, help) in NODE_METRICS.iter().chain(PROXY_METRICS) {
                 metrics::describe_counter!(*name, *help);
             }
+            // install_recorder() runs no upkeep task: without one, histogram
+            // samples pile up until the next scrape, unbounded if nobody
+            // scrapes. Drain them every few seconds on a small thread.
+            let upkeep = handle.clone();
+            let _ = std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || loop {
+                    std::thread::sleep(std::time::Duration::from_secs(5));
+                    upkeep.run_upkeep();
+                });
             handle
         })
         .clone()
+}
+
+/// The bounded `command` label values of `memgate_proxy_requests_total`.
+pub const COMMAND_LABELS: &[&str] = &[
+    "get",
+    "gat",
+    "set",
+    "add",
+    "replace",
+    "append",
+    "prepend",
+    "cas",
+    "delete",
+    "incr",
+    "decr",
+    "touch",
+    "flush_all",
+    "version",
+    "verbosity",
+    "stats",
+    "quit",
+    "noop",
+    "meta_debug",
+    "auth",
+    "other",
+];
+/// The `result` label values of `memgate_proxy_requests_total`.
+pub const RESULT_LABELS: &[&str] = &["ok", "miss", "client_error", "server_error"];
+
+/// The proxy's per-request metric handles, resolved once so that the request
+/// path only bumps atomics (a labelled `counter!` lookup per request costs
+/// more than the rest of the bookkeeping).
+pub struct RequestMetrics {
+    requests: Vec<metrics::Counter>,
+    durations: Vec<metrics::Histogram>,
+    pub read_bytes: metrics::Counter,
+    pub written_bytes: metrics::Counter,
+}
+
+impl RequestMetrics {
+    pub fn get() -> &'static RequestMetrics {
+        static METRICS: OnceLock<RequestMetrics> = OnceLock::new();
+        METRICS.get_or_init(|| {
+            install();
+            let mut requests = Vec::with_capacity(COMMAND_LABELS.len() * RESULT_LABELS.len());
+            for command in COMMAND_LABELS {
+                for result in RESULT_LABELS {
+                    requests.push(metrics::counter!(PROXY_REQUESTS_TOTAL, "command" => *command, "result" => *result));
+                }
+            }
+            RequestMetrics {
+                requests,
+                durations: COMMAND_LABELS
+                    .iter()
+                    .map(|c| metrics::histogram!(PROXY_REQUEST_DURATION_SECONDS, "command" => *c))
+                    .collect(),
+                read_bytes: metrics::counter!(PROXY_CLIENT_READ_BYTES_TOTAL),
+                written_bytes: metrics::counter!(PROXY_CLIENT_WRITTEN_BYTES_TOTAL),
+            }
+        })
+    }
+
+    /// Count one request: `command` indexes COMMAND_LABELS, `result` RESULT_LABELS.
+    pub fn record(&self, command: usize, result: usize, seconds: f64) {
+        if let Some(c) = self.requests.get(command * RESULT_LABELS.len() + result) {
+            c.increment(1);
+        }
+        if let Some(h) = self.durations.get(command) {
+            h.record(seconds);
+        }
+    }
+}
+
+/// Index of a command label (unknown labels count as "other").
+pub fn command_index(label: &str) -> usize {
+    COMMAND_LABELS
+        .iter()
+        .position(|c| *c == label)
+        .unwrap_or(COMMAND_LABELS.len() - 1)
 }
 
 /// A hook run before each scrape, to refresh gauges computed on demand.

@@ -34,6 +34,9 @@ struct Slot {
 pub struct Node {
     pub target: Target,
     pub health: Health,
+    /// Resolved once: the request path only bumps atomics.
+    pub upstream_requests: metrics::Counter,
+    pub upstream_latency: metrics::Histogram,
     slots: Vec<Slot>,
 }
 
@@ -41,6 +44,8 @@ impl Node {
     fn new(target: Target, connections: usize, retry_delay: Duration) -> Node {
         Node {
             health: Health::new(target.name.clone(), retry_delay),
+            upstream_requests: metrics::counter!(m::PROXY_UPSTREAM_REQUESTS_TOTAL, "node" => target.name.clone()),
+            upstream_latency: metrics::histogram!(m::PROXY_UPSTREAM_DURATION_SECONDS, "node" => target.name.clone()),
             slots: (0..connections.max(1))
                 .map(|_| Slot {
                     conn: Mutex::new(None),

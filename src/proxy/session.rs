@@ -97,7 +97,9 @@ where
         if !wbuf.is_empty() && (queue.is_empty() || wbuf.len() >= FLUSH_THRESHOLD || closing) {
             wr.write_all(&wbuf).await?;
             wr.flush().await?;
-            metrics::counter!(m::PROXY_CLIENT_WRITTEN_BYTES_TOTAL).increment(wbuf.len() as u64);
+            m::RequestMetrics::get()
+                .written_bytes
+                .increment(wbuf.len() as u64);
             wbuf.clear();
             if wbuf.capacity() > KEEP_BUFFER {
                 wbuf = BytesMut::new();
@@ -135,7 +137,7 @@ where
         if read == 0 {
             return Ok(());
         }
-        metrics::counter!(m::PROXY_CLIENT_READ_BYTES_TOTAL).increment(read as u64);
+        m::RequestMetrics::get().read_bytes.increment(read as u64);
         if skip > 0 {
             let k = skip.min(rbuf.len());
             rbuf.advance(k);
@@ -185,17 +187,19 @@ where
 
 /// Encode a finished reply and count it; true if the client asked to close.
 fn finish(reply: Reply, out: &mut BytesMut) -> bool {
+    // Indexes into metrics::RESULT_LABELS.
     let result = match &reply.response {
-        Response::Error(ErrorReply::Server(_)) => "server_error",
-        Response::Error(_) => "client_error",
-        Response::Get(items) if items.iter().all(Option::is_none) => "miss",
-        Response::NotFound => "miss",
-        _ => "ok",
+        Response::Error(ErrorReply::Server(_)) => 3,
+        Response::Error(_) => 2,
+        Response::Get(items) if items.iter().all(Option::is_none) => 1,
+        Response::NotFound => 1,
+        _ => 0,
     };
-    metrics::counter!(m::PROXY_REQUESTS_TOTAL, "command" => reply.command, "result" => result)
-        .increment(1);
-    metrics::histogram!(m::PROXY_REQUEST_DURATION_SECONDS, "command" => reply.command)
-        .record(reply.started.elapsed().as_secs_f64());
+    m::RequestMetrics::get().record(
+        m::command_index(reply.command),
+        result,
+        reply.started.elapsed().as_secs_f64(),
+    );
     protocol::encode(&reply.frame, reply.key.as_deref(), &reply.response, out);
     reply.close
 }
@@ -424,23 +428,21 @@ impl Part {
             } => {
                 let deadline = tokio::time::Instant::from_std(sent + timeout);
                 let outcome = tokio::time::timeout_at(deadline, reply).await;
-                let name = node.target.name.clone();
-                metrics::histogram!(m::PROXY_UPSTREAM_DURATION_SECONDS, "node" => name.clone())
-                    .record(sent.elapsed().as_secs_f64());
-                metrics::counter!(m::PROXY_UPSTREAM_REQUESTS_TOTAL, "node" => name.clone())
-                    .increment(1);
+                node.upstream_latency.record(sent.elapsed().as_secs_f64());
+                node.upstream_requests.increment(1);
+                let name = || node.target.name.clone();
                 let error = match outcome {
                     Ok(Ok(Ok(response))) => return response,
                     Ok(Ok(Err(error))) => error,
                     Ok(Err(_)) => UpstreamError::Io {
-                        node: name,
+                        node: name(),
                         reason: "connection closed".into(),
                     },
                     Err(_) => {
                         // A connection with a request lost in it is never reused.
                         conn.close();
                         UpstreamError::Timeout {
-                            node: name,
+                            node: name(),
                             timeout,
                         }
                     }
