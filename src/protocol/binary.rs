@@ -539,6 +539,19 @@ fn error_text(error: &ErrorReply) -> &str {
 /// Quiet opcodes drop the reply memcached drops (a get miss, any other
 /// success); errors are always written.
 pub fn encode_response(opcode: u8, opaque: u32, response: &Response, out: &mut BytesMut) {
+    encode_keyed_response(opcode, opaque, None, response, out)
+}
+
+/// [`encode_response`], given the request's key: a GETK or GATK miss echoes
+/// it (key only, no "Not found" text), as memcached does, so that clients
+/// pipelining GETKs can tell which key missed.
+pub fn encode_keyed_response(
+    opcode: u8,
+    opaque: u32,
+    request_key: Option<&[u8]>,
+    response: &Response,
+    out: &mut BytesMut,
+) {
     let base = Packet::new(opcode, opaque);
     let quiet = is_quiet(opcode);
     let number;
@@ -562,6 +575,14 @@ pub fn encode_response(opcode: u8, opaque: u32, response: &Response, out: &mut B
                         put_reply(hit, out);
                     }
                     None if quiet => {}
+                    None if returns_key(opcode) && request_key.is_some() => put_reply(
+                        Packet {
+                            status: status::KEY_NOT_FOUND,
+                            key: request_key.unwrap_or_default(),
+                            ..base
+                        },
+                        out,
+                    ),
                     None => put_reply(
                         Packet {
                             status: status::KEY_NOT_FOUND,
@@ -1470,6 +1491,33 @@ mod tests {
         let mut out = BytesMut::new();
         encode_response(GET, 0, &Response::Get(vec![None]), &mut out);
         assert_eq!(out.to_vec(), spec);
+    }
+
+    #[test]
+    fn getk_and_gatk_misses_carry_the_key_like_memcached() {
+        let miss = Response::Get(vec![None]);
+        for op in [GETK, GATK] {
+            let mut out = BytesMut::new();
+            encode_keyed_response(op, OPAQUE, Some(b"gone"), &miss, &mut out);
+            assert_eq!(
+                out.to_vec(),
+                reply(op, status::KEY_NOT_FOUND, 0, &[], b"gone", &[]),
+                "opcode {op:#04x}"
+            );
+        }
+        // GET and GAT misses say "Not found" and carry no key.
+        for op in [GET, GAT] {
+            let mut out = BytesMut::new();
+            encode_keyed_response(op, OPAQUE, Some(b"gone"), &miss, &mut out);
+            assert_eq!(
+                out.to_vec(),
+                reply(op, status::KEY_NOT_FOUND, 0, &[], &[], b"Not found")
+            );
+        }
+        // Quiet forms still drop the miss.
+        let mut out = BytesMut::new();
+        encode_keyed_response(GETKQ, OPAQUE, Some(b"gone"), &miss, &mut out);
+        assert!(out.is_empty());
     }
 
     #[test]
