@@ -858,6 +858,9 @@ pub fn decode_response(command: &Command, packet: &ResponsePacket) -> Response {
         status::NO_ERROR => decode_success(command, packet),
         status::KEY_NOT_FOUND => match command {
             Command::Get(_) => Response::Get(vec![None]),
+            // memcached's binary answer to a stats group it does not know;
+            // its text protocol (and our node) says ERROR.
+            Command::Stats { .. } => Response::Error(ErrorReply::UnknownCommand),
             _ if plain_store(StoreMode::Replace) => Response::NotStored,
             _ => Response::NotFound,
         },
@@ -1986,6 +1989,18 @@ mod tests {
                 Response::Error(ErrorReply::Server(_))
             ));
         }
+    }
+
+    #[test]
+    fn an_unknown_stats_group_is_an_unknown_command() {
+        // memcached answers `stat noreply` with 0x01; text clients expect ERROR.
+        let stats = Command::Stats {
+            group: Some("noreply".into()),
+        };
+        assert_eq!(
+            decoded(&stats, status::KEY_NOT_FOUND, b""),
+            Response::Error(ErrorReply::UnknownCommand)
+        );
     }
 
     #[test]

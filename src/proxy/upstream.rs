@@ -486,7 +486,7 @@ fn drain_replies(
             return Err(corrupt());
         }
         if let Command::Stats { .. } = front.command {
-            if !packet.key.is_empty() {
+            if packet.status == binary::status::NO_ERROR && !packet.key.is_empty() {
                 front.stats.push((
                     String::from_utf8_lossy(&packet.key).into_owned(),
                     String::from_utf8_lossy(&packet.value).into_owned(),
