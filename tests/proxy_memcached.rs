@@ -483,3 +483,35 @@ async fn wrong_sasl_password_marks_the_node_down() {
     );
     assert_eq!(http_get(proxy.metrics.unwrap(), "/readyz").await.0, 503);
 }
+
+async fn memccapable(mode: &'static str) {
+    let (_cluster, proxy) = setup().await;
+    let port = proxy.addr.port().to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("memccapable")
+            .args(["-h", "127.0.0.1", "-p", &port, "-t", "5", mode])
+            .output()
+            .expect("memccapable (libmemcached-tools; run .ci/run)")
+    })
+    .await
+    .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && text.contains("All tests passed"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memccapable_ascii_through_the_proxy_to_memcached() {
+    memccapable("-a").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memccapable_binary_through_the_proxy_to_memcached() {
+    memccapable("-b").await;
+}

@@ -1,0 +1,118 @@
+//! Real memcached clients through the sidecar, in front of three in-process
+//! TLS nodes: pymemcache, pylibmc (text and binary, with and without
+//! credentials), python-binary-memcached, Dalli, php-memcached and
+//! libmemcached's `memccapable` in both modes. Each client script asserts its
+//! values byte for byte and ends with an "ok" line checked here.
+//!
+//! These need the packages `.ci/run` installs.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+/// Three TLS nodes and a proxy in front of them.
+async fn cluster() -> (TestPki, Vec<TestNode>, TestProxy) {
+    let pki = TestPki::new();
+    let nodes = start_tls_nodes(&pki, 3).await;
+    let proxy = start_proxy(proxy_config(&server_entries(&nodes), &pki.ca_pem())).await;
+    (pki, nodes, proxy)
+}
+
+/// Run a command to completion off the async runtime; panic with its output on failure.
+async fn run_ok(mut cmd: Command) -> String {
+    let shown = format!("{cmd:?}");
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| {
+            panic!("cannot run {shown}: {e} (run .ci/run to install test dependencies)")
+        });
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{shown} failed:\n{text}");
+    text
+}
+
+/// Run tests/clients/SCRIPT with the proxy's address and its login.
+async fn client_script(interpreter: &str, script: &str) -> String {
+    let (_pki, nodes, proxy) = cluster().await;
+    let mut cmd = Command::new(interpreter);
+    cmd.arg(format!(
+        "{}/tests/clients/{script}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .arg(proxy.addr.to_string())
+    .args([PROXY_USER, PROXY_PASS]);
+    let out = run_ok(cmd).await;
+    // The traffic really went through to the nodes, spread over all three.
+    let items: Vec<u64> = nodes
+        .iter()
+        .map(|n| n.shared.tenants().get("42").unwrap().store.usage().items)
+        .collect();
+    assert!(items.iter().all(|&n| n > 0), "{items:?}\n{out}");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_clients_through_the_proxy() {
+    let out = client_script("python3", "proxy_clients.py").await;
+    for line in [
+        "pymemcache text: ok",
+        "pymemcache ascii auth: ok",
+        "pylibmc text: ok",
+        "pylibmc text with credentials: refused by pylibmc itself",
+        "pylibmc binary: ok",
+        "pylibmc binary with credentials: ok",
+        "python-binary-memcached with credentials: ok",
+        "all python clients through the proxy: ok",
+    ] {
+        assert!(out.contains(line), "missing {line:?} in:\n{out}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dalli_through_the_proxy() {
+    let out = client_script("ruby", "proxy_dalli.rb").await;
+    assert!(out.contains("dalli without credentials: ok"), "{out}");
+    assert!(out.contains("dalli with credentials: ok"), "{out}");
+    assert!(out.contains("dalli through the proxy: ok"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn php_memcached_through_the_proxy() {
+    let out = client_script("php", "proxy_php.php").await;
+    assert!(out.contains("php-memcached binary with sasl: ok"), "{out}");
+    assert!(out.contains("php-memcached text: ok"), "{out}");
+    assert!(out.contains("php-memcached through the proxy: ok"), "{out}");
+}
+
+async fn memccapable(mode: &str) {
+    let (_pki, _nodes, proxy) = cluster().await;
+    let mut cmd = Command::new("memccapable");
+    cmd.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &proxy.addr.port().to_string(),
+        "-t",
+        "5",
+        mode,
+    ]);
+    let out = run_ok(cmd).await;
+    assert!(out.contains("All tests passed"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memccapable_ascii_through_the_proxy() {
+    memccapable("-a").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memccapable_binary_through_the_proxy() {
+    memccapable("-b").await;
+}
