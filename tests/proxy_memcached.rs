@@ -515,3 +515,48 @@ async fn memccapable_ascii_through_the_proxy_to_memcached() {
 async fn memccapable_binary_through_the_proxy_to_memcached() {
     memccapable("-b").await;
 }
+
+async fn client_script(interpreter: &'static str, script: &'static str) -> String {
+    let (_cluster, proxy) = setup().await;
+    let addr = proxy.addr.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(interpreter)
+            .arg(format!(
+                "{}/tests/clients/{script}",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .args([addr.as_str(), USER, PASS])
+            .output()
+            .expect("client interpreter (run .ci/run)")
+    })
+    .await
+    .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{script}:\n{text}");
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_clients_through_the_proxy_to_memcached() {
+    let out = client_script("python3", "proxy_clients.py").await;
+    assert!(
+        out.contains("all python clients through the proxy: ok"),
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn php_memcached_through_the_proxy_to_memcached() {
+    let out = client_script("php", "proxy_php.php").await;
+    assert!(out.contains("php-memcached through the proxy: ok"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dalli_through_the_proxy_to_memcached() {
+    let out = client_script("ruby", "proxy_dalli.rb").await;
+    assert!(out.contains("dalli through the proxy: ok"), "{out}");
+}
