@@ -134,6 +134,10 @@ async fn meta_and_binary_clients_and_pipelines() {
     }
     let r = b.read_bin().await;
     assert_eq!((r.opcode, r.opaque), (0x0a, 999));
+    // A GETK miss names its key, as memcached's does.
+    b.send(&bin_request(0x0c, b"nothing", &[], &[], 5, 0)).await;
+    let r = b.read_bin().await;
+    assert_eq!((r.status, r.key, r.value), (1, b"nothing".to_vec(), vec![]));
 }
 
 #[tokio::test]

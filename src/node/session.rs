@@ -214,9 +214,10 @@ impl Session {
     /// Answer one request into `out`.
     fn dispatch(&mut self, request: Request, out: &mut BytesMut) -> After {
         let Request { command, frame } = request;
-        // Meta replies may echo the key; keep it (a cheap refcount) only for them.
+        // Meta replies and binary GETK misses echo the key; keep it (a cheap
+        // refcount) only for them.
         let key = match frame {
-            Frame::Meta(_) => command.key().cloned(),
+            Frame::Meta(_) | Frame::Binary { .. } => command.key().cloned(),
             _ => None,
         };
         let (response, after) = match command {

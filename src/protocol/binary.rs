@@ -539,6 +539,19 @@ fn error_text(error: &ErrorReply) -> &str {
 /// Quiet opcodes drop the reply memcached drops (a get miss, any other
 /// success); errors are always written.
 pub fn encode_response(opcode: u8, opaque: u32, response: &Response, out: &mut BytesMut) {
+    encode_keyed_response(opcode, opaque, None, response, out)
+}
+
+/// [`encode_response`], given the request's key: a GETK or GATK miss echoes
+/// it (key only, no "Not found" text), as memcached does, so that clients
+/// pipelining GETKs can tell which key missed.
+pub fn encode_keyed_response(
+    opcode: u8,
+    opaque: u32,
+    request_key: Option<&[u8]>,
+    response: &Response,
+    out: &mut BytesMut,
+) {
     let base = Packet::new(opcode, opaque);
     let quiet = is_quiet(opcode);
     let number;
@@ -562,6 +575,14 @@ pub fn encode_response(opcode: u8, opaque: u32, response: &Response, out: &mut B
                         put_reply(hit, out);
                     }
                     None if quiet => {}
+                    None if returns_key(opcode) && request_key.is_some() => put_reply(
+                        Packet {
+                            status: status::KEY_NOT_FOUND,
+                            key: request_key.unwrap_or_default(),
+                            ..base
+                        },
+                        out,
+                    ),
                     None => put_reply(
                         Packet {
                             status: status::KEY_NOT_FOUND,
@@ -837,6 +858,9 @@ pub fn decode_response(command: &Command, packet: &ResponsePacket) -> Response {
         status::NO_ERROR => decode_success(command, packet),
         status::KEY_NOT_FOUND => match command {
             Command::Get(_) => Response::Get(vec![None]),
+            // memcached's binary answer to a stats group it does not know;
+            // its text protocol (and our node) says ERROR.
+            Command::Stats { .. } => Response::Error(ErrorReply::UnknownCommand),
             _ if plain_store(StoreMode::Replace) => Response::NotStored,
             _ => Response::NotFound,
         },
@@ -1473,6 +1497,33 @@ mod tests {
     }
 
     #[test]
+    fn getk_and_gatk_misses_carry_the_key_like_memcached() {
+        let miss = Response::Get(vec![None]);
+        for op in [GETK, GATK] {
+            let mut out = BytesMut::new();
+            encode_keyed_response(op, OPAQUE, Some(b"gone"), &miss, &mut out);
+            assert_eq!(
+                out.to_vec(),
+                reply(op, status::KEY_NOT_FOUND, 0, &[], b"gone", &[]),
+                "opcode {op:#04x}"
+            );
+        }
+        // GET and GAT misses say "Not found" and carry no key.
+        for op in [GET, GAT] {
+            let mut out = BytesMut::new();
+            encode_keyed_response(op, OPAQUE, Some(b"gone"), &miss, &mut out);
+            assert_eq!(
+                out.to_vec(),
+                reply(op, status::KEY_NOT_FOUND, 0, &[], &[], b"Not found")
+            );
+        }
+        // Quiet forms still drop the miss.
+        let mut out = BytesMut::new();
+        encode_keyed_response(GETKQ, OPAQUE, Some(b"gone"), &miss, &mut out);
+        assert!(out.is_empty());
+    }
+
+    #[test]
     fn gat_hits_carry_value_and_gatk_the_key() {
         let hit = Response::Get(vec![Some(found("k", "v"))]);
         let flags = 0xdead_beefu32.to_be_bytes();
@@ -1938,6 +1989,18 @@ mod tests {
                 Response::Error(ErrorReply::Server(_))
             ));
         }
+    }
+
+    #[test]
+    fn an_unknown_stats_group_is_an_unknown_command() {
+        // memcached answers `stat noreply` with 0x01; text clients expect ERROR.
+        let stats = Command::Stats {
+            group: Some("noreply".into()),
+        };
+        assert_eq!(
+            decoded(&stats, status::KEY_NOT_FOUND, b""),
+            Response::Error(ErrorReply::UnknownCommand)
+        );
     }
 
     #[test]

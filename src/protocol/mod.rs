@@ -104,13 +104,14 @@ pub fn parse(dialect: Dialect, buf: &[u8], limits: &Limits) -> Result<Parsed, Pr
 }
 
 /// Encode `response` as the answer to a request framed by `frame`. `key` is
-/// the request's key, which meta replies echo for `k` (and `me` always).
+/// the request's key, which meta replies echo for `k` (and `me` always), and
+/// binary GETK/GATK misses echo.
 pub fn encode(frame: &Frame, key: Option<&[u8]>, response: &Response, out: &mut BytesMut) {
     match frame {
         Frame::Text(f) => text::encode(f, response, out),
         Frame::Meta(f) => meta::encode_keyed(f, key, response, out),
         Frame::Binary { opcode, opaque } => {
-            binary::encode_response(*opcode, *opaque, response, out)
+            binary::encode_keyed_response(*opcode, *opaque, key, response, out)
         }
     }
 }

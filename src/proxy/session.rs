@@ -227,8 +227,9 @@ async fn dispatch(
 ) -> Pending {
     let Request { command, frame } = request;
     let label = label(&command);
+    // Meta replies and binary GETK misses echo the key.
     let key = match frame {
-        Frame::Meta(_) => command.key().cloned(),
+        Frame::Meta(_) | Frame::Binary { .. } => command.key().cloned(),
         _ => None,
     };
     let started = Instant::now();

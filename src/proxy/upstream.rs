@@ -10,6 +10,15 @@
 //! more pipelined input in the same burst (DESIGN.md). So after writing a
 //! request that large, the writer sends nothing more on this connection until
 //! its reply has come back.
+//!
+//! The same stall hits smaller values too: memcached reads a value that is not
+//! wholly in its read buffer straight from OpenSSL, and whatever follows it in
+//! the same TLS record stays decrypted inside OpenSSL where its event loop never
+//! looks. Any request that straddles two records is such a value. So batches
+//! are handed to TLS in pieces of whole requests, each at most one record
+//! (rustls starts a new record at every write and cuts records at 16 KiB), and
+//! no request is ever split between records except one too large for a record,
+//! which is written alone and last.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,8 +34,10 @@ use tokio_rustls::TlsConnector;
 use crate::protocol::binary;
 use crate::protocol::{sasl, Command, Response};
 
-/// Largest request written back-to-back with others; one TLS record.
-const LARGE_REQUEST: usize = 16 * 1024;
+/// The most plaintext one TLS record carries (rustls's default fragment size,
+/// and memcached's read buffer). A request larger than this is written alone,
+/// last, and nothing follows it until its reply has come back.
+const RECORD: usize = 16 * 1024;
 /// Requests queued per connection before callers wait.
 const QUEUE_DEPTH: usize = 1024;
 
@@ -285,7 +296,7 @@ async fn writer<W>(
 ) where
     W: AsyncWrite + Unpin,
 {
-    let mut out = BytesMut::with_capacity(16 * 1024);
+    let mut out = Batch::default();
     let mut opaque: u32 = 0;
     'outer: loop {
         let first = tokio::select! {
@@ -303,12 +314,13 @@ async fn writer<W>(
                 break 'outer;
             }
             opaque = opaque.wrapping_add(1);
-            let start = out.len();
-            if binary::encode_request(&job.command, false, opaque, &mut out).is_err() {
-                out.truncate(start);
+            let start = out.bytes.len();
+            if binary::encode_request(&job.command, false, opaque, &mut out.bytes).is_err() {
+                out.bytes.truncate(start);
                 let _ = job.reply.send(Err(UpstreamError::Unsupported));
             } else {
-                let large = out.len() - start > LARGE_REQUEST;
+                out.ends.push(out.bytes.len());
+                let large = out.bytes.len() - start > RECORD;
                 let done = large.then(|| Arc::new(Notify::new()));
                 if let Ok(mut q) = inflight.lock() {
                     q.push_back(InFlight {
@@ -323,10 +335,9 @@ async fn writer<W>(
                     // Write everything up to and including the large request,
                     // then wait for its reply before sending anything behind it.
                     let wait = done.notified();
-                    if wr.write_all(&out).await.is_err() || wr.flush().await.is_err() {
+                    if out.write(&mut wr).await.is_err() {
                         break 'outer;
                     }
-                    out.clear();
                     tokio::select! {
                         _ = wait => {}
                         _ = failed.notified() => break 'outer,
@@ -335,23 +346,19 @@ async fn writer<W>(
             }
             // Batch whatever else is already queued into the same write.
             match jobs.try_recv() {
-                Ok(next) if out.len() < 64 * 1024 => job = next,
+                Ok(next) if out.bytes.len() < 64 * 1024 => job = next,
                 Ok(next) => {
-                    if wr.write_all(&out).await.is_err() || wr.flush().await.is_err() {
+                    if out.write(&mut wr).await.is_err() {
                         let _ = next.reply.send(Err(lost_error()));
                         break 'outer;
                     }
-                    out.clear();
                     job = next;
                 }
                 Err(_) => break,
             }
         }
-        if !out.is_empty() {
-            if wr.write_all(&out).await.is_err() || wr.flush().await.is_err() {
-                break;
-            }
-            out.clear();
+        if out.write(&mut wr).await.is_err() {
+            break;
         }
     }
     alive.store(false, Ordering::Relaxed);
@@ -361,6 +368,46 @@ async fn writer<W>(
     }
     fail_all(&inflight, lost_error());
     let _ = wr.shutdown().await;
+}
+
+/// Encoded requests waiting to be written, and where each one ends.
+#[derive(Default)]
+struct Batch {
+    bytes: BytesMut,
+    ends: Vec<usize>,
+}
+
+impl Batch {
+    /// The byte ranges to hand to TLS one write each: whole requests, at most
+    /// one record's worth, except a single larger request on its own.
+    fn pieces(&self) -> Vec<std::ops::Range<usize>> {
+        let mut pieces = Vec::new();
+        let mut start = 0;
+        let mut cut = 0;
+        for &end in &self.ends {
+            if end - start > RECORD && cut > start {
+                pieces.push(start..cut);
+                start = cut;
+            }
+            cut = end;
+        }
+        if cut > start {
+            pieces.push(start..cut);
+        }
+        pieces
+    }
+
+    /// Write and flush every piece (so that TLS starts a fresh record for
+    /// each), then empty the batch.
+    async fn write<W: AsyncWrite + Unpin>(&mut self, wr: &mut W) -> std::io::Result<()> {
+        for piece in self.pieces() {
+            wr.write_all(&self.bytes[piece]).await?;
+            wr.flush().await?;
+        }
+        self.bytes.clear();
+        self.ends.clear();
+        Ok(())
+    }
 }
 
 fn lost_error() -> UpstreamError {
@@ -443,7 +490,7 @@ fn drain_replies(
             return Err(corrupt());
         }
         if let Command::Stats { .. } = front.command {
-            if !packet.key.is_empty() {
+            if packet.status == binary::status::NO_ERROR && !packet.key.is_empty() {
                 front.stats.push((
                     String::from_utf8_lossy(&packet.key).into_owned(),
                     String::from_utf8_lossy(&packet.value).into_owned(),
@@ -467,4 +514,173 @@ fn drain_replies(
         let _ = req.reply.send(Ok(response));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::request::{Get, Store, StoreMode};
+    use crate::protocol::{Limits, Parsed};
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    /// A node that never answers and records every write the TLS layer would
+    /// see (rustls turns each into records of its own).
+    #[derive(Clone, Default)]
+    struct Recorder(Arc<Mutex<Vec<Vec<u8>>>>);
+
+    impl AsyncRead for Recorder {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &mut tokio::io::ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Poll::Pending
+        }
+    }
+
+    impl AsyncWrite for Recorder {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            self.0.lock().unwrap().push(buf.to_vec());
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn set(key: &str, len: usize) -> Command {
+        Command::Store(Store {
+            mode: StoreMode::Set,
+            key: bytes::Bytes::copy_from_slice(key.as_bytes()),
+            flags: 0,
+            exptime: 0,
+            data: vec![b'v'; len].into(),
+            cas: None,
+            invalidate: false,
+            vivify: None,
+        })
+    }
+
+    fn get(key: &str) -> Command {
+        Command::Get(Get {
+            keys: vec![bytes::Bytes::copy_from_slice(key.as_bytes())],
+            ..Get::default()
+        })
+    }
+
+    /// Parse one write into whole requests; panics on a partial one.
+    fn requests_in(write: &[u8]) -> usize {
+        let limits = Limits {
+            max_item_size: 1 << 20,
+        };
+        let mut at = 0;
+        let mut n = 0;
+        while at < write.len() {
+            match binary::parse_request(&write[at..], &limits).unwrap() {
+                Parsed::Request(_, used) => at += used,
+                other => panic!("a write ends inside a request: {other:?}"),
+            }
+            n += 1;
+        }
+        n
+    }
+
+    async fn written(rec: &Recorder, total: usize) -> Vec<Vec<u8>> {
+        for _ in 0..200 {
+            let writes = rec.0.lock().unwrap().clone();
+            if writes.iter().map(Vec::len).sum::<usize>() >= total {
+                return writes;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        rec.0.lock().unwrap().clone()
+    }
+
+    /// memcached -Z stalls when a request straddles two TLS records and more
+    /// input follows it in the second: every write must be whole requests and
+    /// fit one record.
+    #[tokio::test]
+    async fn pipelined_requests_never_straddle_a_tls_record() {
+        let rec = Recorder::default();
+        let conn = Connection::spawn(rec.clone(), "n0".into());
+        let mut commands = Vec::new();
+        for i in 0..3 {
+            commands.push(set(&format!("k{i}"), 15_000));
+        }
+        for i in 0..40 {
+            commands.push(set(&format!("s{i}"), 700 + i * 13));
+        }
+        for i in 0..3 {
+            commands.push(get(&format!("k{i}")));
+        }
+        commands.push(Command::Noop);
+        let mut total = 0;
+        let mut replies = Vec::new();
+        for (i, c) in commands.iter().enumerate() {
+            let mut one = BytesMut::new();
+            binary::encode_request(c, false, i as u32 + 1, &mut one).unwrap();
+            total += one.len();
+            replies.push(conn.send(c.clone()).await.unwrap());
+        }
+        let writes = written(&rec, total).await;
+        assert_eq!(writes.iter().map(Vec::len).sum::<usize>(), total);
+        let mut n = 0;
+        for w in &writes {
+            assert!(
+                w.len() <= RECORD,
+                "a write of {} bytes spans records",
+                w.len()
+            );
+            n += requests_in(w);
+        }
+        assert_eq!(n, commands.len());
+        assert!(writes.len() > 3, "batched, not one write per request");
+    }
+
+    /// A request larger than a record is written alone (starting a record)
+    /// and nothing follows it until its reply arrives.
+    #[tokio::test]
+    async fn nothing_follows_a_request_larger_than_a_record() {
+        let rec = Recorder::default();
+        let conn = Connection::spawn(rec.clone(), "n0".into());
+        let _a = conn.send(get("before")).await.unwrap();
+        let _b = conn.send(set("big", 40_000)).await.unwrap();
+        let _c = conn.send(get("after")).await.unwrap();
+        let mut big = BytesMut::new();
+        binary::encode_request(&set("big", 40_000), false, 2, &mut big).unwrap();
+        let writes = written(&rec, big.len() + 30).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let writes_later = rec.0.lock().unwrap().clone();
+        assert_eq!(writes, writes_later, "nothing written behind the large set");
+        let last = writes.last().unwrap();
+        assert_eq!(last.len(), big.len(), "the large set is a write of its own");
+        assert_eq!(requests_in(last), 1);
+    }
+
+    #[test]
+    fn pieces_cut_at_request_ends() {
+        let batch = |ends: &[usize]| Batch {
+            bytes: BytesMut::zeroed(*ends.last().unwrap_or(&0)),
+            ends: ends.to_vec(),
+        };
+        assert_eq!(batch(&[]).pieces(), vec![]);
+        assert_eq!(batch(&[10, 20]).pieces(), vec![0..20]);
+        assert_eq!(batch(&[RECORD]).pieces(), vec![0..RECORD]);
+        assert_eq!(
+            batch(&[10_000, 20_000, 25_000]).pieces(),
+            vec![0..10_000, 10_000..25_000]
+        );
+        assert_eq!(
+            batch(&[100, 100 + 3 * RECORD]).pieces(),
+            vec![0..100, 100..100 + 3 * RECORD]
+        );
+    }
 }

@@ -1,0 +1,562 @@
+//! The sidecar in front of three real `memcached -S -Z` processes (Debian's
+//! memcached 1.6, TLS with a certificate from our PKI, SASL PLAIN through a
+//! sasldb): every dialect, multi-gets across the nodes, the large-value bursts
+//! that stall memcached -Z, many pipelining clients, and a wrong password.
+//!
+//! Needs `memcached` and `saslpasswd2` (sasl2-bin), which `.ci/run` installs.
+
+mod common;
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const USER: &str = "mguser";
+const PASS: &str = "mg-pass-123";
+
+/// One memcached process with TLS and SASL; killed on drop.
+struct Memcached {
+    addr: SocketAddr,
+    child: Child,
+}
+
+impl Drop for Memcached {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Three memcached -S -Z nodes sharing one PKI and sasldb.
+struct RealCluster {
+    nodes: Vec<Memcached>,
+    ca_pem: String,
+    _dir: tempfile::TempDir,
+}
+
+impl RealCluster {
+    fn start(n: usize) -> RealCluster {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = TestPki::new();
+        let issued = pki
+            .ca
+            .issue_node("localhost", &["localhost", "127.0.0.1"])
+            .unwrap();
+        let cert = dir.path().join("node.pem");
+        let key = dir.path().join("node-key.pem");
+        std::fs::write(&cert, &issued.cert_pem).unwrap();
+        std::fs::write(&key, &issued.key_pem).unwrap();
+
+        let sasldb = dir.path().join("sasldb");
+        let mut saslpasswd = Command::new("saslpasswd2")
+            .args(["-p", "-a", "memcached", "-c", "-f"])
+            .arg(&sasldb)
+            .arg(USER)
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("saslpasswd2 (sasl2-bin; run .ci/run)");
+        saslpasswd
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(PASS.as_bytes())
+            .unwrap();
+        assert!(saslpasswd.wait().unwrap().success(), "saslpasswd2 failed");
+        std::fs::write(
+            dir.path().join("memcached.conf"),
+            format!("mech_list: plain\nsasldb_path: {}\n", sasldb.display()),
+        )
+        .unwrap();
+
+        let nodes = (0..n)
+            .map(|i| start_memcached(dir.path(), &cert, &key, i))
+            .collect();
+        RealCluster {
+            nodes,
+            ca_pem: pki.ca_pem(),
+            _dir: dir,
+        }
+    }
+
+    fn entries(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| format!("n{i}={}", n.addr))
+            .collect()
+    }
+
+    fn proxy_config(&self) -> memgate::proxy::ProxyConfig {
+        let mut config = proxy_config(&self.entries(), &self.ca_pem);
+        config.username = USER.into();
+        config.password = PASS.into();
+        config
+    }
+}
+
+/// memcached cannot listen on port 0 with TLS: take a free port, release it,
+/// start memcached on it, and try another port if it fails to come up.
+fn start_memcached(
+    dir: &std::path::Path,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    i: usize,
+) -> Memcached {
+    for _attempt in 0..10 {
+        let port = {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let log = std::fs::File::create(dir.join(format!("memcached-{i}-{port}.log"))).unwrap();
+        let mut child = Command::new("memcached")
+            .args(["-S", "-Z", "-U", "0", "-l", "127.0.0.1", "-u", "root"])
+            .args(["-m", "64", "-t", "2", "-c", "1024"])
+            .arg("-p")
+            .arg(port.to_string())
+            .arg("-o")
+            .arg(format!(
+                "ssl_chain_cert={},ssl_key={}",
+                cert.display(),
+                key.display()
+            ))
+            .env("SASL_CONF_PATH", dir)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("memcached (run .ci/run)");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Ok(Some(_)) = child.try_wait() {
+                break; // exited: the port was taken, say; try another
+            }
+            if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return Memcached { addr, child };
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let logs: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("memcached-"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect();
+    panic!("memcached did not start: {logs:?}");
+}
+
+async fn setup() -> (RealCluster, TestProxy) {
+    let cluster = RealCluster::start(3);
+    let proxy = start_proxy(cluster.proxy_config()).await;
+    (cluster, proxy)
+}
+
+fn ring_of(cluster: &RealCluster) -> memgate::proxy::ring::Ring {
+    let servers: Vec<_> = cluster
+        .entries()
+        .iter()
+        .map(|s| memgate::proxy::ring::parse_server_entry(s).unwrap())
+        .collect();
+    memgate::proxy::ring::Ring::new(&servers).unwrap()
+}
+
+/// Read one text line (through "\r\n").
+async fn line<S>(c: &mut Client<S>) -> String
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut out = Vec::new();
+    while !out.ends_with(b"\r\n") {
+        out.extend(c.read_exact(1).await);
+    }
+    String::from_utf8(out).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_meta_and_binary_through_memcached() {
+    let (_cluster, proxy) = setup().await;
+    let mut c = connect(proxy.addr).await;
+    c.expect(b"set t1 5 0 3\r\nabc\r\n", b"STORED\r\n").await;
+    c.expect(b"get t1\r\n", b"VALUE t1 5 3\r\nabc\r\nEND\r\n")
+        .await;
+    c.expect(b"add t1 0 0 1\r\nx\r\n", b"NOT_STORED\r\n").await;
+    c.expect(b"replace t1 7 0 3\r\nxyz\r\n", b"STORED\r\n")
+        .await;
+    c.expect(b"append t1 0 0 2\r\n12\r\n", b"STORED\r\n").await;
+    c.expect(b"prepend t1 0 0 2\r\n<<\r\n", b"STORED\r\n").await;
+    c.expect(b"get t1\r\n", b"VALUE t1 7 7\r\n<<xyz12\r\nEND\r\n")
+        .await;
+    c.send(b"gets t1\r\n").await;
+    let header = line(&mut c).await;
+    let cas: u64 = header
+        .trim_end()
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(header.starts_with("VALUE t1 7 7 "), "{header}");
+    assert_eq!(c.read_exact(14).await, b"<<xyz12\r\nEND\r\n");
+    c.expect(
+        format!("cas t1 0 0 1 {}\r\nz\r\n", cas + 1000).as_bytes(),
+        b"EXISTS\r\n",
+    )
+    .await;
+    c.expect(
+        format!("cas t1 0 0 1 {cas}\r\nz\r\n").as_bytes(),
+        b"STORED\r\n",
+    )
+    .await;
+    c.expect(b"set n 0 0 2\r\n10\r\n", b"STORED\r\n").await;
+    c.expect(b"incr n 5\r\n", b"15\r\n").await;
+    c.expect(b"decr n 100\r\n", b"0\r\n").await;
+    c.expect(b"incr nope 1\r\n", b"NOT_FOUND\r\n").await;
+    c.expect(b"touch n 100\r\n", b"TOUCHED\r\n").await;
+    c.expect(b"touch nope 100\r\n", b"NOT_FOUND\r\n").await;
+    // memcached keeps a decremented value's length, padding it with spaces.
+    c.expect(b"gat 100 n\r\n", b"VALUE n 0 2\r\n0 \r\nEND\r\n")
+        .await;
+    c.expect(b"delete t1\r\n", b"DELETED\r\n").await;
+    c.expect(b"delete t1\r\n", b"NOT_FOUND\r\n").await;
+    c.expect(b"get t1\r\n", b"END\r\n").await;
+    c.expect(
+        b"set q 0 0 1 noreply\r\nq\r\nget q\r\n",
+        b"VALUE q 0 1\r\nq\r\nEND\r\n",
+    )
+    .await;
+    c.send(b"version\r\n").await;
+    assert!(line(&mut c).await.starts_with("VERSION "));
+    c.expect(b"verbosity 1\r\n", b"OK\r\n").await;
+    c.send(b"stats\r\n").await;
+    let mut stats = Vec::new();
+    loop {
+        let l = line(&mut c).await;
+        if l == "END\r\n" {
+            break;
+        }
+        stats.push(l);
+    }
+    assert!(
+        stats.iter().any(|l| l.starts_with("STAT curr_items ")),
+        "{stats:?}"
+    );
+
+    // Meta.
+    let mut m = connect(proxy.addr).await;
+    m.expect(
+        b"ms mk 2 F7 T0\r\nhi\r\nmg mk v f k\r\nmn\r\n",
+        b"HD\r\nVA 2 f7 kmk\r\nhi\r\nMN\r\n",
+    )
+    .await;
+    m.expect(
+        b"ma mk\r\n",
+        b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n",
+    )
+    .await;
+    m.expect(b"ms mc 1\r\n5\r\nma mc MI D3 v\r\n", b"HD\r\nVA 1\r\n8\r\n")
+        .await;
+    m.expect(b"md mk q\r\nmg mk v\r\nmn\r\n", b"EN\r\nMN\r\n")
+        .await;
+
+    // Binary, after a SASL login the proxy accepts whatever it carries.
+    let mut b = connect(proxy.addr).await;
+    assert_eq!(b.sasl_login("someone", "anything").await, 0);
+    b.send(&bin_request(
+        0x01,
+        b"bk",
+        &[0, 0, 0, 9, 0, 0, 0, 0],
+        b"bv",
+        1,
+        0,
+    ))
+    .await;
+    let r = b.read_bin().await;
+    assert_eq!((r.opcode, r.status, r.opaque), (0x01, 0, 1));
+    assert_ne!(r.cas, 0);
+    b.send(&bin_request(0x0c, b"bk", &[], &[], 2, 0)).await;
+    let r = b.read_bin().await;
+    assert_eq!(
+        (r.status, r.extras, r.key, r.value),
+        (0, vec![0, 0, 0, 9], b"bk".to_vec(), b"bv".to_vec())
+    );
+    b.send(&bin_request(0x0c, b"missing", &[], &[], 3, 0)).await;
+    let r = b.read_bin().await;
+    assert_eq!(
+        (r.status, r.key),
+        (1, b"missing".to_vec()),
+        "GETK miss carries the key"
+    );
+    b.send(&bin_request(0x0a, b"", &[], &[], 4, 0)).await;
+    assert_eq!(b.read_bin().await.opcode, 0x0a);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_land_on_the_ring_node_and_multi_get_merges() {
+    let (cluster, proxy) = setup().await;
+    let ring = ring_of(&cluster);
+    let mut c = connect(proxy.addr).await;
+    let mut line_req = b"get".to_vec();
+    let mut expected = Vec::new();
+    for i in 0..60 {
+        let key = format!("mk{i}");
+        if i % 4 != 0 {
+            c.expect(
+                format!("set {key} {i} 0 4\r\nv{i:03}\r\n").as_bytes(),
+                b"STORED\r\n",
+            )
+            .await;
+            expected.extend(format!("VALUE {key} {i} 4\r\nv{i:03}\r\n").bytes());
+        }
+        line_req.extend(format!(" {key}").bytes());
+    }
+    line_req.extend(b"\r\n");
+    expected.extend(b"END\r\n");
+    c.expect(&line_req, &expected).await;
+
+    // Every stored key sits on the memcached the ring names, and only there.
+    let mut per_node = [0usize; 3];
+    let mut direct = Vec::new();
+    for node in &cluster.nodes {
+        let mut d = connect_tls(node.addr, &cluster.ca_pem, "127.0.0.1").await;
+        assert_eq!(d.sasl_login(USER, PASS).await, 0);
+        direct.push(d);
+    }
+    for i in (0..60).filter(|i| i % 4 != 0) {
+        let key = format!("mk{i}");
+        let home = ring.locate(key.as_bytes());
+        for (n, d) in direct.iter_mut().enumerate() {
+            d.send(&bin_request(0x00, key.as_bytes(), &[], &[], 1, 0))
+                .await;
+            let status = d.read_bin().await.status;
+            assert_eq!(status == 0, n == home, "{key}: node {n}, home {home}");
+        }
+        per_node[home] += 1;
+    }
+    assert!(per_node.iter().all(|&n| n > 0), "{per_node:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_values_followed_by_pipelined_commands_do_not_stall() {
+    let (cluster, proxy) = setup().await;
+    // Text: one 40 KB set and a get in the same burst.
+    let mut c = connect(proxy.addr).await;
+    let value: Vec<u8> = (0..40_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    let mut burst = b"set big 3 0 40000\r\n".to_vec();
+    burst.extend(&value);
+    burst.extend(b"\r\nget big\r\n");
+    let mut reply = b"STORED\r\nVALUE big 3 40000\r\n".to_vec();
+    reply.extend(&value);
+    reply.extend(b"\r\nEND\r\n");
+    c.expect(&burst, &reply).await;
+
+    // Binary: three 15 KB SETQ on one node, then GETKQ for each and NOOP.
+    let ring = ring_of(&cluster);
+    let keys: Vec<String> = (0..)
+        .map(|i| format!("q15-{i}"))
+        .filter(|k| ring.locate(k.as_bytes()) == 1)
+        .take(3)
+        .collect();
+    let mut b = connect(proxy.addr).await;
+    let mut burst = Vec::new();
+    let values: Vec<Vec<u8>> = (0..3u8)
+        .map(|n| (0..15_000u32).map(|i| (i as u8) ^ n).collect())
+        .collect();
+    for (i, key) in keys.iter().enumerate() {
+        burst.extend(bin_request(
+            0x11,
+            key.as_bytes(),
+            &[0, 0, 0, i as u8, 0, 0, 0, 0],
+            &values[i],
+            i as u32,
+            0,
+        ));
+    }
+    for (i, key) in keys.iter().enumerate() {
+        burst.extend(bin_request(
+            0x0d,
+            key.as_bytes(),
+            &[],
+            &[],
+            10 + i as u32,
+            0,
+        ));
+    }
+    burst.extend(bin_request(0x0a, b"", &[], &[], 99, 0));
+    b.send(&burst).await;
+    for (i, key) in keys.iter().enumerate() {
+        let r = b.read_bin().await;
+        assert_eq!((r.opcode, r.status, r.opaque), (0x0d, 0, 10 + i as u32));
+        assert_eq!(r.key, key.as_bytes());
+        assert_eq!(r.extras, vec![0, 0, 0, i as u8]);
+        assert!(r.value == values[i], "value {i} byte for byte");
+    }
+    let r = b.read_bin().await;
+    assert_eq!((r.opcode, r.opaque), (0x0a, 99));
+
+    // Many mid-sized values back to back, pipelined from one client.
+    let mut burst = Vec::new();
+    let mut expect = Vec::new();
+    for i in 0..20 {
+        let len = 5_000 + i * 1_111;
+        let v = vec![b'0' + (i % 10) as u8; len];
+        burst.extend(format!("set mid{i} 0 0 {len}\r\n").bytes());
+        burst.extend(&v);
+        burst.extend(b"\r\n");
+        expect.extend(b"STORED\r\n");
+    }
+    for i in 0..20 {
+        let len = 5_000 + i * 1_111;
+        burst.extend(format!("get mid{i}\r\n").bytes());
+        expect.extend(format!("VALUE mid{i} 0 {len}\r\n").bytes());
+        expect.extend(vec![b'0' + (i % 10) as u8; len]);
+        expect.extend(b"\r\nEND\r\n");
+    }
+    c.expect(&burst, &expect).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_pipelining_clients_get_their_own_bytes() {
+    let (_cluster, proxy) = setup().await;
+    let mut tasks = Vec::new();
+    for client in 0..100u32 {
+        let addr = proxy.addr;
+        tasks.push(tokio::spawn(async move {
+            let mut c = connect(addr).await;
+            let mut seed = client.wrapping_mul(2_654_435_761).max(1);
+            let mut next = move || {
+                seed ^= seed << 13;
+                seed ^= seed >> 17;
+                seed ^= seed << 5;
+                seed
+            };
+            for round in 0..5 {
+                let mut burst = Vec::new();
+                let mut expect = Vec::new();
+                for j in 0..10 {
+                    let len = (next() % 3000) as usize;
+                    let value: Vec<u8> = (0..len).map(|_| b'a' + (next() % 26) as u8).collect();
+                    let key = format!("c{client}-r{round}-k{j}");
+                    burst.extend(format!("set {key} {client} 0 {len}\r\n").bytes());
+                    burst.extend(&value);
+                    burst.extend(b"\r\n");
+                    burst.extend(format!("get {key}\r\n").bytes());
+                    expect.extend(b"STORED\r\n");
+                    expect.extend(format!("VALUE {key} {client} {len}\r\n").bytes());
+                    expect.extend(&value);
+                    expect.extend(b"\r\nEND\r\n");
+                }
+                c.expect(&burst, &expect).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_sasl_password_marks_the_node_down() {
+    let cluster = RealCluster::start(1);
+    let mut config = cluster.proxy_config();
+    config.password = "not-the-password".into();
+    let proxy = start_proxy(config).await;
+    let mut c = connect(proxy.addr).await;
+    c.send(b"get a\r\n").await;
+    let reply = line(&mut c).await;
+    assert!(reply.starts_with("SERVER_ERROR"), "{reply}");
+    let (_, metrics) = http_get(proxy.metrics.unwrap(), "/metrics").await;
+    assert!(
+        metrics.contains("memgate_proxy_sasl_failures_total{node=\"n0\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("memgate_proxy_node_up{node=\"n0\"} 0"),
+        "{metrics}"
+    );
+    assert_eq!(http_get(proxy.metrics.unwrap(), "/readyz").await.0, 503);
+}
+
+async fn memccapable(mode: &'static str) {
+    let (_cluster, proxy) = setup().await;
+    let port = proxy.addr.port().to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("memccapable")
+            .args(["-h", "127.0.0.1", "-p", &port, "-t", "5", mode])
+            .output()
+            .expect("memccapable (libmemcached-tools; run .ci/run)")
+    })
+    .await
+    .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && text.contains("All tests passed"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memccapable_ascii_through_the_proxy_to_memcached() {
+    memccapable("-a").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memccapable_binary_through_the_proxy_to_memcached() {
+    memccapable("-b").await;
+}
+
+async fn client_script(interpreter: &'static str, script: &'static str) -> String {
+    let (_cluster, proxy) = setup().await;
+    let addr = proxy.addr.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(interpreter)
+            .arg(format!(
+                "{}/tests/clients/{script}",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .args([addr.as_str(), USER, PASS])
+            .output()
+            .expect("client interpreter (run .ci/run)")
+    })
+    .await
+    .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{script}:\n{text}");
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_clients_through_the_proxy_to_memcached() {
+    let out = client_script("python3", "proxy_clients.py").await;
+    assert!(
+        out.contains("all python clients through the proxy: ok"),
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn php_memcached_through_the_proxy_to_memcached() {
+    let out = client_script("php", "proxy_php.php").await;
+    assert!(out.contains("php-memcached through the proxy: ok"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dalli_through_the_proxy_to_memcached() {
+    let out = client_script("ruby", "proxy_dalli.rb").await;
+    assert!(out.contains("dalli through the proxy: ok"), "{out}");
+}
