@@ -410,7 +410,7 @@ impl Plan {
                 let at = s.next_intended();
                 if self.deadline.is_some_and(|d| at >= d) {
                     Wait::Done
-                } else if at > now {
+                } else if at > now + LOOKAHEAD {
                     Wait::Until(at)
                 } else {
                     Wait::Now
@@ -430,7 +430,7 @@ impl Plan {
             return None;
         }
         let intended = match &mut self.schedule {
-            Some(s) => Some(s.take_due(now)?),
+            Some(s) => Some(s.take_due(now + LOOKAHEAD)?),
             None => None,
         };
         if let Some(r) = &mut self.remaining {
@@ -460,6 +460,14 @@ impl Plan {
         Some(Item { op, key, intended })
     }
 }
+
+/// tokio's timer fires on millisecond ticks, so sleeping until an intended
+/// time sends up to a millisecond late, and with a rate that lateness would
+/// be counted as server latency. Instead a request may go out up to this
+/// much *early*; its latency then counts from the actual write, which is
+/// exact. The schedule itself stays exact, so the offered load is unchanged,
+/// and a request sent late still counts from its intended time.
+const LOOKAHEAD: Duration = Duration::from_millis(1);
 
 /// A request written and not yet answered. Holding it holds a window slot.
 struct InFlight {
@@ -584,7 +592,10 @@ async fn write_loop(
     loop {
         match plan.wait(Instant::now()) {
             Wait::Done => break,
-            Wait::Until(at) => tokio::time::sleep_until(at.into()).await,
+            // Wake a little early (see LOOKAHEAD); never late by a timer tick.
+            Wait::Until(at) => {
+                tokio::time::sleep_until(at.checked_sub(LOOKAHEAD).unwrap_or(at).into()).await
+            }
             Wait::Now => {}
         }
         let Ok(first) = Arc::clone(&window).acquire_owned().await else {
@@ -610,7 +621,9 @@ async fn write_loop(
                 op: item.op,
                 key: item.key,
                 opaque,
-                start: item.intended.unwrap_or(now),
+                // With a rate, from the intended time, or from the write if
+                // that came first (see LOOKAHEAD).
+                start: item.intended.map_or(now, |at| at.max(now)),
                 sent: now,
                 _slot: permit,
             };
