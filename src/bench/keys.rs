@@ -179,7 +179,7 @@ const POOL_OFFSETS: usize = 4096;
 impl Values {
     pub fn new(min: usize, max: usize) -> Values {
         let max = max.max(min);
-        let mut rng = Rng::new(0x6d65_6d67_6174_65);
+        let mut rng = Rng::new(0x006d_656d_6761_7465);
         let pool: Vec<u8> = (0..max + POOL_OFFSETS)
             .map(|_| b'!' + (rng.below(94) as u8))
             .collect();

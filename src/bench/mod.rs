@@ -380,7 +380,7 @@ impl Plan {
         Plan {
             kind: PlanKind::Mix {
                 keys: KeyChooser::new(config.key_pattern, config.key_space),
-                rng: Rng::new(keys::mix(0x6265_6e63_68 ^ i)),
+                rng: Rng::new(keys::mix(0x0062_656e_6368 ^ i)),
                 sets: u64::from(config.ratio.0),
                 cycle: u64::from(config.ratio.0) + u64::from(config.ratio.1),
                 counter: 0,
