@@ -20,6 +20,9 @@ fn config(addr: SocketAddr, protocol: Protocol) -> BenchConfig {
     c.pipeline = 4;
     c.key_space = 500;
     c.stop = Stop::After(Duration::from_secs(1));
+    // The test machine is shared and slow; only the silent-server test
+    // wants a reply to time out.
+    c.timeout = Duration::from_secs(10);
     c
 }
 
@@ -34,6 +37,9 @@ fn login(user: &str, pass: &str) -> Option<Login> {
 fn assert_counts_add_up(r: &Report) {
     let s = &r.stats;
     assert_eq!(r.ops(), s.hits + s.misses + s.sets + s.errors, "{r}");
+    // Every request handed to a connection was accounted for exactly once,
+    // including those in flight when a connection broke or the run ended.
+    assert_eq!(s.sent, r.ops(), "{r}");
     assert!(s.errors >= s.timeouts + s.lost + s.verify_failures, "{r}");
     let json = r.to_json();
     let n = |k: &str| json[k].as_u64().unwrap();
@@ -173,8 +179,9 @@ async fn a_fixed_rate_offers_exactly_that_load() {
     c.prefill = true;
     let r = bench::run(c).await.unwrap();
     assert_counts_add_up(&r);
-    // 400 ops/s for 1 s, the last intended just before the deadline.
-    assert!((395..=400).contains(&r.ops()), "{r}");
+    // 400 ops/s for 1 s: every request intended before the deadline is
+    // sent, however late the sender runs, and none after it.
+    assert_eq!(r.ops(), 400, "{r}");
     assert!(r.stats.hits > 0 && r.stats.errors == 0, "{r}");
     assert_eq!(r.to_json()["latency_from"], "intended");
 }

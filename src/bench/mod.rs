@@ -232,6 +232,9 @@ fn new_histogram() -> Result<Histogram<u64>, BenchError> {
 /// One connection's (or the run's) counts.
 #[derive(Clone, Debug)]
 pub struct Stats {
+    /// Requests handed to a connection; each ends up in exactly one of
+    /// hits, misses, sets or errors, so this equals [`Stats::ops`].
+    pub sent: u64,
     pub hits: u64,
     pub misses: u64,
     pub sets: u64,
@@ -249,6 +252,7 @@ pub struct Stats {
 impl Stats {
     fn new() -> Result<Stats, BenchError> {
         Ok(Stats {
+            sent: 0,
             hits: 0,
             misses: 0,
             sets: 0,
@@ -267,6 +271,7 @@ impl Stats {
     }
 
     fn merge(&mut self, other: &Stats) {
+        self.sent += other.sent;
         self.hits += other.hits;
         self.misses += other.misses;
         self.sets += other.sets;
@@ -323,6 +328,8 @@ impl Stats {
 #[derive(Clone, Debug)]
 struct Plan {
     kind: PlanKind,
+    /// Requests handed out.
+    taken: u64,
     remaining: Option<u64>,
     deadline: Option<Instant>,
     schedule: Option<Schedule>,
@@ -364,6 +371,7 @@ impl Plan {
                 next: share(i),
                 end: share(i + 1),
             },
+            taken: 0,
             remaining: None,
             deadline: None,
             schedule: None,
@@ -385,6 +393,7 @@ impl Plan {
                 cycle: u64::from(config.ratio.0) + u64::from(config.ratio.1),
                 counter: 0,
             },
+            taken: 0,
             remaining,
             deadline,
             schedule: config
@@ -402,7 +411,10 @@ impl Plan {
                 return Wait::Done;
             }
         }
-        if self.deadline.is_some_and(|d| now >= d) {
+        // With a rate the deadline applies to intended times: a request
+        // meant to go out before it is sent even if the sender is late, or
+        // its latency would be silently omitted.
+        if self.schedule.is_none() && self.deadline.is_some_and(|d| now >= d) {
             return Wait::Done;
         }
         match &self.schedule {
@@ -436,6 +448,7 @@ impl Plan {
         if let Some(r) = &mut self.remaining {
             *r -= 1;
         }
+        self.taken += 1;
         let (op, key) = match &mut self.kind {
             PlanKind::Prefill { next, .. } => {
                 *next += 1;
@@ -493,11 +506,24 @@ const BATCH_BYTES: usize = 64 * 1024;
 async fn drive(
     ctx: Arc<Ctx>,
     live: Arc<Live>,
-    mut conn: Option<Conn>,
+    conn: Option<Conn>,
     mut plan: Plan,
     pipeline: usize,
 ) -> Result<(Option<Conn>, Stats), BenchError> {
     let mut stats = Stats::new()?;
+    let conn = drive_sessions(&ctx, &live, conn, &mut plan, &mut stats, pipeline).await;
+    stats.sent = plan.taken;
+    Ok((conn, stats))
+}
+
+async fn drive_sessions(
+    ctx: &Ctx,
+    live: &Live,
+    mut conn: Option<Conn>,
+    plan: &mut Plan,
+    stats: &mut Stats,
+    pipeline: usize,
+) -> Option<Conn> {
     for _ in 0..MAX_SESSIONS {
         let current = match conn.take() {
             Some(c) => c,
@@ -520,19 +546,16 @@ async fn drive(
                         }
                     }
                 }
-                match opened {
-                    Some(c) => c,
-                    None => return Ok((None, stats)),
-                }
+                opened?
             }
         };
-        match session(&ctx, &live, current, &mut plan, &mut stats, pipeline).await {
-            Some(c) => return Ok((Some(c), stats)),
-            None if plan.finished(Instant::now()) => return Ok((None, stats)),
+        match session(ctx, live, current, plan, stats, pipeline).await {
+            Some(c) => return Some(c),
+            None if plan.finished(Instant::now()) => return None,
             None => {}
         }
     }
-    Ok((None, stats))
+    None
 }
 
 /// One connection until the plan is done (the connection comes back) or it
@@ -555,22 +578,21 @@ async fn session(
         tokio::select! {
             biased;
             written = &mut writer => {
-                let (reader_half, _rx, broken) = reader.await;
+                let (reader_half, rx, broken) = reader.await;
                 match written {
                     Ok(writer_half) if !broken => Ok(reader_half.unsplit(writer_half)),
-                    _ => Err(None),
+                    _ => Err(rx),
                 }
             }
             // The reader stops early only when the connection broke. The
             // writer may be stuck on a full socket: it is dropped with this
             // block, which closes the queue.
-            (_, rx, _) = &mut reader => Err(Some(rx)),
+            (_, rx, _) = &mut reader => Err(rx),
         }
     };
     match outcome {
         Ok(conn) => Some(conn),
-        Err(None) => None,
-        Err(Some(mut rx)) => {
+        Err(mut rx) => {
             // Whatever was still in flight is lost with the connection.
             while rx.recv().await.is_some() {
                 stats.failed(live, false);
@@ -933,6 +955,7 @@ impl Report {
             "rate": self.rate,
             "elapsed_seconds": self.elapsed.as_secs_f64(),
             "ops": self.ops(),
+            "sent": s.sent,
             "ops_per_sec": self.ops_per_sec(),
             "hits": s.hits,
             "misses": s.misses,
@@ -1105,6 +1128,12 @@ mod tests {
         assert_eq!(times.len(), 5);
         assert_eq!(times[4], Duration::from_millis(40));
         assert!(plan.finished(late));
+        // A sender that wakes only after the deadline still owes every
+        // request intended before it.
+        let mut plan = Plan::mix(&config, 0, start);
+        let very_late = start + Duration::from_secs(5);
+        assert_eq!(std::iter::from_fn(|| plan.take(very_late)).count(), 5);
+        assert!(plan.finished(very_late));
     }
 
     #[test]
