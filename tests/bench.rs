@@ -239,6 +239,63 @@ async fn a_silent_server_gives_timeouts() {
     silent.abort();
 }
 
+/// A text server that misses every get, and stalls once for 300 ms after
+/// its 200th reply.
+async fn stalling_server() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let Ok((mut s, _)) = listener.accept().await else {
+            return;
+        };
+        let mut replies = 0u32;
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = s.read(&mut buf).await {
+            for _ in buf[..n].windows(2).filter(|w| w == b"\r\n") {
+                replies += 1;
+                if replies == 200 {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+                if s.write_all(b"END\r\n").await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stall_shows_in_every_delayed_request_only_with_a_rate() {
+    let run = |rate: Option<f64>| async move {
+        let (addr, server) = stalling_server().await;
+        let mut c = config(addr, Protocol::Text);
+        c.connections = 1;
+        c.pipeline = 1;
+        c.ratio = (0, 1);
+        c.rate = rate;
+        c.stop = match rate {
+            Some(_) => Stop::After(Duration::from_secs(1)),
+            None => Stop::Requests(1000),
+        };
+        let r = bench::run(c).await.unwrap();
+        server.abort();
+        assert_counts_add_up(&r);
+        assert_eq!((r.ops(), r.stats.misses), (1000, 1000), "{r}");
+        assert!(r.latency.max >= 290_000, "{r}");
+        r
+    };
+    // Closed loop: the benchmark waits with the server, so only the one
+    // request that met the stall is slow (coordinated omission).
+    let closed = run(None).await;
+    assert!(closed.latency.p90 < 50_000, "{closed}");
+    // 1000 ops/s: the ~300 requests meant to go out during the stall all
+    // count it, from their intended times; a tenth of them waited 200+ ms.
+    let paced = run(Some(1000.0)).await;
+    assert!(paced.latency.p90 > 150_000, "{paced}");
+    assert!(paced.latency.p50 < 50_000, "{paced}");
+}
+
 /// Run the real binary.
 fn memgate(args: &[&str]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_memgate"))

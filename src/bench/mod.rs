@@ -644,8 +644,8 @@ async fn write_loop(
                 key: item.key,
                 opaque,
                 // With a rate, from the intended time, or from the write if
-                // that came first (see LOOKAHEAD).
-                start: item.intended.map_or(now, |at| at.max(now)),
+                // that came first (see LOOKAHEAD): whichever is earlier.
+                start: item.intended.map_or(now, |at| at.min(now)),
                 sent: now,
                 _slot: permit,
             };
