@@ -965,6 +965,7 @@ impl Report {
             "verify_failures": s.verify_failures,
             "lost": s.lost,
             "reconnects": s.reconnects,
+            "connect_failures": s.connect_failures,
             "hit_ratio": self.hit_ratio(),
             "latency_us": {
                 "mean": l.mean,
