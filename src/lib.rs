@@ -10,6 +10,7 @@
 //! - [`proxy`]: the sidecar (`memgate proxy`).
 //! - [`cluster`]: `memgate up` and `memgate certs`.
 //! - [`config`]: flags, environment and TOML into validated config.
+//! - [`bench`]: `memgate bench`, the load generator.
 //!
 //! # How a request flows
 //!
@@ -27,6 +28,7 @@
 //!                 protocol::encode(frame, response) ─▶ client, in request order
 //! ```
 
+pub mod bench;
 pub mod cluster;
 pub mod config;
 pub mod metrics;

@@ -66,6 +66,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Role::Route(args) => route(args),
         Role::Certs(args) => certs(args),
         Role::Up(args) => up(args).await,
+        Role::Bench(args) => bench(args).await,
     }
 }
 
@@ -81,6 +82,22 @@ fn certs(args: memgate::config::cli::CertsArgs) -> Result<(), Failure> {
     }
     for path in written {
         println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// `memgate bench`: run the load, then print the report (text or JSON).
+async fn bench(args: memgate::config::cli::BenchArgs) -> Result<(), Failure> {
+    let json = args.json;
+    let config = args.into_config().map_err(|e| Failure::Config(e.into()))?;
+    let report = memgate::bench::run(config).await.map_err(|e| match e {
+        memgate::bench::BenchError::Config(_) => Failure::Config(e.into()),
+        other => Failure::Runtime(other.into()),
+    })?;
+    if json {
+        println!("{}", report.to_json());
+    } else {
+        println!("{report}");
     }
     Ok(())
 }

@@ -1,0 +1,374 @@
+//! `memgate bench` against in-process nodes: both protocols, with and without
+//! login, TLS, a fixed rate, errors and timeouts; and the real binary's JSON.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::{start_node, TWO_CACHES};
+use memgate::bench::keys::KeyPattern;
+use memgate::bench::{self, BenchConfig, BenchError, Login, Protocol, Report, Stop, TlsTarget};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn config(addr: SocketAddr, protocol: Protocol) -> BenchConfig {
+    let mut c = BenchConfig::new(addr.to_string());
+    c.protocol = protocol;
+    c.connections = 2;
+    c.pipeline = 4;
+    c.key_space = 500;
+    c.stop = Stop::After(Duration::from_secs(1));
+    // The test machine is shared and slow; only the silent-server test
+    // wants a reply to time out.
+    c.timeout = Duration::from_secs(10);
+    c
+}
+
+fn login(user: &str, pass: &str) -> Option<Login> {
+    Some(Login {
+        username: user.into(),
+        password: pass.into(),
+    })
+}
+
+/// The invariant every report must keep, checked field by field.
+fn assert_counts_add_up(r: &Report) {
+    let s = &r.stats;
+    assert_eq!(r.ops(), s.hits + s.misses + s.sets + s.errors, "{r}");
+    // Every request handed to a connection was accounted for exactly once,
+    // including those in flight when a connection broke or the run ended.
+    assert_eq!(s.sent, r.ops(), "{r}");
+    assert!(s.errors >= s.timeouts + s.lost + s.verify_failures, "{r}");
+    let json = r.to_json();
+    let n = |k: &str| json[k].as_u64().unwrap();
+    assert_eq!(n("ops"), n("hits") + n("misses") + n("sets") + n("errors"));
+}
+
+/// `stats` over a fresh text connection to a no-login node.
+async fn node_stats(addr: SocketAddr) -> HashMap<String, u64> {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"stats\r\n").await.unwrap();
+    let mut buf = Vec::new();
+    while !buf.ends_with(b"END\r\n") {
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0);
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    String::from_utf8(buf)
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split(' ');
+            (w.next() == Some("STAT")).then_some(())?;
+            Some((w.next()?.to_string(), w.next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The node saw exactly what the report says.
+async fn assert_node_agrees(addr: SocketAddr, r: &Report) {
+    let stats = node_stats(addr).await;
+    let s = &r.stats;
+    let prefilled = r.prefill.as_ref().map_or(0, |p| p.sets);
+    assert_eq!(stats["cmd_get"], s.hits + s.misses, "{r}");
+    assert_eq!(stats["get_hits"], s.hits, "{r}");
+    assert_eq!(stats["cmd_set"], s.sets + prefilled, "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_without_login_counts_match_the_node() {
+    let node = start_node(None, false, |_| {}).await;
+    let addr = node.plain.unwrap();
+    let mut c = config(addr, Protocol::Text);
+    c.prefill = true;
+    c.verify = true;
+    let r = bench::run(c).await.unwrap();
+    assert_counts_add_up(&r);
+    assert_eq!(r.prefill.as_ref().unwrap().sets, 500);
+    assert!(r.stats.hits > 0 && r.stats.sets > 0, "{r}");
+    assert_eq!((r.stats.misses, r.stats.errors), (0, 0), "{r}");
+    assert!(r.latency.p50 > 0 && r.latency.p50 <= r.latency.p99, "{r}");
+    assert!(r.latency.p99 <= r.latency.p99_9 && r.latency.p99_9 <= r.latency.max);
+    assert_node_agrees(addr, &r).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_without_login_zipf_and_sized_values() {
+    let node = start_node(None, false, |_| {}).await;
+    let addr = node.plain.unwrap();
+    let mut c = config(addr, Protocol::Binary);
+    c.pipeline = 16;
+    c.key_pattern = KeyPattern::Zipf { exponent: 0.99 };
+    c.value_size = (10, 3000);
+    c.prefill = true;
+    c.verify = true;
+    let r = bench::run(c).await.unwrap();
+    assert_counts_add_up(&r);
+    assert!(r.stats.hits > 0, "{r}");
+    assert_eq!((r.stats.misses, r.stats.errors), (0, 0), "{r}");
+    assert_node_agrees(addr, &r).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_prefill_gets_miss_at_first() {
+    let node = start_node(None, false, |_| {}).await;
+    let mut c = config(node.plain.unwrap(), Protocol::Text);
+    c.key_space = 1_000_000;
+    c.stop = Stop::Requests(1000);
+    let r = bench::run(c).await.unwrap();
+    assert_counts_add_up(&r);
+    assert_eq!(r.ops(), 1000);
+    assert!(r.stats.misses > 0, "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_with_ascii_login() {
+    let node = start_node(Some(TWO_CACHES), false, |_| {}).await;
+    let mut c = config(node.plain.unwrap(), Protocol::Text);
+    c.login = login("alice", "alice-secret");
+    c.prefill = true;
+    c.verify = true;
+    let r = bench::run(c).await.unwrap();
+    assert_counts_add_up(&r);
+    assert!(r.stats.hits > 0, "{r}");
+    assert_eq!(r.stats.errors, 0, "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_with_sasl_login() {
+    let node = start_node(Some(TWO_CACHES), false, |_| {}).await;
+    let mut c = config(node.plain.unwrap(), Protocol::Binary);
+    c.login = login("bob", "bob secret");
+    c.prefill = true;
+    c.verify = true;
+    let r = bench::run(c).await.unwrap();
+    assert_counts_add_up(&r);
+    assert!(r.stats.hits > 0, "{r}");
+    assert_eq!(r.stats.errors, 0, "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_over_verified_tls_with_login() {
+    let node = start_node(Some(TWO_CACHES), true, |_| {}).await;
+    let ca = node.ca_pem.clone().unwrap();
+    let mut c = config(node.tls.unwrap(), Protocol::Binary);
+    c.login = login("alice", "alice-secret");
+    c.tls = Some(TlsTarget {
+        config: memgate::tls::client_config(ca.as_bytes(), None).unwrap(),
+        server_name: memgate::tls::server_name("localhost").unwrap(),
+    });
+    c.prefill = true;
+    c.stop = Stop::Requests(2000);
+    let r = bench::run(c).await.unwrap();
+    assert_counts_add_up(&r);
+    assert_eq!(r.ops(), 2000);
+    assert!(r.stats.hits > 0 && r.stats.errors == 0, "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fixed_rate_offers_exactly_that_load() {
+    let node = start_node(None, false, |_| {}).await;
+    let mut c = config(node.plain.unwrap(), Protocol::Binary);
+    c.rate = Some(400.0);
+    c.prefill = true;
+    let r = bench::run(c).await.unwrap();
+    assert_counts_add_up(&r);
+    // 400 ops/s for 1 s: every request intended before the deadline is
+    // sent, however late the sender runs, and none after it.
+    assert_eq!(r.ops(), 400, "{r}");
+    assert!(r.stats.hits > 0 && r.stats.errors == 0, "{r}");
+    assert_eq!(r.to_json()["latency_from"], "intended");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_password_is_a_login_error() {
+    let node = start_node(Some(TWO_CACHES), false, |_| {}).await;
+    for protocol in [Protocol::Text, Protocol::Binary] {
+        let mut c = config(node.plain.unwrap(), protocol);
+        c.login = login("alice", "not-the-password");
+        match bench::run(c).await {
+            Err(BenchError::Login(reason)) => assert!(!reason.contains("not-the-password")),
+            other => panic!("{protocol:?}: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_sets_are_errors() {
+    // `reader` may not write: every set comes back NOT_STORED.
+    let node = start_node(Some(TWO_CACHES), false, |_| {}).await;
+    for protocol in [Protocol::Text, Protocol::Binary] {
+        let mut c = config(node.plain.unwrap(), protocol);
+        c.login = login("reader", "reader-secret");
+        c.ratio = (1, 1);
+        c.stop = Stop::Requests(400);
+        let r = bench::run(c).await.unwrap();
+        assert_counts_add_up(&r);
+        assert_eq!(r.ops(), 400);
+        assert_eq!((r.stats.sets, r.stats.errors), (0, 200), "{r}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_server_gives_timeouts() {
+    // Accepts and reads, never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut s, _)) = listener.accept().await {
+            held.push(tokio::spawn(async move {
+                let mut sink = [0u8; 4096];
+                while matches!(s.read(&mut sink).await, Ok(n) if n > 0) {}
+            }));
+        }
+    });
+    let mut c = config(addr, Protocol::Text);
+    c.timeout = Duration::from_millis(200);
+    let r = bench::run(c).await.unwrap();
+    assert_counts_add_up(&r);
+    assert!(r.stats.timeouts > 0, "{r}");
+    assert_eq!(r.stats.errors, r.ops(), "{r}");
+    assert!(r.stats.reconnects > 0, "{r}");
+    silent.abort();
+}
+
+/// A text server that misses every get, and stalls once for 300 ms after
+/// its 200th reply.
+async fn stalling_server() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let Ok((mut s, _)) = listener.accept().await else {
+            return;
+        };
+        let mut replies = 0u32;
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = s.read(&mut buf).await {
+            for _ in buf[..n].windows(2).filter(|w| w == b"\r\n") {
+                replies += 1;
+                if replies == 200 {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+                if s.write_all(b"END\r\n").await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stall_shows_in_every_delayed_request_only_with_a_rate() {
+    let run = |rate: Option<f64>| async move {
+        let (addr, server) = stalling_server().await;
+        let mut c = config(addr, Protocol::Text);
+        c.connections = 1;
+        c.pipeline = 1;
+        c.ratio = (0, 1);
+        c.rate = rate;
+        c.stop = match rate {
+            Some(_) => Stop::After(Duration::from_secs(1)),
+            None => Stop::Requests(1000),
+        };
+        let r = bench::run(c).await.unwrap();
+        server.abort();
+        assert_counts_add_up(&r);
+        assert_eq!((r.ops(), r.stats.misses), (1000, 1000), "{r}");
+        assert!(r.latency.max >= 290_000, "{r}");
+        r
+    };
+    // Closed loop: the benchmark waits with the server, so only the one
+    // request that met the stall is slow (coordinated omission).
+    let closed = run(None).await;
+    assert!(closed.latency.p90 < 50_000, "{closed}");
+    // 1000 ops/s: the ~300 requests meant to go out during the stall all
+    // count it, from their intended times; a tenth of them waited 200+ ms.
+    let paced = run(Some(1000.0)).await;
+    assert!(paced.latency.p90 > 150_000, "{paced}");
+    assert!(paced.latency.p50 < 50_000, "{paced}");
+}
+
+/// Run the real binary.
+fn memgate(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_memgate"))
+        .args(args)
+        .env("MEMGATE_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_prints_one_json_object() {
+    let node = start_node(None, false, |_| {}).await;
+    let server = node.plain.unwrap().to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        memgate(&[
+            "bench",
+            "--server",
+            &server,
+            "--protocol",
+            "binary",
+            "--duration",
+            "1500ms",
+            "--prefill",
+            "--key-space",
+            "300",
+            "--ratio",
+            "1:4",
+            "--json",
+        ])
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let n = |k: &str| json[k].as_u64().unwrap();
+    assert!(n("ops") > 0);
+    assert_eq!(n("ops"), n("hits") + n("misses") + n("sets") + n("errors"));
+    assert!(n("hits") > 0);
+    assert_eq!(json["protocol"], "binary");
+    assert_eq!(json["prefill"]["keys"], 300);
+    for p in ["p50", "p90", "p99", "p99_9", "max"] {
+        assert!(json["latency_us"][p].as_u64().is_some(), "{p}");
+    }
+    assert!(json["ops_per_sec"].as_f64().unwrap() > 0.0);
+    // The progress line (one after the first second) went to stderr.
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ops/s"));
+}
+
+#[test]
+fn bad_arguments_exit_64_with_one_line() {
+    for args in [
+        &["bench", "--server", "127.0.0.1:1", "--ratio", "0:0"][..],
+        &["bench", "--server", "127.0.0.1:1", "--value-size", "9-3"],
+        &["bench", "--server", "nonsense"],
+        &["bench", "--server", "127.0.0.1:1", "--tls"],
+        &[
+            "bench",
+            "--server",
+            "127.0.0.1:1",
+            "--duration",
+            "1s",
+            "--requests",
+            "5",
+        ],
+        &["bench", "--server", "127.0.0.1:1", "--connections", "0"],
+    ] {
+        let out = memgate(args);
+        assert_eq!(out.status.code(), Some(64), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+    }
+}
