@@ -442,3 +442,27 @@ async fn expired_node_certificate_is_refused() {
         "no password sent"
     );
 }
+
+#[tokio::test]
+async fn half_closed_client_still_gets_its_replies() {
+    let (_pki, _nodes, proxy) = cluster(3, |_| {}).await;
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut burst = Vec::new();
+    let mut expect = Vec::new();
+    for i in 0..20 {
+        burst.extend(format!("set h{i} 0 0 2\r\n{i:02}\r\nget h{i}\r\n").bytes());
+        expect.extend(format!("STORED\r\nVALUE h{i} 0 2\r\n{i:02}\r\nEND\r\n").bytes());
+    }
+    stream.write_all(&burst).await.unwrap();
+    stream.shutdown().await.unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(&expect)
+    );
+}

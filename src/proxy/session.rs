@@ -135,7 +135,11 @@ where
             else => return Ok(()),
         };
         if read == 0 {
-            return Ok(());
+            // The client half-closed (or left): answer what it already sent,
+            // as memcached does, then close. Writes to a gone client fail and
+            // end the session anyway.
+            draining = true;
+            continue;
         }
         m::RequestMetrics::get().read_bytes.increment(read as u64);
         if skip > 0 {
