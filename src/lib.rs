@@ -10,6 +10,7 @@
 //! - [`proxy`]: the sidecar (`memgate proxy`).
 //! - [`cluster`]: `memgate up` and `memgate certs`.
 //! - [`config`]: flags, environment and TOML into validated config.
+//! - [`analytics`]: the cache owner's HTTP API over the nodes' admin endpoints.
 //!
 //! # How a request flows
 //!
@@ -27,6 +28,7 @@
 //!                 protocol::encode(frame, response) ─▶ client, in request order
 //! ```
 
+pub mod analytics;
 pub mod cluster;
 pub mod config;
 pub mod metrics;

@@ -77,6 +77,7 @@ pub fn base_config() -> NodeConfig {
         max_connections: 4096,
         metrics_listen: None,
         no_auth: false,
+        admin: None,
     }
 }
 
