@@ -210,14 +210,22 @@ async fn admin_endpoint_needs_the_token() {
         assert_eq!(status, 401, "{auth:?}");
     }
     let bearer = format!("Bearer {TOKEN}");
-    let (status, body) = http_request(node.admin, "GET", "/admin/caches", Some(&bearer), None).await;
+    let (status, body) =
+        http_request(node.admin, "GET", "/admin/caches", Some(&bearer), None).await;
     assert_eq!(status, 200, "{body}");
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["caches"][0]["id"], "1561");
     assert_eq!(v["caches"][0]["credentials"][0]["username"], "alice");
     assert!(v["version"].as_u64().unwrap() >= 1);
     assert!(!body.contains("secret"), "{body}");
-    let (status, _) = http_request(node.admin, "GET", "/admin/caches/nope/stats", Some(&bearer), None).await;
+    let (status, _) = http_request(
+        node.admin,
+        "GET",
+        "/admin/caches/nope/stats",
+        Some(&bearer),
+        None,
+    )
+    .await;
     assert_eq!(status, 404);
     let (status, body) = http_request(
         node.admin,
@@ -229,7 +237,10 @@ async fn admin_endpoint_needs_the_token() {
     .await;
     assert_eq!(status, 200, "{body}");
     let v: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!((v["cache_id"].as_str(), v["write"].as_bool()), (Some("1561"), Some(false)));
+    assert_eq!(
+        (v["cache_id"].as_str(), v["write"].as_bool()),
+        (Some("1561"), Some(false))
+    );
     let (status, _) = http_request(
         node.admin,
         "POST",
@@ -277,12 +288,19 @@ async fn every_endpoint_across_two_nodes() {
         let (status, body) = api.call("GET", "/api/v1/login", Some(bad), None).await;
         assert_eq!((status, body.as_str()), (403, NOT_AUTHORIZED), "{bad:?}");
     }
-    assert_eq!(api.json("GET", "/api/v1/login", ALICE).await["cache_id"], 1561);
-    assert_eq!(api.json("GET", "/api/v1/login", BOB).await["cache_id"], 2000);
+    assert_eq!(
+        api.json("GET", "/api/v1/login", ALICE).await["cache_id"],
+        1561
+    );
+    assert_eq!(
+        api.json("GET", "/api/v1/login", BOB).await["cache_id"],
+        2000
+    );
 
     // ---- stats: one object per node, only for the caller's own cache ----
     let mut c = connect(n1.plain).await;
-    c.expect(b"set alice 0 0 12\r\nalice-secret\r\n", b"STORED\r\n").await;
+    c.expect(b"set alice 0 0 12\r\nalice-secret\r\n", b"STORED\r\n")
+        .await;
     c.expect(b"set k 0 0 1\r\nv\r\n", b"STORED\r\n").await;
     c.expect(b"get k\r\n", b"VALUE k 0 1\r\nv\r\nEND\r\n").await;
     let stats = api.json("GET", "/api/v1/1561/stats", ALICE).await;
@@ -292,7 +310,10 @@ async fn every_endpoint_across_two_nodes() {
     for field in memgate::node::API_STATS {
         assert!(s1[*field].is_u64(), "{field} missing: {s1}");
     }
-    assert_eq!((s1["cmd_set"].as_u64(), s1["get_hits"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(
+        (s1["cmd_set"].as_u64(), s1["get_hits"].as_u64()),
+        (Some(1), Some(1))
+    );
     assert_eq!(s1["curr_items"], 1);
     assert_eq!(stats[n2.label()]["cmd_set"], 0);
     assert_eq!(s1["limit_maxbytes"], 8 << 20);
@@ -304,7 +325,11 @@ async fn every_endpoint_across_two_nodes() {
         ("/api/v1/1561/history", BOB),
     ] {
         let (status, body) = api.call("GET", path, Some(cred), None).await;
-        assert_eq!((status, body.as_str()), (403, NOT_AUTHORIZED), "{path} {cred:?}");
+        assert_eq!(
+            (status, body.as_str()),
+            (403, NOT_AUTHORIZED),
+            "{path} {cred:?}"
+        );
     }
 
     // ---- history: rows appear from the sampling loop ----
@@ -320,13 +345,21 @@ async fn every_endpoint_across_two_nodes() {
     assert!(row["stats"]["get_hits"].is_u64(), "{row}");
     assert!(row["timestamp"].as_str().unwrap().parse::<u64>().unwrap() > 1_600_000_000_000);
     let bob_history = api.json("GET", "/api/v1/2000/history", BOB).await;
-    assert!(bob_history.as_array().unwrap().iter().all(|r| r["memcachier_id"] == "2000"));
+    assert!(bob_history
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["memcachier_id"] == "2000"));
 
     // ---- flush needs the flush capability ----
-    let (status, body) = api.call("POST", "/api/v1/1561/flush", Some(VIEWER), None).await;
+    let (status, body) = api
+        .call("POST", "/api/v1/1561/flush", Some(VIEWER), None)
+        .await;
     assert_eq!((status, body.as_str()), (403, NOT_AUTHORIZED));
     c.expect(b"get k\r\n", b"VALUE k 0 1\r\nv\r\nEND\r\n").await;
-    let (status, body) = api.call("POST", "/api/v1/1561/flush", Some(ALICE), None).await;
+    let (status, body) = api
+        .call("POST", "/api/v1/1561/flush", Some(ALICE), None)
+        .await;
     assert_eq!((status, body.as_str()), (200, ""));
     c.expect(b"get k\r\n", b"END\r\n").await;
 
@@ -351,12 +384,23 @@ async fn every_endpoint_across_two_nodes() {
     assert!(created.get("pending_nodes").is_none(), "{created}");
     let new = (user.as_str(), pass.as_str());
     for node in [&n1, &n2] {
-        assert_eq!(node.sasl(&user, &pass).await, 0, "new credential on {}", node.label());
+        assert_eq!(
+            node.sasl(&user, &pass).await,
+            0,
+            "new credential on {}",
+            node.label()
+        );
         let file = std::fs::read_to_string(&node.caches).unwrap();
-        assert!(file.contains(&user) && file.contains("$argon2id$"), "{file}");
+        assert!(
+            file.contains(&user) && file.contains("$argon2id$"),
+            "{file}"
+        );
         assert!(!file.contains(&pass), "password stored in plain text");
     }
-    assert_eq!(api.json("GET", "/api/v1/login", new).await["cache_id"], 1561);
+    assert_eq!(
+        api.json("GET", "/api/v1/login", new).await["cache_id"],
+        1561
+    );
     let list = api.json("GET", "/api/v1/1561/credentials", new).await;
     assert_eq!(list.as_array().unwrap().len(), 4);
     assert!(!list.to_string().contains(&pass));
@@ -364,22 +408,38 @@ async fn every_endpoint_across_two_nodes() {
     // ---- update capabilities: PATCH with JSON (strings, as documented), POST with a form ----
     let path = format!("/api/v1/1561/credentials/{user}");
     let (status, body) = api
-        .call("PATCH", &path, Some(ALICE), Some(r#"{"flush_capability":"false"}"#))
+        .call(
+            "PATCH",
+            &path,
+            Some(ALICE),
+            Some(r#"{"flush_capability":"false"}"#),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(
-        (&v["flush_capability"], &v["write_capability"], &v["api_capability"]),
+        (
+            &v["flush_capability"],
+            &v["write_capability"],
+            &v["api_capability"]
+        ),
         (&Value::Bool(false), &Value::Bool(true), &Value::Bool(true))
     );
-    let (status, body) = api.call("POST", "/api/v1/1561/flush", Some(new), None).await;
+    let (status, body) = api
+        .call("POST", "/api/v1/1561/flush", Some(new), None)
+        .await;
     assert_eq!((status, body.as_str()), (403, NOT_AUTHORIZED));
     let (status, body) = api
         .call("POST", &path, Some(ALICE), Some("write_capability=false"))
         .await;
     assert_eq!(status, 200, "{body}");
     let (status, _) = api
-        .call("PATCH", &format!("{path}?write_capability=maybe"), Some(ALICE), None)
+        .call(
+            "PATCH",
+            &format!("{path}?write_capability=maybe"),
+            Some(ALICE),
+            None,
+        )
         .await;
     assert_eq!(status, 400);
     for node in [&n1, &n2] {
@@ -390,7 +450,11 @@ async fn every_endpoint_across_two_nodes() {
             .find(|c| c.username == user)
             .unwrap()
             .clone();
-        assert!(!cred.caps.write && !cred.caps.flush && cred.caps.api, "{}", node.label());
+        assert!(
+            !cred.caps.write && !cred.caps.flush && cred.caps.api,
+            "{}",
+            node.label()
+        );
         // Without write, a set is "not stored".
         let mut s = connect(node.plain).await;
         s.expect(
@@ -409,12 +473,20 @@ async fn every_endpoint_across_two_nodes() {
         ("DELETE", "/api/v1/1561/credentials/bob"), // another cache's
     ] {
         let (status, body) = api.call(method, p, Some(ALICE), None).await;
-        assert_eq!((status, body.as_str()), (404, NO_CREDENTIAL), "{method} {p}");
+        assert_eq!(
+            (status, body.as_str()),
+            (404, NO_CREDENTIAL),
+            "{method} {p}"
+        );
     }
 
     // ---- promote: exactly one primary ----
     let promoted = api
-        .json("POST", &format!("/api/v1/1561/credentials/primary/{user}"), ALICE)
+        .json(
+            "POST",
+            &format!("/api/v1/1561/credentials/primary/{user}"),
+            ALICE,
+        )
         .await;
     assert_eq!(promoted["primary"], true);
     assert_eq!(promoted["sasl_username"], user.as_str());
@@ -429,7 +501,12 @@ async fn every_endpoint_across_two_nodes() {
     assert_eq!(primaries, [user.as_str()]);
     for node in [&n1, &n2] {
         let file = CachesFile::load(&node.caches).unwrap();
-        assert_eq!(file.caches[0].primary().unwrap().username, user, "{}", node.label());
+        assert_eq!(
+            file.caches[0].primary().unwrap().username,
+            user,
+            "{}",
+            node.label()
+        );
     }
 
     // ---- delete: never the primary ----
@@ -442,7 +519,12 @@ async fn every_endpoint_across_two_nodes() {
     let (status, _) = api.call("GET", "/api/v1/login", Some(ALICE), None).await;
     assert_eq!(status, 403);
     for node in [&n1, &n2] {
-        assert_ne!(node.sasl("alice", "alice-secret").await, 0, "{}", node.label());
+        assert_ne!(
+            node.sasl("alice", "alice-secret").await,
+            0,
+            "{}",
+            node.label()
+        );
         assert_eq!(node.sasl(&user, &pass).await, 0);
         assert_eq!(node.sasl("bob", "bob-secret").await, 0);
     }
@@ -467,9 +549,13 @@ async fn a_node_down_during_a_change_catches_up() {
 
     n2.stop().await;
     let server_error = format!("Server error: {}", n2.label());
-    let (status, body) = api.call("GET", "/api/v1/1561/stats", Some(ALICE), None).await;
+    let (status, body) = api
+        .call("GET", "/api/v1/1561/stats", Some(ALICE), None)
+        .await;
     assert_eq!((status, body.as_str()), (500, server_error.as_str()));
-    let (status, body) = api.call("POST", "/api/v1/1561/flush", Some(ALICE), None).await;
+    let (status, body) = api
+        .call("POST", "/api/v1/1561/flush", Some(ALICE), None)
+        .await;
     assert_eq!((status, body.as_str()), (500, server_error.as_str()));
 
     // The change lands on n1 at once; the reply names n2 as behind.
@@ -496,10 +582,7 @@ async fn a_node_down_during_a_change_catches_up() {
         let n2 = &n2;
         let (user, pass) = (user.clone(), pass.clone());
         async move {
-            n2.shared
-                .tenants()
-                .file()
-                .caches[0]
+            n2.shared.tenants().file().caches[0]
                 .credentials
                 .iter()
                 .any(|c| c.username == user && !c.caps.api)
@@ -529,5 +612,8 @@ async fn a_wrong_admin_token_is_a_server_error() {
     let n1 = AdminNode::first(dir.path(), "n1").await;
     let api = start_analytics(&[&n1], dir.path(), "not-the-right-token-at-all").await;
     let (status, body) = api.call("GET", "/api/v1/login", Some(ALICE), None).await;
-    assert_eq!((status, body), (500, format!("Server error: {}", n1.label())));
+    assert_eq!(
+        (status, body),
+        (500, format!("Server error: {}", n1.label()))
+    );
 }

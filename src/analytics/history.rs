@@ -93,7 +93,12 @@ impl Db {
                 "INSERT INTO history (cache_id, server, timestamp_ms, stats) VALUES (?1, ?2, ?3, ?4)",
             )?;
             for s in samples {
-                stmt.execute(params![s.cache_id, s.server, s.timestamp_ms, s.stats.to_string()])?;
+                stmt.execute(params![
+                    s.cache_id,
+                    s.server,
+                    s.timestamp_ms,
+                    s.stats.to_string()
+                ])?;
             }
         }
         tx.commit()

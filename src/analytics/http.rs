@@ -96,7 +96,11 @@ pub fn parse(raw: &[u8]) -> io::Result<Response> {
         };
         let value = value.trim();
         if name.eq_ignore_ascii_case("content-length") {
-            length = Some(value.parse::<usize>().map_err(|_| bad("bad content-length"))?);
+            length = Some(
+                value
+                    .parse::<usize>()
+                    .map_err(|_| bad("bad content-length"))?,
+            );
         } else if name.eq_ignore_ascii_case("transfer-encoding")
             && value.to_ascii_lowercase().contains("chunked")
         {
@@ -106,7 +110,9 @@ pub fn parse(raw: &[u8]) -> io::Result<Response> {
     let body = if chunked {
         dechunk(rest)?
     } else if let Some(n) = length {
-        rest.get(..n).ok_or_else(|| bad("body shorter than content-length"))?.to_vec()
+        rest.get(..n)
+            .ok_or_else(|| bad("body shorter than content-length"))?
+            .to_vec()
     } else {
         rest.to_vec()
     };

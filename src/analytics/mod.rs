@@ -164,8 +164,8 @@ impl Change {
                 api,
                 ..
             } => {
-                let primary = list.iter().any(|c| &c.username == username && c.primary)
-                    || list.is_empty();
+                let primary =
+                    list.iter().any(|c| &c.username == username && c.primary) || list.is_empty();
                 list.retain(|c| &c.username != username);
                 list.push(CredentialUpdate {
                     username: username.clone(),
@@ -531,7 +531,10 @@ mod tests {
     fn node_lists() {
         let n = parse_nodes("a:1, n2=10.0.0.2:9000").unwrap();
         assert_eq!(n[0].label, "a:1");
-        assert_eq!((n[1].label.as_str(), n[1].addr.as_str()), ("n2", "10.0.0.2:9000"));
+        assert_eq!(
+            (n[1].label.as_str(), n[1].addr.as_str()),
+            ("n2", "10.0.0.2:9000")
+        );
         for bad in ["", "a", "a:x", "=a:1", "a:1,a:1", ":1"] {
             assert!(parse_nodes(bad).is_err(), "{bad}");
         }

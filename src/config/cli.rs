@@ -47,7 +47,11 @@ pub struct AnalyticsArgs {
     #[arg(long, env = "MEMGATE_ANALYTICS_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
     /// Where the API listens.
-    #[arg(long, env = "MEMGATE_ANALYTICS_LISTEN", default_value = "127.0.0.1:8080")]
+    #[arg(
+        long,
+        env = "MEMGATE_ANALYTICS_LISTEN",
+        default_value = "127.0.0.1:8080"
+    )]
     pub listen: SocketAddr,
     /// SQLite database for the history and for changes not yet applied.
     #[arg(long, env = "MEMGATE_ANALYTICS_DB", default_value = "analytics.sqlite")]
@@ -65,13 +69,12 @@ pub struct AnalyticsArgs {
 
 impl AnalyticsArgs {
     pub fn into_config(self) -> Result<crate::analytics::AnalyticsConfig, ConfigError> {
-        let nodes = crate::analytics::parse_nodes(&self.nodes).map_err(|value| {
-            ConfigError::Invalid {
+        let nodes =
+            crate::analytics::parse_nodes(&self.nodes).map_err(|value| ConfigError::Invalid {
                 what: "--nodes",
                 value,
                 expected: "comma-separated host:port or name=host:port entries",
-            }
-        })?;
+            })?;
         let admin_token = admin_token(self.admin_token)?;
         if self.sample_interval.is_zero() {
             return Err(ConfigError::Invalid {
