@@ -296,6 +296,7 @@ async fn every_endpoint_across_two_nodes() {
         api.json("GET", "/api/v1/login", BOB).await["cache_id"],
         2000
     );
+    assert_eq!(api.json("GET", "/api/login", BOB).await["cache_id"], 2000);
 
     // ---- stats: one object per node, only for the caller's own cache ----
     let mut c = connect(n1.plain).await;

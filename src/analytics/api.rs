@@ -36,6 +36,7 @@ pub const PRIMARY_NOT_DELETABLE: &str = "The primary credential cannot be delete
 pub fn router(service: Arc<Service>) -> Router {
     Router::new()
         .route("/api/v1/login", get(login))
+        .route("/api/login", get(login))
         .route("/api/v1/{cache_id}/stats", get(stats))
         .route("/api/v1/{cache_id}/history", get(history))
         .route("/api/v1/{cache_id}/flush", post(flush))
@@ -77,7 +78,7 @@ async fn observe(request: Request, next: Next) -> Response {
 pub fn endpoint_of(path: &str) -> &'static str {
     let parts: Vec<&str> = path.trim_end_matches('/').split('/').collect();
     match parts.as_slice() {
-        ["", "api", "v1", "login"] => "/api/v1/login",
+        ["", "api", "v1", "login"] | ["", "api", "login"] => "/api/v1/login",
         ["", "api", "v1", _, "stats"] => "/api/v1/{cache_id}/stats",
         ["", "api", "v1", _, "history"] => "/api/v1/{cache_id}/history",
         ["", "api", "v1", _, "flush"] => "/api/v1/{cache_id}/flush",
