@@ -143,6 +143,15 @@ struct Service {
 }
 
 async fn start_analytics(nodes: &[&AdminNode], dir: &Path, token: &str) -> Service {
+    start_analytics_every(nodes, dir, token, Duration::from_millis(300)).await
+}
+
+async fn start_analytics_every(
+    nodes: &[&AdminNode],
+    dir: &Path,
+    token: &str,
+    sample_interval: Duration,
+) -> Service {
     let list = nodes
         .iter()
         .map(|n| format!("{}={}", n.label(), n.admin))
@@ -153,7 +162,7 @@ async fn start_analytics(nodes: &[&AdminNode], dir: &Path, token: &str) -> Servi
         admin_token: token.into(),
         listen: "127.0.0.1:0".parse().unwrap(),
         db: Some(dir.join("analytics.sqlite")),
-        sample_interval: Duration::from_millis(300),
+        sample_interval,
         retention: Duration::from_secs(86_400),
         metrics_listen: None,
     })
@@ -617,4 +626,39 @@ async fn a_wrong_admin_token_is_a_server_error() {
         (status, body),
         (500, format!("Server error: {}", n1.label()))
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_is_behind_cannot_admit_a_deleted_credential() {
+    let dir = tempfile::tempdir().unwrap();
+    let n1 = AdminNode::first(dir.path(), "n1").await;
+    let mut n2 = AdminNode::first(dir.path(), "n2").await;
+    // Retries every 5 s: n2 stays behind for a while after it is back.
+    let api =
+        start_analytics_every(&[&n1, &n2], dir.path(), TOKEN, Duration::from_secs(3600)).await;
+    n2.stop().await;
+    let (status, body) = api
+        .call(
+            "DELETE",
+            "/api/v1/1561/credentials/viewer",
+            Some(ALICE),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(&n2.label()), "{body}");
+    n2.restart().await;
+    // n2 still has viewer, but only the up-to-date n1 is asked.
+    let (status, body) = api.call("GET", "/api/v1/login", Some(VIEWER), None).await;
+    assert_eq!((status, body.as_str()), (403, NOT_AUTHORIZED));
+    assert_eq!(
+        api.json("GET", "/api/v1/login", ALICE).await["cache_id"],
+        1561
+    );
+    eventually("n2 drops viewer", || async {
+        n2.sasl("viewer", "viewer-secret").await != 0
+    })
+    .await;
+    let list = api.json("GET", "/api/v1/1561/credentials", ALICE).await;
+    assert_eq!(list.as_array().unwrap().len(), 2);
 }

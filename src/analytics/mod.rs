@@ -281,36 +281,40 @@ impl Service {
         })
     }
 
-    /// Check a basic-auth credential with the nodes. `Ok(None)`: refused by
-    /// every node that answered. `Err`: no node answered.
+    /// Check a basic-auth credential with the nodes. `Ok(None)`: refused.
+    /// `Err`: no node answered.
+    ///
+    /// Nodes that still wait for credential changes may be stale (they could
+    /// still accept a deleted credential), so they are asked only when no
+    /// up-to-date node answers.
     pub(crate) async fn login(
         &self,
         username: &str,
         password: &str,
     ) -> Result<Option<LoginView>, Vec<NodeDown>> {
         let body = serde_json::json!({ "username": username, "password": password });
-        let mut down = Vec::new();
-        let mut answered = false;
-        // Nodes still waiting for changes may be stale: ask them last.
         let pending = self.db.pending_nodes().unwrap_or_default();
-        let mut order: Vec<&NodeEntry> = self.nodes.iter().collect();
-        order.sort_by_key(|n| pending.contains(&n.label));
-        for node in order {
-            match self.call(node, "POST", "/admin/login", Some(&body)).await {
-                Ok((200, value)) => {
-                    if let Ok(view) = serde_json::from_value::<LoginView>(value) {
-                        return Ok(Some(view));
+        let (fresh, stale): (Vec<&NodeEntry>, Vec<&NodeEntry>) =
+            self.nodes.iter().partition(|n| !pending.contains(&n.label));
+        let mut down = Vec::new();
+        for group in [fresh, stale] {
+            let mut answered = false;
+            for node in group {
+                match self.call(node, "POST", "/admin/login", Some(&body)).await {
+                    Ok((200, value)) => {
+                        if let Ok(view) = serde_json::from_value::<LoginView>(value) {
+                            return Ok(Some(view));
+                        }
                     }
+                    Ok(_) => answered = true,
+                    Err(e) => down.push(e),
                 }
-                Ok(_) => answered = true,
-                Err(e) => down.push(e),
+            }
+            if answered {
+                return Ok(None);
             }
         }
-        if answered {
-            Ok(None)
-        } else {
-            Err(down)
-        }
+        Err(down)
     }
 
     /// The cache as an up-to-date node sees it (one with no pending
@@ -332,6 +336,12 @@ impl Service {
                 Err(e) => down.push(e),
             }
         }
+        // Nodes still behind cannot be trusted to say what the cache is.
+        let configured = |p: &String| self.nodes.iter().any(|n| &n.label == p);
+        down.extend(pending.into_iter().filter(configured).map(|node| NodeDown {
+            node,
+            reason: "has changes not applied yet".into(),
+        }));
         if down.is_empty() {
             Ok(None)
         } else {
