@@ -105,7 +105,8 @@ pub struct NodeDown {
 }
 
 /// A credential change, replayed on each node that hosts the cache. Each is
-/// idempotent on a node's current list, so a retry is harmless.
+/// idempotent on a node's current list, so a retry is harmless. (Debug
+/// shows the password hash: do not log it.)
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Change {

@@ -544,3 +544,94 @@ impl ProxyArgs {
         })
     }
 }
+
+#[cfg(test)]
+mod admin_and_analytics_tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Role {
+        let mut all = vec!["memgate"];
+        all.extend_from_slice(args);
+        Cli::try_parse_from(all).unwrap().role
+    }
+
+    #[test]
+    fn node_admin_is_off_by_default_and_needs_a_token() {
+        let Role::Node(args) = parse(&["node", "--caches", "c.toml"]) else {
+            panic!()
+        };
+        assert!(args.into_config().unwrap().admin.is_none());
+        let Role::Node(args) = parse(&["node", "--admin-listen", "127.0.0.1:0"]) else {
+            panic!()
+        };
+        let e = args.into_config().err().unwrap().to_string();
+        assert!(e.contains("--admin-token"), "{e}");
+        let Role::Node(args) = parse(&[
+            "node",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--admin-token",
+            "short",
+        ]) else {
+            panic!()
+        };
+        let e = args.into_config().err().unwrap().to_string();
+        assert!(e.contains("16") && !e.contains("short"), "{e}");
+        let Role::Node(args) = parse(&[
+            "node",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--admin-token",
+            "a-long-enough-token",
+        ]) else {
+            panic!()
+        };
+        let admin = args.into_config().unwrap().admin.unwrap();
+        assert_eq!(admin.token, "a-long-enough-token");
+    }
+
+    #[test]
+    fn analytics_flags() {
+        let Role::Analytics(args) = parse(&[
+            "analytics",
+            "--nodes",
+            "10.0.0.1:11211=10.0.0.1:9400,10.0.0.2:9400",
+            "--admin-token",
+            "a-long-enough-token",
+            "--sample-interval",
+            "1m",
+        ]) else {
+            panic!()
+        };
+        let c = args.into_config().unwrap();
+        assert_eq!(c.nodes.len(), 2);
+        assert_eq!(c.nodes[0].label, "10.0.0.1:11211");
+        assert_eq!(c.sample_interval, Duration::from_secs(60));
+        assert_eq!(c.retention, Duration::from_secs(30 * 86_400));
+        assert_eq!(c.listen, "127.0.0.1:8080".parse().unwrap());
+        for bad in [
+            vec![
+                "analytics",
+                "--nodes",
+                "nope",
+                "--admin-token",
+                "a-long-enough-token",
+            ],
+            vec!["analytics", "--nodes", "a:1"],
+            vec![
+                "analytics",
+                "--nodes",
+                "a:1",
+                "--admin-token",
+                "a-long-enough-token",
+                "--sample-interval",
+                "0s",
+            ],
+        ] {
+            let Role::Analytics(args) = parse(&bad) else {
+                panic!()
+            };
+            assert!(args.into_config().is_err(), "{bad:?}");
+        }
+    }
+}

@@ -199,8 +199,9 @@ async fn flush(State(state): State<AdminState>, Path(id): Path<String>) -> Respo
     Json(json!({ "flushed": true })).into_response()
 }
 
-/// One credential in the body of `PUT …/credentials`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// One credential in the body of `PUT …/credentials`. Its Debug output
+/// hides the password and hash.
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CredentialUpdate {
     pub username: String,
@@ -213,6 +214,23 @@ pub struct CredentialUpdate {
     pub write: bool,
     pub flush: bool,
     pub api: bool,
+}
+
+impl std::fmt::Debug for CredentialUpdate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CredentialUpdate")
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field(
+                "password_hash",
+                &self.password_hash.as_ref().map(|_| "<redacted>"),
+            )
+            .field("primary", &self.primary)
+            .field("write", &self.write)
+            .field("flush", &self.flush)
+            .field("api", &self.api)
+            .finish()
+    }
 }
 
 impl std::fmt::Debug for CredentialsBody {
@@ -344,5 +362,37 @@ async fn login(
         .into_response(),
         Ok(Err(_)) => error(StatusCode::FORBIDDEN, "authentication failure"),
         Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "login task failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_check_and_redacted_debug() {
+        let d = digest(b"the-right-token-123");
+        assert!(token_matches(&d, b"the-right-token-123"));
+        assert!(!token_matches(&d, b"the-right-token-12"));
+        assert!(!token_matches(&d, b""));
+        let u = CredentialUpdate {
+            username: "u".into(),
+            password: Some("hunter2".into()),
+            password_hash: Some("$argon2id$x".into()),
+            primary: true,
+            write: true,
+            flush: false,
+            api: true,
+        };
+        let text = format!("{u:?}");
+        assert!(
+            !text.contains("hunter2") && !text.contains("argon2"),
+            "{text}"
+        );
+        let c = AdminConfig {
+            listen: "127.0.0.1:1".parse().unwrap(),
+            token: "sekrit-token".into(),
+        };
+        assert!(!format!("{c:?}").contains("sekrit"));
     }
 }
