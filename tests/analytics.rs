@@ -662,3 +662,155 @@ async fn a_node_that_is_behind_cannot_admit_a_deleted_credential() {
     let list = api.json("GET", "/api/v1/1561/credentials", ALICE).await;
     assert_eq!(list.as_array().unwrap().len(), 2);
 }
+
+// ---- the binary, as an operator runs it ----
+
+const BIN: &str = env!("CARGO_BIN_EXE_memgate");
+
+/// A running `memgate` process; killed on drop. Its log is collected.
+struct Proc {
+    child: std::process::Child,
+    log: Arc<std::sync::Mutex<String>>,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Start `memgate ARGS` and wait until it logs every listener in `wanted`.
+fn spawn(
+    args: &[&str],
+    env: &[(&str, &str)],
+    wanted: &[&str],
+) -> (Proc, std::collections::HashMap<String, SocketAddr>) {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(BIN)
+        .args(args)
+        .envs(env.iter().copied())
+        .env("MEMGATE_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let log = Arc::new(std::sync::Mutex::new(String::new()));
+    let mut found = std::collections::HashMap::new();
+    while found.len() < wanted.len() {
+        let line = lines.next().expect("memgate exited early").unwrap();
+        log.lock().unwrap().push_str(&line);
+        if let Some((_, rest)) = line.split_once("listener=") {
+            let name = rest.split_whitespace().next().unwrap().trim_matches('"');
+            let addr = line.rsplit("addr=").next().unwrap().trim();
+            if wanted.contains(&name) {
+                found.insert(name.to_string(), addr.parse().unwrap());
+            }
+        }
+    }
+    let sink = Arc::clone(&log);
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            sink.lock().unwrap().push_str(&line);
+        }
+    });
+    (Proc { child, log }, found)
+}
+
+#[test]
+fn bad_configuration_exits_64_with_one_line() {
+    for args in [
+        vec![
+            "node",
+            "--caches",
+            "x.toml",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ],
+        vec!["analytics", "--nodes", "127.0.0.1:1"],
+        vec!["analytics", "--nodes", "nope", "--admin-token", TOKEN],
+        vec![
+            "analytics",
+            "--nodes",
+            "127.0.0.1:1",
+            "--admin-token",
+            TOKEN,
+            "--retention",
+            "0d",
+        ],
+    ] {
+        let out = std::process::Command::new(BIN)
+            .args(&args)
+            .env_remove("MEMGATE_NODE_ADMIN_TOKEN")
+            .env_remove("MEMGATE_ANALYTICS_ADMIN_TOKEN")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binaries_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let caches = dir.path().join("caches.toml");
+    std::fs::write(&caches, CACHES).unwrap();
+    let (node, addrs) = spawn(
+        &[
+            "node",
+            "--caches",
+            caches.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &[
+            ("MEMGATE_NODE_ADMIN_LISTEN", "127.0.0.1:0"),
+            ("MEMGATE_NODE_ADMIN_TOKEN", TOKEN),
+        ],
+        &["plain", "admin"],
+    );
+    let (plain, admin) = (addrs["plain"], addrs["admin"]);
+    let nodes = format!("{plain}={admin}");
+    let db = dir.path().join("analytics.sqlite");
+    let (analytics, addrs) = spawn(
+        &[
+            "analytics",
+            "--listen",
+            "127.0.0.1:0",
+            "--db",
+            db.to_str().unwrap(),
+        ],
+        &[
+            ("MEMGATE_ANALYTICS_NODES", &nodes),
+            ("MEMGATE_ANALYTICS_ADMIN_TOKEN", TOKEN),
+        ],
+        &["api"],
+    );
+    let api = addrs["api"];
+    let alice = basic_auth("alice", "alice-secret");
+    let (status, body) = http_request(api, "GET", "/api/v1/login", Some(&alice), None).await;
+    assert_eq!((status, body.as_str()), (200, r#"{"cache_id":1561}"#));
+    let (status, body) = http_request(api, "GET", "/api/v1/1561/stats", Some(&alice), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(&format!("\"{plain}\"")), "{body}");
+    let (status, body) =
+        http_request(api, "POST", "/api/v1/1561/credentials", Some(&alice), None).await;
+    assert_eq!(status, 200, "{body}");
+    let created: Value = serde_json::from_str(&body).unwrap();
+    let (user, pass) = (
+        created["sasl_username"].as_str().unwrap(),
+        created["sasl_password"].as_str().unwrap(),
+    );
+    assert_eq!(connect(plain).await.sasl_login(user, pass).await, 0);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for p in [&node, &analytics] {
+        let log = p.log.lock().unwrap().clone();
+        assert!(
+            !log.contains("alice-secret") && !log.contains(pass) && !log.contains(TOKEN),
+            "a secret was logged: {log}"
+        );
+    }
+}

@@ -91,9 +91,6 @@ pub fn router(shared: Arc<Shared>, token: &str) -> Router {
 
 /// Serve the admin API on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, token: &str) -> std::io::Result<()> {
-    if let Ok(addr) = listener.local_addr() {
-        tracing::info!(listener = "admin", %addr, "listening");
-    }
     axum::serve(listener, router(shared, token)).await
 }
 
