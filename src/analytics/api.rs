@@ -291,9 +291,11 @@ async fn find_credential(
 }
 
 async fn apply(service: &Service, change: Change) -> Result<Vec<String>, ApiError> {
-    service.apply_everywhere(change).await.map_err(|reason| {
-        tracing::error!(%reason, "a node refused a credential change");
-        server_error(&[])
+    service.apply_everywhere(change).await.map_err(|refused| {
+        ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("Server error: {}", refused.join(",")),
+        )
     })
 }
 

@@ -400,11 +400,17 @@ impl Service {
     }
 
     /// Apply `change` on every node; nodes that are down (or still behind)
-    /// get it queued. Returns the nodes that have not applied it yet, or an
-    /// error message if a node refused it.
-    pub(crate) async fn apply_everywhere(&self, change: Change) -> Result<Vec<String>, String> {
+    /// get it queued. Returns the nodes that have not applied it yet; or,
+    /// if some node refused it (it breaks a rule there, e.g. a username
+    /// another cache of that node uses), those nodes: the others still
+    /// applied it.
+    pub(crate) async fn apply_everywhere(
+        &self,
+        change: Change,
+    ) -> Result<Vec<String>, Vec<String>> {
         let _order = self.changes.lock().await;
         let mut behind = Vec::new();
+        let mut refused = Vec::new();
         for node in &self.nodes {
             let up_to_date = self.drain_node(node).await;
             let result = if up_to_date {
@@ -417,7 +423,10 @@ impl Service {
             };
             match result {
                 Ok(Applied::Done) => {}
-                Ok(Applied::Refused(reason)) => return Err(reason),
+                Ok(Applied::Refused(reason)) => {
+                    tracing::error!(node = %node.label, cache = %change.cache_id(), %reason, "a node refused a credential change");
+                    refused.push(node.label.clone());
+                }
                 Err(_) => {
                     if let Err(error) = self.db.pending_add(&node.label, &change) {
                         tracing::error!(%error, "cannot queue a change");
@@ -427,7 +436,11 @@ impl Service {
             }
         }
         self.publish_pending();
-        Ok(behind)
+        if refused.is_empty() {
+            Ok(behind)
+        } else {
+            Err(refused)
+        }
     }
 
     /// Retry every node's pending changes (the background loop).
