@@ -242,6 +242,7 @@ pub async fn start(config: UpConfig) -> Result<Running, ClusterError> {
             max_connections: 4096,
             metrics_listen: None,
             no_auth: false,
+            admin: None,
         })
         .await?;
         if let Some(addr) = node.tls_addr() {

@@ -11,6 +11,7 @@
 //! - [`cluster`]: `memgate up` and `memgate certs`.
 //! - [`config`]: flags, environment and TOML into validated config.
 //! - [`bench`]: `memgate bench`, the load generator.
+//! - [`analytics`]: the cache owner's HTTP API over the nodes' admin endpoints.
 //!
 //! # How a request flows
 //!
@@ -28,6 +29,7 @@
 //!                 protocol::encode(frame, response) ─▶ client, in request order
 //! ```
 
+pub mod analytics;
 pub mod bench;
 pub mod cluster;
 pub mod config;

@@ -67,7 +67,35 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Role::Certs(args) => certs(args),
         Role::Up(args) => up(args).await,
         Role::Bench(args) => bench(args).await,
+        Role::Analytics(args) => analytics(args).await,
     }
+}
+
+/// `memgate analytics`: the API until Ctrl-C or SIGTERM.
+async fn analytics(args: memgate::config::cli::AnalyticsArgs) -> Result<(), Failure> {
+    let config = args.into_config().map_err(|e| Failure::Config(e.into()))?;
+    let service = memgate::analytics::Analytics::bind(config)
+        .await
+        .map_err(|e| match e {
+            memgate::analytics::AnalyticsError::Bind { .. } => Failure::Runtime(e.into()),
+            other => Failure::Config(other.into()),
+        })?;
+    for (what, addr) in [("api", service.addr()), ("metrics", service.metrics_addr())] {
+        if let Some(addr) = addr {
+            tracing::info!(listener = what, %addr, "listening");
+        }
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(service.run(stop_rx));
+    let mut terminate = signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    let _ = server.await;
+    Ok(())
 }
 
 /// `memgate certs`: write the PKI and list what was written.
@@ -204,6 +232,7 @@ async fn memgate_node(args: memgate::config::cli::NodeArgs) -> Result<(), Failur
         ("plain", node.plain_addr()),
         ("tls", node.tls_addr()),
         ("metrics", node.metrics_addr()),
+        ("admin", node.admin_addr()),
     ] {
         if let Some(addr) = addr {
             tracing::info!(listener = what, %addr, "listening");

@@ -110,6 +110,38 @@ pub const PROXY_METRICS: &[(&str, &str)] = &[
     (PROXY_CLIENT_WRITTEN_BYTES_TOTAL, "Bytes written to clients"),
 ];
 
+/// Analytics: API requests, by endpoint (the route pattern) and status code.
+pub const ANALYTICS_REQUESTS_TOTAL: &str = "memgate_analytics_requests_total";
+/// Analytics: API request latency, by endpoint.
+pub const ANALYTICS_REQUEST_DURATION_SECONDS: &str = "memgate_analytics_request_duration_seconds";
+/// Analytics: calls to a node's admin API that failed (unreachable or 5xx), by node.
+pub const ANALYTICS_NODE_ERRORS_TOTAL: &str = "memgate_analytics_node_errors_total";
+/// Analytics: credential changes waiting for a node that was down, by node.
+pub const ANALYTICS_PENDING_CHANGES: &str = "memgate_analytics_pending_changes";
+/// Analytics: history rows written.
+pub const ANALYTICS_SAMPLES_TOTAL: &str = "memgate_analytics_samples_total";
+
+/// Analytics metrics with their help text.
+pub const ANALYTICS_METRICS: &[(&str, &str)] = &[
+    (
+        ANALYTICS_REQUESTS_TOTAL,
+        "API requests by endpoint and status code",
+    ),
+    (
+        ANALYTICS_REQUEST_DURATION_SECONDS,
+        "API request latency, by endpoint",
+    ),
+    (
+        ANALYTICS_NODE_ERRORS_TOTAL,
+        "Failed calls to a node's admin API, by node",
+    ),
+    (
+        ANALYTICS_PENDING_CHANGES,
+        "Credential changes a node has not applied yet, by node",
+    ),
+    (ANALYTICS_SAMPLES_TOTAL, "History rows written"),
+];
+
 /// Latency buckets (seconds): 50 µs to 5 s.
 const LATENCY_BUCKETS: &[f64] = &[
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
@@ -182,7 +214,11 @@ pub fn install() -> PrometheusHandle {
                 // tests); render from a detached one rather than panic.
                 Err(_) => PrometheusBuilder::new().build_recorder().handle(),
             };
-            for (name, help) in NODE_METRICS.iter().chain(PROXY_METRICS) {
+            for (name, help) in NODE_METRICS
+                .iter()
+                .chain(PROXY_METRICS)
+                .chain(ANALYTICS_METRICS)
+            {
                 metrics::describe_counter!(*name, *help);
             }
             // install_recorder() runs no upkeep task: without one, histogram

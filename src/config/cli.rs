@@ -35,6 +35,73 @@ pub enum Role {
     Up(UpArgs),
     /// Load generator in the style of memtier_benchmark.
     Bench(BenchArgs),
+    /// The cache owner's HTTP API (stats, history, flush, credentials) across the nodes.
+    Analytics(AnalyticsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AnalyticsArgs {
+    /// Comma-separated node admin endpoints: host:port, or name=host:port
+    /// (the name keys the stats, e.g. the node's memcached address).
+    #[arg(long, env = "MEMGATE_ANALYTICS_NODES")]
+    pub nodes: String,
+    /// The nodes' admin token.
+    #[arg(long, env = "MEMGATE_ANALYTICS_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Where the API listens.
+    #[arg(
+        long,
+        env = "MEMGATE_ANALYTICS_LISTEN",
+        default_value = "127.0.0.1:8080"
+    )]
+    pub listen: SocketAddr,
+    /// SQLite database for the history and for changes not yet applied.
+    #[arg(long, env = "MEMGATE_ANALYTICS_DB", default_value = "analytics.sqlite")]
+    pub db: PathBuf,
+    /// How often every cache's stats are sampled into the history.
+    #[arg(long, env = "MEMGATE_ANALYTICS_SAMPLE_INTERVAL", default_value = "30m", value_parser = parse_duration_arg)]
+    pub sample_interval: Duration,
+    /// How long history is kept.
+    #[arg(long, env = "MEMGATE_ANALYTICS_RETENTION", default_value = "30d", value_parser = parse_duration_arg)]
+    pub retention: Duration,
+    /// Prometheus /metrics listener (off by default).
+    #[arg(long, env = "MEMGATE_ANALYTICS_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+impl AnalyticsArgs {
+    pub fn into_config(self) -> Result<crate::analytics::AnalyticsConfig, ConfigError> {
+        let nodes =
+            crate::analytics::parse_nodes(&self.nodes).map_err(|value| ConfigError::Invalid {
+                what: "--nodes",
+                value,
+                expected: "comma-separated host:port or name=host:port entries",
+            })?;
+        let admin_token = admin_token(self.admin_token)?;
+        if self.sample_interval.is_zero() {
+            return Err(ConfigError::Invalid {
+                what: "--sample-interval",
+                value: "0".into(),
+                expected: "a positive duration such as 30m",
+            });
+        }
+        if self.retention.is_zero() {
+            return Err(ConfigError::Invalid {
+                what: "--retention",
+                value: "0".into(),
+                expected: "a positive duration such as 30d",
+            });
+        }
+        Ok(crate::analytics::AnalyticsConfig {
+            nodes,
+            admin_token,
+            listen: self.listen,
+            db: Some(self.db),
+            sample_interval: self.sample_interval,
+            retention: self.retention,
+            metrics_listen: self.metrics_listen,
+        })
+    }
 }
 
 #[derive(Debug, Args)]
@@ -152,6 +219,29 @@ pub struct NodeArgs {
     /// Testing only: one implicit cache, no login. Refused unless every listener is loopback.
     #[arg(long, env = "MEMGATE_NODE_INSECURE_NO_AUTH")]
     pub insecure_no_auth: bool,
+    /// Admin HTTP API for `memgate analytics` (off by default; needs --admin-token).
+    #[arg(long, env = "MEMGATE_NODE_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+    /// Bearer token the admin API requires (at least 16 characters).
+    #[arg(long, env = "MEMGATE_NODE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+}
+
+/// The shortest admin token accepted.
+pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
+
+fn admin_token(token: Option<String>) -> Result<String, ConfigError> {
+    match token {
+        None => Err(ConfigError::Missing {
+            what: "--admin-token (the admin API is never open without one)",
+        }),
+        Some(t) if t.trim().len() < MIN_ADMIN_TOKEN_LEN => Err(ConfigError::Invalid {
+            what: "--admin-token",
+            value: "<redacted>".into(),
+            expected: "a token of at least 16 characters",
+        }),
+        Some(t) => Ok(t.trim().to_owned()),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -204,7 +294,15 @@ impl NodeArgs {
                 expected: "a size of at least 2 bytes",
             });
         }
+        let admin = match self.admin_listen {
+            Some(listen) => Some(crate::node::admin::AdminConfig {
+                listen,
+                token: admin_token(self.admin_token)?,
+            }),
+            None => None,
+        };
         Ok(NodeConfig {
+            admin,
             listen,
             tls_listen,
             caches_path: self.caches,
@@ -681,5 +779,96 @@ impl BenchArgs {
             verify: self.verify,
             progress: true,
         })
+    }
+}
+
+#[cfg(test)]
+mod admin_and_analytics_tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Role {
+        let mut all = vec!["memgate"];
+        all.extend_from_slice(args);
+        Cli::try_parse_from(all).unwrap().role
+    }
+
+    #[test]
+    fn node_admin_is_off_by_default_and_needs_a_token() {
+        let Role::Node(args) = parse(&["node", "--caches", "c.toml"]) else {
+            panic!()
+        };
+        assert!(args.into_config().unwrap().admin.is_none());
+        let Role::Node(args) = parse(&["node", "--admin-listen", "127.0.0.1:0"]) else {
+            panic!()
+        };
+        let e = args.into_config().err().unwrap().to_string();
+        assert!(e.contains("--admin-token"), "{e}");
+        let Role::Node(args) = parse(&[
+            "node",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--admin-token",
+            "short",
+        ]) else {
+            panic!()
+        };
+        let e = args.into_config().err().unwrap().to_string();
+        assert!(e.contains("16") && !e.contains("short"), "{e}");
+        let Role::Node(args) = parse(&[
+            "node",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--admin-token",
+            "a-long-enough-token",
+        ]) else {
+            panic!()
+        };
+        let admin = args.into_config().unwrap().admin.unwrap();
+        assert_eq!(admin.token, "a-long-enough-token");
+    }
+
+    #[test]
+    fn analytics_flags() {
+        let Role::Analytics(args) = parse(&[
+            "analytics",
+            "--nodes",
+            "10.0.0.1:11211=10.0.0.1:9400,10.0.0.2:9400",
+            "--admin-token",
+            "a-long-enough-token",
+            "--sample-interval",
+            "1m",
+        ]) else {
+            panic!()
+        };
+        let c = args.into_config().unwrap();
+        assert_eq!(c.nodes.len(), 2);
+        assert_eq!(c.nodes[0].label, "10.0.0.1:11211");
+        assert_eq!(c.sample_interval, Duration::from_secs(60));
+        assert_eq!(c.retention, Duration::from_secs(30 * 86_400));
+        assert_eq!(c.listen, "127.0.0.1:8080".parse().unwrap());
+        for bad in [
+            vec![
+                "analytics",
+                "--nodes",
+                "nope",
+                "--admin-token",
+                "a-long-enough-token",
+            ],
+            vec!["analytics", "--nodes", "a:1"],
+            vec![
+                "analytics",
+                "--nodes",
+                "a:1",
+                "--admin-token",
+                "a-long-enough-token",
+                "--sample-interval",
+                "0s",
+            ],
+        ] {
+            let Role::Analytics(args) = parse(&bad) else {
+                panic!()
+            };
+            assert!(args.into_config().is_err(), "{bad:?}");
+        }
     }
 }

@@ -10,7 +10,9 @@
 //! - [`tenants`]: the running caches, kept across reloads.
 //! - [`store`]: one cache's items: byte-budget LRU, TTL, CAS.
 //! - [`stats`]: per-cache counters.
+//! - [`admin`]: the token-protected admin HTTP API that `memgate analytics` uses.
 
+pub mod admin;
 pub mod auth;
 pub mod caches;
 pub mod session;
@@ -21,7 +23,7 @@ pub mod tenants;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
@@ -32,7 +34,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::metrics as m;
 use crate::protocol::Response;
 use caches::Invalid;
-use caches::{CacheConfig, CachesFile, Capabilities};
+use caches::{CacheConfig, CachesFile, Capabilities, Credential};
 use tenants::{Login, Tenant, Tenants};
 
 /// The version the node reports (`version`, `stats`).
@@ -59,6 +61,8 @@ pub struct NodeConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// Testing only: one implicit cache, no login.
     pub no_auth: bool,
+    /// The admin HTTP API (off unless set).
+    pub admin: Option<admin::AdminConfig>,
 }
 
 /// Errors starting or reloading the node.
@@ -81,6 +85,8 @@ pub enum NodeError {
     NoCaches,
     #[error("no listener: give --listen or --tls-listen")]
     NoListener,
+    #[error("the admin listener needs a token (--admin-token)")]
+    AdminWithoutToken,
 }
 
 /// Settings sessions read on every connection.
@@ -101,7 +107,63 @@ pub struct Shared {
     started: Instant,
     /// Failed logins whose username matched no cache.
     anonymous_auth_failures: AtomicU64,
+    /// Serializes changes of the caches (SIGHUP reload, admin updates).
+    change_lock: Mutex<()>,
+    /// Bumped by every applied change of the caches.
+    config_version: AtomicU64,
 }
+
+/// Why an admin change of a cache's credentials was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateError {
+    /// No cache has this id.
+    #[error("no cache {0:?} on this node")]
+    NoSuchCache(String),
+    /// The change itself is not acceptable (the client's fault).
+    #[error("{0}")]
+    Rejected(String),
+    /// The result breaks a rule of the caches file.
+    #[error("caches: {0}")]
+    Invalid(#[from] Invalid),
+    /// The caches file could not be written; nothing changed.
+    #[error(transparent)]
+    Persist(#[from] caches::CachesError),
+}
+
+/// The per-cache stats the analytics API exposes, in the order DESIGN.md lists.
+pub const API_STATS: &[&str] = &[
+    "curr_connections",
+    "total_connections",
+    "curr_items",
+    "total_items",
+    "bytes",
+    "limit_maxbytes",
+    "time",
+    "auth_cmds",
+    "auth_errors",
+    "bytes_read",
+    "bytes_written",
+    "cmd_get",
+    "cmd_set",
+    "cmd_delete",
+    "cmd_flush",
+    "cmd_touch",
+    "get_hits",
+    "get_misses",
+    "delete_hits",
+    "delete_misses",
+    "incr_hits",
+    "incr_misses",
+    "decr_hits",
+    "decr_misses",
+    "touch_hits",
+    "touch_misses",
+    "cas_hits",
+    "cas_misses",
+    "cas_badval",
+    "evictions",
+    "expired",
+];
 
 impl Shared {
     /// The current caches snapshot.
@@ -129,15 +191,77 @@ impl Shared {
         let Some(path) = &self.caches_path else {
             return Ok(());
         };
+        let _guard = self.change_lock.lock().unwrap_or_else(|p| p.into_inner());
         let file = CachesFile::load(path)?;
         check_commitment(&file, self.settings.memory_limit)?;
         let previous = self.tenants();
         let next = Tenants::build(&file, self.settings.max_item_size, Some(&previous))?;
+        self.install(next);
+        Ok(())
+    }
+
+    fn install(&self, next: Tenants) {
         match self.tenants.write() {
             Ok(mut guard) => *guard = Arc::new(next),
             Err(poisoned) => *poisoned.into_inner() = Arc::new(next),
         }
-        Ok(())
+        self.config_version.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Bumped by every reload and admin change: lets a client see that the
+    /// caches changed.
+    pub fn config_version(&self) -> u64 {
+        self.config_version.load(Ordering::Relaxed)
+    }
+
+    /// Replace the credentials of cache `cache_id` with what `change`
+    /// returns for the current ones. The new caches file is validated and
+    /// persisted atomically (when the node has one) before it takes effect,
+    /// like a SIGHUP reload: logged-in connections keep working, new logins
+    /// see the new credentials. Returns the new config version.
+    pub fn update_credentials(
+        &self,
+        cache_id: &str,
+        change: impl FnOnce(&CacheConfig) -> Result<Vec<Credential>, String>,
+    ) -> Result<u64, UpdateError> {
+        let _guard = self.change_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let previous = self.tenants();
+        let mut file = previous.file().clone();
+        let cache = file
+            .caches
+            .iter_mut()
+            .find(|c| c.id == cache_id)
+            .ok_or_else(|| UpdateError::NoSuchCache(cache_id.to_owned()))?;
+        cache.credentials = change(cache).map_err(UpdateError::Rejected)?;
+        file.validate()?;
+        let next = Tenants::build(&file, self.settings.max_item_size, Some(&previous))?;
+        if let Some(path) = &self.caches_path {
+            file.save_atomic(path)?;
+        }
+        self.install(next);
+        Ok(self.config_version())
+    }
+
+    /// The analytics API's stats of one cache ([`API_STATS`]).
+    pub fn api_stats(&self, tenant: &Tenant) -> Vec<(&'static str, u64)> {
+        let usage = tenant.store.usage();
+        let counters = tenant.stats.counters();
+        API_STATS
+            .iter()
+            .map(|&name| {
+                let value = match name {
+                    "curr_items" => usage.items,
+                    "bytes" => usage.bytes,
+                    "limit_maxbytes" => usage.limit,
+                    "time" => session::unix_now(),
+                    _ => counters
+                        .iter()
+                        .find(|(n, _)| *n == name)
+                        .map_or(0, |(_, v)| *v),
+                };
+                (name, value)
+            })
+            .collect()
     }
 
     /// `stats [group]` for the logged-in cache.
@@ -260,6 +384,7 @@ pub struct Node {
     plain: Option<TcpListener>,
     tls: Option<(TcpListener, TlsAcceptor)>,
     metrics: Option<TcpListener>,
+    admin: Option<(TcpListener, String)>,
 }
 
 impl Node {
@@ -312,6 +437,8 @@ impl Node {
             caches_path: config.caches_path.clone(),
             started: Instant::now(),
             anonymous_auth_failures: AtomicU64::new(0),
+            change_lock: Mutex::new(()),
+            config_version: AtomicU64::new(1),
         });
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
@@ -333,11 +460,21 @@ impl Node {
             Some(addr) => Some(bind(addr).await?),
             None => None,
         };
+        let admin = match config.admin {
+            Some(admin_config) => {
+                if admin_config.token.is_empty() {
+                    return Err(NodeError::AdminWithoutToken);
+                }
+                Some((bind(admin_config.listen).await?, admin_config.token))
+            }
+            None => None,
+        };
         Ok(Node {
             shared,
             plain,
             tls,
             metrics,
+            admin,
         })
     }
 
@@ -351,6 +488,10 @@ impl Node {
 
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 
     pub fn shared(&self) -> Arc<Shared> {
@@ -384,6 +525,14 @@ impl Node {
             tasks.spawn(async move {
                 if let Err(error) = m::serve(listener, refresh, Arc::new(|| true)).await {
                     tracing::error!(%error, "metrics listener failed");
+                }
+            });
+        }
+        if let Some((listener, token)) = self.admin {
+            let shared = Arc::clone(&self.shared);
+            tasks.spawn(async move {
+                if let Err(error) = admin::serve(listener, shared, &token).await {
+                    tracing::error!(%error, "admin listener failed");
                 }
             });
         }

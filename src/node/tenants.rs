@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use super::caches::{CachesFile, Capabilities, Directory, Invalid};
+use super::caches::{CachesFile, Capabilities, Directory, Invalid, LoginError, LoginOk};
 use super::stats::CacheStats;
 use super::store::Store;
 
@@ -118,6 +118,17 @@ impl Tenants {
                     .and_then(|cache| self.by_id.get(&cache.id).cloned()),
             }),
         }
+    }
+
+    /// The caches file this snapshot was built from.
+    pub fn file(&self) -> &CachesFile {
+        self.directory.file()
+    }
+
+    /// Check a username and password without touching any cache's counters
+    /// (the admin API's login check): the cache, username and capabilities.
+    pub fn check_login(&self, username: &[u8], password: &[u8]) -> Result<LoginOk, LoginError> {
+        self.directory.login(username, password)
     }
 
     /// Every running cache, for stats, metrics and the background sweeper.

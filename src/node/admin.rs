@@ -1,0 +1,395 @@
+//! The node's admin HTTP API, for `memgate analytics`.
+//!
+//! Off unless `--admin-listen` is given, and then only with a bearer token
+//! (`--admin-token`), compared in constant time. Every route answers JSON.
+//!
+//! | route | what |
+//! | --- | --- |
+//! | `GET /admin/caches` | `{"version", "caches": [{"id", "memory_limit", "disabled", "credentials": [{"username", "primary", "write", "flush", "api"}]}]}`, never a password or hash |
+//! | `GET /admin/caches/{id}/stats` | the cache's stats ([`super::API_STATS`]) as an object |
+//! | `POST /admin/caches/{id}/flush` | `flush_all` on the cache |
+//! | `PUT /admin/caches/{id}/credentials` | replace the credential list (below); persisted atomically, then in force |
+//! | `POST /admin/login` | `{"username", "password"}` checked against this node's caches: `{"cache_id", "username", "primary", "write", "flush", "api"}`, or 403 |
+//!
+//! The body of `PUT …/credentials` is `{"credentials": [{"username",
+//! "password" | "password_hash" | neither, "primary", "write", "flush",
+//! "api"}]}`. A credential with neither keeps the secret it has now (so the
+//! caller never needs the hashes); a new username without one is refused.
+//! Errors: 400 (the change breaks a rule), 401 (no or wrong token), 404 (no such cache),
+//! 500 (the caches file could not be written; nothing changed).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use subtle::ConstantTimeEq;
+use tokio::net::TcpListener;
+
+use super::auth::Secret;
+use super::caches::{Capabilities, Credential};
+use super::{session, Shared, UpdateError};
+use crate::protocol::request::Command;
+
+/// Where the admin API listens and the token it wants.
+#[derive(Clone)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    /// The shared bearer token (never logged).
+    pub token: String,
+}
+
+impl std::fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("listen", &self.listen)
+            .field("token", &"<redacted>")
+            .finish()
+    }
+}
+
+#[derive(Clone)]
+struct AdminState {
+    shared: Arc<Shared>,
+    token_digest: [u8; 32],
+}
+
+fn digest(bytes: &[u8]) -> [u8; 32] {
+    let d = ring::digest::digest(&ring::digest::SHA256, bytes);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+/// Whether `presented` is the token, in constant time (both sides are
+/// hashed first, so lengths do not leak either).
+pub fn token_matches(expected_digest: &[u8; 32], presented: &[u8]) -> bool {
+    bool::from(digest(presented).ct_eq(expected_digest))
+}
+
+/// The admin router for `shared`, protected by `token`.
+pub fn router(shared: Arc<Shared>, token: &str) -> Router {
+    let state = AdminState {
+        shared,
+        token_digest: digest(token.as_bytes()),
+    };
+    Router::new()
+        .route("/admin/caches", get(list_caches))
+        .route("/admin/caches/{id}/stats", get(stats))
+        .route("/admin/caches/{id}/flush", post(flush))
+        .route("/admin/caches/{id}/credentials", put(replace_credentials))
+        .route("/admin/login", post(login))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .with_state(state)
+}
+
+/// Serve the admin API on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, token: &str) -> std::io::Result<()> {
+    axum::serve(listener, router(shared, token)).await
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+async fn require_token(State(state): State<AdminState>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match presented {
+        Some(token) if token_matches(&state.token_digest, token.as_bytes()) => {
+            next.run(request).await
+        }
+        _ => error(StatusCode::UNAUTHORIZED, "admin token required"),
+    }
+}
+
+/// A credential as the admin API shows it: no secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CredentialView {
+    pub username: String,
+    pub primary: bool,
+    pub write: bool,
+    pub flush: bool,
+    pub api: bool,
+}
+
+impl From<&Credential> for CredentialView {
+    fn from(c: &Credential) -> Self {
+        CredentialView {
+            username: c.username.clone(),
+            primary: c.primary,
+            write: c.caps.write,
+            flush: c.caps.flush,
+            api: c.caps.api,
+        }
+    }
+}
+
+/// One cache in `GET /admin/caches`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CacheView {
+    pub id: String,
+    pub memory_limit: u64,
+    pub disabled: bool,
+    pub credentials: Vec<CredentialView>,
+}
+
+/// `GET /admin/caches`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CachesView {
+    pub version: u64,
+    pub caches: Vec<CacheView>,
+}
+
+async fn list_caches(State(state): State<AdminState>) -> Json<CachesView> {
+    let tenants = state.shared.tenants();
+    let caches = tenants
+        .file()
+        .caches
+        .iter()
+        .map(|c| CacheView {
+            id: c.id.clone(),
+            memory_limit: c.memory_limit,
+            disabled: c.disabled,
+            credentials: c.credentials.iter().map(CredentialView::from).collect(),
+        })
+        .collect();
+    Json(CachesView {
+        version: state.shared.config_version(),
+        caches,
+    })
+}
+
+async fn stats(State(state): State<AdminState>, Path(id): Path<String>) -> Response {
+    let tenants = state.shared.tenants();
+    let Some(tenant) = tenants.get(&id) else {
+        return error(StatusCode::NOT_FOUND, "no such cache");
+    };
+    let map: Map<String, Value> = state
+        .shared
+        .api_stats(tenant)
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), Value::from(v)))
+        .collect();
+    Json(Value::Object(map)).into_response()
+}
+
+async fn flush(State(state): State<AdminState>, Path(id): Path<String>) -> Response {
+    let tenants = state.shared.tenants();
+    let Some(tenant) = tenants.get(&id) else {
+        return error(StatusCode::NOT_FOUND, "no such cache");
+    };
+    tenant
+        .store
+        .execute(&Command::FlushAll { delay: 0 }, session::unix_now());
+    tracing::info!(cache = %id, "flushed by the admin API");
+    Json(json!({ "flushed": true })).into_response()
+}
+
+/// One credential in the body of `PUT …/credentials`. Its Debug output
+/// hides the password and hash.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialUpdate {
+    pub username: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_hash: Option<String>,
+    #[serde(default)]
+    pub primary: bool,
+    pub write: bool,
+    pub flush: bool,
+    pub api: bool,
+}
+
+impl std::fmt::Debug for CredentialUpdate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CredentialUpdate")
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field(
+                "password_hash",
+                &self.password_hash.as_ref().map(|_| "<redacted>"),
+            )
+            .field("primary", &self.primary)
+            .field("write", &self.write)
+            .field("flush", &self.flush)
+            .field("api", &self.api)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for CredentialsBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CredentialsBody")
+            .field("credentials", &self.credentials.len())
+            .finish()
+    }
+}
+
+/// The body of `PUT /admin/caches/{id}/credentials`.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialsBody {
+    pub credentials: Vec<CredentialUpdate>,
+}
+
+async fn replace_credentials(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+    body: Result<Json<CredentialsBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Ok(Json(body)) = body else {
+        return error(StatusCode::BAD_REQUEST, "expected {\"credentials\": [...]}");
+    };
+    let shared = Arc::clone(&state.shared);
+    let cache_id = id.clone();
+    // Parsing hashes and writing the file block: keep them off the runtime.
+    let result = tokio::task::spawn_blocking(move || {
+        shared.update_credentials(&cache_id, |cache| {
+            let mut out = Vec::with_capacity(body.credentials.len());
+            for u in body.credentials {
+                let secret = match (u.password, u.password_hash) {
+                    (Some(_), Some(_)) => {
+                        return Err(format!(
+                            "credential {:?}: give password or password_hash, not both",
+                            u.username
+                        ))
+                    }
+                    (Some(p), None) => Secret::Plain(p),
+                    (None, Some(h)) => Secret::from_hash(&h)
+                        .map_err(|e| format!("credential {:?}: {e}", u.username))?,
+                    (None, None) => cache
+                        .credentials
+                        .iter()
+                        .find(|c| c.username == u.username)
+                        .map(|c| c.secret.clone())
+                        .ok_or_else(|| {
+                            format!(
+                                "credential {:?} is new and needs a password or password_hash",
+                                u.username
+                            )
+                        })?,
+                };
+                out.push(Credential {
+                    username: u.username,
+                    secret,
+                    primary: u.primary,
+                    caps: Capabilities {
+                        write: u.write,
+                        flush: u.flush,
+                        api: u.api,
+                    },
+                });
+            }
+            Ok(out)
+        })
+    })
+    .await;
+    match result {
+        Ok(Ok(version)) => {
+            tracing::info!(cache = %id, version, "credentials replaced by the admin API");
+            Json(json!({ "version": version })).into_response()
+        }
+        Ok(Err(UpdateError::NoSuchCache(_))) => error(StatusCode::NOT_FOUND, "no such cache"),
+        Ok(Err(e @ (UpdateError::Rejected(_) | UpdateError::Invalid(_)))) => {
+            error(StatusCode::BAD_REQUEST, e.to_string())
+        }
+        Ok(Err(e @ UpdateError::Persist(_))) => {
+            tracing::error!(cache = %id, error = %e, "credentials not changed");
+            error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+        }
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "update task failed"),
+    }
+}
+
+/// The body of `POST /admin/login`.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct LoginBody {
+    pub username: String,
+    pub password: String,
+}
+
+/// A successful `POST /admin/login`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoginView {
+    pub cache_id: String,
+    pub username: String,
+    pub primary: bool,
+    pub write: bool,
+    pub flush: bool,
+    pub api: bool,
+}
+
+async fn login(
+    State(state): State<AdminState>,
+    body: Result<Json<LoginBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Ok(Json(body)) = body else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "expected {\"username\", \"password\"}",
+        );
+    };
+    let tenants = state.shared.tenants();
+    let checked = tokio::task::spawn_blocking(move || {
+        tenants.check_login(body.username.as_bytes(), body.password.as_bytes())
+    })
+    .await;
+    match checked {
+        Ok(Ok(ok)) => Json(LoginView {
+            cache_id: ok.cache_id,
+            username: ok.username,
+            primary: ok.primary,
+            write: ok.caps.write,
+            flush: ok.caps.flush,
+            api: ok.caps.api,
+        })
+        .into_response(),
+        Ok(Err(_)) => error(StatusCode::FORBIDDEN, "authentication failure"),
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "login task failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_check_and_redacted_debug() {
+        let d = digest(b"the-right-token-123");
+        assert!(token_matches(&d, b"the-right-token-123"));
+        assert!(!token_matches(&d, b"the-right-token-12"));
+        assert!(!token_matches(&d, b""));
+        let u = CredentialUpdate {
+            username: "u".into(),
+            password: Some("hunter2".into()),
+            password_hash: Some("$argon2id$x".into()),
+            primary: true,
+            write: true,
+            flush: false,
+            api: true,
+        };
+        let text = format!("{u:?}");
+        assert!(
+            !text.contains("hunter2") && !text.contains("argon2"),
+            "{text}"
+        );
+        let c = AdminConfig {
+            listen: "127.0.0.1:1".parse().unwrap(),
+            token: "sekrit-token".into(),
+        };
+        assert!(!format!("{c:?}").contains("sekrit"));
+    }
+}

@@ -1,0 +1,816 @@
+//! `memgate analytics` over real HTTP, against two in-process nodes with
+//! their admin endpoints: every endpoint, the 403/404/500 cases, capability
+//! checks, promotion and deletion rules, propagation to both nodes (checked
+//! with SASL logins), a node down during a change then catching up, and
+//! history rows from the sampling loop.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{basic_auth, connect, http_request};
+use memgate::analytics::api::{NOT_AUTHORIZED, NO_CREDENTIAL, PRIMARY_NOT_DELETABLE};
+use memgate::analytics::{parse_nodes, Analytics, AnalyticsConfig};
+use memgate::node::admin::AdminConfig;
+use memgate::node::caches::CachesFile;
+use memgate::node::{Node, Shared};
+use serde_json::Value;
+use tokio::sync::watch;
+
+const TOKEN: &str = "test-admin-token-0123456789";
+
+const CACHES: &str = r#"
+[[cache]]
+id = "1561"
+memory_limit = "8MiB"
+
+[[cache.credential]]
+username = "alice"
+password = "alice-secret"
+primary = true
+
+[[cache.credential]]
+username = "viewer"
+password = "viewer-secret"
+write = false
+flush = false
+
+[[cache.credential]]
+username = "noapi"
+password = "noapi-secret"
+api = false
+
+[[cache]]
+id = "2000"
+memory_limit = "8MiB"
+
+[[cache.credential]]
+username = "bob"
+password = "bob-secret"
+primary = true
+"#;
+
+/// A node with an admin endpoint that can be stopped and started again on
+/// the same ports, with the same caches file.
+struct AdminNode {
+    plain: SocketAddr,
+    admin: SocketAddr,
+    caches: PathBuf,
+    shared: Arc<Shared>,
+    stop: Option<watch::Sender<bool>>,
+}
+
+impl AdminNode {
+    async fn start(caches: PathBuf, plain: SocketAddr, admin: SocketAddr) -> AdminNode {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let node = loop {
+            let mut config = common::base_config();
+            config.listen = Some(plain);
+            config.caches_path = Some(caches.clone());
+            config.admin = Some(AdminConfig {
+                listen: admin,
+                token: TOKEN.into(),
+            });
+            match Node::bind(config).await {
+                Ok(node) => break node,
+                // The previous run's listeners may not be closed yet.
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("node does not bind: {e}"),
+            }
+        };
+        let (stop, rx) = watch::channel(false);
+        let started = AdminNode {
+            plain: node.plain_addr().unwrap(),
+            admin: node.admin_addr().unwrap(),
+            caches,
+            shared: node.shared(),
+            stop: Some(stop),
+        };
+        tokio::spawn(node.run(rx));
+        started
+    }
+
+    async fn first(dir: &Path, name: &str) -> AdminNode {
+        let caches = dir.join(format!("{name}.toml"));
+        std::fs::write(&caches, CACHES).unwrap();
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        AdminNode::start(caches, any, any).await
+    }
+
+    /// Stop, and wait until the admin port refuses connections.
+    async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(true);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while tokio::net::TcpStream::connect(self.admin).await.is_ok() {
+            assert!(Instant::now() < deadline, "admin port still open");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn restart(&mut self) {
+        *self = AdminNode::start(self.caches.clone(), self.plain, self.admin).await;
+    }
+
+    fn label(&self) -> String {
+        self.plain.to_string()
+    }
+
+    /// SASL PLAIN login status on this node's memcached port.
+    async fn sasl(&self, user: &str, pass: &str) -> u16 {
+        connect(self.plain).await.sasl_login(user, pass).await
+    }
+}
+
+impl Drop for AdminNode {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(true);
+        }
+    }
+}
+
+struct Service {
+    addr: SocketAddr,
+    _stop: watch::Sender<bool>,
+}
+
+async fn start_analytics(nodes: &[&AdminNode], dir: &Path, token: &str) -> Service {
+    start_analytics_every(nodes, dir, token, Duration::from_millis(300)).await
+}
+
+async fn start_analytics_every(
+    nodes: &[&AdminNode],
+    dir: &Path,
+    token: &str,
+    sample_interval: Duration,
+) -> Service {
+    let list = nodes
+        .iter()
+        .map(|n| format!("{}={}", n.label(), n.admin))
+        .collect::<Vec<_>>()
+        .join(",");
+    let analytics = Analytics::bind(AnalyticsConfig {
+        nodes: parse_nodes(&list).unwrap(),
+        admin_token: token.into(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        db: Some(dir.join("analytics.sqlite")),
+        sample_interval,
+        retention: Duration::from_secs(86_400),
+        metrics_listen: None,
+    })
+    .await
+    .unwrap();
+    let addr = analytics.addr().unwrap();
+    let (stop, rx) = watch::channel(false);
+    tokio::spawn(analytics.run(rx));
+    Service { addr, _stop: stop }
+}
+
+impl Service {
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        cred: Option<(&str, &str)>,
+        body: Option<&str>,
+    ) -> (u16, String) {
+        let auth = cred.map(|(u, p)| basic_auth(u, p));
+        http_request(self.addr, method, path, auth.as_deref(), body).await
+    }
+
+    async fn json(&self, method: &str, path: &str, cred: (&str, &str)) -> Value {
+        let (status, body) = self.call(method, path, Some(cred), None).await;
+        assert_eq!(status, 200, "{method} {path}: {body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
+    }
+}
+
+const ALICE: (&str, &str) = ("alice", "alice-secret");
+const VIEWER: (&str, &str) = ("viewer", "viewer-secret");
+const NOAPI: (&str, &str) = ("noapi", "noapi-secret");
+const BOB: (&str, &str) = ("bob", "bob-secret");
+
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_endpoint_needs_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = AdminNode::first(dir.path(), "n1").await;
+    for auth in [None, Some("Bearer wrong-token"), Some(TOKEN)] {
+        let (status, _) = http_request(node.admin, "GET", "/admin/caches", auth, None).await;
+        assert_eq!(status, 401, "{auth:?}");
+    }
+    let bearer = format!("Bearer {TOKEN}");
+    let (status, body) =
+        http_request(node.admin, "GET", "/admin/caches", Some(&bearer), None).await;
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["caches"][0]["id"], "1561");
+    assert_eq!(v["caches"][0]["credentials"][0]["username"], "alice");
+    assert!(v["version"].as_u64().unwrap() >= 1);
+    assert!(!body.contains("secret"), "{body}");
+    let (status, _) = http_request(
+        node.admin,
+        "GET",
+        "/admin/caches/nope/stats",
+        Some(&bearer),
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, body) = http_request(
+        node.admin,
+        "POST",
+        "/admin/login",
+        Some(&bearer),
+        Some(r#"{"username":"viewer","password":"viewer-secret"}"#),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (v["cache_id"].as_str(), v["write"].as_bool()),
+        (Some("1561"), Some(false))
+    );
+    let (status, _) = http_request(
+        node.admin,
+        "POST",
+        "/admin/login",
+        Some(&bearer),
+        Some(r#"{"username":"viewer","password":"nope"}"#),
+    )
+    .await;
+    assert_eq!(status, 403);
+    // A replacement that breaks a rule is refused and changes nothing.
+    let (status, body) = http_request(
+        node.admin,
+        "PUT",
+        "/admin/caches/1561/credentials",
+        Some(&bearer),
+        Some(r#"{"credentials":[{"username":"new","primary":true,"write":true,"flush":true,"api":true}]}"#),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(node.sasl("alice", "alice-secret").await, 0);
+    // A node without a token is refused before it binds.
+    let mut config = common::base_config();
+    config.caches_path = Some(node.caches.clone());
+    config.admin = Some(AdminConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        token: String::new(),
+    });
+    assert!(matches!(
+        Node::bind(config).await,
+        Err(memgate::node::NodeError::AdminWithoutToken)
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_endpoint_across_two_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let n1 = AdminNode::first(dir.path(), "n1").await;
+    let n2 = AdminNode::first(dir.path(), "n2").await;
+    let api = start_analytics(&[&n1, &n2], dir.path(), TOKEN).await;
+
+    // ---- login ----
+    let (status, body) = api.call("GET", "/api/v1/login", None, None).await;
+    assert_eq!((status, body.as_str()), (403, NOT_AUTHORIZED));
+    for bad in [("alice", "wrong"), ("nobody", "x"), NOAPI] {
+        let (status, body) = api.call("GET", "/api/v1/login", Some(bad), None).await;
+        assert_eq!((status, body.as_str()), (403, NOT_AUTHORIZED), "{bad:?}");
+    }
+    assert_eq!(
+        api.json("GET", "/api/v1/login", ALICE).await["cache_id"],
+        1561
+    );
+    assert_eq!(
+        api.json("GET", "/api/v1/login", BOB).await["cache_id"],
+        2000
+    );
+    assert_eq!(api.json("GET", "/api/login", BOB).await["cache_id"], 2000);
+
+    // ---- stats: one object per node, only for the caller's own cache ----
+    let mut c = connect(n1.plain).await;
+    c.expect(b"set alice 0 0 12\r\nalice-secret\r\n", b"STORED\r\n")
+        .await;
+    c.expect(b"set k 0 0 1\r\nv\r\n", b"STORED\r\n").await;
+    c.expect(b"get k\r\n", b"VALUE k 0 1\r\nv\r\nEND\r\n").await;
+    let stats = api.json("GET", "/api/v1/1561/stats", ALICE).await;
+    let obj = stats.as_object().unwrap();
+    assert_eq!(obj.len(), 2, "{stats}");
+    let s1 = &stats[n1.label()];
+    for field in memgate::node::API_STATS {
+        assert!(s1[*field].is_u64(), "{field} missing: {s1}");
+    }
+    assert_eq!(
+        (s1["cmd_set"].as_u64(), s1["get_hits"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(s1["curr_items"], 1);
+    assert_eq!(stats[n2.label()]["cmd_set"], 0);
+    assert_eq!(s1["limit_maxbytes"], 8 << 20);
+    for (path, cred) in [
+        ("/api/v1/1561/stats", BOB),
+        ("/api/v1/2000/stats", ALICE),
+        ("/api/v1/1561/stats", NOAPI),
+        ("/api/v1/1561/credentials", BOB),
+        ("/api/v1/1561/history", BOB),
+    ] {
+        let (status, body) = api.call("GET", path, Some(cred), None).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (403, NOT_AUTHORIZED),
+            "{path} {cred:?}"
+        );
+    }
+
+    // ---- history: rows appear from the sampling loop ----
+    eventually("history rows", || async {
+        let h = api.json("GET", "/api/v1/1561/history", ALICE).await;
+        h.as_array().unwrap().len() >= 4
+    })
+    .await;
+    let h = api.json("GET", "/api/v1/1561/history", ALICE).await;
+    let row = &h[0];
+    assert_eq!(row["memcachier_id"], "1561");
+    assert!([n1.label(), n2.label()].contains(&row["server"].as_str().unwrap().to_string()));
+    assert!(row["stats"]["get_hits"].is_u64(), "{row}");
+    assert!(row["timestamp"].as_str().unwrap().parse::<u64>().unwrap() > 1_600_000_000_000);
+    let bob_history = api.json("GET", "/api/v1/2000/history", BOB).await;
+    assert!(bob_history
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["memcachier_id"] == "2000"));
+
+    // ---- flush needs the flush capability ----
+    let (status, body) = api
+        .call("POST", "/api/v1/1561/flush", Some(VIEWER), None)
+        .await;
+    assert_eq!((status, body.as_str()), (403, NOT_AUTHORIZED));
+    c.expect(b"get k\r\n", b"VALUE k 0 1\r\nv\r\nEND\r\n").await;
+    let (status, body) = api
+        .call("POST", "/api/v1/1561/flush", Some(ALICE), None)
+        .await;
+    assert_eq!((status, body.as_str()), (200, ""));
+    c.expect(b"get k\r\n", b"END\r\n").await;
+
+    // ---- credentials: list ----
+    let list = api.json("GET", "/api/v1/1561/credentials", VIEWER).await;
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 3);
+    assert_eq!(list[0]["sasl_username"], "alice");
+    assert_eq!(list[0]["primary"], true);
+    assert_eq!(list[0]["cache_id"], 1561);
+    assert_eq!(list[1]["write_capability"], false);
+    assert_eq!(list[2]["api_capability"], false);
+    assert!(list.iter().all(|c| c.get("sasl_password").is_none()));
+
+    // ---- create: random username and password, returned once, on both nodes ----
+    let created = api.json("POST", "/api/v1/1561/credentials", ALICE).await;
+    let user = created["sasl_username"].as_str().unwrap().to_string();
+    let pass = created["sasl_password"].as_str().unwrap().to_string();
+    assert!(user.len() >= 8 && pass.len() >= 20, "{created}");
+    assert_eq!(created["primary"], false);
+    assert_eq!(created["flush_capability"], true);
+    assert!(created.get("pending_nodes").is_none(), "{created}");
+    let new = (user.as_str(), pass.as_str());
+    for node in [&n1, &n2] {
+        assert_eq!(
+            node.sasl(&user, &pass).await,
+            0,
+            "new credential on {}",
+            node.label()
+        );
+        let file = std::fs::read_to_string(&node.caches).unwrap();
+        assert!(
+            file.contains(&user) && file.contains("$argon2id$"),
+            "{file}"
+        );
+        assert!(!file.contains(&pass), "password stored in plain text");
+    }
+    assert_eq!(
+        api.json("GET", "/api/v1/login", new).await["cache_id"],
+        1561
+    );
+    let list = api.json("GET", "/api/v1/1561/credentials", new).await;
+    assert_eq!(list.as_array().unwrap().len(), 4);
+    assert!(!list.to_string().contains(&pass));
+
+    // ---- update capabilities: PATCH with JSON (strings, as documented), POST with a form ----
+    let path = format!("/api/v1/1561/credentials/{user}");
+    let (status, body) = api
+        .call(
+            "PATCH",
+            &path,
+            Some(ALICE),
+            Some(r#"{"flush_capability":"false"}"#),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (
+            &v["flush_capability"],
+            &v["write_capability"],
+            &v["api_capability"]
+        ),
+        (&Value::Bool(false), &Value::Bool(true), &Value::Bool(true))
+    );
+    let (status, body) = api
+        .call("POST", "/api/v1/1561/flush", Some(new), None)
+        .await;
+    assert_eq!((status, body.as_str()), (403, NOT_AUTHORIZED));
+    let (status, body) = api
+        .call("POST", &path, Some(ALICE), Some("write_capability=false"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = api
+        .call(
+            "PATCH",
+            &format!("{path}?write_capability=maybe"),
+            Some(ALICE),
+            None,
+        )
+        .await;
+    assert_eq!(status, 400);
+    for node in [&n1, &n2] {
+        let tenants = node.shared.tenants();
+        let cred = tenants.file().caches[0]
+            .credentials
+            .iter()
+            .find(|c| c.username == user)
+            .unwrap()
+            .clone();
+        assert!(
+            !cred.caps.write && !cred.caps.flush && cred.caps.api,
+            "{}",
+            node.label()
+        );
+        // Without write, a set is "not stored".
+        let mut s = connect(node.plain).await;
+        s.expect(
+            format!("set {user} 0 0 {}\r\n{pass}\r\n", pass.len()).as_bytes(),
+            b"STORED\r\n",
+        )
+        .await;
+        s.expect(b"set k 0 0 1\r\nv\r\n", b"NOT_STORED\r\n").await;
+    }
+
+    // ---- unknown credential ----
+    for (method, p) in [
+        ("PATCH", "/api/v1/1561/credentials/nobody"),
+        ("POST", "/api/v1/1561/credentials/primary/nobody"),
+        ("DELETE", "/api/v1/1561/credentials/nobody"),
+        ("DELETE", "/api/v1/1561/credentials/bob"), // another cache's
+    ] {
+        let (status, body) = api.call(method, p, Some(ALICE), None).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (404, NO_CREDENTIAL),
+            "{method} {p}"
+        );
+    }
+
+    // ---- promote: exactly one primary ----
+    let promoted = api
+        .json(
+            "POST",
+            &format!("/api/v1/1561/credentials/primary/{user}"),
+            ALICE,
+        )
+        .await;
+    assert_eq!(promoted["primary"], true);
+    assert_eq!(promoted["sasl_username"], user.as_str());
+    let list = api.json("GET", "/api/v1/1561/credentials", ALICE).await;
+    let primaries: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["primary"] == true)
+        .map(|c| c["sasl_username"].as_str().unwrap())
+        .collect();
+    assert_eq!(primaries, [user.as_str()]);
+    for node in [&n1, &n2] {
+        let file = CachesFile::load(&node.caches).unwrap();
+        assert_eq!(
+            file.caches[0].primary().unwrap().username,
+            user,
+            "{}",
+            node.label()
+        );
+    }
+
+    // ---- delete: never the primary ----
+    let (status, body) = api.call("DELETE", &path, Some(ALICE), None).await;
+    assert_eq!((status, body.as_str()), (403, PRIMARY_NOT_DELETABLE));
+    let (status, body) = api
+        .call("DELETE", "/api/v1/1561/credentials/alice", Some(new), None)
+        .await;
+    assert_eq!((status, body.as_str()), (200, ""));
+    let (status, _) = api.call("GET", "/api/v1/login", Some(ALICE), None).await;
+    assert_eq!(status, 403);
+    for node in [&n1, &n2] {
+        assert_ne!(
+            node.sasl("alice", "alice-secret").await,
+            0,
+            "{}",
+            node.label()
+        );
+        assert_eq!(node.sasl(&user, &pass).await, 0);
+        assert_eq!(node.sasl("bob", "bob-secret").await, 0);
+    }
+    let list = api.json("GET", "/api/v1/1561/credentials", new).await;
+    assert_eq!(list.as_array().unwrap().len(), 3);
+
+    // ---- metrics name the endpoints ----
+    let text = memgate::metrics::install().render();
+    assert!(
+        text.contains("memgate_analytics_requests_total")
+            && text.contains("endpoint=\"/api/v1/{cache_id}/credentials/{cred_id}\""),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_down_during_a_change_catches_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let n1 = AdminNode::first(dir.path(), "n1").await;
+    let mut n2 = AdminNode::first(dir.path(), "n2").await;
+    let api = start_analytics(&[&n1, &n2], dir.path(), TOKEN).await;
+
+    n2.stop().await;
+    let server_error = format!("Server error: {}", n2.label());
+    let (status, body) = api
+        .call("GET", "/api/v1/1561/stats", Some(ALICE), None)
+        .await;
+    assert_eq!((status, body.as_str()), (500, server_error.as_str()));
+    let (status, body) = api
+        .call("POST", "/api/v1/1561/flush", Some(ALICE), None)
+        .await;
+    assert_eq!((status, body.as_str()), (500, server_error.as_str()));
+
+    // The change lands on n1 at once; the reply names n2 as behind.
+    let created = api.json("POST", "/api/v1/1561/credentials", ALICE).await;
+    let user = created["sasl_username"].as_str().unwrap().to_string();
+    let pass = created["sasl_password"].as_str().unwrap().to_string();
+    assert_eq!(created["pending_nodes"], serde_json::json!([n2.label()]));
+    assert_eq!(n1.sasl(&user, &pass).await, 0);
+    // A second change queues behind the first, in order.
+    let (status, body) = api
+        .call(
+            "PATCH",
+            &format!("/api/v1/1561/credentials/{user}"),
+            Some(ALICE),
+            Some(r#"{"api_capability":false}"#),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("pending_nodes"), "{body}");
+
+    // n2 comes back with its old caches file, and catches up.
+    n2.restart().await;
+    eventually("n2 applies the pending changes", || {
+        let n2 = &n2;
+        let (user, pass) = (user.clone(), pass.clone());
+        async move {
+            n2.shared.tenants().file().caches[0]
+                .credentials
+                .iter()
+                .any(|c| c.username == user && !c.caps.api)
+                && n2.sasl(&user, &pass).await == 0
+        }
+    })
+    .await;
+    // The change was persisted: it survives another restart.
+    n2.stop().await;
+    n2.restart().await;
+    assert_eq!(n2.sasl(&user, &pass).await, 0);
+    let stats = api.json("GET", "/api/v1/1561/stats", ALICE).await;
+    assert_eq!(stats.as_object().unwrap().len(), 2);
+
+    // With every node down, nothing can be checked.
+    n2.stop().await;
+    let mut n1 = n1;
+    n1.stop().await;
+    let (status, body) = api.call("GET", "/api/v1/login", Some(ALICE), None).await;
+    assert_eq!(status, 500);
+    assert!(body.starts_with("Server error"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_admin_token_is_a_server_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let n1 = AdminNode::first(dir.path(), "n1").await;
+    let api = start_analytics(&[&n1], dir.path(), "not-the-right-token-at-all").await;
+    let (status, body) = api.call("GET", "/api/v1/login", Some(ALICE), None).await;
+    assert_eq!(
+        (status, body),
+        (500, format!("Server error: {}", n1.label()))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_is_behind_cannot_admit_a_deleted_credential() {
+    let dir = tempfile::tempdir().unwrap();
+    let n1 = AdminNode::first(dir.path(), "n1").await;
+    let mut n2 = AdminNode::first(dir.path(), "n2").await;
+    // Retries every 5 s: n2 stays behind for a while after it is back.
+    let api =
+        start_analytics_every(&[&n1, &n2], dir.path(), TOKEN, Duration::from_secs(3600)).await;
+    n2.stop().await;
+    let (status, body) = api
+        .call(
+            "DELETE",
+            "/api/v1/1561/credentials/viewer",
+            Some(ALICE),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(&n2.label()), "{body}");
+    n2.restart().await;
+    // n2 still has viewer, but only the up-to-date n1 is asked.
+    let (status, body) = api.call("GET", "/api/v1/login", Some(VIEWER), None).await;
+    assert_eq!((status, body.as_str()), (403, NOT_AUTHORIZED));
+    assert_eq!(
+        api.json("GET", "/api/v1/login", ALICE).await["cache_id"],
+        1561
+    );
+    eventually("n2 drops viewer", || async {
+        n2.sasl("viewer", "viewer-secret").await != 0
+    })
+    .await;
+    let list = api.json("GET", "/api/v1/1561/credentials", ALICE).await;
+    assert_eq!(list.as_array().unwrap().len(), 2);
+}
+
+// ---- the binary, as an operator runs it ----
+
+const BIN: &str = env!("CARGO_BIN_EXE_memgate");
+
+/// A running `memgate` process; killed on drop. Its log is collected.
+struct Proc {
+    child: std::process::Child,
+    log: Arc<std::sync::Mutex<String>>,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Start `memgate ARGS` and wait until it logs every listener in `wanted`.
+fn spawn(
+    args: &[&str],
+    env: &[(&str, &str)],
+    wanted: &[&str],
+) -> (Proc, std::collections::HashMap<String, SocketAddr>) {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(BIN)
+        .args(args)
+        .envs(env.iter().copied())
+        .env("MEMGATE_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let log = Arc::new(std::sync::Mutex::new(String::new()));
+    let mut found = std::collections::HashMap::new();
+    while found.len() < wanted.len() {
+        let line = lines.next().expect("memgate exited early").unwrap();
+        log.lock().unwrap().push_str(&line);
+        if let Some((_, rest)) = line.split_once("listener=") {
+            let name = rest.split_whitespace().next().unwrap().trim_matches('"');
+            let addr = line.rsplit("addr=").next().unwrap().trim();
+            if wanted.contains(&name) {
+                found.insert(name.to_string(), addr.parse().unwrap());
+            }
+        }
+    }
+    let sink = Arc::clone(&log);
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            sink.lock().unwrap().push_str(&line);
+        }
+    });
+    (Proc { child, log }, found)
+}
+
+#[test]
+fn bad_configuration_exits_64_with_one_line() {
+    for args in [
+        vec![
+            "node",
+            "--caches",
+            "x.toml",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ],
+        vec!["analytics", "--nodes", "127.0.0.1:1"],
+        vec!["analytics", "--nodes", "nope", "--admin-token", TOKEN],
+        vec![
+            "analytics",
+            "--nodes",
+            "127.0.0.1:1",
+            "--admin-token",
+            TOKEN,
+            "--retention",
+            "0d",
+        ],
+    ] {
+        let out = std::process::Command::new(BIN)
+            .args(&args)
+            .env_remove("MEMGATE_NODE_ADMIN_TOKEN")
+            .env_remove("MEMGATE_ANALYTICS_ADMIN_TOKEN")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binaries_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let caches = dir.path().join("caches.toml");
+    std::fs::write(&caches, CACHES).unwrap();
+    let (node, addrs) = spawn(
+        &[
+            "node",
+            "--caches",
+            caches.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &[
+            ("MEMGATE_NODE_ADMIN_LISTEN", "127.0.0.1:0"),
+            ("MEMGATE_NODE_ADMIN_TOKEN", TOKEN),
+        ],
+        &["plain", "admin"],
+    );
+    let (plain, admin) = (addrs["plain"], addrs["admin"]);
+    let nodes = format!("{plain}={admin}");
+    let db = dir.path().join("analytics.sqlite");
+    let (analytics, addrs) = spawn(
+        &[
+            "analytics",
+            "--listen",
+            "127.0.0.1:0",
+            "--db",
+            db.to_str().unwrap(),
+        ],
+        &[
+            ("MEMGATE_ANALYTICS_NODES", &nodes),
+            ("MEMGATE_ANALYTICS_ADMIN_TOKEN", TOKEN),
+        ],
+        &["api"],
+    );
+    let api = addrs["api"];
+    let alice = basic_auth("alice", "alice-secret");
+    let (status, body) = http_request(api, "GET", "/api/v1/login", Some(&alice), None).await;
+    assert_eq!((status, body.as_str()), (200, r#"{"cache_id":1561}"#));
+    let (status, body) = http_request(api, "GET", "/api/v1/1561/stats", Some(&alice), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(&format!("\"{plain}\"")), "{body}");
+    let (status, body) =
+        http_request(api, "POST", "/api/v1/1561/credentials", Some(&alice), None).await;
+    assert_eq!(status, 200, "{body}");
+    let created: Value = serde_json::from_str(&body).unwrap();
+    let (user, pass) = (
+        created["sasl_username"].as_str().unwrap(),
+        created["sasl_password"].as_str().unwrap(),
+    );
+    assert_eq!(connect(plain).await.sasl_login(user, pass).await, 0);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for p in [&node, &analytics] {
+        let log = p.log.lock().unwrap().clone();
+        assert!(
+            !log.contains("alice-secret") && !log.contains(pass) && !log.contains(TOKEN),
+            "a secret was logged: {log}"
+        );
+    }
+}
