@@ -607,13 +607,21 @@ async fn a_node_down_during_a_change_catches_up() {
     let stats = api.json("GET", "/api/v1/1561/stats", ALICE).await;
     assert_eq!(stats.as_object().unwrap().len(), 2);
 
-    // With every node down, nothing can be checked.
+    // With every node down, a login not checked recently cannot be checked,
+    // and stats name both nodes.
     n2.stop().await;
     let mut n1 = n1;
     n1.stop().await;
-    let (status, body) = api.call("GET", "/api/v1/login", Some(ALICE), None).await;
+    let (status, body) = api.call("GET", "/api/v1/login", Some(VIEWER), None).await;
     assert_eq!(status, 500);
-    assert!(body.starts_with("Server error"), "{body}");
+    assert!(body.starts_with("Server error: "), "{body}");
+    let (status, body) = api
+        .call("GET", "/api/v1/1561/stats", Some(ALICE), None)
+        .await;
+    assert_eq!(
+        (status, body),
+        (500, format!("Server error: {},{}", n1.label(), n2.label()))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
