@@ -34,6 +34,73 @@ use history::Db;
 /// How long one call to a node's admin API may take.
 const NODE_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// How long a successful login is remembered (so an API client does not pay
+/// for an argon2 verification on a node per request). Every credential
+/// change made here forgets them all at once.
+const LOGIN_TTL: Duration = Duration::from_secs(30);
+
+/// At most this many remembered logins; beyond it they are all forgotten.
+const LOGIN_CACHE_MAX: usize = 4096;
+
+/// Successful logins by a keyed digest of username and password (the
+/// password itself is never kept).
+#[derive(Default)]
+struct LoginCache {
+    entries: std::sync::Mutex<LoginEntries>,
+}
+
+/// The remembered logins and the generation `clear` bumps, so a login
+/// checked before a change cannot be remembered after it.
+#[derive(Default)]
+struct LoginEntries {
+    generation: u64,
+    by_key: std::collections::HashMap<[u8; 32], (std::time::Instant, LoginView)>,
+}
+
+impl LoginCache {
+    fn key(username: &str, password: &str) -> [u8; 32] {
+        let mut data = Vec::with_capacity(username.len() + password.len() + 1);
+        data.extend_from_slice(username.as_bytes());
+        data.push(0);
+        data.extend_from_slice(password.as_bytes());
+        crate::node::auth::keyed_digest(&data)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LoginEntries> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A remembered login, or the generation to hand to `put`.
+    fn get(&self, key: &[u8; 32]) -> Result<LoginView, u64> {
+        let entries = self.lock();
+        entries
+            .by_key
+            .get(key)
+            .filter(|(at, _)| at.elapsed() < LOGIN_TTL)
+            .map(|(_, view)| view.clone())
+            .ok_or(entries.generation)
+    }
+
+    fn put(&self, key: [u8; 32], view: LoginView, generation: u64) {
+        let mut entries = self.lock();
+        if entries.generation != generation {
+            return;
+        }
+        if entries.by_key.len() >= LOGIN_CACHE_MAX {
+            entries.by_key.clear();
+        }
+        entries
+            .by_key
+            .insert(key, (std::time::Instant::now(), view));
+    }
+
+    fn clear(&self) {
+        let mut entries = self.lock();
+        entries.generation += 1;
+        entries.by_key.clear();
+    }
+}
+
 /// One node's admin endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeEntry {
@@ -222,6 +289,7 @@ pub struct Service {
     changes: tokio::sync::Mutex<()>,
     pub(crate) sample_interval: Duration,
     pub(crate) retention: Duration,
+    logins: LoginCache,
 }
 
 impl Service {
@@ -293,6 +361,11 @@ impl Service {
         username: &str,
         password: &str,
     ) -> Result<Option<LoginView>, Vec<NodeDown>> {
+        let key = LoginCache::key(username, password);
+        let generation = match self.logins.get(&key) {
+            Ok(view) => return Ok(Some(view)),
+            Err(generation) => generation,
+        };
         let body = serde_json::json!({ "username": username, "password": password });
         let pending = self.db.pending_nodes().unwrap_or_default();
         let (fresh, stale): (Vec<&NodeEntry>, Vec<&NodeEntry>) =
@@ -304,6 +377,7 @@ impl Service {
                 match self.call(node, "POST", "/admin/login", Some(&body)).await {
                     Ok((200, value)) => {
                         if let Ok(view) = serde_json::from_value::<LoginView>(value) {
+                            self.logins.put(key, view.clone(), generation);
                             return Ok(Some(view));
                         }
                     }
@@ -377,6 +451,9 @@ impl Service {
                 return false;
             }
         };
+        if !queued.is_empty() {
+            self.logins.clear();
+        }
         for (id, change) in queued {
             match self.send_change(node, &change).await {
                 Ok(Applied::Done) => {
@@ -409,6 +486,7 @@ impl Service {
         change: Change,
     ) -> Result<Vec<String>, Vec<String>> {
         let _order = self.changes.lock().await;
+        self.logins.clear();
         let mut behind = Vec::new();
         let mut refused = Vec::new();
         for node in &self.nodes {
@@ -436,6 +514,7 @@ impl Service {
             }
         }
         self.publish_pending();
+        self.logins.clear();
         if refused.is_empty() {
             Ok(behind)
         } else {
@@ -502,6 +581,7 @@ impl Analytics {
                 changes: tokio::sync::Mutex::new(()),
                 sample_interval: config.sample_interval,
                 retention: config.retention,
+                logins: LoginCache::default(),
             }),
             listener,
             metrics,
@@ -550,6 +630,29 @@ impl Analytics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn login_cache_forgets_on_change_and_ignores_older_checks() {
+        let cache = LoginCache::default();
+        let view = LoginView {
+            cache_id: "c".into(),
+            username: "u".into(),
+            primary: true,
+            write: true,
+            flush: true,
+            api: true,
+        };
+        let key = LoginCache::key("u", "p");
+        assert_ne!(key, LoginCache::key("u", "q"));
+        let generation = cache.get(&key).unwrap_err();
+        cache.put(key, view.clone(), generation);
+        assert_eq!(cache.get(&key).unwrap().username, "u");
+        cache.clear();
+        assert!(cache.get(&key).is_err());
+        // Checked before the change, finished after it: not remembered.
+        cache.put(key, view, generation);
+        assert!(cache.get(&key).is_err());
+    }
 
     #[test]
     fn node_lists() {
