@@ -20,24 +20,6 @@ async fn cluster() -> (TestPki, Vec<TestNode>, TestProxy) {
     (pki, nodes, proxy)
 }
 
-/// Run a command to completion off the async runtime; panic with its output on failure.
-async fn run_ok(mut cmd: Command) -> String {
-    let shown = format!("{cmd:?}");
-    let out = tokio::task::spawn_blocking(move || cmd.output())
-        .await
-        .unwrap()
-        .unwrap_or_else(|e| {
-            panic!("cannot run {shown}: {e} (run .ci/run to install test dependencies)")
-        });
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{shown} failed:\n{text}");
-    text
-}
-
 /// Run tests/clients/SCRIPT with the proxy's address and its login.
 async fn client_script(interpreter: &str, script: &str) -> String {
     let (_pki, nodes, proxy) = cluster().await;

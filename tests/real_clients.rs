@@ -8,24 +8,6 @@ use std::process::Command;
 
 use common::*;
 
-/// Run a command to completion off the async runtime; panic with its output on failure.
-async fn run_ok(mut cmd: Command) -> String {
-    let shown = format!("{cmd:?}");
-    let out = tokio::task::spawn_blocking(move || cmd.output())
-        .await
-        .unwrap()
-        .unwrap_or_else(|e| {
-            panic!("cannot run {shown}: {e} (run .ci/run to install test dependencies)")
-        });
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{shown} failed:\n{text}");
-    text
-}
-
 async fn client_script(interpreter: &str, script: &str) -> String {
     let node = start_node(Some(PROXY_CACHE), true, |_| {}).await;
     let dir = tempfile::tempdir().unwrap();

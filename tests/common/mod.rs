@@ -503,3 +503,21 @@ pub fn basic_auth(user: &str, pass: &str) -> String {
         base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
     )
 }
+
+/// Run a command to completion off the async runtime; panic with its output on failure.
+pub async fn run_ok(mut cmd: std::process::Command) -> String {
+    let shown = format!("{cmd:?}");
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| {
+            panic!("cannot run {shown}: {e} (run .ci/run to install test dependencies)")
+        });
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{shown} failed:\n{text}");
+    text
+}
