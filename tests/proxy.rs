@@ -466,3 +466,17 @@ async fn half_closed_client_still_gets_its_replies() {
         String::from_utf8_lossy(&expect)
     );
 }
+
+#[tokio::test]
+async fn more_pipelined_requests_than_the_queue_holds_are_all_answered() {
+    // More than the session's 1024 in-flight replies arrive in one burst and
+    // the client then only waits: the rest must be started from the buffer.
+    let (_pki, _nodes, proxy) = cluster(2, |_| {}).await;
+    let mut c = connect(proxy.addr).await;
+    c.expect(b"set p 0 0 1\r\n1\r\n", b"STORED\r\n").await;
+    c.expect(
+        &b"get p\r\n".repeat(3000),
+        &b"VALUE p 0 1\r\n1\r\nEND\r\n".repeat(3000),
+    )
+    .await;
+}

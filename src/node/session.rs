@@ -11,21 +11,15 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::stats::CacheStats;
 use super::tenants::{Login, LoginFailure};
 use super::Shared;
+use crate::protocol::input::{self, Input, Next, FLUSH_THRESHOLD};
 use crate::protocol::request::{Command, Frame, StoreMode};
-use crate::protocol::{self, sasl, Dialect, ErrorReply, Parsed, Request, Response};
-
-/// Initial read buffer; small so that thousands of idle connections are cheap.
-const INITIAL_READ_BUFFER: usize = 4 * 1024;
-/// Buffers that grew past this (a big value) are released once drained.
-const KEEP_BUFFER: usize = 64 * 1024;
-/// Replies are written out once this much is pending, even mid-batch.
-const FLUSH_THRESHOLD: usize = 256 * 1024;
+use crate::protocol::{self, sasl, ErrorReply, Request, Response};
 
 /// Why a session ended abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -98,50 +92,28 @@ impl Session {
             max_item_size: self.shared.settings.max_item_size,
         };
         let auth_deadline = Instant::now() + self.shared.settings.auth_timeout;
-        let mut rbuf = BytesMut::with_capacity(INITIAL_READ_BUFFER);
+        let mut input = Input::default();
         let mut wbuf = BytesMut::new();
-        let mut dialect: Option<Dialect> = None;
-        // Bytes of a refused over-size value still to be discarded unread.
-        let mut skip: usize = 0;
 
         loop {
-            let n = self.read(stream, &mut rbuf, auth_deadline).await?;
+            let n = self.read(stream, input.read_buf(), auth_deadline).await?;
             if n == 0 {
                 return Ok(());
             }
             self.count_read(n);
-            if skip > 0 {
-                let k = skip.min(rbuf.len());
-                rbuf.advance(k);
-                skip -= k;
-            }
-            let dialect = match (dialect, rbuf.first()) {
-                (Some(d), _) => d,
-                (None, Some(&b)) => *dialect.insert(Dialect::detect(b)),
-                (None, None) => continue,
-            };
-
-            while skip == 0 && !rbuf.is_empty() {
-                match protocol::parse(dialect, &rbuf, &limits)? {
-                    Parsed::Incomplete => break,
-                    Parsed::Request(request, used) => {
-                        rbuf.advance(used);
+            while let Some(next) = input.next(&limits)? {
+                match next {
+                    Next::Request(request) => {
                         if let After::Close = self.dispatch(request, &mut wbuf) {
                             self.write(stream, &mut wbuf).await?;
                             return Ok(());
                         }
                     }
-                    Parsed::Reject {
+                    Next::Reject {
                         frame,
                         error,
-                        consumed,
-                        skip: more,
                         unlink,
                     } => {
-                        rbuf.advance(consumed);
-                        let k = more.min(rbuf.len());
-                        rbuf.advance(k);
-                        skip = more - k;
                         if let (Some(key), Auth::LoggedIn(login)) = (unlink, &self.auth) {
                             if login.caps.write {
                                 login.tenant.store.unlink(&key);
@@ -155,9 +127,6 @@ impl Session {
                 }
             }
             self.write(stream, &mut wbuf).await?;
-            if rbuf.is_empty() && rbuf.capacity() > KEEP_BUFFER {
-                rbuf = BytesMut::with_capacity(INITIAL_READ_BUFFER);
-            }
         }
     }
 
@@ -171,9 +140,6 @@ impl Session {
     where
         S: AsyncRead + Unpin,
     {
-        if rbuf.capacity() - rbuf.len() < 1024 {
-            rbuf.reserve(INITIAL_READ_BUFFER);
-        }
         match self.auth {
             Auth::LoggedIn(_) => Ok(stream.read_buf(rbuf).await?),
             Auth::Pending => {
@@ -198,10 +164,7 @@ impl Session {
         if let Auth::LoggedIn(login) = &self.auth {
             CacheStats::add(&login.tenant.stats.bytes_written, wbuf.len() as u64);
         }
-        wbuf.clear();
-        if wbuf.capacity() > KEEP_BUFFER {
-            *wbuf = BytesMut::new();
-        }
+        input::written(wbuf);
         Ok(())
     }
 

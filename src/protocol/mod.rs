@@ -11,6 +11,7 @@
 //! - [`sasl`]: SASL PLAIN payloads.
 
 pub mod binary;
+pub mod input;
 pub mod meta;
 pub mod request;
 pub mod response;

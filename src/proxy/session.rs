@@ -17,22 +17,19 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Instant;
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::pool::{Cluster, Failover, Node};
 use super::upstream::{PendingReply, UpstreamError};
 use super::ProxyShared;
 use crate::metrics as m;
+use crate::protocol::input::{self, Input, Next, FLUSH_THRESHOLD};
 use crate::protocol::request::{Command, Frame, Get, StoreMode};
-use crate::protocol::{self, sasl, Dialect, ErrorReply, Found, Parsed, Request, Response};
+use crate::protocol::{self, sasl, ErrorReply, Found, Request, Response};
 
 /// Replies a client may have outstanding before we stop reading from it.
 const MAX_PENDING: usize = 1024;
-/// Replies are written out once this much is pending.
-const FLUSH_THRESHOLD: usize = 256 * 1024;
-const INITIAL_READ_BUFFER: usize = 4 * 1024;
-const KEEP_BUFFER: usize = 64 * 1024;
 
 /// Why a client session ended abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -71,16 +68,43 @@ where
     };
     // Which upstream connection of each node this client uses.
     let affinity = shared.next_affinity();
-    let mut rbuf = BytesMut::with_capacity(INITIAL_READ_BUFFER);
+    let mut input = Input::default();
     let mut wbuf = BytesMut::new();
     let mut queue: VecDeque<Pending> = VecDeque::new();
-    let mut dialect: Option<Dialect> = None;
-    let mut skip = 0usize;
     let mut first_command = true;
     let mut closing = false;
     let mut draining = false;
 
     loop {
+        // Start every request already buffered, while there is room in the
+        // queue (also after the queue drained with input still buffered).
+        while queue.len() < MAX_PENDING && !closing {
+            match input.next(&limits)? {
+                None => break,
+                Some(Next::Request(request)) => {
+                    let pending = dispatch(&shared, request, first_command, affinity).await;
+                    first_command = false;
+                    queue.push_back(pending);
+                }
+                Some(Next::Reject {
+                    frame,
+                    error,
+                    unlink,
+                }) => {
+                    // Like memcached, a refused over-size set removes the old value.
+                    if let Some(key) = unlink {
+                        let delete = Command::Delete(protocol::request::Delete {
+                            key,
+                            cas: None,
+                            invalidate: false,
+                            exptime: None,
+                        });
+                        let _ = forward(&shared.cluster(), delete, shared.timeout, affinity).await;
+                    }
+                    queue.push_back(ready(frame, Response::Error(error), "other"));
+                }
+            }
+        }
         // Encode every reply that is already complete, in order.
         while let Some(front) = queue.front_mut() {
             match std::future::poll_fn(|cx| Poll::Ready(front.as_mut().poll(cx))).await {
@@ -100,18 +124,12 @@ where
             m::RequestMetrics::get()
                 .written_bytes
                 .increment(wbuf.len() as u64);
-            wbuf.clear();
-            if wbuf.capacity() > KEEP_BUFFER {
-                wbuf = BytesMut::new();
-            }
+            input::written(&mut wbuf);
         }
         if closing || (draining && queue.is_empty()) {
             return Ok(());
         }
 
-        if rbuf.capacity() - rbuf.len() < 1024 {
-            rbuf.reserve(INITIAL_READ_BUFFER);
-        }
         let can_read = queue.len() < MAX_PENDING && !draining;
         let front = async {
             match queue.front_mut() {
@@ -131,7 +149,7 @@ where
                 draining = true;
                 continue;
             }
-            read = rd.read_buf(&mut rbuf), if can_read => read?,
+            read = rd.read_buf(input.read_buf()), if can_read => read?,
             else => return Ok(()),
         };
         if read == 0 {
@@ -142,50 +160,6 @@ where
             continue;
         }
         m::RequestMetrics::get().read_bytes.increment(read as u64);
-        if skip > 0 {
-            let k = skip.min(rbuf.len());
-            rbuf.advance(k);
-            skip -= k;
-        }
-        let Some(&first) = rbuf.first() else { continue };
-        let dialect = *dialect.get_or_insert_with(|| Dialect::detect(first));
-        while skip == 0 && !rbuf.is_empty() && queue.len() < MAX_PENDING {
-            match protocol::parse(dialect, &rbuf, &limits)? {
-                Parsed::Incomplete => break,
-                Parsed::Request(request, used) => {
-                    rbuf.advance(used);
-                    let pending = dispatch(&shared, request, first_command, affinity).await;
-                    first_command = false;
-                    queue.push_back(pending);
-                }
-                Parsed::Reject {
-                    frame,
-                    error,
-                    consumed,
-                    skip: more,
-                    unlink,
-                } => {
-                    rbuf.advance(consumed);
-                    let k = more.min(rbuf.len());
-                    rbuf.advance(k);
-                    skip = more - k;
-                    // Like memcached, a refused over-size set removes the old value.
-                    if let Some(key) = unlink {
-                        let delete = Command::Delete(protocol::request::Delete {
-                            key,
-                            cas: None,
-                            invalidate: false,
-                            exptime: None,
-                        });
-                        let _ = forward(&shared.cluster(), delete, shared.timeout, affinity).await;
-                    }
-                    queue.push_back(ready(frame, Response::Error(error), "other"));
-                }
-            }
-        }
-        if rbuf.is_empty() && rbuf.capacity() > KEEP_BUFFER {
-            rbuf = BytesMut::with_capacity(INITIAL_READ_BUFFER);
-        }
     }
 }
 
