@@ -80,7 +80,6 @@ pub enum ProxyError {
 /// State every client session shares; the cluster is swapped on SIGHUP.
 pub struct ProxyShared {
     cluster: RwLock<Arc<Cluster>>,
-    clients: std::sync::atomic::AtomicUsize,
     username: RwLock<String>,
     pub timeout: Duration,
     pub max_item_size: usize,
@@ -92,12 +91,6 @@ impl ProxyShared {
             Ok(guard) => Arc::clone(&guard),
             Err(poisoned) => Arc::clone(&poisoned.into_inner()),
         }
-    }
-
-    /// Spread clients over the connection slots, one slot per client.
-    pub fn next_affinity(&self) -> usize {
-        self.clients
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Is this first `set` a client's ASCII login (MemCachier's form, key =
@@ -187,7 +180,6 @@ impl Proxy {
         };
         let shared = Arc::new(ProxyShared {
             cluster: RwLock::new(Arc::new(cluster)),
-            clients: std::sync::atomic::AtomicUsize::new(0),
             username: RwLock::new(config.username.clone()),
             timeout: config.timeout,
             max_item_size: config.max_item_size,

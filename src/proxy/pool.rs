@@ -24,6 +24,10 @@ pub enum Failover {
     Eject,
 }
 
+/// Requests queued or in flight on a connection beyond which clients that
+/// pick a connection afresh go to the next one.
+const SPILL_LOAD: usize = 16;
+
 struct Slot {
     conn: Mutex<Option<Connection>>,
     /// Held while (re)connecting, so one connect runs per slot.
@@ -56,15 +60,39 @@ impl Node {
         }
     }
 
-    /// A live, logged-in connection. A client always uses the same slot
-    /// (`affinity`), so its requests to this node stay in order: a get sent
-    /// after a set must not overtake it on another connection.
+    /// The slot a client that has nothing in flight should use: the first
+    /// whose connection is not busy, so that light traffic shares one
+    /// connection and leaves in fewer, larger writes (fewer syscalls and
+    /// wake-ups here and on the node), while a busy connection spills new
+    /// clients onto the next slot. With every slot busy, the least loaded.
+    pub fn pick_slot(&self) -> usize {
+        let mut best = (usize::MAX, 0);
+        for (i, slot) in self.slots.iter().enumerate() {
+            let Some(conn) = live(&slot.conn) else {
+                // Not connected yet: the first request connects it.
+                return i;
+            };
+            let load = conn.load();
+            if load < SPILL_LOAD {
+                return i;
+            }
+            if load < best.0 {
+                best = (load, i);
+            }
+        }
+        best.1
+    }
+
+    /// A live, logged-in connection in `slot` (see `pick_slot`). A client
+    /// keeps to one slot while it has requests in flight, so that its
+    /// requests to this node stay in order: a get sent after a set must not
+    /// overtake it on another connection.
     pub async fn connection(
         &self,
         settings: &Settings,
-        affinity: usize,
+        slot: usize,
     ) -> Result<Connection, UpstreamError> {
-        let i = affinity % self.slots.len();
+        let i = slot % self.slots.len();
         let slot = &self.slots[i];
         if let Some(conn) = live(&slot.conn) {
             return Ok(conn);
@@ -237,5 +265,56 @@ impl Cluster {
                 node.probe(&self.settings).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Command;
+
+    fn node(slots: usize) -> Node {
+        let target = Target {
+            name: "n0".into(),
+            addr: "127.0.0.1:1".into(),
+            server_name: rustls_pki_types::ServerName::try_from("localhost").unwrap(),
+        };
+        Node::new(target, slots, Duration::from_secs(30))
+    }
+
+    /// A connection to a node that never answers: what is sent stays in flight.
+    fn silent_connection() -> (Connection, tokio::io::DuplexStream) {
+        let (near, far) = tokio::io::duplex(1 << 20);
+        (Connection::spawn(near, "n0".into()), far)
+    }
+
+    async fn load_with(conn: &Connection, n: usize) -> Vec<super::super::upstream::PendingReply> {
+        let mut pending = Vec::new();
+        for _ in 0..n {
+            pending.push(conn.send(Command::Noop).await.unwrap());
+        }
+        pending
+    }
+
+    /// Light traffic shares the first connection; a busy one spills new
+    /// clients onto the next slot, and with all busy the least loaded wins.
+    #[tokio::test]
+    async fn clients_fill_the_first_connection_then_spill() {
+        let node = node(2);
+        assert_eq!(node.pick_slot(), 0, "an empty slot is connected first");
+        let (first, _far0) = silent_connection();
+        *node.slots[0].conn.lock().unwrap() = Some(first.clone());
+        assert_eq!(node.pick_slot(), 0);
+        let _a = load_with(&first, SPILL_LOAD - 1).await;
+        assert_eq!(node.pick_slot(), 0, "not busy yet");
+        let _b = load_with(&first, 1).await;
+        assert_eq!(node.pick_slot(), 1, "busy: the next slot, unconnected");
+
+        let (second, _far1) = silent_connection();
+        *node.slots[1].conn.lock().unwrap() = Some(second.clone());
+        let _c = load_with(&second, SPILL_LOAD + 5).await;
+        assert_eq!(node.pick_slot(), 0, "both busy: the least loaded");
+        let _d = load_with(&first, 10).await;
+        assert_eq!(node.pick_slot(), 1);
     }
 }

@@ -66,8 +66,9 @@ where
     let limits = protocol::Limits {
         max_item_size: shared.max_item_size,
     };
-    // Which upstream connection of each node this client uses.
-    let affinity = shared.next_affinity();
+    // Which upstream connection slot this client uses while it has requests
+    // in flight; chosen afresh (by load) whenever it has none.
+    let mut slot: Option<usize> = None;
     let mut input = Input::default();
     let mut wbuf = BytesMut::new();
     let mut queue: VecDeque<Pending> = VecDeque::new();
@@ -82,7 +83,10 @@ where
             match input.next(&limits)? {
                 None => break,
                 Some(Next::Request(request)) => {
-                    let pending = dispatch(&shared, request, first_command, affinity).await;
+                    if queue.is_empty() {
+                        slot = None;
+                    }
+                    let pending = dispatch(&shared, request, first_command, &mut slot).await;
                     first_command = false;
                     queue.push_back(pending);
                 }
@@ -99,7 +103,7 @@ where
                             invalidate: false,
                             exptime: None,
                         });
-                        let _ = forward(&shared.cluster(), delete, shared.timeout, affinity).await;
+                        let _ = forward(&shared.cluster(), delete, shared.timeout, &mut slot).await;
                     }
                     queue.push_back(ready(frame, Response::Error(error), "other"));
                 }
@@ -201,7 +205,7 @@ async fn dispatch(
     shared: &Arc<ProxyShared>,
     request: Request,
     first_command: bool,
-    affinity: usize,
+    slot: &mut Option<usize>,
 ) -> Pending {
     let Request { command, frame } = request;
     let label = label(&command);
@@ -246,7 +250,7 @@ async fn dispatch(
             let cluster = shared.cluster();
             let mut parts = Vec::with_capacity(cluster.nodes.len());
             for node in &cluster.nodes {
-                parts.push(start(&cluster, node, command.clone(), affinity).await);
+                parts.push(start(&cluster, node, command.clone(), slot).await);
             }
             let timeout = shared.timeout;
             return Box::pin(async move {
@@ -276,7 +280,7 @@ async fn dispatch(
                     keys: vec![one_key.clone()],
                     ..get.clone()
                 });
-                parts.push(start_routed(&cluster, one_key, one, affinity).await);
+                parts.push(start_routed(&cluster, one_key, one, slot).await);
             }
             let timeout = shared.timeout;
             return Box::pin(async move {
@@ -304,7 +308,7 @@ async fn dispatch(
         command => {
             let cluster = shared.cluster();
             let route_key = command.key().cloned().unwrap_or_default();
-            let part = start_routed(&cluster, &route_key, command, affinity).await;
+            let part = start_routed(&cluster, &route_key, command, slot).await;
             let timeout = shared.timeout;
             return Box::pin(async move {
                 Reply {
@@ -343,20 +347,25 @@ enum Part {
 
 /// Start `command` on the node that serves `key`. In eject mode, a node found
 /// dead by this very request hands it on to the node the live ring picks.
-async fn start_routed(cluster: &Cluster, key: &[u8], command: Command, affinity: usize) -> Part {
+async fn start_routed(
+    cluster: &Cluster,
+    key: &[u8],
+    command: Command,
+    slot: &mut Option<usize>,
+) -> Part {
     let node = match cluster.route(key) {
         Ok(node) => node,
         Err(error) => return Part::Failed(error),
     };
     if cluster.failover() == Failover::Error {
-        return start(cluster, node, command, affinity).await;
+        return start(cluster, node, command, slot).await;
     }
-    let part = start(cluster, node, command.clone(), affinity).await;
+    let part = start(cluster, node, command.clone(), slot).await;
     if let Part::Failed(_) = part {
         if !node.health.is_up() {
             if let Ok(next) = cluster.route(key) {
                 if !Arc::ptr_eq(next, node) {
-                    return start(cluster, next, command, affinity).await;
+                    return start(cluster, next, command, slot).await;
                 }
             }
         }
@@ -364,8 +373,16 @@ async fn start_routed(cluster: &Cluster, key: &[u8], command: Command, affinity:
     part
 }
 
-async fn start(cluster: &Cluster, node: &Arc<Node>, command: Command, affinity: usize) -> Part {
-    let conn = match node.connection(&cluster.settings, affinity).await {
+/// Start `command` on `node`, on the client's slot (picking it by load if the
+/// client has nothing in flight).
+async fn start(
+    cluster: &Cluster,
+    node: &Arc<Node>,
+    command: Command,
+    slot: &mut Option<usize>,
+) -> Part {
+    let slot = *slot.get_or_insert_with(|| node.pick_slot());
+    let conn = match node.connection(&cluster.settings, slot).await {
         Ok(conn) => conn,
         Err(error) => return Part::Failed(error),
     };
@@ -385,10 +402,10 @@ async fn forward(
     cluster: &Cluster,
     command: Command,
     timeout: std::time::Duration,
-    affinity: usize,
+    slot: &mut Option<usize>,
 ) -> Response {
     let key = command.key().cloned().unwrap_or_default();
-    start_routed(cluster, &key, command, affinity)
+    start_routed(cluster, &key, command, slot)
         .await
         .resolve(timeout)
         .await

@@ -21,7 +21,7 @@
 //! which is written alone and last.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -107,7 +107,28 @@ impl std::fmt::Debug for Settings {
     }
 }
 
-type Reply = oneshot::Sender<Result<Response, UpstreamError>>;
+/// Where a request's reply goes. It also counts the request in its
+/// connection's load until it is answered or dropped, whichever path (reply,
+/// failure, aborted task) gets there.
+struct Reply {
+    tx: Option<oneshot::Sender<Result<Response, UpstreamError>>>,
+    load: Arc<AtomicUsize>,
+}
+
+impl Reply {
+    fn send(mut self, result: Result<Response, UpstreamError>) {
+        if let Some(tx) = self.tx.take() {
+            // The caller may have given up (timeout, client gone): nothing to do.
+            let _ = tx.send(result);
+        }
+    }
+}
+
+impl Drop for Reply {
+    fn drop(&mut self) {
+        self.load.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 /// A reply to come; a dropped sender means the connection was lost.
 pub type PendingReply = oneshot::Receiver<Result<Response, UpstreamError>>;
@@ -133,6 +154,8 @@ struct InFlight {
 pub struct Connection {
     jobs: mpsc::Sender<Job>,
     alive: Arc<AtomicBool>,
+    /// Requests queued or in flight, for the pool's choice of connection.
+    load: Arc<AtomicUsize>,
     tasks: Arc<[tokio::task::AbortHandle; 2]>,
 }
 
@@ -199,6 +222,7 @@ impl Connection {
         Connection {
             jobs: jobs_tx,
             alive,
+            load: Arc::new(AtomicUsize::new(0)),
             tasks: Arc::new([w.abort_handle(), r.abort_handle()]),
         }
     }
@@ -207,12 +231,22 @@ impl Connection {
         self.alive.load(Ordering::Relaxed) && !self.jobs.is_closed()
     }
 
+    /// Requests queued or in flight on this connection.
+    pub fn load(&self) -> usize {
+        self.load.load(Ordering::Relaxed)
+    }
+
     /// Queue one command; the returned receiver completes with its reply.
     /// Timeouts are the caller's job.
     pub async fn send(&self, command: Command) -> Result<PendingReply, UpstreamError> {
         let (tx, rx) = oneshot::channel();
+        self.load.fetch_add(1, Ordering::Relaxed);
+        let reply = Reply {
+            tx: Some(tx),
+            load: Arc::clone(&self.load),
+        };
         self.jobs
-            .send(Job { command, reply: tx })
+            .send(Job { command, reply })
             .await
             .map_err(|_| lost_error())?;
         Ok(rx)
@@ -310,14 +344,14 @@ async fn writer<W>(
         tokio::task::yield_now().await;
         loop {
             if !alive.load(Ordering::Relaxed) {
-                let _ = job.reply.send(Err(lost_error()));
+                job.reply.send(Err(lost_error()));
                 break 'outer;
             }
             opaque = opaque.wrapping_add(1);
             let start = out.bytes.len();
             if binary::encode_request(&job.command, false, opaque, &mut out.bytes).is_err() {
                 out.bytes.truncate(start);
-                let _ = job.reply.send(Err(UpstreamError::Unsupported));
+                job.reply.send(Err(UpstreamError::Unsupported));
             } else {
                 out.ends.push(out.bytes.len());
                 let large = out.bytes.len() - start > RECORD;
@@ -349,7 +383,7 @@ async fn writer<W>(
                 Ok(next) if out.bytes.len() < 64 * 1024 => job = next,
                 Ok(next) => {
                     if out.write(&mut wr).await.is_err() {
-                        let _ = next.reply.send(Err(lost_error()));
+                        next.reply.send(Err(lost_error()));
                         break 'outer;
                     }
                     job = next;
@@ -364,7 +398,7 @@ async fn writer<W>(
     alive.store(false, Ordering::Relaxed);
     jobs.close();
     while let Ok(job) = jobs.try_recv() {
-        let _ = job.reply.send(Err(lost_error()));
+        job.reply.send(Err(lost_error()));
     }
     fail_all(&inflight, lost_error());
     let _ = wr.shutdown().await;
@@ -423,7 +457,7 @@ fn fail_all(inflight: &Mutex<VecDeque<InFlight>>, error: UpstreamError) {
             if let Some(done) = &req.done {
                 done.notify_one();
             }
-            let _ = req.reply.send(Err(error.clone()));
+            req.reply.send(Err(error.clone()));
         }
     }
 }
@@ -511,7 +545,7 @@ fn drain_replies(
         if let Some(done) = &req.done {
             done.notify_one();
         }
-        let _ = req.reply.send(Ok(response));
+        req.reply.send(Ok(response));
     }
     Ok(())
 }
@@ -663,6 +697,41 @@ mod tests {
         let last = writes.last().unwrap();
         assert_eq!(last.len(), big.len(), "the large set is a write of its own");
         assert_eq!(requests_in(last), 1);
+    }
+
+    /// The load the pool balances on counts each request until it is
+    /// answered, and drops to zero when the connection is closed with
+    /// requests still in flight.
+    #[tokio::test]
+    async fn load_counts_requests_until_answered_or_lost() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (near, mut far) = tokio::io::duplex(64 * 1024);
+        let conn = Connection::spawn(near, "n0".into());
+        let first = conn.send(get("a")).await.unwrap();
+        let second = conn.send(get("b")).await.unwrap();
+        assert_eq!(conn.load(), 2);
+
+        // Answer the first request only: a miss, with its opaque.
+        let mut buf = BytesMut::new();
+        let limits = Limits {
+            max_item_size: 1 << 20,
+        };
+        let (frame, used) = loop {
+            far.read_buf(&mut buf).await.unwrap();
+            if let Parsed::Request(request, used) = binary::parse_request(&buf, &limits).unwrap() {
+                break (request.frame, used);
+            }
+        };
+        let _ = buf.split_to(used);
+        let mut out = BytesMut::new();
+        crate::protocol::encode(&frame, Some(b"a"), &Response::Get(vec![None]), &mut out);
+        far.write_all(&out).await.unwrap();
+        assert!(first.await.unwrap().is_ok());
+        assert_eq!(conn.load(), 1);
+
+        conn.close();
+        assert!(second.await.is_err(), "lost with its connection");
+        assert_eq!(conn.load(), 0);
     }
 
     #[test]
