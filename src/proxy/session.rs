@@ -75,6 +75,10 @@ where
     let mut first_command = true;
     let mut closing = false;
     let mut draining = false;
+    // One shutdown future for the whole session, rather than a new one (and a
+    // new waiter registration) on every pass of the loop.
+    let stop = super::stopped(&mut shutdown);
+    tokio::pin!(stop);
 
     loop {
         // Start every request already buffered, while there is room in the
@@ -149,7 +153,7 @@ where
                 continue;
             }
             // On shutdown: read nothing more, answer what is in flight, close.
-            _ = super::stopped(&mut shutdown), if !draining => {
+            _ = &mut stop, if !draining => {
                 draining = true;
                 continue;
             }
