@@ -9,7 +9,11 @@
 //! | `GET /admin/caches/{id}/stats` | the cache's stats ([`super::API_STATS`]) as an object |
 //! | `POST /admin/caches/{id}/flush` | `flush_all` on the cache |
 //! | `PUT /admin/caches/{id}/credentials` | replace the credential list (below); persisted atomically, then in force |
-//! | `POST /admin/login` | `{"username", "password"}` checked against this node's caches: `{"cache_id", "username", "primary", "write", "flush", "api"}`, or 403 |
+//! | `PUT /admin/caches/{id}/disabled` | `{"disabled": bool}`: disable or enable the cache; persisted the same way |
+//! | `POST /admin/login` | `{"username", "password"}` checked against this node's caches: `{"cache_id", "username", "primary", "write", "flush", "api", "disabled"}`, or 403 |
+//!
+//! Each cache in `GET /admin/caches` also says `last_active`: the unix
+//! second of its last login or command on this node (or of the node's start).
 //!
 //! The body of `PUT …/credentials` is `{"credentials": [{"username",
 //! "password" | "password_hash" | neither, "primary", "write", "flush",
@@ -84,6 +88,7 @@ pub fn router(shared: Arc<Shared>, token: &str) -> Router {
         .route("/admin/caches/{id}/stats", get(stats))
         .route("/admin/caches/{id}/flush", post(flush))
         .route("/admin/caches/{id}/credentials", put(replace_credentials))
+        .route("/admin/caches/{id}/disabled", put(set_disabled))
         .route("/admin/login", post(login))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state)
@@ -141,6 +146,9 @@ pub struct CacheView {
     pub id: String,
     pub memory_limit: u64,
     pub disabled: bool,
+    /// Unix seconds of the last login or command here.
+    #[serde(default)]
+    pub last_active: u64,
     pub credentials: Vec<CredentialView>,
 }
 
@@ -161,6 +169,7 @@ async fn list_caches(State(state): State<AdminState>) -> Json<CachesView> {
             id: c.id.clone(),
             memory_limit: c.memory_limit,
             disabled: c.disabled,
+            last_active: tenants.get(&c.id).map_or(0, |t| t.last_active()),
             credentials: c.credentials.iter().map(CredentialView::from).collect(),
         })
         .collect();
@@ -297,9 +306,46 @@ async fn replace_credentials(
         })
     })
     .await;
+    update_reply(&id, result, "credentials replaced by the admin API")
+}
+
+/// The body of `PUT /admin/caches/{id}/disabled`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DisabledBody {
+    pub disabled: bool,
+}
+
+async fn set_disabled(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+    body: Result<Json<DisabledBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Ok(Json(body)) = body else {
+        return error(StatusCode::BAD_REQUEST, "expected {\"disabled\": bool}");
+    };
+    let shared = Arc::clone(&state.shared);
+    let cache_id = id.clone();
+    // Writing the caches file blocks: keep it off the runtime.
+    let result =
+        tokio::task::spawn_blocking(move || shared.set_disabled(&cache_id, body.disabled)).await;
+    let what = if body.disabled {
+        "cache disabled by the admin API"
+    } else {
+        "cache enabled by the admin API"
+    };
+    update_reply(&id, result, what)
+}
+
+/// The reply to a change of the caches file, logged as `what` when it took.
+fn update_reply(
+    id: &str,
+    result: Result<Result<u64, UpdateError>, tokio::task::JoinError>,
+    what: &str,
+) -> Response {
     match result {
         Ok(Ok(version)) => {
-            tracing::info!(cache = %id, version, "credentials replaced by the admin API");
+            tracing::info!(cache = %id, version, "{what}");
             Json(json!({ "version": version })).into_response()
         }
         Ok(Err(UpdateError::NoSuchCache(_))) => error(StatusCode::NOT_FOUND, "no such cache"),
@@ -307,7 +353,7 @@ async fn replace_credentials(
             error(StatusCode::BAD_REQUEST, e.to_string())
         }
         Ok(Err(e @ UpdateError::Persist(_))) => {
-            tracing::error!(cache = %id, error = %e, "credentials not changed");
+            tracing::error!(cache = %id, error = %e, "caches file not changed");
             error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
         }
         Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "update task failed"),
@@ -330,6 +376,9 @@ pub struct LoginView {
     pub write: bool,
     pub flush: bool,
     pub api: bool,
+    /// The cache is disabled (memcached logins fail; the owner may enable it).
+    #[serde(default)]
+    pub disabled: bool,
 }
 
 async fn login(
@@ -348,13 +397,14 @@ async fn login(
     })
     .await;
     match checked {
-        Ok(Ok(ok)) => Json(LoginView {
+        Ok(Ok((ok, disabled))) => Json(LoginView {
             cache_id: ok.cache_id,
             username: ok.username,
             primary: ok.primary,
             write: ok.caps.write,
             flush: ok.caps.flush,
             api: ok.caps.api,
+            disabled,
         })
         .into_response(),
         Ok(Err(_)) => error(StatusCode::FORBIDDEN, "authentication failure"),

@@ -224,6 +224,33 @@ impl Shared {
         cache_id: &str,
         change: impl FnOnce(&CacheConfig) -> Result<Vec<Credential>, String>,
     ) -> Result<u64, UpdateError> {
+        self.update_cache(cache_id, |cache| {
+            cache.credentials = change(cache)?;
+            Ok(())
+        })
+    }
+
+    /// Disable or enable cache `cache_id`, persisted like
+    /// [`Shared::update_credentials`]. Enabling counts as activity, so
+    /// `--disable-after` does not disable it again at once.
+    pub fn set_disabled(&self, cache_id: &str, disabled: bool) -> Result<u64, UpdateError> {
+        let version = self.update_cache(cache_id, |cache| {
+            cache.disabled = disabled;
+            Ok(())
+        })?;
+        if let Some(tenant) = self.tenants().get(cache_id) {
+            tenant.touch(session::unix_now());
+        }
+        Ok(version)
+    }
+
+    /// Change one cache's entry of the caches file with `change`, then
+    /// validate, persist and install the result.
+    fn update_cache(
+        &self,
+        cache_id: &str,
+        change: impl FnOnce(&mut CacheConfig) -> Result<(), String>,
+    ) -> Result<u64, UpdateError> {
         let _guard = self.change_lock.lock().unwrap_or_else(|p| p.into_inner());
         let previous = self.tenants();
         let mut file = previous.file().clone();
@@ -232,7 +259,7 @@ impl Shared {
             .iter_mut()
             .find(|c| c.id == cache_id)
             .ok_or_else(|| UpdateError::NoSuchCache(cache_id.to_owned()))?;
-        cache.credentials = change(cache).map_err(UpdateError::Rejected)?;
+        change(cache).map_err(UpdateError::Rejected)?;
         file.validate()?;
         let next = Tenants::build(&file, self.settings.max_item_size, Some(&previous))?;
         if let Some(path) = &self.caches_path {
