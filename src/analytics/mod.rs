@@ -12,10 +12,12 @@
 //! - [`history`]: the SQLite database (history samples, pending changes)
 //!   and the sampling loop.
 //! - [`http`]: the small HTTP/1.1 client used to reach the nodes.
+//! - [`inactivity`]: `--disable-after`, disabling caches nobody uses.
 
 pub mod api;
 pub mod history;
 pub mod http;
+pub mod inactivity;
 pub mod ops;
 
 use std::collections::HashSet;
@@ -142,8 +144,13 @@ pub fn parse_nodes(list: &str) -> Result<Vec<NodeEntry>, String> {
 #[derive(Clone)]
 pub struct AnalyticsConfig {
     pub nodes: Vec<NodeEntry>,
-    /// The nodes' admin token (never logged).
-    pub admin_token: String,
+    /// The nodes' admin token (never logged); None with mutual TLS only.
+    pub admin_token: Option<String>,
+    /// Reach the admin endpoints over TLS with this config (its roots, and
+    /// the client certificate for the nodes' mutual TLS).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Disable caches idle (no logins, no commands on any node) this long.
+    pub disable_after: Option<Duration>,
     pub listen: SocketAddr,
     /// The SQLite file; None keeps everything in memory (tests).
     pub db: Option<PathBuf>,
@@ -289,7 +296,9 @@ enum Applied {
 /// State shared by the API handlers and the background loop.
 pub struct Service {
     pub(crate) nodes: Vec<NodeEntry>,
-    token: String,
+    token: Option<String>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    pub(crate) disable_after: Option<Duration>,
     pub(crate) db: Db,
     /// Serializes credential changes and their retries, so each node sees
     /// them in order.
@@ -317,13 +326,16 @@ impl Service {
                 reason,
             }
         };
-        let auth = format!("Bearer {}", self.token);
+        let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> =
+            auth.iter().map(|a| ("Authorization", a.as_str())).collect();
         let payload = body.map(|b| b.to_string());
         let response = http::request(
             &node.addr,
+            self.tls.as_ref(),
             method,
             path,
-            &[("Authorization", &auth)],
+            &headers,
             payload.as_deref().map(str::as_bytes),
             NODE_TIMEOUT,
         )
@@ -594,6 +606,8 @@ impl Analytics {
             service: Arc::new(Service {
                 nodes: config.nodes,
                 token: config.admin_token,
+                tls: config.tls,
+                disable_after: config.disable_after,
                 db,
                 changes: tokio::sync::Mutex::new(()),
                 sample_interval: config.sample_interval,

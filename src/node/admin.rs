@@ -1,7 +1,9 @@
 //! The node's admin HTTP API, for `memgate analytics`.
 //!
-//! Off unless `--admin-listen` is given, and then only with a bearer token
-//! (`--admin-token`), compared in constant time. Every route answers JSON.
+//! Off unless `--admin-listen` is given, and then never open: it wants a
+//! bearer token (`--admin-token`, compared in constant time), mutual TLS
+//! (`--admin-ca`: a client certificate that chains to the cluster CA), or
+//! both. Every route answers JSON.
 //!
 //! | route | what |
 //! | --- | --- |
@@ -41,19 +43,23 @@ use super::caches::{Capabilities, Credential};
 use super::{session, Shared, UpdateError};
 use crate::protocol::request::Command;
 
-/// Where the admin API listens and the token it wants.
+/// Where the admin API listens and what it wants from a caller.
 #[derive(Clone)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
-    /// The shared bearer token (never logged).
-    pub token: String,
+    /// The shared bearer token (never logged); None only with `tls`.
+    pub token: Option<String>,
+    /// TLS for the listener; built to require a client certificate from
+    /// the cluster CA (mutual TLS).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl std::fmt::Debug for AdminConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AdminConfig")
             .field("listen", &self.listen)
-            .field("token", &"<redacted>")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("tls", &self.tls.is_some())
             .finish()
     }
 }
@@ -61,7 +67,8 @@ impl std::fmt::Debug for AdminConfig {
 #[derive(Clone)]
 struct AdminState {
     shared: Arc<Shared>,
-    token_digest: [u8; 32],
+    /// None: no token wanted (mutual TLS guards the listener).
+    token_digest: Option<[u8; 32]>,
 }
 
 fn digest(bytes: &[u8]) -> [u8; 32] {
@@ -77,11 +84,11 @@ pub fn token_matches(expected_digest: &[u8; 32], presented: &[u8]) -> bool {
     bool::from(digest(presented).ct_eq(expected_digest))
 }
 
-/// The admin router for `shared`, protected by `token`.
-pub fn router(shared: Arc<Shared>, token: &str) -> Router {
+/// The admin router for `shared`, protected by `token` when given.
+pub fn router(shared: Arc<Shared>, token: Option<&str>) -> Router {
     let state = AdminState {
         shared,
-        token_digest: digest(token.as_bytes()),
+        token_digest: token.map(|t| digest(t.as_bytes())),
     };
     Router::new()
         .route("/admin/caches", get(list_caches))
@@ -94,9 +101,21 @@ pub fn router(shared: Arc<Shared>, token: &str) -> Router {
         .with_state(state)
 }
 
-/// Serve the admin API on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, token: &str) -> std::io::Result<()> {
-    axum::serve(listener, router(shared, token)).await
+/// Serve the admin API on `listener` (over TLS when `tls` is given) until
+/// the task is dropped.
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    token: Option<&str>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> std::io::Result<()> {
+    let app = router(shared, token);
+    match tls {
+        Some(config) => {
+            axum::serve(super::admin_tls::TlsListener::new(listener, config), app).await
+        }
+        None => axum::serve(listener, app).await,
+    }
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -104,6 +123,9 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 }
 
 async fn require_token(State(state): State<AdminState>, request: Request, next: Next) -> Response {
+    let Some(expected) = state.token_digest else {
+        return next.run(request).await;
+    };
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -111,9 +133,7 @@ async fn require_token(State(state): State<AdminState>, request: Request, next: 
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     match presented {
-        Some(token) if token_matches(&state.token_digest, token.as_bytes()) => {
-            next.run(request).await
-        }
+        Some(token) if token_matches(&expected, token.as_bytes()) => next.run(request).await,
         _ => error(StatusCode::UNAUTHORIZED, "admin token required"),
     }
 }
@@ -438,7 +458,8 @@ mod tests {
         );
         let c = AdminConfig {
             listen: "127.0.0.1:1".parse().unwrap(),
-            token: "sekrit-token".into(),
+            token: Some("sekrit-token".into()),
+            tls: None,
         };
         assert!(!format!("{c:?}").contains("sekrit"));
     }

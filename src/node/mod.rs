@@ -10,9 +10,11 @@
 //! - [`tenants`]: the running caches, kept across reloads.
 //! - [`store`]: one cache's items: byte-budget LRU, TTL, CAS.
 //! - [`stats`]: per-cache counters.
-//! - [`admin`]: the token-protected admin HTTP API that `memgate analytics` uses.
+//! - [`admin`]: the admin HTTP API that `memgate analytics` uses (token
+//!   and/or mutual TLS); [`admin_tls`] is its TLS listener.
 
 pub mod admin;
+pub mod admin_tls;
 pub mod auth;
 pub mod caches;
 pub mod session;
@@ -85,7 +87,7 @@ pub enum NodeError {
     NoCaches,
     #[error("no listener: give --listen or --tls-listen")]
     NoListener,
-    #[error("the admin listener needs a token (--admin-token)")]
+    #[error("the admin listener needs a token (--admin-token) or mutual TLS (--admin-ca)")]
     AdminWithoutToken,
 }
 
@@ -411,7 +413,7 @@ pub struct Node {
     plain: Option<TcpListener>,
     tls: Option<(TcpListener, TlsAcceptor)>,
     metrics: Option<TcpListener>,
-    admin: Option<(TcpListener, String)>,
+    admin: Option<(TcpListener, admin::AdminConfig)>,
 }
 
 impl Node {
@@ -489,10 +491,11 @@ impl Node {
         };
         let admin = match config.admin {
             Some(admin_config) => {
-                if admin_config.token.is_empty() {
+                let token_ok = admin_config.token.as_ref().is_some_and(|t| !t.is_empty());
+                if !token_ok && admin_config.tls.is_none() {
                     return Err(NodeError::AdminWithoutToken);
                 }
-                Some((bind(admin_config.listen).await?, admin_config.token))
+                Some((bind(admin_config.listen).await?, admin_config))
             }
             None => None,
         };
@@ -555,10 +558,11 @@ impl Node {
                 }
             });
         }
-        if let Some((listener, token)) = self.admin {
+        if let Some((listener, config)) = self.admin {
             let shared = Arc::clone(&self.shared);
             tasks.spawn(async move {
-                if let Err(error) = admin::serve(listener, shared, &token).await {
+                let token = config.token.as_deref().filter(|t| !t.is_empty());
+                if let Err(error) = admin::serve(listener, shared, token, config.tls).await {
                     tracing::error!(%error, "admin listener failed");
                 }
             });
