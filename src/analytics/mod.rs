@@ -9,12 +9,14 @@
 //!
 //! - [`api`]: the documented `/api/v1` routes.
 //! - [`ops`]: the owner's operations, shared by the API and the dashboard.
+//! - [`dashboard`]: the HTML dashboard at `/caches/<cache_id>`.
 //! - [`history`]: the SQLite database (history samples, pending changes)
 //!   and the sampling loop.
 //! - [`http`]: the small HTTP/1.1 client used to reach the nodes.
 //! - [`inactivity`]: `--disable-after`, disabling caches nobody uses.
 
 pub mod api;
+pub mod dashboard;
 pub mod history;
 pub mod http;
 pub mod inactivity;
@@ -634,8 +636,9 @@ impl Analytics {
     /// Serve the API and run the sampling loop until `shutdown` turns true.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let mut tasks = tokio::task::JoinSet::new();
-        let app =
-            api::router(Arc::clone(&self.service)).layer(axum::middleware::from_fn(api::observe));
+        let app = api::router(Arc::clone(&self.service))
+            .merge(dashboard::router(Arc::clone(&self.service)))
+            .layer(axum::middleware::from_fn(api::observe));
         let listener = self.listener;
         tasks.spawn(async move {
             if let Err(error) = axum::serve(listener, app).await {
