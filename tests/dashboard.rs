@@ -283,40 +283,18 @@ async fn dashboard_without_javascript() {
         (&Value::Bool(false), &Value::Bool(false), &Value::Bool(true))
     );
     // Promote, then the old primary can be deleted; the new one cannot.
-    let (status, _, _) = c
-        .post(
-            &format!("/caches/1561/credentials/{user}/promote"),
-            ALICE,
-            &form,
-        )
-        .await;
-    assert_eq!(status, 303);
-    let (status, _, body) = c
-        .post(
-            &format!("/caches/1561/credentials/{user}/delete"),
-            ALICE,
-            &form,
-        )
-        .await;
+    let act = |who: &str, action: &str| {
+        let path = format!("/caches/1561/credentials/{who}/{action}");
+        let c = &c;
+        let form = form.clone();
+        async move { c.post(&path, ALICE, &form).await }
+    };
+    assert_eq!(act(&user, "promote").await.0, 303);
+    let (status, _, body) = act(&user, "delete").await;
     assert_eq!(status, 403, "{body}");
     assert!(body.contains(memgate::analytics::api::PRIMARY_NOT_DELETABLE));
-    let (status, _, _) = c
-        .post(
-            &format!("/caches/1561/credentials/{user}/promote"),
-            ALICE,
-            &form,
-        )
-        .await;
-    assert_eq!(status, 303);
-    c.post("/caches/1561/credentials/alice/promote", ALICE, &form)
-        .await;
-    let (status, head, _) = c
-        .post(
-            &format!("/caches/1561/credentials/{user}/delete"),
-            ALICE,
-            &form,
-        )
-        .await;
+    assert_eq!(act("alice", "promote").await.0, 303);
+    let (status, head, _) = act(&user, "delete").await;
     assert_eq!(status, 303);
     assert!(
         head.contains("location: /caches/1561?done=deleted"),

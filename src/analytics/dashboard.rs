@@ -71,15 +71,20 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/assets/dashboard.js", get(js))
         // Browsers ask for it on every origin; answer rather than 404.
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
-        .route("/caches/{cache_id}", get(show))
-        .route("/caches/{cache_id}/graphs", get(graphs))
-        .route("/caches/{cache_id}/credentials", post(create))
+        .route(
+            "/caches/{cache_id}",
+            get(|state, Path(id): Path<String>, query, headers| {
+                cache_get(state, Path((id, String::new())), query, headers)
+            }),
+        )
+        .route(
+            "/caches/{cache_id}/{action}",
+            get(cache_get).post(cache_post),
+        )
         .route(
             "/caches/{cache_id}/credentials/{cred_id}/{action}",
             post(credential_action),
         )
-        .route("/caches/{cache_id}/flush", get(confirm_flush).post(flush))
-        .route("/caches/{cache_id}/enable", post(enable))
         .with_state(state)
 }
 
@@ -250,9 +255,11 @@ async fn render(
     Ok(html(StatusCode::OK, view::page(&page)))
 }
 
-async fn show(
+/// `GET /caches/{id}` (the page, `action` empty), `…/graphs` (the graphs
+/// section alone) and `…/flush` (the confirmation page).
+async fn cache_get(
     State(dash): State<Arc<Dashboard>>,
-    Path(cache_id): Path<String>,
+    Path((cache_id, action)): Path<(String, String)>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
@@ -260,30 +267,30 @@ async fn show(
         Ok(login) => login,
         Err(response) => return response,
     };
-    render(&dash, &login, &cache_id, &query, None)
-        .await
-        .unwrap_or_else(error_page)
+    match action.as_str() {
+        "" => render(&dash, &login, &cache_id, &query, None)
+            .await
+            .unwrap_or_else(error_page),
+        "graphs" => match dash.service.db.history(&cache_id) {
+            Ok(history) => html(
+                StatusCode::OK,
+                view::graphs(&cache_id, &history, picked(&query)),
+            ),
+            Err(error) => {
+                tracing::error!(%error, "history not read");
+                error_page(ops::server_error(&[]))
+            }
+        },
+        "flush" => html(
+            StatusCode::OK,
+            view::confirm_flush(&cache_id, &dash.csrf_token(&login)),
+        ),
+        _ => no_such_action(),
+    }
 }
 
-async fn graphs(
-    State(dash): State<Arc<Dashboard>>,
-    Path(cache_id): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(response) = caller(&dash, &headers, &cache_id).await {
-        return response;
-    }
-    match dash.service.db.history(&cache_id) {
-        Ok(history) => html(
-            StatusCode::OK,
-            view::graphs(&cache_id, &history, picked(&query)),
-        ),
-        Err(error) => {
-            tracing::error!(%error, "history not read");
-            error_page(ops::server_error(&[]))
-        }
-    }
+fn no_such_action() -> Response {
+    error_page(OpError(StatusCode::NOT_FOUND, "No such page.".into()))
 }
 
 /// Check the caller and the form, then run `action`; its result is the page.
@@ -321,18 +328,39 @@ fn back(cache_id: &str, done: &str) -> Response {
     .into_response()
 }
 
-async fn create(
+/// `POST /caches/{id}/credentials` (create), `…/flush` (asks first unless
+/// `confirm=yes`) and `…/enable`.
+async fn cache_post(
     State(dash): State<Arc<Dashboard>>,
-    Path(cache_id): Path<String>,
+    Path((cache_id, action)): Path<(String, String)>,
     headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
     let d = &dash;
     let id = cache_id.as_str();
+    let confirmed = form.get("confirm").is_some_and(|v| v == "yes");
     form_post(d, &headers, id, &form, |login| async move {
-        let created = ops::create_credential(&d.service, id).await?;
-        let shown = (created.view.username.as_str(), created.password.as_str());
-        render(d, &login, id, &HashMap::new(), Some(shown)).await
+        match action.as_str() {
+            "credentials" => {
+                let created = ops::create_credential(&d.service, id).await?;
+                let shown = (created.view.username.as_str(), created.password.as_str());
+                render(d, &login, id, &HashMap::new(), Some(shown)).await
+            }
+            "flush" if !login.flush => Err(ops::forbidden()),
+            "flush" if !confirmed => Ok(html(
+                StatusCode::OK,
+                view::confirm_flush(id, &d.csrf_token(&login)),
+            )),
+            "flush" => {
+                ops::flush(&d.service, &login, id).await?;
+                Ok(back(id, "flushed"))
+            }
+            "enable" => {
+                ops::enable(&d.service, id).await?;
+                Ok(back(id, "enabled"))
+            }
+            _ => Ok(no_such_action()),
+        }
     })
     .await
 }
@@ -365,62 +393,8 @@ async fn credential_action(
                 ops::delete_credential(&d.service, id, cred).await?;
                 Ok(back(id, "deleted"))
             }
-            _ => Err(OpError(StatusCode::NOT_FOUND, "No such action.".into())),
+            _ => Ok(no_such_action()),
         }
-    })
-    .await
-}
-
-async fn confirm_flush(
-    State(dash): State<Arc<Dashboard>>,
-    Path(cache_id): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    match caller(&dash, &headers, &cache_id).await {
-        Ok(login) => html(
-            StatusCode::OK,
-            view::confirm_flush(&cache_id, &dash.csrf_token(&login)),
-        ),
-        Err(response) => response,
-    }
-}
-
-async fn flush(
-    State(dash): State<Arc<Dashboard>>,
-    Path(cache_id): Path<String>,
-    headers: HeaderMap,
-    Form(form): Form<HashMap<String, String>>,
-) -> Response {
-    let d = &dash;
-    let id = cache_id.as_str();
-    let confirmed = form.get("confirm").is_some_and(|v| v == "yes");
-    form_post(d, &headers, id, &form, |login| async move {
-        if !login.flush {
-            return Err(ops::forbidden());
-        }
-        if !confirmed {
-            return Ok(html(
-                StatusCode::OK,
-                view::confirm_flush(id, &d.csrf_token(&login)),
-            ));
-        }
-        ops::flush(&d.service, &login, id).await?;
-        Ok(back(id, "flushed"))
-    })
-    .await
-}
-
-async fn enable(
-    State(dash): State<Arc<Dashboard>>,
-    Path(cache_id): Path<String>,
-    headers: HeaderMap,
-    Form(form): Form<HashMap<String, String>>,
-) -> Response {
-    let d = &dash;
-    let id = cache_id.as_str();
-    form_post(d, &headers, id, &form, |_| async move {
-        ops::enable(&d.service, id).await?;
-        Ok(back(id, "enabled"))
     })
     .await
 }

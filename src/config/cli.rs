@@ -853,53 +853,37 @@ mod admin_and_analytics_tests {
         Cli::try_parse_from(all).unwrap().role
     }
 
+    /// `memgate node ARGS` validated: the admin config, or the error text.
+    fn node_admin(args: &[&str]) -> Result<Option<crate::node::admin::AdminConfig>, String> {
+        let Role::Node(node) = parse(&[&["node"], args].concat()) else {
+            panic!()
+        };
+        node.into_config()
+            .map(|c| c.admin)
+            .map_err(|e| e.to_string())
+    }
+
     #[test]
     fn node_admin_is_off_by_default_and_needs_a_token() {
-        let Role::Node(args) = parse(&["node", "--caches", "c.toml"]) else {
-            panic!()
-        };
-        assert!(args.into_config().unwrap().admin.is_none());
-        let Role::Node(args) = parse(&["node", "--admin-listen", "127.0.0.1:0"]) else {
-            panic!()
-        };
-        let e = args.into_config().err().unwrap().to_string();
+        assert!(node_admin(&["--caches", "c.toml"]).unwrap().is_none());
+        let e = node_admin(&["--admin-listen", "127.0.0.1:0"]).unwrap_err();
         assert!(e.contains("--admin-token"), "{e}");
-        let Role::Node(args) = parse(&[
-            "node",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--admin-token",
-            "short",
-        ]) else {
-            panic!()
-        };
-        let e = args.into_config().err().unwrap().to_string();
+        let e =
+            node_admin(&["--admin-listen", "127.0.0.1:0", "--admin-token", "short"]).unwrap_err();
         assert!(e.contains("16") && !e.contains("short"), "{e}");
-        let Role::Node(args) = parse(&[
-            "node",
+        let admin = node_admin(&[
             "--admin-listen",
             "127.0.0.1:0",
             "--admin-token",
             "a-long-enough-token",
-        ]) else {
-            panic!()
-        };
-        let admin = args.into_config().unwrap().admin.unwrap();
+        ])
+        .unwrap()
+        .unwrap();
         assert_eq!(admin.token.as_deref(), Some("a-long-enough-token"));
         // --admin-ca needs the node's certificate and an admin listener.
         assert!(Cli::try_parse_from(["memgate", "node", "--admin-ca", "ca.pem"]).is_err());
-        let Role::Node(args) = parse(&[
-            "node",
-            "--cert",
-            "c.pem",
-            "--key",
-            "k.pem",
-            "--admin-ca",
-            "ca.pem",
-        ]) else {
-            panic!()
-        };
-        let e = args.into_config().err().unwrap().to_string();
+        let e =
+            node_admin(&["--cert", "c.pem", "--key", "k.pem", "--admin-ca", "ca.pem"]).unwrap_err();
         assert!(e.contains("--admin-listen"), "{e}");
     }
 
@@ -943,25 +927,12 @@ mod admin_and_analytics_tests {
                 "a-long-enough-token",
             ],
             vec!["analytics", "--nodes", "a:1"],
-            vec![
-                "analytics",
-                "--nodes",
-                "a:1",
-                "--admin-token",
-                "a-long-enough-token",
-                "--sample-interval",
-                "0s",
-            ],
-            vec![
-                "analytics",
-                "--nodes",
-                "a:1",
-                "--admin-token",
-                "a-long-enough-token",
-                "--disable-after",
-                "0s",
-            ],
-        ] {
+        ]
+        .into_iter()
+        .chain(["--sample-interval", "--disable-after"].map(|flag| {
+            let token = ["--admin-token", "a-long-enough-token"];
+            [&["analytics", "--nodes", "a:1"][..], &token, &[flag, "0s"]].concat()
+        })) {
             let Role::Analytics(args) = parse(&bad) else {
                 panic!()
             };

@@ -244,29 +244,18 @@ mod tests {
 
     #[test]
     fn series_sum_gauges_and_difference_counters_per_node() {
+        // (time, node, bytes, get_hits, get_misses, evictions); at time 2,
+        // b has restarted: its counters went down, so they count from zero.
         let rows = [
-            row(
-                1,
-                "a",
-                json!({"bytes": 10, "get_hits": 1, "get_misses": 1, "evictions": 5}),
-            ),
-            row(
-                1,
-                "b",
-                json!({"bytes": 5, "get_hits": 0, "get_misses": 0, "evictions": 0}),
-            ),
-            row(
-                2,
-                "a",
-                json!({"bytes": 20, "get_hits": 4, "get_misses": 1, "evictions": 7}),
-            ),
-            // b restarted: its counters went down, so they count from zero.
-            row(
-                2,
-                "b",
-                json!({"bytes": 1, "get_hits": 3, "get_misses": 0, "evictions": 1}),
-            ),
-        ];
+            (1, "a", 10, 1, 1, 5),
+            (1, "b", 5, 0, 0, 0),
+            (2, "a", 20, 4, 1, 7),
+            (2, "b", 1, 3, 0, 1),
+        ]
+        .map(|(t, node, bytes, hits, misses, evictions)| {
+            let stats = json!({"bytes": bytes, "get_hits": hits, "get_misses": misses, "evictions": evictions});
+            row(t, node, stats)
+        });
         assert_eq!(series(&rows, Series::Usage), [(1, 15.0), (2, 21.0)]);
         assert_eq!(series(&rows, Series::Evictions), [(1, 5.0), (2, 3.0)]);
         // First interval: 1 of 2; second: (3 + 3) hits of 6 gets.
