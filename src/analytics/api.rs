@@ -89,7 +89,7 @@ pub fn endpoint_of(path: &str) -> &'static str {
         ["", "api", "v1", _, "credentials", _] => "/api/v1/{cache_id}/credentials/{cred_id}",
         ["", "api", "v1", _, "enable"] => "/api/v1/{cache_id}/enable",
         ["", "caches", _] => "/caches/{cache_id}",
-        ["", "caches", _, "assets", _] => "/caches/{cache_id}/assets/{file}",
+        ["", "assets", _] => "/assets/{file}",
         ["", "caches", _, "credentials", _, _] => {
             "/caches/{cache_id}/credentials/{cred_id}/{action}"
         }
@@ -327,4 +327,27 @@ async fn enable(
 ) -> Result<Response, ApiError> {
     authorize(&service, &headers, Some(&cache_id)).await?;
     Ok(done(ops::enable(&service, &cache_id).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::endpoint_of;
+
+    #[test]
+    fn endpoints_are_route_patterns_without_ids() {
+        for (path, pattern) in [
+            ("/api/v1/1561/stats", "/api/v1/{cache_id}/stats"),
+            ("/api/v1/1561/enable", "/api/v1/{cache_id}/enable"),
+            ("/caches/1561", "/caches/{cache_id}"),
+            ("/caches/1561/graphs", "/caches/{cache_id}/graphs"),
+            (
+                "/caches/1561/credentials/bob/delete",
+                "/caches/{cache_id}/credentials/{cred_id}/{action}",
+            ),
+            ("/assets/dashboard.js", "/assets/{file}"),
+            ("/caches/1561/whatever", "other"),
+        ] {
+            assert_eq!(endpoint_of(path), pattern, "{path}");
+        }
+    }
 }
