@@ -35,7 +35,7 @@ pub enum Role {
     Up(UpArgs),
     /// Load generator in the style of memtier_benchmark.
     Bench(BenchArgs),
-    /// The cache owner's HTTP API (stats, history, flush, credentials) across the nodes.
+    /// The cache owner's HTTP API and dashboard (stats, history, flush, credentials) across the nodes.
     Analytics(AnalyticsArgs),
 }
 
@@ -58,7 +58,7 @@ pub struct AnalyticsArgs {
     #[arg(long, env = "MEMGATE_ANALYTICS_CLIENT_KEY", requires = "client_cert")]
     pub client_key: Option<PathBuf>,
     /// Disable a cache with no logins and no commands on any node for this
-    /// long (e.g. 30d); `memgate analytics` and the dashboard enable it again.
+    /// long (e.g. 30d); the API and the dashboard enable it again.
     #[arg(long, env = "MEMGATE_ANALYTICS_DISABLE_AFTER", value_parser = parse_duration_arg)]
     pub disable_after: Option<Duration>,
     /// Where the API listens.
