@@ -120,6 +120,8 @@ pub const ANALYTICS_NODE_ERRORS_TOTAL: &str = "memgate_analytics_node_errors_tot
 pub const ANALYTICS_PENDING_CHANGES: &str = "memgate_analytics_pending_changes";
 /// Analytics: history rows written.
 pub const ANALYTICS_SAMPLES_TOTAL: &str = "memgate_analytics_samples_total";
+/// Analytics: caches disabled for inactivity (`--disable-after`).
+pub const ANALYTICS_CACHES_DISABLED_TOTAL: &str = "memgate_analytics_caches_disabled_total";
 
 /// Analytics metrics with their help text.
 pub const ANALYTICS_METRICS: &[(&str, &str)] = &[
@@ -140,6 +142,10 @@ pub const ANALYTICS_METRICS: &[(&str, &str)] = &[
         "Credential changes a node has not applied yet, by node",
     ),
     (ANALYTICS_SAMPLES_TOTAL, "History rows written"),
+    (
+        ANALYTICS_CACHES_DISABLED_TOTAL,
+        "Caches disabled after --disable-after of inactivity",
+    ),
 ];
 
 /// Latency buckets (seconds): 50 µs to 5 s.

@@ -1,8 +1,9 @@
 //! `memgate analytics` over real HTTP, against two in-process nodes with
 //! their admin endpoints: every endpoint, the 403/404/500 cases, capability
 //! checks, promotion and deletion rules, propagation to both nodes (checked
-//! with SASL logins), a node down during a change then catching up, and
-//! history rows from the sampling loop.
+//! with SASL logins), a node down during a change then catching up,
+//! history rows from the sampling loop, `--disable-after` and enabling
+//! again, and the admin endpoint over mutual TLS.
 
 mod common;
 
@@ -11,9 +12,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{basic_auth, connect, http_request};
+use common::{basic_auth, connect, eventually, http_request};
 use memgate::analytics::api::{NOT_AUTHORIZED, NO_CREDENTIAL, PRIMARY_NOT_DELETABLE};
-use memgate::analytics::{parse_nodes, Analytics, AnalyticsConfig};
+use memgate::analytics::AnalyticsConfig;
 use memgate::node::admin::AdminConfig;
 use memgate::node::caches::CachesFile;
 use memgate::node::{Node, Shared};
@@ -72,7 +73,8 @@ impl AdminNode {
             config.caches_path = Some(caches.clone());
             config.admin = Some(AdminConfig {
                 listen: admin,
-                token: TOKEN.into(),
+                token: Some(TOKEN.into()),
+                tls: None,
             });
             match Node::bind(config).await {
                 Ok(node) => break node,
@@ -152,25 +154,26 @@ async fn start_analytics_every(
     token: &str,
     sample_interval: Duration,
 ) -> Service {
+    start_analytics_with(nodes, |c| {
+        c.admin_token = Some(token.into());
+        c.db = Some(dir.join("analytics.sqlite"));
+        c.sample_interval = sample_interval;
+    })
+    .await
+}
+
+async fn start_analytics_with(
+    nodes: &[&AdminNode],
+    tweak: impl FnOnce(&mut AnalyticsConfig),
+) -> Service {
     let list = nodes
         .iter()
         .map(|n| format!("{}={}", n.label(), n.admin))
         .collect::<Vec<_>>()
         .join(",");
-    let analytics = Analytics::bind(AnalyticsConfig {
-        nodes: parse_nodes(&list).unwrap(),
-        admin_token: token.into(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        db: Some(dir.join("analytics.sqlite")),
-        sample_interval,
-        retention: Duration::from_secs(86_400),
-        metrics_listen: None,
-    })
-    .await
-    .unwrap();
-    let addr = analytics.addr().unwrap();
-    let (stop, rx) = watch::channel(false);
-    tokio::spawn(analytics.run(rx));
+    let mut config = common::analytics_config(&list, Some(TOKEN));
+    tweak(&mut config);
+    let (addr, stop) = common::start_analytics(config).await;
     Service { addr, _stop: stop }
 }
 
@@ -197,18 +200,6 @@ const ALICE: (&str, &str) = ("alice", "alice-secret");
 const VIEWER: (&str, &str) = ("viewer", "viewer-secret");
 const NOAPI: (&str, &str) = ("noapi", "noapi-secret");
 const BOB: (&str, &str) = ("bob", "bob-secret");
-
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_endpoint_needs_the_token() {
@@ -275,7 +266,8 @@ async fn admin_endpoint_needs_the_token() {
     config.caches_path = Some(node.caches.clone());
     config.admin = Some(AdminConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
-        token: String::new(),
+        token: None,
+        tls: None,
     });
     assert!(matches!(
         Node::bind(config).await,
@@ -844,4 +836,126 @@ async fn pending_changes_survive_a_restart_of_analytics() {
         n2.sasl(&user, &pass).await == 0
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_cache_is_disabled_everywhere_and_enabled_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let n1 = AdminNode::first(dir.path(), "n1").await;
+    let n2 = AdminNode::first(dir.path(), "n2").await;
+    let svc = start_analytics_with(&[&n1, &n2], |c| {
+        c.disable_after = Some(Duration::from_secs(2));
+    })
+    .await;
+    // Cache 2000 stays busy (a login every 300 ms on n2); 1561 sees nothing.
+    let n2_plain = n2.plain;
+    let busy = tokio::spawn(async move {
+        loop {
+            connect(n2_plain).await.sasl_login(BOB.0, BOB.1).await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    });
+    // Watched without logging in (a login is activity).
+    let disabled = |n: &AdminNode| n.shared.tenants().get("1561").unwrap().is_disabled();
+    eventually("1561 disabled on both nodes", || async {
+        disabled(&n1) && disabled(&n2)
+    })
+    .await;
+    assert_eq!(n1.sasl(ALICE.0, ALICE.1).await, 0x20);
+    assert_eq!(n2.sasl(ALICE.0, ALICE.1).await, 0x20);
+    assert_eq!(
+        n2.sasl(BOB.0, BOB.1).await,
+        0,
+        "the busy cache stays enabled"
+    );
+    // Persisted: a restarted node keeps it disabled.
+    let file = std::fs::read_to_string(&n1.caches).unwrap();
+    assert!(file.contains("disabled = true"), "{file}");
+    // Its owner still gets in to the API, and enables it again.
+    assert_eq!(
+        svc.json("GET", "/api/v1/login", ALICE).await["cache_id"],
+        1561
+    );
+    let (status, body) = svc
+        .call("POST", "/api/v1/1561/enable", Some(VIEWER), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(n1.sasl(ALICE.0, ALICE.1).await, 0);
+    assert_eq!(n2.sasl(ALICE.0, ALICE.1).await, 0);
+    // Another cache's credential, or none, cannot.
+    let (status, _) = svc
+        .call("POST", "/api/v1/1561/enable", Some(BOB), None)
+        .await;
+    assert_eq!(status, 403);
+    busy.abort();
+}
+
+/// A node server config for 127.0.0.1 that requires client certificates
+/// from `client_ca`.
+fn mutual_tls_server(pki: &common::TestPki, client_ca: &str) -> Arc<rustls::ServerConfig> {
+    let issued = pki
+        .ca
+        .issue_node("localhost", &["localhost", "127.0.0.1"])
+        .unwrap();
+    memgate::tls::server_config(
+        memgate::tls::certs_from_pem(issued.cert_pem.as_bytes()).unwrap(),
+        memgate::tls::key_from_pem(issued.key_pem.as_bytes()).unwrap(),
+        Some(memgate::tls::roots_from_pem(client_ca.as_bytes()).unwrap()),
+    )
+    .unwrap()
+}
+
+/// A client config trusting `pki`, presenting a certificate from `issuer`.
+fn analytics_client(
+    pki: &common::TestPki,
+    issuer: Option<&common::TestPki>,
+) -> Arc<rustls::ClientConfig> {
+    let cert = issuer.map(|i| {
+        let issued = i.ca.issue_client("memgate-analytics").unwrap();
+        (
+            memgate::tls::certs_from_pem(issued.cert_pem.as_bytes()).unwrap(),
+            memgate::tls::key_from_pem(issued.key_pem.as_bytes()).unwrap(),
+        )
+    });
+    memgate::tls::client_config(pki.ca_pem().as_bytes(), cert).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_endpoint_over_mutual_tls() {
+    let pki = common::TestPki::new();
+    let server = mutual_tls_server(&pki, &pki.ca_pem());
+    let node = common::start_node(Some(CACHES), false, |c| {
+        c.admin = Some(AdminConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            token: None,
+            tls: Some(server),
+        });
+    })
+    .await;
+    let admin = node.admin.unwrap();
+    let nodes = format!("n1={admin}");
+    let with = |tls| {
+        let mut c = common::analytics_config(&nodes, None);
+        c.tls = Some(tls);
+        c
+    };
+    // A client certificate from the cluster CA: everything works, no token.
+    let (addr, _stop) = common::start_analytics(with(analytics_client(&pki, Some(&pki)))).await;
+    let auth = basic_auth(ALICE.0, ALICE.1);
+    let (status, body) = http_request(addr, "GET", "/api/v1/1561/stats", Some(&auth), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"n1\""), "{body}");
+    // No client certificate, or one from another CA: the node is unusable.
+    let other = common::TestPki::new();
+    for client in [
+        analytics_client(&pki, None),
+        analytics_client(&pki, Some(&other)),
+    ] {
+        let (addr, _stop) = common::start_analytics(with(client)).await;
+        let (status, body) = http_request(addr, "GET", "/api/v1/login", Some(&auth), None).await;
+        assert_eq!((status, body.as_str()), (500, "Server error: n1"));
+    }
+    // Plain HTTP to the admin port gets no HTTP answer at all.
+    let (status, _) = http_request(admin, "GET", "/admin/caches", None, None).await;
+    assert_eq!(status, 0);
 }

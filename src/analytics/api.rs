@@ -8,29 +8,28 @@
 //! Credential changes reach every node; when some node has not applied one
 //! yet (it was down; it gets the change when it is back), the 200 reply
 //! also carries `"pending_nodes": [...]`.
+//!
+//! Beyond the hosted API: `POST /api/v1/<cache_id>/enable` enables a cache
+//! that `--disable-after` disabled.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
-use axum::middleware::{self, Next};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use base64::Engine;
-use rand::distributions::{Alphanumeric, DistString};
 use serde_json::{json, Map, Value};
 
-use super::{Change, NodeDown, Service};
+use super::ops::{self, authorize, CapabilityChange, OpError as ApiError};
+use super::Service;
 use crate::metrics as m;
-use crate::node::admin::{CacheView, CredentialView, LoginView};
+use crate::node::admin::CredentialView;
 
-pub const NOT_AUTHORIZED: &str = "You are not authorized to perform this action.";
-pub const NO_CACHE: &str = "No cache found.";
-pub const NO_CREDENTIAL: &str = "No credential found.";
-pub const PRIMARY_NOT_DELETABLE: &str = "The primary credential cannot be deleted.";
+pub use super::ops::{NOT_AUTHORIZED, NO_CACHE, NO_CREDENTIAL, PRIMARY_NOT_DELETABLE};
 
 /// The API router.
 pub fn router(service: Arc<Service>) -> Router {
@@ -54,12 +53,13 @@ pub fn router(service: Arc<Service>) -> Router {
             "/api/v1/{cache_id}/credentials/primary/{cred_id}",
             post(promote_credential).delete(delete_credential),
         )
-        .layer(middleware::from_fn(observe))
+        .route("/api/v1/{cache_id}/enable", post(enable))
         .with_state(service)
 }
 
-/// Count and log every request, by route pattern (a bounded label).
-async fn observe(request: Request, next: Next) -> Response {
+/// Count and log every request (API and dashboard), by route pattern (a
+/// bounded label).
+pub async fn observe(request: Request, next: Next) -> Response {
     let endpoint = endpoint_of(request.uri().path());
     let method = request.method().as_str().to_owned();
     let started = Instant::now();
@@ -87,40 +87,20 @@ pub fn endpoint_of(path: &str) -> &'static str {
             "/api/v1/{cache_id}/credentials/primary/{cred_id}"
         }
         ["", "api", "v1", _, "credentials", _] => "/api/v1/{cache_id}/credentials/{cred_id}",
+        ["", "api", "v1", _, "enable"] => "/api/v1/{cache_id}/enable",
+        ["", "caches", _] => "/caches/{cache_id}",
+        ["", "assets", _] => "/assets/{file}",
+        ["", "caches", _, "credentials", _, _] => {
+            "/caches/{cache_id}/credentials/{cred_id}/{action}"
+        }
+        ["", "caches", _, action] => match *action {
+            "graphs" => "/caches/{cache_id}/graphs",
+            "flush" => "/caches/{cache_id}/flush",
+            "enable" => "/caches/{cache_id}/enable",
+            "credentials" => "/caches/{cache_id}/credentials",
+            _ => "other",
+        },
         _ => "other",
-    }
-}
-
-/// An error reply: status and the documented message, as plain text.
-struct ApiError(StatusCode, String);
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (
-            self.0,
-            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            self.1,
-        )
-            .into_response()
-    }
-}
-
-fn forbidden() -> ApiError {
-    ApiError(StatusCode::FORBIDDEN, NOT_AUTHORIZED.into())
-}
-
-fn server_error(down: &[NodeDown]) -> ApiError {
-    let nodes: Vec<&str> = down.iter().map(|d| d.node.as_str()).collect();
-    for d in down {
-        tracing::warn!(node = %d.node, reason = %d.reason, "node unavailable");
-    }
-    if nodes.is_empty() {
-        ApiError(StatusCode::INTERNAL_SERVER_ERROR, "Server error".into())
-    } else {
-        ApiError(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("Server error: {}", nodes.join(",")),
-        )
     }
 }
 
@@ -130,39 +110,6 @@ fn id_json(id: &str) -> Value {
         Ok(n) if n.to_string() == id => Value::from(n),
         _ => Value::from(id),
     }
-}
-
-fn basic_auth(headers: &HeaderMap) -> Option<(String, String)> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, encoded) = value.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
-    }
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .ok()?;
-    let text = String::from_utf8(decoded).ok()?;
-    let (user, pass) = text.split_once(':')?;
-    Some((user.to_owned(), pass.to_owned()))
-}
-
-/// The caller's credential, checked by the nodes; it must have `api`, and
-/// belong to `cache_id` when one is given.
-async fn authorize(
-    service: &Service,
-    headers: &HeaderMap,
-    cache_id: Option<&str>,
-) -> Result<LoginView, ApiError> {
-    let (user, pass) = basic_auth(headers).ok_or_else(forbidden)?;
-    let login = match service.login(&user, &pass).await {
-        Ok(Some(login)) => login,
-        Ok(None) => return Err(forbidden()),
-        Err(down) => return Err(server_error(&down)),
-    };
-    if !login.api || cache_id.is_some_and(|id| id != login.cache_id) {
-        return Err(forbidden());
-    }
-    Ok(login)
 }
 
 async fn login(
@@ -179,22 +126,9 @@ async fn stats(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&service, &headers, Some(&cache_id)).await?;
-    let mut out = Map::new();
-    let mut down = Vec::new();
-    let path = format!("/admin/caches/{cache_id}/stats");
-    for node in &service.nodes {
-        match service.call(node, "GET", &path, None).await {
-            Ok((200, value)) => {
-                out.insert(node.label.clone(), value);
-            }
-            Ok(_) => {} // this node does not host the cache
-            Err(e) => down.push(e),
-        }
-    }
-    if !down.is_empty() {
-        return Err(server_error(&down));
-    }
-    Ok(Json(Value::Object(out)))
+    Ok(Json(Value::Object(
+        ops::node_stats(&service, &cache_id).await?,
+    )))
 }
 
 async fn history(
@@ -205,7 +139,7 @@ async fn history(
     authorize(&service, &headers, Some(&cache_id)).await?;
     let rows = service.db.history(&cache_id).map_err(|error| {
         tracing::error!(%error, "history not read");
-        server_error(&[])
+        ops::server_error(&[])
     })?;
     let list = rows
         .into_iter()
@@ -227,20 +161,7 @@ async fn flush(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let caller = authorize(&service, &headers, Some(&cache_id)).await?;
-    if !caller.flush {
-        return Err(forbidden());
-    }
-    let mut down = Vec::new();
-    let path = format!("/admin/caches/{cache_id}/flush");
-    for node in &service.nodes {
-        if let Err(e) = service.call(node, "POST", &path, None).await {
-            down.push(e);
-        }
-    }
-    if !down.is_empty() {
-        return Err(server_error(&down));
-    }
-    tracing::info!(cache = %cache_id, "cache flushed through the API");
+    ops::flush(&service, &caller, &cache_id).await?;
     Ok((StatusCode::OK, "").into_response())
 }
 
@@ -268,35 +189,13 @@ fn with_pending(mut map: Map<String, Value>, behind: Vec<String>) -> Json<Value>
     Json(Value::Object(map))
 }
 
-/// The cache as an up-to-date node has it.
-async fn current_cache(service: &Service, cache_id: &str) -> Result<CacheView, ApiError> {
-    match service.reference_cache(cache_id).await {
-        Ok(Some(cache)) => Ok(cache),
-        Ok(None) => Err(ApiError(StatusCode::NOT_FOUND, NO_CACHE.into())),
-        Err(down) => Err(server_error(&down)),
+/// An empty 200, or the nodes still behind.
+fn done(behind: Vec<String>) -> Response {
+    if behind.is_empty() {
+        (StatusCode::OK, "").into_response()
+    } else {
+        Json(json!({ "pending_nodes": behind })).into_response()
     }
-}
-
-async fn find_credential(
-    service: &Service,
-    cache_id: &str,
-    cred_id: &str,
-) -> Result<CredentialView, ApiError> {
-    current_cache(service, cache_id)
-        .await?
-        .credentials
-        .into_iter()
-        .find(|c| c.username == cred_id)
-        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, NO_CREDENTIAL.into()))
-}
-
-async fn apply(service: &Service, change: Change) -> Result<Vec<String>, ApiError> {
-    service.apply_everywhere(change).await.map_err(|refused| {
-        ApiError(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("Server error: {}", refused.join(",")),
-        )
-    })
 }
 
 async fn list_credentials(
@@ -305,7 +204,7 @@ async fn list_credentials(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&service, &headers, Some(&cache_id)).await?;
-    let cache = current_cache(&service, &cache_id).await?;
+    let cache = ops::current_cache(&service, &cache_id).await?;
     let list = cache
         .credentials
         .iter()
@@ -320,42 +219,11 @@ async fn create_credential(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&service, &headers, Some(&cache_id)).await?;
-    // At least one up-to-date node must be there to take it.
-    current_cache(&service, &cache_id).await?;
-    let (username, password) = {
-        let mut rng = rand::thread_rng();
-        (
-            Alphanumeric.sample_string(&mut rng, 12),
-            Alphanumeric.sample_string(&mut rng, 32),
-        )
-    };
-    let to_hash = password.clone();
-    let password_hash =
-        tokio::task::spawn_blocking(move || crate::node::auth::hash_password(&to_hash))
-            .await
-            .map_err(|_| server_error(&[]))?
-            .map_err(|_| server_error(&[]))?;
-    let change = Change::Create {
-        cache_id: cache_id.clone(),
-        username: username.clone(),
-        password_hash,
-        write: true,
-        flush: true,
-        api: true,
-    };
-    let behind = apply(&service, change).await?;
-    tracing::info!(cache = %cache_id, %username, "credential created");
-    let view = CredentialView {
-        username,
-        primary: false,
-        write: true,
-        flush: true,
-        api: true,
-    };
-    let mut map = credential_json(&cache_id, &view);
+    let created = ops::create_credential(&service, &cache_id).await?;
+    let mut map = credential_json(&cache_id, &created.view);
     map.insert("id".into(), Value::Null);
-    map.insert("sasl_password".into(), Value::from(password));
-    Ok(with_pending(map, behind))
+    map.insert("sasl_password".into(), Value::from(created.password));
+    Ok(with_pending(map, created.behind))
 }
 
 /// A capability from the query string, a JSON body or a form body:
@@ -416,28 +284,12 @@ async fn update_credential(
             Err(_) => form_pairs(&text, &mut params),
         }
     }
-    let flush = capability(&params, "flush_capability")?;
-    let write = capability(&params, "write_capability")?;
-    let api = capability(&params, "api_capability")?;
-    let current = find_credential(&service, &cache_id, &cred_id).await?;
-    let next = CredentialView {
-        flush: flush.unwrap_or(current.flush),
-        write: write.unwrap_or(current.write),
-        api: api.unwrap_or(current.api),
-        ..current
+    let caps = CapabilityChange {
+        flush: capability(&params, "flush_capability")?,
+        write: capability(&params, "write_capability")?,
+        api: capability(&params, "api_capability")?,
     };
-    let behind = apply(
-        &service,
-        Change::Update {
-            cache_id: cache_id.clone(),
-            username: cred_id.clone(),
-            write: next.write,
-            flush: next.flush,
-            api: next.api,
-        },
-    )
-    .await?;
-    tracing::info!(cache = %cache_id, username = %cred_id, "credential capabilities changed");
+    let (next, behind) = ops::update_credential(&service, &cache_id, &cred_id, caps).await?;
     let mut map = Map::new();
     map.insert("flush_capability".into(), next.flush.into());
     map.insert("write_capability".into(), next.write.into());
@@ -451,20 +303,7 @@ async fn promote_credential(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&service, &headers, Some(&cache_id)).await?;
-    let current = find_credential(&service, &cache_id, &cred_id).await?;
-    let behind = apply(
-        &service,
-        Change::Promote {
-            cache_id: cache_id.clone(),
-            username: cred_id.clone(),
-        },
-    )
-    .await?;
-    tracing::info!(cache = %cache_id, username = %cred_id, "credential promoted to primary");
-    let view = CredentialView {
-        primary: true,
-        ..current
-    };
+    let (view, behind) = ops::promote_credential(&service, &cache_id, &cred_id).await?;
     let mut map = credential_json(&cache_id, &view);
     map.insert("id".into(), Value::Null);
     Ok(with_pending(map, behind))
@@ -476,25 +315,39 @@ async fn delete_credential(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     authorize(&service, &headers, Some(&cache_id)).await?;
-    let current = find_credential(&service, &cache_id, &cred_id).await?;
-    if current.primary {
-        return Err(ApiError(
-            StatusCode::FORBIDDEN,
-            PRIMARY_NOT_DELETABLE.into(),
-        ));
-    }
-    let behind = apply(
-        &service,
-        Change::Delete {
-            cache_id: cache_id.clone(),
-            username: cred_id.clone(),
-        },
-    )
-    .await?;
-    tracing::info!(cache = %cache_id, username = %cred_id, "credential deleted");
-    if behind.is_empty() {
-        Ok((StatusCode::OK, "").into_response())
-    } else {
-        Ok(Json(json!({ "pending_nodes": behind })).into_response())
+    Ok(done(
+        ops::delete_credential(&service, &cache_id, &cred_id).await?,
+    ))
+}
+
+async fn enable(
+    State(service): State<Arc<Service>>,
+    Path(cache_id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&service, &headers, Some(&cache_id)).await?;
+    Ok(done(ops::enable(&service, &cache_id).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::endpoint_of;
+
+    #[test]
+    fn endpoints_are_route_patterns_without_ids() {
+        for (path, pattern) in [
+            ("/api/v1/1561/stats", "/api/v1/{cache_id}/stats"),
+            ("/api/v1/1561/enable", "/api/v1/{cache_id}/enable"),
+            ("/caches/1561", "/caches/{cache_id}"),
+            ("/caches/1561/graphs", "/caches/{cache_id}/graphs"),
+            (
+                "/caches/1561/credentials/bob/delete",
+                "/caches/{cache_id}/credentials/{cred_id}/{action}",
+            ),
+            ("/assets/dashboard.js", "/assets/{file}"),
+            ("/caches/1561/whatever", "other"),
+        ] {
+            assert_eq!(endpoint_of(path), pattern, "{path}");
+        }
     }
 }

@@ -8,7 +8,8 @@
 //!   yet, in order; they survive a restart of `memgate analytics`.
 //!
 //! The loop wakes every few seconds (at most every `--sample-interval`):
-//! it retries pending changes each time, and samples when a sample is due.
+//! it retries pending changes and looks for idle caches (`--disable-after`)
+//! each time, and samples when a sample is due.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -229,6 +230,9 @@ pub async fn background(service: Arc<Service>) {
     loop {
         tick.tick().await;
         service.retry_pending().await;
+        if let Some(idle) = service.disable_after {
+            super::inactivity::sweep(&service, idle).await;
+        }
         if Instant::now() >= next_sample {
             next_sample = Instant::now() + service.sample_interval;
             let rows = sample_once(&service).await;

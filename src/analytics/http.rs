@@ -1,11 +1,13 @@
 //! A small HTTP/1.1 client for the nodes' admin APIs: one request per
-//! connection (`Connection: close`), `Content-Length` or chunked replies.
-//! Enough for JSON over loopback or a private network; no TLS, no redirects.
+//! connection (`Connection: close`), `Content-Length` or chunked replies,
+//! optionally over TLS (the nodes' `--admin-ca` mutual TLS). Enough for
+//! JSON over loopback or a private network; no redirects.
 
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Replies larger than this are refused.
@@ -28,10 +30,12 @@ fn bad(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what.to_owned())
 }
 
-/// Send one request to `addr` (`host:port`) and read the whole reply,
-/// all within `timeout`.
+/// Send one request to `addr` (`host:port`), over TLS with `tls` (the
+/// certificate must name the host), and read the whole reply, all within
+/// `timeout`.
 pub async fn request(
     addr: &str,
+    tls: Option<&Arc<rustls::ClientConfig>>,
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
@@ -39,39 +43,61 @@ pub async fn request(
     timeout: Duration,
 ) -> io::Result<Response> {
     let exchange = async {
-        let mut stream = TcpStream::connect(addr).await?;
-        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-        for (name, value) in headers {
-            head.push_str(&format!("{name}: {value}\r\n"));
-        }
-        let body = body.unwrap_or_default();
-        if !body.is_empty() || matches!(method, "POST" | "PUT" | "PATCH") {
-            head.push_str(&format!("Content-Length: {}\r\n", body.len()));
-        }
-        if !body.is_empty() {
-            head.push_str("Content-Type: application/json\r\n");
-        }
-        head.push_str("\r\n");
-        let mut out = head.into_bytes();
-        out.extend_from_slice(body);
-        stream.write_all(&out).await?;
-        let mut raw = Vec::new();
-        let mut chunk = [0u8; 8192];
-        loop {
-            let n = stream.read(&mut chunk).await?;
-            if n == 0 {
-                break;
-            }
-            raw.extend_from_slice(&chunk[..n]);
-            if raw.len() > MAX_RESPONSE {
-                return Err(bad("reply too large"));
-            }
-        }
-        parse(&raw)
+        let tcp = TcpStream::connect(addr).await?;
+        let Some(config) = tls else {
+            return exchange(tcp, addr, method, path, headers, body).await;
+        };
+        let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+        let name = crate::tls::server_name(host)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let stream = tokio_rustls::TlsConnector::from(Arc::clone(config))
+            .connect(name, tcp)
+            .await?;
+        exchange(stream, addr, method, path, headers, body).await
     };
     tokio::time::timeout(timeout, exchange)
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "timed out"))?
+}
+
+/// Write the request on `stream` and read the reply to its end.
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> io::Result<Response> {
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    let body = body.unwrap_or_default();
+    if !body.is_empty() || matches!(method, "POST" | "PUT" | "PATCH") {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    if !body.is_empty() {
+        head.push_str("Content-Type: application/json\r\n");
+    }
+    head.push_str("\r\n");
+    let mut out = head.into_bytes();
+    out.extend_from_slice(body);
+    stream.write_all(&out).await?;
+    stream.flush().await?;
+    let mut raw = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&chunk[..n]);
+        if raw.len() > MAX_RESPONSE {
+            return Err(bad("reply too large"));
+        }
+    }
+    parse(&raw)
 }
 
 /// Parse a complete HTTP/1.1 reply.

@@ -8,13 +8,19 @@
 //! the SQLite database and retried, in order, by the background loop.
 //!
 //! - [`api`]: the documented `/api/v1` routes.
+//! - [`ops`]: the owner's operations, shared by the API and the dashboard.
+//! - [`dashboard`]: the HTML dashboard at `/caches/<cache_id>`.
 //! - [`history`]: the SQLite database (history samples, pending changes)
 //!   and the sampling loop.
 //! - [`http`]: the small HTTP/1.1 client used to reach the nodes.
+//! - [`inactivity`]: `--disable-after`, disabling caches nobody uses.
 
 pub mod api;
+pub mod dashboard;
 pub mod history;
 pub mod http;
+pub mod inactivity;
+pub mod ops;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -140,8 +146,13 @@ pub fn parse_nodes(list: &str) -> Result<Vec<NodeEntry>, String> {
 #[derive(Clone)]
 pub struct AnalyticsConfig {
     pub nodes: Vec<NodeEntry>,
-    /// The nodes' admin token (never logged).
-    pub admin_token: String,
+    /// The nodes' admin token (never logged); None with mutual TLS only.
+    pub admin_token: Option<String>,
+    /// Reach the admin endpoints over TLS with this config (its roots, and
+    /// the client certificate for the nodes' mutual TLS).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Disable caches idle (no logins, no commands on any node) this long.
+    pub disable_after: Option<Duration>,
     pub listen: SocketAddr,
     /// The SQLite file; None keeps everything in memory (tests).
     pub db: Option<PathBuf>,
@@ -198,6 +209,8 @@ pub enum Change {
     Promote { cache_id: String, username: String },
     /// Remove a credential (never the primary).
     Delete { cache_id: String, username: String },
+    /// Disable the cache (`--disable-after`) or enable it again.
+    SetDisabled { cache_id: String, disabled: bool },
 }
 
 impl Change {
@@ -206,13 +219,15 @@ impl Change {
             Change::Create { cache_id, .. }
             | Change::Update { cache_id, .. }
             | Change::Promote { cache_id, .. }
-            | Change::Delete { cache_id, .. } => cache_id,
+            | Change::Delete { cache_id, .. }
+            | Change::SetDisabled { cache_id, .. } => cache_id,
         }
     }
 
-    /// The node's new credential list after this change; secrets of
-    /// credentials that are kept are left to the node.
-    fn apply(&self, current: &[CredentialView]) -> Vec<CredentialUpdate> {
+    /// The node's new credential list after this change (None: the change
+    /// is not about credentials); secrets of credentials that are kept are
+    /// left to the node.
+    fn apply(&self, current: &[CredentialView]) -> Option<Vec<CredentialUpdate>> {
         let keep = |c: &CredentialView| CredentialUpdate {
             username: c.username.clone(),
             password: None,
@@ -266,8 +281,9 @@ impl Change {
             Change::Delete { username, .. } => {
                 list.retain(|c| &c.username != username || c.primary);
             }
+            Change::SetDisabled { .. } => return None,
         }
-        list
+        Some(list)
     }
 }
 
@@ -282,7 +298,9 @@ enum Applied {
 /// State shared by the API handlers and the background loop.
 pub struct Service {
     pub(crate) nodes: Vec<NodeEntry>,
-    token: String,
+    token: Option<String>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    pub(crate) disable_after: Option<Duration>,
     pub(crate) db: Db,
     /// Serializes credential changes and their retries, so each node sees
     /// them in order.
@@ -310,13 +328,16 @@ impl Service {
                 reason,
             }
         };
-        let auth = format!("Bearer {}", self.token);
+        let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> =
+            auth.iter().map(|a| ("Authorization", a.as_str())).collect();
         let payload = body.map(|b| b.to_string());
         let response = http::request(
             &node.addr,
+            self.tls.as_ref(),
             method,
             path,
-            &[("Authorization", &auth)],
+            &headers,
             payload.as_deref().map(str::as_bytes),
             NODE_TIMEOUT,
         )
@@ -424,14 +445,24 @@ impl Service {
         }
     }
 
-    /// Send one change to one node: read its list, apply, write it back.
+    /// Send one change to one node: read its list, apply, write it back
+    /// (or set the disabled flag).
     async fn send_change(&self, node: &NodeEntry, change: &Change) -> Result<Applied, NodeDown> {
-        let view = self.caches_of(node).await?;
-        let Some(cache) = view.caches.iter().find(|c| c.id == change.cache_id()) else {
-            return Ok(Applied::Done);
+        let (path, body) = if let Change::SetDisabled { disabled, .. } = change {
+            (
+                format!("/admin/caches/{}/disabled", change.cache_id()),
+                serde_json::json!({ "disabled": disabled }),
+            )
+        } else {
+            let view = self.caches_of(node).await?;
+            let Some(cache) = view.caches.iter().find(|c| c.id == change.cache_id()) else {
+                return Ok(Applied::Done);
+            };
+            (
+                format!("/admin/caches/{}/credentials", change.cache_id()),
+                serde_json::json!({ "credentials": change.apply(&cache.credentials) }),
+            )
         };
-        let body = serde_json::json!({ "credentials": change.apply(&cache.credentials) });
-        let path = format!("/admin/caches/{}/credentials", change.cache_id());
         match self.call(node, "PUT", &path, Some(&body)).await? {
             (200, _) | (404, _) => Ok(Applied::Done),
             (status, value) => Ok(Applied::Refused(format!(
@@ -577,6 +608,8 @@ impl Analytics {
             service: Arc::new(Service {
                 nodes: config.nodes,
                 token: config.admin_token,
+                tls: config.tls,
+                disable_after: config.disable_after,
                 db,
                 changes: tokio::sync::Mutex::new(()),
                 sample_interval: config.sample_interval,
@@ -603,7 +636,9 @@ impl Analytics {
     /// Serve the API and run the sampling loop until `shutdown` turns true.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let mut tasks = tokio::task::JoinSet::new();
-        let app = api::router(Arc::clone(&self.service));
+        let app = api::router(Arc::clone(&self.service))
+            .merge(dashboard::router(Arc::clone(&self.service)))
+            .layer(axum::middleware::from_fn(api::observe));
         let listener = self.listener;
         tasks.spawn(async move {
             if let Err(error) = axum::serve(listener, app).await {
@@ -641,6 +676,7 @@ mod tests {
             write: true,
             flush: true,
             api: true,
+            disabled: false,
         };
         let key = LoginCache::key("u", "p");
         assert_ne!(key, LoginCache::key("u", "q"));
@@ -684,20 +720,20 @@ mod tests {
             cache_id: "c".into(),
             username: "b".into(),
         };
-        let once = promote.apply(&current);
+        let once = promote.apply(&current).unwrap();
         assert!(!once[0].primary && once[1].primary);
         // Deleting the primary is a no-op; deleting twice is too.
         let delete_a = Change::Delete {
             cache_id: "c".into(),
             username: "a".into(),
         };
-        assert_eq!(delete_a.apply(&current).len(), 2);
+        assert_eq!(delete_a.apply(&current).unwrap().len(), 2);
         let delete_b = Change::Delete {
             cache_id: "c".into(),
             username: "b".into(),
         };
-        assert_eq!(delete_b.apply(&current).len(), 1);
-        assert_eq!(delete_b.apply(&[view("a", true)]).len(), 1);
+        assert_eq!(delete_b.apply(&current).unwrap().len(), 1);
+        assert_eq!(delete_b.apply(&[view("a", true)]).unwrap().len(), 1);
         let create = Change::Create {
             cache_id: "c".into(),
             username: "n".into(),
@@ -706,10 +742,16 @@ mod tests {
             flush: false,
             api: false,
         };
-        let after = create.apply(&current);
+        let after = create.apply(&current).unwrap();
         assert_eq!(after.len(), 3);
         assert!(!after[2].primary && !after[2].flush);
         // Replayed on a node that already has it: still one of it.
-        assert_eq!(create.apply(&[view("a", true), view("n", false)]).len(), 2);
+        assert_eq!(
+            create
+                .apply(&[view("a", true), view("n", false)])
+                .unwrap()
+                .len(),
+            2
+        );
     }
 }

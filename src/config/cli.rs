@@ -35,7 +35,7 @@ pub enum Role {
     Up(UpArgs),
     /// Load generator in the style of memtier_benchmark.
     Bench(BenchArgs),
-    /// The cache owner's HTTP API (stats, history, flush, credentials) across the nodes.
+    /// The cache owner's HTTP API and dashboard (stats, history, flush, credentials) across the nodes.
     Analytics(AnalyticsArgs),
 }
 
@@ -45,9 +45,22 @@ pub struct AnalyticsArgs {
     /// (the name keys the stats, e.g. the node's memcached address).
     #[arg(long, env = "MEMGATE_ANALYTICS_NODES")]
     pub nodes: String,
-    /// The nodes' admin token.
+    /// The nodes' admin token (optional with --client-cert).
     #[arg(long, env = "MEMGATE_ANALYTICS_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// Reach the admin endpoints over TLS, verified against this CA (PEM).
+    #[arg(long, env = "MEMGATE_ANALYTICS_CA")]
+    pub ca: Option<PathBuf>,
+    /// Client certificate chain (PEM) for the nodes' mutual TLS.
+    #[arg(long, env = "MEMGATE_ANALYTICS_CLIENT_CERT", requires_all = ["client_key", "ca"])]
+    pub client_cert: Option<PathBuf>,
+    /// Client private key (PEM) for the nodes' mutual TLS.
+    #[arg(long, env = "MEMGATE_ANALYTICS_CLIENT_KEY", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
+    /// Disable a cache with no logins and no commands on any node for this
+    /// long (e.g. 30d); the API and the dashboard enable it again.
+    #[arg(long, env = "MEMGATE_ANALYTICS_DISABLE_AFTER", value_parser = parse_duration_arg)]
+    pub disable_after: Option<Duration>,
     /// Where the API listens.
     #[arg(
         long,
@@ -77,7 +90,24 @@ impl AnalyticsArgs {
                 value,
                 expected: "comma-separated host:port or name=host:port entries",
             })?;
-        let admin_token = admin_token(self.admin_token)?;
+        let admin_token = admin_token(self.admin_token, self.client_cert.is_none())?;
+        let tls = match &self.ca {
+            Some(ca) => {
+                let client = self.client_cert.as_deref().zip(self.client_key.as_deref());
+                Some(
+                    crate::tls::client_config_from_files(ca, client)
+                        .map_err(|e| ConfigError::Tls(e.to_string()))?,
+                )
+            }
+            None => None,
+        };
+        if self.disable_after.is_some_and(|d| d.is_zero()) {
+            return Err(ConfigError::Invalid {
+                what: "--disable-after",
+                value: "0".into(),
+                expected: "a positive duration such as 30d",
+            });
+        }
         if self.sample_interval.is_zero() {
             return Err(ConfigError::Invalid {
                 what: "--sample-interval",
@@ -95,6 +125,8 @@ impl AnalyticsArgs {
         Ok(crate::analytics::AnalyticsConfig {
             nodes,
             admin_token,
+            tls,
+            disable_after: self.disable_after,
             listen: self.listen,
             db: Some(self.db),
             sample_interval: self.sample_interval,
@@ -219,28 +251,36 @@ pub struct NodeArgs {
     /// Testing only: one implicit cache, no login. Refused unless every listener is loopback.
     #[arg(long, env = "MEMGATE_NODE_INSECURE_NO_AUTH")]
     pub insecure_no_auth: bool,
-    /// Admin HTTP API for `memgate analytics` (off by default; needs --admin-token).
+    /// Admin HTTP API for `memgate analytics` (off by default; needs
+    /// --admin-token, --admin-ca, or both).
     #[arg(long, env = "MEMGATE_NODE_ADMIN_LISTEN")]
     pub admin_listen: Option<SocketAddr>,
     /// Bearer token the admin API requires (at least 16 characters).
     #[arg(long, env = "MEMGATE_NODE_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// Serve the admin API over TLS (with --cert and --key) and require a
+    /// client certificate that chains to this CA (PEM): mutual TLS.
+    #[arg(long, env = "MEMGATE_NODE_ADMIN_CA", requires = "cert")]
+    pub admin_ca: Option<PathBuf>,
 }
 
 /// The shortest admin token accepted.
 pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
 
-fn admin_token(token: Option<String>) -> Result<String, ConfigError> {
+/// A token, checked for length; `required` says what else could stand in
+/// for a missing one.
+fn admin_token(token: Option<String>, required: bool) -> Result<Option<String>, ConfigError> {
     match token {
+        None if !required => Ok(None),
         None => Err(ConfigError::Missing {
-            what: "--admin-token (the admin API is never open without one)",
+            what: "--admin-token or mutual TLS (the admin API is never open)",
         }),
         Some(t) if t.trim().len() < MIN_ADMIN_TOKEN_LEN => Err(ConfigError::Invalid {
             what: "--admin-token",
             value: "<redacted>".into(),
             expected: "a token of at least 16 characters",
         }),
-        Some(t) => Ok(t.trim().to_owned()),
+        Some(t) => Ok(Some(t.trim().to_owned())),
     }
 }
 
@@ -253,6 +293,11 @@ pub enum NodeCommand {
 impl NodeArgs {
     /// Validate the flags and load the TLS material.
     pub fn into_config(self) -> Result<NodeConfig, ConfigError> {
+        if self.admin_ca.is_some() && self.admin_listen.is_none() {
+            return Err(ConfigError::Missing {
+                what: "--admin-listen for --admin-ca",
+            });
+        }
         let listen = match self.listen.as_str() {
             "none" => None,
             addr => Some(addr.parse().map_err(|_| ConfigError::Invalid {
@@ -295,10 +340,26 @@ impl NodeArgs {
             });
         }
         let admin = match self.admin_listen {
-            Some(listen) => Some(crate::node::admin::AdminConfig {
-                listen,
-                token: admin_token(self.admin_token)?,
-            }),
+            Some(listen) => {
+                let tls = match (&self.admin_ca, &self.cert, &self.key) {
+                    (Some(ca), Some(cert), Some(key)) => {
+                        let tls = || -> Result<_, crate::tls::TlsError> {
+                            crate::tls::server_config(
+                                crate::tls::load_certs(cert)?,
+                                crate::tls::load_key(key)?,
+                                Some(crate::tls::load_roots(ca)?),
+                            )
+                        };
+                        Some(tls().map_err(|e| ConfigError::Tls(e.to_string()))?)
+                    }
+                    _ => None,
+                };
+                Some(crate::node::admin::AdminConfig {
+                    listen,
+                    token: admin_token(self.admin_token, tls.is_none())?,
+                    tls,
+                })
+            }
             None => None,
         };
         Ok(NodeConfig {
@@ -792,39 +853,38 @@ mod admin_and_analytics_tests {
         Cli::try_parse_from(all).unwrap().role
     }
 
+    /// `memgate node ARGS` validated: the admin config, or the error text.
+    fn node_admin(args: &[&str]) -> Result<Option<crate::node::admin::AdminConfig>, String> {
+        let Role::Node(node) = parse(&[&["node"], args].concat()) else {
+            panic!()
+        };
+        node.into_config()
+            .map(|c| c.admin)
+            .map_err(|e| e.to_string())
+    }
+
     #[test]
     fn node_admin_is_off_by_default_and_needs_a_token() {
-        let Role::Node(args) = parse(&["node", "--caches", "c.toml"]) else {
-            panic!()
-        };
-        assert!(args.into_config().unwrap().admin.is_none());
-        let Role::Node(args) = parse(&["node", "--admin-listen", "127.0.0.1:0"]) else {
-            panic!()
-        };
-        let e = args.into_config().err().unwrap().to_string();
+        assert!(node_admin(&["--caches", "c.toml"]).unwrap().is_none());
+        let e = node_admin(&["--admin-listen", "127.0.0.1:0"]).unwrap_err();
         assert!(e.contains("--admin-token"), "{e}");
-        let Role::Node(args) = parse(&[
-            "node",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--admin-token",
-            "short",
-        ]) else {
-            panic!()
-        };
-        let e = args.into_config().err().unwrap().to_string();
+        let e =
+            node_admin(&["--admin-listen", "127.0.0.1:0", "--admin-token", "short"]).unwrap_err();
         assert!(e.contains("16") && !e.contains("short"), "{e}");
-        let Role::Node(args) = parse(&[
-            "node",
+        let admin = node_admin(&[
             "--admin-listen",
             "127.0.0.1:0",
             "--admin-token",
             "a-long-enough-token",
-        ]) else {
-            panic!()
-        };
-        let admin = args.into_config().unwrap().admin.unwrap();
-        assert_eq!(admin.token, "a-long-enough-token");
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(admin.token.as_deref(), Some("a-long-enough-token"));
+        // --admin-ca needs the node's certificate and an admin listener.
+        assert!(Cli::try_parse_from(["memgate", "node", "--admin-ca", "ca.pem"]).is_err());
+        let e =
+            node_admin(&["--cert", "c.pem", "--key", "k.pem", "--admin-ca", "ca.pem"]).unwrap_err();
+        assert!(e.contains("--admin-listen"), "{e}");
     }
 
     #[test]
@@ -846,6 +906,18 @@ mod admin_and_analytics_tests {
         assert_eq!(c.sample_interval, Duration::from_secs(60));
         assert_eq!(c.retention, Duration::from_secs(30 * 86_400));
         assert_eq!(c.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(c.disable_after, None);
+        assert!(c.tls.is_none());
+        // A client certificate needs its key and the CA.
+        assert!(Cli::try_parse_from([
+            "memgate",
+            "analytics",
+            "--nodes",
+            "a:1",
+            "--client-cert",
+            "c.pem"
+        ])
+        .is_err());
         for bad in [
             vec![
                 "analytics",
@@ -855,16 +927,12 @@ mod admin_and_analytics_tests {
                 "a-long-enough-token",
             ],
             vec!["analytics", "--nodes", "a:1"],
-            vec![
-                "analytics",
-                "--nodes",
-                "a:1",
-                "--admin-token",
-                "a-long-enough-token",
-                "--sample-interval",
-                "0s",
-            ],
-        ] {
+        ]
+        .into_iter()
+        .chain(["--sample-interval", "--disable-after"].map(|flag| {
+            let token = ["--admin-token", "a-long-enough-token"];
+            [&["analytics", "--nodes", "a:1"][..], &token, &[flag, "0s"]].concat()
+        })) {
             let Role::Analytics(args) = parse(&bad) else {
                 panic!()
             };

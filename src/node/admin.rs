@@ -1,7 +1,9 @@
 //! The node's admin HTTP API, for `memgate analytics`.
 //!
-//! Off unless `--admin-listen` is given, and then only with a bearer token
-//! (`--admin-token`), compared in constant time. Every route answers JSON.
+//! Off unless `--admin-listen` is given, and then never open: it wants a
+//! bearer token (`--admin-token`, compared in constant time), mutual TLS
+//! (`--admin-ca`: a client certificate that chains to the cluster CA), or
+//! both. Every route answers JSON.
 //!
 //! | route | what |
 //! | --- | --- |
@@ -9,7 +11,11 @@
 //! | `GET /admin/caches/{id}/stats` | the cache's stats ([`super::API_STATS`]) as an object |
 //! | `POST /admin/caches/{id}/flush` | `flush_all` on the cache |
 //! | `PUT /admin/caches/{id}/credentials` | replace the credential list (below); persisted atomically, then in force |
-//! | `POST /admin/login` | `{"username", "password"}` checked against this node's caches: `{"cache_id", "username", "primary", "write", "flush", "api"}`, or 403 |
+//! | `PUT /admin/caches/{id}/disabled` | `{"disabled": bool}`: disable or enable the cache; persisted the same way |
+//! | `POST /admin/login` | `{"username", "password"}` checked against this node's caches: `{"cache_id", "username", "primary", "write", "flush", "api", "disabled"}`, or 403 |
+//!
+//! Each cache in `GET /admin/caches` also says `last_active`: the unix
+//! second of its last login or command on this node (or of the node's start).
 //!
 //! The body of `PUT …/credentials` is `{"credentials": [{"username",
 //! "password" | "password_hash" | neither, "primary", "write", "flush",
@@ -37,19 +43,23 @@ use super::caches::{Capabilities, Credential};
 use super::{session, Shared, UpdateError};
 use crate::protocol::request::Command;
 
-/// Where the admin API listens and the token it wants.
+/// Where the admin API listens and what it wants from a caller.
 #[derive(Clone)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
-    /// The shared bearer token (never logged).
-    pub token: String,
+    /// The shared bearer token (never logged); None only with `tls`.
+    pub token: Option<String>,
+    /// TLS for the listener; built to require a client certificate from
+    /// the cluster CA (mutual TLS).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl std::fmt::Debug for AdminConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AdminConfig")
             .field("listen", &self.listen)
-            .field("token", &"<redacted>")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("tls", &self.tls.is_some())
             .finish()
     }
 }
@@ -57,7 +67,8 @@ impl std::fmt::Debug for AdminConfig {
 #[derive(Clone)]
 struct AdminState {
     shared: Arc<Shared>,
-    token_digest: [u8; 32],
+    /// None: no token wanted (mutual TLS guards the listener).
+    token_digest: Option<[u8; 32]>,
 }
 
 fn digest(bytes: &[u8]) -> [u8; 32] {
@@ -73,25 +84,38 @@ pub fn token_matches(expected_digest: &[u8; 32], presented: &[u8]) -> bool {
     bool::from(digest(presented).ct_eq(expected_digest))
 }
 
-/// The admin router for `shared`, protected by `token`.
-pub fn router(shared: Arc<Shared>, token: &str) -> Router {
+/// The admin router for `shared`, protected by `token` when given.
+pub fn router(shared: Arc<Shared>, token: Option<&str>) -> Router {
     let state = AdminState {
         shared,
-        token_digest: digest(token.as_bytes()),
+        token_digest: token.map(|t| digest(t.as_bytes())),
     };
     Router::new()
         .route("/admin/caches", get(list_caches))
         .route("/admin/caches/{id}/stats", get(stats))
         .route("/admin/caches/{id}/flush", post(flush))
         .route("/admin/caches/{id}/credentials", put(replace_credentials))
+        .route("/admin/caches/{id}/disabled", put(set_disabled))
         .route("/admin/login", post(login))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state)
 }
 
-/// Serve the admin API on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, token: &str) -> std::io::Result<()> {
-    axum::serve(listener, router(shared, token)).await
+/// Serve the admin API on `listener` (over TLS when `tls` is given) until
+/// the task is dropped.
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    token: Option<&str>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> std::io::Result<()> {
+    let app = router(shared, token);
+    match tls {
+        Some(config) => {
+            axum::serve(super::admin_tls::TlsListener::new(listener, config), app).await
+        }
+        None => axum::serve(listener, app).await,
+    }
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -99,6 +123,9 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 }
 
 async fn require_token(State(state): State<AdminState>, request: Request, next: Next) -> Response {
+    let Some(expected) = state.token_digest else {
+        return next.run(request).await;
+    };
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -106,9 +133,7 @@ async fn require_token(State(state): State<AdminState>, request: Request, next: 
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     match presented {
-        Some(token) if token_matches(&state.token_digest, token.as_bytes()) => {
-            next.run(request).await
-        }
+        Some(token) if token_matches(&expected, token.as_bytes()) => next.run(request).await,
         _ => error(StatusCode::UNAUTHORIZED, "admin token required"),
     }
 }
@@ -141,6 +166,9 @@ pub struct CacheView {
     pub id: String,
     pub memory_limit: u64,
     pub disabled: bool,
+    /// Unix seconds of the last login or command here.
+    #[serde(default)]
+    pub last_active: u64,
     pub credentials: Vec<CredentialView>,
 }
 
@@ -161,6 +189,7 @@ async fn list_caches(State(state): State<AdminState>) -> Json<CachesView> {
             id: c.id.clone(),
             memory_limit: c.memory_limit,
             disabled: c.disabled,
+            last_active: tenants.get(&c.id).map_or(0, |t| t.last_active()),
             credentials: c.credentials.iter().map(CredentialView::from).collect(),
         })
         .collect();
@@ -297,9 +326,46 @@ async fn replace_credentials(
         })
     })
     .await;
+    update_reply(&id, result, "credentials replaced by the admin API")
+}
+
+/// The body of `PUT /admin/caches/{id}/disabled`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DisabledBody {
+    pub disabled: bool,
+}
+
+async fn set_disabled(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+    body: Result<Json<DisabledBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Ok(Json(body)) = body else {
+        return error(StatusCode::BAD_REQUEST, "expected {\"disabled\": bool}");
+    };
+    let shared = Arc::clone(&state.shared);
+    let cache_id = id.clone();
+    // Writing the caches file blocks: keep it off the runtime.
+    let result =
+        tokio::task::spawn_blocking(move || shared.set_disabled(&cache_id, body.disabled)).await;
+    let what = if body.disabled {
+        "cache disabled by the admin API"
+    } else {
+        "cache enabled by the admin API"
+    };
+    update_reply(&id, result, what)
+}
+
+/// The reply to a change of the caches file, logged as `what` when it took.
+fn update_reply(
+    id: &str,
+    result: Result<Result<u64, UpdateError>, tokio::task::JoinError>,
+    what: &str,
+) -> Response {
     match result {
         Ok(Ok(version)) => {
-            tracing::info!(cache = %id, version, "credentials replaced by the admin API");
+            tracing::info!(cache = %id, version, "{what}");
             Json(json!({ "version": version })).into_response()
         }
         Ok(Err(UpdateError::NoSuchCache(_))) => error(StatusCode::NOT_FOUND, "no such cache"),
@@ -307,7 +373,7 @@ async fn replace_credentials(
             error(StatusCode::BAD_REQUEST, e.to_string())
         }
         Ok(Err(e @ UpdateError::Persist(_))) => {
-            tracing::error!(cache = %id, error = %e, "credentials not changed");
+            tracing::error!(cache = %id, error = %e, "caches file not changed");
             error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
         }
         Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "update task failed"),
@@ -330,6 +396,9 @@ pub struct LoginView {
     pub write: bool,
     pub flush: bool,
     pub api: bool,
+    /// The cache is disabled (memcached logins fail; the owner may enable it).
+    #[serde(default)]
+    pub disabled: bool,
 }
 
 async fn login(
@@ -348,13 +417,14 @@ async fn login(
     })
     .await;
     match checked {
-        Ok(Ok(ok)) => Json(LoginView {
+        Ok(Ok((ok, disabled))) => Json(LoginView {
             cache_id: ok.cache_id,
             username: ok.username,
             primary: ok.primary,
             write: ok.caps.write,
             flush: ok.caps.flush,
             api: ok.caps.api,
+            disabled,
         })
         .into_response(),
         Ok(Err(_)) => error(StatusCode::FORBIDDEN, "authentication failure"),
@@ -388,7 +458,8 @@ mod tests {
         );
         let c = AdminConfig {
             listen: "127.0.0.1:1".parse().unwrap(),
-            token: "sekrit-token".into(),
+            token: Some("sekrit-token".into()),
+            tls: None,
         };
         assert!(!format!("{c:?}").contains("sekrit"));
     }

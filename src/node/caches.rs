@@ -684,13 +684,23 @@ impl Directory {
     /// the username, so the time spent has the same distribution as for
     /// existing users, and repeats for the same username.
     pub fn login(&self, username: &[u8], password: &[u8]) -> Result<LoginOk, LoginError> {
+        let ok = self.verify(username, password)?;
+        if self.file.caches[ok.cache_index].disabled {
+            return Err(LoginError::Failed);
+        }
+        Ok(ok)
+    }
+
+    /// [`Directory::login`] without the disabled check: only for the admin
+    /// API, which tells a disabled cache's owner so they can enable it.
+    pub fn verify(&self, username: &[u8], password: &[u8]) -> Result<LoginOk, LoginError> {
         let Some(&(ci, ki)) = self.index.get(username) else {
             self.decoy_verify(username, password);
             return Err(LoginError::Failed);
         };
         let cache = &self.file.caches[ci];
         let cred = &cache.credentials[ki];
-        if !auth::verify(&cred.secret, password) || cache.disabled {
+        if !auth::verify(&cred.secret, password) {
             return Err(LoginError::Failed);
         }
         Ok(LoginOk {

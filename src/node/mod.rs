@@ -10,9 +10,11 @@
 //! - [`tenants`]: the running caches, kept across reloads.
 //! - [`store`]: one cache's items: byte-budget LRU, TTL, CAS.
 //! - [`stats`]: per-cache counters.
-//! - [`admin`]: the token-protected admin HTTP API that `memgate analytics` uses.
+//! - [`admin`]: the admin HTTP API that `memgate analytics` uses (token
+//!   and/or mutual TLS); [`admin_tls`] is its TLS listener.
 
 pub mod admin;
+pub mod admin_tls;
 pub mod auth;
 pub mod caches;
 pub mod session;
@@ -85,7 +87,7 @@ pub enum NodeError {
     NoCaches,
     #[error("no listener: give --listen or --tls-listen")]
     NoListener,
-    #[error("the admin listener needs a token (--admin-token)")]
+    #[error("the admin listener needs a token (--admin-token) or mutual TLS (--admin-ca)")]
     AdminWithoutToken,
 }
 
@@ -224,6 +226,33 @@ impl Shared {
         cache_id: &str,
         change: impl FnOnce(&CacheConfig) -> Result<Vec<Credential>, String>,
     ) -> Result<u64, UpdateError> {
+        self.update_cache(cache_id, |cache| {
+            cache.credentials = change(cache)?;
+            Ok(())
+        })
+    }
+
+    /// Disable or enable cache `cache_id`, persisted like
+    /// [`Shared::update_credentials`]. Enabling counts as activity, so
+    /// `--disable-after` does not disable it again at once.
+    pub fn set_disabled(&self, cache_id: &str, disabled: bool) -> Result<u64, UpdateError> {
+        let version = self.update_cache(cache_id, |cache| {
+            cache.disabled = disabled;
+            Ok(())
+        })?;
+        if let Some(tenant) = self.tenants().get(cache_id) {
+            tenant.touch(session::unix_now());
+        }
+        Ok(version)
+    }
+
+    /// Change one cache's entry of the caches file with `change`, then
+    /// validate, persist and install the result.
+    fn update_cache(
+        &self,
+        cache_id: &str,
+        change: impl FnOnce(&mut CacheConfig) -> Result<(), String>,
+    ) -> Result<u64, UpdateError> {
         let _guard = self.change_lock.lock().unwrap_or_else(|p| p.into_inner());
         let previous = self.tenants();
         let mut file = previous.file().clone();
@@ -232,7 +261,7 @@ impl Shared {
             .iter_mut()
             .find(|c| c.id == cache_id)
             .ok_or_else(|| UpdateError::NoSuchCache(cache_id.to_owned()))?;
-        cache.credentials = change(cache).map_err(UpdateError::Rejected)?;
+        change(cache).map_err(UpdateError::Rejected)?;
         file.validate()?;
         let next = Tenants::build(&file, self.settings.max_item_size, Some(&previous))?;
         if let Some(path) = &self.caches_path {
@@ -384,7 +413,7 @@ pub struct Node {
     plain: Option<TcpListener>,
     tls: Option<(TcpListener, TlsAcceptor)>,
     metrics: Option<TcpListener>,
-    admin: Option<(TcpListener, String)>,
+    admin: Option<(TcpListener, admin::AdminConfig)>,
 }
 
 impl Node {
@@ -462,10 +491,11 @@ impl Node {
         };
         let admin = match config.admin {
             Some(admin_config) => {
-                if admin_config.token.is_empty() {
+                let token_ok = admin_config.token.as_ref().is_some_and(|t| !t.is_empty());
+                if !token_ok && admin_config.tls.is_none() {
                     return Err(NodeError::AdminWithoutToken);
                 }
-                Some((bind(admin_config.listen).await?, admin_config.token))
+                Some((bind(admin_config.listen).await?, admin_config))
             }
             None => None,
         };
@@ -528,10 +558,11 @@ impl Node {
                 }
             });
         }
-        if let Some((listener, token)) = self.admin {
+        if let Some((listener, config)) = self.admin {
             let shared = Arc::clone(&self.shared);
             tasks.spawn(async move {
-                if let Err(error) = admin::serve(listener, shared, &token).await {
+                let token = config.token.as_deref().filter(|t| !t.is_empty());
+                if let Err(error) = admin::serve(listener, shared, token, config.tls).await {
                     tracing::error!(%error, "admin listener failed");
                 }
             });

@@ -225,6 +225,8 @@ impl Session {
         };
         let tenant = &login.tenant;
         let caps = login.caps;
+        let now = unix_now();
+        tenant.touch(now);
         match command {
             Command::Version => Response::Version(super::VERSION.to_string()),
             Command::Verbosity => Response::Ok,
@@ -240,7 +242,7 @@ impl Session {
                 Response::Error(ErrorReply::PermissionDenied)
             }
             Command::FlushAll { .. } if !caps.flush => Response::Error(ErrorReply::FlushNotAllowed),
-            command => tenant.store.execute(&command, unix_now()),
+            command => tenant.store.execute(&command, now),
         }
     }
 
@@ -295,6 +297,7 @@ impl Session {
 
     fn accept(&mut self, login: Login, ok: Response) -> Response {
         CacheStats::incr(&login.tenant.stats.auth_cmds);
+        login.tenant.touch(unix_now());
         if let Auth::LoggedIn(old) = &self.auth {
             CacheStats::decr(&old.tenant.stats.curr_connections);
         }

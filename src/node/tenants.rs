@@ -6,7 +6,7 @@
 //! Connections hold an `Arc<Tenant>`, so a reload never drops them.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::caches::{CachesFile, Capabilities, Directory, Invalid, LoginError, LoginOk};
@@ -21,6 +21,10 @@ pub struct Tenant {
     /// Set when the cache is disabled or removed by a reload: its logged-in
     /// connections then get authentication errors, as a fresh login would.
     pub disabled: AtomicBool,
+    /// Unix seconds of the last login or command, for `memgate analytics
+    /// --disable-after`. Starts at the node's start (or the cache's
+    /// creation), so a restart never makes a cache look idle.
+    pub last_active: AtomicU64,
 }
 
 impl std::fmt::Debug for Tenant {
@@ -34,6 +38,19 @@ impl std::fmt::Debug for Tenant {
 impl Tenant {
     pub fn is_disabled(&self) -> bool {
         self.disabled.load(Ordering::Relaxed)
+    }
+
+    /// Record activity at `now` (unix seconds). Stores only when the second
+    /// changed, so busy caches do not bounce the cache line between cores.
+    #[inline]
+    pub fn touch(&self, now: u64) {
+        if self.last_active.load(Ordering::Relaxed) < now {
+            self.last_active.store(now, Ordering::Relaxed);
+        }
+    }
+
+    pub fn last_active(&self) -> u64 {
+        self.last_active.load(Ordering::Relaxed)
     }
 }
 
@@ -81,6 +98,7 @@ impl Tenants {
                         store: Store::new(limit, max_item_size, Arc::clone(&stats)),
                         stats,
                         disabled: AtomicBool::new(false),
+                        last_active: AtomicU64::new(super::session::unix_now()),
                     })
                 }
             };
@@ -126,9 +144,22 @@ impl Tenants {
     }
 
     /// Check a username and password without touching any cache's counters
-    /// (the admin API's login check): the cache, username and capabilities.
-    pub fn check_login(&self, username: &[u8], password: &[u8]) -> Result<LoginOk, LoginError> {
-        self.directory.login(username, password)
+    /// (the admin API's login check): the cache, username and capabilities,
+    /// and whether the cache is disabled. Unlike [`Tenants::login`] it
+    /// accepts a disabled cache's credential, so its owner can still reach
+    /// the dashboard to enable it again.
+    pub fn check_login(
+        &self,
+        username: &[u8],
+        password: &[u8],
+    ) -> Result<(LoginOk, bool), LoginError> {
+        let ok = self.directory.verify(username, password)?;
+        let disabled = self
+            .directory
+            .caches()
+            .get(ok.cache_index)
+            .is_some_and(|c| c.disabled);
+        Ok((ok, disabled))
     }
 
     /// Every running cache, for stats, metrics and the background sweeper.

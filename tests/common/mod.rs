@@ -53,6 +53,7 @@ pub struct TestNode {
     pub plain: Option<SocketAddr>,
     pub tls: Option<SocketAddr>,
     pub metrics: Option<SocketAddr>,
+    pub admin: Option<SocketAddr>,
     pub shared: Arc<Shared>,
     pub caches_path: Option<PathBuf>,
     pub ca_pem: Option<String>,
@@ -112,6 +113,7 @@ pub async fn start_node(
         plain: node.plain_addr(),
         tls: node.tls_addr(),
         metrics: node.metrics_addr(),
+        admin: node.admin_addr(),
         shared: node.shared(),
         caches_path,
         ca_pem,
@@ -493,6 +495,50 @@ fn dechunk(mut data: &str) -> String {
         data = &rest[n + 2..];
     }
     out
+}
+
+/// An analytics config for `nodes` (`label=admin-addr,...`) on 127.0.0.1:0,
+/// with an in-memory database and a short sampling interval.
+pub fn analytics_config(nodes: &str, token: Option<&str>) -> memgate::analytics::AnalyticsConfig {
+    memgate::analytics::AnalyticsConfig {
+        nodes: memgate::analytics::parse_nodes(nodes).unwrap(),
+        admin_token: token.map(str::to_owned),
+        tls: None,
+        disable_after: None,
+        listen: "127.0.0.1:0".parse().unwrap(),
+        db: None,
+        sample_interval: Duration::from_millis(300),
+        retention: Duration::from_secs(86_400),
+        metrics_listen: None,
+    }
+}
+
+/// Bind and run `memgate analytics` in-process: its address, and the
+/// sender that stops it (dropping it stops it too).
+pub async fn start_analytics(
+    config: memgate::analytics::AnalyticsConfig,
+) -> (SocketAddr, watch::Sender<bool>) {
+    let analytics = memgate::analytics::Analytics::bind(config).await.unwrap();
+    let addr = analytics.addr().unwrap();
+    let (stop, rx) = watch::channel(false);
+    tokio::spawn(analytics.run(rx));
+    (addr, stop)
+}
+
+/// Wait until `check` holds (15 s at most).
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !check().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// An HTTP basic `Authorization` header value.

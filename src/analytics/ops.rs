@@ -1,0 +1,305 @@
+//! What a cache owner can do, shared by the JSON API ([`super::api`]) and
+//! the HTML dashboard ([`super::dashboard`]): each checks the caller the
+//! same way and fails with the same status codes and messages, so the two
+//! front ends cannot drift apart.
+
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use rand::distributions::{Alphanumeric, DistString};
+use serde_json::{Map, Value};
+
+use super::{Change, NodeDown, Service};
+use crate::node::admin::{CacheView, CredentialView, LoginView};
+
+pub const NOT_AUTHORIZED: &str = "You are not authorized to perform this action.";
+pub const NO_CACHE: &str = "No cache found.";
+pub const NO_CREDENTIAL: &str = "No credential found.";
+pub const PRIMARY_NOT_DELETABLE: &str = "The primary credential cannot be deleted.";
+
+/// A refusal or failure: status and the documented message.
+#[derive(Debug)]
+pub struct OpError(pub StatusCode, pub String);
+
+impl IntoResponse for OpError {
+    /// The API's form: the message as plain text.
+    fn into_response(self) -> Response {
+        (
+            self.0,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            self.1,
+        )
+            .into_response()
+    }
+}
+
+pub fn forbidden() -> OpError {
+    OpError(StatusCode::FORBIDDEN, NOT_AUTHORIZED.into())
+}
+
+pub fn server_error(down: &[NodeDown]) -> OpError {
+    let nodes: Vec<&str> = down.iter().map(|d| d.node.as_str()).collect();
+    for d in down {
+        tracing::warn!(node = %d.node, reason = %d.reason, "node unavailable");
+    }
+    if nodes.is_empty() {
+        OpError(StatusCode::INTERNAL_SERVER_ERROR, "Server error".into())
+    } else {
+        OpError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("Server error: {}", nodes.join(",")),
+        )
+    }
+}
+
+/// The username and password of an HTTP basic `Authorization` header.
+pub fn basic_auth(headers: &HeaderMap) -> Option<(String, String)> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, encoded) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, pass) = text.split_once(':')?;
+    Some((user.to_owned(), pass.to_owned()))
+}
+
+/// The caller's credential, checked by the nodes; it must have `api`, and
+/// belong to `cache_id` when one is given.
+pub async fn authorize(
+    service: &Service,
+    headers: &HeaderMap,
+    cache_id: Option<&str>,
+) -> Result<LoginView, OpError> {
+    let (user, pass) = basic_auth(headers).ok_or_else(forbidden)?;
+    let login = match service.login(&user, &pass).await {
+        Ok(Some(login)) => login,
+        Ok(None) => return Err(forbidden()),
+        Err(down) => return Err(server_error(&down)),
+    };
+    if !login.api || cache_id.is_some_and(|id| id != login.cache_id) {
+        return Err(forbidden());
+    }
+    Ok(login)
+}
+
+/// The cache's stats on every node that hosts it, keyed by node label.
+pub async fn node_stats(service: &Service, cache_id: &str) -> Result<Map<String, Value>, OpError> {
+    let mut out = Map::new();
+    let mut down = Vec::new();
+    let path = format!("/admin/caches/{cache_id}/stats");
+    for node in &service.nodes {
+        match service.call(node, "GET", &path, None).await {
+            Ok((200, value)) => {
+                out.insert(node.label.clone(), value);
+            }
+            Ok(_) => {} // this node does not host the cache
+            Err(e) => down.push(e),
+        }
+    }
+    if !down.is_empty() {
+        return Err(server_error(&down));
+    }
+    Ok(out)
+}
+
+/// Flush the cache on every node; the caller needs `flush`.
+pub async fn flush(service: &Service, caller: &LoginView, cache_id: &str) -> Result<(), OpError> {
+    if !caller.flush {
+        return Err(forbidden());
+    }
+    let mut down = Vec::new();
+    let path = format!("/admin/caches/{cache_id}/flush");
+    for node in &service.nodes {
+        if let Err(e) = service.call(node, "POST", &path, None).await {
+            down.push(e);
+        }
+    }
+    if !down.is_empty() {
+        return Err(server_error(&down));
+    }
+    tracing::info!(cache = %cache_id, username = %caller.username, "cache flushed");
+    Ok(())
+}
+
+/// The cache as an up-to-date node has it.
+pub async fn current_cache(service: &Service, cache_id: &str) -> Result<CacheView, OpError> {
+    match service.reference_cache(cache_id).await {
+        Ok(Some(cache)) => Ok(cache),
+        Ok(None) => Err(OpError(StatusCode::NOT_FOUND, NO_CACHE.into())),
+        Err(down) => Err(server_error(&down)),
+    }
+}
+
+async fn find_credential(
+    service: &Service,
+    cache_id: &str,
+    cred_id: &str,
+) -> Result<CredentialView, OpError> {
+    current_cache(service, cache_id)
+        .await?
+        .credentials
+        .into_iter()
+        .find(|c| c.username == cred_id)
+        .ok_or_else(|| OpError(StatusCode::NOT_FOUND, NO_CREDENTIAL.into()))
+}
+
+/// Apply a change on every node: the nodes that have not applied it yet.
+async fn apply(service: &Service, change: Change) -> Result<Vec<String>, OpError> {
+    service.apply_everywhere(change).await.map_err(|refused| {
+        OpError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("Server error: {}", refused.join(",")),
+        )
+    })
+}
+
+/// A credential just created: its password is shown this once.
+pub struct Created {
+    pub view: CredentialView,
+    pub password: String,
+    pub behind: Vec<String>,
+}
+
+/// Create a credential with a random username and password and every
+/// capability.
+pub async fn create_credential(service: &Service, cache_id: &str) -> Result<Created, OpError> {
+    // At least one up-to-date node must be there to take it.
+    current_cache(service, cache_id).await?;
+    let (username, password) = {
+        let mut rng = rand::thread_rng();
+        (
+            Alphanumeric.sample_string(&mut rng, 12),
+            Alphanumeric.sample_string(&mut rng, 32),
+        )
+    };
+    let to_hash = password.clone();
+    let password_hash =
+        tokio::task::spawn_blocking(move || crate::node::auth::hash_password(&to_hash))
+            .await
+            .map_err(|_| server_error(&[]))?
+            .map_err(|_| server_error(&[]))?;
+    let change = Change::Create {
+        cache_id: cache_id.to_owned(),
+        username: username.clone(),
+        password_hash,
+        write: true,
+        flush: true,
+        api: true,
+    };
+    let behind = apply(service, change).await?;
+    tracing::info!(cache = %cache_id, %username, "credential created");
+    Ok(Created {
+        view: CredentialView {
+            username,
+            primary: false,
+            write: true,
+            flush: true,
+            api: true,
+        },
+        password,
+        behind,
+    })
+}
+
+/// Capabilities to set; `None` keeps the current one.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CapabilityChange {
+    pub write: Option<bool>,
+    pub flush: Option<bool>,
+    pub api: Option<bool>,
+}
+
+/// Change a credential's capabilities: the credential as it now is.
+pub async fn update_credential(
+    service: &Service,
+    cache_id: &str,
+    cred_id: &str,
+    caps: CapabilityChange,
+) -> Result<(CredentialView, Vec<String>), OpError> {
+    let current = find_credential(service, cache_id, cred_id).await?;
+    let next = CredentialView {
+        flush: caps.flush.unwrap_or(current.flush),
+        write: caps.write.unwrap_or(current.write),
+        api: caps.api.unwrap_or(current.api),
+        ..current
+    };
+    let behind = apply(
+        service,
+        Change::Update {
+            cache_id: cache_id.to_owned(),
+            username: cred_id.to_owned(),
+            write: next.write,
+            flush: next.flush,
+            api: next.api,
+        },
+    )
+    .await?;
+    tracing::info!(cache = %cache_id, username = %cred_id, "credential capabilities changed");
+    Ok((next, behind))
+}
+
+/// Make a credential the primary one.
+pub async fn promote_credential(
+    service: &Service,
+    cache_id: &str,
+    cred_id: &str,
+) -> Result<(CredentialView, Vec<String>), OpError> {
+    let current = find_credential(service, cache_id, cred_id).await?;
+    let behind = apply(
+        service,
+        Change::Promote {
+            cache_id: cache_id.to_owned(),
+            username: cred_id.to_owned(),
+        },
+    )
+    .await?;
+    tracing::info!(cache = %cache_id, username = %cred_id, "credential promoted to primary");
+    Ok((
+        CredentialView {
+            primary: true,
+            ..current
+        },
+        behind,
+    ))
+}
+
+/// Delete a credential that is not the primary one.
+pub async fn delete_credential(
+    service: &Service,
+    cache_id: &str,
+    cred_id: &str,
+) -> Result<Vec<String>, OpError> {
+    let current = find_credential(service, cache_id, cred_id).await?;
+    if current.primary {
+        return Err(OpError(StatusCode::FORBIDDEN, PRIMARY_NOT_DELETABLE.into()));
+    }
+    let behind = apply(
+        service,
+        Change::Delete {
+            cache_id: cache_id.to_owned(),
+            username: cred_id.to_owned(),
+        },
+    )
+    .await?;
+    tracing::info!(cache = %cache_id, username = %cred_id, "credential deleted");
+    Ok(behind)
+}
+
+/// Enable a disabled cache again on every node.
+pub async fn enable(service: &Service, cache_id: &str) -> Result<Vec<String>, OpError> {
+    current_cache(service, cache_id).await?;
+    let behind = apply(
+        service,
+        Change::SetDisabled {
+            cache_id: cache_id.to_owned(),
+            disabled: false,
+        },
+    )
+    .await?;
+    tracing::info!(cache = %cache_id, "cache enabled");
+    Ok(behind)
+}
