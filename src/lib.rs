@@ -1,4 +1,4 @@
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)] // one audited exception: allocator::release_free_memory
 //! memgate: a TLS + SASL memcached sidecar, a multi-tenant storage node, and
 //! the cache owner's analytics service, in one crate and one binary.
 //!
@@ -7,6 +7,7 @@
 //! - [`node`]: the storage node (`memgate node`).
 //! - [`tls`], [`pki`]: rustls configs from PEM; rcgen PKI.
 //! - [`metrics`]: metric names and the Prometheus exporter.
+//! - [`allocator`]: hands memory freed after a burst back to the OS.
 //! - [`proxy`]: the sidecar (`memgate proxy`).
 //! - [`cluster`]: `memgate up` and `memgate certs`.
 //! - [`config`]: flags, environment and TOML into validated config.
@@ -29,6 +30,7 @@
 //!                 protocol::encode(frame, response) ─▶ client, in request order
 //! ```
 
+pub mod allocator;
 pub mod analytics;
 pub mod bench;
 pub mod cluster;

@@ -60,6 +60,13 @@ enum Failure {
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
+    // Long-running roles hand memory freed after a burst back to the OS.
+    if matches!(
+        cli.role,
+        Role::Node(_) | Role::Proxy(_) | Role::Up(_) | Role::Analytics(_)
+    ) {
+        memgate::allocator::spawn_trimmer();
+    }
     match cli.role {
         Role::Node(args) => memgate_node(args).await,
         Role::Proxy(args) => memgate_proxy(args).await,
