@@ -210,6 +210,8 @@ prefill() { # port: set every key once so that gets hit
 progress() { echo "[$(($(date +%s) - started))s] $*" >&2; }
 
 for path in "${paths[@]}"; do prefill "${port[$path]}"; done
+# The sidecar's memory before any load (the proxy issue's "idle RSS").
+record rss-start memgate-nodes python 0 1 "$(rss_kib "$proxy_pid")"
 helper facts > "$work/facts-start.tsv"
 
 # ------------------------------------- 1 + 5: the paths, scaling and 16 conns
