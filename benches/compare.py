@@ -364,8 +364,7 @@ class Report:
         rows = [self.latency_row("scale", p) for p in PATHS]
         self.w("Closed-loop latency in the same memgate bench runs (ms, from each request's send):", "")
         self.table(["path", "p50", "p99", "p99.9", "p99 × direct"], rows)
-        self.w("![latency distribution at 16 connections](plots/latency_distribution.svg)", "")
-        self.curve_plot("scale", 16, "latency_distribution.svg",
+        self.curve_plot("scale", "latency_distribution.svg",
                         "Latency distribution, closed loop, 16 connections (memgate bench)")
 
     def node(self):
@@ -440,8 +439,7 @@ class Report:
             rate = runs[0]["rate"] if runs else 0
             self.w(f"### {pct}%: {num(rate)} ops/s", "")
             self.table(["path", "p50 ms", "p99 ms", "p99.9 ms", "p99 × direct", "kept up"], rows)
-        self.w("![latency distribution at 50% of the direct peak](plots/latency_distribution_rate50.svg)", "")
-        self.curve_plot("rate50", 16, "latency_distribution_rate50.svg",
+        self.curve_plot("rate50", "latency_distribution_rate50.svg",
                         "Latency distribution at 50% of the direct peak (memgate bench, from intended send times)")
 
     def scaling(self):
@@ -481,11 +479,13 @@ class Report:
         chart(os.path.join(self.a.out, "plots", "p99_vs_connections.svg"), "p99 latency vs connections (memgate bench)",
               "connections", "p99 (ms)", series, xticks=[(c, str(c)) for c in self.levels], xlog=True, ylog=True)
 
-    def curve_plot(self, section, conns, name, title):
-        """Percentile curve per path: the median over repeats at each quantile."""
+    def curve_plot(self, section, name, title):
+        """Percentile curve per path at 16 connections, the median over
+        repeats at each quantile; shown in the report where it is called."""
+        self.w(f"![{title}](plots/{name})", "")
         series = []
         for p, pname in PATHS.items():
-            runs = self.runs.get((section, p, "bench", conns), [])
+            runs = self.runs.get((section, p, "bench", 16), [])
             if not runs:
                 continue
             by_q = defaultdict(list)
