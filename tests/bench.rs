@@ -296,6 +296,10 @@ async fn a_stall_shows_in_every_delayed_request_only_with_a_rate() {
     assert!(paced.latency.p50 < 50_000, "{paced}");
 }
 
+fn n_us(json: &serde_json::Value, p: &str) -> u64 {
+    json["latency_us"][p].as_u64().unwrap()
+}
+
 /// Run the real binary.
 fn memgate(args: &[&str]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_memgate"))
@@ -343,6 +347,13 @@ async fn the_binary_prints_one_json_object() {
     for p in ["p50", "p90", "p99", "p99_9", "max"] {
         assert!(json["latency_us"][p].as_u64().is_some(), "{p}");
     }
+    // The percentile curve rises from the minimum to the maximum.
+    let curve: Vec<(f64, u64)> = serde_json::from_value(json["latency_curve_us"].clone()).unwrap();
+    assert_eq!(curve.len(), memgate::bench::CURVE_QUANTILES.len());
+    assert!(curve
+        .windows(2)
+        .all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1));
+    assert_eq!(curve.last().unwrap().1, n_us(&json, "max"));
     assert!(json["ops_per_sec"].as_f64().unwrap() > 0.0);
     // The progress line (one after the first second) went to stderr.
     assert!(String::from_utf8_lossy(&out.stderr).contains("ops/s"));
@@ -370,5 +381,80 @@ fn bad_arguments_exit_64_with_one_line() {
         assert_eq!(out.status.code(), Some(64), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+    }
+}
+
+/// `benches/compare.sh --smoke` against the binary under test (needs what
+/// `.ci/run` installs: memcached, memcaslap, stunnel4, nutcracker,
+/// saslpasswd2): the report has figures for every path and every section,
+/// and the plots are written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_comparison_script_smoke_run_reports_every_path() {
+    let out = tempfile::tempdir().unwrap();
+    let mut cmd =
+        std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/benches/compare.sh"));
+    cmd.args([
+        "--smoke",
+        "--memgate",
+        env!("CARGO_BIN_EXE_memgate"),
+        "--out",
+    ])
+    .arg(out.path());
+    common::run_ok(cmd).await;
+    let report = std::fs::read_to_string(out.path().join("RESULTS.md")).unwrap();
+    // A figure: digits, maybe with thousands separators or a decimal point.
+    let figure = |cell: &str| {
+        let c = cell.trim().trim_end_matches('×');
+        !c.is_empty() && c.chars().next().unwrap().is_ascii_digit()
+    };
+    let rows = |name: &str| -> Vec<Vec<String>> {
+        report
+            .lines()
+            .filter(|l| l.starts_with(&format!("| {name} |")))
+            .map(|l| l.split('|').map(|c| c.trim().to_string()).collect())
+            .collect()
+    };
+    for path in [
+        "memcached direct",
+        "twemproxy → 3 memcached",
+        "stunnel → memcached -Z",
+        "memgate → 3 memcached -S -Z",
+        "memgate → 3 memgate nodes",
+    ] {
+        // Throughput by both tools, closed-loop latency, both rates, and
+        // the scaling tables (by both tools, and p99).
+        let rows = rows(path);
+        assert!(rows.len() >= 2 + 1 + 2 + 3, "{path}: {rows:?}\n{report}");
+        for row in &rows {
+            assert!(figure(&row[2]) || figure(&row[3]), "{path}: {row:?}");
+        }
+    }
+    for server in ["memcached", "memgate"] {
+        // Throughput by both tools, and a fill by each.
+        let rows = rows(server);
+        assert_eq!(rows.len(), 4, "{server}: {rows:?}\n{report}");
+        assert!(rows.iter().all(|r| figure(&r[3])), "{server}: {rows:?}");
+    }
+    for section in [
+        "## Machine",
+        "## Targets",
+        "## 3. Connection churn",
+        "### 80%",
+        "## Commands",
+    ] {
+        assert!(report.contains(section), "{section}\n{report}");
+    }
+    for plot in [
+        "throughput_vs_connections",
+        "p99_vs_connections",
+        "latency_distribution",
+        "latency_distribution_rate50",
+    ] {
+        let svg = std::fs::read_to_string(out.path().join(format!("plots/{plot}.svg"))).unwrap();
+        assert!(
+            svg.starts_with("<svg") && svg.contains("<polyline"),
+            "{plot}"
+        );
+        assert!(svg.contains("memgate → 3 memgate nodes"), "{plot}");
     }
 }

@@ -865,8 +865,18 @@ pub struct Report {
     pub elapsed: Duration,
     pub stats: Stats,
     pub latency: Latency,
+    /// The latency distribution: (quantile, microseconds) at
+    /// [`CURVE_QUANTILES`], for percentile plots.
+    pub curve: Vec<(f64, u64)>,
     pub prefill: Option<PrefillReport>,
 }
+
+/// Where the latency distribution is sampled: the minimum, the body, a tail
+/// dense enough for a percentile plot on a log scale, and the maximum.
+pub const CURVE_QUANTILES: [f64; 19] = [
+    0.0, 0.25, 0.5, 0.75, 0.8, 0.85, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 0.997, 0.998, 0.999,
+    0.9995, 0.9997, 0.9999, 1.0,
+];
 
 impl Report {
     fn new(
@@ -888,6 +898,14 @@ impl Report {
                 max: h.max(),
             }
         };
+        let curve = if h.is_empty() {
+            Vec::new()
+        } else {
+            CURVE_QUANTILES
+                .iter()
+                .map(|&q| (q, h.value_at_quantile(q)))
+                .collect()
+        };
         Report {
             server: config.server.clone(),
             protocol: config.protocol,
@@ -903,6 +921,7 @@ impl Report {
             elapsed,
             stats,
             latency,
+            curve,
             prefill,
         }
     }
@@ -975,6 +994,11 @@ impl Report {
                 "p99_9": l.p99_9,
                 "max": l.max,
             },
+            "latency_curve_us": self
+                .curve
+                .iter()
+                .map(|&(q, us)| serde_json::json!([q, us]))
+                .collect::<Vec<_>>(),
             "latency_from": if self.rate.is_some() { "intended" } else { "sent" },
             "prefill": self.prefill.as_ref().map(|p| serde_json::json!({
                 "keys": p.keys,

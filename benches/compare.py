@@ -1,0 +1,608 @@
+#!/usr/bin/env python3
+"""Helpers of benches/compare.sh (Python 3 standard library only).
+
+  port                  print a free loopback port
+  facts                 print machine facts (key<TAB>value lines)
+  peak RAW              the direct path's median memgate bench ops/s at 16
+                        connections (the rate that 50% and 80% refer to)
+  churn PORT SECS       connect, one get, close, for SECS: print conn/s
+  idle PORT PID N       RSS of PID before and after N idle client
+                        connections: print "before_kib after_kib bytes_each"
+  items PORT            print curr_items from `stats`
+  report ...            write RESULTS.md and plots/*.svg from the raw runs
+
+The raw file has one measurement a line: section, path, tool, connections,
+repeat, value, where value is a number, "a b" numbers, or the path of a
+memgate bench JSON report.
+"""
+
+import argparse
+import html
+import json
+import math
+import os
+import platform
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections import defaultdict
+
+# The paths in table order, with their display names.
+PATHS = {
+    "direct": "memcached direct",
+    "twemproxy": "twemproxy → 3 memcached",
+    "stunnel": "stunnel → memcached -Z",
+    "memgate-memcached": "memgate → 3 memcached -S -Z",
+    "memgate-nodes": "memgate → 3 memgate nodes",
+}
+PROXIES = ["memgate-memcached", "memgate-nodes"]
+COLORS = {
+    "direct": "#444444",
+    "twemproxy": "#1f77b4",
+    "stunnel": "#d62728",
+    "memgate-memcached": "#ff7f0e",
+    "memgate-nodes": "#2ca02c",
+}
+TOOLS = {"memcaslap": "memcaslap", "bench": "memgate bench"}
+LIMIT_MIB = 64
+RSS_TARGET_MIB = 1.15 * LIMIT_MIB + 20
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def cmd_port(_args):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        print(s.getsockname()[1])
+
+
+def run_out(*cmd):
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+        return (out.stdout + out.stderr).strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def cmd_facts(_args):
+    mem = {}
+    with open("/proc/meminfo") as f:
+        for line in f:
+            k, v = line.split(":", 1)
+            mem[k] = int(v.split()[0])
+    model = ""
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    facts = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "cores": str(os.cpu_count()),
+        "cpu": model,
+        "ram": f"{mem['MemTotal'] / 1048576:.1f} GiB",
+        "kernel": f"{platform.system()} {platform.release()}",
+        "load": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "memcached": run_out("memcached", "-V"),
+        "memcaslap": run_out("memcaslap", "-V").splitlines()[0] if run_out("memcaslap", "-V") else "",
+        "stunnel": next((l for l in run_out("stunnel4", "-version").splitlines() if l.startswith("stunnel")), ""),
+        "nutcracker": run_out("nutcracker", "-V").replace("This is ", ""),
+        "commit": run_out("git", "-C", os.path.dirname(os.path.abspath(__file__)), "describe", "--always", "--dirty"),
+    }
+    for k, v in facts.items():
+        print(f"{k}\t{v}")
+
+
+def read_line(sock, end):
+    buf = b""
+    while not buf.endswith(end):
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise SystemExit("compare.py: connection closed")
+        buf += chunk
+    return buf
+
+
+def cmd_churn(args):
+    """Connections per second, and how many got no reply within 2 s (those
+    are abandoned, not waited for: a proxy that loses one must not hang the
+    benchmark)."""
+    n, stalls, end = 0, 0, time.monotonic() + args.secs
+    while time.monotonic() < end:
+        with socket.create_connection(("127.0.0.1", args.port), timeout=2) as s:
+            try:
+                s.sendall(b"get churn\r\n")
+                read_line(s, b"END\r\n")
+                n += 1
+            except socket.timeout:
+                stalls += 1
+    print(f"{n / args.secs:.0f} {stalls}")
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS"):
+                return int(line.split()[1])
+    return 0
+
+
+def cmd_idle(args):
+    before = rss_kib(args.pid)
+    conns = [socket.create_connection(("127.0.0.1", args.port)) for _ in range(args.n)]
+    for c in conns:
+        c.sendall(b"version\r\n")
+    for c in conns:
+        read_line(c, b"\r\n")
+    time.sleep(1)
+    after = rss_kib(args.pid)
+    for c in conns:
+        c.close()
+    print(before, after, (after - before) * 1024 // args.n)
+
+
+def cmd_items(args):
+    with socket.create_connection(("127.0.0.1", args.port)) as s:
+        s.sendall(b"stats\r\n")
+        text = read_line(s, b"END\r\n").decode()
+    for line in text.splitlines():
+        w = line.split()
+        if len(w) == 3 and w[1] == "curr_items":
+            print(w[2])
+            return
+    raise SystemExit("compare.py: no curr_items in stats")
+
+
+def load_raw(path):
+    """{(section, path, tool, conns): [value per repeat]}"""
+    runs = defaultdict(list)
+    with open(path) as f:
+        for line in f:
+            section, p, tool, conns, _rep, value = line.rstrip("\n").split("\t")
+            if value.endswith(".json"):
+                with open(value) as j:
+                    value = json.load(j)
+            elif " " in value:
+                value = [float(x) for x in value.split()]
+            else:
+                value = float(value)
+            runs[(section, p, tool, int(conns))].append(value)
+    return runs
+
+
+def cmd_peak(args):
+    runs = load_raw(args.raw)
+    levels = sorted(c for (s, p, t, c) in runs if s == "scale" and p == "direct" and t == "bench")
+    level = 16 if 16 in levels else levels[-1]
+    print(int(statistics.median(r["ops_per_sec"] for r in runs[("scale", "direct", "bench", level)])))
+
+
+# ---------------------------------------------------------------- the report
+
+
+def summary(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    return statistics.median(values), min(values), max(values)
+
+
+def num(x):
+    return f"{x:,.0f}"
+
+
+def ms(us):
+    return f"{us / 1000:.3f}" if us < 10_000 else f"{us / 1000:.1f}"
+
+
+def cell(s, fmt=num):
+    return "n/a" if s is None else f"{fmt(s[0])} ({fmt(s[1])}–{fmt(s[2])})"
+
+
+def ratio(a, b):
+    if a is None or b is None or b[0] == 0:
+        return None
+    return a[0] / b[0]
+
+
+def rcell(r, digits=2):
+    return "n/a" if r is None else f"{r:.{digits}f}×"
+
+
+def check(ok):
+    return "✅ met" if ok else "❌ not met"
+
+
+class Report:
+    def __init__(self, args):
+        self.a = args
+        self.runs = load_raw(args.raw)
+        self.levels = [int(x) for x in args.levels.split()]
+        self.lines = []
+
+    def w(self, *lines):
+        self.lines.extend(lines)
+
+    def ops(self, section, path, tool, conns):
+        values = self.runs.get((section, path, tool, conns), [])
+        if tool == "bench":
+            values = [r["ops_per_sec"] for r in values]
+        return summary(values)
+
+    def lat(self, section, path, conns, p):
+        return summary([r["latency_us"][p] for r in self.runs.get((section, path, "bench", conns), [])])
+
+    def latency_row(self, section, path):
+        """name, p50, p99, p99.9 (ms) at 16 connections, and p99 over direct's."""
+        p99 = self.lat(section, path, 16, "p99")
+        return [PATHS[path], cell(self.lat(section, path, 16, "p50"), ms), cell(p99, ms),
+                cell(self.lat(section, path, 16, "p99_9"), ms), rcell(ratio(p99, self.lat(section, "direct", 16, "p99")))]
+
+    def table(self, head, rows, align=None):
+        align = align or ["---"] + ["---:"] * (len(head) - 1)
+        self.w("| " + " | ".join(head) + " |", "| " + " | ".join(align) + " |")
+        for row in rows:
+            self.w("| " + " | ".join(row) + " |")
+        self.w("")
+
+    def write(self):
+        a = self.a
+        facts = dict(l.rstrip("\n").split("\t", 1) for l in open(a.facts) if "\t" in l)
+        facts_end = dict(l.rstrip("\n").split("\t", 1) for l in open(a.facts_end) if "\t" in l)
+        self.w(
+            "# Benchmark results",
+            "",
+            f"Written by `{a.invocation}` ({a.elapsed // 60} min {a.elapsed % 60} s), which starts every server, "
+            "proxy and load generator itself on loopback and measures all of them in the same run. "
+            "**The machine is a shared, noisy VM**: the load generators, the proxies and the servers compete "
+            "for the same cores, and other jobs may run beside them, so absolute numbers move from run to run; "
+            "the ratios between paths measured in the same run are what count.",
+            "",
+            f"Workload unless said otherwise: 90% get / 10% set, 100-byte values, 16 connections, one request "
+            f"in flight per connection, key space prefilled; {a.duration} s per point, {a.repeats} repeat(s) with "
+            "the paths interleaved within each repeat (their order turning by one each time). Cells show the "
+            "median and, in brackets, min–max over the repeats. Throughput is measured with both memgate bench and "
+            "memcaslap (libmemcached-tools' memaslap, an independent tool); latency percentiles come from memgate "
+            "bench's HDR histograms (microsecond resolution, shown in ms).",
+            "",
+            "## Machine",
+            "",
+        )
+        self.table(
+            ["fact", "value"],
+            [
+                ["date (start)", facts.get("date", "")],
+                ["cores", f"{facts.get('cores', '')} ({facts.get('cpu', '')})"],
+                ["RAM", facts.get("ram", "")],
+                ["kernel", facts.get("kernel", "")],
+                ["load average (1, 5, 15 min) at start / end", f"{facts.get('load', '')} / {facts_end.get('load', '')}"],
+                ["memcached version", facts.get("memcached", "")],
+                ["memcaslap version", facts.get("memcaslap", "")],
+                ["stunnel version", facts.get("stunnel", "")],
+                ["twemproxy version", facts.get("nutcracker", "")],
+                ["memgate build", f"release build of commit {facts.get('commit', '')}"],
+            ],
+            ["---", "---"],
+        )
+        self.targets()
+        self.paths()
+        self.node()
+        self.churn()
+        self.rates()
+        self.scaling()
+        self.w("## Commands", "", "The first command of each kind, as run (ports are picked free each run; "
+               "`$WORK` is the run's temp dir):", "", "```")
+        repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        seen = set()
+        for line in open(a.commands):
+            line = line.rstrip("\n").replace(a.work, "$WORK").replace(repo + "/", "")
+            kind = re.sub(r"\d{4,}", "N", line)  # ports and rates differ per run
+            if kind not in seen:
+                seen.add(kind)
+                self.w(line)
+        self.w("```", "")
+        if os.path.exists(os.path.join(repo, "benches", "NOTES.md")):
+            self.w("Profiles and earlier investigations: [NOTES.md](NOTES.md).", "")
+        with open(os.path.join(a.out, "RESULTS.md"), "w") as f:
+            f.write("\n".join(self.lines))
+
+    # The targets of the node and proxy issues, checked on this run.
+    def targets(self):
+        self.w("## Targets", "")
+        rows = []
+        for tool in TOOLS:
+            st = self.ops("scale", "stunnel", tool, 16)
+            tw = self.ops("scale", "twemproxy", tool, 16)
+            for p in PROXIES:
+                m = self.ops("scale", p, tool, 16)
+                r = ratio(m, st)
+                rows.append([f"{PATHS[p]}: ≥ 1.3 × stunnel ({TOOLS[tool]})", rcell(r), check(r is not None and r >= 1.3)])
+                r = ratio(m, tw)
+                rows.append([f"{PATHS[p]}: ≥ 1.0 × twemproxy ({TOOLS[tool]})", rcell(r), check(r is not None and r >= 1.0)])
+        r = ratio(self.churn_rate("memgate-nodes"), self.churn_rate("stunnel"))
+        rows.append(["churn: memgate ≥ 20 × stunnel", rcell(r, 1), check(r is not None and r >= 20)])
+        start = self.runs.get(("rss-start", "memgate-nodes", "python", 0))
+        if start:
+            mib = start[0] / 1024
+            rows.append(["sidecar idle RSS ≤ 20 MiB (before any load)", f"{mib:.1f} MiB", check(mib <= 20)])
+        idle = self.runs.get(("idle", "memgate-nodes", "python", 0))
+        if idle:
+            before, _after, each = idle[0]
+            rows.append(["sidecar idle RSS ≤ 20 MiB (after all the runs)", f"{before / 1024:.1f} MiB",
+                         check(before / 1024 <= 20)])
+            rows.append(["sidecar ≤ 64 KiB per idle client connection", f"{each / 1024:.1f} KiB", check(each <= 65536)])
+        for tool in TOOLS:
+            r = ratio(self.ops("node", "memgate", tool, 16), self.ops("node", "memcached", tool, 16))
+            rows.append([f"node throughput ≥ 1.0 × memcached ({TOOLS[tool]})", rcell(r), check(r is not None and r >= 1.0)])
+        for tool in TOOLS:
+            mc, mg = self.fill(tool, "memcached"), self.fill(tool, "memgate")
+            if mc[0] and mg[0]:
+                r = ratio(mg[0], mc[0])
+                rows.append([f"node items held ≥ memcached (filled by {TOOLS[tool]})", rcell(r), check(r >= 1.0)])
+                rows.append([f"node RSS ≤ 1.15 × 64 MiB + 20 MiB = {RSS_TARGET_MIB:.1f} MiB (filled by {TOOLS[tool]})",
+                             f"{mg[1][0]:.1f} MiB", check(mg[1][0] <= RSS_TARGET_MIB)])
+        self.table(["target (from the node and proxy issues)", "this run", ""], rows, ["---", "---:", "---"])
+
+    def fill(self, tool, server):
+        values = self.runs.get((f"fill-{tool}", server, tool, 16), [])
+        return summary([v[0] for v in values]), summary([v[1] / 1024 for v in values])
+
+    def paths(self):
+        self.w("## 1. The sidecar paths at 16 connections", "")
+        rows = []
+        for tool in TOOLS:
+            d, st, tw = (self.ops("scale", p, tool, 16) for p in ("direct", "stunnel", "twemproxy"))
+            for p, name in PATHS.items():
+                m = self.ops("scale", p, tool, 16)
+                rows.append([name, TOOLS[tool], cell(m), rcell(ratio(m, d)), rcell(ratio(m, st)), rcell(ratio(m, tw))])
+        self.table(["path", "tool", "ops/s", "× direct", "× stunnel", "× twemproxy"], rows,
+                   ["---", "---", "---:", "---:", "---:", "---:"])
+        rows = [self.latency_row("scale", p) for p in PATHS]
+        self.w("Closed-loop latency in the same memgate bench runs (ms, from each request's send):", "")
+        self.table(["path", "p50", "p99", "p99.9", "p99 × direct"], rows)
+        self.curve_plot("scale", "latency_distribution.svg",
+                        "Latency distribution, closed loop, 16 connections (memgate bench)")
+
+    def node(self):
+        self.w("## 2. memgate node vs memcached", "",
+               "`memgate node --insecure-no-auth` and `memcached -t 4`, both at a 64 MiB limit, plain text, "
+               "16 connections.", "")
+        rows = []
+        for tool in TOOLS:
+            mc = self.ops("node", "memcached", tool, 16)
+            for server in ("memcached", "memgate"):
+                m = self.ops("node", server, tool, 16)
+                hits = "" if tool != "bench" else "{:.2f}".format(statistics.median(
+                    r["hit_ratio"] for r in self.runs[("node", server, tool, 16)]))
+                rows.append([server, TOOLS[tool], cell(m), rcell(ratio(m, mc)), hits])
+        self.table(["server", "tool", "ops/s", "× memcached", "get hit ratio"], rows,
+                   ["---", "---", "---:", "---:", "---:"])
+        self.w(f"Filled with 100-byte values: {self.a.fill_keys:,} distinct keys set (16-byte keys with memcaslap, "
+               "`memgate-bench:N` with memgate bench), a fresh process for each fill, then `curr_items` and the "
+               "process's RSS:", "")
+        rows = []
+        for tool in TOOLS:
+            mc_items = self.fill(tool, "memcached")[0]
+            for server in ("memcached", "memgate"):
+                items, rss = self.fill(tool, server)
+                if items is None:
+                    continue
+                rows.append([server, TOOLS[tool], cell(items), rcell(ratio(items, mc_items)),
+                             cell(rss, lambda x: f"{x:.1f}"), f"{rss[0] / LIMIT_MIB:.2f}"])
+        self.table(["server", "filled by", "items held", "× memcached", "RSS MiB", "RSS / limit"], rows,
+                   ["---", "---", "---:", "---:", "---:", "---:"])
+
+    def churn_rate(self, path):
+        return summary([v[0] for v in self.runs.get(("churn", path, "python", 1), [])])
+
+    def churn(self):
+        self.w("## 3. Connection churn", "", "Connect, send one `get`, read the reply, close; one client, "
+               f"for {self.a.duration} s (a small Python loop: neither load generator opens a connection per request).", "")
+        d, st = self.churn_rate("direct"), self.churn_rate("stunnel")
+        rows = []
+        for p in ("direct", "stunnel", "memgate-nodes"):
+            m = self.churn_rate(p)
+            stalls = sum(v[1] for v in self.runs.get(("churn", p, "python", 1), []))
+            rows.append([PATHS[p], cell(m), rcell(ratio(m, d)), rcell(ratio(m, st), 1), num(stalls)])
+        self.table(["path", "connections/s", "× direct", "× stunnel", "no reply in 2 s"], rows)
+        idle = self.runs.get(("idle", "memgate-nodes", "python", 0))
+        if idle:
+            before, after, each = idle[0]
+            start = self.runs.get(("rss-start", "memgate-nodes", "python", 0), [0])[0]
+            self.w(f"The sidecar's (memgate → 3 memgate nodes) RSS: {start / 1024:.1f} MiB started and prefilled, "
+                   f"before any other load; {before / 1024:.1f} MiB after all the runs above (up to 256 connections); "
+                   f"with idle client connections open: {after / 1024:.1f} MiB, {each / 1024:.1f} KiB each.", "")
+
+    def rates(self):
+        self.w("## 4. Latency at a fixed offered load", "")
+        peak = self.ops("scale", "direct", "bench", 16)
+        if peak is None:
+            return
+        self.w(f"Offered load: 50% and 80% of the direct path's median peak ({num(peak[0])} ops/s, memgate bench, "
+               "16 connections), spread over 16 connections; latency counts from each request's *intended* send "
+               "time, so a path that cannot carry the load shows its queue (no coordinated omission). "
+               "\"kept up\" is no when the run needed more than 10% longer than its duration to drain.", "")
+        for pct in (50, 80):
+            section = f"rate{pct}"
+            rows = []
+            for p in PATHS:
+                runs = self.runs.get((section, p, "bench", 16), [])
+                if not runs:
+                    continue
+                kept = sum(r["elapsed_seconds"] <= self.a.duration * 1.1 for r in runs)
+                rows.append(self.latency_row(section, p)
+                            + ["yes" if kept == len(runs) else f"no ({len(runs) - kept} of {len(runs)})"])
+            rate = runs[0]["rate"] if runs else 0
+            self.w(f"### {pct}%: {num(rate)} ops/s", "")
+            self.table(["path", "p50 ms", "p99 ms", "p99.9 ms", "p99 × direct", "kept up"], rows)
+        self.curve_plot("rate50", "latency_distribution_rate50.svg",
+                        "Latency distribution at 50% of the direct peak (memgate bench, from intended send times)")
+
+    def scaling(self):
+        self.w("## 5. Scaling with connections", "",
+               "Closed loop, one request in flight per connection. Each cell: median ops/s and the ratio to the "
+               "direct path at the same number of connections.", "")
+        for tool in TOOLS:
+            rows = []
+            for p, name in PATHS.items():
+                row = [name]
+                for c in self.levels:
+                    m = self.ops("scale", p, tool, c)
+                    row.append("n/a" if m is None else f"{num(m[0])} ({rcell(ratio(m, self.ops('scale', 'direct', tool, c)))})")
+                rows.append(row)
+            self.w(f"Throughput, {TOOLS[tool]}:", "")
+            self.table(["path"] + [f"{c} conn" for c in self.levels], rows)
+        rows = []
+        for p, name in PATHS.items():
+            rows.append([name] + [cell(self.lat("scale", p, c, "p99"), ms) for c in self.levels])
+        self.w("p99 latency in ms (memgate bench):", "")
+        self.table(["path"] + [f"{c} conn" for c in self.levels], rows)
+        self.w("![throughput vs connections](plots/throughput_vs_connections.svg)", "",
+               "![p99 vs connections](plots/p99_vs_connections.svg)", "")
+        series = []
+        for tool, dash in (("bench", ""), ("memcaslap", "5,4")):
+            for p, name in PATHS.items():
+                pts = [(c, self.ops("scale", p, tool, c)) for c in self.levels]
+                series.append((f"{name} ({TOOLS[tool]})", COLORS[p], dash,
+                               [(c, s[0]) for c, s in pts if s is not None]))
+        chart(os.path.join(self.a.out, "plots", "throughput_vs_connections.svg"),
+              "Throughput vs connections (solid: memgate bench, dashed: memcaslap)",
+              "connections", "ops/s", series, xticks=[(c, str(c)) for c in self.levels], xlog=True)
+        series = []
+        for p, name in PATHS.items():
+            pts = [(c, self.lat("scale", p, c, "p99")) for c in self.levels]
+            series.append((name, COLORS[p], "", [(c, s[0] / 1000) for c, s in pts if s is not None]))
+        chart(os.path.join(self.a.out, "plots", "p99_vs_connections.svg"), "p99 latency vs connections (memgate bench)",
+              "connections", "p99 (ms)", series, xticks=[(c, str(c)) for c in self.levels], xlog=True, ylog=True)
+
+    def curve_plot(self, section, name, title):
+        """Percentile curve per path at 16 connections, the median over
+        repeats at each quantile; shown in the report where it is called."""
+        self.w(f"![{title}](plots/{name})", "")
+        series = []
+        for p, pname in PATHS.items():
+            runs = self.runs.get((section, p, "bench", 16), [])
+            if not runs:
+                continue
+            by_q = defaultdict(list)
+            for r in runs:
+                for q, us in r["latency_curve_us"]:
+                    by_q[q].append(us)
+            pts = [(nines(q), statistics.median(v) / 1000) for q, v in sorted(by_q.items())]
+            series.append((pname, COLORS[p], "", pts))
+        ticks = [(0, "0"), (1, "90"), (2, "99"), (3, "99.9"), (4, "99.99"), (MAX_X, "max")]
+        chart(os.path.join(self.a.out, "plots", name), title, "percentile", "latency (ms)", series,
+              xticks=ticks, ylog=True)
+
+
+MAX_X = 4.6
+
+
+def nines(q):
+    """The x of a quantile on a percentile plot: 90% -> 1, 99% -> 2, max last."""
+    return MAX_X if q >= 1 else -math.log10(1 - q)
+
+
+def chart(path, title, xlabel, ylabel, series, xticks, xlog=False, ylog=False):
+    """A line chart as a hand-written SVG."""
+    width, height, left, right, top, bottom = 960, 480, 80, 340, 40, 50
+    pw, ph = width - left - right, height - top - bottom
+    fx = (lambda x: math.log2(x)) if xlog else (lambda x: x)
+    ys = [y for _, _, _, pts in series for _, y in pts if y > 0]
+    if not ys:
+        ys = [1]
+    if ylog:
+        lo, hi = 10 ** math.floor(math.log10(min(ys))), 10 ** math.ceil(math.log10(max(ys)))
+        fy = lambda y: (math.log10(max(y, lo)) - math.log10(lo)) / (math.log10(hi) - math.log10(lo))
+        yticks = [10 ** e for e in range(round(math.log10(lo)), round(math.log10(hi)) + 1)]
+    else:
+        hi = nice(max(ys) * 1.05)
+        fy = lambda y: y / hi
+        yticks = [hi * i / 5 for i in range(6)]
+    xs = [fx(x) for x, _ in xticks]
+    x0, x1 = min(xs), max(xs)
+    if x1 == x0:
+        x1 = x0 + 1
+    px = lambda x: left + (fx(x) - x0) / (x1 - x0) * pw
+    py = lambda y: top + ph - fy(y) * ph
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">',
+           f'<rect width="{width}" height="{height}" fill="white"/>',
+           f'<text x="{left + pw / 2}" y="22" text-anchor="middle" font-size="14">{html.escape(title)}</text>']
+    for y in yticks:
+        yy = py(y)
+        out.append(f'<line x1="{left}" y1="{yy:.1f}" x2="{left + pw}" y2="{yy:.1f}" stroke="#ddd"/>')
+        label = f"{y:g}" if ylog else num(y)
+        out.append(f'<text x="{left - 6}" y="{yy + 4:.1f}" text-anchor="end">{label}</text>')
+    for x, label in xticks:
+        xx = px(x)
+        out.append(f'<line x1="{xx:.1f}" y1="{top}" x2="{xx:.1f}" y2="{top + ph}" stroke="#eee"/>')
+        out.append(f'<text x="{xx:.1f}" y="{top + ph + 16}" text-anchor="middle">{html.escape(label)}</text>')
+    out.append(f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#888"/>')
+    out.append(f'<text x="{left + pw / 2}" y="{height - 10}" text-anchor="middle">{html.escape(xlabel)}</text>')
+    out.append(f'<text x="18" y="{top + ph / 2}" text-anchor="middle" '
+               f'transform="rotate(-90 18 {top + ph / 2})">{html.escape(ylabel)}</text>')
+    for i, (name, color, dash, pts) in enumerate(series):
+        if pts:
+            d = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in pts)
+            dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
+            out.append(f'<polyline points="{d}" fill="none" stroke="{color}" stroke-width="2"{dash_attr}/>')
+            for x, y in pts:
+                out.append(f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="2.5" fill="{color}"/>')
+        ly = top + 10 + i * 18
+        lx = left + pw + 14
+        dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
+        out.append(f'<line x1="{lx}" y1="{ly}" x2="{lx + 24}" y2="{ly}" stroke="{color}" stroke-width="2"{dash_attr}/>')
+        out.append(f'<text x="{lx + 30}" y="{ly + 4}">{html.escape(name)}</text>')
+    out.append("</svg>")
+    with open(path, "w") as f:
+        f.write("\n".join(out) + "\n")
+
+
+def nice(x):
+    """The next round number at or above x, for a linear axis."""
+    if x <= 0:
+        return 1
+    e = 10 ** math.floor(math.log10(x))
+    for m in (1, 2, 2.5, 5, 10):
+        if m * e >= x:
+            return m * e
+    return 10 * e
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("port").set_defaults(f=cmd_port)
+    sub.add_parser("facts").set_defaults(f=cmd_facts)
+    p = sub.add_parser("peak")
+    p.add_argument("raw")
+    p.set_defaults(f=cmd_peak)
+    p = sub.add_parser("churn")
+    p.add_argument("port", type=int)
+    p.add_argument("secs", type=float)
+    p.set_defaults(f=cmd_churn)
+    p = sub.add_parser("idle")
+    p.add_argument("port", type=int)
+    p.add_argument("pid", type=int)
+    p.add_argument("n", type=int)
+    p.set_defaults(f=cmd_idle)
+    p = sub.add_parser("items")
+    p.add_argument("port", type=int)
+    p.set_defaults(f=cmd_items)
+    p = sub.add_parser("report")
+    for name in ("raw", "commands", "facts", "facts-end", "out", "levels", "invocation", "work"):
+        p.add_argument("--" + name, required=True)
+    for name in ("duration", "repeats", "fill-keys", "elapsed"):
+        p.add_argument("--" + name, type=int, required=True)
+    p.set_defaults(f=lambda a: Report(a).write())
+    args = ap.parse_args()
+    args.f(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,308 @@
+#!/usr/bin/env bash
+# The side-by-side benchmark report, in one run on one machine (issue 5).
+#
+# Everything is started here, on loopback, on free ports, in a temp dir, and
+# killed on exit. Measured, with memgate bench (closed loop and fixed rate,
+# HDR percentiles) and with memcaslap (an independent tool) where it can:
+#   1. the sidecar paths: memcached direct | twemproxy -> 3 memcached
+#      | stunnel -> memcached -Z | memgate proxy -> 3 memcached -S -Z (SASL)
+#      | memgate proxy -> 3 memgate nodes (TLS + SASL);
+#   2. the node: memgate node vs memcached, throughput, then items held and
+#      RSS when filled with 100-byte values at a 64 MiB limit;
+#   3. connection churn (connect, one get, close) through each sidecar;
+#   4. latency at a fixed offered load, 50% and 80% of the direct path's peak;
+#   5. scaling: throughput and p99 at 1, 4, 16, 64, 256 connections.
+# Workload (the node and proxy issues'): 90% get / 10% set, 100-byte values,
+# 16 connections, key space prefilled. Every figure is repeated (paths
+# interleaved within each repeat, so noise on a shared machine spreads over
+# all of them); benches/compare.py turns the raw runs into RESULTS.md
+# (medians, min-max, ratios) and SVG plots.
+#
+# Usage: benches/compare.sh [--duration S] [--repeats N] [--levels "1 4 16"]
+#                           [--quick|--smoke] [--out DIR] [--memgate PATH]
+#   --smoke   1 s per point, 1 repeat, 16 connections only, small fills; writes
+#             to a temp dir (or --out), never to the committed RESULTS.md.
+#   --memgate use this binary instead of building the release one.
+# Needs: memcached, libmemcached-tools (memcaslap), stunnel4, nutcracker,
+# sasl2-bin (saslpasswd2), python3.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+here=$repo/benches
+
+duration=5
+repeats=3
+levels="1 4 16 64 256"
+smoke=0
+out=""
+bin=""
+while [ $# -gt 0 ]; do
+  case $1 in
+    --duration) duration=$2; shift 2 ;;
+    --repeats) repeats=$2; shift 2 ;;
+    --levels) levels=$2; shift 2 ;;
+    --quick | --smoke) smoke=1; shift ;;
+    --out) out=$2; shift 2 ;;
+    --memgate) bin=$2; shift 2 ;;
+    -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "compare.sh: unknown argument $1 (see --help)" >&2; exit 64 ;;
+  esac
+done
+# How many 100-byte sets fill a 64 MiB node: ~350k fit, so twice that evicts.
+fill_keys=700000
+if [ "$smoke" = 1 ]; then
+  duration=1 repeats=1 levels="16" fill_keys=20000
+  [ -n "$out" ] || out=$(mktemp -d -t memgate-compare.XXXXXX)
+fi
+[ -n "$out" ] || out=$here
+mkdir -p "$out/plots"
+if [ -z "$bin" ]; then
+  (cd "$repo" && cargo build --release -q)
+  bin=$repo/target/release/memgate
+fi
+bin=$(realpath "$bin")
+started=$(date +%s)
+
+work=$(mktemp -d -t memgate-compare-work.XXXXXX)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  # MEMGATE_COMPARE_KEEP=DIR keeps the raw runs (to re-render the report).
+  if [ -n "${MEMGATE_COMPARE_KEEP:-}" ]; then mkdir -p "$MEMGATE_COMPARE_KEEP" && cp -r "$work/." "$MEMGATE_COMPARE_KEEP"; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+# Raw results, one measurement a line: section path tool conns repeat value
+# (value is a figure, or a memgate bench JSON file); compare.py reads them.
+raw=$work/raw.tsv
+: > "$raw"
+mkdir -p "$work/runs"
+helper() { python3 "$here/compare.py" "$@"; }
+record() { printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >> "$raw"; }
+# The exact commands, as run; the report keeps the first of each kind.
+note() { printf '%s\n' "$*" >> "$work/commands.txt"; }
+
+free_port() { helper port; }
+wait_port() {
+  for _ in $(seq 200); do (echo > /dev/tcp/127.0.0.1/"$1") 2>/dev/null && return; sleep 0.05; done
+  echo "compare.sh: port $1 never opened" >&2; exit 1
+}
+# Start in the background, remembered for cleanup; sets $pid (no command
+# substitution: that would run it in a subshell).
+bg() { note "$@"; "$@" >/dev/null 2>>"$work/servers.log" & pid=$!; pids+=("$pid"); }
+stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+rss_kib() { awk '/VmRSS/ {print $2}' /proc/"$1"/status; }
+
+# ---------------------------------------------------------------- set-up
+# PKI, one cache with one credential for the memgate nodes, the same
+# credential in a sasldb for memcached -S.
+"$bin" certs --out "$work/pki" --node localhost >/dev/null
+user=bench pass=bench-password-123
+cat > "$work/caches.toml" <<TOML
+[[cache]]
+id = "bench"
+memory_limit = "64MiB"
+[[cache.credential]]
+username = "$user"
+password = "$pass"
+TOML
+echo -n "$pass" | saslpasswd2 -p -a memcached -c -f "$work/sasldb" "$user"
+printf 'mech_list: plain\nsasldb_path: %s\n' "$work/sasldb" > "$work/memcached.conf"
+tls_opts="ssl_chain_cert=$work/pki/localhost.crt,ssl_key=$work/pki/localhost.key"
+export MEMGATE_LOG=warn
+
+memcached_at() { # port [memcached flags...]: 64 MiB, as every server here
+  local port=$1; shift
+  bg memcached -p "$port" -l 127.0.0.1 -U 0 -m 64 -u root "$@"
+}
+node_at() { # port [memgate node flags...]
+  local port=$1; shift
+  bg "$bin" node --memory-limit 64MiB "$@"
+}
+# memcached direct; three plain ones behind twemproxy; one -Z behind stunnel;
+# three -S -Z (SASL from the sasldb) behind memgate; three memgate nodes.
+direct=$(free_port); memcached_at "$direct" -t 4
+plain=(); for _ in 1 2 3; do p=$(free_port); plain+=("$p"); memcached_at "$p" -t 1; done
+mz=$(free_port); memcached_at "$mz" -t 4 -Z -o "$tls_opts"
+export SASL_CONF_PATH=$work
+szs=(); for _ in 1 2 3; do p=$(free_port); szs+=("$p"); memcached_at "$p" -t 1 -S -Z -o "$tls_opts"; done
+nodes=(); for _ in 1 2 3; do
+  p=$(free_port); nodes+=("$p")
+  node_at "$p" --listen none --tls-listen 127.0.0.1:"$p" --caches "$work/caches.toml" \
+    --cert "$work/pki/localhost.crt" --key "$work/pki/localhost.key"
+done
+
+# twemproxy (ketama, md5, as libmemcached) over the plain three.
+tw=$(free_port)
+{
+  printf 'bench:\n  listen: 127.0.0.1:%s\n  hash: md5\n  distribution: ketama\n  timeout: 1000\n  servers:\n' "$tw"
+  for p in "${plain[@]}"; do printf '    - 127.0.0.1:%s:1\n' "$p"; done
+} > "$work/nutcracker.yml"
+bg nutcracker -c "$work/nutcracker.yml" -s "$(free_port)" -a 127.0.0.1 -o "$work/nutcracker.log"
+# stunnel in client mode, as the buildpack ran it (verify = 2 against the CA).
+st=$(free_port)
+cat > "$work/stunnel.conf" <<CONF
+foreground = yes
+pid =
+[memcache]
+client = yes
+accept = 127.0.0.1:$st
+connect = 127.0.0.1:$mz
+verify = 2
+CAfile = $work/pki/ca.crt
+CONF
+bg stunnel4 "$work/stunnel.conf"
+# The memgate sidecar in front of memcached -S -Z and of the memgate nodes.
+server_list() { local out="" i=1; for p in "$@"; do out+="${out:+,}n$i=127.0.0.1:$p"; i=$((i + 1)); done; echo "$out"; }
+proxy_at() { # port backend-ports...
+  local port=$1; shift
+  bg "$bin" proxy --listen 127.0.0.1:"$port" --servers "$(server_list "$@")" --ca "$work/pki/ca.crt" \
+    --server-name localhost --username "$user" --password "$pass" --metrics-listen none
+}
+pm=$(free_port); proxy_at "$pm" "${szs[@]}"
+pn=$(free_port); proxy_at "$pn" "${nodes[@]}"; proxy_pid=$pid
+for p in "$direct" "${plain[@]}" "$mz" "${szs[@]}" "${nodes[@]}" "$tw" "$st" "$pm" "$pn"; do wait_port "$p"; done
+
+# The paths, in the order of every table; compare.py knows their names.
+paths=(direct twemproxy stunnel memgate-memcached memgate-nodes)
+declare -A port=([direct]=$direct [twemproxy]=$tw [stunnel]=$st [memgate-memcached]=$pm [memgate-nodes]=$pn)
+
+# ---------------------------------------------------------------- the tools
+cat > "$work/mix.cfg" <<'CFG'
+key
+16 16 1
+value
+100 100 1
+cmd
+0 0.1
+1 0.9
+CFG
+sed 's/^0 0.1$/0 1/; s/^1 0.9$/1 0/' "$work/mix.cfg" > "$work/fill.cfg"
+keys=10000
+bench_args=(--protocol text --ratio 1:9 --value-size 100)
+
+memcaslap_ops() { # port conns -> ops/s (memcaslap: one thread per core at most)
+  local threads=$(($2 < 2 ? $2 : 2))
+  local cmd=(memcaslap -s 127.0.0.1:"$1" -F "$work/mix.cfg" -T "$threads" -c "$2" -t "${duration}s")
+  note "${cmd[@]}"
+  timeout $((duration + 60)) "${cmd[@]}" 2>&1 | awk '/^Run time/ {for (i = 1; i <= NF; i++) if ($i == "TPS:") v = $(i + 1)} END {print v + 0}'
+}
+bench_json() { # file port args...: one memgate bench run, its JSON kept
+  local file=$1 port=$2; shift 2
+  local cmd=("$bin" bench --server 127.0.0.1:"$port" "${bench_args[@]}" --json "$@")
+  note "${cmd[@]}"
+  timeout $((duration * 4 + 120)) "${cmd[@]}" > "$file" 2>>"$work/bench.log" || {
+    echo "compare.sh: memgate bench failed on port $port (${file##*/}); see below" >&2
+    tail -3 "$work/bench.log" >&2; exit 1
+  }
+}
+closed_loop() { # section path port conns repeat: both tools, recorded
+  local section=$1 path=$2 p=$3 c=$4 r=$5
+  record "$section" "$path" memcaslap "$c" "$r" "$(memcaslap_ops "$p" "$c")"
+  local f=$work/runs/$section-$path-$c-$r.json
+  bench_json "$f" "$p" --key-space "$keys" --connections "$c" --duration "${duration}s"
+  record "$section" "$path" bench "$c" "$r" "$f"
+}
+prefill() { # port: set every key once so that gets hit
+  bench_json "$work/runs/prefill-$1.json" "$1" --key-space "$keys" --prefill --requests 1 --connections 16 --pipeline 8
+}
+progress() { echo "[$(($(date +%s) - started))s] $*" >&2; }
+
+for path in "${paths[@]}"; do prefill "${port[$path]}"; done
+# The sidecar's memory before any load (the proxy issue's "idle RSS").
+record rss-start memgate-nodes python 0 1 "$(rss_kib "$proxy_pid")"
+helper facts > "$work/facts-start.tsv"
+
+# ------------------------------------- 1 + 5: the paths, scaling and 16 conns
+# Each repeat walks every level and every path; the order of the paths turns
+# by one each repeat, so none is always first after a pause.
+for r in $(seq "$repeats"); do
+  for c in $levels; do
+    for i in "${!paths[@]}"; do
+      path=${paths[$(((i + r) % ${#paths[@]}))]}
+      progress "repeat $r/$repeats, $c connections, $path"
+      closed_loop scale "$path" "${port[$path]}" "$c" "$r"
+    done
+  done
+done
+
+# ------------------------------------------- 4: latency at a fixed offered load
+# The direct path's peak is its median memgate bench throughput at the
+# issues' 16 connections; a path that cannot carry the rate queues, and its
+# latency (counted from each intended send time) shows it.
+peak=$(helper peak "$raw")
+for r in $(seq "$repeats"); do
+  for pct in 50 80; do
+    rate=$((peak * pct / 100))
+    for i in "${!paths[@]}"; do
+      path=${paths[$(((i + r) % ${#paths[@]}))]}
+      progress "repeat $r/$repeats, $pct% of $peak ops/s, $path"
+      f=$work/runs/rate$pct-$path-$r.json
+      bench_json "$f" "${port[$path]}" --key-space "$keys" --connections 16 --rate "$rate" --timeout 30s --duration "${duration}s"
+      record "rate$pct" "$path" bench 16 "$r" "$f"
+    done
+  done
+done
+
+# --------------------------------------------------- 3: connection churn
+for r in $(seq "$repeats"); do
+  for path in stunnel memgate-nodes direct; do
+    progress "repeat $r/$repeats, churn, $path"
+    note python3 benches/compare.py churn PORT "$duration"
+    record churn "$path" python 1 "$r" "$(helper churn "${port[$path]}" "$duration")"
+  done
+done
+# The sidecar's memory: after all the above, and with 2000 idle clients.
+read -r before after each <<<"$(helper idle "$pn" "$proxy_pid" "$([ "$smoke" = 1 ] && echo 200 || echo 2000)")"
+record idle memgate-nodes python 0 1 "$before $after $each"
+helper facts > "$work/facts-end.tsv"
+stop "$proxy_pid"
+
+# ------------------------------------------------------------- 2: the node
+# Throughput against the memcached above (same flags) and one memgate node
+# without login, interleaved; then each filled, on a fresh process per fill.
+np=$(free_port); node_at "$np" --insecure-no-auth --listen 127.0.0.1:"$np"; node_pid=$pid
+wait_port "$np"; prefill "$np"
+for r in $(seq "$repeats"); do
+  for server in memcached memgate; do
+    p=$direct; [ "$server" = memgate ] && p=$np
+    progress "repeat $r/$repeats, node throughput, $server"
+    closed_loop node "$server" "$p" 16 "$r"
+  done
+done
+stop "$node_pid"
+fill() { # server tool repeat: a fresh server, filled, then items and RSS
+  local server=$1 tool=$2 r=$3 p
+  p=$(free_port)
+  if [ "$server" = memcached ]; then memcached_at "$p" -t 4; else node_at "$p" --insecure-no-auth --listen 127.0.0.1:"$p"; fi
+  wait_port "$p"
+  if [ "$tool" = memcaslap ]; then
+    local cmd=(memcaslap -s 127.0.0.1:"$p" -F "$work/fill.cfg" -T 2 -c 16 -w "$((fill_keys / 16 / 1000 + 1))k" -x "$fill_keys")
+    note "${cmd[@]}"
+    timeout 600 "${cmd[@]}" > /dev/null 2>&1 || true
+  else
+    bench_json "$work/runs/fill-$server-$r.json" "$p" --prefill --key-space "$fill_keys" --requests 1 --connections 16 --pipeline 8
+  fi
+  record "fill-$tool" "$server" "$tool" 16 "$r" "$(helper items "$p") $(rss_kib "$pid")"
+  stop "$pid"
+}
+for r in $(seq "$repeats"); do
+  for tool in memcaslap bench; do
+    for server in memcached memgate; do
+      progress "repeat $r/$repeats, fill with $tool, $server"
+      fill "$server" "$tool" "$r"
+    done
+  done
+done
+
+# ------------------------------------------------------------- the report
+elapsed=$(($(date +%s) - started))
+args="--duration $duration --repeats $repeats"
+[ "$smoke" = 1 ] && args="--smoke"
+helper report --raw "$raw" --commands "$work/commands.txt" --facts "$work/facts-start.tsv" \
+  --facts-end "$work/facts-end.tsv" --out "$out" --duration "$duration" --repeats "$repeats" \
+  --levels "$levels" --fill-keys "$fill_keys" --elapsed "$elapsed" --invocation "benches/compare.sh $args" \
+  --work "$work"
+progress "done: $out/RESULTS.md and $out/plots/"
+echo "$out"
