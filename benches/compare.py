@@ -108,19 +108,32 @@ def read_line(sock, end):
 
 
 def cmd_churn(args):
-    """Connections per second, and how many got no reply within 2 s (those
-    are abandoned, not waited for: a proxy that loses one must not hang the
-    benchmark)."""
-    n, stalls, end = 0, 0, time.monotonic() + args.secs
+    """Connections per second; how many got no reply within 2 s (those are
+    abandoned, not waited for: a proxy that loses one must not hang the
+    benchmark); and how many got an error reply instead of END."""
+    n, stalls, errors, end = 0, 0, 0, time.monotonic() + args.secs
     while time.monotonic() < end:
         with socket.create_connection(("127.0.0.1", args.port), timeout=2) as s:
             try:
                 s.sendall(b"get churn\r\n")
-                read_line(s, b"END\r\n")
-                n += 1
+                buf = b""
+                while not buf.endswith(b"END\r\n"):
+                    if buf.endswith(b"\r\n") and buf.split(b" ", 1)[0].rstrip() in ERROR_REPLIES:
+                        errors += 1
+                        break
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        raise SystemExit("compare.py: connection closed")
+                    buf += chunk
+                else:
+                    n += 1
             except socket.timeout:
                 stalls += 1
-    print(f"{n / args.secs:.0f} {stalls}")
+    print(f"{n / args.secs:.0f} {stalls} {errors}")
+
+
+# A get answered with one of these lines ended in an error, not END.
+ERROR_REPLIES = (b"ERROR", b"SERVER_ERROR", b"CLIENT_ERROR")
 
 
 def rss_kib(pid):
@@ -406,9 +419,11 @@ class Report:
         rows = []
         for p in ("direct", "stunnel", "memgate-nodes"):
             m = self.churn_rate(p)
-            stalls = sum(v[1] for v in self.runs.get(("churn", p, "python", 1), []))
-            rows.append([PATHS[p], cell(m), rcell(ratio(m, d)), rcell(ratio(m, st), 1), num(stalls)])
-        self.table(["path", "connections/s", "× direct", "× stunnel", "no reply in 2 s"], rows)
+            runs = self.runs.get(("churn", p, "python", 1), [])
+            stalls = sum(v[1] for v in runs)
+            errors = sum(v[2] for v in runs if len(v) > 2)
+            rows.append([PATHS[p], cell(m), rcell(ratio(m, d)), rcell(ratio(m, st), 1), num(stalls), num(errors)])
+        self.table(["path", "connections/s", "× direct", "× stunnel", "no reply in 2 s", "error replies"], rows)
         idle = self.runs.get(("idle", "memgate-nodes", "python", 0))
         if idle:
             before, after, each = idle[0]
