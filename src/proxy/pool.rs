@@ -68,11 +68,10 @@ impl Node {
     pub fn pick_slot(&self) -> usize {
         let mut best = (usize::MAX, 0);
         for (i, slot) in self.slots.iter().enumerate() {
-            let Some(conn) = live(&slot.conn) else {
+            let Some(load) = live_load(&slot.conn) else {
                 // Not connected yet: the first request connects it.
                 return i;
             };
-            let load = conn.load();
             if load < SPILL_LOAD {
                 return i;
             }
@@ -181,6 +180,16 @@ impl Node {
 fn live(conn: &Mutex<Option<Connection>>) -> Option<Connection> {
     let guard = conn.lock().ok()?;
     guard.as_ref().filter(|c| c.is_alive()).cloned()
+}
+
+/// The load of a live connection, read in place (no handle cloned: this runs
+/// for most requests).
+fn live_load(conn: &Mutex<Option<Connection>>) -> Option<usize> {
+    let guard = conn.lock().ok()?;
+    guard
+        .as_ref()
+        .filter(|c| c.is_alive())
+        .map(Connection::load)
 }
 
 /// Every node, the ring over them, and the failover policy.
