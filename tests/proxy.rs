@@ -190,42 +190,7 @@ async fn large_values_are_not_followed_on_the_wire() {
 #[tokio::test]
 async fn many_clients_pipelining_never_get_each_others_replies() {
     let (_pki, _nodes, proxy) = cluster(3, |_| {}).await;
-    let mut tasks = Vec::new();
-    for client in 0..100u32 {
-        let addr = proxy.addr;
-        tasks.push(tokio::spawn(async move {
-            let mut c = connect(addr).await;
-            let mut seed = client.wrapping_mul(2_654_435_761).max(1);
-            let mut next = move || {
-                seed ^= seed << 13;
-                seed ^= seed >> 17;
-                seed ^= seed << 5;
-                seed
-            };
-            for round in 0..5 {
-                let mut burst = Vec::new();
-                let mut expect = Vec::new();
-                for j in 0..10 {
-                    let len = (next() % 3000) as usize;
-                    let byte = b'a' + (next() % 26) as u8;
-                    let key = format!("c{client}-r{round}-k{j}");
-                    let value = vec![byte; len];
-                    burst.extend(format!("set {key} {client} 0 {len}\r\n").bytes());
-                    burst.extend(&value);
-                    burst.extend(b"\r\n");
-                    burst.extend(format!("get {key}\r\n").bytes());
-                    expect.extend(b"STORED\r\n");
-                    expect.extend(format!("VALUE {key} {client} {len}\r\n").bytes());
-                    expect.extend(&value);
-                    expect.extend(b"\r\nEND\r\n");
-                }
-                c.expect(&burst, &expect).await;
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
+    pipelining_clients_get_their_own_bytes(proxy.addr, 100).await;
 }
 
 #[tokio::test]
@@ -353,18 +318,24 @@ async fn certificates_from_another_ca_or_name_are_refused() {
         let mut config = proxy_config(&server_entries(&nodes), &ca);
         config.server_name = name.map(str::to_string);
         let proxy = start_proxy(config).await;
-        let mut c = connect(proxy.addr).await;
-        c.send(b"get a\r\n").await;
-        let reply = String::from_utf8(c.read_exact(12).await).unwrap();
-        assert!(reply.starts_with("SERVER_ERROR"), "{reply}");
-        let (_, metrics) = http_get(proxy.metrics.unwrap(), "/metrics").await;
-        assert!(
-            metrics.contains("memgate_proxy_tls_failures_total{node=\"n0\"}"),
-            "{metrics}"
-        );
+        assert_refused_before_login(&proxy, &nodes[0]).await;
     }
-    // The node never saw a login attempt.
-    let tenants = nodes[0].shared.tenants();
+}
+
+/// A client's request through `proxy` gets SERVER_ERROR at once, the proxy
+/// counts a TLS failure for node n0, and `node` never saw a login attempt:
+/// no password went to a node whose certificate did not verify.
+async fn assert_refused_before_login(proxy: &TestProxy, node: &TestNode) {
+    let mut c = connect(proxy.addr).await;
+    c.send(b"get a\r\n").await;
+    let reply = String::from_utf8(c.read_exact(12).await).unwrap();
+    assert!(reply.starts_with("SERVER_ERROR"), "{reply}");
+    let (_, metrics) = http_get(proxy.metrics.unwrap(), "/metrics").await;
+    assert!(
+        metrics.contains("memgate_proxy_tls_failures_total{node=\"n0\"}"),
+        "{metrics}"
+    );
+    let tenants = node.shared.tenants();
     assert_eq!(
         tenants
             .get("42")
@@ -372,7 +343,8 @@ async fn certificates_from_another_ca_or_name_are_refused() {
             .stats
             .auth_cmds
             .load(Ordering::Relaxed),
-        0
+        0,
+        "no password sent"
     );
 }
 
@@ -421,26 +393,7 @@ async fn expired_node_certificate_is_refused() {
     .await;
     let nodes = vec![node];
     let proxy = start_proxy(proxy_config(&server_entries(&nodes), &pki.ca_pem())).await;
-    let mut c = connect(proxy.addr).await;
-    c.send(b"get a\r\n").await;
-    let reply = String::from_utf8(c.read_exact(12).await).unwrap();
-    assert!(reply.starts_with("SERVER_ERROR"), "{reply}");
-    let (_, metrics) = http_get(proxy.metrics.unwrap(), "/metrics").await;
-    assert!(
-        metrics.contains("memgate_proxy_tls_failures_total{node=\"n0\"}"),
-        "{metrics}"
-    );
-    let tenants = nodes[0].shared.tenants();
-    assert_eq!(
-        tenants
-            .get("42")
-            .unwrap()
-            .stats
-            .auth_cmds
-            .load(Ordering::Relaxed),
-        0,
-        "no password sent"
-    );
+    assert_refused_before_login(&proxy, &nodes[0]).await;
 }
 
 #[tokio::test]

@@ -425,41 +425,7 @@ async fn large_values_followed_by_pipelined_commands_do_not_stall() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_pipelining_clients_get_their_own_bytes() {
     let (_cluster, proxy) = setup().await;
-    let mut tasks = Vec::new();
-    for client in 0..100u32 {
-        let addr = proxy.addr;
-        tasks.push(tokio::spawn(async move {
-            let mut c = connect(addr).await;
-            let mut seed = client.wrapping_mul(2_654_435_761).max(1);
-            let mut next = move || {
-                seed ^= seed << 13;
-                seed ^= seed >> 17;
-                seed ^= seed << 5;
-                seed
-            };
-            for round in 0..5 {
-                let mut burst = Vec::new();
-                let mut expect = Vec::new();
-                for j in 0..10 {
-                    let len = (next() % 3000) as usize;
-                    let value: Vec<u8> = (0..len).map(|_| b'a' + (next() % 26) as u8).collect();
-                    let key = format!("c{client}-r{round}-k{j}");
-                    burst.extend(format!("set {key} {client} 0 {len}\r\n").bytes());
-                    burst.extend(&value);
-                    burst.extend(b"\r\n");
-                    burst.extend(format!("get {key}\r\n").bytes());
-                    expect.extend(b"STORED\r\n");
-                    expect.extend(format!("VALUE {key} {client} {len}\r\n").bytes());
-                    expect.extend(&value);
-                    expect.extend(b"\r\nEND\r\n");
-                }
-                c.expect(&burst, &expect).await;
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
+    pipelining_clients_get_their_own_bytes(proxy.addr, 100).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

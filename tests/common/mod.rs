@@ -567,3 +567,43 @@ pub async fn run_ok(mut cmd: std::process::Command) -> String {
     assert!(out.status.success(), "{shown} failed:\n{text}");
     text
 }
+
+/// At least 100 clients each pipeline bursts of random-size sets and gets on
+/// their own keys through `addr`; every reply is checked byte for byte, so a
+/// reply that reached the wrong client (or arrived out of order) fails.
+pub async fn pipelining_clients_get_their_own_bytes(addr: SocketAddr, clients: u32) {
+    let mut tasks = Vec::new();
+    for client in 0..clients {
+        tasks.push(tokio::spawn(async move {
+            let mut c = connect(addr).await;
+            let mut seed = client.wrapping_mul(2_654_435_761).max(1);
+            let mut next = move || {
+                seed ^= seed << 13;
+                seed ^= seed >> 17;
+                seed ^= seed << 5;
+                seed
+            };
+            for round in 0..5 {
+                let mut burst = Vec::new();
+                let mut expect = Vec::new();
+                for j in 0..10 {
+                    let len = (next() % 3000) as usize;
+                    let value: Vec<u8> = (0..len).map(|_| b'a' + (next() % 26) as u8).collect();
+                    let key = format!("c{client}-r{round}-k{j}");
+                    burst.extend(format!("set {key} {client} 0 {len}\r\n").bytes());
+                    burst.extend(&value);
+                    burst.extend(b"\r\n");
+                    burst.extend(format!("get {key}\r\n").bytes());
+                    expect.extend(b"STORED\r\n");
+                    expect.extend(format!("VALUE {key} {client} {len}\r\n").bytes());
+                    expect.extend(&value);
+                    expect.extend(b"\r\nEND\r\n");
+                }
+                c.expect(&burst, &expect).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
