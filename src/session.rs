@@ -46,3 +46,39 @@ pub fn quit_reply(frame: &Frame) -> Response {
         Frame::Text(_) | Frame::Meta(_) => Response::Silent,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::request::TextFrame;
+
+    #[test]
+    fn quit_is_acknowledged_only_in_binary() {
+        let binary = Frame::Binary {
+            opcode: 0x07,
+            opaque: 0,
+        };
+        assert_eq!(quit_reply(&binary), Response::Ok);
+        assert_eq!(
+            quit_reply(&Frame::Text(TextFrame::default())),
+            Response::Silent
+        );
+        assert_eq!(quit_reply(&Frame::Meta(Box::default())), Response::Silent);
+    }
+
+    #[test]
+    fn local_answers_need_no_store() {
+        assert_eq!(
+            local_answer(&Command::Version, "1.6.18"),
+            Some(Response::Version("1.6.18".into()))
+        );
+        assert_eq!(local_answer(&Command::Verbosity, ""), Some(Response::Ok));
+        assert_eq!(local_answer(&Command::Noop, ""), Some(Response::Noop));
+        assert_eq!(
+            local_answer(&Command::SaslList, ""),
+            Some(Response::SaslMechs("PLAIN".into()))
+        );
+        assert_eq!(local_answer(&Command::Quit, ""), None);
+        assert_eq!(local_answer(&Command::FlushAll { delay: 0 }, ""), None);
+    }
+}
