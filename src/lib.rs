@@ -5,6 +5,7 @@
 //! # Module map
 //! - [`protocol`]: memcached's text, meta and binary protocols, sans-IO.
 //! - [`node`]: the storage node (`memgate node`).
+//! - [`session`]: the rules node and proxy sessions share.
 //! - [`tls`], [`pki`]: rustls configs from PEM; rcgen PKI.
 //! - [`metrics`]: metric names and the Prometheus exporter.
 //! - [`allocator`]: hands memory freed after a burst back to the OS.
@@ -40,4 +41,5 @@ pub mod node;
 pub mod pki;
 pub mod protocol;
 pub mod proxy;
+pub mod session;
 pub mod tls;

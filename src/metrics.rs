@@ -16,6 +16,8 @@ use axum::Router;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 
+use crate::protocol::request::CommandKind;
+
 /// Node: logged-in connections open now, per cache.
 pub const NODE_CACHE_CONNECTIONS: &str = "memgate_node_cache_connections";
 /// Node: items held, per cache.
@@ -242,8 +244,9 @@ pub fn install() -> PrometheusHandle {
         .clone()
 }
 
-/// The bounded `command` label values of `memgate_proxy_requests_total`.
-pub const COMMAND_LABELS: &[&str] = &[
+/// The bounded `command` label values of `memgate_proxy_requests_total`,
+/// indexed by `CommandKind as usize` (in the enum's order).
+pub const COMMAND_LABELS: [&str; CommandKind::COUNT] = [
     "get",
     "gat",
     "set",
@@ -285,7 +288,7 @@ impl RequestMetrics {
         METRICS.get_or_init(|| {
             install();
             let mut requests = Vec::with_capacity(COMMAND_LABELS.len() * RESULT_LABELS.len());
-            for command in COMMAND_LABELS {
+            for command in &COMMAND_LABELS {
                 for result in RESULT_LABELS {
                     requests.push(metrics::counter!(PROXY_REQUESTS_TOTAL, "command" => *command, "result" => *result));
                 }
@@ -302,8 +305,9 @@ impl RequestMetrics {
         })
     }
 
-    /// Count one request: `command` indexes COMMAND_LABELS, `result` RESULT_LABELS.
-    pub fn record(&self, command: usize, result: usize, seconds: f64) {
+    /// Count one request; `result` indexes RESULT_LABELS.
+    pub fn record(&self, command: CommandKind, result: usize, seconds: f64) {
+        let command = command as usize;
         if let Some(c) = self.requests.get(command * RESULT_LABELS.len() + result) {
             c.increment(1);
         }
@@ -311,14 +315,6 @@ impl RequestMetrics {
             h.record(seconds);
         }
     }
-}
-
-/// Index of a command label (unknown labels count as "other").
-pub fn command_index(label: &str) -> usize {
-    COMMAND_LABELS
-        .iter()
-        .position(|c| *c == label)
-        .unwrap_or(COMMAND_LABELS.len() - 1)
 }
 
 /// A hook run before each scrape, to refresh gauges computed on demand.
@@ -365,4 +361,42 @@ pub async fn serve(listener: TcpListener, refresh: Refresh, ready: Ready) -> std
 /// Bind the metrics listener (so bad addresses fail before serving).
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each kind keeps the label it was exported under before labels were
+    /// looked up by index; a reordered enum or table would swap them.
+    #[test]
+    fn command_labels_follow_command_kind() {
+        let labels = [
+            (CommandKind::Get, "get"),
+            (CommandKind::Gat, "gat"),
+            (CommandKind::Set, "set"),
+            (CommandKind::Add, "add"),
+            (CommandKind::Replace, "replace"),
+            (CommandKind::Append, "append"),
+            (CommandKind::Prepend, "prepend"),
+            (CommandKind::Cas, "cas"),
+            (CommandKind::Delete, "delete"),
+            (CommandKind::Incr, "incr"),
+            (CommandKind::Decr, "decr"),
+            (CommandKind::Touch, "touch"),
+            (CommandKind::FlushAll, "flush_all"),
+            (CommandKind::Version, "version"),
+            (CommandKind::Verbosity, "verbosity"),
+            (CommandKind::Stats, "stats"),
+            (CommandKind::Quit, "quit"),
+            (CommandKind::Noop, "noop"),
+            (CommandKind::MetaDebug, "meta_debug"),
+            (CommandKind::Auth, "auth"),
+            (CommandKind::Other, "other"),
+        ];
+        assert_eq!(labels.len(), CommandKind::COUNT);
+        for (kind, label) in labels {
+            assert_eq!(COMMAND_LABELS[kind as usize], label, "{kind:?}");
+        }
+    }
 }

@@ -647,9 +647,9 @@ async fn accept_loop(
             };
             if let Err(error) = result {
                 let kind = match error {
-                    session::SessionError::Io(_) => "io",
-                    session::SessionError::Protocol(_) => "protocol",
-                    session::SessionError::AuthTimeout(_) => "auth_timeout",
+                    crate::session::SessionError::Io(_) => "io",
+                    crate::session::SessionError::Protocol(_) => "protocol",
+                    crate::session::SessionError::AuthTimeout(_) => "auth_timeout",
                 };
                 metrics::counter!(m::NODE_CONNECTION_ERRORS_TOTAL, "kind" => kind).increment(1);
                 tracing::debug!(%peer, %error, "connection closed");

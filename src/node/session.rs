@@ -4,7 +4,7 @@
 //! The loop is read → parse every complete request already buffered → write
 //! the replies → read again. Parsing everything that is buffered before the
 //! next read matters for TLS: decrypted input is never left waiting for more
-//! bytes from the network (the flaw DESIGN.md records in memcached `-Z`).
+//! bytes from the network (the flaw docs/ARCHITECTURE.md records in memcached `-Z`).
 //! Writing before reading more also bounds memory: a client that never reads
 //! its replies stops being read from, instead of growing our buffers.
 
@@ -20,17 +20,7 @@ use super::Shared;
 use crate::protocol::input::{self, Input, Next, FLUSH_THRESHOLD};
 use crate::protocol::request::{Command, Frame, StoreMode};
 use crate::protocol::{self, sasl, ErrorReply, Request, Response};
-
-/// Why a session ended abnormally.
-#[derive(Debug, thiserror::Error)]
-pub enum SessionError {
-    #[error("client i/o: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("client protocol: {0}")]
-    Protocol(#[from] protocol::ProtocolError),
-    #[error("client did not log in within {0:?}")]
-    AuthTimeout(std::time::Duration),
-}
+use crate::session::{self, SessionError};
 
 /// The session's login state.
 enum Auth {
@@ -176,33 +166,18 @@ impl Session {
 
     /// Answer one request into `out`.
     fn dispatch(&mut self, request: Request, out: &mut BytesMut) -> After {
+        let key = request.echoed_key();
         let Request { command, frame } = request;
-        // Meta replies and binary GETK misses echo the key; keep it (a cheap
-        // refcount) only for them.
-        let key = match frame {
-            Frame::Meta(_) | Frame::Binary { .. } => command.key().cloned(),
-            _ => None,
-        };
         let (response, after) = match command {
-            Command::Quit => {
-                // Binary QUIT is acknowledged (QUITQ and text quit are not).
-                (Response::Ok, After::Close)
-            }
-            Command::SaslList => (
-                Response::SaslMechs(sasl::PLAIN.to_string()),
-                After::Continue,
-            ),
+            Command::Quit => (session::quit_reply(&frame), After::Close),
+            // Listed before login: a client asks for it to log in.
+            Command::SaslList => (session::sasl_mechanisms(), After::Continue),
             Command::SaslAuth { mechanism, data } => {
                 (self.sasl_auth(&mechanism, &data), After::Continue)
             }
             // PLAIN completes in one step; there is nothing to continue.
             Command::SaslStep { .. } => (Response::Error(ErrorReply::AuthFailure), After::Continue),
             command => (self.authorized(command, &frame), After::Continue),
-        };
-        let response = match (&frame, &after, response) {
-            // Text `quit` closes silently; binary QUIT gets its reply.
-            (Frame::Text(_) | Frame::Meta(_), After::Close, _) => Response::Silent,
-            (_, _, r) => r,
         };
         protocol::encode(&frame, key.as_deref(), &response, out);
         after
@@ -227,10 +202,10 @@ impl Session {
         let caps = login.caps;
         let now = unix_now();
         tenant.touch(now);
+        if let Some(response) = session::local_answer(&command, super::VERSION) {
+            return response;
+        }
         match command {
-            Command::Version => Response::Version(super::VERSION.to_string()),
-            Command::Verbosity => Response::Ok,
-            Command::Noop => Response::Noop,
             Command::Stats { group } => self.shared.stats(tenant, group.as_deref()),
             Command::Store(_) if !caps.write => Response::NotStored,
             Command::Delete(_) | Command::Arith(_) | Command::Touch { .. } if !caps.write => {

@@ -26,6 +26,17 @@ pub struct Request {
     pub frame: Frame,
 }
 
+impl Request {
+    /// The key the reply must echo: meta replies and binary GETK misses carry
+    /// it. Only those frames keep it (a cheap refcount); others get `None`.
+    pub fn echoed_key(&self) -> Option<Key> {
+        match self.frame {
+            Frame::Meta(_) | Frame::Binary { .. } => self.command.key().cloned(),
+            Frame::Text(_) => None,
+        }
+    }
+}
+
 /// How the reply to a request must be framed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Frame {
@@ -134,6 +145,74 @@ impl Command {
             _ => None,
         }
     }
+
+    /// The command's kind, a small bounded set (for metric labels).
+    pub fn kind(&self) -> CommandKind {
+        match self {
+            Command::Get(g) if g.touch.is_some() => CommandKind::Gat,
+            Command::Get(_) => CommandKind::Get,
+            Command::Store(s) if s.cas.is_some() => CommandKind::Cas,
+            Command::Store(s) => match s.mode {
+                StoreMode::Set => CommandKind::Set,
+                StoreMode::Add => CommandKind::Add,
+                StoreMode::Replace => CommandKind::Replace,
+                StoreMode::Append => CommandKind::Append,
+                StoreMode::Prepend => CommandKind::Prepend,
+            },
+            Command::Delete(_) => CommandKind::Delete,
+            Command::Arith(a) if a.incr => CommandKind::Incr,
+            Command::Arith(_) => CommandKind::Decr,
+            Command::Touch { .. } => CommandKind::Touch,
+            Command::FlushAll { .. } => CommandKind::FlushAll,
+            Command::Version => CommandKind::Version,
+            Command::Verbosity => CommandKind::Verbosity,
+            Command::Stats { .. } => CommandKind::Stats,
+            Command::Quit => CommandKind::Quit,
+            Command::Noop => CommandKind::Noop,
+            Command::MetaDebug { .. } => CommandKind::MetaDebug,
+            Command::SaslList | Command::SaslAuth { .. } | Command::SaslStep { .. } => {
+                CommandKind::Auth
+            }
+        }
+    }
+}
+
+/// What kind of command a request is, without its arguments. The
+/// discriminant (`kind as usize`) indexes `metrics::COMMAND_LABELS`, so the
+/// request path labels a metric without comparing strings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(usize)]
+pub enum CommandKind {
+    Get,
+    /// A get that also touches (gat/gats, binary GAT, meta `T`).
+    Gat,
+    Set,
+    Add,
+    Replace,
+    Append,
+    Prepend,
+    /// A store with a CAS check.
+    Cas,
+    Delete,
+    Incr,
+    Decr,
+    Touch,
+    FlushAll,
+    Version,
+    Verbosity,
+    Stats,
+    Quit,
+    Noop,
+    MetaDebug,
+    /// Any SASL command.
+    Auth,
+    /// No command: a bad or refused request, answered with an error.
+    Other,
+}
+
+impl CommandKind {
+    /// How many kinds there are (the length of a table indexed by kind).
+    pub const COUNT: usize = CommandKind::Other as usize + 1;
 }
 
 /// A retrieval, possibly touching, possibly creating (meta vivify).

@@ -25,20 +25,12 @@ use super::upstream::{PendingReply, UpstreamError};
 use super::ProxyShared;
 use crate::metrics as m;
 use crate::protocol::input::{self, Input, Next, FLUSH_THRESHOLD};
-use crate::protocol::request::{Command, Frame, Get, StoreMode};
-use crate::protocol::{self, sasl, ErrorReply, Found, Request, Response};
+use crate::protocol::request::{Command, CommandKind, Frame, Get, StoreMode};
+use crate::protocol::{self, ErrorReply, Found, Request, Response};
+use crate::session::{self, SessionError};
 
 /// Replies a client may have outstanding before we stop reading from it.
 const MAX_PENDING: usize = 1024;
-
-/// Why a client session ended abnormally.
-#[derive(Debug, thiserror::Error)]
-pub enum SessionError {
-    #[error("client i/o: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("client protocol: {0}")]
-    Protocol(#[from] protocol::ProtocolError),
-}
 
 /// A reply to come, resolved in order.
 type Pending = Pin<Box<dyn Future<Output = Reply> + Send>>;
@@ -48,7 +40,7 @@ struct Reply {
     /// The request's key, for meta replies that echo it.
     key: Option<bytes::Bytes>,
     response: Response,
-    command: &'static str,
+    command: CommandKind,
     started: Instant,
     close: bool,
 }
@@ -109,7 +101,9 @@ where
                         });
                         let _ = forward(&shared.cluster(), delete, shared.timeout, &mut slot).await;
                     }
-                    queue.push_back(ready(frame, Response::Error(error), "other"));
+                    let error = Response::Error(error);
+                    let reply = ready(frame, None, error, CommandKind::Other, Instant::now());
+                    queue.push_back(reply);
                 }
             }
         }
@@ -181,21 +175,23 @@ fn finish(reply: Reply, out: &mut BytesMut) -> bool {
         Response::NotFound => 1,
         _ => 0,
     };
-    m::RequestMetrics::get().record(
-        m::command_index(reply.command),
-        result,
-        reply.started.elapsed().as_secs_f64(),
-    );
+    m::RequestMetrics::get().record(reply.command, result, reply.started.elapsed().as_secs_f64());
     protocol::encode(&reply.frame, reply.key.as_deref(), &reply.response, out);
     reply.close
 }
 
-fn ready(frame: Frame, response: Response, command: &'static str) -> Pending {
-    let started = Instant::now();
+/// A reply known at once (one the session answers itself).
+fn ready(
+    frame: Frame,
+    key: Option<bytes::Bytes>,
+    response: Response,
+    command: CommandKind,
+    started: Instant,
+) -> Pending {
     Box::pin(async move {
         Reply {
             frame,
-            key: None,
+            key,
             response,
             command,
             started,
@@ -211,17 +207,15 @@ async fn dispatch(
     first_command: bool,
     slot: &mut Option<usize>,
 ) -> Pending {
+    let key = request.echoed_key();
     let Request { command, frame } = request;
-    let label = label(&command);
-    // Meta replies and binary GETK misses echo the key.
-    let key = match frame {
-        Frame::Meta(_) | Frame::Binary { .. } => command.key().cloned(),
-        _ => None,
-    };
+    let kind = command.kind();
     let started = Instant::now();
+    if let Some(response) = session::local_answer(&command, crate::node::VERSION) {
+        return ready(frame, key, response, kind, started);
+    }
     let response = match command {
         // The sidecar logs in for the client: any login is accepted.
-        Command::SaslList => Response::SaslMechs(sasl::PLAIN.to_string()),
         Command::SaslAuth { .. } | Command::SaslStep { .. } => Response::AuthOk,
         Command::Store(ref store)
             if first_command
@@ -231,20 +225,14 @@ async fn dispatch(
         {
             Response::Stored { cas: 0 }
         }
-        Command::Version => Response::Version(crate::node::VERSION.to_string()),
-        Command::Verbosity => Response::Ok,
-        Command::Noop => Response::Noop,
         Command::Quit => {
-            let response = match frame {
-                Frame::Binary { .. } => Response::Ok,
-                _ => Response::Silent,
-            };
+            let response = session::quit_reply(&frame);
             return Box::pin(async move {
                 Reply {
                     frame,
                     key,
                     response,
-                    command: label,
+                    command: kind,
                     started,
                     close: true,
                 }
@@ -270,7 +258,7 @@ async fn dispatch(
                     frame,
                     key,
                     response,
-                    command: label,
+                    command: kind,
                     started,
                     close: false,
                 }
@@ -303,7 +291,7 @@ async fn dispatch(
                     frame,
                     key,
                     response: failure.unwrap_or(Response::Get(items)),
-                    command: label,
+                    command: kind,
                     started,
                     close: false,
                 }
@@ -319,23 +307,14 @@ async fn dispatch(
                     frame,
                     key,
                     response: part.resolve(timeout).await,
-                    command: label,
+                    command: kind,
                     started,
                     close: false,
                 }
             });
         }
     };
-    Box::pin(async move {
-        Reply {
-            frame,
-            key,
-            response,
-            command: label,
-            started,
-            close: false,
-        }
-    })
+    ready(frame, key, response, kind, started)
 }
 
 /// One upstream request in flight (or one that could not start).
@@ -497,32 +476,4 @@ fn merge_stats(results: Vec<Response>) -> Response {
         }
     }
     Response::Stats(merged)
-}
-
-/// A bounded metric label for a command.
-fn label(command: &Command) -> &'static str {
-    match command {
-        Command::Get(g) if g.touch.is_some() => "gat",
-        Command::Get(_) => "get",
-        Command::Store(s) if s.cas.is_some() => "cas",
-        Command::Store(s) => match s.mode {
-            StoreMode::Set => "set",
-            StoreMode::Add => "add",
-            StoreMode::Replace => "replace",
-            StoreMode::Append => "append",
-            StoreMode::Prepend => "prepend",
-        },
-        Command::Delete(_) => "delete",
-        Command::Arith(a) if a.incr => "incr",
-        Command::Arith(_) => "decr",
-        Command::Touch { .. } => "touch",
-        Command::FlushAll { .. } => "flush_all",
-        Command::Version => "version",
-        Command::Verbosity => "verbosity",
-        Command::Stats { .. } => "stats",
-        Command::Quit => "quit",
-        Command::Noop => "noop",
-        Command::MetaDebug { .. } => "meta_debug",
-        Command::SaslList | Command::SaslAuth { .. } | Command::SaslStep { .. } => "auth",
-    }
 }
