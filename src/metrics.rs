@@ -75,6 +75,9 @@ pub const PROXY_SASL_FAILURES_TOTAL: &str = "memgate_proxy_sasl_failures_total";
 pub const PROXY_CLIENT_READ_BYTES_TOTAL: &str = "memgate_proxy_client_read_bytes_total";
 /// Proxy: bytes written to clients.
 pub const PROXY_CLIENT_WRITTEN_BYTES_TOTAL: &str = "memgate_proxy_client_written_bytes_total";
+/// Keys of a multi-key get whose node could not answer, read as misses.
+pub const PROXY_MULTIGET_UNREACHABLE_KEYS_TOTAL: &str =
+    "memgate_proxy_multiget_unreachable_keys_total";
 
 /// Proxy metrics with their help text.
 pub const PROXY_METRICS: &[(&str, &str)] = &[
@@ -110,6 +113,10 @@ pub const PROXY_METRICS: &[(&str, &str)] = &[
     (PROXY_SASL_FAILURES_TOTAL, "SASL logins refused by nodes"),
     (PROXY_CLIENT_READ_BYTES_TOTAL, "Bytes read from clients"),
     (PROXY_CLIENT_WRITTEN_BYTES_TOTAL, "Bytes written to clients"),
+    (
+        PROXY_MULTIGET_UNREACHABLE_KEYS_TOTAL,
+        "Keys of multi-key gets answered as misses because their node could not answer",
+    ),
 ];
 
 /// Analytics: API requests, by endpoint (the route pattern) and status code.

@@ -239,6 +239,22 @@ pub fn server_config_from_files(
 }
 
 /// [`client_config`] from a CA file and an optional client certificate and key file.
+/// A digest of the given files' contents (a file that cannot be read counts
+/// as its error), so that a reload can tell whether TLS inputs changed. Not a
+/// security boundary: it only decides whether pooled connections are kept.
+pub fn files_fingerprint<'a>(paths: impl IntoIterator<Item = &'a Path>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for path in paths {
+        path.hash(&mut hasher);
+        match std::fs::read(path) {
+            Ok(bytes) => bytes.hash(&mut hasher),
+            Err(error) => error.kind().hash(&mut hasher),
+        }
+    }
+    hasher.finish()
+}
+
 pub fn client_config_from_files(
     ca: impl AsRef<Path>,
     client: Option<(&Path, &Path)>,

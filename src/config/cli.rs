@@ -565,7 +565,7 @@ impl ProxyArgs {
                 .map_err(|_| invalid(what, &text, "a duration such as 500ms, 1s or 30s"))
         };
         let timeout = duration("--timeout", args.timeout, "1s")?;
-        let down_retry_delay = duration("--down-retry-delay", args.down_retry_delay, "30s")?;
+        let down_retry_delay = duration("--down-retry-delay", args.down_retry_delay, "1s")?;
         let drain_timeout = duration("--drain-timeout", args.drain_timeout, "5s")?;
         if timeout.is_zero() {
             return Err(invalid("--timeout", "0", "a positive duration"));
@@ -599,6 +599,12 @@ impl ProxyArgs {
             timeout,
             connect_timeout: timeout.max(Duration::from_secs(2)),
             down_retry_delay,
+            failure_limit: 2,
+            keepalive: Duration::from_secs(30),
+            tls_fingerprint: Some(crate::tls::files_fingerprint(
+                std::iter::once(ca.as_path())
+                    .chain(client.iter().flat_map(|(c, k)| [c.as_path(), k.as_path()])),
+            )),
             failover: args.failover.unwrap_or(crate::proxy::pool::Failover::Error),
             metrics_listen,
             drain_timeout,

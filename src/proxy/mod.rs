@@ -43,7 +43,16 @@ pub struct ProxyConfig {
     pub connections_per_node: usize,
     pub timeout: Duration,
     pub connect_timeout: Duration,
+    /// How often a down node is probed (`--down-retry-delay`).
     pub down_retry_delay: Duration,
+    /// Consecutive failures that mark a node down (`--failure-limit`).
+    pub failure_limit: u32,
+    /// Idle upstream connections are pinged this often (`--keepalive`; zero: never).
+    pub keepalive: Duration,
+    /// A digest of the TLS inputs (CA, client certificate and key) when they
+    /// came from files, so that a reload can tell whether they changed; with
+    /// `None`, only the very same `tls` config counts as unchanged.
+    pub tls_fingerprint: Option<u64>,
     pub failover: Failover,
     pub metrics_listen: Option<SocketAddr>,
     pub drain_timeout: Duration,
@@ -105,10 +114,23 @@ impl ProxyShared {
     }
 }
 
-/// Build the upstream targets and cluster for a config.
-fn cluster_for(config: &ProxyConfig) -> Result<Cluster, ProxyError> {
+/// Build the upstream targets and cluster for a config. With `previous` (a
+/// reload), every node whose target is unchanged is kept, with its
+/// connections, its health and whatever it has in flight, provided the
+/// credentials and TLS settings are the same; other nodes start afresh.
+fn cluster_for(config: &ProxyConfig, previous: Option<&Cluster>) -> Result<Cluster, ProxyError> {
     let ring = Ring::new(&config.servers)?;
-    let mut targets = Vec::with_capacity(config.servers.len());
+    let settings = Settings {
+        tls: tokio_rustls::TlsConnector::from(Arc::clone(&config.tls)),
+        username: config.username.clone(),
+        password: config.password.clone(),
+        connect_timeout: config.connect_timeout,
+        request_timeout: config.timeout,
+        keepalive: config.keepalive,
+        tls_fingerprint: config.tls_fingerprint,
+    };
+    let reusable = previous.filter(|old| old.settings.same_login(&settings));
+    let mut nodes = Vec::with_capacity(config.servers.len());
     for spec in &config.servers {
         let port = config.tls_port.unwrap_or(spec.port);
         let name = config
@@ -122,25 +144,27 @@ fn cluster_for(config: &ProxyConfig) -> Result<Cluster, ProxyError> {
         } else {
             format!("{}:{port}", spec.host)
         };
-        targets.push(Target {
+        let target = Target {
             name: spec.name.clone(),
             addr,
             server_name,
+        };
+        let kept = reusable.and_then(|old| old.nodes.iter().find(|n| n.target == target));
+        nodes.push(match kept {
+            Some(node) => Arc::clone(node),
+            None => Arc::new(pool::Node::new(
+                target,
+                config.connections_per_node,
+                config.failure_limit,
+            )),
         });
     }
-    let settings = Settings {
-        tls: tokio_rustls::TlsConnector::from(Arc::clone(&config.tls)),
-        username: config.username.clone(),
-        password: config.password.clone(),
-        connect_timeout: config.connect_timeout,
-    };
     Ok(Cluster::new(
-        targets,
+        nodes,
         ring,
         settings,
-        config.connections_per_node,
-        config.down_retry_delay,
         config.failover,
+        config.down_retry_delay,
     ))
 }
 
@@ -167,7 +191,7 @@ pub struct Proxy {
 impl Proxy {
     pub async fn bind(config: ProxyConfig) -> Result<Proxy, ProxyError> {
         m::install();
-        let cluster = cluster_for(&config)?;
+        let cluster = cluster_for(&config, None)?;
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await
@@ -255,7 +279,7 @@ impl Proxy {
                 Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
                 Ok(()) = reload.changed() => {
                     match config.reload_from.as_ref().map(|f| f()) {
-                        Some(Ok(next)) => match cluster_for(&next) {
+                        Some(Ok(next)) => match cluster_for(&next, Some(&shared.cluster())) {
                             Ok(cluster) => {
                                 let cluster = Arc::new(cluster);
                                 let old = match shared.cluster.write() {
@@ -266,12 +290,20 @@ impl Proxy {
                                     *user = next.username.clone();
                                 }
                                 prober.abort();
-                                prober = tokio::spawn(cluster.prober());
-                                // Requests in flight keep their nodes alive; idle connections go now.
+                                prober = tokio::spawn(Arc::clone(&cluster).prober());
+                                // Nodes that are gone, or whose login changed,
+                                // drain: no new request reaches them, and each
+                                // of their connections ends once its requests
+                                // in flight have been answered.
+                                let mut kept = 0;
                                 for node in &old.nodes {
-                                    node.reset();
+                                    if cluster.nodes.iter().any(|n| Arc::ptr_eq(n, node)) {
+                                        kept += 1;
+                                    } else {
+                                        node.release();
+                                    }
                                 }
-                                tracing::info!(servers = next.servers.len(), "configuration reloaded");
+                                tracing::info!(servers = next.servers.len(), kept, "configuration reloaded");
                             }
                             Err(error) => tracing::error!(%error, "reload refused; keeping the old configuration"),
                         },

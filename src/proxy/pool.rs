@@ -2,11 +2,18 @@
 //!
 //! Each node has `--connections-per-node` slots, each holding at most one
 //! logged-in connection shared by every client. A slot whose connection died is
-//! refilled on demand (one connect at a time per slot); a node whose connect,
-//! TLS or SASL fails is marked down, and a prober brings it back.
+//! refilled on demand. At most one connect attempt per node is in flight: it
+//! runs in a task of its own, every request that needs a connection meanwhile
+//! waits for its outcome (never for a connect of its own), and no request
+//! waits past its own deadline, whatever the connect does. A node is marked
+//! down only after consecutive failures (see `health`); while it is down only
+//! the prober connects to it, once per probe interval.
 
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
 
 use super::health::Health;
 use super::ring::Ring;
@@ -28,11 +35,8 @@ pub enum Failover {
 /// pick a connection afresh go to the next one.
 const SPILL_LOAD: usize = 16;
 
-struct Slot {
-    conn: Mutex<Option<Connection>>,
-    /// Held while (re)connecting, so one connect runs per slot.
-    connecting: tokio::sync::Mutex<()>,
-}
+/// The outcome of the connect attempt in flight: `None` until it ends.
+type ConnectOutcome = Option<Result<(), UpstreamError>>;
 
 /// One upstream node.
 pub struct Node {
@@ -41,21 +45,30 @@ pub struct Node {
     /// Resolved once: the request path only bumps atomics.
     pub upstream_requests: metrics::Counter,
     pub upstream_latency: metrics::Histogram,
-    slots: Vec<Slot>,
+    slots: Vec<Mutex<Option<Connection>>>,
+    /// The node's one connect attempt in flight, if any; every request that
+    /// needs a connection meanwhile watches it.
+    connecting: Mutex<Option<watch::Receiver<ConnectOutcome>>>,
 }
 
 impl Node {
-    fn new(target: Target, connections: usize, retry_delay: Duration) -> Node {
+    pub fn new(target: Target, connections: usize, failure_limit: u32) -> Node {
+        let name = target.name.clone();
+        // Every error series exists from start-up, at 0, so that an alert on
+        // `increase(...) > 0` sees the very first failure.
+        for kind in UpstreamError::KINDS {
+            metrics::counter!(m::PROXY_UPSTREAM_ERRORS_TOTAL, "node" => name.clone(), "kind" => *kind)
+                .increment(0);
+        }
+        metrics::counter!(m::PROXY_TLS_FAILURES_TOTAL, "node" => name.clone()).increment(0);
+        metrics::counter!(m::PROXY_SASL_FAILURES_TOTAL, "node" => name.clone()).increment(0);
+        metrics::counter!(m::PROXY_UPSTREAM_CONNECTS_TOTAL, "node" => name.clone()).increment(0);
         Node {
-            health: Health::new(target.name.clone(), retry_delay),
-            upstream_requests: metrics::counter!(m::PROXY_UPSTREAM_REQUESTS_TOTAL, "node" => target.name.clone()),
-            upstream_latency: metrics::histogram!(m::PROXY_UPSTREAM_DURATION_SECONDS, "node" => target.name.clone()),
-            slots: (0..connections.max(1))
-                .map(|_| Slot {
-                    conn: Mutex::new(None),
-                    connecting: tokio::sync::Mutex::new(()),
-                })
-                .collect(),
+            health: Health::new(name.clone(), failure_limit),
+            upstream_requests: metrics::counter!(m::PROXY_UPSTREAM_REQUESTS_TOTAL, "node" => name.clone()),
+            upstream_latency: metrics::histogram!(m::PROXY_UPSTREAM_DURATION_SECONDS, "node" => name),
+            slots: (0..connections.max(1)).map(|_| Mutex::new(None)).collect(),
+            connecting: Mutex::new(None),
             target,
         }
     }
@@ -68,7 +81,7 @@ impl Node {
     pub fn pick_slot(&self) -> usize {
         let mut best = (usize::MAX, 0);
         for (i, slot) in self.slots.iter().enumerate() {
-            let Some(load) = live_load(&slot.conn) else {
+            let Some(load) = live_load(slot) else {
                 // Not connected yet: the first request connects it.
                 return i;
             };
@@ -82,42 +95,107 @@ impl Node {
         best.1
     }
 
-    /// A live, logged-in connection in `slot` (see `pick_slot`). A client
-    /// keeps to one slot while it has requests in flight, so that its
-    /// requests to this node stay in order: a get sent after a set must not
-    /// overtake it on another connection.
+    /// A live, logged-in connection for `slot` (see `pick_slot`), and the slot
+    /// it really is in. A client keeps to one slot while it has requests in
+    /// flight, so that its requests to this node stay in order: a get sent
+    /// after a set must not overtake it on another connection.
+    ///
+    /// With the slot empty, a live connection in another slot is used at
+    /// once (the client then keeps to that slot) while a connect fills the
+    /// empty one in the background; with none live, the request waits for the
+    /// node's connect attempt, until `deadline` at most.
     pub async fn connection(
-        &self,
+        self: &Arc<Self>,
         settings: &Settings,
         slot: usize,
-    ) -> Result<Connection, UpstreamError> {
+        deadline: Instant,
+    ) -> Result<(usize, Connection), UpstreamError> {
         let i = slot % self.slots.len();
-        let slot = &self.slots[i];
-        if let Some(conn) = live(&slot.conn) {
-            return Ok(conn);
+        if let Some(conn) = live(&self.slots[i]) {
+            return Ok((i, conn));
         }
-        if !self.health.may_try(Instant::now()) {
-            return Err(UpstreamError::Down {
+        if !self.health.is_up() {
+            return Err(self.down());
+        }
+        let mut outcome = self.connect_in_background(settings);
+        if let Some(found) = self.any_live() {
+            return Ok(found);
+        }
+        let ended = tokio::time::timeout_at(deadline, outcome.wait_for(Option::is_some)).await;
+        match ended {
+            Err(_) => Err(UpstreamError::Timeout {
                 node: self.target.name.clone(),
-            });
+                timeout: settings.request_timeout,
+            }),
+            Ok(Err(_)) => Err(UpstreamError::Io {
+                node: self.target.name.clone(),
+                reason: "connect abandoned".into(),
+            }),
+            Ok(Ok(result)) => match result.clone() {
+                Some(Err(error)) => Err(error),
+                _ => self.any_live().ok_or_else(|| UpstreamError::Io {
+                    node: self.target.name.clone(),
+                    reason: "connection closed".into(),
+                }),
+            },
         }
-        let _connecting = slot.connecting.lock().await;
-        if let Some(conn) = live(&slot.conn) {
-            return Ok(conn);
-        }
-        self.open(slot, settings).await
     }
 
-    async fn open(&self, slot: &Slot, settings: &Settings) -> Result<Connection, UpstreamError> {
+    fn down(&self) -> UpstreamError {
+        UpstreamError::Down {
+            node: self.target.name.clone(),
+        }
+    }
+
+    fn any_live(&self) -> Option<(usize, Connection)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .find_map(|(i, slot)| live(slot).map(|conn| (i, conn)))
+    }
+
+    /// Join the connect attempt in flight, or start one. It runs in a task of
+    /// its own so that a request giving up (deadline, client gone) does not
+    /// cancel it, and its outcome is counted once, however many requests
+    /// watch it.
+    fn connect_in_background(
+        self: &Arc<Self>,
+        settings: &Settings,
+    ) -> watch::Receiver<ConnectOutcome> {
+        let mut connecting = lock(&self.connecting);
+        if let Some(rx) = connecting.as_ref() {
+            return rx.clone();
+        }
+        let (tx, rx) = watch::channel(None);
+        *connecting = Some(rx.clone());
+        drop(connecting);
+        let node = Arc::clone(self);
+        let settings = settings.clone();
+        tokio::spawn(async move {
+            let result = node.open(&settings).await;
+            *lock(&node.connecting) = None;
+            let _ = tx.send(Some(result));
+        });
+        rx
+    }
+
+    async fn open(&self, settings: &Settings) -> Result<(), UpstreamError> {
         match Connection::open(&self.target, settings).await {
             Ok(conn) => {
                 self.health.succeed();
                 metrics::counter!(m::PROXY_UPSTREAM_CONNECTS_TOTAL, "node" => self.target.name.clone())
                     .increment(1);
-                if let Ok(mut guard) = slot.conn.lock() {
-                    *guard = Some(conn.clone());
+                // Fill the first empty slot; with none empty (another path
+                // filled them meanwhile), this connection is not needed.
+                for slot in &self.slots {
+                    let mut guard = lock(slot);
+                    if !guard.as_ref().is_some_and(Connection::is_alive) {
+                        *guard = Some(conn);
+                        return Ok(());
+                    }
                 }
-                Ok(conn)
+                conn.close();
+                Ok(())
             }
             Err(error) => {
                 self.failed(&error);
@@ -126,7 +204,7 @@ impl Node {
         }
     }
 
-    /// Count a failure and mark the node down.
+    /// Count a failure, and mark the node down if it is one too many.
     pub fn failed(&self, error: &UpstreamError) {
         let node = self.target.name.clone();
         metrics::counter!(m::PROXY_UPSTREAM_ERRORS_TOTAL, "node" => node.clone(), "kind" => error.kind())
@@ -140,53 +218,54 @@ impl Node {
             }
             _ => {}
         }
-        if !matches!(error, UpstreamError::Io { .. } | UpstreamError::Unsupported) {
+        if error.is_definitive() {
+            self.health.fail_now(error.kind(), error);
+        } else if error.counts_against_health() {
             self.health.fail(error.kind(), error);
         }
     }
 
-    /// Drop every pooled connection (after a reload of credentials, say).
-    pub fn reset(&self) {
+    /// Stop using every pooled connection (after a change of credentials,
+    /// say). Requests in flight on them still get their replies: a connection
+    /// ends once its last request has been answered and its last handle has
+    /// gone.
+    pub fn release(&self) {
         for slot in &self.slots {
-            if let Ok(mut guard) = slot.conn.lock() {
-                if let Some(conn) = guard.take() {
-                    conn.close();
-                }
-            }
+            lock(slot).take();
         }
     }
 
     /// Connections currently open.
     pub fn open_connections(&self) -> usize {
-        self.slots
-            .iter()
-            .filter(|s| live(&s.conn).is_some())
-            .count()
+        self.slots.iter().filter(|s| live(s).is_some()).count()
     }
 
-    /// Try one connection if the node is down and its retry time has come.
-    async fn probe(&self, settings: &Settings) {
-        if self.health.is_up() || !self.health.may_try(Instant::now()) {
+    /// While the node is down, try one connection; the connect attempt is the
+    /// same one requests would share, so a probe never doubles it.
+    async fn probe(self: &Arc<Self>, settings: &Settings) {
+        if self.health.is_up() {
             return;
         }
-        let slot = &self.slots[0];
-        let _connecting = slot.connecting.lock().await;
-        if live(&slot.conn).is_none() {
-            let _ = self.open(slot, settings).await;
-        }
+        let mut outcome = self.connect_in_background(settings);
+        let _ = outcome.wait_for(Option::is_some).await;
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match mutex.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
     }
 }
 
 fn live(conn: &Mutex<Option<Connection>>) -> Option<Connection> {
-    let guard = conn.lock().ok()?;
-    guard.as_ref().filter(|c| c.is_alive()).cloned()
+    lock(conn).as_ref().filter(|c| c.is_alive()).cloned()
 }
 
 /// The load of a live connection, read in place (no handle cloned: this runs
 /// for most requests).
 fn live_load(conn: &Mutex<Option<Connection>>) -> Option<usize> {
-    let guard = conn.lock().ok()?;
-    guard
+    lock(conn)
         .as_ref()
         .filter(|c| c.is_alive())
         .map(Connection::load)
@@ -200,21 +279,20 @@ pub struct Cluster {
     /// Eject mode: the ring over the live nodes, with the down set it was built for.
     live_ring: RwLock<(Vec<usize>, Arc<Ring>)>,
     pub settings: Settings,
+    /// How often the prober tries a down node.
+    probe_interval: Duration,
 }
 
 impl Cluster {
+    /// A cluster over `nodes` (built fresh, or kept from the cluster before a
+    /// reload), in ring order.
     pub fn new(
-        targets: Vec<Target>,
+        nodes: Vec<Arc<Node>>,
         ring: Ring,
         settings: Settings,
-        connections: usize,
-        retry_delay: Duration,
         failover: Failover,
+        probe_interval: Duration,
     ) -> Cluster {
-        let nodes = targets
-            .into_iter()
-            .map(|t| Arc::new(Node::new(t, connections, retry_delay)))
-            .collect();
         let full = Arc::new(ring.clone());
         Cluster {
             nodes,
@@ -222,6 +300,7 @@ impl Cluster {
             failover,
             live_ring: RwLock::new((Vec::new(), full)),
             settings,
+            probe_interval,
         }
     }
 
@@ -232,12 +311,11 @@ impl Cluster {
     /// The node that serves `key` now, or why none can.
     pub fn route(&self, key: &[u8]) -> Result<&Arc<Node>, UpstreamError> {
         let home = &self.nodes[self.ring.locate(key) % self.nodes.len()];
-        if self.failover == Failover::Error || home.health.may_try(Instant::now()) {
+        if self.failover == Failover::Error || home.health.is_up() {
             return Ok(home);
         }
-        let now = Instant::now();
         let down: Vec<usize> = (0..self.nodes.len())
-            .filter(|&i| !self.nodes[i].health.may_try(now))
+            .filter(|&i| !self.nodes[i].health.is_up())
             .collect();
         let ring = self
             .live_ring_for(&down)
@@ -265,13 +343,20 @@ impl Cluster {
         self.nodes.iter().any(|n| n.health.is_up())
     }
 
-    /// Probe down nodes once a second, so they return even without traffic.
+    /// Probe every down node once per probe interval, concurrently (a
+    /// stalled node must not delay another's return), so that a node serves
+    /// again about one interval after it answers, with or without traffic.
     pub async fn prober(self: Arc<Self>) {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut tick = tokio::time::interval(self.probe_interval.max(Duration::from_millis(10)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
             for node in &self.nodes {
-                node.probe(&self.settings).await;
+                if !node.health.is_up() {
+                    let node = Arc::clone(node);
+                    let settings = self.settings.clone();
+                    tokio::spawn(async move { node.probe(&settings).await });
+                }
             }
         }
     }
@@ -288,7 +373,7 @@ mod tests {
             addr: "127.0.0.1:1".into(),
             server_name: rustls_pki_types::ServerName::try_from("localhost").unwrap(),
         };
-        Node::new(target, slots, Duration::from_secs(30))
+        Node::new(target, slots, 2)
     }
 
     /// A connection to a node that never answers: what is sent stays in flight.
@@ -312,7 +397,7 @@ mod tests {
         let node = node(2);
         assert_eq!(node.pick_slot(), 0, "an empty slot is connected first");
         let (first, _far0) = silent_connection();
-        *node.slots[0].conn.lock().unwrap() = Some(first.clone());
+        *node.slots[0].lock().unwrap() = Some(first.clone());
         assert_eq!(node.pick_slot(), 0);
         let _a = load_with(&first, SPILL_LOAD - 1).await;
         assert_eq!(node.pick_slot(), 0, "not busy yet");
@@ -320,7 +405,7 @@ mod tests {
         assert_eq!(node.pick_slot(), 1, "busy: the next slot, unconnected");
 
         let (second, _far1) = silent_connection();
-        *node.slots[1].conn.lock().unwrap() = Some(second.clone());
+        *node.slots[1].lock().unwrap() = Some(second.clone());
         let _c = load_with(&second, SPILL_LOAD + 5).await;
         assert_eq!(node.pick_slot(), 0, "both busy: the least loaded");
         let _d = load_with(&first, 10).await;

@@ -266,23 +266,50 @@ async fn dispatch(
         }
         Command::Get(get) if get.keys.len() > 1 => {
             let cluster = shared.cluster();
-            let mut parts = Vec::with_capacity(get.keys.len());
-            for one_key in &get.keys {
+            let Get {
+                keys,
+                touch,
+                vivify,
+                recache_below,
+                no_bump,
+            } = get;
+            let mut parts = Vec::with_capacity(keys.len());
+            // One upstream request per key, each built from its own key alone:
+            // the work is linear in the number of keys.
+            for one_key in keys {
                 let one = Command::Get(Get {
                     keys: vec![one_key.clone()],
-                    ..get.clone()
+                    touch,
+                    vivify,
+                    recache_below,
+                    no_bump,
                 });
-                parts.push(start_routed(&cluster, one_key, one, slot).await);
+                parts.push(start_routed(&cluster, &one_key, one, slot).await);
             }
             let timeout = shared.timeout;
             return Box::pin(async move {
                 let mut items: Vec<Option<Found>> = Vec::with_capacity(parts.len());
                 let mut failure = None;
                 for part in parts {
-                    match part.resolve(timeout).await {
-                        Response::Get(mut found) => items.push(found.pop().flatten()),
-                        other => {
+                    match part.outcome(timeout).await {
+                        Ok(Response::Get(mut found)) => items.push(found.pop().flatten()),
+                        Ok(other) => {
                             failure.get_or_insert(other);
+                            items.push(None);
+                        }
+                        // A command the upstream cannot say fails as a whole.
+                        Err(UpstreamError::Unsupported) => {
+                            failure.get_or_insert(unsupported());
+                            items.push(None);
+                        }
+                        // A cache may always miss: an unreachable node's keys
+                        // read as misses, so the live nodes' hits still count.
+                        Err(error) => {
+                            metrics::counter!(
+                                m::PROXY_MULTIGET_UNREACHABLE_KEYS_TOTAL,
+                                "node" => error.node().to_string()
+                            )
+                            .increment(1);
                             items.push(None);
                         }
                     }
@@ -364,9 +391,15 @@ async fn start(
     command: Command,
     slot: &mut Option<usize>,
 ) -> Part {
-    let slot = *slot.get_or_insert_with(|| node.pick_slot());
-    let conn = match node.connection(&cluster.settings, slot).await {
-        Ok(conn) => conn,
+    // The request's whole time, connect included, counts against its timeout.
+    let sent = Instant::now();
+    let deadline = tokio::time::Instant::from_std(sent + cluster.settings.request_timeout);
+    let wanted = *slot.get_or_insert_with(|| node.pick_slot());
+    let conn = match node.connection(&cluster.settings, wanted, deadline).await {
+        Ok((used, conn)) => {
+            *slot = Some(used);
+            conn
+        }
         Err(error) => return Part::Failed(error),
     };
     match conn.send(command).await {
@@ -374,7 +407,7 @@ async fn start(
             node: Arc::clone(node),
             conn,
             reply,
-            sent: Instant::now(),
+            sent,
         },
         Err(error) => Part::Failed(error),
     }
@@ -394,11 +427,27 @@ async fn forward(
         .await
 }
 
+fn unsupported() -> Response {
+    Response::Error(ErrorReply::Client(
+        "command not supported through memgate proxy".into(),
+    ))
+}
+
 impl Part {
-    /// Wait for the reply, at most `timeout` from when it was sent.
+    /// Wait for the reply, at most `timeout` from when it was sent, and
+    /// answer an upstream failure as memcached's proxies do.
     async fn resolve(self, timeout: std::time::Duration) -> Response {
-        let error = match self {
-            Part::Failed(error) => error,
+        match self.outcome(timeout).await {
+            Ok(response) => response,
+            Err(UpstreamError::Unsupported) => unsupported(),
+            Err(other) => Response::Error(ErrorReply::Server(other.to_string())),
+        }
+    }
+
+    /// The reply, or why there is none (counted against the node).
+    async fn outcome(self, timeout: std::time::Duration) -> Result<Response, UpstreamError> {
+        match self {
+            Part::Failed(error) => Err(error),
             Part::Waiting {
                 node,
                 conn,
@@ -411,7 +460,7 @@ impl Part {
                 node.upstream_requests.increment(1);
                 let name = || node.target.name.clone();
                 let error = match outcome {
-                    Ok(Ok(Ok(response))) => return response,
+                    Ok(Ok(Ok(response))) => return Ok(response),
                     Ok(Ok(Err(error))) => error,
                     Ok(Err(_)) => UpstreamError::Io {
                         node: name(),
@@ -427,15 +476,9 @@ impl Part {
                     }
                 };
                 node.failed(&error);
-                error
+                Err(error.on(&node.target.name))
             }
-        };
-        Response::Error(match error {
-            UpstreamError::Unsupported => {
-                ErrorReply::Client("command not supported through memgate proxy".into())
-            }
-            other => ErrorReply::Server(other.to_string()),
-        })
+        }
     }
 }
 

@@ -21,7 +21,7 @@
 //! which is written alone and last.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -45,7 +45,12 @@ const QUEUE_DEPTH: usize = 1024;
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum UpstreamError {
     #[error("connect to {node}: {reason}")]
-    Connect { node: String, reason: String },
+    Connect {
+        node: String,
+        reason: String,
+        /// Nothing listens there (the node's process is not running).
+        refused: bool,
+    },
     #[error("TLS with {node}: {reason}")]
     Tls { node: String, reason: String },
     #[error("SASL login to {node} refused: {reason}")]
@@ -63,6 +68,65 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
+    /// Every `kind()`, for exporting each error series at 0 from start-up.
+    pub const KINDS: &'static [&'static str] = &[
+        "connect",
+        "tls",
+        "auth",
+        "timeout",
+        "io",
+        "protocol",
+        "down",
+        "unsupported",
+    ];
+
+    /// Whether this failure says something about the node's health. A lost
+    /// connection is retried on a fresh one; a refused command or a node
+    /// already down is no new evidence.
+    pub fn counts_against_health(&self) -> bool {
+        !matches!(
+            self,
+            UpstreamError::Io { .. } | UpstreamError::Unsupported | UpstreamError::Down { .. }
+        )
+    }
+
+    /// Whether this failure alone shows the node cannot serve: nothing
+    /// listens, its certificate is refused, or it refused our login. Such a
+    /// node is marked down at once (and probed); a timeout or a reset only
+    /// counts towards the failure limit, since one slow moment is no outage.
+    pub fn is_definitive(&self) -> bool {
+        matches!(
+            self,
+            UpstreamError::Connect { refused: true, .. }
+                | UpstreamError::Tls { .. }
+                | UpstreamError::Auth { .. }
+        )
+    }
+
+    /// The node it happened on ("" when not known here).
+    pub fn node(&self) -> &str {
+        match self {
+            UpstreamError::Connect { node, .. }
+            | UpstreamError::Tls { node, .. }
+            | UpstreamError::Auth { node, .. }
+            | UpstreamError::Timeout { node, .. }
+            | UpstreamError::Io { node, .. }
+            | UpstreamError::Protocol { node }
+            | UpstreamError::Down { node } => node,
+            UpstreamError::Unsupported => "",
+        }
+    }
+
+    /// The same error, naming `node` if it did not say which.
+    pub fn on(mut self, name: &str) -> UpstreamError {
+        if let UpstreamError::Io { node, .. } = &mut self {
+            if node.is_empty() {
+                name.clone_into(node);
+            }
+        }
+        self
+    }
+
     /// A bounded label for metrics and state-change logs.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -79,7 +143,7 @@ impl UpstreamError {
 }
 
 /// Where and how to reach one node.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Target {
     /// The node's ring identity, used in logs and metric labels.
     pub name: String,
@@ -95,7 +159,31 @@ pub struct Settings {
     pub tls: TlsConnector,
     pub username: String,
     pub password: String,
+    /// A connect (TCP, TLS and login) that takes longer than this fails.
+    /// It may exceed the request timeout: requests stop waiting for it at
+    /// their own deadline, while it goes on in the background.
     pub connect_timeout: Duration,
+    /// How long a client request may take, for error messages.
+    pub request_timeout: Duration,
+    /// An idle connection is pinged this often, so that a NAT or load
+    /// balancer between here and the node never forgets it, and a dead one
+    /// is found and replaced before a request needs it.
+    pub keepalive: Duration,
+    /// See `ProxyConfig::tls_fingerprint`.
+    pub tls_fingerprint: Option<u64>,
+}
+
+impl Settings {
+    /// Whether connections made with `other` would log in the same way, so
+    /// that a reload may keep the ones made with these.
+    pub fn same_login(&self, other: &Settings) -> bool {
+        self.username == other.username
+            && self.password == other.password
+            && match (self.tls_fingerprint, other.tls_fingerprint) {
+                (Some(a), Some(b)) => a == b,
+                _ => Arc::ptr_eq(self.tls.config(), other.tls.config()),
+            }
+    }
 }
 
 impl std::fmt::Debug for Settings {
@@ -157,6 +245,18 @@ pub struct Connection {
     /// Requests queued or in flight, for the pool's choice of connection.
     load: Arc<AtomicUsize>,
     tasks: Arc<[tokio::task::AbortHandle; 2]>,
+    /// When a request was last queued, in milliseconds of `since_start`.
+    last_used: Arc<AtomicU64>,
+}
+
+/// Milliseconds since the first call: a cheap, monotonic timestamp for
+/// `last_used`.
+fn since_start() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
 }
 
 impl Connection {
@@ -173,6 +273,7 @@ impl Connection {
             .map_err(|e| UpstreamError::Connect {
                 node: node.clone(),
                 reason: e.to_string(),
+                refused: e.kind() == std::io::ErrorKind::ConnectionRefused,
             })?;
         let _ = tcp.set_nodelay(true);
         let tls = tokio::time::timeout(
@@ -198,7 +299,61 @@ impl Connection {
             node: node.clone(),
             timeout: settings.connect_timeout,
         })??;
-        Ok(Connection::spawn(stream, node))
+        let conn = Connection::spawn(stream, node);
+        conn.keep_alive(settings.keepalive, settings.request_timeout);
+        Ok(conn)
+    }
+
+    /// While the connection is idle, ping it every `every`; a ping that is
+    /// not answered within `timeout` closes it, so the pool replaces it
+    /// before a client request can fail on it. The pinger holds no strong
+    /// handle: the connection still ends when its last user lets go.
+    fn keep_alive(&self, every: Duration, timeout: Duration) {
+        if every.is_zero() {
+            return;
+        }
+        let jobs = self.jobs.downgrade();
+        let (alive, load, tasks, last_used) = (
+            Arc::clone(&self.alive),
+            Arc::clone(&self.load),
+            Arc::clone(&self.tasks),
+            Arc::clone(&self.last_used),
+        );
+        let every_ms = every.as_millis() as u64;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if !alive.load(Ordering::Relaxed) {
+                    return;
+                }
+                let idle = since_start().saturating_sub(last_used.load(Ordering::Relaxed));
+                if idle < every_ms || load.load(Ordering::Relaxed) > 0 {
+                    continue;
+                }
+                let Some(jobs) = jobs.upgrade() else { return };
+                let conn = Connection {
+                    jobs,
+                    alive: Arc::clone(&alive),
+                    load: Arc::clone(&load),
+                    tasks: Arc::clone(&tasks),
+                    last_used: Arc::clone(&last_used),
+                };
+                let Ok(reply) = conn.send(Command::Noop).await else {
+                    return;
+                };
+                drop(conn);
+                if !matches!(tokio::time::timeout(timeout, reply).await, Ok(Ok(Ok(_)))) {
+                    tracing::debug!("idle upstream connection did not answer a ping; closing it");
+                    alive.store(false, Ordering::Relaxed);
+                    for task in tasks.iter() {
+                        task.abort();
+                    }
+                    return;
+                }
+            }
+        });
     }
 
     /// Run the reader and writer tasks over an established, logged-in stream.
@@ -224,6 +379,7 @@ impl Connection {
             alive,
             load: Arc::new(AtomicUsize::new(0)),
             tasks: Arc::new([w.abort_handle(), r.abort_handle()]),
+            last_used: Arc::new(AtomicU64::new(since_start())),
         }
     }
 
@@ -241,6 +397,7 @@ impl Connection {
     pub async fn send(&self, command: Command) -> Result<PendingReply, UpstreamError> {
         let (tx, rx) = oneshot::channel();
         self.load.fetch_add(1, Ordering::Relaxed);
+        self.last_used.store(since_start(), Ordering::Relaxed);
         let reply = Reply {
             tx: Some(tx),
             load: Arc::clone(&self.load),
