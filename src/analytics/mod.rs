@@ -12,7 +12,7 @@
 //! - [`dashboard`]: the HTML dashboard at `/caches/<cache_id>`.
 //! - [`history`]: the SQLite database (history samples, pending changes)
 //!   and the sampling loop.
-//! - [`http`]: the small HTTP/1.1 client used to reach the nodes.
+//! - [`http`]: the HTTP/1.1 client (on hyper) used to reach the nodes.
 //! - [`inactivity`]: `--disable-after`, disabling caches nobody uses.
 
 pub mod api;
