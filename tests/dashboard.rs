@@ -11,10 +11,9 @@ mod common;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use common::{basic_auth, connect, http_request, Client, TestNode, TWO_CACHES};
+use common::{basic_auth, connect, http_call, http_request, Client, TestNode, FORM, TWO_CACHES};
 use memgate::node::admin::AdminConfig;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
@@ -92,14 +91,9 @@ impl Cluster {
 
     /// A form POST with the given body; (status, head, body).
     async fn post(&self, path: &str, cred: (&str, &str), form: &str) -> (u16, String, String) {
-        let head = format!(
-            "POST {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nAuthorization: {}\r\n\
-             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n",
-            self.addr,
-            basic_auth(cred.0, cred.1),
-            form.len()
-        );
-        raw(self.addr, &format!("{head}\r\n{form}")).await
+        let auth = basic_auth(cred.0, cred.1);
+        let headers = [("Authorization", auth.as_str()), ("Content-Type", FORM)];
+        send(self.addr, "POST", path, &headers, Some(form)).await
     }
 
     async fn api(&self, path: &str, cred: (&str, &str)) -> Value {
@@ -109,20 +103,24 @@ impl Cluster {
     }
 }
 
-/// Send a raw HTTP request; (status, head, body).
-async fn raw(addr: SocketAddr, request: &str) -> (u16, String, String) {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(request.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).await.unwrap();
-    let text = String::from_utf8_lossy(&out).to_string();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (status, head.to_string(), body.to_string())
+/// A request through the project's client; (status, head, body), the head
+/// as `name: value` lines.
+async fn send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> (u16, String, String) {
+    let reply = http_call(addr, method, path, headers, body)
+        .await
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    let head = reply
+        .headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {}\r\n", String::from_utf8_lossy(value.as_bytes())))
+        .collect();
+    (reply.status, head, reply.text())
 }
 
 /// The first `data-value` of `data-stat="name"` after `from` in `page`.
@@ -158,11 +156,7 @@ async fn dashboard_without_javascript() {
     c.traffic(1).await;
 
     // No credentials: a challenge, so a browser asks for them.
-    let (status, head, _) = raw(
-        c.addr,
-        "GET /caches/1561 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    )
-    .await;
+    let (status, head, _) = send(c.addr, "GET", "/caches/1561", &[], None).await;
     assert_eq!(status, 401);
     assert!(head.contains("www-authenticate: Basic realm="), "{head}");
     // Wrong password, another cache's credential: the API's 403.
@@ -231,16 +225,18 @@ async fn dashboard_without_javascript() {
     assert_eq!(status, 403);
     let form = format!("csrf={token}");
     // Another site's page cannot post one, even with the token.
-    let (status, _, _) = raw(
+    let auth = basic_auth(ALICE.0, ALICE.1);
+    let headers = [
+        ("Origin", "http://evil.example"),
+        ("Authorization", auth.as_str()),
+        ("Content-Type", FORM),
+    ];
+    let (status, _, _) = send(
         c.addr,
-        &format!(
-            "POST /caches/1561/credentials HTTP/1.1\r\nHost: {}\r\nOrigin: http://evil.example\r\n\
-             Authorization: {}\r\nConnection: close\r\n\
-             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
-            c.addr,
-            basic_auth(ALICE.0, ALICE.1),
-            form.len()
-        ),
+        "POST",
+        "/caches/1561/credentials",
+        &headers,
+        Some(&form),
     )
     .await;
     assert_eq!(status, 403);

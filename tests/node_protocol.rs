@@ -222,14 +222,7 @@ async fn tls_listener_serves_large_value_then_pipelined_get() {
     c.expect(b"set alice 0 0 12\r\nalice-secret\r\n", b"STORED\r\n")
         .await;
     // memcached -Z stalls on exactly this burst: a 40 KB set then a get.
-    let value = vec![b'v'; 40_000];
-    let mut burst = b"set big 0 0 40000\r\n".to_vec();
-    burst.extend(&value);
-    burst.extend(b"\r\nget big\r\n");
-    let mut reply = b"STORED\r\nVALUE big 0 40000\r\n".to_vec();
-    reply.extend(&value);
-    reply.extend(b"\r\nEND\r\n");
-    c.expect(&burst, &reply).await;
+    set_and_get_in_one_burst(&mut c, "big", 0, &[b'v'; 40_000]).await;
 }
 
 #[tokio::test]

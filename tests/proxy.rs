@@ -177,14 +177,7 @@ async fn bad_input_and_oversize_values_keep_the_stream_in_sync() {
 async fn large_values_are_not_followed_on_the_wire() {
     let (_pki, _nodes, proxy) = cluster(1, |_| {}).await;
     let mut c = connect(proxy.addr).await;
-    let value = vec![b'q'; 40_000];
-    let mut burst = b"set big 0 0 40000\r\n".to_vec();
-    burst.extend(&value);
-    burst.extend(b"\r\nget big\r\n");
-    let mut reply = b"STORED\r\nVALUE big 0 40000\r\n".to_vec();
-    reply.extend(&value);
-    reply.extend(b"\r\nEND\r\n");
-    c.expect(&burst, &reply).await;
+    set_and_get_in_one_burst(&mut c, "big", 0, &[b'q'; 40_000]).await;
 }
 
 #[tokio::test]
@@ -292,15 +285,7 @@ async fn restarted_node_is_used_again_after_the_retry_delay() {
 #[tokio::test]
 async fn wrong_password_marks_node_down_with_reason_auth() {
     let (_pki, _nodes, proxy) = cluster(1, |c| c.password = "wrong".into()).await;
-    let mut c = connect(proxy.addr).await;
-    c.send(b"get a\r\n").await;
-    let reply = String::from_utf8(c.read_exact(12).await).unwrap();
-    assert!(reply.starts_with("SERVER_ERROR"), "{reply}");
-    let (_, metrics) = http_get(proxy.metrics.unwrap(), "/metrics").await;
-    assert!(
-        metrics.contains("memgate_proxy_sasl_failures_total{node=\"n0\"}"),
-        "{metrics}"
-    );
+    let metrics = refused_and_counted(&proxy, "memgate_proxy_sasl_failures_total").await;
     assert!(metrics.contains("kind=\"auth\""), "{metrics}");
     let (status, _) = http_get(proxy.metrics.unwrap(), "/readyz").await;
     assert_eq!(status, 503);
@@ -326,15 +311,7 @@ async fn certificates_from_another_ca_or_name_are_refused() {
 /// counts a TLS failure for node n0, and `node` never saw a login attempt:
 /// no password went to a node whose certificate did not verify.
 async fn assert_refused_before_login(proxy: &TestProxy, node: &TestNode) {
-    let mut c = connect(proxy.addr).await;
-    c.send(b"get a\r\n").await;
-    let reply = String::from_utf8(c.read_exact(12).await).unwrap();
-    assert!(reply.starts_with("SERVER_ERROR"), "{reply}");
-    let (_, metrics) = http_get(proxy.metrics.unwrap(), "/metrics").await;
-    assert!(
-        metrics.contains("memgate_proxy_tls_failures_total{node=\"n0\"}"),
-        "{metrics}"
-    );
+    refused_and_counted(proxy, "memgate_proxy_tls_failures_total").await;
     let tenants = node.shared.tenants();
     assert_eq!(
         tenants

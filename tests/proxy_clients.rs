@@ -8,8 +8,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
 
 /// Three TLS nodes and a proxy in front of them.
@@ -21,16 +19,10 @@ async fn cluster() -> (TestPki, Vec<TestNode>, TestProxy) {
 }
 
 /// Run tests/clients/SCRIPT with the proxy's address and its login.
-async fn client_script(interpreter: &str, script: &str) -> String {
+async fn through_the_proxy(interpreter: &str, script: &str) -> String {
     let (_pki, nodes, proxy) = cluster().await;
-    let mut cmd = Command::new(interpreter);
-    cmd.arg(format!(
-        "{}/tests/clients/{script}",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .arg(proxy.addr.to_string())
-    .args([PROXY_USER, PROXY_PASS]);
-    let out = run_ok(cmd).await;
+    let addr = proxy.addr.to_string();
+    let out = client_script(interpreter, script, &[&addr, PROXY_USER, PROXY_PASS]).await;
     // The traffic really went through to the nodes, spread over all three.
     let items: Vec<u64> = nodes
         .iter()
@@ -42,7 +34,7 @@ async fn client_script(interpreter: &str, script: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_clients_through_the_proxy() {
-    let out = client_script("python3", "proxy_clients.py").await;
+    let out = through_the_proxy("python3", "proxy_clients.py").await;
     for line in [
         "pymemcache text: ok",
         "pymemcache ascii auth: ok",
@@ -59,7 +51,7 @@ async fn python_clients_through_the_proxy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dalli_through_the_proxy() {
-    let out = client_script("ruby", "proxy_dalli.rb").await;
+    let out = through_the_proxy("ruby", "proxy_dalli.rb").await;
     assert!(out.contains("dalli without credentials: ok"), "{out}");
     assert!(out.contains("dalli with credentials: ok"), "{out}");
     assert!(out.contains("dalli through the proxy: ok"), "{out}");
@@ -67,34 +59,20 @@ async fn dalli_through_the_proxy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn php_memcached_through_the_proxy() {
-    let out = client_script("php", "proxy_php.php").await;
+    let out = through_the_proxy("php", "proxy_php.php").await;
     assert!(out.contains("php-memcached binary with sasl: ok"), "{out}");
     assert!(out.contains("php-memcached text: ok"), "{out}");
     assert!(out.contains("php-memcached through the proxy: ok"), "{out}");
 }
 
-async fn memccapable(mode: &str) {
-    let (_pki, _nodes, proxy) = cluster().await;
-    let mut cmd = Command::new("memccapable");
-    cmd.args([
-        "-h",
-        "127.0.0.1",
-        "-p",
-        &proxy.addr.port().to_string(),
-        "-t",
-        "5",
-        mode,
-    ]);
-    let out = run_ok(cmd).await;
-    assert!(out.contains("All tests passed"), "{out}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memccapable_ascii_through_the_proxy() {
-    memccapable("-a").await;
+    let (_pki, _nodes, proxy) = cluster().await;
+    memccapable(proxy.addr, "-a").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memccapable_binary_through_the_proxy() {
-    memccapable("-b").await;
+    let (_pki, _nodes, proxy) = cluster().await;
+    memccapable(proxy.addr, "-b").await;
 }

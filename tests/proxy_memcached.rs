@@ -349,13 +349,7 @@ async fn large_values_followed_by_pipelined_commands_do_not_stall() {
     // Text: one 40 KB set and a get in the same burst.
     let mut c = connect(proxy.addr).await;
     let value: Vec<u8> = (0..40_000u32).map(|i| b'a' + (i % 26) as u8).collect();
-    let mut burst = b"set big 3 0 40000\r\n".to_vec();
-    burst.extend(&value);
-    burst.extend(b"\r\nget big\r\n");
-    let mut reply = b"STORED\r\nVALUE big 3 40000\r\n".to_vec();
-    reply.extend(&value);
-    reply.extend(b"\r\nEND\r\n");
-    c.expect(&burst, &reply).await;
+    set_and_get_in_one_burst(&mut c, "big", 3, &value).await;
 
     // Binary: three 15 KB SETQ on one node, then GETKQ for each and NOOP.
     let ring = ring_of(&cluster);
@@ -434,15 +428,7 @@ async fn wrong_sasl_password_marks_the_node_down() {
     let mut config = cluster.proxy_config();
     config.password = "not-the-password".into();
     let proxy = start_proxy(config).await;
-    let mut c = connect(proxy.addr).await;
-    c.send(b"get a\r\n").await;
-    let reply = line(&mut c).await;
-    assert!(reply.starts_with("SERVER_ERROR"), "{reply}");
-    let (_, metrics) = http_get(proxy.metrics.unwrap(), "/metrics").await;
-    assert!(
-        metrics.contains("memgate_proxy_sasl_failures_total{node=\"n0\"}"),
-        "{metrics}"
-    );
+    let metrics = refused_and_counted(&proxy, "memgate_proxy_sasl_failures_total").await;
     assert!(
         metrics.contains("memgate_proxy_node_up{node=\"n0\"} 0"),
         "{metrics}"
@@ -450,65 +436,28 @@ async fn wrong_sasl_password_marks_the_node_down() {
     assert_eq!(http_get(proxy.metrics.unwrap(), "/readyz").await.0, 503);
 }
 
-async fn memccapable(mode: &'static str) {
-    let (_cluster, proxy) = setup().await;
-    let port = proxy.addr.port().to_string();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("memccapable")
-            .args(["-h", "127.0.0.1", "-p", &port, "-t", "5", mode])
-            .output()
-            .expect("memccapable (libmemcached-tools; run .ci/run)")
-    })
-    .await
-    .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && text.contains("All tests passed"),
-        "{text}"
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memccapable_ascii_through_the_proxy_to_memcached() {
-    memccapable("-a").await;
+    let (_cluster, proxy) = setup().await;
+    memccapable(proxy.addr, "-a").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memccapable_binary_through_the_proxy_to_memcached() {
-    memccapable("-b").await;
+    let (_cluster, proxy) = setup().await;
+    memccapable(proxy.addr, "-b").await;
 }
 
-async fn client_script(interpreter: &'static str, script: &'static str) -> String {
+/// Run tests/clients/SCRIPT with the proxy's address and its login.
+async fn through_the_proxy(interpreter: &str, script: &str) -> String {
     let (_cluster, proxy) = setup().await;
     let addr = proxy.addr.to_string();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(interpreter)
-            .arg(format!(
-                "{}/tests/clients/{script}",
-                env!("CARGO_MANIFEST_DIR")
-            ))
-            .args([addr.as_str(), USER, PASS])
-            .output()
-            .expect("client interpreter (run .ci/run)")
-    })
-    .await
-    .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{script}:\n{text}");
-    text
+    client_script(interpreter, script, &[&addr, USER, PASS]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_clients_through_the_proxy_to_memcached() {
-    let out = client_script("python3", "proxy_clients.py").await;
+    let out = through_the_proxy("python3", "proxy_clients.py").await;
     assert!(
         out.contains("all python clients through the proxy: ok"),
         "{out}"
@@ -517,12 +466,12 @@ async fn python_clients_through_the_proxy_to_memcached() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn php_memcached_through_the_proxy_to_memcached() {
-    let out = client_script("php", "proxy_php.php").await;
+    let out = through_the_proxy("php", "proxy_php.php").await;
     assert!(out.contains("php-memcached through the proxy: ok"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dalli_through_the_proxy_to_memcached() {
-    let out = client_script("ruby", "proxy_dalli.rb").await;
+    let out = through_the_proxy("ruby", "proxy_dalli.rb").await;
     assert!(out.contains("dalli through the proxy: ok"), "{out}");
 }

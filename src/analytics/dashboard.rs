@@ -24,6 +24,7 @@
 //! | `GET /assets/dashboard.css`, `/assets/dashboard.js` | the embedded assets |
 //! | `GET /favicon.ico` | 204: there is none |
 
+mod format;
 mod graph;
 mod view;
 
@@ -323,7 +324,7 @@ where
 fn back(cache_id: &str, done: &str) -> Response {
     Redirect::to(&format!(
         "/caches/{}?done={done}#notice",
-        view::url_segment(cache_id)
+        format::url_segment(cache_id)
     ))
     .into_response()
 }

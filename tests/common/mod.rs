@@ -1,5 +1,7 @@
 //! Shared helpers for integration tests: in-process nodes on port 0, PKI made
-//! in memory, and a tiny raw-socket client that reads exact replies.
+//! in memory, a tiny raw-socket client that reads exact replies, HTTP
+//! requests through the project's own client, and runners for the real
+//! memcached clients and conformance tools.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -413,6 +415,21 @@ pub async fn start_proxy(config: memgate::proxy::ProxyConfig) -> TestProxy {
     }
 }
 
+/// A request through `proxy` gets SERVER_ERROR at once and the proxy counts
+/// the `failures` metric for node n0; returns its metrics text.
+pub async fn refused_and_counted(proxy: &TestProxy, failures: &str) -> String {
+    let mut c = connect(proxy.addr).await;
+    c.send(b"get a\r\n").await;
+    let reply = String::from_utf8(c.read_exact(12).await).unwrap();
+    assert!(reply.starts_with("SERVER_ERROR"), "{reply}");
+    let (_, metrics) = http_get(proxy.metrics.unwrap(), "/metrics").await;
+    assert!(
+        metrics.contains(&format!("{failures}{{node=\"n0\"}}")),
+        "{metrics}"
+    );
+    metrics
+}
+
 /// Server entries naming each node by index: "n0=127.0.0.1:port".
 pub fn server_entries(nodes: &[TestNode]) -> Vec<String> {
     nodes
@@ -422,29 +439,48 @@ pub fn server_entries(nodes: &[TestNode]) -> Vec<String> {
         .collect()
 }
 
+/// One HTTP/1.1 request through the project's own client
+/// ([`memgate::analytics::http`]), with `headers` and an optional body.
+pub async fn http_call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> std::io::Result<memgate::analytics::http::Response> {
+    memgate::analytics::http::request(
+        &addr.to_string(),
+        None,
+        method,
+        path,
+        headers,
+        body.map(str::as_bytes),
+        Duration::from_secs(30),
+    )
+    .await
+}
+
+/// (status, body) of a reply; status 0 when the answer was not HTTP at all
+/// (a TLS listener's alert, say). Any other failure panics.
+fn status_and_body(
+    reply: std::io::Result<memgate::analytics::http::Response>,
+    what: &str,
+) -> (u16, String) {
+    match reply {
+        Ok(reply) => (reply.status, reply.text()),
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => (0, e.to_string()),
+        Err(e) => panic!("{what}: {e}"),
+    }
+}
+
 /// GET a path from an HTTP listener; returns (status, body).
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).await.unwrap();
-    let text = String::from_utf8_lossy(&out).to_string();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    let reply = http_call(addr, "GET", path, &[], None).await;
+    status_and_body(reply, &format!("GET {path} on {addr}"))
 }
 
 /// One HTTP/1.1 request with an optional `Authorization` header value and
-/// JSON/form body; returns (status, body). Reads until the server closes.
+/// JSON/form body; returns (status, body).
 pub async fn http_request(
     addr: SocketAddr,
     method: &str,
@@ -452,53 +488,20 @@ pub async fn http_request(
     authorization: Option<&str>,
     body: Option<&str>,
 ) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+    let mut headers = Vec::new();
     if let Some(auth) = authorization {
-        req.push_str(&format!("Authorization: {auth}\r\n"));
+        headers.push(("Authorization", auth));
     }
-    let body = body.unwrap_or("");
-    req.push_str(&format!("Content-Length: {}\r\n", body.len()));
-    if body.starts_with('{') {
-        req.push_str("Content-Type: application/json\r\n");
-    } else if !body.is_empty() {
-        req.push_str("Content-Type: application/x-www-form-urlencoded\r\n");
+    // The client types a body as JSON; anything else here is a form.
+    if body.is_some_and(|b| !b.is_empty() && !b.starts_with('{')) {
+        headers.push(("Content-Type", FORM));
     }
-    req.push_str("\r\n");
-    req.push_str(body);
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).await.unwrap();
-    let text = String::from_utf8_lossy(&out).to_string();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(body)
-    } else {
-        body.to_string()
-    };
-    (status, body)
+    let reply = http_call(addr, method, path, &headers, body).await;
+    status_and_body(reply, &format!("{method} {path} on {addr}"))
 }
 
-fn dechunk(mut data: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = data.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        data = &rest[n + 2..];
-    }
-    out
-}
+/// The `Content-Type` of a form body.
+pub const FORM: &str = "application/x-www-form-urlencoded";
 
 /// An analytics config for `nodes` (`label=admin-addr,...`) on 127.0.0.1:0,
 /// with an in-memory database and a short sampling interval.
@@ -569,6 +572,51 @@ pub async fn run_ok(mut cmd: std::process::Command) -> String {
     );
     assert!(out.status.success(), "{shown} failed:\n{text}");
     text
+}
+
+/// Run `tests/clients/SCRIPT` with `interpreter` and `args`; its output.
+pub async fn client_script(interpreter: &str, script: &str, args: &[&str]) -> String {
+    let mut cmd = std::process::Command::new(interpreter);
+    cmd.arg(format!(
+        "{}/tests/clients/{script}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .args(args);
+    run_ok(cmd).await
+}
+
+/// libmemcached's `memccapable` against `addr` in `mode` (`-a` text, `-b`
+/// binary): every one of its tests must pass.
+pub async fn memccapable(addr: SocketAddr, mode: &str) {
+    let mut cmd = std::process::Command::new("memccapable");
+    cmd.args([
+        "-h",
+        &addr.ip().to_string(),
+        "-p",
+        &addr.port().to_string(),
+        "-t",
+        "5",
+        mode,
+    ]);
+    let out = run_ok(cmd).await;
+    assert!(out.contains("All tests passed"), "{out}");
+}
+
+/// A set of `value` under `key` and a get of it in one burst: the reply is
+/// the whole value back, byte for byte (memcached -Z stalls on exactly
+/// this with a 40 KB value).
+pub async fn set_and_get_in_one_burst<S>(c: &mut Client<S>, key: &str, flags: u32, value: &[u8])
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let len = value.len();
+    let mut burst = format!("set {key} {flags} 0 {len}\r\n").into_bytes();
+    burst.extend(value);
+    burst.extend(format!("\r\nget {key}\r\n").bytes());
+    let mut reply = format!("STORED\r\nVALUE {key} {flags} {len}\r\n").into_bytes();
+    reply.extend(value);
+    reply.extend(b"\r\nEND\r\n");
+    c.expect(&burst, &reply).await;
 }
 
 /// At least 100 clients each pipeline bursts of random-size sets and gets on

@@ -7,7 +7,7 @@ use std::fmt::Write;
 
 use serde_json::Value;
 
-use super::view::{esc, human_bytes};
+use super::format::{clock, esc, human_bytes};
 use crate::analytics::history::Sample;
 
 /// A graphable series.
@@ -128,26 +128,6 @@ const LEFT: f64 = 8.0;
 const RIGHT: f64 = 8.0;
 const TOP: f64 = 22.0;
 const BOTTOM: f64 = 24.0;
-
-/// `HH:MM` (UTC) of unix milliseconds; with the date when `with_day`.
-fn clock(ms: i64, with_day: bool) -> String {
-    let secs = ms.div_euclid(1000);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let hm = format!("{:02}:{:02}", rem / 3600, (rem % 3600) / 60);
-    if !with_day {
-        return hm;
-    }
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    format!("{month:02}-{day:02} {hm}")
-}
 
 /// An inline SVG line chart of `points` (scaled to fit; styled by the
 /// page's CSS through classes, so it needs no inline style).

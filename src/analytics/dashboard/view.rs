@@ -6,53 +6,10 @@ use std::fmt::Write;
 
 use serde_json::{Map, Value};
 
+use super::format::{esc, human_bytes, url_segment};
 use super::graph::{self, Series};
 use crate::analytics::history::Sample;
 use crate::node::admin::{CacheView, LoginView};
-
-/// HTML-escape text for element content and quoted attribute values.
-pub fn esc(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// Percent-encode one URL path segment (anything but unreserved bytes).
-pub fn url_segment(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
-}
-
-/// Bytes as B, KiB, MiB or GiB with one decimal.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if n < 1024 {
-        return format!("{n} B");
-    }
-    let mut v = n as f64 / 1024.0;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    format!("{v:.1} {}", UNITS[unit])
-}
 
 fn stat(stats: &Value, name: &str) -> u64 {
     stats.get(name).and_then(Value::as_u64).unwrap_or(0)
@@ -473,17 +430,6 @@ pub fn error_page(status: u16, message: &str) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn escaping_and_formats() {
-        assert_eq!(
-            esc("<a href=\"x\">'&'</a>"),
-            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
-        );
-        assert_eq!(url_segment("a b/ü"), "a%20b%2F%C3%BC");
-        assert_eq!(human_bytes(1023), "1023 B");
-        assert_eq!(human_bytes(8 << 20), "8.0 MiB");
-    }
 
     #[test]
     fn totals_and_new_evictions() {
