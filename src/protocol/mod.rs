@@ -13,6 +13,7 @@
 pub mod binary;
 pub mod input;
 pub mod meta;
+pub mod meta_client;
 pub mod request;
 pub mod response;
 pub mod sasl;

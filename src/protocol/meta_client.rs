@@ -1,0 +1,597 @@
+//! The client side of the meta protocol: what the proxy sends to a node that
+//! speaks text (memgate nodes, memcached 1.6 with `-Y` behind `-Z`) and how it
+//! reads the answers, sans-IO.
+//!
+//! How the proxy uses it, per upstream connection:
+//! 1. Log in first with [`encode_login`] and check the answer with
+//!    [`parse_reply`]`(.., Expect::Login, ..)` and [`login_result`].
+//! 2. For each client request (a multi-key get already split per key), call
+//!    [`encode_request`] with the command, the client's frame and a fresh
+//!    sequence number; keep the returned [`Expect`] with the command in the
+//!    in-flight queue.
+//! 3. Replies come back in request order: [`parse_reply`] the front of the
+//!    read buffer with the oldest in-flight request's [`Expect`], then
+//!    [`decode`] it against that request's command into a [`Response`], which
+//!    the session encodes in the client's own dialect and frame.
+//!
+//! Every request gets exactly one reply: the upstream line never carries `q`
+//! (nor `noreply`, nor a binary quiet opcode), and the client's quiet rules are
+//! applied again when its reply is encoded (`meta::encode_keyed` and the text
+//! and binary encoders already do). Sending `q` upstream would save a few bytes
+//! per suppressed reply, but the proxy could then match replies to requests
+//! only by terminating every batch with `mn` and inferring the silent ones,
+//! and a quiet request would complete only when the next `mn` came back. One
+//! reply per request keeps matching a plain FIFO, as it is with binary today.
+//!
+//! Every meta request upstream carries the proxy's own opaque `O<seq>` in
+//! place of the client's (which the client's frame restores), and the reply
+//! must echo it: the meta counterpart of binary's opaque check, so that a
+//! reply read against the wrong request drops the connection instead of
+//! answering a client with another key's value. Error lines carry no opaque
+//! and are accepted as the answer to the request in flight.
+//!
+//! What is asked of the node is what the client's dialect will print, and no
+//! more: a text `get` becomes `mg <key> f v`, `gets` adds `c`, a binary get
+//! `c f v`, a binary store `c`, an `incr` `v`. A meta client's return flags
+//! pass through, except `k` (the proxy knows the key it sent) and `s` without
+//! `v`, which fetches the value too, because [`Found`] derives the size from
+//! the data it holds. Keys that cannot appear in a text line (a binary
+//! client's) travel base64-encoded with `b`; the node stores the decoded key,
+//! the same item a binary client would reach.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::{
+    meta,
+    request::{Command, Frame, Get, MetaFrame, Request, TextFrame},
+    response::{ErrorReply, Found, Response},
+    text::{self, parse_u32, parse_u64, valid_key, words, Unencodable},
+    Limits, MAX_LINE_LEN,
+};
+
+/// The most a multi-line `stats` reply may take before the stream is
+/// declared broken (memcached's largest groups are a few tens of KiB).
+const MAX_STATS_REPLY: usize = 1024 * 1024;
+
+/// The shape of the reply one upstream request will get, kept with it while
+/// it is in flight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expect {
+    /// A meta reply (`VA HD EN NF NS EX`) echoing `O<seq>`, or `MN` (`None`).
+    Meta(Option<u32>),
+    /// `me`: an `ME` line, or `EN`.
+    Debug,
+    /// `flush_all`: `OK`.
+    Ok,
+    /// `version`: `VERSION <text>`.
+    Version,
+    /// `stats [group]`: `STAT <name> <value>` lines, then `END`.
+    Stats,
+    /// An ASCII login: `STORED`.
+    Login,
+}
+
+/// A meta reply's two-letter code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Code {
+    /// `VA <size>`: a value (mg, ma with `v`) follows the line.
+    Value,
+    /// `HD`: success without a value.
+    Hit,
+    /// `EN`: a miss (mg).
+    Miss,
+    /// `NF`: not found (md, ma, ms with `C`).
+    NotFound,
+    /// `NS`: not stored.
+    NotStored,
+    /// `EX`: CAS mismatch.
+    Exists,
+    /// `MN`: the answer to `mn`.
+    Noop,
+}
+
+/// The return flags of a meta reply (those the proxy reads).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReturnFlags {
+    pub cas: Option<u64>,
+    pub client_flags: Option<u32>,
+    pub hit: Option<bool>,
+    pub last_access: Option<u64>,
+    pub opaque: Option<u32>,
+    pub size: Option<usize>,
+    pub ttl: Option<i64>,
+    /// `W`: this request won the recache.
+    pub won: bool,
+    /// `X`: the item is stale.
+    pub stale: bool,
+    /// `Z`: a win was already handed out.
+    pub win_sent: bool,
+}
+
+/// One meta reply: its code, its flags, and the value after a `VA` line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetaReply {
+    pub code: Code,
+    pub flags: ReturnFlags,
+    pub value: Option<Bytes>,
+}
+
+/// One whole reply from a node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    Meta(MetaReply),
+    /// `me`: the item's `name=value` pairs, `None` on a miss.
+    Debug(Option<Vec<(String, String)>>),
+    Ok,
+    Version(String),
+    Stats(Vec<(String, String)>),
+    /// `STORED`, the answer to a good login.
+    Stored,
+    /// `ERROR`, `CLIENT_ERROR …` or `SERVER_ERROR …`.
+    Error(ErrorReply),
+}
+
+/// Input after which the upstream stream cannot be trusted: drop the
+/// connection (and fail what is in flight on it).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ReplyError {
+    #[error("node sent a line longer than {MAX_LINE_LEN} bytes")]
+    LineTooLong,
+    #[error("node announced a {0}-byte value, over the item size limit")]
+    ValueTooLarge(usize),
+    #[error("node sent a stats reply over {MAX_STATS_REPLY} bytes")]
+    StatsTooLong,
+    #[error("malformed reply from node: {0}")]
+    Malformed(&'static str),
+    #[error("reply opaque does not match the request in flight")]
+    OpaqueMismatch,
+    #[error("reply does not fit the request in flight")]
+    Unexpected,
+}
+
+/// Write `command`, as a client framed by `frame` sent it, as the line(s) to
+/// send to a node; `seq` becomes the request's opaque. Returns what its reply
+/// will look like.
+///
+/// Quit, verbosity and the SASL commands are the proxy's to answer and have
+/// no upstream form; a key whose base64 form is longer than a key may be
+/// cannot be sent either.
+pub fn encode_request(
+    command: &Command,
+    frame: &Frame,
+    seq: u32,
+    out: &mut BytesMut,
+) -> Result<Expect, Unencodable> {
+    let classic = |command: &Command, out: &mut BytesMut| {
+        let request = Request {
+            command: command.clone(),
+            frame: Frame::Text(TextFrame::default()),
+        };
+        text::encode_request(&request, out)
+    };
+    match command {
+        Command::FlushAll { .. } => classic(command, out).map(|()| Expect::Ok),
+        Command::Version => classic(command, out).map(|()| Expect::Version),
+        Command::Stats { .. } => classic(command, out).map(|()| Expect::Stats),
+        Command::Noop => {
+            out.put_slice(b"mn\r\n");
+            Ok(Expect::Meta(None))
+        }
+        Command::MetaDebug { key } => {
+            let frame = MetaFrame {
+                base64_key: needs_base64(key),
+                ..MetaFrame::default()
+            };
+            meta::encode_request(&frame, command, out).map(|()| Expect::Debug)
+        }
+        // `mg <key> T<exptime>` answers HD or EN, as touch does TOUCHED or
+        // NOT_FOUND, and touches the same way.
+        Command::Touch { key, exptime } => {
+            let get = Command::Get(Get {
+                keys: vec![key.clone()],
+                touch: Some(*exptime),
+                ..Get::default()
+            });
+            let frame = upstream_frame(command, frame, key, seq);
+            meta::encode_request(&frame, &get, out).map(|()| Expect::Meta(Some(seq)))
+        }
+        Command::Get(_) | Command::Store(_) | Command::Delete(_) | Command::Arith(_) => {
+            let Some(key) = command.key() else {
+                return Err(Unencodable("a get of other than one key"));
+            };
+            let frame = upstream_frame(command, frame, key, seq);
+            meta::encode_request(&frame, command, out).map(|()| Expect::Meta(Some(seq)))
+        }
+        Command::Quit
+        | Command::Verbosity
+        | Command::SaslList
+        | Command::SaslAuth { .. }
+        | Command::SaslStep { .. } => {
+            Err(Unencodable("answered by the proxy, never sent upstream"))
+        }
+    }
+}
+
+/// Whether `key` must travel base64-encoded: it would break a text line.
+fn needs_base64(key: &[u8]) -> bool {
+    !valid_key(key)
+}
+
+/// The meta flags to send upstream for the client's `command` (a touch is
+/// sent as a get), so that the reply carries what the client's frame prints.
+fn upstream_frame(command: &Command, client: &Frame, key: &[u8], seq: u32) -> MetaFrame {
+    let mut wire = MetaFrame {
+        opaque: Some(Bytes::from(seq.to_string())),
+        base64_key: needs_base64(key),
+        ..MetaFrame::default()
+    };
+    let get = matches!(command, Command::Get(_));
+    let store = matches!(command, Command::Store(_));
+    let arith = matches!(command, Command::Arith(_));
+    match client {
+        Frame::Text(text) => {
+            wire.return_value = get || arith;
+            wire.return_flags = get;
+            wire.return_cas = get && text.with_cas;
+        }
+        Frame::Binary { .. } => {
+            wire.return_value = get || arith;
+            wire.return_flags = get;
+            wire.return_cas = get || store || arith;
+        }
+        // Only the flags that the command's reply can carry: memcached
+        // ignores the others, and they would only lengthen the line.
+        Frame::Meta(meta) => {
+            wire.return_value = ((get || arith) && meta.return_value) || (get && meta.return_size);
+            wire.return_cas = meta.return_cas;
+            wire.return_flags = get && meta.return_flags;
+            wire.return_hit = get && meta.return_hit;
+            wire.return_last_access = get && meta.return_last_access;
+            wire.return_ttl = (get || arith) && meta.return_ttl;
+        }
+    }
+    wire
+}
+
+/// Write the first command of an upstream connection: the ASCII login.
+///
+/// The item carries exptime -1 (already expired): a node that takes ASCII
+/// auth consumes the `set` without storing it, and one that wrongly has no
+/// auth at all stores an item no one can read, rather than the password.
+pub fn encode_login(
+    form: LoginForm,
+    username: &str,
+    password: &str,
+    out: &mut BytesMut,
+) -> Result<Expect, Unencodable> {
+    let (key, value) = match form {
+        LoginForm::MemCachier => (username.as_bytes(), password.to_owned()),
+        LoginForm::Memcached => {
+            if username.contains(' ') {
+                return Err(Unencodable("memcached -Y usernames cannot hold a space"));
+            }
+            (LOGIN_KEY, format!("{username} {password}"))
+        }
+    };
+    if !valid_key(key) {
+        return Err(Unencodable("username is not a valid text key"));
+    }
+    out.put_slice(b"set ");
+    out.put_slice(key);
+    out.put_slice(b" 0 -1 ");
+    out.put_slice(value.len().to_string().as_bytes());
+    out.put_slice(b"\r\n");
+    out.put_slice(value.as_bytes());
+    out.put_slice(b"\r\n");
+    Ok(Expect::Login)
+}
+
+/// The key of a memcached `-Y` login, which memcached ignores.
+const LOGIN_KEY: &[u8] = b"memgate-login";
+
+/// Which ASCII login a node takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoginForm {
+    /// MemCachier's (memgate nodes): key = username, value = password.
+    MemCachier,
+    /// memcached `-Y`'s: any key, value = `<username> <password>`.
+    Memcached,
+}
+
+/// Why an ASCII login failed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum LoginError {
+    #[error("credentials refused")]
+    Refused,
+    /// Anything but `STORED` or an authentication failure: most likely a
+    /// node that does not take ASCII auth (memcached without `-Y`, or `-S`).
+    #[error("node does not take an ASCII login: {0}")]
+    NotAscii(String),
+}
+
+/// Classify the reply to [`encode_login`].
+pub fn login_result(reply: &Reply) -> Result<(), LoginError> {
+    match reply {
+        Reply::Stored => Ok(()),
+        Reply::Error(ErrorReply::AuthFailure) => Err(LoginError::Refused),
+        Reply::Error(error) => Err(LoginError::NotAscii(error.text())),
+        other => Err(LoginError::NotAscii(format!("{other:?}"))),
+    }
+}
+
+/// Parse the whole reply at the front of `buf` to a request that expects
+/// `expect`: `None` until it is all buffered. A value longer than the item
+/// size limit is refused from its header, before it is buffered.
+pub fn parse_reply(
+    buf: &[u8],
+    expect: Expect,
+    limits: &Limits,
+) -> Result<Option<(Reply, usize)>, ReplyError> {
+    let Some((line, used)) = next_line(buf)? else {
+        return Ok(None);
+    };
+    if let Some(error) = error_line(line) {
+        return Ok(Some((Reply::Error(error), used)));
+    }
+    let reply = match expect {
+        Expect::Meta(opaque) => return parse_meta(buf, line, used, opaque, limits),
+        Expect::Debug => parse_debug(line)?,
+        Expect::Ok if line == b"OK" => Reply::Ok,
+        Expect::Login if line == b"STORED" => Reply::Stored,
+        Expect::Version => match line.strip_prefix(b"VERSION ") {
+            Some(version) => Reply::Version(String::from_utf8_lossy(version).into_owned()),
+            None => return Err(ReplyError::Unexpected),
+        },
+        Expect::Stats => return parse_stats(buf),
+        Expect::Ok | Expect::Login => return Err(ReplyError::Unexpected),
+    };
+    Ok(Some((reply, used)))
+}
+
+/// The first line of `buf` without its newline, and the bytes it takes.
+fn next_line(buf: &[u8]) -> Result<Option<(&[u8], usize)>, ReplyError> {
+    match buf.iter().take(MAX_LINE_LEN).position(|&b| b == b'\n') {
+        Some(at) => {
+            let line = buf.get(..at).unwrap_or_default();
+            Ok(Some((line.strip_suffix(b"\r").unwrap_or(line), at + 1)))
+        }
+        None if buf.len() < MAX_LINE_LEN => Ok(None),
+        None => Err(ReplyError::LineTooLong),
+    }
+}
+
+/// The errors any command may get, mapped back to the variants whose text
+/// they are (so that a binary client gets the matching status).
+fn error_line(line: &[u8]) -> Option<ErrorReply> {
+    let known = [
+        ErrorReply::UnknownCommand,
+        ErrorReply::TooLarge,
+        ErrorReply::OutOfMemory,
+        ErrorReply::NonNumeric,
+        ErrorReply::Unauthenticated,
+        ErrorReply::AuthFailure,
+        ErrorReply::PermissionDenied,
+        ErrorReply::FlushNotAllowed,
+    ];
+    let text = String::from_utf8_lossy(line);
+    if let Some(error) = known.into_iter().find(|e| e.text() == text) {
+        return Some(error);
+    }
+    if let Some(msg) = text.strip_prefix("CLIENT_ERROR ") {
+        return Some(ErrorReply::Client(msg.to_owned()));
+    }
+    text.strip_prefix("SERVER_ERROR ")
+        .map(|msg| ErrorReply::Server(msg.to_owned()))
+}
+
+fn parse_meta(
+    buf: &[u8],
+    line: &[u8],
+    used: usize,
+    opaque: Option<u32>,
+    limits: &Limits,
+) -> Result<Option<(Reply, usize)>, ReplyError> {
+    let mut tokens = words(line);
+    let code = match tokens.next() {
+        Some(b"VA") => Code::Value,
+        Some(b"HD") => Code::Hit,
+        Some(b"EN") => Code::Miss,
+        Some(b"NF") => Code::NotFound,
+        Some(b"NS") => Code::NotStored,
+        Some(b"EX") => Code::Exists,
+        Some(b"MN") => Code::Noop,
+        _ => return Err(ReplyError::Unexpected),
+    };
+    let size = match code {
+        Code::Value => {
+            let size = tokens
+                .next()
+                .and_then(parse_u64)
+                .and_then(|n| usize::try_from(n).ok())
+                .ok_or(ReplyError::Malformed("VA without a size"))?;
+            if size > limits.max_item_size {
+                return Err(ReplyError::ValueTooLarge(size));
+            }
+            Some(size)
+        }
+        _ => None,
+    };
+    let flags = return_flags(tokens)?;
+    if flags.opaque != opaque {
+        return Err(ReplyError::OpaqueMismatch);
+    }
+    let (value, used) = match size {
+        None => (None, used),
+        Some(size) => {
+            let rest = buf.get(used..).unwrap_or_default();
+            let (Some(data), Some(end)) = (rest.get(..size), rest.get(size..size + 2)) else {
+                return Ok(None);
+            };
+            if end != b"\r\n" {
+                return Err(ReplyError::Malformed("value not followed by CRLF"));
+            }
+            (Some(Bytes::copy_from_slice(data)), used + size + 2)
+        }
+    };
+    let reply = MetaReply { code, flags, value };
+    Ok(Some((Reply::Meta(reply), used)))
+}
+
+/// Read the return flags the proxy uses; others (`k`, `b`, flags a later
+/// memcached may add) are skipped.
+fn return_flags<'a>(tokens: impl Iterator<Item = &'a [u8]>) -> Result<ReturnFlags, ReplyError> {
+    let mut flags = ReturnFlags::default();
+    for token in tokens {
+        let Some((&flag, arg)) = token.split_first() else {
+            continue;
+        };
+        let bad = ReplyError::Malformed("bad return flag");
+        match flag {
+            b'c' => flags.cas = Some(parse_u64(arg).ok_or(bad)?),
+            b'f' => flags.client_flags = Some(parse_u32(arg).ok_or(bad)?),
+            b'h' => {
+                flags.hit = Some(match arg {
+                    b"0" => false,
+                    b"1" => true,
+                    _ => return Err(bad),
+                })
+            }
+            b'l' => flags.last_access = Some(parse_u64(arg).ok_or(bad)?),
+            b'O' => flags.opaque = Some(parse_u32(arg).ok_or(ReplyError::OpaqueMismatch)?),
+            b's' => {
+                let size = parse_u64(arg).and_then(|n| usize::try_from(n).ok());
+                flags.size = Some(size.ok_or(bad)?);
+            }
+            b't' => flags.ttl = Some(parse_i64(arg).ok_or(bad)?),
+            b'W' => flags.won = true,
+            b'X' => flags.stale = true,
+            b'Z' => flags.win_sent = true,
+            _ => {}
+        }
+    }
+    Ok(flags)
+}
+
+fn parse_i64(token: &[u8]) -> Option<i64> {
+    match token.strip_prefix(b"-") {
+        Some(digits) => i64::try_from(parse_u64(digits)?).ok().map(|n| -n),
+        None => i64::try_from(parse_u64(token)?).ok(),
+    }
+}
+
+/// `ME <key> <name>=<value>*` or `EN`.
+fn parse_debug(line: &[u8]) -> Result<Reply, ReplyError> {
+    if line == b"EN" {
+        return Ok(Reply::Debug(None));
+    }
+    let mut tokens = words(line);
+    if tokens.next() != Some(b"ME") || tokens.next().is_none() {
+        return Err(ReplyError::Unexpected);
+    }
+    let pairs = tokens
+        .map(|pair| {
+            let text = String::from_utf8_lossy(pair);
+            match text.split_once('=') {
+                Some((name, value)) => Ok((name.to_owned(), value.to_owned())),
+                None => Err(ReplyError::Malformed("me pair without '='")),
+            }
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Reply::Debug(Some(pairs)))
+}
+
+/// `STAT <name> <value>` lines up to `END`, all buffered.
+fn parse_stats(buf: &[u8]) -> Result<Option<(Reply, usize)>, ReplyError> {
+    let mut pairs = Vec::new();
+    let mut at = 0;
+    loop {
+        if at > MAX_STATS_REPLY {
+            return Err(ReplyError::StatsTooLong);
+        }
+        let Some((line, used)) = next_line(buf.get(at..).unwrap_or_default())? else {
+            return Ok(None);
+        };
+        at += used;
+        if line == b"END" {
+            return Ok(Some((Reply::Stats(pairs), at)));
+        }
+        let stat = line
+            .strip_prefix(b"STAT ")
+            .map(String::from_utf8_lossy)
+            .ok_or(ReplyError::Unexpected)?;
+        let (name, value) = stat.split_once(' ').unwrap_or((&stat, ""));
+        pairs.push((name.to_owned(), value.to_owned()));
+    }
+}
+
+/// Turn `reply` to `command` (as it was given to [`encode_request`]) back
+/// into a dialect-neutral response. A meta code that `command` cannot get is
+/// an error: the stream is out of step.
+pub fn decode(command: &Command, reply: Reply) -> Result<Response, ReplyError> {
+    let meta = match reply {
+        Reply::Meta(meta) => meta,
+        Reply::Error(error) => return Ok(Response::Error(error)),
+        Reply::Debug(pairs) if matches!(command, Command::MetaDebug { .. }) => {
+            return Ok(Response::MetaDebug(pairs))
+        }
+        Reply::Ok if matches!(command, Command::FlushAll { .. }) => return Ok(Response::Ok),
+        Reply::Version(version) if matches!(command, Command::Version) => {
+            return Ok(Response::Version(version))
+        }
+        Reply::Stats(pairs) if matches!(command, Command::Stats { .. }) => {
+            return Ok(Response::Stats(pairs))
+        }
+        _ => return Err(ReplyError::Unexpected),
+    };
+    let flags = &meta.flags;
+    let response = match (command, meta.code) {
+        (Command::Get(get), Code::Value | Code::Hit) => {
+            let found = Found {
+                key: get.keys.first().cloned().unwrap_or_default(),
+                flags: flags.client_flags.unwrap_or(0),
+                cas: flags.cas.unwrap_or(0),
+                data: meta.value.unwrap_or_default(),
+                ttl: flags.ttl.unwrap_or(-1),
+                last_access: flags.last_access.unwrap_or(0),
+                fetched: flags.hit.unwrap_or(false),
+                won: flags.won,
+                stale: flags.stale,
+                win_sent: flags.win_sent,
+            };
+            Response::Get(vec![Some(found)])
+        }
+        (Command::Get(_), Code::Miss) => Response::Get(vec![None]),
+        (Command::Touch { .. }, Code::Hit) => Response::Touched,
+        (Command::Touch { .. }, Code::Miss) => Response::NotFound,
+        (Command::Store(_), Code::Hit) => Response::Stored {
+            cas: flags.cas.unwrap_or(0),
+        },
+        (Command::Delete(_), Code::Hit) => Response::Deleted,
+        (Command::Arith(_), Code::Value | Code::Hit) => {
+            let value = match &meta.value {
+                Some(digits) => {
+                    parse_u64(digits).ok_or(ReplyError::Malformed("ma value not a number"))?
+                }
+                None => 0,
+            };
+            Response::Number {
+                value,
+                cas: flags.cas.unwrap_or(0),
+                ttl: flags.ttl.unwrap_or(-1),
+            }
+        }
+        (Command::Noop, Code::Noop) => Response::Noop,
+        (Command::Store(_) | Command::Delete(_) | Command::Arith(_), Code::NotFound) => {
+            Response::NotFound
+        }
+        (Command::Store(_) | Command::Arith(_), Code::NotStored) => Response::NotStored,
+        (Command::Store(_) | Command::Delete(_) | Command::Arith(_), Code::Exists) => {
+            Response::Exists
+        }
+        _ => return Err(ReplyError::Unexpected),
+    };
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests;
