@@ -1,8 +1,8 @@
 //! memcached's meta commands (`mg ms md ma mn me`, 1.6.18), sans-IO.
 //!
-//! [`text::parse`](super::text::parse) recognises a meta line and calls
-//! [`parse_line`]; the line discipline, tokens, numbers and keys are the text
-//! protocol's. Flags are read the way memcached's `_meta_flag_preparse` reads
+//! [`super::parse`] recognises a meta line and calls [`parse_line`]; the line
+//! discipline, tokens, numbers and keys are [`super::line`]'s, shared with the
+//! classic text protocol. Flags are read the way memcached's `_meta_flag_preparse` reads
 //! them: every meta command accepts every known flag (and ignores those that
 //! do not apply to it), an unknown or repeated flag is refused, and the first
 //! character of a token is the flag, the rest its argument.
@@ -15,12 +15,12 @@ use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::{
+    line::{
+        client_error, parse_exptime, parse_u32, parse_u64, parse_value_len, put_i64, put_u64,
+        put_usize, valid_key, words, Line, Unencodable, BAD_FORMAT,
+    },
     request::{Arith, Command, Delete, Exptime, Get, MetaFrame, Store, StoreMode, TextFrame},
     response::{Found, Response},
-    text::{
-        self, client_error, parse_exptime, parse_u32, parse_u64, parse_value_len, put_i64, put_u64,
-        put_usize, valid_key, Line, Unencodable, BAD_FORMAT,
-    },
     Frame, Limits, Parsed, Request,
 };
 
@@ -395,12 +395,17 @@ impl Flags {
 
 /// Write the reply to a meta command whose (decoded) key is `key`, echoed for
 /// `k` and `me` (base64-encoded again when the request used `b`).
+///
+/// Returns `false`, having written nothing, for a reply meta has no form for
+/// (errors, `OK`, `VERSION`, stats, SASL): memcached answers those in text,
+/// and [`super::encode`] does so.
+#[must_use]
 pub fn encode_keyed(
     frame: &MetaFrame,
     key: Option<&[u8]>,
     response: &Response,
     out: &mut BytesMut,
-) {
+) -> bool {
     let quiet = frame.quiet;
     let mut reply = Reply { frame, key, out };
     // The `q` rules are memcached 1.6.18's: it hides EN for mg, HD for ms/md
@@ -443,8 +448,9 @@ pub fn encode_keyed(
         | Response::Stats(_)
         | Response::AuthOk
         | Response::SaslMechs(_)
-        | Response::AuthContinue(_) => text::encode(&TextFrame::default(), response, reply.out),
+        | Response::AuthContinue(_) => return false,
     }
+    true
 }
 
 /// Item facts a reply may report, each written only if the frame asked.
@@ -593,7 +599,7 @@ impl<'k> Reply<'k, '_> {
     }
 }
 
-/// Write a meta request (see [`text::encode_request`]).
+/// Write a meta request (see [`super::encode_request`]).
 pub(crate) fn encode_request(
     frame: &MetaFrame,
     command: &Command,
@@ -685,7 +691,7 @@ pub(crate) fn encode_request(
         }
         _ => return Err(Unencodable("no meta form")),
     }
-    if text::words(&line).count() + 1 > MAX_META_TOKENS {
+    if words(&line).count() + 1 > MAX_META_TOKENS {
         return Err(Unencodable("more meta flags than memcached accepts"));
     }
     out.put_slice(&line);
@@ -760,7 +766,7 @@ fn put_token<N: Into<i128>>(line: &mut BytesMut, flag: u8, value: Option<N>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{text::parse, ErrorReply};
+    use crate::protocol::{test_util::parse_text as parse, ErrorReply};
 
     fn parse_ok(buf: &[u8]) -> (Command, MetaFrame, usize) {
         match parse(buf, &Limits::default()) {
@@ -1051,7 +1057,8 @@ mod tests {
 
     fn reply(frame: &MetaFrame, key: Option<&str>, response: Response) -> String {
         let mut out = BytesMut::new();
-        encode_keyed(frame, key.map(str::as_bytes), &response, &mut out);
+        let frame = Frame::Meta(Box::new(frame.clone()));
+        crate::protocol::encode(&frame, key.map(str::as_bytes), &response, &mut out);
         String::from_utf8(out.to_vec()).unwrap()
     }
 
@@ -1204,7 +1211,12 @@ mod tests {
         );
         assert_eq!(reply(&quiet, None, Response::MetaDebug(None)), "EN\r\n");
         let mut out = BytesMut::new();
-        encode_keyed(&MetaFrame::default(), None, &Response::Noop, &mut out);
+        assert!(encode_keyed(
+            &MetaFrame::default(),
+            None,
+            &Response::Noop,
+            &mut out
+        ));
         assert_eq!(&out[..], b"MN\r\n");
     }
 }
