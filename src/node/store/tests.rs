@@ -1,5 +1,6 @@
 use super::*;
 use crate::protocol::request::Store as StoreCmd;
+use crate::protocol::test_util::{self, arith, delete};
 use proptest::prelude::*;
 use std::collections::HashMap;
 
@@ -22,14 +23,8 @@ fn stat(stats: &CacheStats, name: &str) -> u64 {
 
 fn st(mode: StoreMode, key: &str, val: &[u8], exptime: Exptime) -> StoreCmd {
     StoreCmd {
-        mode,
-        key: Bytes::copy_from_slice(key.as_bytes()),
-        flags: 0,
         exptime,
-        data: Bytes::copy_from_slice(val),
-        cas: None,
-        invalidate: false,
-        vivify: None,
+        ..test_util::store(mode, key, val)
     }
 }
 
@@ -52,39 +47,11 @@ fn get_with(s: &Store, g: Get, now: u64) -> Option<Found> {
 }
 
 fn get(s: &Store, key: &str, now: u64) -> Option<Found> {
-    get_with(s, mg(key), now)
-}
-
-fn mg(key: &str) -> Get {
-    Get {
-        keys: vec![Bytes::copy_from_slice(key.as_bytes())],
-        ..Get::default()
-    }
+    get_with(s, test_util::get(key), now)
 }
 
 fn value(s: &Store, key: &str, now: u64) -> Option<Vec<u8>> {
     get(s, key, now).map(|f| f.data.to_vec())
-}
-
-fn arith(key: &str, incr: bool, delta: u64) -> Arith {
-    Arith {
-        key: Bytes::copy_from_slice(key.as_bytes()),
-        incr,
-        delta,
-        cas: None,
-        vivify: None,
-        initial: 0,
-        touch: None,
-    }
-}
-
-fn del(key: &str) -> Delete {
-    Delete {
-        key: Bytes::copy_from_slice(key.as_bytes()),
-        cas: None,
-        invalidate: false,
-        exptime: None,
-    }
 }
 
 fn num(r: Response) -> u64 {
@@ -479,7 +446,7 @@ fn lru_evicts_least_recently_used() {
     assert_eq!(stat(&stats, "evictions"), 2);
     assert_eq!(stat(&stats, "expired"), 0);
     // no_bump reads do not protect an item.
-    let mut g = mg("k4");
+    let mut g = test_util::get("k4");
     g.no_bump = true;
     assert!(get_with(&s, g, NOW).is_some());
     let lru = lock(&s.shards[0]).lru_keys();
@@ -522,7 +489,7 @@ fn byte_accounting_returns_to_zero() {
     assert_eq!((u.items, u.bytes), (1000, expect as u64));
     for i in 0..1000 {
         assert_eq!(
-            s.execute(&Command::Delete(del(&format!("key-{i}"))), NOW),
+            s.execute(&Command::Delete(delete(&format!("key-{i}"))), NOW),
             Response::Deleted
         );
     }
@@ -536,7 +503,7 @@ fn byte_accounting_returns_to_zero() {
     );
     assert_eq!(stat(&stats, "delete_hits"), 1000);
     assert_eq!(
-        s.execute(&Command::Delete(del("key-1")), NOW),
+        s.execute(&Command::Delete(delete("key-1")), NOW),
         Response::NotFound
     );
     assert_eq!(stat(&stats, "delete_misses"), 1);
@@ -584,7 +551,7 @@ fn reclaim_expired_is_bounded_and_counts() {
 #[test]
 fn meta_vivify_hands_out_one_win() {
     let (s, stats) = new_store();
-    let mut g = mg("k");
+    let mut g = test_util::get("k");
     g.vivify = Some(30);
     let first = get_with(&s, g.clone(), NOW).expect("vivified");
     assert!(first.won && !first.win_sent && !first.stale);
@@ -605,7 +572,7 @@ fn meta_vivify_hands_out_one_win() {
 fn meta_recache_below_wins_once() {
     let (s, _) = new_store();
     set(&s, "k", b"v", 100, NOW);
-    let mut g = mg("k");
+    let mut g = test_util::get("k");
     g.recache_below = Some(30);
     let f = get_with(&s, g.clone(), NOW).expect("hit");
     assert!(!f.won && !f.win_sent, "70s+ left");
@@ -615,7 +582,7 @@ fn meta_recache_below_wins_once() {
     assert!(!f.won && f.win_sent);
     // No TTL: never wins.
     set(&s, "forever", b"v", 0, NOW);
-    let mut g = mg("forever");
+    let mut g = test_util::get("forever");
     g.recache_below = Some(30);
     assert!(!get_with(&s, g, NOW).expect("hit").won);
 }
@@ -624,7 +591,7 @@ fn meta_recache_below_wins_once() {
 fn meta_delete_invalidate_marks_stale() {
     let (s, stats) = new_store();
     let c1 = set(&s, "k", b"v", 0, NOW);
-    let mut d = del("k");
+    let mut d = delete("k");
     d.invalidate = true;
     d.exptime = Some(30);
     assert_eq!(
@@ -643,7 +610,7 @@ fn meta_delete_invalidate_marks_stale() {
     s.execute(&Command::Delete(d), NOW);
     assert!(get(&s, "k", NOW).expect("hit").won);
     // A CAS mismatch refuses the delete.
-    let mut d = del("k");
+    let mut d = delete("k");
     d.cas = Some(1);
     assert_eq!(s.execute(&Command::Delete(d), NOW), Response::Exists);
     assert_eq!(stat(&stats, "delete_misses"), 1);
@@ -674,7 +641,7 @@ fn meta_set_invalidate_with_older_cas_stores_stale() {
 fn no_bump_fetched_and_last_access() {
     let (s, _) = new_store();
     set(&s, "k", b"v", 0, NOW);
-    let mut quiet = mg("k");
+    let mut quiet = test_util::get("k");
     quiet.no_bump = true;
     let f = get_with(&s, quiet.clone(), NOW + 5).expect("hit");
     assert_eq!((f.fetched, f.last_access), (false, 5));
@@ -717,7 +684,7 @@ fn touch_and_gat() {
     );
     let f = get(&s, "k", NOW + 50).expect("touch extended the TTL");
     assert_eq!((f.cas, f.ttl), (cas, 55), "touch keeps the CAS");
-    let mut gat = mg("k");
+    let mut gat = test_util::get("k");
     gat.touch = Some(0);
     let f = get_with(&s, gat.clone(), NOW + 60).expect("hit");
     assert_eq!(f.ttl, -1);
@@ -919,7 +886,7 @@ proptest! {
                     } else {
                         Response::NotFound
                     };
-                    prop_assert_eq!(s.execute(&Command::Delete(del(&key)), NOW), want);
+                    prop_assert_eq!(s.execute(&Command::Delete(delete(&key)), NOW), want);
                 }
                 Op::Append(k, v) | Op::Prepend(k, v) => {
                     let mode = if matches!(op, Op::Append(..)) {

@@ -4,6 +4,7 @@ use crate::protocol::request::{
     Arith, Command, Delete, Exptime, Frame, Get, Key, Request, Store, StoreMode,
 };
 use crate::protocol::response::{ErrorReply, Found, Response};
+use crate::protocol::test_util::{self, arb_bytes, arb_mode, key};
 use crate::protocol::{Limits, Parsed, ProtocolError, MAX_KEY_LEN};
 use bytes::{Bytes, BytesMut};
 use opcode::*;
@@ -90,40 +91,28 @@ fn rejected(buf: &[u8], error: ErrorReply) -> Parsed {
     }
 }
 
-fn key(k: &str) -> Key {
-    Key::copy_from_slice(k.as_bytes())
-}
-
 fn get(k: &str, touch: Option<Exptime>) -> Command {
     Command::Get(Get {
-        keys: vec![key(k)],
         touch,
-        ..Get::default()
+        ..test_util::get(k)
     })
 }
 
 fn store(mode: StoreMode, flags: u32, exptime: Exptime, cas: Option<u64>) -> Command {
     Command::Store(Store {
-        mode,
-        key: key("k"),
         flags,
         exptime,
-        data: Bytes::from_static(b"value"),
         cas,
-        invalidate: false,
-        vivify: None,
+        ..test_util::store(mode, "k", b"value")
     })
 }
 
 fn arith(incr: bool, vivify: Option<Exptime>, cas: Option<u64>) -> Command {
     Command::Arith(Arith {
-        key: key("n"),
-        incr,
-        delta: 5,
         cas,
         vivify,
         initial: 10,
-        touch: None,
+        ..test_util::arith("n", incr, 5)
     })
 }
 
@@ -1071,11 +1060,7 @@ fn only_stats_span_packets() {
 // -- properties -------------------------------------------------------------------
 
 fn arb_key() -> impl Strategy<Value = Key> {
-    vec(any::<u8>(), 1..=MAX_KEY_LEN).prop_map(Key::from)
-}
-
-fn arb_bytes(max: usize) -> impl Strategy<Value = Bytes> {
-    vec(any::<u8>(), 0..max).prop_map(Bytes::from)
+    arb_bytes(1..=MAX_KEY_LEN)
 }
 
 fn arb_exptime() -> impl Strategy<Value = Exptime> {
@@ -1086,16 +1071,6 @@ fn arb_cas() -> impl Strategy<Value = Option<u64>> {
     prop_oneof![Just(None), (1..=u64::MAX).prop_map(Some)]
 }
 
-fn arb_mode() -> impl Strategy<Value = StoreMode> {
-    prop_oneof![
-        Just(StoreMode::Set),
-        Just(StoreMode::Add),
-        Just(StoreMode::Replace),
-        Just(StoreMode::Append),
-        Just(StoreMode::Prepend),
-    ]
-}
-
 /// Stores as the binary protocol can say them (append/prepend carry no
 /// flags or expiry).
 fn arb_store(cas: impl Strategy<Value = Option<u64>>) -> impl Strategy<Value = Command> {
@@ -1104,7 +1079,7 @@ fn arb_store(cas: impl Strategy<Value = Option<u64>>) -> impl Strategy<Value = C
         arb_key(),
         any::<u32>(),
         arb_exptime(),
-        arb_bytes(64),
+        arb_bytes(0..64),
         cas,
     )
         .prop_map(|(mode, key, flags, exptime, data, cas)| {
@@ -1169,7 +1144,7 @@ fn arb_sasl() -> impl Strategy<Value = Command> {
     (
         any::<bool>(),
         vec(any::<u8>(), 1..=MAX_SASL_MECH_LEN),
-        arb_bytes(128),
+        arb_bytes(0..128),
     )
         .prop_map(|(auth, mechanism, data)| {
             let mechanism = Bytes::from(mechanism);
@@ -1211,7 +1186,7 @@ fn arb_error() -> impl Strategy<Value = ErrorReply> {
 }
 
 fn arb_found(key: Key) -> impl Strategy<Value = Found> {
-    (any::<u32>(), any::<u64>(), arb_bytes(64)).prop_map(move |(flags, cas, data)| Found {
+    (any::<u32>(), any::<u64>(), arb_bytes(0..64)).prop_map(move |(flags, cas, data)| Found {
         key: key.clone(),
         flags,
         cas,
@@ -1267,7 +1242,7 @@ fn arb_exchange() -> impl Strategy<Value = (Command, Response)> {
         "[ -~]{0,20}".prop_map(|v| (Command::Version, Response::Version(v))),
         "[A-Z -]{0,20}".prop_map(|m| (Command::SaslList, Response::SaslMechs(m))),
         arb_sasl().prop_map(|cmd| (cmd, Response::AuthOk)),
-        (arb_sasl(), arb_bytes(32)).prop_map(|(cmd, b)| (cmd, Response::AuthContinue(b))),
+        (arb_sasl(), arb_bytes(0..32)).prop_map(|(cmd, b)| (cmd, Response::AuthContinue(b))),
         arb_sasl().prop_map(|cmd| (cmd, Response::Error(ErrorReply::AuthFailure))),
         Just((
             Command::Version,

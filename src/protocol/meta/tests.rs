@@ -1,5 +1,6 @@
 use super::*;
-use crate::protocol::{test_util::parse_text as parse, ErrorReply};
+use crate::protocol::test_util::{key, parse_text as parse};
+use crate::protocol::ErrorReply;
 
 fn parse_ok(buf: &[u8]) -> (Command, MetaFrame, usize) {
     match parse(buf, &Limits::default()) {
@@ -31,16 +32,12 @@ fn refused(buf: &[u8]) -> (String, usize) {
     }
 }
 
-fn b(s: &str) -> Bytes {
-    Bytes::copy_from_slice(s.as_bytes())
-}
-
 #[test]
 fn mg_flags() {
     let (command, frame, used) = parse_ok(b"mg foo s v f t c k h l q u O123 T30 N-1 R5 P/x L\r\n");
     assert_eq!(used, 50);
     let want = Get {
-        keys: vec![b("foo")],
+        keys: vec![key("foo")],
         touch: Some(30),
         vivify: Some(-1),
         recache_below: Some(5),
@@ -48,7 +45,7 @@ fn mg_flags() {
     };
     assert_eq!(command, Command::Get(want));
     let want = MetaFrame {
-        opaque: Some(b("123")),
+        opaque: Some(key("123")),
         return_key: true,
         base64_key: false,
         quiet: true,
@@ -66,7 +63,7 @@ fn mg_flags() {
     assert_eq!(
         command,
         Command::Get(Get {
-            keys: vec![b("foo")],
+            keys: vec![key("foo")],
             ..Get::default()
         })
     );
@@ -87,7 +84,7 @@ fn base64_keys() {
         "CLIENT_ERROR invalid or duplicate flag"
     );
     let (command, frame, _) = parse_ok(b"me Zm9v b\r\n");
-    assert_eq!(command, Command::MetaDebug { key: b("foo") });
+    assert_eq!(command, Command::MetaDebug { key: key("foo") });
     assert!(frame.base64_key);
     assert_eq!(
         refused(b"me Zm9 b\r\n").0,
@@ -112,17 +109,17 @@ fn ms_modes_and_flags() {
         let appends = matches!(mode, StoreMode::Append | StoreMode::Prepend);
         let want = Store {
             mode,
-            key: b("k"),
+            key: key("k"),
             flags: 9,
             exptime: -1,
-            data: b("hi"),
+            data: key("hi"),
             cas: Some(7),
             invalidate: true,
             vivify: appends.then_some(30),
         };
         assert_eq!(command, Command::Store(want));
         assert!(frame.return_cas && frame.return_key && frame.quiet);
-        assert_eq!(frame.opaque, Some(b("z")));
+        assert_eq!(frame.opaque, Some(key("z")));
     }
     let (command, _, _) = parse_ok(b"ms k 0\r\n\r\n");
     assert!(matches!(
@@ -191,7 +188,7 @@ fn ms_too_large_unlinks_and_skips() {
         error: ErrorReply::TooLarge,
         consumed: 15,
         skip: 8,
-        unlink: Some(b("key")),
+        unlink: Some(key("key")),
     };
     assert_eq!(got, Ok(want));
     assert_eq!(parse(b"ms key 5 MA q\r\n", &limits), Ok(Parsed::Incomplete));
@@ -201,7 +198,7 @@ fn ms_too_large_unlinks_and_skips() {
 fn md_ma_mn_me() {
     let (command, frame, _) = parse_ok(b"md k C5 I T30 q k Oo\r\n");
     let want = Delete {
-        key: b("k"),
+        key: key("k"),
         cas: Some(5),
         invalidate: true,
         exptime: Some(30),
@@ -211,7 +208,7 @@ fn md_ma_mn_me() {
 
     let (command, frame, _) = parse_ok(b"ma k N0 J10 D3 T9 M- C2 v t c\r\n");
     let want = Arith {
-        key: b("k"),
+        key: key("k"),
         incr: false,
         delta: 3,
         cas: Some(2),
@@ -238,7 +235,7 @@ fn md_ma_mn_me() {
         (Command::Noop, MetaFrame::default(), 4)
     );
     let (command, _, _) = parse_ok(b"me foo\n");
-    assert_eq!(command, Command::MetaDebug { key: b("foo") });
+    assert_eq!(command, Command::MetaDebug { key: key("foo") });
 }
 
 #[test]
@@ -296,10 +293,10 @@ fn reply(frame: &MetaFrame, key: Option<&str>, response: Response) -> String {
 
 fn hit() -> Found {
     Found {
-        key: b("foo"),
+        key: key("foo"),
         flags: 5,
         cas: 99,
-        data: b("hello"),
+        data: key("hello"),
         ttl: -1,
         last_access: 12,
         fetched: true,
@@ -310,7 +307,7 @@ fn hit() -> Found {
 #[test]
 fn mg_replies() {
     let all = MetaFrame {
-        opaque: Some(b("op")),
+        opaque: Some(key("op")),
         return_key: true,
         return_value: true,
         return_cas: true,

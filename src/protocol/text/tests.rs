@@ -1,6 +1,6 @@
 use super::*;
 use crate::protocol::line::client_error;
-use crate::protocol::test_util::parse_text as parse;
+use crate::protocol::test_util::{arb_bytes, arb_mode, key, parse_text as parse};
 use crate::protocol::{encode_request, request::MetaFrame, Found, ProtocolError, MAX_LINE_LEN};
 use proptest::prelude::*;
 
@@ -39,20 +39,11 @@ fn text(noreply: bool) -> Frame {
     })
 }
 
-fn key(k: &str) -> Bytes {
-    Bytes::copy_from_slice(k.as_bytes())
-}
-
 fn store(mode: StoreMode, k: &str, flags: u32, exptime: i64, data: &str) -> Store {
     Store {
-        mode,
-        key: key(k),
         flags,
         exptime,
-        data: key(data),
-        cas: None,
-        invalidate: false,
-        vivify: None,
+        ..crate::protocol::test_util::store(mode, k, data.as_bytes())
     }
 }
 
@@ -508,26 +499,8 @@ fn arb_key() -> impl Strategy<Value = Bytes> {
     "[a-zA-Z0-9_:.!~-]{1,40}".prop_map(|k| Bytes::from(k.into_bytes()))
 }
 
-fn arb_binary_key() -> impl Strategy<Value = Bytes> {
-    proptest::collection::vec(any::<u8>(), 1..40).prop_map(Bytes::from)
-}
-
-fn arb_data() -> impl Strategy<Value = Bytes> {
-    proptest::collection::vec(any::<u8>(), 0..64).prop_map(Bytes::from)
-}
-
 fn arb_exptime() -> impl Strategy<Value = i64> {
     prop_oneof![Just(0i64), any::<i32>().prop_map(i64::from)]
-}
-
-fn arb_mode() -> impl Strategy<Value = StoreMode> {
-    prop_oneof![
-        Just(StoreMode::Set),
-        Just(StoreMode::Add),
-        Just(StoreMode::Replace),
-        Just(StoreMode::Append),
-        Just(StoreMode::Prepend),
-    ]
 }
 
 fn arb_text_request() -> impl Strategy<Value = Request> {
@@ -551,7 +524,7 @@ fn arb_text_request() -> impl Strategy<Value = Request> {
             arb_key(),
             any::<u32>(),
             arb_exptime(),
-            arb_data(),
+            arb_bytes(0..64),
             any::<Option<u64>>(),
             any::<bool>()
         )
@@ -653,7 +626,7 @@ fn arb_meta_frame(readable: bool) -> impl Strategy<Value = (MetaFrame, bool)> {
 
 fn meta_key(base64: bool) -> BoxedStrategy<Bytes> {
     if base64 {
-        arb_binary_key().boxed()
+        arb_bytes(1..40).boxed()
     } else {
         arb_key().boxed()
     }
@@ -689,7 +662,7 @@ fn arb_meta_request() -> impl Strategy<Value = Request> {
             arb_mode(),
             any::<u32>(),
             arb_exptime(),
-            arb_data(),
+            arb_bytes(0..64),
             any::<Option<u64>>(),
             any::<bool>(),
             proptest::option::of(arb_exptime()),

@@ -1,5 +1,6 @@
 use super::*;
-use crate::protocol::request::{Get, Store, StoreMode};
+use crate::protocol::request::StoreMode;
+use crate::protocol::test_util::{self, store};
 use crate::protocol::{Limits, Parsed};
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -37,23 +38,11 @@ impl AsyncWrite for Recorder {
 }
 
 fn set(key: &str, len: usize) -> Command {
-    Command::Store(Store {
-        mode: StoreMode::Set,
-        key: bytes::Bytes::copy_from_slice(key.as_bytes()),
-        flags: 0,
-        exptime: 0,
-        data: vec![b'v'; len].into(),
-        cas: None,
-        invalidate: false,
-        vivify: None,
-    })
+    Command::Store(store(StoreMode::Set, key, &vec![b'v'; len]))
 }
 
 fn get(key: &str) -> Command {
-    Command::Get(Get {
-        keys: vec![bytes::Bytes::copy_from_slice(key.as_bytes())],
-        ..Get::default()
-    })
+    Command::Get(test_util::get(key))
 }
 
 /// Parse one write into whole requests; panics on a partial one.
