@@ -1,11 +1,12 @@
 //! memcached's meta commands (`mg ms md ma mn me`, 1.6.18), sans-IO.
 //!
 //! [`super::parse`] recognises a meta line and calls [`parse_line`]; the line
-//! discipline, tokens, numbers and keys are [`super::line`]'s, shared with the
-//! classic text protocol. Flags are read the way memcached's `_meta_flag_preparse` reads
-//! them: every meta command accepts every known flag (and ignores those that
-//! do not apply to it), an unknown or repeated flag is refused, and the first
-//! character of a token is the flag, the rest its argument.
+//! discipline, tokens, numbers and keys are `protocol::line`'s, shared with
+//! the classic text protocol. Flags are read the way memcached's
+//! `_meta_flag_preparse` reads them: every meta command accepts every known
+//! flag (and ignores those that do not apply to it), an unknown or repeated
+//! flag is refused, and the first character of a token is the flag, the rest
+//! its argument.
 //!
 //! Return flags are written in one fixed order (`c f h k b l O s t`, then
 //! `Z X W`) rather than in request order: the frame keeps which flags were

@@ -3,7 +3,7 @@
 //! [`parse_line`] reads one classic command (and its data block, for storage
 //! commands) from a line that [`super::parse`] has split and found not to be
 //! a meta command: both dialects share one connection and the line
-//! discipline of [`super::line`]. [`encode`] writes a reply; [`encode_request`]
+//! discipline of `protocol::line`. [`encode`] writes a reply; [`encode_request`]
 //! writes a request, for the benchmark client and the round-trip tests.
 //!
 //! The parser follows memcached's own rules rather than a tidier reading of
