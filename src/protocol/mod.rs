@@ -4,23 +4,30 @@
 //! [`Response`] plus the request's [`Frame`] in, bytes out. Nothing in here
 //! touches a socket, a clock or tokio, so every rule is unit-testable.
 //!
-//! - [`text`]: classic text commands, and the entry point for meta lines.
+//! - [`text`]: classic text commands.
 //! - [`meta`]: `mg ms md ma mn me`.
+//! - `line`: the line discipline text and meta share; [`parse`] splits the
+//!   line and picks the dialect by the command name.
 //! - [`binary`]: the binary protocol, both the server side (node, proxy's
 //!   client side) and the client side (proxy's upstream).
 //! - [`sasl`]: SASL PLAIN payloads.
 
 pub mod binary;
 pub mod input;
+mod line;
 pub mod meta;
 pub mod meta_client;
 pub mod request;
 pub mod response;
 pub mod sasl;
+#[cfg(test)]
+pub(crate) mod test_util;
 pub mod text;
 
 use bytes::BytesMut;
 
+use line::{Line, Unencodable};
+use request::TextFrame;
 pub use request::{Command, Frame, Request};
 pub use response::{ErrorReply, Found, Response};
 
@@ -100,8 +107,30 @@ pub enum ProtocolError {
 /// Parse one request in the connection's dialect.
 pub fn parse(dialect: Dialect, buf: &[u8], limits: &Limits) -> Result<Parsed, ProtocolError> {
     match dialect {
-        Dialect::Text => text::parse(buf, limits),
+        Dialect::Text => parse_line(buf, limits),
         Dialect::Binary => binary::parse_request(buf, limits),
+    }
+}
+
+/// Parse one classic or meta command: they share a connection and a line
+/// discipline, and the command name says which of them reads the line.
+fn parse_line(buf: &[u8], limits: &Limits) -> Result<Parsed, ProtocolError> {
+    let Some(line) = Line::split(buf)? else {
+        return Ok(Parsed::Incomplete);
+    };
+    Ok(match line.tokens.get(0) {
+        Some(b"mg" | b"ms" | b"md" | b"ma" | b"mn" | b"me") => meta::parse_line(&line, limits),
+        _ => text::parse_line(&line, limits),
+    })
+}
+
+/// Write `req` as a classic text command (`Frame::Text`) or a meta command
+/// (`Frame::Meta`), such that [`parse`] returns `req` again.
+pub fn encode_request(req: &Request, out: &mut BytesMut) -> Result<(), Unencodable> {
+    match &req.frame {
+        Frame::Text(_) => text::encode_request(req, out),
+        Frame::Meta(frame) => meta::encode_request(frame, &req.command, out),
+        Frame::Binary { .. } => Err(Unencodable("binary frame")),
     }
 }
 
@@ -111,7 +140,13 @@ pub fn parse(dialect: Dialect, buf: &[u8], limits: &Limits) -> Result<Parsed, Pr
 pub fn encode(frame: &Frame, key: Option<&[u8]>, response: &Response, out: &mut BytesMut) {
     match frame {
         Frame::Text(f) => text::encode(f, response, out),
-        Frame::Meta(f) => meta::encode_keyed(f, key, response, out),
+        Frame::Meta(f) => {
+            if !meta::encode_keyed(f, key, response, out) {
+                // memcached answers a meta command's errors, and the replies
+                // meta has no word for, in text.
+                text::encode(&TextFrame::default(), response, out)
+            }
+        }
         Frame::Binary { opcode, opaque } => {
             binary::encode_keyed_response(*opcode, *opaque, key, response, out)
         }

@@ -75,7 +75,8 @@ pub enum Response {
     Silent,
 }
 
-/// An error reply. Each maps to memcached's text string and a binary status.
+/// An error reply. Each maps to memcached's text string and to a binary
+/// status, which the binary protocol module assigns.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ErrorReply {
     /// `ERROR` / 0x81: unknown command.
@@ -116,23 +117,6 @@ impl ErrorReply {
             ErrorReply::AuthFailure => "CLIENT_ERROR authentication failure".into(),
             ErrorReply::PermissionDenied => "CLIENT_ERROR permission denied".into(),
             ErrorReply::FlushNotAllowed => "CLIENT_ERROR flush_all not allowed".into(),
-        }
-    }
-
-    /// The binary protocol status code.
-    pub fn status(&self) -> u16 {
-        use super::binary::status;
-        match self {
-            ErrorReply::UnknownCommand => status::UNKNOWN_COMMAND,
-            ErrorReply::Client(_) => status::INVALID_ARGUMENTS,
-            ErrorReply::Server(_) => status::INTERNAL_ERROR,
-            ErrorReply::TooLarge => status::VALUE_TOO_LARGE,
-            ErrorReply::OutOfMemory => status::OUT_OF_MEMORY,
-            ErrorReply::NonNumeric => status::NON_NUMERIC,
-            ErrorReply::Unauthenticated
-            | ErrorReply::AuthFailure
-            | ErrorReply::PermissionDenied
-            | ErrorReply::FlushNotAllowed => status::AUTH_ERROR,
         }
     }
 }

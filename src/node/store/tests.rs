@@ -1,0 +1,923 @@
+use super::*;
+use crate::protocol::request::Store as StoreCmd;
+use crate::protocol::test_util::{self, arith, delete};
+use proptest::prelude::*;
+use std::collections::HashMap;
+
+const NOW: u64 = 1_700_000_000;
+const MB: usize = 1 << 20;
+
+fn new_store() -> (Store, Arc<CacheStats>) {
+    let stats = Arc::new(CacheStats::default());
+    (Store::new(64 * MB, MB, stats.clone()), stats)
+}
+
+fn stat(stats: &CacheStats, name: &str) -> u64 {
+    stats
+        .counters()
+        .into_iter()
+        .find(|c| c.0 == name)
+        .map(|c| c.1)
+        .unwrap_or_else(|| panic!("no counter {name}"))
+}
+
+fn st(mode: StoreMode, key: &str, val: &[u8], exptime: Exptime) -> StoreCmd {
+    StoreCmd {
+        exptime,
+        ..test_util::store(mode, key, val)
+    }
+}
+
+fn run_store(s: &Store, cmd: StoreCmd, now: u64) -> Response {
+    s.execute(&Command::Store(cmd), now)
+}
+
+fn set(s: &Store, key: &str, val: &[u8], exptime: Exptime, now: u64) -> u64 {
+    match run_store(s, st(StoreMode::Set, key, val, exptime), now) {
+        Response::Stored { cas } => cas,
+        other => panic!("set {key}: {other:?}"),
+    }
+}
+
+fn get_with(s: &Store, g: Get, now: u64) -> Option<Found> {
+    match s.execute(&Command::Get(g), now) {
+        Response::Get(mut v) if v.len() == 1 => v.pop().flatten(),
+        other => panic!("get: {other:?}"),
+    }
+}
+
+fn get(s: &Store, key: &str, now: u64) -> Option<Found> {
+    get_with(s, test_util::get(key), now)
+}
+
+fn value(s: &Store, key: &str, now: u64) -> Option<Vec<u8>> {
+    get(s, key, now).map(|f| f.data.to_vec())
+}
+
+fn num(r: Response) -> u64 {
+    match r {
+        Response::Number { value, .. } => value,
+        other => panic!("not a number: {other:?}"),
+    }
+}
+
+#[test]
+fn set_then_get_returns_value_flags_and_cas() {
+    let (s, stats) = new_store();
+    let mut cmd = st(StoreMode::Set, "k", b"hello", 0);
+    cmd.flags = 0xdead_beef;
+    let Response::Stored { cas } = run_store(&s, cmd, NOW) else {
+        panic!("not stored")
+    };
+    let f = get(&s, "k", NOW).expect("hit");
+    assert_eq!(f.data, &b"hello"[..]);
+    assert_eq!(f.flags, 0xdead_beef);
+    assert_eq!(f.cas, cas);
+    assert_eq!(f.ttl, -1);
+    assert_eq!(&f.key[..], b"k");
+    let cas2 = set(&s, "k", b"again", 0, NOW);
+    assert!(cas2 > cas, "every store gets a new unique");
+    assert_eq!(stat(&stats, "cmd_set"), 2);
+    assert_eq!(stat(&stats, "total_items"), 2);
+    assert_eq!(s.usage().items, 1);
+}
+
+#[test]
+fn add_replace_modes() {
+    let (s, _) = new_store();
+    assert_eq!(
+        run_store(&s, st(StoreMode::Replace, "k", b"r", 0), NOW),
+        Response::NotStored
+    );
+    assert_eq!(value(&s, "k", NOW), None);
+    assert!(matches!(
+        run_store(&s, st(StoreMode::Add, "k", b"a", 0), NOW),
+        Response::Stored { .. }
+    ));
+    assert_eq!(
+        run_store(&s, st(StoreMode::Add, "k", b"b", 0), NOW),
+        Response::NotStored
+    );
+    assert_eq!(value(&s, "k", NOW).as_deref(), Some(&b"a"[..]));
+    assert!(matches!(
+        run_store(&s, st(StoreMode::Replace, "k", b"c", 0), NOW),
+        Response::Stored { .. }
+    ));
+    assert_eq!(value(&s, "k", NOW).as_deref(), Some(&b"c"[..]));
+    // add succeeds over an expired item.
+    set(&s, "e", b"old", 10, NOW);
+    assert!(matches!(
+        run_store(&s, st(StoreMode::Add, "e", b"new", 0), NOW + 10),
+        Response::Stored { .. }
+    ));
+    assert_eq!(value(&s, "e", NOW + 10).as_deref(), Some(&b"new"[..]));
+}
+
+#[test]
+fn append_prepend_keep_flags_and_exptime() {
+    let (s, _) = new_store();
+    assert_eq!(
+        run_store(&s, st(StoreMode::Append, "k", b"x", 0), NOW),
+        Response::NotStored
+    );
+    assert_eq!(
+        run_store(&s, st(StoreMode::Prepend, "k", b"x", 0), NOW),
+        Response::NotStored
+    );
+    let mut cmd = st(StoreMode::Set, "k", b"mid", 100);
+    cmd.flags = 7;
+    let Response::Stored { cas: c1 } = run_store(&s, cmd, NOW) else {
+        panic!()
+    };
+    let mut app = st(StoreMode::Append, "k", b">", 5000);
+    app.flags = 99;
+    let Response::Stored { cas: c2 } = run_store(&s, app, NOW) else {
+        panic!()
+    };
+    assert!(c2 > c1);
+    run_store(&s, st(StoreMode::Prepend, "k", b"<", 0), NOW);
+    let f = get(&s, "k", NOW + 1).expect("hit");
+    assert_eq!(f.data, &b"<mid>"[..]);
+    assert_eq!(f.flags, 7, "append/prepend ignore new flags");
+    assert_eq!(f.ttl, 99, "and keep the old exptime");
+    assert_eq!(get(&s, "k", NOW + 100), None);
+}
+
+#[test]
+fn append_vivify_creates_on_miss() {
+    let (s, _) = new_store();
+    let mut cmd = st(StoreMode::Append, "k", b"first", 0);
+    cmd.vivify = Some(60);
+    cmd.flags = 3;
+    assert!(matches!(
+        run_store(&s, cmd.clone(), NOW),
+        Response::Stored { .. }
+    ));
+    let f = get(&s, "k", NOW).expect("created");
+    assert_eq!(
+        (f.data.to_vec(), f.flags, f.ttl),
+        (b"first".to_vec(), 3, 60)
+    );
+    cmd.data = Bytes::from_static(b"+more");
+    run_store(&s, cmd, NOW);
+    assert_eq!(value(&s, "k", NOW).as_deref(), Some(&b"first+more"[..]));
+}
+
+#[test]
+fn cas_modes_and_counters() {
+    let (s, stats) = new_store();
+    let mut cmd = st(StoreMode::Set, "k", b"v", 0);
+    cmd.cas = Some(12345);
+    assert_eq!(run_store(&s, cmd.clone(), NOW), Response::NotFound);
+    assert_eq!(stat(&stats, "cas_misses"), 1);
+    let c = set(&s, "k", b"v1", 0, NOW);
+    cmd.cas = Some(c + 1000);
+    assert_eq!(run_store(&s, cmd.clone(), NOW), Response::Exists);
+    assert_eq!(stat(&stats, "cas_badval"), 1);
+    assert_eq!(value(&s, "k", NOW).as_deref(), Some(&b"v1"[..]));
+    cmd.cas = Some(c);
+    cmd.data = Bytes::from_static(b"v2");
+    let Response::Stored { cas: c2 } = run_store(&s, cmd.clone(), NOW) else {
+        panic!()
+    };
+    assert_eq!(stat(&stats, "cas_hits"), 1);
+    assert_eq!(value(&s, "k", NOW).as_deref(), Some(&b"v2"[..]));
+    // The old unique no longer matches.
+    assert_eq!(run_store(&s, cmd.clone(), NOW), Response::Exists);
+    // Replace with a CAS behaves like cas.
+    let mut rep = st(StoreMode::Replace, "k", b"v3", 0);
+    rep.cas = Some(c2);
+    assert!(matches!(run_store(&s, rep, NOW), Response::Stored { .. }));
+    // Append respects a CAS.
+    let mut app = st(StoreMode::Append, "k", b"!", 0);
+    app.cas = Some(1);
+    assert_eq!(run_store(&s, app.clone(), NOW), Response::Exists);
+    app.cas = get(&s, "k", NOW).map(|f| f.cas);
+    assert!(matches!(run_store(&s, app, NOW), Response::Stored { .. }));
+    assert_eq!(value(&s, "k", NOW).as_deref(), Some(&b"v3!"[..]));
+    // A zero CAS is "no check" (binary semantics).
+    let mut zero = st(StoreMode::Set, "k", b"z", 0);
+    zero.cas = Some(0);
+    assert!(matches!(run_store(&s, zero, NOW), Response::Stored { .. }));
+    // Add ignores the CAS and fails on an existing key.
+    let mut add = st(StoreMode::Add, "k", b"a", 0);
+    add.cas = Some(1);
+    assert_eq!(run_store(&s, add, NOW), Response::NotStored);
+}
+
+#[test]
+fn expiry_rules() {
+    let (s, stats) = new_store();
+    set(&s, "never", b"v", 0, NOW);
+    set(&s, "rel", b"v", 100, NOW);
+    set(&s, "max_rel", b"v", 2_592_000, NOW);
+    set(&s, "abs", b"v", (NOW + 5000) as i64, NOW);
+    set(&s, "past_abs", b"v", (NOW - 1) as i64, NOW);
+    set(&s, "old", b"v", 0, NOW);
+    set(&s, "old", b"v", -1, NOW);
+    assert!(get(&s, "never", NOW + 100_000_000).is_some());
+    assert_eq!(get(&s, "rel", NOW + 99).map(|f| f.ttl), Some(1));
+    assert_eq!(get(&s, "rel", NOW + 100), None, "expires at exptime");
+    assert_eq!(get(&s, "max_rel", NOW + 2_591_999).map(|f| f.ttl), Some(1));
+    assert_eq!(get(&s, "max_rel", NOW + 2_592_000), None);
+    assert_eq!(get(&s, "abs", NOW).map(|f| f.ttl), Some(5000));
+    assert!(get(&s, "abs", NOW + 4999).is_some());
+    assert_eq!(get(&s, "abs", NOW + 5000), None);
+    assert_eq!(get(&s, "past_abs", NOW), None);
+    assert_eq!(
+        get(&s, "old", NOW),
+        None,
+        "negative exptime replaces and expires"
+    );
+    assert_eq!(stat(&stats, "get_expired"), 3);
+    assert_eq!(stat(&stats, "expired"), 3);
+    assert_eq!(s.usage().items, 1, "expired items are unlinked on access");
+}
+
+#[test]
+fn flush_all_now_invalidates_everything_before() {
+    let (s, stats) = new_store();
+    for i in 0..100 {
+        set(&s, &format!("k{i}"), b"value", 0, NOW);
+    }
+    assert_eq!(
+        s.execute(&Command::FlushAll { delay: 0 }, NOW),
+        Response::Ok
+    );
+    assert_eq!(stat(&stats, "cmd_flush"), 1);
+    assert_eq!(s.usage().items, 0);
+    assert_eq!(s.usage().bytes, 0);
+    assert_eq!(get(&s, "k1", NOW), None);
+    // Stored in the same second after the flush: live.
+    set(&s, "k1", b"new", 0, NOW);
+    assert_eq!(value(&s, "k1", NOW).as_deref(), Some(&b"new"[..]));
+    assert_eq!(value(&s, "k1", NOW + 1).as_deref(), Some(&b"new"[..]));
+}
+
+#[test]
+fn flush_all_delayed_uses_oldest_live() {
+    let (s, stats) = new_store();
+    set(&s, "a", b"1", 0, NOW);
+    assert_eq!(
+        s.execute(&Command::FlushAll { delay: 10 }, NOW),
+        Response::Ok
+    );
+    assert!(get(&s, "a", NOW + 8).is_some());
+    set(&s, "b", b"2", 0, NOW + 8);
+    // memcached: oldest_live = realtime(10) - 1.
+    assert_eq!(get(&s, "a", NOW + 9), None);
+    assert_eq!(get(&s, "b", NOW + 9), None);
+    assert_eq!(stat(&stats, "get_flushed"), 2);
+    set(&s, "c", b"3", 0, NOW + 10);
+    assert!(get(&s, "c", NOW + 10).is_some());
+    assert!(get(&s, "c", NOW + 1000).is_some());
+}
+
+#[test]
+fn incr_decr_semantics() {
+    let (s, stats) = new_store();
+    let a = |k: &str, incr: bool, d: u64| s.execute(&Command::Arith(arith(k, incr, d)), NOW);
+    assert_eq!(a("n", true, 1), Response::NotFound);
+    assert_eq!(a("n", false, 1), Response::NotFound);
+    assert_eq!(stat(&stats, "incr_misses"), 1);
+    assert_eq!(stat(&stats, "decr_misses"), 1);
+
+    set(&s, "n", b"99", 0, NOW);
+    assert_eq!(num(a("n", true, 1)), 100);
+    assert_eq!(value(&s, "n", NOW).as_deref(), Some(&b"100"[..]));
+    assert_eq!(num(a("n", false, 1)), 99);
+    // memcached decrements in place and pads with spaces.
+    assert_eq!(value(&s, "n", NOW).as_deref(), Some(&b"99 "[..]));
+    assert_eq!(num(a("n", false, 1000)), 0, "decr floors at 0");
+    assert_eq!(value(&s, "n", NOW).as_deref(), Some(&b"0  "[..]));
+    assert_eq!(num(a("n", true, 5)), 5, "a padded number still parses");
+
+    set(&s, "max", b"18446744073709551615", 0, NOW);
+    assert_eq!(num(a("max", true, 2)), 1, "incr wraps at 2^64");
+
+    for bad in [
+        &b"abc"[..],
+        b"12abc",
+        b"",
+        b"-1",
+        b"18446744073709551616",
+        b"   ",
+    ] {
+        set(&s, "bad", bad, 0, NOW);
+        assert_eq!(
+            a("bad", true, 1),
+            Response::Error(ErrorReply::NonNumeric),
+            "{bad:?}"
+        );
+    }
+    set(&s, "sp", b" 12 ", 0, NOW);
+    assert_eq!(num(a("sp", true, 1)), 13, "strtoull skips spaces");
+    assert_eq!(stat(&stats, "incr_hits"), 4);
+    assert_eq!(stat(&stats, "decr_hits"), 2);
+}
+
+#[test]
+fn incr_keeps_flags_ttl_and_gives_new_cas() {
+    let (s, _) = new_store();
+    let mut cmd = st(StoreMode::Set, "n", b"9", 100);
+    cmd.flags = 5;
+    let Response::Stored { cas } = run_store(&s, cmd, NOW) else {
+        panic!()
+    };
+    let r = s.execute(&Command::Arith(arith("n", true, 1)), NOW + 10);
+    let Response::Number {
+        value,
+        cas: c2,
+        ttl,
+    } = r
+    else {
+        panic!("{r:?}")
+    };
+    assert_eq!((value, ttl), (10, 90));
+    assert!(c2 > cas);
+    let f = get(&s, "n", NOW + 10).expect("hit");
+    assert_eq!((f.cas, f.flags, f.ttl), (c2, 5, 90));
+    let mut bad_cas = arith("n", true, 1);
+    bad_cas.cas = Some(cas);
+    assert_eq!(s.execute(&Command::Arith(bad_cas), NOW), Response::Exists);
+    let mut touch = arith("n", false, 3);
+    touch.touch = Some(500);
+    assert!(matches!(
+        s.execute(&Command::Arith(touch), NOW + 10),
+        Response::Number {
+            value: 7,
+            ttl: 500,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn arith_vivify_returns_initial() {
+    let (s, stats) = new_store();
+    let mut a = arith("n", true, 5);
+    a.vivify = Some(0);
+    a.initial = 42;
+    assert!(matches!(
+        s.execute(&Command::Arith(a.clone()), NOW),
+        Response::Number {
+            value: 42,
+            ttl: -1,
+            ..
+        }
+    ));
+    assert_eq!(value(&s, "n", NOW).as_deref(), Some(&b"42"[..]));
+    assert_eq!(num(s.execute(&Command::Arith(a), NOW)), 47);
+    assert_eq!(stat(&stats, "incr_misses"), 0);
+}
+
+#[test]
+fn too_large_set_unlinks_and_append_keeps_old() {
+    let stats = Arc::new(CacheStats::default());
+    let s = Store::new(64 * MB, 1000, stats.clone());
+    set(&s, "k", b"old", 0, NOW);
+    let big = vec![b'x'; 1000];
+    assert_eq!(
+        run_store(&s, st(StoreMode::Set, "k", &big, 0), NOW),
+        Response::Error(ErrorReply::TooLarge)
+    );
+    assert_eq!(get(&s, "k", NOW), None, "the old value is unlinked");
+    // Exactly at the limit (key + value = 1000) is fine.
+    set(&s, "k", &big[..999], 0, NOW);
+    set(&s, "a", &big[..900], 0, NOW);
+    assert_eq!(
+        run_store(&s, st(StoreMode::Append, "a", &big[..100], 0), NOW),
+        Response::Error(ErrorReply::TooLarge)
+    );
+    assert_eq!(
+        run_store(&s, st(StoreMode::Prepend, "a", &big[..100], 0), NOW),
+        Response::Error(ErrorReply::TooLarge)
+    );
+    assert_eq!(value(&s, "a", NOW).map(|v| v.len()), Some(900), "kept");
+    assert!(matches!(
+        run_store(&s, st(StoreMode::Append, "a", &big[..99], 0), NOW),
+        Response::Stored { .. }
+    ));
+    assert_eq!(
+        stat(&stats, "cmd_set"),
+        6,
+        "refused over-size sets are not counted; over-size append results are"
+    );
+}
+
+#[test]
+fn item_larger_than_the_budget_is_out_of_memory() {
+    let stats = Arc::new(CacheStats::default());
+    let s = Store::new(1000, 4096, stats);
+    set(&s, "k", b"small", 0, NOW);
+    assert_eq!(
+        run_store(&s, st(StoreMode::Set, "k", &[b'x'; 2000], 0), NOW),
+        Response::Error(ErrorReply::OutOfMemory)
+    );
+    assert_eq!(get(&s, "k", NOW), None);
+    assert!(s.usage().bytes <= 1000);
+}
+
+/// One shard holding ten 100-byte items with 2-byte keys.
+fn ten_item_store() -> (Store, Arc<CacheStats>) {
+    let stats = Arc::new(CacheStats::default());
+    let s = Store::new(10 * charge(2, 100), 1000, stats.clone());
+    assert_eq!(s.shards.len(), 1);
+    (s, stats)
+}
+
+#[test]
+fn lru_evicts_least_recently_used() {
+    let (s, stats) = ten_item_store();
+    for i in 0..10 {
+        set(&s, &format!("k{i}"), &[b'v'; 100], 0, NOW);
+    }
+    assert_eq!(s.usage().items, 10);
+    assert!(get(&s, "k0", NOW).is_some(), "read k0: now most recent");
+    // add on an existing key bumps it too (memcached do_item_update).
+    run_store(&s, st(StoreMode::Add, "k1", b"x", 0), NOW);
+    set(&s, "ka", &[b'v'; 100], 0, NOW);
+    set(&s, "kb", &[b'v'; 100], 0, NOW);
+    assert!(get(&s, "k0", NOW).is_some(), "recently read survives");
+    assert!(get(&s, "k1", NOW).is_some(), "recently added-to survives");
+    assert_eq!(get(&s, "k2", NOW), None, "LRU tail evicted");
+    assert_eq!(get(&s, "k3", NOW), None);
+    assert!(get(&s, "k4", NOW).is_some());
+    assert_eq!(stat(&stats, "evictions"), 2);
+    assert_eq!(stat(&stats, "expired"), 0);
+    // no_bump reads do not protect an item.
+    let mut g = test_util::get("k4");
+    g.no_bump = true;
+    assert!(get_with(&s, g, NOW).is_some());
+    let lru = lock(&s.shards[0]).lru_keys();
+    assert_eq!(lru.last().map(Vec::as_slice), Some(&b"k5"[..]));
+}
+
+#[test]
+fn evicting_an_expired_item_counts_as_expired() {
+    let (s, stats) = ten_item_store();
+    set(&s, "k0", &[b'v'; 100], 5, NOW);
+    for i in 1..10 {
+        set(&s, &format!("k{i}"), &[b'v'; 100], 0, NOW);
+    }
+    set(&s, "kx", &[b'v'; 100], 0, NOW + 10);
+    assert_eq!(stat(&stats, "evictions"), 0);
+    assert_eq!(stat(&stats, "expired"), 1);
+    assert_eq!(s.usage().items, 10);
+}
+
+#[test]
+fn byte_accounting_returns_to_zero() {
+    let (s, stats) = new_store();
+    let mut expect = 0;
+    for i in 0..1000 {
+        let key = format!("key-{i}");
+        let val = vec![b'x'; i % 300];
+        set(&s, &key, &val, 0, NOW);
+        expect += charge(key.len(), val.len());
+    }
+    // Overwrite, append and incr change sizes.
+    set(&s, "key-1", &[b'y'; 500], 0, NOW);
+    expect = expect - charge(5, 1) + charge(5, 500);
+    run_store(&s, st(StoreMode::Append, "key-2", b"abc", 0), NOW);
+    expect = expect - charge(5, 2) + charge(5, 5);
+    set(&s, "key-3", b"9", 0, NOW);
+    expect = expect - charge(5, 3) + charge(5, 1);
+    s.execute(&Command::Arith(arith("key-3", true, 1)), NOW);
+    expect = expect - charge(5, 1) + charge(5, 2);
+    let u = s.usage();
+    assert_eq!((u.items, u.bytes), (1000, expect as u64));
+    for i in 0..1000 {
+        assert_eq!(
+            s.execute(&Command::Delete(delete(&format!("key-{i}"))), NOW),
+            Response::Deleted
+        );
+    }
+    assert_eq!(
+        s.usage(),
+        Usage {
+            items: 0,
+            bytes: 0,
+            limit: 64 * MB as u64
+        }
+    );
+    assert_eq!(stat(&stats, "delete_hits"), 1000);
+    assert_eq!(
+        s.execute(&Command::Delete(delete("key-1")), NOW),
+        Response::NotFound
+    );
+    assert_eq!(stat(&stats, "delete_misses"), 1);
+    assert_eq!(stat(&stats, "cmd_delete"), 1001);
+}
+
+#[test]
+fn set_limit_shrink_evicts() {
+    let (s, stats) = new_store();
+    for i in 0..20_000 {
+        set(&s, &format!("key-{i}"), &[b'v'; 100], 0, NOW);
+    }
+    let before = s.usage();
+    assert_eq!(before.items, 20_000);
+    s.set_limit(MB);
+    let after = s.usage();
+    assert_eq!(after.limit, MB as u64);
+    assert!(after.bytes <= MB as u64, "{after:?}");
+    assert!(after.items < 20_000 && after.items > 4000, "{after:?}");
+    assert_eq!(stat(&stats, "evictions"), 20_000 - after.items);
+    // The most recent items survived.
+    assert!(get(&s, "key-19999", NOW).is_some());
+}
+
+#[test]
+fn reclaim_expired_is_bounded_and_counts() {
+    let (s, stats) = new_store();
+    for i in 0..3000 {
+        set(&s, &format!("t{i}"), b"v", 10, NOW);
+        set(&s, &format!("p{i}"), b"v", 0, NOW);
+    }
+    assert_eq!(s.reclaim_expired(NOW + 5, 10_000), 0);
+    assert_eq!(s.reclaim_expired(NOW + 10, 100), 100);
+    assert_eq!(stat(&stats, "expired"), 100);
+    let mut total = 100;
+    for _ in 0..100 {
+        total += s.reclaim_expired(NOW + 10, 1000);
+    }
+    assert_eq!(total, 3000);
+    assert_eq!(s.usage().items, 3000);
+    assert_eq!(stat(&stats, "expired"), 3000);
+    assert!(get(&s, "p17", NOW + 10).is_some());
+}
+
+#[test]
+fn meta_vivify_hands_out_one_win() {
+    let (s, stats) = new_store();
+    let mut g = test_util::get("k");
+    g.vivify = Some(30);
+    let first = get_with(&s, g.clone(), NOW).expect("vivified");
+    assert!(first.won && !first.win_sent && !first.stale);
+    assert_eq!((first.data.len(), first.ttl, first.flags), (0, 30, 0));
+    let second = get_with(&s, g.clone(), NOW + 1).expect("hit");
+    assert!(!second.won && second.win_sent);
+    assert_eq!(second.cas, first.cas);
+    assert_eq!(stat(&stats, "get_hits"), 2);
+    assert_eq!(stat(&stats, "get_misses"), 0);
+    // A real set replaces the placeholder and clears the flags.
+    set(&s, "k", b"data", 0, NOW + 2);
+    let third = get_with(&s, g, NOW + 2).expect("hit");
+    assert!(!third.won && !third.win_sent);
+    assert_eq!(third.data, &b"data"[..]);
+}
+
+#[test]
+fn meta_recache_below_wins_once() {
+    let (s, _) = new_store();
+    set(&s, "k", b"v", 100, NOW);
+    let mut g = test_util::get("k");
+    g.recache_below = Some(30);
+    let f = get_with(&s, g.clone(), NOW).expect("hit");
+    assert!(!f.won && !f.win_sent, "70s+ left");
+    let f = get_with(&s, g.clone(), NOW + 80).expect("hit");
+    assert!(f.won && !f.win_sent, "20s left < 30");
+    let f = get_with(&s, g.clone(), NOW + 81).expect("hit");
+    assert!(!f.won && f.win_sent);
+    // No TTL: never wins.
+    set(&s, "forever", b"v", 0, NOW);
+    let mut g = test_util::get("forever");
+    g.recache_below = Some(30);
+    assert!(!get_with(&s, g, NOW).expect("hit").won);
+}
+
+#[test]
+fn meta_delete_invalidate_marks_stale() {
+    let (s, stats) = new_store();
+    let c1 = set(&s, "k", b"v", 0, NOW);
+    let mut d = delete("k");
+    d.invalidate = true;
+    d.exptime = Some(30);
+    assert_eq!(
+        s.execute(&Command::Delete(d.clone()), NOW),
+        Response::Deleted
+    );
+    assert_eq!(stat(&stats, "delete_hits"), 0);
+    let f = get(&s, "k", NOW).expect("stale items are still served");
+    assert!(f.stale && f.won && !f.win_sent);
+    assert!(f.cas > c1, "invalidation bumps the CAS");
+    assert_eq!(f.ttl, 30);
+    assert_eq!(f.data, &b"v"[..]);
+    let f = get(&s, "k", NOW).expect("hit");
+    assert!(f.stale && !f.won && f.win_sent);
+    // Invalidating again re-arms the win.
+    s.execute(&Command::Delete(d), NOW);
+    assert!(get(&s, "k", NOW).expect("hit").won);
+    // A CAS mismatch refuses the delete.
+    let mut d = delete("k");
+    d.cas = Some(1);
+    assert_eq!(s.execute(&Command::Delete(d), NOW), Response::Exists);
+    assert_eq!(stat(&stats, "delete_misses"), 1);
+}
+
+#[test]
+fn meta_set_invalidate_with_older_cas_stores_stale() {
+    let (s, _) = new_store();
+    let c1 = set(&s, "k", b"v1", 100, NOW);
+    let c2 = set(&s, "k", b"v2", 100, NOW);
+    let mut cmd = st(StoreMode::Set, "k", b"late", 5000);
+    cmd.cas = Some(c1);
+    cmd.invalidate = true;
+    assert!(matches!(
+        run_store(&s, cmd.clone(), NOW + 10),
+        Response::Stored { .. }
+    ));
+    let f = get(&s, "k", NOW + 10).expect("hit");
+    assert_eq!(f.data, &b"late"[..]);
+    assert!(f.stale && f.won);
+    assert_eq!(f.ttl, 90, "the TTL is preserved");
+    // A newer (unknown) CAS is still a mismatch.
+    cmd.cas = Some(c2 + 100);
+    assert_eq!(run_store(&s, cmd, NOW + 10), Response::Exists);
+}
+
+#[test]
+fn no_bump_fetched_and_last_access() {
+    let (s, _) = new_store();
+    set(&s, "k", b"v", 0, NOW);
+    let mut quiet = test_util::get("k");
+    quiet.no_bump = true;
+    let f = get_with(&s, quiet.clone(), NOW + 5).expect("hit");
+    assert_eq!((f.fetched, f.last_access), (false, 5));
+    let f = get(&s, "k", NOW + 7).expect("hit");
+    assert_eq!(
+        (f.fetched, f.last_access),
+        (false, 7),
+        "values before this access"
+    );
+    let f = get(&s, "k", NOW + 8).expect("hit");
+    assert_eq!((f.fetched, f.last_access), (true, 1));
+    let f = get_with(&s, quiet, NOW + 20).expect("hit");
+    assert_eq!((f.fetched, f.last_access), (true, 12));
+}
+
+#[test]
+fn touch_and_gat() {
+    let (s, stats) = new_store();
+    let key = Bytes::from_static(b"k");
+    assert_eq!(
+        s.execute(
+            &Command::Touch {
+                key: key.clone(),
+                exptime: 10
+            },
+            NOW
+        ),
+        Response::NotFound
+    );
+    let cas = set(&s, "k", b"v", 10, NOW);
+    assert_eq!(
+        s.execute(
+            &Command::Touch {
+                key: key.clone(),
+                exptime: 100
+            },
+            NOW + 5
+        ),
+        Response::Touched
+    );
+    let f = get(&s, "k", NOW + 50).expect("touch extended the TTL");
+    assert_eq!((f.cas, f.ttl), (cas, 55), "touch keeps the CAS");
+    let mut gat = test_util::get("k");
+    gat.touch = Some(0);
+    let f = get_with(&s, gat.clone(), NOW + 60).expect("hit");
+    assert_eq!(f.ttl, -1);
+    assert!(get(&s, "k", NOW + 1000).is_some());
+    gat.touch = Some(-1);
+    assert!(
+        get_with(&s, gat.clone(), NOW + 1000).is_some(),
+        "gat returns the item"
+    );
+    assert_eq!(get(&s, "k", NOW + 1000), None, "then it is expired");
+    assert_eq!(get_with(&s, gat, NOW + 1000), None);
+    assert_eq!(stat(&stats, "cmd_touch"), 5);
+    assert_eq!(stat(&stats, "touch_hits"), 3);
+    assert_eq!(stat(&stats, "touch_misses"), 2);
+    assert_eq!(
+        stat(&stats, "cmd_get"),
+        3,
+        "gat counts as a touch, not a get"
+    );
+}
+
+#[test]
+fn multi_get_counts_every_key() {
+    let (s, stats) = new_store();
+    set(&s, "a", b"1", 0, NOW);
+    set(&s, "c", b"3", 0, NOW);
+    let g = Get {
+        keys: ["a", "b", "c", "a"]
+            .iter()
+            .map(|k| Bytes::copy_from_slice(k.as_bytes()))
+            .collect(),
+        ..Get::default()
+    };
+    let Response::Get(v) = s.execute(&Command::Get(g), NOW) else {
+        panic!()
+    };
+    let vals: Vec<_> = v
+        .iter()
+        .map(|f| f.as_ref().map(|f| f.data.to_vec()))
+        .collect();
+    assert_eq!(
+        vals,
+        [
+            Some(b"1".to_vec()),
+            None,
+            Some(b"3".to_vec()),
+            Some(b"1".to_vec())
+        ]
+    );
+    assert_eq!(stat(&stats, "cmd_get"), 4);
+    assert_eq!(stat(&stats, "get_hits"), 3);
+    assert_eq!(stat(&stats, "get_misses"), 1);
+}
+
+#[test]
+fn meta_debug_reports_item_metadata() {
+    let (s, _) = new_store();
+    assert_eq!(
+        s.execute(
+            &Command::MetaDebug {
+                key: Bytes::from_static(b"k")
+            },
+            NOW
+        ),
+        Response::MetaDebug(None)
+    );
+    let cas = set(&s, "k", &[b'v'; 100], 60, NOW);
+    get(&s, "k", NOW + 2);
+    let r = s.execute(
+        &Command::MetaDebug {
+            key: Bytes::from_static(b"k"),
+        },
+        NOW + 5,
+    );
+    let Response::MetaDebug(Some(fields)) = r else {
+        panic!("{r:?}")
+    };
+    let size = charge(1, 100).to_string();
+    let want = [
+        ("exp", "55"),
+        ("la", "3"),
+        ("cas", &cas.to_string()),
+        ("fetch", "yes"),
+        ("cls", "4"),
+        ("size", &size),
+    ];
+    let got: Vec<(&str, &str)> = fields
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn other_commands_and_long_keys_are_refused() {
+    let (s, _) = new_store();
+    assert_eq!(
+        s.execute(&Command::Version, NOW),
+        Response::Error(ErrorReply::UnknownCommand)
+    );
+    assert_eq!(
+        s.execute(&Command::Stats { group: None }, NOW),
+        Response::Error(ErrorReply::UnknownCommand)
+    );
+    let long = "k".repeat(251);
+    assert!(matches!(
+        run_store(&s, st(StoreMode::Set, &long, b"v", 0), NOW),
+        Response::Error(ErrorReply::Client(_))
+    ));
+    set(&s, &"k".repeat(250), b"v", 0, NOW);
+    assert!(get(&s, &"k".repeat(250), NOW).is_some());
+}
+
+#[test]
+fn strtoull_compat() {
+    assert_eq!(parse_number(b"0"), Some(0));
+    assert_eq!(parse_number(b"+7"), Some(7));
+    assert_eq!(parse_number(b"-0"), Some(0));
+    assert_eq!(parse_number(b"\t42\r\n"), Some(42));
+    assert_eq!(parse_number(b"12 abc"), Some(12), "stops at whitespace");
+    assert_eq!(parse_number(b"12\0x"), Some(12), "stops at NUL");
+    assert_eq!(parse_number(b"18446744073709551615"), Some(u64::MAX));
+    assert_eq!(parse_number(b"18446744073709551616"), None);
+    assert_eq!(parse_number(b"-5"), None);
+    assert_eq!(parse_number(b"0x10"), None);
+    assert_eq!(parse_number(b"+"), None);
+    let mut buf = [0; 20];
+    assert_eq!(itoa(0, &mut buf), b"0");
+    assert_eq!(itoa(u64::MAX, &mut buf), b"18446744073709551615");
+}
+
+#[test]
+fn concurrent_writers_keep_accounting_exact() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Store>();
+    let (s, stats) = new_store();
+    std::thread::scope(|scope| {
+        for t in 0..4 {
+            let s = &s;
+            scope.spawn(move || {
+                for i in 0..2000 {
+                    let key = format!("t{t}-{}", i % 500);
+                    set(s, &key, &[b'v'; 50], 0, NOW);
+                    s.execute(&Command::Arith(arith("shared", true, 1)), NOW);
+                    assert!(get(s, &key, NOW).is_some());
+                }
+            });
+        }
+    });
+    assert_eq!(s.usage().items, 4 * 500);
+    assert_eq!(stat(&stats, "incr_misses"), 8000, "never created");
+    let expect: usize = (0..4)
+        .flat_map(|t| (0..500).map(move |i| charge(format!("t{t}-{i}").len(), 50)))
+        .sum();
+    assert_eq!(s.usage().bytes, expect as u64);
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Set(u8, Vec<u8>),
+    Get(u8),
+    Delete(u8),
+    Append(u8, Vec<u8>),
+    Prepend(u8, Vec<u8>),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let key = 0u8..6;
+    let val = proptest::collection::vec(any::<u8>(), 0..40);
+    prop_oneof![
+        (key.clone(), val.clone()).prop_map(|(k, v)| Op::Set(k, v)),
+        key.clone().prop_map(Op::Get),
+        key.clone().prop_map(Op::Delete),
+        (key.clone(), val.clone()).prop_map(|(k, v)| Op::Append(k, v)),
+        (key, val).prop_map(|(k, v)| Op::Prepend(k, v)),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn behaves_like_a_hashmap(ops in proptest::collection::vec(op(), 1..200)) {
+        let (s, _) = new_store();
+        let mut model: HashMap<String, Vec<u8>> = HashMap::new();
+        for op in &ops {
+            match op {
+                Op::Set(k, v) => {
+                    let key = format!("key{k}");
+                    set(&s, &key, v, 0, NOW);
+                    model.insert(key, v.clone());
+                }
+                Op::Get(k) => {
+                    let key = format!("key{k}");
+                    prop_assert_eq!(value(&s, &key, NOW), model.get(&key).cloned());
+                }
+                Op::Delete(k) => {
+                    let key = format!("key{k}");
+                    let want = if model.remove(&key).is_some() {
+                        Response::Deleted
+                    } else {
+                        Response::NotFound
+                    };
+                    prop_assert_eq!(s.execute(&Command::Delete(delete(&key)), NOW), want);
+                }
+                Op::Append(k, v) | Op::Prepend(k, v) => {
+                    let mode = if matches!(op, Op::Append(..)) {
+                        StoreMode::Append
+                    } else {
+                        StoreMode::Prepend
+                    };
+                    let key = format!("key{k}");
+                    let r = run_store(&s, st(mode, &key, v, 0), NOW);
+                    match model.get_mut(&key) {
+                        Some(old) => {
+                            prop_assert!(matches!(r, Response::Stored { .. }), "append/prepend: {:?}", r);
+                            if mode == StoreMode::Append {
+                                old.extend_from_slice(v);
+                            } else {
+                                let mut n = v.clone();
+                                n.extend_from_slice(old);
+                                *old = n;
+                            }
+                        }
+                        None => prop_assert_eq!(r, Response::NotStored),
+                    }
+                }
+            }
+        }
+        let u = s.usage();
+        prop_assert_eq!(u.items, model.len() as u64);
+        let bytes: usize = model.iter().map(|(k, v)| charge(k.len(), v.len())).sum();
+        prop_assert_eq!(u.bytes, bytes as u64);
+        for (k, v) in &model {
+            prop_assert_eq!(value(&s, k, NOW), Some(v.clone()));
+        }
+    }
+}

@@ -1,0 +1,450 @@
+use super::*;
+use crate::protocol::test_util::{key, parse_text as parse};
+use crate::protocol::ErrorReply;
+
+fn parse_ok(buf: &[u8]) -> (Command, MetaFrame, usize) {
+    match parse(buf, &Limits::default()) {
+        Ok(Parsed::Request(
+            Request {
+                command,
+                frame: Frame::Meta(frame),
+            },
+            used,
+        )) => (command, *frame, used),
+        other => panic!("{:?}: {other:?}", String::from_utf8_lossy(buf)),
+    }
+}
+
+/// The error text and `skip` of a refused meta line.
+fn refused(buf: &[u8]) -> (String, usize) {
+    match parse(buf, &Limits::default()) {
+        Ok(Parsed::Reject {
+            frame: Frame::Meta(_),
+            error,
+            consumed,
+            skip,
+            ..
+        }) => {
+            assert!(consumed > 0);
+            (error.text(), skip)
+        }
+        other => panic!("{:?}: {other:?}", String::from_utf8_lossy(buf)),
+    }
+}
+
+#[test]
+fn mg_flags() {
+    let (command, frame, used) = parse_ok(b"mg foo s v f t c k h l q u O123 T30 N-1 R5 P/x L\r\n");
+    assert_eq!(used, 50);
+    let want = Get {
+        keys: vec![key("foo")],
+        touch: Some(30),
+        vivify: Some(-1),
+        recache_below: Some(5),
+        no_bump: true,
+    };
+    assert_eq!(command, Command::Get(want));
+    let want = MetaFrame {
+        opaque: Some(key("123")),
+        return_key: true,
+        base64_key: false,
+        quiet: true,
+        return_value: true,
+        return_cas: true,
+        return_flags: true,
+        return_size: true,
+        return_ttl: true,
+        return_hit: true,
+        return_last_access: true,
+    };
+    assert_eq!(frame, want);
+    // Flags of other commands are accepted and ignored, as in memcached.
+    let (command, frame, _) = parse_ok(b"mg foo F5 MA I\n");
+    assert_eq!(
+        command,
+        Command::Get(Get {
+            keys: vec![key("foo")],
+            ..Get::default()
+        })
+    );
+    assert_eq!(frame, MetaFrame::default());
+}
+
+#[test]
+fn base64_keys() {
+    let (command, frame, _) = parse_ok(b"mg AAEC/w== b k v\r\n");
+    assert_eq!(command.key(), Some(&Bytes::from_static(&[0, 1, 2, 255])));
+    assert!(frame.base64_key && frame.return_key);
+    assert_eq!(
+        refused(b"mg !!!! b\r\n").0,
+        "CLIENT_ERROR error decoding key"
+    );
+    assert_eq!(
+        refused(b"md abc b\r\n").0,
+        "CLIENT_ERROR invalid or duplicate flag"
+    );
+    let (command, frame, _) = parse_ok(b"me Zm9v b\r\n");
+    assert_eq!(command, Command::MetaDebug { key: key("foo") });
+    assert!(frame.base64_key);
+    assert_eq!(
+        refused(b"me Zm9 b\r\n").0,
+        "CLIENT_ERROR bad command line format"
+    );
+}
+
+#[test]
+fn ms_modes_and_flags() {
+    let modes = [
+        ("", StoreMode::Set),
+        (" MS", StoreMode::Set),
+        (" ME", StoreMode::Add),
+        (" MA", StoreMode::Append),
+        (" Mp", StoreMode::Prepend),
+        (" MR", StoreMode::Replace),
+    ];
+    for (flag, mode) in modes {
+        let line = format!("ms k 2 T-1 F9 C7 I N30 c k q Oz{flag}\r\nhi\r\n");
+        let (command, frame, used) = parse_ok(line.as_bytes());
+        assert_eq!(used, line.len());
+        let appends = matches!(mode, StoreMode::Append | StoreMode::Prepend);
+        let want = Store {
+            mode,
+            key: key("k"),
+            flags: 9,
+            exptime: -1,
+            data: key("hi"),
+            cas: Some(7),
+            invalidate: true,
+            vivify: appends.then_some(30),
+        };
+        assert_eq!(command, Command::Store(want));
+        assert!(frame.return_cas && frame.return_key && frame.quiet);
+        assert_eq!(frame.opaque, Some(key("z")));
+    }
+    let (command, _, _) = parse_ok(b"ms k 0\r\n\r\n");
+    assert!(matches!(
+        command,
+        Command::Store(Store {
+            flags: 0,
+            exptime: 0,
+            cas: None,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn ms_errors_swallow_the_data_once_its_length_is_known() {
+    let bad = "CLIENT_ERROR bad command line format";
+    assert_eq!(refused(b"ms k\r\n"), (bad.into(), 0));
+    assert_eq!(refused(b"ms k x\r\n"), (bad.into(), 0));
+    assert_eq!(refused(b"ms k -1\r\n"), (bad.into(), 0));
+    assert_eq!(
+        refused(b"ms k 3 Mx\r\n"),
+        ("CLIENT_ERROR invalid mode for ms M token".into(), 5)
+    );
+    assert_eq!(
+        refused(b"ms k 3 MSS\r\n"),
+        ("CLIENT_ERROR incorrect length for M token".into(), 5)
+    );
+    assert_eq!(refused(b"ms k 3 Fx\r\n"), (bad.into(), 5));
+    assert_eq!(
+        refused(b"ms k 3 Tx Fx\r\n"),
+        ("CLIENT_ERROR bad token in command line format".into(), 5)
+    );
+    assert_eq!(
+        refused(b"ms k 3 c c\r\n"),
+        ("CLIENT_ERROR duplicate flag".into(), 5)
+    );
+    assert_eq!(
+        refused(b"ms k 3 !\r\n"),
+        ("CLIENT_ERROR invalid flag".into(), 5)
+    );
+    let opaque = format!("ms k 3 O{}\r\n", "o".repeat(32));
+    assert_eq!(
+        refused(opaque.as_bytes()),
+        ("CLIENT_ERROR opaque token too long".into(), 5)
+    );
+    let many = format!("ms k 1{}\r\n", " P".repeat(17));
+    assert_eq!(
+        refused(many.as_bytes()),
+        ("CLIENT_ERROR options flags too long".into(), 0)
+    );
+    assert_eq!(
+        refused(b"ms k 1\r\nxyz"),
+        ("CLIENT_ERROR bad data chunk".into(), 0)
+    );
+}
+
+#[test]
+fn ms_too_large_unlinks_and_skips() {
+    let limits = Limits { max_item_size: 8 };
+    let got = parse(b"ms key 6 MA q\r\n", &limits);
+    let want = Parsed::Reject {
+        frame: meta_frame(MetaFrame {
+            quiet: true,
+            ..MetaFrame::default()
+        }),
+        error: ErrorReply::TooLarge,
+        consumed: 15,
+        skip: 8,
+        unlink: Some(key("key")),
+    };
+    assert_eq!(got, Ok(want));
+    assert_eq!(parse(b"ms key 5 MA q\r\n", &limits), Ok(Parsed::Incomplete));
+}
+
+#[test]
+fn md_ma_mn_me() {
+    let (command, frame, _) = parse_ok(b"md k C5 I T30 q k Oo\r\n");
+    let want = Delete {
+        key: key("k"),
+        cas: Some(5),
+        invalidate: true,
+        exptime: Some(30),
+    };
+    assert_eq!(command, Command::Delete(want));
+    assert!(frame.quiet && frame.return_key);
+
+    let (command, frame, _) = parse_ok(b"ma k N0 J10 D3 T9 M- C2 v t c\r\n");
+    let want = Arith {
+        key: key("k"),
+        incr: false,
+        delta: 3,
+        cas: Some(2),
+        vivify: Some(0),
+        initial: 10,
+        touch: Some(9),
+    };
+    assert_eq!(command, Command::Arith(want));
+    assert!(frame.return_value && frame.return_ttl && frame.return_cas);
+    let (command, _, _) = parse_ok(b"ma k\r\n");
+    assert!(matches!(
+        command,
+        Command::Arith(Arith {
+            incr: true,
+            delta: 1,
+            initial: 0,
+            ..
+        })
+    ));
+
+    let (command, frame, used) = parse_ok(b"mn\r\n");
+    assert_eq!(
+        (command, frame, used),
+        (Command::Noop, MetaFrame::default(), 4)
+    );
+    let (command, _, _) = parse_ok(b"me foo\n");
+    assert_eq!(command, Command::MetaDebug { key: key("foo") });
+}
+
+#[test]
+fn md_ma_mg_errors() {
+    let flag = "CLIENT_ERROR invalid or duplicate flag";
+    assert_eq!(refused(b"md k x\r\n").0, flag);
+    assert_eq!(refused(b"ma k Dx\r\n").0, flag);
+    assert_eq!(refused(b"ma k q q\r\n").0, flag);
+    assert_eq!(
+        refused(b"ma k Mx\r\n").0,
+        "CLIENT_ERROR invalid mode for ma M token"
+    );
+    assert_eq!(
+        refused(b"mg k Dx\r\n").0,
+        "CLIENT_ERROR invalid numeric delta value"
+    );
+    assert_eq!(
+        refused(b"mg k Jx\r\n").0,
+        "CLIENT_ERROR invalid numeric initial value"
+    );
+    assert_eq!(
+        refused(b"mg k T\r\n").0,
+        "CLIENT_ERROR bad token in command line format"
+    );
+    assert_eq!(refused(b"mg k \x7f\r\n").0, "CLIENT_ERROR duplicate flag");
+    let many = format!("mg k{}\r\n", " P".repeat(18));
+    assert_eq!(
+        refused(many.as_bytes()).0,
+        "CLIENT_ERROR options flags are too long"
+    );
+    let key = format!("mg {}\r\n", "k".repeat(251));
+    assert_eq!(
+        refused(key.as_bytes()).0,
+        "CLIENT_ERROR bad command line format"
+    );
+    assert_eq!(refused(b"me\r\n").0, "CLIENT_ERROR bad command line format");
+    for line in [&b"mg\r\n"[..], b"md\r\n", b"ma \r\n", b"ms\r\n"] {
+        assert_eq!(refused(line).0, "ERROR");
+    }
+    // 31 opaque bytes are fine, 32 are not.
+    parse_ok(format!("mg k O{}\r\n", "o".repeat(31)).as_bytes());
+    let long = format!("md k O{}\r\n", "o".repeat(32));
+    assert_eq!(
+        refused(long.as_bytes()).0,
+        "CLIENT_ERROR opaque token too long"
+    );
+}
+
+fn reply(frame: &MetaFrame, key: Option<&str>, response: Response) -> String {
+    let mut out = BytesMut::new();
+    let frame = Frame::Meta(Box::new(frame.clone()));
+    crate::protocol::encode(&frame, key.map(str::as_bytes), &response, &mut out);
+    String::from_utf8(out.to_vec()).unwrap()
+}
+
+fn hit() -> Found {
+    Found {
+        key: key("foo"),
+        flags: 5,
+        cas: 99,
+        data: key("hello"),
+        ttl: -1,
+        last_access: 12,
+        fetched: true,
+        ..Found::default()
+    }
+}
+
+#[test]
+fn mg_replies() {
+    let all = MetaFrame {
+        opaque: Some(key("op")),
+        return_key: true,
+        return_value: true,
+        return_cas: true,
+        return_flags: true,
+        return_size: true,
+        return_ttl: true,
+        return_hit: true,
+        return_last_access: true,
+        ..MetaFrame::default()
+    };
+    let found = Response::Get(vec![Some(hit())]);
+    assert_eq!(
+        reply(&all, None, found.clone()),
+        "VA 5 c99 f5 h1 kfoo l12 Oop s5 t-1\r\nhello\r\n"
+    );
+    let plain = MetaFrame::default();
+    assert_eq!(reply(&plain, None, found.clone()), "HD\r\n");
+    let quiet = MetaFrame {
+        quiet: true,
+        ..MetaFrame::default()
+    };
+    // memcached 1.6.18 hides only the miss under q.
+    assert_eq!(reply(&quiet, None, found), "HD\r\n");
+    assert_eq!(reply(&quiet, None, Response::Get(vec![None])), "");
+    assert_eq!(reply(&plain, None, Response::Get(vec![None])), "EN\r\n");
+    assert_eq!(
+        reply(&all, Some("foo"), Response::Get(vec![None])),
+        "EN kfoo Oop\r\n"
+    );
+
+    let states = Found {
+        won: true,
+        stale: true,
+        win_sent: true,
+        ..hit()
+    };
+    assert_eq!(
+        reply(&plain, None, Response::Get(vec![Some(states)])),
+        "HD Z X W\r\n"
+    );
+
+    let base64 = MetaFrame {
+        base64_key: true,
+        return_key: true,
+        ..MetaFrame::default()
+    };
+    let binary = Found {
+        key: Bytes::from_static(&[0, 1, 2, 255]),
+        ..hit()
+    };
+    assert_eq!(
+        reply(&base64, None, Response::Get(vec![Some(binary)])),
+        "HD kAAEC/w== b\r\n"
+    );
+}
+
+#[test]
+fn ms_md_ma_replies() {
+    let plain = MetaFrame::default();
+    let quiet = MetaFrame {
+        quiet: true,
+        ..MetaFrame::default()
+    };
+    let cas = MetaFrame {
+        return_cas: true,
+        return_key: true,
+        ..MetaFrame::default()
+    };
+    assert_eq!(reply(&plain, None, Response::Stored { cas: 3 }), "HD\r\n");
+    assert_eq!(
+        reply(&cas, Some("k"), Response::Stored { cas: 3 }),
+        "HD c3 kk\r\n"
+    );
+    assert_eq!(reply(&quiet, None, Response::Stored { cas: 3 }), "");
+    assert_eq!(reply(&quiet, None, Response::Deleted), "");
+    for (response, code) in [
+        (Response::NotStored, "NS"),
+        (Response::Exists, "EX"),
+        (Response::NotFound, "NF"),
+    ] {
+        assert_eq!(reply(&quiet, None, response), format!("{code}\r\n"));
+    }
+    assert_eq!(reply(&plain, None, Response::Deleted), "HD\r\n");
+    let number = Response::Number {
+        value: 42,
+        cas: 8,
+        ttl: 30,
+    };
+    let full = MetaFrame {
+        return_value: true,
+        return_ttl: true,
+        return_cas: true,
+        ..MetaFrame::default()
+    };
+    assert_eq!(reply(&full, None, number.clone()), "VA 2 c8 t30\r\n42\r\n");
+    assert_eq!(reply(&plain, None, number.clone()), "HD\r\n");
+    assert_eq!(reply(&quiet, None, number), "");
+}
+
+#[test]
+fn other_replies() {
+    let quiet = MetaFrame {
+        quiet: true,
+        ..MetaFrame::default()
+    };
+    assert_eq!(reply(&quiet, None, Response::Noop), "MN\r\n");
+    let error = Response::Error(ErrorReply::Client("bad data chunk".into()));
+    assert_eq!(
+        reply(&quiet, None, error),
+        "CLIENT_ERROR bad data chunk\r\n"
+    );
+    assert_eq!(
+        reply(&quiet, None, Response::Error(ErrorReply::TooLarge)),
+        "SERVER_ERROR object too large for cache\r\n"
+    );
+    assert_eq!(reply(&quiet, None, Response::Silent), "");
+    let pairs = vec![("exp".into(), "-1".into()), ("la".into(), "3".into())];
+    assert_eq!(
+        reply(&quiet, Some("foo"), Response::MetaDebug(Some(pairs))),
+        "ME foo exp=-1 la=3\r\n"
+    );
+    let base64 = MetaFrame {
+        base64_key: true,
+        ..MetaFrame::default()
+    };
+    let pairs = vec![("cas".into(), "1".into())];
+    assert_eq!(
+        reply(&base64, Some("foo"), Response::MetaDebug(Some(pairs))),
+        "ME Zm9v cas=1\r\n"
+    );
+    assert_eq!(reply(&quiet, None, Response::MetaDebug(None)), "EN\r\n");
+    let mut out = BytesMut::new();
+    assert!(encode_keyed(
+        &MetaFrame::default(),
+        None,
+        &Response::Noop,
+        &mut out
+    ));
+    assert_eq!(&out[..], b"MN\r\n");
+}

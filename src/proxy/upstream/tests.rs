@@ -1,0 +1,189 @@
+use super::*;
+use crate::protocol::request::StoreMode;
+use crate::protocol::test_util::{self, store};
+use crate::protocol::{Limits, Parsed};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+/// A node that never answers and records every write the TLS layer would
+/// see (rustls turns each into records of its own).
+#[derive(Clone, Default)]
+struct Recorder(Arc<Mutex<Vec<Vec<u8>>>>);
+
+impl AsyncRead for Recorder {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        _: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Poll::Pending
+    }
+}
+
+impl AsyncWrite for Recorder {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.0.lock().unwrap().push(buf.to_vec());
+        Poll::Ready(Ok(buf.len()))
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+fn set(key: &str, len: usize) -> Command {
+    Command::Store(store(StoreMode::Set, key, &vec![b'v'; len]))
+}
+
+fn get(key: &str) -> Command {
+    Command::Get(test_util::get(key))
+}
+
+/// Parse one write into whole requests; panics on a partial one.
+fn requests_in(write: &[u8]) -> usize {
+    let limits = Limits {
+        max_item_size: 1 << 20,
+    };
+    let mut at = 0;
+    let mut n = 0;
+    while at < write.len() {
+        match binary::parse_request(&write[at..], &limits).unwrap() {
+            Parsed::Request(_, used) => at += used,
+            other => panic!("a write ends inside a request: {other:?}"),
+        }
+        n += 1;
+    }
+    n
+}
+
+async fn written(rec: &Recorder, total: usize) -> Vec<Vec<u8>> {
+    for _ in 0..200 {
+        let writes = rec.0.lock().unwrap().clone();
+        if writes.iter().map(Vec::len).sum::<usize>() >= total {
+            return writes;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    rec.0.lock().unwrap().clone()
+}
+
+/// memcached -Z stalls when a request straddles two TLS records and more
+/// input follows it in the second: every write must be whole requests and
+/// fit one record.
+#[tokio::test]
+async fn pipelined_requests_never_straddle_a_tls_record() {
+    let rec = Recorder::default();
+    let conn = Connection::spawn(rec.clone(), "n0".into());
+    let mut commands = Vec::new();
+    for i in 0..3 {
+        commands.push(set(&format!("k{i}"), 15_000));
+    }
+    for i in 0..40 {
+        commands.push(set(&format!("s{i}"), 700 + i * 13));
+    }
+    for i in 0..3 {
+        commands.push(get(&format!("k{i}")));
+    }
+    commands.push(Command::Noop);
+    let mut total = 0;
+    let mut replies = Vec::new();
+    for (i, c) in commands.iter().enumerate() {
+        let mut one = BytesMut::new();
+        binary::encode_request(c, false, i as u32 + 1, &mut one).unwrap();
+        total += one.len();
+        replies.push(conn.send(c.clone()).await.unwrap());
+    }
+    let writes = written(&rec, total).await;
+    assert_eq!(writes.iter().map(Vec::len).sum::<usize>(), total);
+    let mut n = 0;
+    for w in &writes {
+        assert!(
+            w.len() <= RECORD,
+            "a write of {} bytes spans records",
+            w.len()
+        );
+        n += requests_in(w);
+    }
+    assert_eq!(n, commands.len());
+    assert!(writes.len() > 3, "batched, not one write per request");
+}
+
+/// A request larger than a record is written alone (starting a record)
+/// and nothing follows it until its reply arrives.
+#[tokio::test]
+async fn nothing_follows_a_request_larger_than_a_record() {
+    let rec = Recorder::default();
+    let conn = Connection::spawn(rec.clone(), "n0".into());
+    let _a = conn.send(get("before")).await.unwrap();
+    let _b = conn.send(set("big", 40_000)).await.unwrap();
+    let _c = conn.send(get("after")).await.unwrap();
+    let mut big = BytesMut::new();
+    binary::encode_request(&set("big", 40_000), false, 2, &mut big).unwrap();
+    let writes = written(&rec, big.len() + 30).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let writes_later = rec.0.lock().unwrap().clone();
+    assert_eq!(writes, writes_later, "nothing written behind the large set");
+    let last = writes.last().unwrap();
+    assert_eq!(last.len(), big.len(), "the large set is a write of its own");
+    assert_eq!(requests_in(last), 1);
+}
+
+/// The load the pool balances on counts each request until it is
+/// answered, and drops to zero when the connection is closed with
+/// requests still in flight.
+#[tokio::test]
+async fn load_counts_requests_until_answered_or_lost() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (near, mut far) = tokio::io::duplex(64 * 1024);
+    let conn = Connection::spawn(near, "n0".into());
+    let first = conn.send(get("a")).await.unwrap();
+    let second = conn.send(get("b")).await.unwrap();
+    assert_eq!(conn.load(), 2);
+
+    // Answer the first request only: a miss, with its opaque.
+    let mut buf = BytesMut::new();
+    let limits = Limits {
+        max_item_size: 1 << 20,
+    };
+    let (frame, used) = loop {
+        far.read_buf(&mut buf).await.unwrap();
+        if let Parsed::Request(request, used) = binary::parse_request(&buf, &limits).unwrap() {
+            break (request.frame, used);
+        }
+    };
+    let _ = buf.split_to(used);
+    let mut out = BytesMut::new();
+    crate::protocol::encode(&frame, Some(b"a"), &Response::Get(vec![None]), &mut out);
+    far.write_all(&out).await.unwrap();
+    assert!(first.await.unwrap().is_ok());
+    assert_eq!(conn.load(), 1);
+
+    conn.close();
+    assert!(second.await.is_err(), "lost with its connection");
+    assert_eq!(conn.load(), 0);
+}
+
+#[test]
+fn pieces_cut_at_request_ends() {
+    let batch = |ends: &[usize]| Batch {
+        bytes: BytesMut::zeroed(*ends.last().unwrap_or(&0)),
+        ends: ends.to_vec(),
+    };
+    assert_eq!(batch(&[]).pieces(), vec![]);
+    assert_eq!(batch(&[10, 20]).pieces(), vec![0..20]);
+    assert_eq!(batch(&[RECORD]).pieces(), vec![0..RECORD]);
+    assert_eq!(
+        batch(&[10_000, 20_000, 25_000]).pieces(),
+        vec![0..10_000, 10_000..25_000]
+    );
+    assert_eq!(
+        batch(&[100, 100 + 3 * RECORD]).pieces(),
+        vec![0..100, 100..100 + 3 * RECORD]
+    );
+}
