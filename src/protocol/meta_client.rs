@@ -45,8 +45,8 @@ use super::{
     meta,
     request::{Command, Frame, Get, MetaFrame, Request, TextFrame},
     response::{ErrorReply, Found, Response},
-    text::{self, parse_u32, parse_u64, valid_key, words, Unencodable},
-    Limits, MAX_LINE_LEN,
+    line::{parse_u32, parse_u64, valid_key, words, Unencodable},
+    text, Limits, MAX_LINE_LEN,
 };
 
 /// The most a multi-line `stats` reply may take before the stream is

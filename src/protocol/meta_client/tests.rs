@@ -566,7 +566,7 @@ fn ascii_login() {
     encode_login(LoginForm::Memcached, "user", "pw", &mut out).unwrap();
     assert_eq!(&out[..], b"set memgate-login 0 -1 7\r\nuser pw\r\n");
     // The node reads it as the set it is.
-    let parsed = crate::protocol::text::parse(&out, &Limits::default()).unwrap();
+    let parsed = crate::protocol::parse(crate::protocol::Dialect::Text, &out, &Limits::default()).unwrap();
     assert!(matches!(parsed, Parsed::Request(_, used) if used == out.len()));
     assert!(encode_login(LoginForm::Memcached, "a b", "pw", &mut out).is_err());
     assert!(encode_login(LoginForm::MemCachier, "a b", "pw", &mut out).is_err());
@@ -854,7 +854,7 @@ proptest! {
     fn node_parses_what_was_sent((command, frame, _) in case(), seq in any::<u32>()) {
         let mut out = BytesMut::new();
         let expect = encode_request(&command, &frame, seq, &mut out).unwrap();
-        match text::parse(&out, &Limits::default()) {
+        match crate::protocol::parse(crate::protocol::Dialect::Text, &out, &Limits::default()) {
             Ok(Parsed::Request(request, used)) => {
                 prop_assert_eq!(used, out.len());
                 prop_assert_eq!(&request.command, &as_sent(&command));
@@ -879,7 +879,7 @@ proptest! {
     fn replies_print_as_from_the_node((command, frame, response) in case()) {
         let mut out = BytesMut::new();
         let expect = encode_request(&command, &frame, 42, &mut out).unwrap();
-        let Ok(Parsed::Request(sent, _)) = text::parse(&out, &Limits::default()) else {
+        let Ok(Parsed::Request(sent, _)) = crate::protocol::parse(crate::protocol::Dialect::Text, &out, &Limits::default()) else {
             panic!("unparsable upstream request");
         };
         let mut reply = BytesMut::new();
