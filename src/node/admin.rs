@@ -40,7 +40,8 @@ use tokio::net::TcpListener;
 
 use super::auth::Secret;
 use super::caches::{Capabilities, Credential};
-use super::{session, Shared, UpdateError};
+use super::{Shared, UpdateError};
+use crate::clock::unix_now;
 use crate::protocol::request::Command;
 
 /// Where the admin API listens and what it wants from a caller.
@@ -220,7 +221,7 @@ async fn flush(State(state): State<AdminState>, Path(id): Path<String>) -> Respo
     };
     tenant
         .store
-        .execute(&Command::FlushAll { delay: 0 }, session::unix_now());
+        .execute(&Command::FlushAll { delay: 0 }, unix_now());
     tracing::info!(cache = %id, "flushed by the admin API");
     Json(json!({ "flushed": true })).into_response()
 }

@@ -33,6 +33,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
+use crate::clock::unix_now;
 use crate::metrics as m;
 use crate::protocol::Response;
 use caches::Invalid;
@@ -241,7 +242,7 @@ impl Shared {
             Ok(())
         })?;
         if let Some(tenant) = self.tenants().get(cache_id) {
-            tenant.touch(session::unix_now());
+            tenant.touch(unix_now());
         }
         Ok(version)
     }
@@ -282,7 +283,7 @@ impl Shared {
                     "curr_items" => usage.items,
                     "bytes" => usage.bytes,
                     "limit_maxbytes" => usage.limit,
-                    "time" => session::unix_now(),
+                    "time" => unix_now(),
                     _ => counters
                         .iter()
                         .find(|(n, _)| *n == name)
@@ -305,7 +306,7 @@ impl Shared {
                         "uptime".into(),
                         self.started.elapsed().as_secs().to_string(),
                     ),
-                    ("time".into(), session::unix_now().to_string()),
+                    ("time".into(), unix_now().to_string()),
                     ("version".into(), VERSION.into()),
                     ("pointer_size".into(), (usize::BITS).to_string()),
                     ("threads".into(), worker_threads().to_string()),
@@ -582,7 +583,7 @@ async fn sweep_expired(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
-        let now = session::unix_now();
+        let now = unix_now();
         for tenant in shared.tenants().iter() {
             let reclaimed = tenant.store.reclaim_expired(now, 10_000);
             if reclaimed > 0 {
