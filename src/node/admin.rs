@@ -8,7 +8,7 @@
 //! | route | what |
 //! | --- | --- |
 //! | `GET /admin/caches` | `{"version", "caches": [{"id", "memory_limit", "disabled", "credentials": [{"username", "primary", "write", "flush", "api"}]}]}`, never a password or hash |
-//! | `GET /admin/caches/{id}/stats` | the cache's stats ([`super::API_STATS`]) as an object |
+//! | `GET /admin/caches/{id}/stats` | the cache's stats ([`super::stats::API_STATS`]) as an object |
 //! | `POST /admin/caches/{id}/flush` | `flush_all` on the cache |
 //! | `PUT /admin/caches/{id}/credentials` | replace the credential list (below); persisted atomically, then in force |
 //! | `PUT /admin/caches/{id}/disabled` | `{"disabled": bool}`: disable or enable the cache; persisted the same way |

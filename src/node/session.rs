@@ -14,7 +14,7 @@ use std::time::Instant;
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::stats::CacheStats;
+use super::counters::CacheStats;
 use super::tenants::{Login, LoginFailure};
 use super::Shared;
 use crate::clock::unix_now;

@@ -42,7 +42,7 @@ use bytes::Bytes;
 
 use self::shard::{Entry, Flush, Removed, Shard, FETCHED, STALE, TOKEN_SENT};
 use crate::clock::unix_now;
-use crate::node::stats::CacheStats;
+use crate::node::counters::CacheStats;
 use crate::protocol::request::{self, Arith, Command, Delete, Exptime, Get, StoreMode};
 use crate::protocol::{ErrorReply, Found, Response, MAX_KEY_LEN};
 

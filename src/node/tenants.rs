@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::caches::{CachesFile, Capabilities, Directory, Invalid, LoginError, LoginOk};
-use super::stats::CacheStats;
+use super::counters::CacheStats;
 use super::store::Store;
 use crate::clock::unix_now;
 
