@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use memgate::node::stats::CacheStats;
+use memgate::node::counters::CacheStats;
 use memgate::node::store::{Store, PER_ITEM_OVERHEAD};
 use memgate::protocol::request::{Command, Get, Store as StoreCmd, StoreMode};
 use memgate::protocol::Response;

@@ -8,6 +8,7 @@
 //! - [`session`]: the rules node and proxy sessions share.
 //! - [`tls`], [`pki`]: rustls configs from PEM; rcgen PKI.
 //! - [`metrics`]: metric names and the Prometheus exporter.
+//! - [`clock`]: the wall clock in unix seconds and milliseconds (a leaf).
 //! - [`allocator`]: hands memory freed after a burst back to the OS.
 //! - [`proxy`]: the sidecar (`memgate proxy`).
 //! - [`cluster`]: `memgate up` and `memgate certs`.
@@ -34,6 +35,7 @@
 pub mod allocator;
 pub mod analytics;
 pub mod bench;
+pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod metrics;

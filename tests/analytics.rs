@@ -309,7 +309,7 @@ async fn every_endpoint_across_two_nodes() {
     let obj = stats.as_object().unwrap();
     assert_eq!(obj.len(), 2, "{stats}");
     let s1 = &stats[n1.label()];
-    for field in memgate::node::API_STATS {
+    for field in memgate::node::stats::API_STATS {
         assert!(s1[*field].is_u64(), "{field} missing: {s1}");
     }
     assert_eq!(

@@ -14,12 +14,13 @@
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection};
 use serde_json::Value;
 
 use super::{Change, Service};
+use crate::clock::unix_now_ms;
 use crate::metrics as m;
 
 /// How often pending changes are retried (when the sample interval is longer).
@@ -55,13 +56,6 @@ CREATE TABLE IF NOT EXISTS pending (
     change TEXT NOT NULL
 );
 ";
-
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 impl Db {
     pub fn open(path: &Path) -> rusqlite::Result<Db> {
@@ -185,7 +179,7 @@ impl Db {
 
 /// Sample every cache on every node once; returns the rows written.
 pub async fn sample_once(service: &Service) -> usize {
-    let now = now_ms();
+    let now = unix_now_ms();
     let mut samples = Vec::new();
     for node in &service.nodes {
         let caches = match service.caches_of(node).await {

@@ -13,8 +13,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use super::{Change, Service};
+use crate::clock::unix_now;
 use crate::metrics as m;
-use crate::node::session::unix_now;
 
 /// Per cache: the latest activity on any node, and whether some node still
 /// has it enabled.

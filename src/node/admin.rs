@@ -8,7 +8,7 @@
 //! | route | what |
 //! | --- | --- |
 //! | `GET /admin/caches` | `{"version", "caches": [{"id", "memory_limit", "disabled", "credentials": [{"username", "primary", "write", "flush", "api"}]}]}`, never a password or hash |
-//! | `GET /admin/caches/{id}/stats` | the cache's stats ([`super::API_STATS`]) as an object |
+//! | `GET /admin/caches/{id}/stats` | the cache's stats ([`super::stats::API_STATS`]) as an object |
 //! | `POST /admin/caches/{id}/flush` | `flush_all` on the cache |
 //! | `PUT /admin/caches/{id}/credentials` | replace the credential list (below); persisted atomically, then in force |
 //! | `PUT /admin/caches/{id}/disabled` | `{"disabled": bool}`: disable or enable the cache; persisted the same way |
@@ -40,7 +40,8 @@ use tokio::net::TcpListener;
 
 use super::auth::Secret;
 use super::caches::{Capabilities, Credential};
-use super::{session, Shared, UpdateError};
+use super::{Shared, UpdateError};
+use crate::clock::unix_now;
 use crate::protocol::request::Command;
 
 /// Where the admin API listens and what it wants from a caller.
@@ -220,7 +221,7 @@ async fn flush(State(state): State<AdminState>, Path(id): Path<String>) -> Respo
     };
     tenant
         .store
-        .execute(&Command::FlushAll { delay: 0 }, session::unix_now());
+        .execute(&Command::FlushAll { delay: 0 }, unix_now());
     tracing::info!(cache = %id, "flushed by the admin API");
     Json(json!({ "flushed": true })).into_response()
 }

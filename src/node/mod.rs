@@ -9,7 +9,9 @@
 //! - [`auth`]: password hashing and constant-time checks.
 //! - [`tenants`]: the running caches, kept across reloads.
 //! - [`store`]: one cache's items: byte-budget LRU, TTL, CAS.
-//! - [`stats`]: per-cache counters.
+//! - [`counters`]: per-cache counters.
+//! - [`stats`]: what a node reports of its caches: `stats`, the analytics
+//!   API's stats, Prometheus metrics.
 //! - [`admin`]: the admin HTTP API that `memgate analytics` uses (token
 //!   and/or mutual TLS); [`admin_tls`] is its TLS listener.
 
@@ -17,6 +19,7 @@ pub mod admin;
 pub mod admin_tls;
 pub mod auth;
 pub mod caches;
+pub mod counters;
 pub mod session;
 pub mod stats;
 pub mod store;
@@ -33,11 +36,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
+use crate::clock::unix_now;
 use crate::metrics as m;
-use crate::protocol::Response;
 use caches::Invalid;
 use caches::{CacheConfig, CachesFile, Capabilities, Credential};
-use tenants::{Login, Tenant, Tenants};
+use tenants::{Login, Tenants};
 
 /// The version the node reports (`version`, `stats`).
 pub const VERSION: &str = concat!("1.6.18-memgate-", env!("CARGO_PKG_VERSION"));
@@ -132,41 +135,6 @@ pub enum UpdateError {
     Persist(#[from] caches::CachesError),
 }
 
-/// The per-cache stats the analytics API exposes, in the order DESIGN.md lists.
-pub const API_STATS: &[&str] = &[
-    "curr_connections",
-    "total_connections",
-    "curr_items",
-    "total_items",
-    "bytes",
-    "limit_maxbytes",
-    "time",
-    "auth_cmds",
-    "auth_errors",
-    "bytes_read",
-    "bytes_written",
-    "cmd_get",
-    "cmd_set",
-    "cmd_delete",
-    "cmd_flush",
-    "cmd_touch",
-    "get_hits",
-    "get_misses",
-    "delete_hits",
-    "delete_misses",
-    "incr_hits",
-    "incr_misses",
-    "decr_hits",
-    "decr_misses",
-    "touch_hits",
-    "touch_misses",
-    "cas_hits",
-    "cas_misses",
-    "cas_badval",
-    "evictions",
-    "expired",
-];
-
 impl Shared {
     /// The current caches snapshot.
     pub fn tenants(&self) -> Arc<Tenants> {
@@ -241,7 +209,7 @@ impl Shared {
             Ok(())
         })?;
         if let Some(tenant) = self.tenants().get(cache_id) {
-            tenant.touch(session::unix_now());
+            tenant.touch(unix_now());
         }
         Ok(version)
     }
@@ -270,132 +238,6 @@ impl Shared {
         self.install(next);
         Ok(self.config_version())
     }
-
-    /// The analytics API's stats of one cache ([`API_STATS`]).
-    pub fn api_stats(&self, tenant: &Tenant) -> Vec<(&'static str, u64)> {
-        let usage = tenant.store.usage();
-        let counters = tenant.stats.counters();
-        API_STATS
-            .iter()
-            .map(|&name| {
-                let value = match name {
-                    "curr_items" => usage.items,
-                    "bytes" => usage.bytes,
-                    "limit_maxbytes" => usage.limit,
-                    "time" => session::unix_now(),
-                    _ => counters
-                        .iter()
-                        .find(|(n, _)| *n == name)
-                        .map_or(0, |(_, v)| *v),
-                };
-                (name, value)
-            })
-            .collect()
-    }
-
-    /// `stats [group]` for the logged-in cache.
-    pub fn stats(&self, tenant: &Tenant, group: Option<&str>) -> Response {
-        let s = &self.settings;
-        let pairs: Vec<(String, String)> = match group {
-            None => {
-                let usage = tenant.store.usage();
-                let mut pairs = vec![
-                    ("pid".to_string(), std::process::id().to_string()),
-                    (
-                        "uptime".into(),
-                        self.started.elapsed().as_secs().to_string(),
-                    ),
-                    ("time".into(), session::unix_now().to_string()),
-                    ("version".into(), VERSION.into()),
-                    ("pointer_size".into(), (usize::BITS).to_string()),
-                    ("threads".into(), worker_threads().to_string()),
-                    ("max_connections".into(), s.max_connections.to_string()),
-                ];
-                pairs.extend(
-                    tenant
-                        .stats
-                        .counters()
-                        .into_iter()
-                        .map(|(name, value)| (name.to_string(), value.to_string())),
-                );
-                pairs.push(("curr_items".into(), usage.items.to_string()));
-                pairs.push(("bytes".into(), usage.bytes.to_string()));
-                pairs.push(("limit_maxbytes".into(), usage.limit.to_string()));
-                pairs
-            }
-            Some("settings") => vec![
-                ("maxbytes".into(), tenant.store.usage().limit.to_string()),
-                ("maxconns".into(), s.max_connections.to_string()),
-                ("item_size_max".into(), s.max_item_size.to_string()),
-                ("num_threads".into(), worker_threads().to_string()),
-                ("evictions".into(), "on".into()),
-                ("cas_enabled".into(), "yes".into()),
-                (
-                    "auth_enabled_sasl".into(),
-                    if s.no_auth { "no" } else { "yes" }.into(),
-                ),
-                (
-                    "auth_enabled_ascii".into(),
-                    if s.no_auth { "no" } else { "yes" }.into(),
-                ),
-                ("auth_timeout".into(), s.auth_timeout.as_secs().to_string()),
-                ("binding_protocol".into(), "auto-negotiate".into()),
-                (
-                    "key_max_length".into(),
-                    crate::protocol::MAX_KEY_LEN.to_string(),
-                ),
-            ],
-            // memcached answers these with an empty list on a slab-less build.
-            Some("items" | "slabs" | "sizes" | "conns") => Vec::new(),
-            Some(_) => return Response::Error(crate::protocol::ErrorReply::UnknownCommand),
-        };
-        Response::Stats(pairs)
-    }
-
-    /// Publish per-cache gauges and counters before a scrape.
-    fn refresh_metrics(&self) {
-        for tenant in self.tenants().iter() {
-            let cache = tenant.id.clone();
-            let usage = tenant.store.usage();
-            let st = &tenant.stats;
-            let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-            metrics::gauge!(m::NODE_CACHE_ITEMS, "cache" => cache.clone()).set(usage.items as f64);
-            metrics::gauge!(m::NODE_CACHE_USED_BYTES, "cache" => cache.clone())
-                .set(usage.bytes as f64);
-            metrics::gauge!(m::NODE_CACHE_LIMIT_BYTES, "cache" => cache.clone())
-                .set(usage.limit as f64);
-            metrics::gauge!(m::NODE_CACHE_CONNECTIONS, "cache" => cache.clone())
-                .set(load(&st.curr_connections) as f64);
-            metrics::counter!(m::NODE_CACHE_EVICTIONS_TOTAL, "cache" => cache.clone())
-                .absolute(load(&st.evictions));
-            metrics::counter!(m::NODE_CACHE_EXPIRED_TOTAL, "cache" => cache.clone())
-                .absolute(load(&st.expired));
-            metrics::counter!(m::NODE_CACHE_READ_BYTES_TOTAL, "cache" => cache.clone())
-                .absolute(load(&st.bytes_read));
-            metrics::counter!(m::NODE_CACHE_WRITTEN_BYTES_TOTAL, "cache" => cache.clone())
-                .absolute(load(&st.bytes_written));
-            metrics::counter!(m::NODE_AUTH_FAILURES_TOTAL, "cache" => cache.clone())
-                .absolute(load(&st.auth_errors));
-            for (name, value) in st.counters() {
-                if name.starts_with("cmd_")
-                    || name.ends_with("_hits")
-                    || name.ends_with("_misses")
-                    || name == "cas_badval"
-                {
-                    metrics::counter!(m::NODE_CACHE_COMMANDS_TOTAL, "cache" => cache.clone(), "stat" => name)
-                        .absolute(value);
-                }
-            }
-        }
-        metrics::counter!(m::NODE_AUTH_FAILURES_TOTAL, "cache" => "")
-            .absolute(self.anonymous_auth_failures.load(Ordering::Relaxed));
-    }
-}
-
-fn worker_threads() -> usize {
-    tokio::runtime::Handle::try_current()
-        .map(|h| h.metrics().num_workers())
-        .unwrap_or(1)
 }
 
 /// The caches must fit in the node's memory cap.
@@ -582,7 +424,7 @@ async fn sweep_expired(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
-        let now = session::unix_now();
+        let now = unix_now();
         for tenant in shared.tenants().iter() {
             let reclaimed = tenant.store.reclaim_expired(now, 10_000);
             if reclaimed > 0 {

@@ -9,14 +9,15 @@
 //! its replies stops being read from, instead of growing our buffers.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::stats::CacheStats;
+use super::counters::CacheStats;
 use super::tenants::{Login, LoginFailure};
 use super::Shared;
+use crate::clock::unix_now;
 use crate::protocol::input::{self, Input, Next, FLUSH_THRESHOLD};
 use crate::protocol::request::{Command, Frame, StoreMode};
 use crate::protocol::{self, sasl, ErrorReply, Request, Response};
@@ -293,12 +294,4 @@ impl Session {
         tracing::info!("client login failed");
         Response::Error(ErrorReply::AuthFailure)
     }
-}
-
-/// Seconds since the unix epoch, the store's clock.
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }

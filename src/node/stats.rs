@@ -1,98 +1,174 @@
-//! Per-cache counters, shared by every connection logged in to the cache.
+//! What a node reports about its caches: the `stats` command, the
+//! analytics API's per-cache stats, and the Prometheus gauges and counters.
+//! All of it is read from the same sources, each cache's [`CacheStats`]
+//! counters and its store's usage, so the three views agree.
 //!
-//! Plain relaxed atomics: each counter is independent, and `stats` is a
-//! snapshot, not a transaction, exactly as in memcached.
+//! [`CacheStats`]: super::counters::CacheStats
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Declares the counter struct and its ordered `(name, value)` listing in one
-/// place, so a new counter cannot be forgotten in `stats` output.
-macro_rules! counters {
-    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
-        /// Counters of one cache, named as memcached's `stats` names them.
-        #[derive(Debug, Default)]
-        pub struct CacheStats {
-            $($(#[$doc])* pub $name: AtomicU64,)*
-        }
+use super::tenants::Tenant;
+use super::{Shared, VERSION};
+use crate::clock::unix_now;
+use crate::metrics as m;
+use crate::protocol::{ErrorReply, Response, MAX_KEY_LEN};
 
-        impl CacheStats {
-            /// Every counter with its memcached name, in a stable order.
-            pub fn counters(&self) -> Vec<(&'static str, u64)> {
-                vec![$((stringify!($name), self.$name.load(Ordering::Relaxed)),)*]
+/// The per-cache stats the analytics API exposes, in the order docs/ARCHITECTURE.md lists.
+pub const API_STATS: &[&str] = &[
+    "curr_connections",
+    "total_connections",
+    "curr_items",
+    "total_items",
+    "bytes",
+    "limit_maxbytes",
+    "time",
+    "auth_cmds",
+    "auth_errors",
+    "bytes_read",
+    "bytes_written",
+    "cmd_get",
+    "cmd_set",
+    "cmd_delete",
+    "cmd_flush",
+    "cmd_touch",
+    "get_hits",
+    "get_misses",
+    "delete_hits",
+    "delete_misses",
+    "incr_hits",
+    "incr_misses",
+    "decr_hits",
+    "decr_misses",
+    "touch_hits",
+    "touch_misses",
+    "cas_hits",
+    "cas_misses",
+    "cas_badval",
+    "evictions",
+    "expired",
+];
+
+impl Shared {
+    /// The analytics API's stats of one cache ([`API_STATS`]).
+    pub fn api_stats(&self, tenant: &Tenant) -> Vec<(&'static str, u64)> {
+        let usage = tenant.store.usage();
+        let counters = tenant.stats.counters();
+        API_STATS
+            .iter()
+            .map(|&name| {
+                let value = match name {
+                    "curr_items" => usage.items,
+                    "bytes" => usage.bytes,
+                    "limit_maxbytes" => usage.limit,
+                    "time" => unix_now(),
+                    _ => counters
+                        .iter()
+                        .find(|(n, _)| *n == name)
+                        .map_or(0, |(_, v)| *v),
+                };
+                (name, value)
+            })
+            .collect()
+    }
+
+    /// `stats [group]` for the logged-in cache.
+    pub fn stats(&self, tenant: &Tenant, group: Option<&str>) -> Response {
+        let s = &self.settings;
+        let pairs: Vec<(String, String)> = match group {
+            None => {
+                let usage = tenant.store.usage();
+                let mut pairs = vec![
+                    ("pid".to_string(), std::process::id().to_string()),
+                    (
+                        "uptime".into(),
+                        self.started.elapsed().as_secs().to_string(),
+                    ),
+                    ("time".into(), unix_now().to_string()),
+                    ("version".into(), VERSION.into()),
+                    ("pointer_size".into(), (usize::BITS).to_string()),
+                    ("threads".into(), worker_threads().to_string()),
+                    ("max_connections".into(), s.max_connections.to_string()),
+                ];
+                pairs.extend(
+                    tenant
+                        .stats
+                        .counters()
+                        .into_iter()
+                        .map(|(name, value)| (name.to_string(), value.to_string())),
+                );
+                pairs.push(("curr_items".into(), usage.items.to_string()));
+                pairs.push(("bytes".into(), usage.bytes.to_string()));
+                pairs.push(("limit_maxbytes".into(), usage.limit.to_string()));
+                pairs
+            }
+            Some("settings") => vec![
+                ("maxbytes".into(), tenant.store.usage().limit.to_string()),
+                ("maxconns".into(), s.max_connections.to_string()),
+                ("item_size_max".into(), s.max_item_size.to_string()),
+                ("num_threads".into(), worker_threads().to_string()),
+                ("evictions".into(), "on".into()),
+                ("cas_enabled".into(), "yes".into()),
+                (
+                    "auth_enabled_sasl".into(),
+                    if s.no_auth { "no" } else { "yes" }.into(),
+                ),
+                (
+                    "auth_enabled_ascii".into(),
+                    if s.no_auth { "no" } else { "yes" }.into(),
+                ),
+                ("auth_timeout".into(), s.auth_timeout.as_secs().to_string()),
+                ("binding_protocol".into(), "auto-negotiate".into()),
+                ("key_max_length".into(), MAX_KEY_LEN.to_string()),
+            ],
+            // memcached answers these with an empty list on a slab-less build.
+            Some("items" | "slabs" | "sizes" | "conns") => Vec::new(),
+            Some(_) => return Response::Error(ErrorReply::UnknownCommand),
+        };
+        Response::Stats(pairs)
+    }
+
+    /// Publish per-cache gauges and counters before a scrape.
+    pub(super) fn refresh_metrics(&self) {
+        for tenant in self.tenants().iter() {
+            let cache = tenant.id.clone();
+            let usage = tenant.store.usage();
+            let st = &tenant.stats;
+            let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+            metrics::gauge!(m::NODE_CACHE_ITEMS, "cache" => cache.clone()).set(usage.items as f64);
+            metrics::gauge!(m::NODE_CACHE_USED_BYTES, "cache" => cache.clone())
+                .set(usage.bytes as f64);
+            metrics::gauge!(m::NODE_CACHE_LIMIT_BYTES, "cache" => cache.clone())
+                .set(usage.limit as f64);
+            metrics::gauge!(m::NODE_CACHE_CONNECTIONS, "cache" => cache.clone())
+                .set(load(&st.curr_connections) as f64);
+            metrics::counter!(m::NODE_CACHE_EVICTIONS_TOTAL, "cache" => cache.clone())
+                .absolute(load(&st.evictions));
+            metrics::counter!(m::NODE_CACHE_EXPIRED_TOTAL, "cache" => cache.clone())
+                .absolute(load(&st.expired));
+            metrics::counter!(m::NODE_CACHE_READ_BYTES_TOTAL, "cache" => cache.clone())
+                .absolute(load(&st.bytes_read));
+            metrics::counter!(m::NODE_CACHE_WRITTEN_BYTES_TOTAL, "cache" => cache.clone())
+                .absolute(load(&st.bytes_written));
+            metrics::counter!(m::NODE_AUTH_FAILURES_TOTAL, "cache" => cache.clone())
+                .absolute(load(&st.auth_errors));
+            for (name, value) in st.counters() {
+                if name.starts_with("cmd_")
+                    || name.ends_with("_hits")
+                    || name.ends_with("_misses")
+                    || name == "cas_badval"
+                {
+                    metrics::counter!(m::NODE_CACHE_COMMANDS_TOTAL, "cache" => cache.clone(), "stat" => name)
+                        .absolute(value);
+                }
             }
         }
-    };
-}
-
-counters! {
-    /// Connections open now.
-    curr_connections,
-    /// Connections ever logged in to this cache.
-    total_connections,
-    /// SASL/ASCII authentication attempts.
-    auth_cmds,
-    /// Failed authentication attempts.
-    auth_errors,
-    bytes_read,
-    bytes_written,
-    cmd_get,
-    cmd_set,
-    cmd_delete,
-    cmd_flush,
-    cmd_touch,
-    get_hits,
-    get_misses,
-    get_expired,
-    get_flushed,
-    delete_hits,
-    delete_misses,
-    incr_hits,
-    incr_misses,
-    decr_hits,
-    decr_misses,
-    touch_hits,
-    touch_misses,
-    cas_hits,
-    cas_misses,
-    cas_badval,
-    total_items,
-    evictions,
-    expired,
-}
-
-impl CacheStats {
-    /// Add `n` to a counter.
-    #[inline]
-    pub fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
-    }
-
-    /// Add one to a counter.
-    #[inline]
-    pub fn incr(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Subtract one, for gauges such as `curr_connections`.
-    #[inline]
-    pub fn decr(counter: &AtomicU64) {
-        counter.fetch_sub(1, Ordering::Relaxed);
+        metrics::counter!(m::NODE_AUTH_FAILURES_TOTAL, "cache" => "")
+            .absolute(self.anonymous_auth_failures.load(Ordering::Relaxed));
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn counters_are_listed_by_memcached_name() {
-        let s = CacheStats::default();
-        CacheStats::incr(&s.get_hits);
-        CacheStats::add(&s.bytes_read, 10);
-        let all = s.counters();
-        assert!(all.contains(&("get_hits", 1)));
-        assert!(all.contains(&("bytes_read", 10)));
-        assert!(all.contains(&("evictions", 0)));
-        assert_eq!(all.first().map(|c| c.0), Some("curr_connections"));
-    }
+fn worker_threads() -> usize {
+    tokio::runtime::Handle::try_current()
+        .map(|h| h.metrics().num_workers())
+        .unwrap_or(1)
 }

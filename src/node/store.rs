@@ -41,7 +41,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 
 use self::shard::{Entry, Flush, Removed, Shard, FETCHED, STALE, TOKEN_SENT};
-use crate::node::stats::CacheStats;
+use crate::clock::unix_now;
+use crate::node::counters::CacheStats;
 use crate::protocol::request::{self, Arith, Command, Delete, Exptime, Get, StoreMode};
 use crate::protocol::{ErrorReply, Found, Response, MAX_KEY_LEN};
 
@@ -102,13 +103,6 @@ fn abs_exptime(e: Exptime, now: u64) -> u32 {
         now.saturating_add(e)
     };
     u32::try_from(abs).unwrap_or(u32::MAX)
-}
-
-/// The wall clock in unix seconds, for the one entry point without `now`.
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// Seconds as stored in an entry.

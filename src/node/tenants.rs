@@ -10,8 +10,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::caches::{CachesFile, Capabilities, Directory, Invalid, LoginError, LoginOk};
-use super::stats::CacheStats;
+use super::counters::CacheStats;
 use super::store::Store;
+use crate::clock::unix_now;
 
 /// One cache's running state.
 pub struct Tenant {
@@ -98,7 +99,7 @@ impl Tenants {
                         store: Store::new(limit, max_item_size, Arc::clone(&stats)),
                         stats,
                         disabled: AtomicBool::new(false),
-                        last_active: AtomicU64::new(super::session::unix_now()),
+                        last_active: AtomicU64::new(unix_now()),
                     })
                 }
             };

@@ -1,0 +1,132 @@
+//! The login directory: the caches file indexed by username, and the
+//! login check that fails the same way, in about the same time, for every
+//! reason.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use super::file::{CacheConfig, CachesFile, Capabilities, Invalid};
+use crate::node::auth::{self, Secret};
+
+/// A successful login.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginOk {
+    /// The cache the credential belongs to.
+    pub cache_id: String,
+    /// Its position in [`Directory::caches`].
+    pub cache_index: usize,
+    /// The username that logged in.
+    pub username: String,
+    /// Whether it is the cache's primary credential.
+    pub primary: bool,
+    /// What it may do.
+    pub caps: Capabilities,
+}
+
+/// A failed login. Deliberately says nothing about why: unknown user,
+/// wrong password and disabled cache look the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum LoginError {
+    /// Authentication failed.
+    #[error("authentication failure")]
+    Failed,
+}
+
+/// The caches with a username index, for logins. Rebuild and swap it (e.g.
+/// behind an `ArcSwap`/`RwLock<Arc<_>>`) to reload.
+pub struct Directory {
+    file: CachesFile,
+    index: HashMap<Box<[u8]>, (usize, usize)>,
+    /// Every (cache, credential) position, for decoy verification.
+    all: Vec<(usize, usize)>,
+}
+
+impl fmt::Debug for Directory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Directory")
+            .field("caches", &self.file.caches.len())
+            .field("credentials", &self.all.len())
+            .finish()
+    }
+}
+
+impl Directory {
+    /// Validates `file` and indexes its usernames.
+    pub fn new(file: CachesFile) -> Result<Self, Invalid> {
+        file.validate()?;
+        let mut index = HashMap::new();
+        let mut all = Vec::new();
+        for (ci, cache) in file.caches.iter().enumerate() {
+            for (ki, cred) in cache.credentials.iter().enumerate() {
+                index.insert(cred.username.as_bytes().into(), (ci, ki));
+                all.push((ci, ki));
+            }
+        }
+        Ok(Directory { file, index, all })
+    }
+
+    /// The caches, in file order.
+    pub fn caches(&self) -> &[CacheConfig] {
+        &self.file.caches
+    }
+
+    /// The whole file.
+    pub fn file(&self) -> &CachesFile {
+        &self.file
+    }
+
+    /// The id of the cache a username belongs to, without checking any
+    /// password: only for attributing failed logins to a cache's
+    /// `auth_errors`. Never tell the client.
+    pub fn cache_of_username(&self, username: &[u8]) -> Option<usize> {
+        self.index.get(username).map(|&(ci, _)| ci)
+    }
+
+    /// Checks a login. Unknown users, wrong passwords and disabled caches
+    /// all fail with the same [`LoginError::Failed`], and take about as
+    /// long: for an unknown username the password is verified (and the
+    /// result ignored) against a real credential chosen by a keyed hash of
+    /// the username, so the time spent has the same distribution as for
+    /// existing users, and repeats for the same username.
+    pub fn login(&self, username: &[u8], password: &[u8]) -> Result<LoginOk, LoginError> {
+        let ok = self.verify(username, password)?;
+        if self.file.caches[ok.cache_index].disabled {
+            return Err(LoginError::Failed);
+        }
+        Ok(ok)
+    }
+
+    /// [`Directory::login`] without the disabled check: only for the admin
+    /// API, which tells a disabled cache's owner so they can enable it.
+    pub fn verify(&self, username: &[u8], password: &[u8]) -> Result<LoginOk, LoginError> {
+        let Some(&(ci, ki)) = self.index.get(username) else {
+            self.decoy_verify(username, password);
+            return Err(LoginError::Failed);
+        };
+        let cache = &self.file.caches[ci];
+        let cred = &cache.credentials[ki];
+        if !auth::verify(&cred.secret, password) {
+            return Err(LoginError::Failed);
+        }
+        Ok(LoginOk {
+            cache_id: cache.id.clone(),
+            cache_index: ci,
+            username: cred.username.clone(),
+            primary: cred.primary,
+            caps: cred.caps,
+        })
+    }
+
+    fn decoy_verify(&self, username: &[u8], password: &[u8]) {
+        static NOBODY: std::sync::OnceLock<Secret> = std::sync::OnceLock::new();
+        let secret = if self.all.is_empty() {
+            NOBODY.get_or_init(|| Secret::Plain("\0no credentials\0".to_owned()))
+        } else {
+            let d = auth::keyed_digest(username);
+            let n = u64::from_le_bytes(d[..8].try_into().expect("8 bytes"));
+            let (ci, ki) = self.all[(n % self.all.len() as u64) as usize];
+            &self.file.caches[ci].credentials[ki].secret
+        };
+        std::hint::black_box(auth::verify(secret, password));
+    }
+}
