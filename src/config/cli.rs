@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use super::{parse_duration_arg, parse_size_arg, ConfigError};
+use super::ConfigError;
 use crate::node::NodeConfig;
+use crate::units::{parse_duration_arg, parse_size_arg};
 
 #[derive(Debug, Parser)]
 #[command(

@@ -42,8 +42,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Size;
 use crate::node::auth::{self, AuthError, Secret};
+use crate::units::Size;
 
 /// The longest username: a memcached key, as ASCII auth uses it as one.
 pub const MAX_USERNAME_LEN: usize = 250;
