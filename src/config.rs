@@ -4,8 +4,6 @@
 //! Units (sizes, durations) are parsed in [`crate::units`]; [`cli`] turns
 //! each role's flags into its typed config.
 
-pub mod cli;
-
 /// A configuration that could not be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
