@@ -11,7 +11,7 @@ use tokio::task::JoinSet;
 
 use super::conn::{self, Codec, Conn, Op, Reply};
 use super::keys;
-use super::plan::{Plan, Wait, LOOKAHEAD};
+use super::plan::{Plan, Wait};
 use super::stats::Stats;
 use super::{BenchError, Ctx, Live};
 
@@ -25,6 +25,39 @@ pub(super) struct InFlight {
     /// When it was actually written; the timeout counts from here.
     sent: Instant,
     _slot: OwnedSemaphorePermit,
+}
+
+/// tokio's timer fires on millisecond ticks, up to a tick late, so a writer
+/// that slept until a request's intended time would send it up to ~1 ms
+/// late, and with a rate that lateness would count as server latency. So it
+/// sleeps on the timer only until this long before the send time (more than
+/// a tick, so it never wakes late), then yields until the exact instant: the
+/// schedule holds to a few microseconds, and the connection's reader and the
+/// worker's other tasks keep running while it waits.
+const SPIN: Duration = Duration::from_millis(2);
+
+/// Return at `at`, to within a few microseconds, and never before it.
+async fn pace_until(at: Instant) {
+    if let Some(wake) = at.checked_sub(SPIN) {
+        if Instant::now() < wake {
+            tokio::time::sleep_until(wake.into()).await;
+        }
+    }
+    while Instant::now() < at {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Wait until the plan's next request is due; false when the plan is done.
+pub(super) async fn until_due(plan: &Plan) -> bool {
+    match plan.wait(Instant::now()) {
+        Wait::Done => false,
+        Wait::Until(at) => {
+            pace_until(at).await;
+            true
+        }
+        Wait::Now => true,
+    }
 }
 
 /// How many connect attempts a connection makes after it broke, in a row.
@@ -145,13 +178,8 @@ async fn write_loop(
     let mut out = BytesMut::with_capacity(BATCH_BYTES);
     let mut opaque: u32 = 0;
     loop {
-        match plan.wait(Instant::now()) {
-            Wait::Done => break,
-            // Wake a little early (see LOOKAHEAD); never late by a timer tick.
-            Wait::Until(at) => {
-                tokio::time::sleep_until(at.checked_sub(LOOKAHEAD).unwrap_or(at).into()).await
-            }
-            Wait::Now => {}
+        if !until_due(plan).await {
+            break;
         }
         let Ok(first) = Arc::clone(&window).acquire_owned().await else {
             break;
@@ -176,9 +204,9 @@ async fn write_loop(
                 op: item.op,
                 key: item.key,
                 opaque,
-                // With a rate, from the intended time, or from the write if
-                // that came first (see LOOKAHEAD): whichever is earlier.
-                start: item.intended.map_or(now, |at| at.min(now)),
+                // With a rate, from the intended time (never after the
+                // write, see `pace_until`), so a late send counts as latency.
+                start: item.intended.unwrap_or(now),
                 sent: now,
                 _slot: permit,
             };

@@ -1,7 +1,7 @@
 //! What each connection sends next, and when: the prefill, the measured
 //! mix, and with a rate the intended send times.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::config::{BenchConfig, Stop};
 use super::conn::Op;
@@ -106,7 +106,7 @@ impl Plan {
                 let at = s.next_intended();
                 if self.deadline.is_some_and(|d| at >= d) {
                     Wait::Done
-                } else if at > now + LOOKAHEAD {
+                } else if at > now {
                     Wait::Until(at)
                 } else {
                     Wait::Now
@@ -120,13 +120,14 @@ impl Plan {
         matches!(self.wait(now), Wait::Done)
     }
 
-    /// The next request, if one is due by `now`.
+    /// The next request, if one is due by `now`; never one intended later,
+    /// so no request leaves before its time.
     pub(super) fn take(&mut self, now: Instant) -> Option<Item> {
         if !matches!(self.wait(now), Wait::Now) {
             return None;
         }
         let intended = match &mut self.schedule {
-            Some(s) => Some(s.take_due(now + LOOKAHEAD)?),
+            Some(s) => Some(s.take_due(now)?),
             None => None,
         };
         if let Some(r) = &mut self.remaining {
@@ -157,11 +158,3 @@ impl Plan {
         Some(Item { op, key, intended })
     }
 }
-
-/// tokio's timer fires on millisecond ticks, so sleeping until an intended
-/// time sends up to a millisecond late, and with a rate that lateness would
-/// be counted as server latency. Instead a request may go out up to this
-/// much *early*; its latency then counts from the actual write, which is
-/// exact. The schedule itself stays exact, so the offered load is unchanged,
-/// and a request sent late still counts from its intended time.
-pub(super) const LOOKAHEAD: Duration = Duration::from_millis(1);
