@@ -6,26 +6,14 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 
 use super::conn::{self, Codec, Conn, Op, Reply};
 use super::keys;
 use super::plan::{Plan, Wait};
-use super::stats::Stats;
+use super::stats::{InFlight, Stats};
 use super::{BenchError, Ctx, Live};
-
-/// A request written and not yet answered. Holding it holds a window slot.
-pub(super) struct InFlight {
-    op: Op,
-    pub(super) key: u64,
-    opaque: u32,
-    /// Latency counts from here: the intended time with a rate, else the write.
-    pub(super) start: Instant,
-    /// When it was actually written; the timeout counts from here.
-    sent: Instant,
-    _slot: OwnedSemaphorePermit,
-}
 
 /// tokio's timer fires on millisecond ticks, up to a tick late, so a writer
 /// that slept until a request's intended time would send it up to ~1 ms

@@ -4,9 +4,9 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use hdrhistogram::Histogram;
+use tokio::sync::OwnedSemaphorePermit;
 
-use super::conn::Reply;
-use super::drive::InFlight;
+use super::conn::{Op, Reply};
 use super::{BenchError, Ctx, Live};
 
 /// Latency is recorded in microseconds, up to 100 s, to 3 significant digits.
@@ -15,6 +15,18 @@ const HISTOGRAM_MAX_US: u64 = 100_000_000;
 fn new_histogram() -> Result<Histogram<u64>, BenchError> {
     Histogram::new_with_bounds(1, HISTOGRAM_MAX_US, 3)
         .map_err(|e| BenchError::Internal(format!("histogram: {e}")))
+}
+
+/// A request written and not yet answered. Holding it holds a window slot.
+pub(super) struct InFlight {
+    pub(super) op: Op,
+    pub(super) key: u64,
+    pub(super) opaque: u32,
+    /// Latency counts from here: the intended time with a rate, else the write.
+    pub(super) start: Instant,
+    /// When it was actually written; the timeout counts from here.
+    pub(super) sent: Instant,
+    pub(super) _slot: OwnedSemaphorePermit,
 }
 
 /// One connection's (or the run's) counts.
