@@ -12,7 +12,8 @@
 //! - [`allocator`]: hands memory freed after a burst back to the OS.
 //! - [`proxy`]: the sidecar (`memgate proxy`).
 //! - [`cluster`]: `memgate up` and `memgate certs`.
-//! - [`config`]: flags, environment and TOML into validated config.
+//! - [`units`]: sizes and durations, parsed the same in flags, env and TOML.
+//! - [`config`]: the errors of a configuration that cannot be made.
 //! - [`bench`]: `memgate bench`, the load generator.
 //! - [`analytics`]: the cache owner's HTTP API over the nodes' admin endpoints.
 //!
@@ -45,3 +46,4 @@ pub mod protocol;
 pub mod proxy;
 pub mod session;
 pub mod tls;
+pub mod units;

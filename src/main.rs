@@ -4,7 +4,9 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use memgate::config::cli::{Cli, Role};
+use cli::{Cli, Role};
+
+mod cli;
 
 /// sysexits.h EX_USAGE: bad configuration.
 const EXIT_CONFIG: u8 = 64;
@@ -79,7 +81,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
 }
 
 /// `memgate analytics`: the API until Ctrl-C or SIGTERM.
-async fn analytics(args: memgate::config::cli::AnalyticsArgs) -> Result<(), Failure> {
+async fn analytics(args: cli::AnalyticsArgs) -> Result<(), Failure> {
     let config = args.into_config().map_err(|e| Failure::Config(e.into()))?;
     let service = memgate::analytics::Analytics::bind(config)
         .await
@@ -106,7 +108,7 @@ async fn analytics(args: memgate::config::cli::AnalyticsArgs) -> Result<(), Fail
 }
 
 /// `memgate certs`: write the PKI and list what was written.
-fn certs(args: memgate::config::cli::CertsArgs) -> Result<(), Failure> {
+fn certs(args: cli::CertsArgs) -> Result<(), Failure> {
     let written = memgate::cluster::certs(&args.out, &args.nodes, &args.clients, args.force)
         .map_err(|e| Failure::Config(e.into()))?;
     if written.is_empty() {
@@ -122,7 +124,7 @@ fn certs(args: memgate::config::cli::CertsArgs) -> Result<(), Failure> {
 }
 
 /// `memgate bench`: run the load, then print the report (text or JSON).
-async fn bench(args: memgate::config::cli::BenchArgs) -> Result<(), Failure> {
+async fn bench(args: cli::BenchArgs) -> Result<(), Failure> {
     let json = args.json;
     let config = args.into_config().map_err(|e| Failure::Config(e.into()))?;
     let report = memgate::bench::run(config).await.map_err(|e| match e {
@@ -138,7 +140,7 @@ async fn bench(args: memgate::config::cli::BenchArgs) -> Result<(), Failure> {
 }
 
 /// `memgate up`: the whole local cluster until Ctrl-C or SIGTERM.
-async fn up(args: memgate::config::cli::UpArgs) -> Result<(), Failure> {
+async fn up(args: cli::UpArgs) -> Result<(), Failure> {
     let config = args.into_config().map_err(|e| Failure::Config(e.into()))?;
     let running = memgate::cluster::start(config).await.map_err(|e| {
         if e.is_bind() {
@@ -160,7 +162,7 @@ fn env_var(name: &str) -> Option<String> {
 }
 
 /// `memgate route`: print `KEY<TAB>NAME` for each key, with the proxy's ring.
-fn route(args: memgate::config::cli::RouteArgs) -> Result<(), Failure> {
+fn route(args: cli::RouteArgs) -> Result<(), Failure> {
     use memgate::proxy::ring::{parse_server_entry, Ring};
     let list = args
         .servers
@@ -185,7 +187,7 @@ fn route(args: memgate::config::cli::RouteArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-async fn memgate_proxy(args: memgate::config::cli::ProxyArgs) -> Result<(), Failure> {
+async fn memgate_proxy(args: cli::ProxyArgs) -> Result<(), Failure> {
     let reload_args = args.clone();
     let mut config = args
         .into_config(&env_var)
@@ -223,8 +225,8 @@ async fn memgate_proxy(args: memgate::config::cli::ProxyArgs) -> Result<(), Fail
     Ok(())
 }
 
-async fn memgate_node(args: memgate::config::cli::NodeArgs) -> Result<(), Failure> {
-    use memgate::config::cli::NodeCommand;
+async fn memgate_node(args: cli::NodeArgs) -> Result<(), Failure> {
+    use cli::NodeCommand;
     if let Some(NodeCommand::HashPassword) = args.command {
         return hash_password().map_err(Failure::Runtime);
     }

@@ -42,10 +42,10 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::{
+    line::{parse_u32, parse_u64, valid_key, words, Unencodable},
     meta,
     request::{Command, Frame, Get, MetaFrame, Request, TextFrame},
     response::{ErrorReply, Found, Response},
-    line::{parse_u32, parse_u64, valid_key, words, Unencodable},
     text, Limits, MAX_LINE_LEN,
 };
 

@@ -16,7 +16,7 @@
 //! flush = true             # default true
 //! api = true               # default true
 //! ```
-//! Sizes are parsed by [`crate::config::parse_size`]. Unknown keys are
+//! Sizes are parsed by [`crate::units::parse_size`]. Unknown keys are
 //! errors, so a typo such as `pasword` cannot silently drop a field.
 //!
 //! # Rules
@@ -41,8 +41,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Size;
 use crate::node::auth::{AuthError, Secret};
+use crate::units::Size;
 
 /// The longest username: a memcached key, as ASCII auth uses it as one.
 pub const MAX_USERNAME_LEN: usize = 250;

@@ -566,7 +566,8 @@ fn ascii_login() {
     encode_login(LoginForm::Memcached, "user", "pw", &mut out).unwrap();
     assert_eq!(&out[..], b"set memgate-login 0 -1 7\r\nuser pw\r\n");
     // The node reads it as the set it is.
-    let parsed = crate::protocol::parse(crate::protocol::Dialect::Text, &out, &Limits::default()).unwrap();
+    let parsed =
+        crate::protocol::parse(crate::protocol::Dialect::Text, &out, &Limits::default()).unwrap();
     assert!(matches!(parsed, Parsed::Request(_, used) if used == out.len()));
     assert!(encode_login(LoginForm::Memcached, "a b", "pw", &mut out).is_err());
     assert!(encode_login(LoginForm::MemCachier, "a b", "pw", &mut out).is_err());

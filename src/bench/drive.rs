@@ -1,0 +1,295 @@
+//! The drive loops: one connection's writer and reader, reconnects, and a
+//! phase over every connection.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinSet;
+
+use super::conn::{self, Codec, Conn, Op, Reply};
+use super::keys;
+use super::plan::{Plan, Wait};
+use super::stats::{InFlight, Stats};
+use super::{BenchError, Ctx, Live};
+
+/// tokio's timer fires on millisecond ticks, up to a tick late, so a writer
+/// that slept until a request's intended time would send it up to ~1 ms
+/// late, and with a rate that lateness would count as server latency. So it
+/// sleeps on the timer only until this long before the send time (more than
+/// a tick, so it never wakes late), then yields until the exact instant: the
+/// schedule holds to a few microseconds, and the connection's reader and the
+/// worker's other tasks keep running while it waits.
+const SPIN: Duration = Duration::from_millis(2);
+
+/// Return at `at`, to within a few microseconds, and never before it.
+async fn pace_until(at: Instant) {
+    if let Some(wake) = at.checked_sub(SPIN) {
+        if Instant::now() < wake {
+            tokio::time::sleep_until(wake.into()).await;
+        }
+    }
+    while Instant::now() < at {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Wait until the plan's next request is due; false when the plan is done.
+pub(super) async fn until_due(plan: &Plan) -> bool {
+    match plan.wait(Instant::now()) {
+        Wait::Done => false,
+        Wait::Until(at) => {
+            pace_until(at).await;
+            true
+        }
+        Wait::Now => true,
+    }
+}
+
+/// How many connect attempts a connection makes after it broke, in a row.
+const RECONNECT_ATTEMPTS: u32 = 3;
+const RECONNECT_DELAY: Duration = Duration::from_millis(100);
+/// Bound on sessions per connection per phase.
+const MAX_SESSIONS: u32 = 1000;
+/// Requests batched into one write.
+const BATCH_BYTES: usize = 64 * 1024;
+
+/// Run `plan` on one connection, reconnecting if it breaks.
+async fn drive(
+    ctx: Arc<Ctx>,
+    live: Arc<Live>,
+    conn: Option<Conn>,
+    mut plan: Plan,
+    pipeline: usize,
+) -> Result<(Option<Conn>, Stats), BenchError> {
+    let mut stats = Stats::new()?;
+    let conn = drive_sessions(&ctx, &live, conn, &mut plan, &mut stats, pipeline).await;
+    stats.sent = plan.taken;
+    Ok((conn, stats))
+}
+
+async fn drive_sessions(
+    ctx: &Ctx,
+    live: &Live,
+    mut conn: Option<Conn>,
+    plan: &mut Plan,
+    stats: &mut Stats,
+    pipeline: usize,
+) -> Option<Conn> {
+    for _ in 0..MAX_SESSIONS {
+        let current = match conn.take() {
+            Some(c) => c,
+            None => {
+                let mut opened = None;
+                for _ in 0..RECONNECT_ATTEMPTS {
+                    if plan.finished(Instant::now()) {
+                        break;
+                    }
+                    tokio::time::sleep(RECONNECT_DELAY).await;
+                    match conn::connect(&ctx.config).await {
+                        Ok(c) => {
+                            stats.reconnects += 1;
+                            opened = Some(c);
+                            break;
+                        }
+                        Err(error) => {
+                            stats.connect_failures += 1;
+                            tracing::debug!(%error, "reconnect failed");
+                        }
+                    }
+                }
+                opened?
+            }
+        };
+        match session(ctx, live, current, plan, stats, pipeline).await {
+            Some(c) => return Some(c),
+            None if plan.finished(Instant::now()) => return None,
+            None => {}
+        }
+    }
+    None
+}
+
+/// One connection until the plan is done (the connection comes back) or it
+/// breaks (`None`; every request in flight is counted as an error).
+async fn session(
+    ctx: &Ctx,
+    live: &Live,
+    conn: Conn,
+    plan: &mut Plan,
+    stats: &mut Stats,
+    pipeline: usize,
+) -> Option<Conn> {
+    let (reader_half, writer_half) = tokio::io::split(conn);
+    let window = Arc::new(Semaphore::new(pipeline));
+    let (tx, rx) = mpsc::unbounded_channel();
+    let outcome = {
+        let writer = write_loop(ctx, writer_half, plan, window, tx);
+        let reader = read_loop(ctx, live, reader_half, rx, stats);
+        tokio::pin!(writer, reader);
+        tokio::select! {
+            biased;
+            written = &mut writer => {
+                let (reader_half, rx, broken) = reader.await;
+                match written {
+                    Ok(writer_half) if !broken => Ok(reader_half.unsplit(writer_half)),
+                    _ => Err(rx),
+                }
+            }
+            // The reader stops early only when the connection broke. The
+            // writer may be stuck on a full socket: it is dropped with this
+            // block, which closes the queue.
+            (_, rx, _) = &mut reader => Err(rx),
+        }
+    };
+    match outcome {
+        Ok(conn) => Some(conn),
+        Err(mut rx) => {
+            // Whatever was still in flight is lost with the connection.
+            while rx.recv().await.is_some() {
+                stats.failed(live, false);
+            }
+            None
+        }
+    }
+}
+
+async fn write_loop(
+    ctx: &Ctx,
+    mut out_half: WriteHalf<Conn>,
+    plan: &mut Plan,
+    window: Arc<Semaphore>,
+    tx: mpsc::UnboundedSender<InFlight>,
+) -> Result<WriteHalf<Conn>, ()> {
+    let mut out = BytesMut::with_capacity(BATCH_BYTES);
+    let mut opaque: u32 = 0;
+    loop {
+        if !until_due(plan).await {
+            break;
+        }
+        let Ok(first) = Arc::clone(&window).acquire_owned().await else {
+            break;
+        };
+        out.clear();
+        let mut slot = Some(first);
+        while let Some(permit) = slot.take() {
+            let now = Instant::now();
+            let Some(item) = plan.take(now) else {
+                break;
+            };
+            opaque = opaque.wrapping_add(1);
+            let value = (item.op == Op::Set).then(|| ctx.values.get(item.key));
+            if let Err(error) =
+                ctx.codec
+                    .encode(item.op, keys::key(item.key), value, opaque, &mut out)
+            {
+                tracing::error!(%error, "cannot encode a request");
+                return Err(());
+            }
+            let request = InFlight {
+                op: item.op,
+                key: item.key,
+                opaque,
+                // With a rate, from the intended time (never after the
+                // write, see `pace_until`), so a late send counts as latency.
+                start: item.intended.unwrap_or(now),
+                sent: now,
+                _slot: permit,
+            };
+            if tx.send(request).is_err() {
+                return Err(());
+            }
+            if out.len() < BATCH_BYTES {
+                slot = Arc::clone(&window).try_acquire_owned().ok();
+            }
+        }
+        if !out.is_empty() {
+            out_half.write_all(&out).await.map_err(|_| ())?;
+            out_half.flush().await.map_err(|_| ())?;
+        }
+    }
+    Ok(out_half)
+}
+
+/// Match replies to requests in order. Returns the read half, the queue and
+/// whether the connection broke (a bad reply, a close or a timeout).
+async fn read_loop(
+    ctx: &Ctx,
+    live: &Live,
+    mut in_half: ReadHalf<Conn>,
+    mut rx: mpsc::UnboundedReceiver<InFlight>,
+    stats: &mut Stats,
+) -> (ReadHalf<Conn>, mpsc::UnboundedReceiver<InFlight>, bool) {
+    let mut buf = BytesMut::with_capacity(BATCH_BYTES);
+    while let Some(request) = rx.recv().await {
+        let deadline = tokio::time::Instant::from_std(request.sent + ctx.config.timeout);
+        let got = tokio::time::timeout_at(
+            deadline,
+            read_reply(&ctx.codec, &mut in_half, &mut buf, &request),
+        )
+        .await;
+        match got {
+            Ok(Ok(reply)) => stats.reply(ctx, live, &request, reply, Instant::now()),
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "connection broke");
+                stats.failed(live, false);
+                return (in_half, rx, true);
+            }
+            Err(_) => {
+                stats.failed(live, true);
+                return (in_half, rx, true);
+            }
+        }
+    }
+    (in_half, rx, false)
+}
+
+async fn read_reply(
+    codec: &Codec,
+    in_half: &mut ReadHalf<Conn>,
+    buf: &mut BytesMut,
+    request: &InFlight,
+) -> Result<Reply, conn::WireError> {
+    // Each turn either returns or reads at least one byte; the caller's
+    // timeout bounds the whole.
+    loop {
+        if let Some((reply, used)) = codec.parse(request.op, request.opaque, buf)? {
+            buf.advance(used);
+            return Ok(reply);
+        }
+        match in_half.read_buf(buf).await {
+            Ok(0) => return Err(conn::WireError("connection closed".into())),
+            Ok(_) => {}
+            Err(e) => return Err(conn::WireError(e.to_string())),
+        }
+    }
+}
+
+/// Run one phase on every connection; the connections that survive come back.
+pub(super) async fn phase(
+    ctx: &Arc<Ctx>,
+    live: &Arc<Live>,
+    conns: Vec<Option<Conn>>,
+    plans: Vec<Plan>,
+    pipeline: usize,
+) -> Result<(Vec<Option<Conn>>, Stats), BenchError> {
+    let mut tasks = JoinSet::new();
+    let count = conns.len();
+    for (index, (conn, plan)) in conns.into_iter().zip(plans).enumerate() {
+        let (ctx, live) = (Arc::clone(ctx), Arc::clone(live));
+        tasks.spawn(async move { (index, drive(ctx, live, conn, plan, pipeline).await) });
+    }
+    let mut back: Vec<Option<Conn>> = (0..count).map(|_| None).collect();
+    let mut total = Stats::new()?;
+    while let Some(joined) = tasks.join_next().await {
+        let (index, result) = joined.map_err(|e| BenchError::Internal(e.to_string()))?;
+        let (conn, stats) = result?;
+        total.merge(&stats);
+        if let Some(slot) = back.get_mut(index) {
+            *slot = conn;
+        }
+    }
+    Ok((back, total))
+}

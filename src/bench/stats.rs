@@ -1,0 +1,132 @@
+//! The counts and the latency histogram each connection keeps.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use hdrhistogram::Histogram;
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::conn::{Op, Reply};
+use super::{BenchError, Ctx, Live};
+
+/// Latency is recorded in microseconds, up to 100 s, to 3 significant digits.
+const HISTOGRAM_MAX_US: u64 = 100_000_000;
+
+fn new_histogram() -> Result<Histogram<u64>, BenchError> {
+    Histogram::new_with_bounds(1, HISTOGRAM_MAX_US, 3)
+        .map_err(|e| BenchError::Internal(format!("histogram: {e}")))
+}
+
+/// A request written and not yet answered. Holding it holds a window slot.
+pub(super) struct InFlight {
+    pub(super) op: Op,
+    pub(super) key: u64,
+    pub(super) opaque: u32,
+    /// Latency counts from here: the intended time with a rate, else the write.
+    pub(super) start: Instant,
+    /// When it was actually written; the timeout counts from here.
+    pub(super) sent: Instant,
+    pub(super) _slot: OwnedSemaphorePermit,
+}
+
+/// One connection's (or the run's) counts.
+#[derive(Clone, Debug)]
+pub struct Stats {
+    /// Requests handed to a connection; each ends up in exactly one of
+    /// hits, misses, sets or errors, so this equals [`Stats::ops`].
+    pub sent: u64,
+    pub hits: u64,
+    pub misses: u64,
+    pub sets: u64,
+    /// Every request that did not succeed; includes the three below.
+    pub errors: u64,
+    pub timeouts: u64,
+    pub verify_failures: u64,
+    /// Requests lost with a connection that broke.
+    pub lost: u64,
+    pub reconnects: u64,
+    pub connect_failures: u64,
+    pub latency: Histogram<u64>,
+}
+
+impl Stats {
+    pub(super) fn new() -> Result<Stats, BenchError> {
+        Ok(Stats {
+            sent: 0,
+            hits: 0,
+            misses: 0,
+            sets: 0,
+            errors: 0,
+            timeouts: 0,
+            verify_failures: 0,
+            lost: 0,
+            reconnects: 0,
+            connect_failures: 0,
+            latency: new_histogram()?,
+        })
+    }
+
+    pub fn ops(&self) -> u64 {
+        self.hits + self.misses + self.sets + self.errors
+    }
+
+    pub(super) fn merge(&mut self, other: &Stats) {
+        self.sent += other.sent;
+        self.hits += other.hits;
+        self.misses += other.misses;
+        self.sets += other.sets;
+        self.errors += other.errors;
+        self.timeouts += other.timeouts;
+        self.verify_failures += other.verify_failures;
+        self.lost += other.lost;
+        self.reconnects += other.reconnects;
+        self.connect_failures += other.connect_failures;
+        // Same bounds on both sides, so this cannot fail.
+        let _ = self.latency.add(&other.latency);
+    }
+
+    pub(super) fn reply(
+        &mut self,
+        ctx: &Ctx,
+        live: &Live,
+        request: &InFlight,
+        reply: Reply,
+        now: Instant,
+    ) {
+        let latency = now.saturating_duration_since(request.start);
+        let us = u64::try_from(latency.as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        self.latency.saturating_record(us);
+        match reply {
+            Reply::Hit(data) => {
+                if ctx.config.verify && data != ctx.values.get(request.key) {
+                    self.verify_failures += 1;
+                    self.errors += 1;
+                    live.errors.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    self.hits += 1;
+                }
+            }
+            Reply::Miss => self.misses += 1,
+            Reply::Stored => self.sets += 1,
+            Reply::Error(_) => {
+                self.errors += 1;
+                live.errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        live.ops.fetch_add(1, Ordering::Relaxed);
+        live.latency_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    pub(super) fn failed(&mut self, live: &Live, timeout: bool) {
+        self.errors += 1;
+        if timeout {
+            self.timeouts += 1;
+        } else {
+            self.lost += 1;
+        }
+        live.ops.fetch_add(1, Ordering::Relaxed);
+        live.errors.fetch_add(1, Ordering::Relaxed);
+    }
+}

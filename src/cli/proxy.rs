@@ -1,0 +1,268 @@
+//! `memgate proxy` flags, the config file and the MEMCACHIER_* variables.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use memgate::config::ConfigError;
+use memgate::units::{parse_duration_arg, parse_size_arg};
+
+/// `memgate proxy` flags. Each also reads `MEMGATE_PROXY_<FLAG>`, and
+/// `--config FILE` (TOML, the same keys with underscores) fills what neither
+/// the flags nor the environment set.
+#[derive(Clone, Debug, Default, Args, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct ProxyArgs {
+    /// TOML file with any of these settings.
+    #[arg(long, env = "MEMGATE_PROXY_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Client listener [default: 127.0.0.1:11211]; non-loopback needs --allow-remote.
+    #[arg(long, env = "MEMGATE_PROXY_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Allow a non-loopback --listen (whoever connects gets a logged-in session).
+    #[arg(long, env = "MEMGATE_PROXY_ALLOW_REMOTE")]
+    #[serde(default)]
+    pub allow_remote: bool,
+    /// Comma-separated nodes: host:port[:weight] or name=host:port
+    /// [default: $MEMCACHIER_SERVERS, else $MEMCACHE_SERVERS].
+    #[arg(long, env = "MEMGATE_PROXY_SERVERS")]
+    pub servers: Option<String>,
+    /// Connect to every node's host on this port (the hosted service: 11219).
+    #[arg(long, env = "MEMGATE_PROXY_TLS_PORT")]
+    pub tls_port: Option<u16>,
+    /// Name every node certificate must carry [default: each entry's host].
+    #[arg(long, env = "MEMGATE_PROXY_SERVER_NAME")]
+    pub server_name: Option<String>,
+    /// The private root CA (PEM) node certificates must chain to.
+    #[arg(long, env = "MEMGATE_PROXY_CA")]
+    pub ca: Option<PathBuf>,
+    /// Client certificate chain (PEM) for mutual TLS.
+    #[arg(long, env = "MEMGATE_PROXY_CLIENT_CERT")]
+    pub client_cert: Option<PathBuf>,
+    /// Client private key (PEM) for mutual TLS.
+    #[arg(long, env = "MEMGATE_PROXY_CLIENT_KEY")]
+    pub client_key: Option<PathBuf>,
+    /// SASL username [default: $MEMCACHIER_USERNAME, else $MEMCACHE_USERNAME].
+    #[arg(long, env = "MEMGATE_PROXY_USERNAME")]
+    pub username: Option<String>,
+    /// SASL password [default: $MEMCACHIER_PASSWORD, else $MEMCACHE_PASSWORD].
+    #[arg(long, env = "MEMGATE_PROXY_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// Long-lived connections per node [default: 2].
+    #[arg(long, env = "MEMGATE_PROXY_CONNECTIONS_PER_NODE")]
+    pub connections_per_node: Option<usize>,
+    /// Per-request timeout [default: 1s].
+    #[arg(long, env = "MEMGATE_PROXY_TIMEOUT")]
+    pub timeout: Option<String>,
+    /// How often a down node is probed; it serves again as soon as a probe
+    /// succeeds [default: 1s].
+    #[arg(long, env = "MEMGATE_PROXY_DOWN_RETRY_DELAY")]
+    pub down_retry_delay: Option<String>,
+    /// Consecutive failures (timeouts, resets) that mark a node down; a
+    /// refused connect, certificate or login marks it down at once [default: 2].
+    #[arg(long, env = "MEMGATE_PROXY_FAILURE_LIMIT")]
+    pub failure_limit: Option<u32>,
+    /// Ping idle upstream connections this often, so that NATs and load
+    /// balancers keep them and dead ones are replaced early; 0 turns it off
+    /// [default: 30s].
+    #[arg(long, env = "MEMGATE_PROXY_KEEPALIVE")]
+    pub keepalive: Option<String>,
+    /// What a down node's keys get: error (SERVER_ERROR) or eject (rehash) [default: error].
+    #[arg(long, env = "MEMGATE_PROXY_FAILOVER")]
+    pub failover: Option<memgate::proxy::pool::Failover>,
+    /// Prometheus /metrics, /healthz, /readyz [default: 127.0.0.1:9151]; "none" turns it off.
+    #[arg(long, env = "MEMGATE_PROXY_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
+    /// On SIGTERM, how long in-flight requests may take [default: 5s].
+    #[arg(long, env = "MEMGATE_PROXY_DRAIN_TIMEOUT")]
+    pub drain_timeout: Option<String>,
+    /// Largest key + value accepted from clients [default: 1MiB].
+    #[arg(long, env = "MEMGATE_PROXY_MAX_ITEM_SIZE")]
+    pub max_item_size: Option<String>,
+}
+
+impl ProxyArgs {
+    /// Fill unset fields from `other` (the config file).
+    fn or(self, other: ProxyArgs) -> ProxyArgs {
+        ProxyArgs {
+            config: self.config,
+            listen: self.listen.or(other.listen),
+            allow_remote: self.allow_remote || other.allow_remote,
+            servers: self.servers.or(other.servers),
+            tls_port: self.tls_port.or(other.tls_port),
+            server_name: self.server_name.or(other.server_name),
+            ca: self.ca.or(other.ca),
+            client_cert: self.client_cert.or(other.client_cert),
+            client_key: self.client_key.or(other.client_key),
+            username: self.username.or(other.username),
+            password: self.password.or(other.password),
+            connections_per_node: self.connections_per_node.or(other.connections_per_node),
+            timeout: self.timeout.or(other.timeout),
+            down_retry_delay: self.down_retry_delay.or(other.down_retry_delay),
+            failure_limit: self.failure_limit.or(other.failure_limit),
+            keepalive: self.keepalive.or(other.keepalive),
+            failover: self.failover.or(other.failover),
+            metrics_listen: self.metrics_listen.or(other.metrics_listen),
+            drain_timeout: self.drain_timeout.or(other.drain_timeout),
+            max_item_size: self.max_item_size.or(other.max_item_size),
+        }
+    }
+
+    /// Merge flags/env, the config file and the MEMCACHIER_* variables, then
+    /// validate everything and load the TLS material.
+    pub fn into_config(
+        self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<memgate::proxy::ProxyConfig, ConfigError> {
+        let args = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
+                let file: ProxyArgs = toml::from_str(&text).map_err(|e| ConfigError::File {
+                    path: path.clone(),
+                    reason: e.message().to_string(),
+                })?;
+                self.or(file)
+            }
+            None => self,
+        };
+        let hosted = |suffix: &str| {
+            env(&format!("MEMCACHIER_{suffix}"))
+                .filter(|v| !v.is_empty())
+                .or_else(|| env(&format!("MEMCACHE_{suffix}")).filter(|v| !v.is_empty()))
+        };
+        let invalid =
+            |what: &'static str, value: &str, expected: &'static str| ConfigError::Invalid {
+                what,
+                value: value.to_string(),
+                expected,
+            };
+        let listen = args
+            .listen
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 11211)));
+        if !listen.ip().is_loopback() && !args.allow_remote {
+            return Err(invalid(
+                "--listen",
+                &listen.to_string(),
+                "a loopback address (whoever connects gets a logged-in session; add --allow-remote to override)",
+            ));
+        }
+        let servers_text =
+            args.servers
+                .or_else(|| hosted("SERVERS"))
+                .ok_or(ConfigError::Missing {
+                    what: "--servers (or MEMCACHIER_SERVERS)",
+                })?;
+        let mut servers = Vec::new();
+        for entry in servers_text
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+        {
+            servers.push(
+                memgate::proxy::ring::parse_server_entry(entry)
+                    .map_err(|e| ConfigError::Servers(e.to_string()))?,
+            );
+        }
+        if servers.is_empty() {
+            return Err(ConfigError::Missing {
+                what: "--servers (or MEMCACHIER_SERVERS)",
+            });
+        }
+        let username =
+            args.username
+                .or_else(|| hosted("USERNAME"))
+                .ok_or(ConfigError::Missing {
+                    what: "--username (or MEMCACHIER_USERNAME)",
+                })?;
+        let password =
+            args.password
+                .or_else(|| hosted("PASSWORD"))
+                .ok_or(ConfigError::Missing {
+                    what: "--password (or MEMCACHIER_PASSWORD)",
+                })?;
+        let ca = args.ca.ok_or(ConfigError::Missing {
+            what: "--ca (the private root CA, PEM)",
+        })?;
+        let client = match (args.client_cert, args.client_key) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => {
+                return Err(ConfigError::Missing {
+                    what: "both --client-cert and --client-key",
+                })
+            }
+        };
+        let tls = memgate::tls::client_config_from_files(
+            &ca,
+            client.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
+        )
+        .map_err(|e| ConfigError::Tls(e.to_string()))?;
+        let duration = |what: &'static str, value: Option<String>, default: &str| {
+            let text = value.unwrap_or_else(|| default.to_string());
+            parse_duration_arg(&text)
+                .map_err(|_| invalid(what, &text, "a duration such as 500ms, 1s or 30s"))
+        };
+        let timeout = duration("--timeout", args.timeout, "1s")?;
+        let down_retry_delay = duration("--down-retry-delay", args.down_retry_delay, "1s")?;
+        if down_retry_delay.is_zero() {
+            return Err(invalid("--down-retry-delay", "0", "a positive duration"));
+        }
+        let keepalive = duration("--keepalive", args.keepalive, "30s")?;
+        let failure_limit = args.failure_limit.unwrap_or(2);
+        if failure_limit == 0 {
+            return Err(invalid("--failure-limit", "0", "at least 1"));
+        }
+        let drain_timeout = duration("--drain-timeout", args.drain_timeout, "5s")?;
+        if timeout.is_zero() {
+            return Err(invalid("--timeout", "0", "a positive duration"));
+        }
+        let metrics_listen = match args.metrics_listen.as_deref().unwrap_or("127.0.0.1:9151") {
+            "none" => None,
+            addr => Some(addr.parse().map_err(|_| {
+                invalid(
+                    "--metrics-listen",
+                    addr,
+                    "an address such as 127.0.0.1:9151, or none",
+                )
+            })?),
+        };
+        let size_text = args.max_item_size.unwrap_or_else(|| "1MiB".into());
+        let max_item_size = parse_size_arg(&size_text)
+            .map_err(|_| invalid("--max-item-size", &size_text, "a size such as 1MiB"))?;
+        let connections_per_node = args.connections_per_node.unwrap_or(2);
+        if connections_per_node == 0 {
+            return Err(invalid("--connections-per-node", "0", "at least 1"));
+        }
+        Ok(memgate::proxy::ProxyConfig {
+            listen,
+            servers,
+            tls_port: args.tls_port,
+            server_name: args.server_name,
+            tls,
+            username,
+            password,
+            connections_per_node,
+            timeout,
+            connect_timeout: timeout.max(Duration::from_secs(2)),
+            down_retry_delay,
+            failure_limit,
+            keepalive,
+            tls_fingerprint: Some(memgate::tls::files_fingerprint(
+                std::iter::once(ca.as_path())
+                    .chain(client.iter().flat_map(|(c, k)| [c.as_path(), k.as_path()])),
+            )),
+            failover: args
+                .failover
+                .unwrap_or(memgate::proxy::pool::Failover::Error),
+            metrics_listen,
+            drain_timeout,
+            max_item_size: usize::try_from(max_item_size).unwrap_or(usize::MAX),
+            reload_from: None,
+        })
+    }
+}
