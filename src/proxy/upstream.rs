@@ -7,7 +7,7 @@
 //! reader task parses replies and completes each request's oneshot.
 //!
 //! memcached `-Z` stalls when a value larger than one TLS record is followed by
-//! more pipelined input in the same burst (DESIGN.md). So after writing a
+//! more pipelined input in the same burst (docs/ARCHITECTURE.md). So after writing a
 //! request that large, the writer sends nothing more on this connection until
 //! its reply has come back.
 //!
