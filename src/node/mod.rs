@@ -17,6 +17,7 @@ pub mod admin;
 pub mod admin_tls;
 pub mod auth;
 pub mod caches;
+pub mod mrc;
 pub mod session;
 pub mod stats;
 pub mod store;
