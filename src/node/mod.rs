@@ -10,6 +10,7 @@
 //! - [`tenants`]: the running caches, kept across reloads.
 //! - [`store`]: one cache's items: byte-budget LRU, TTL, CAS.
 //! - [`counters`]: per-cache counters.
+//! - [`mrc`]: per-cache miss-ratio curves (what-if memory), sampled.
 //! - [`stats`]: what a node reports of its caches: `stats`, the analytics
 //!   API's stats, Prometheus metrics.
 //! - [`admin`]: the admin HTTP API that `memgate analytics` uses (token
@@ -20,6 +21,7 @@ pub mod admin_tls;
 pub mod auth;
 pub mod caches;
 pub mod counters;
+pub mod mrc;
 pub mod session;
 pub mod stats;
 pub mod store;
