@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use memgate::node::mrc::Tracker;
-use memgate::node::stats::CacheStats;
+use memgate::node::counters::CacheStats;
 use memgate::node::store::{charge, Store};
 use memgate::protocol::request::{Command, Get, Store as StoreCmd, StoreMode};
 use rand::rngs::StdRng;
