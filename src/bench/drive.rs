@@ -15,33 +15,12 @@ use super::plan::{Plan, Wait};
 use super::stats::{InFlight, Stats};
 use super::{BenchError, Ctx, Live};
 
-/// tokio's timer fires on millisecond ticks, up to a tick late, so a writer
-/// that slept until a request's intended time would send it up to ~1 ms
-/// late, and with a rate that lateness would count as server latency. So it
-/// sleeps on the timer only until this long before the send time (more than
-/// a tick, so it never wakes late), then yields until the exact instant: the
-/// schedule holds to a few microseconds, and the connection's reader and the
-/// worker's other tasks keep running while it waits.
-const SPIN: Duration = Duration::from_millis(2);
-
-/// Return at `at`, to within a few microseconds, and never before it.
-async fn pace_until(at: Instant) {
-    if let Some(wake) = at.checked_sub(SPIN) {
-        if Instant::now() < wake {
-            tokio::time::sleep_until(wake.into()).await;
-        }
-    }
-    while Instant::now() < at {
-        tokio::task::yield_now().await;
-    }
-}
-
 /// Wait until the plan's next request is due; false when the plan is done.
 pub(super) async fn until_due(plan: &Plan) -> bool {
     match plan.wait(Instant::now()) {
         Wait::Done => false,
         Wait::Until(at) => {
-            pace_until(at).await;
+            super::pacer::until(at).await;
             true
         }
         Wait::Now => true,

@@ -20,6 +20,7 @@ mod config;
 pub mod conn;
 mod drive;
 pub mod keys;
+mod pacer;
 mod plan;
 mod report;
 pub mod schedule;
