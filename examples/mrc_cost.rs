@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use memgate::node::mrc::Tracker;
 use memgate::node::counters::CacheStats;
+use memgate::node::mrc::Tracker;
 use memgate::node::store::{charge, Store};
 use memgate::protocol::request::{Command, Get, Store as StoreCmd, StoreMode};
 use rand::rngs::StdRng;
