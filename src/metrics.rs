@@ -76,8 +76,7 @@ pub const PROXY_CLIENT_READ_BYTES_TOTAL: &str = "memgate_proxy_client_read_bytes
 /// Proxy: bytes written to clients.
 pub const PROXY_CLIENT_WRITTEN_BYTES_TOTAL: &str = "memgate_proxy_client_written_bytes_total";
 /// Keys of a multi-key get whose node could not answer, read as misses.
-pub const PROXY_MULTIGET_UNREACHABLE_KEYS_TOTAL: &str =
-    "memgate_proxy_multiget_unreachable_keys_total";
+pub const PROXY_MULTIGET_MISSES_TOTAL: &str = "memgate_proxy_multiget_unreachable_keys_total";
 
 /// Proxy metrics with their help text.
 pub const PROXY_METRICS: &[(&str, &str)] = &[
@@ -114,7 +113,7 @@ pub const PROXY_METRICS: &[(&str, &str)] = &[
     (PROXY_CLIENT_READ_BYTES_TOTAL, "Bytes read from clients"),
     (PROXY_CLIENT_WRITTEN_BYTES_TOTAL, "Bytes written to clients"),
     (
-        PROXY_MULTIGET_UNREACHABLE_KEYS_TOTAL,
+        PROXY_MULTIGET_MISSES_TOTAL,
         "Keys of multi-key gets answered as misses because their node could not answer",
     ),
 ];

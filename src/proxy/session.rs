@@ -306,7 +306,7 @@ async fn dispatch(
                         // read as misses, so the live nodes' hits still count.
                         Err(error) => {
                             metrics::counter!(
-                                m::PROXY_MULTIGET_UNREACHABLE_KEYS_TOTAL,
+                                m::PROXY_MULTIGET_MISSES_TOTAL,
                                 "node" => error.node().to_string()
                             )
                             .increment(1);
