@@ -402,3 +402,46 @@ async fn dalli_through_the_proxy_to_memcached() {
     let out = through_the_proxy("ruby", "proxy_dalli.rb").await;
     assert!(out.contains("dalli through the proxy: ok"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meta_flags_binary_cannot_carry_are_refused_by_name() {
+    let (_cluster, proxy) = setup().await;
+    let mut m = connect(proxy.addr).await;
+    let refused = |flag: &str| {
+        format!("CLIENT_ERROR {flag} not supported through memgate proxy to a binary-only node\r\n")
+    };
+    for (request, flag) in [
+        (&b"mg k N30 v\r\n"[..], "meta flag N (vivify)"),
+        (b"mg k R30 v\r\n", "meta flag R (recache)"),
+        (b"mg k h v\r\n", "meta flag h (hit before)"),
+        (b"mg k l v\r\n", "meta flag l (last access)"),
+        (b"mg k t v\r\n", "meta flag t (remaining TTL)"),
+        (b"md k I\r\n", "meta flag I (invalidate)"),
+        (b"ms k 1 I\r\nx\r\n", "meta flag I (invalidate)"),
+        (b"me k\r\n", "me (meta debug)"),
+    ] {
+        m.expect(request, refused(flag).as_bytes()).await;
+    }
+    // What binary can carry still passes.
+    m.expect(b"ms k 1 T60 c\r\nx\r\nmg k v f\r\n", b"HD c")
+        .await;
+    assert!(line(&mut m).await.ends_with("\r\n"));
+    m.expect(b"", b"VA 1 f0\r\nx\r\n").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_meta_login_to_memcached_sasl_says_to_use_binary() {
+    let cluster = RealCluster::start(1);
+    let mut config = cluster.proxy_config();
+    config.upstream_protocol = memgate::proxy::upstream::UpstreamProtocol::Meta;
+    let proxy = start_proxy(config).await;
+    let mut c = connect(proxy.addr).await;
+    c.send(b"get a\r\n").await;
+    let reply = line(&mut c).await;
+    assert!(
+        reply
+            .starts_with("SERVER_ERROR login to n0 refused: node does not speak the text protocol")
+            && reply.contains("use --upstream-protocol binary"),
+        "{reply}"
+    );
+}

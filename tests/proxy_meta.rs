@@ -584,3 +584,33 @@ async fn through_the_sidecar_to_memcached_ascii_auth_replies_match_memcached() {
     let direct = start_node(None, false, |_| {}).await;
     differential(memcached.addr, proxy.addr, false, direct.plain.unwrap()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binary_login_to_memcached_ascii_auth_says_to_use_meta_memcached() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_nodes, mut config) = start_ascii_auth_memcached(dir.path(), 1);
+    config.upstream_protocol = memgate::proxy::upstream::UpstreamProtocol::Binary;
+    let proxy = start_proxy(config).await;
+    let mut c = TcpStream::connect(proxy.addr).await.unwrap();
+    let reply = String::from_utf8(exchange(&mut c, b"get a\r\n", false).await).unwrap();
+    assert!(
+        reply.starts_with("SERVER_ERROR login to n0 refused")
+            && reply.contains("is it memcached -Y? use --upstream-protocol meta-memcached"),
+        "{reply}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memcachier_login_to_memcached_ascii_auth_says_which_form_to_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_nodes, mut config) = start_ascii_auth_memcached(dir.path(), 1);
+    config.upstream_protocol = memgate::proxy::upstream::UpstreamProtocol::Meta;
+    let proxy = start_proxy(config).await;
+    let mut c = TcpStream::connect(proxy.addr).await.unwrap();
+    let reply = String::from_utf8(exchange(&mut c, b"get a\r\n", false).await).unwrap();
+    assert!(
+        reply.starts_with("SERVER_ERROR login to n0 refused: node refused the MemCachier form")
+            && reply.contains("memcached -Y meta-memcached"),
+        "{reply}"
+    );
+}

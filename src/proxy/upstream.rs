@@ -586,9 +586,12 @@ where
                     Err(meta_client::LoginError::Refused) => {
                         Err(auth("credentials refused".into()))
                     }
-                    Err(meta_client::LoginError::NotAscii(said)) => {
-                        Err(auth(format!("{NOT_TEXT} (it said {said:?})")))
-                    }
+                    // A text answer other than STORED: a text node that
+                    // does not take this form of login.
+                    Err(meta_client::LoginError::NotAscii(said)) => Err(auth(format!(
+                        "node refused the {form:?} form of ASCII login ({said:?}); memgate \
+                         nodes take --upstream-protocol meta, memcached -Y meta-memcached"
+                    ))),
                 };
             }
             Ok(None) => {}
