@@ -18,6 +18,7 @@ use crate::node::caches::CachesFile;
 use crate::node::{Node, NodeConfig, NodeError};
 use crate::pki::{self, CertificateAuthority, PkiError};
 use crate::proxy::pool::Failover;
+use crate::proxy::upstream::UpstreamProtocol;
 use crate::proxy::{Proxy, ProxyConfig, ProxyError};
 
 /// The cache `memgate up` creates.
@@ -264,6 +265,8 @@ pub async fn start(config: UpConfig) -> Result<Running, ClusterError> {
         tls: crate::tls::client_config(ca.cert_pem().as_bytes(), None)?,
         username: creds.username.clone(),
         password: creds.password.clone(),
+        // The nodes are memgate's own: meta, after MemCachier's ASCII login.
+        upstream_protocol: UpstreamProtocol::Meta,
         connections_per_node: 2,
         timeout: Duration::from_secs(1),
         connect_timeout: Duration::from_secs(2),

@@ -1,6 +1,7 @@
 //! Real memcached clients through the sidecar, in front of three in-process
 //! TLS nodes: pymemcache, pylibmc (text and binary, with and without
-//! credentials), python-binary-memcached, Dalli, php-memcached and
+//! credentials), python-binary-memcached, meta-memcache (the meta protocol's
+//! herd control), Dalli, php-memcached and
 //! libmemcached's `memccapable` in both modes. Each client script asserts its
 //! values byte for byte and ends with an "ok" line checked here.
 //!
@@ -44,6 +45,21 @@ async fn python_clients_through_the_proxy() {
         "pylibmc binary with credentials: ok",
         "python-binary-memcached with credentials: ok",
         "all python clients through the proxy: ok",
+    ] {
+        assert!(out.contains(line), "missing {line:?} in:\n{out}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meta_memcache_herd_control_through_the_proxy() {
+    let out = through_the_proxy("python3", "proxy_meta_memcache.py").await;
+    for line in [
+        "get_or_lease: ok",
+        "stale on delete: ok",
+        "RecachePolicy: ok",
+        "set_cas: ok",
+        "deltas: ok",
+        "meta-memcache through the proxy: ok",
     ] {
         assert!(out.contains(line), "missing {line:?} in:\n{out}");
     }

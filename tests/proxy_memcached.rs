@@ -8,27 +8,12 @@
 mod common;
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
 use common::*;
 
 const USER: &str = "mguser";
 const PASS: &str = "mg-pass-123";
-
-/// One memcached process with TLS and SASL; killed on drop.
-struct Memcached {
-    addr: SocketAddr,
-    child: Child,
-}
-
-impl Drop for Memcached {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Three memcached -S -Z nodes sharing one PKI and sasldb.
 struct RealCluster {
@@ -41,14 +26,7 @@ impl RealCluster {
     fn start(n: usize) -> RealCluster {
         let dir = tempfile::tempdir().unwrap();
         let pki = TestPki::new();
-        let issued = pki
-            .ca
-            .issue_node("localhost", &["localhost", "127.0.0.1"])
-            .unwrap();
-        let cert = dir.path().join("node.pem");
-        let key = dir.path().join("node-key.pem");
-        std::fs::write(&cert, &issued.cert_pem).unwrap();
-        std::fs::write(&key, &issued.key_pem).unwrap();
+        let tls = memcached_tls_args(&pki, dir.path());
 
         let sasldb = dir.path().join("sasldb");
         let mut saslpasswd = Command::new("saslpasswd2")
@@ -72,7 +50,11 @@ impl RealCluster {
         .unwrap();
 
         let nodes = (0..n)
-            .map(|i| start_memcached(dir.path(), &cert, &key, i))
+            .map(|_| {
+                let mut args = vec!["-S".to_string(), "-Z".into()];
+                args.extend(tls.iter().cloned());
+                start_memcached(dir.path(), &args, &[("SASL_CONF_PATH", dir.path())])
+            })
             .collect();
         RealCluster {
             nodes,
@@ -93,64 +75,9 @@ impl RealCluster {
         let mut config = proxy_config(&self.entries(), &self.ca_pem);
         config.username = USER.into();
         config.password = PASS.into();
+        config.upstream_protocol = memgate::proxy::upstream::UpstreamProtocol::Binary;
         config
     }
-}
-
-/// memcached cannot listen on port 0 with TLS: take a free port, release it,
-/// start memcached on it, and try another port if it fails to come up.
-fn start_memcached(
-    dir: &std::path::Path,
-    cert: &std::path::Path,
-    key: &std::path::Path,
-    i: usize,
-) -> Memcached {
-    for _attempt in 0..10 {
-        let port = {
-            let l = TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
-        let log = std::fs::File::create(dir.join(format!("memcached-{i}-{port}.log"))).unwrap();
-        let mut child = Command::new("memcached")
-            .args(["-S", "-Z", "-U", "0", "-l", "127.0.0.1", "-u", "root"])
-            .args(["-m", "64", "-t", "2", "-c", "1024"])
-            .arg("-p")
-            .arg(port.to_string())
-            .arg("-o")
-            .arg(format!(
-                "ssl_chain_cert={},ssl_key={}",
-                cert.display(),
-                key.display()
-            ))
-            .env("SASL_CONF_PATH", dir)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("memcached (run .ci/run)");
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            if let Ok(Some(_)) = child.try_wait() {
-                break; // exited: the port was taken, say; try another
-            }
-            if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return Memcached { addr, child };
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-    let logs: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with("memcached-"))
-        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
-        .collect();
-    panic!("memcached did not start: {logs:?}");
 }
 
 async fn setup() -> (RealCluster, TestProxy) {
@@ -474,4 +401,47 @@ async fn php_memcached_through_the_proxy_to_memcached() {
 async fn dalli_through_the_proxy_to_memcached() {
     let out = through_the_proxy("ruby", "proxy_dalli.rb").await;
     assert!(out.contains("dalli through the proxy: ok"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meta_flags_binary_cannot_carry_are_refused_by_name() {
+    let (_cluster, proxy) = setup().await;
+    let mut m = connect(proxy.addr).await;
+    let refused = |flag: &str| {
+        format!("CLIENT_ERROR {flag} not supported through memgate proxy to a binary-only node\r\n")
+    };
+    for (request, flag) in [
+        (&b"mg k N30 v\r\n"[..], "meta flag N (vivify)"),
+        (b"mg k R30 v\r\n", "meta flag R (recache)"),
+        (b"mg k h v\r\n", "meta flag h (hit before)"),
+        (b"mg k l v\r\n", "meta flag l (last access)"),
+        (b"mg k t v\r\n", "meta flag t (remaining TTL)"),
+        (b"md k I\r\n", "meta flag I (invalidate)"),
+        (b"ms k 1 I\r\nx\r\n", "meta flag I (invalidate)"),
+        (b"me k\r\n", "me (meta debug)"),
+    ] {
+        m.expect(request, refused(flag).as_bytes()).await;
+    }
+    // What binary can carry still passes.
+    m.expect(b"ms k 1 T60 c\r\nx\r\nmg k v f\r\n", b"HD c")
+        .await;
+    assert!(line(&mut m).await.ends_with("\r\n"));
+    m.expect(b"", b"VA 1 f0\r\nx\r\n").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_meta_login_to_memcached_sasl_says_to_use_binary() {
+    let cluster = RealCluster::start(1);
+    let mut config = cluster.proxy_config();
+    config.upstream_protocol = memgate::proxy::upstream::UpstreamProtocol::Meta;
+    let proxy = start_proxy(config).await;
+    let mut c = connect(proxy.addr).await;
+    c.send(b"get a\r\n").await;
+    let reply = line(&mut c).await;
+    assert!(
+        reply
+            .starts_with("SERVER_ERROR login to n0 refused: node does not speak the text protocol")
+            && reply.contains("use --upstream-protocol binary"),
+        "{reply}"
+    );
 }

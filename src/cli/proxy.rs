@@ -50,6 +50,12 @@ pub struct ProxyArgs {
     /// SASL password [default: $MEMCACHIER_PASSWORD, else $MEMCACHE_PASSWORD].
     #[arg(long, env = "MEMGATE_PROXY_PASSWORD", hide_env_values = true)]
     pub password: Option<String>,
+    /// What to speak to the nodes: meta (memgate nodes: MemCachier's ASCII
+    /// login, every meta flag passes), meta-memcached (memcached -Y -Z: its
+    /// ASCII login) or binary (memcached -S -Z: SASL; meta flags binary
+    /// cannot carry are refused) [default: meta].
+    #[arg(long, env = "MEMGATE_PROXY_UPSTREAM_PROTOCOL")]
+    pub upstream_protocol: Option<memgate::proxy::upstream::UpstreamProtocol>,
     /// Long-lived connections per node [default: 2].
     #[arg(long, env = "MEMGATE_PROXY_CONNECTIONS_PER_NODE")]
     pub connections_per_node: Option<usize>,
@@ -98,6 +104,7 @@ impl ProxyArgs {
             client_key: self.client_key.or(other.client_key),
             username: self.username.or(other.username),
             password: self.password.or(other.password),
+            upstream_protocol: self.upstream_protocol.or(other.upstream_protocol),
             connections_per_node: self.connections_per_node.or(other.connections_per_node),
             timeout: self.timeout.or(other.timeout),
             down_retry_delay: self.down_retry_delay.or(other.down_retry_delay),
@@ -246,6 +253,7 @@ impl ProxyArgs {
             tls,
             username,
             password,
+            upstream_protocol: args.upstream_protocol.unwrap_or_default(),
             connections_per_node,
             timeout,
             connect_timeout: timeout.max(Duration::from_secs(2)),

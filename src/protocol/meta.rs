@@ -615,13 +615,15 @@ pub(crate) fn encode_request(
             };
             line.put_slice(b"mg");
             put_key(&mut line, frame, key)?;
-            put_frame_flags(&mut line, frame)?;
+            // memcached reads flags in order: `t` before `N` or `T` would
+            // report the TTL from before the vivify or touch.
             if get.no_bump {
                 line.put_slice(b" u");
             }
             put_token(&mut line, b'N', get.vivify);
             put_token(&mut line, b'R', get.recache_below);
             put_token(&mut line, b'T', get.touch);
+            put_frame_flags(&mut line, frame)?;
         }
         Command::Store(store) => {
             line.put_slice(b"ms");
@@ -668,7 +670,6 @@ pub(crate) fn encode_request(
         Command::Arith(arith) => {
             line.put_slice(b"ma");
             put_key(&mut line, frame, &arith.key)?;
-            put_frame_flags(&mut line, frame)?;
             if !arith.incr {
                 line.put_slice(b" MD");
             }
@@ -681,6 +682,7 @@ pub(crate) fn encode_request(
             put_token(&mut line, b'N', arith.vivify);
             put_token(&mut line, b'C', arith.cas);
             put_token(&mut line, b'T', arith.touch);
+            put_frame_flags(&mut line, frame)?;
         }
         Command::Noop => line.put_slice(b"mn"),
         Command::MetaDebug { key } => {

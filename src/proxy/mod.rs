@@ -1,13 +1,14 @@
 //! The sidecar: `memgate proxy`.
 //!
 //! Any memcached client connects to it on loopback without TLS or a login;
-//! each request travels over a pooled, verified TLS connection, logged in with
-//! SASL, to the node ketama picks.
+//! each request travels over a pooled, verified TLS connection to the node
+//! ketama picks, in meta after an ASCII login or in binary after SASL
+//! (`--upstream-protocol`).
 //!
 //! - [`session`]: one client: parse, route, reply in order.
 //! - [`ring`]: ketama placement, byte for byte libmemcached's.
 //! - [`pool`]: the nodes, their pooled connections, failover.
-//! - [`upstream`]: one TLS + SASL binary connection, pipelined.
+//! - [`upstream`]: one logged-in TLS connection, meta or binary, pipelined.
 //! - [`health`]: up/down state per node.
 
 pub mod health;
@@ -26,7 +27,7 @@ use tokio::sync::watch;
 use crate::metrics as m;
 use pool::{Cluster, Failover};
 use ring::{Ring, ServerSpec};
-use upstream::{Settings, Target};
+use upstream::{Settings, Target, UpstreamProtocol};
 
 /// Everything the proxy needs, validated.
 #[derive(Clone)]
@@ -40,6 +41,8 @@ pub struct ProxyConfig {
     pub tls: Arc<rustls::ClientConfig>,
     pub username: String,
     pub password: String,
+    /// What the nodes are spoken to in (`--upstream-protocol`).
+    pub upstream_protocol: UpstreamProtocol,
     pub connections_per_node: usize,
     pub timeout: Duration,
     pub connect_timeout: Duration,
@@ -122,6 +125,7 @@ fn cluster_for(config: &ProxyConfig, previous: Option<&Cluster>) -> Result<Clust
     let ring = Ring::new(&config.servers)?;
     let settings = Settings {
         tls: tokio_rustls::TlsConnector::from(Arc::clone(&config.tls)),
+        protocol: config.upstream_protocol,
         username: config.username.clone(),
         password: config.password.clone(),
         connect_timeout: config.connect_timeout,

@@ -379,13 +379,15 @@ mod tests {
     /// A connection to a node that never answers: what is sent stays in flight.
     fn silent_connection() -> (Connection, tokio::io::DuplexStream) {
         let (near, far) = tokio::io::duplex(1 << 20);
-        (Connection::spawn(near, "n0".into()), far)
+        let protocol = super::super::upstream::UpstreamProtocol::Meta;
+        (Connection::spawn(near, "n0".into(), protocol), far)
     }
 
     async fn load_with(conn: &Connection, n: usize) -> Vec<super::super::upstream::PendingReply> {
         let mut pending = Vec::new();
         for _ in 0..n {
-            pending.push(conn.send(Command::Noop).await.unwrap());
+            let frame = super::super::upstream::internal_frame();
+            pending.push(conn.send(Command::Noop, frame).await.unwrap());
         }
         pending
     }

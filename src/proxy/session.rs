@@ -21,7 +21,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::pool::{Cluster, Failover, Node};
-use super::upstream::{PendingReply, UpstreamError};
+use super::upstream::{internal_frame, PendingReply, UpstreamError};
 use super::ProxyShared;
 use crate::metrics as m;
 use crate::protocol::input::{self, Input, Next, FLUSH_THRESHOLD};
@@ -99,7 +99,11 @@ where
                             invalidate: false,
                             exptime: None,
                         });
-                        let _ = forward(&shared.cluster(), delete, shared.timeout, &mut slot).await;
+                        let cluster = shared.cluster();
+                        let _ = start_routed(&cluster, delete, internal_frame(), &mut slot)
+                            .await
+                            .resolve(shared.timeout)
+                            .await;
                     }
                     let error = Response::Error(error);
                     let reply = ready(frame, None, error, CommandKind::Other, Instant::now());
@@ -242,7 +246,7 @@ async fn dispatch(
             let cluster = shared.cluster();
             let mut parts = Vec::with_capacity(cluster.nodes.len());
             for node in &cluster.nodes {
-                parts.push(start(&cluster, node, command.clone(), slot).await);
+                parts.push(start(&cluster, node, command.clone(), frame.clone(), slot).await);
             }
             let timeout = shared.timeout;
             return Box::pin(async move {
@@ -278,13 +282,13 @@ async fn dispatch(
             // the work is linear in the number of keys.
             for one_key in keys {
                 let one = Command::Get(Get {
-                    keys: vec![one_key.clone()],
+                    keys: vec![one_key],
                     touch,
                     vivify,
                     recache_below,
                     no_bump,
                 });
-                parts.push(start_routed(&cluster, &one_key, one, slot).await);
+                parts.push(start_routed(&cluster, one, frame.clone(), slot).await);
             }
             let timeout = shared.timeout;
             return Box::pin(async move {
@@ -298,8 +302,8 @@ async fn dispatch(
                             items.push(None);
                         }
                         // A command the upstream cannot say fails as a whole.
-                        Err(UpstreamError::Unsupported) => {
-                            failure.get_or_insert(unsupported());
+                        Err(UpstreamError::Unsupported(what)) => {
+                            failure.get_or_insert(unsupported(what));
                             items.push(None);
                         }
                         // A cache may always miss: an unreachable node's keys
@@ -326,8 +330,7 @@ async fn dispatch(
         }
         command => {
             let cluster = shared.cluster();
-            let route_key = command.key().cloned().unwrap_or_default();
-            let part = start_routed(&cluster, &route_key, command, slot).await;
+            let part = start_routed(&cluster, command, frame.clone(), slot).await;
             let timeout = shared.timeout;
             return Box::pin(async move {
                 Reply {
@@ -355,27 +358,30 @@ enum Part {
     Failed(UpstreamError),
 }
 
-/// Start `command` on the node that serves `key`. In eject mode, a node found
-/// dead by this very request hands it on to the node the live ring picks.
+/// Start `command` (framed as the client framed it) on the node that serves
+/// its key. In eject mode, a node found dead by this very request hands it on
+/// to the node the live ring picks.
 async fn start_routed(
     cluster: &Cluster,
-    key: &[u8],
     command: Command,
+    frame: Frame,
     slot: &mut Option<usize>,
 ) -> Part {
+    let key = command.key().cloned().unwrap_or_default();
+    let key = key.as_ref();
     let node = match cluster.route(key) {
         Ok(node) => node,
         Err(error) => return Part::Failed(error),
     };
     if cluster.failover() == Failover::Error {
-        return start(cluster, node, command, slot).await;
+        return start(cluster, node, command, frame, slot).await;
     }
-    let part = start(cluster, node, command.clone(), slot).await;
+    let part = start(cluster, node, command.clone(), frame.clone(), slot).await;
     if let Part::Failed(_) = part {
         if !node.health.is_up() {
             if let Ok(next) = cluster.route(key) {
                 if !Arc::ptr_eq(next, node) {
-                    return start(cluster, next, command, slot).await;
+                    return start(cluster, next, command, frame, slot).await;
                 }
             }
         }
@@ -389,6 +395,7 @@ async fn start(
     cluster: &Cluster,
     node: &Arc<Node>,
     command: Command,
+    frame: Frame,
     slot: &mut Option<usize>,
 ) -> Part {
     // The request's whole time, connect included, counts against its timeout.
@@ -402,7 +409,7 @@ async fn start(
         }
         Err(error) => return Part::Failed(error),
     };
-    match conn.send(command).await {
+    match conn.send(command, frame).await {
         Ok(reply) => Part::Waiting {
             node: Arc::clone(node),
             conn,
@@ -413,24 +420,12 @@ async fn start(
     }
 }
 
-/// Send a command to its key's node and wait for the reply.
-async fn forward(
-    cluster: &Cluster,
-    command: Command,
-    timeout: std::time::Duration,
-    slot: &mut Option<usize>,
-) -> Response {
-    let key = command.key().cloned().unwrap_or_default();
-    start_routed(cluster, &key, command, slot)
-        .await
-        .resolve(timeout)
-        .await
-}
-
-fn unsupported() -> Response {
-    Response::Error(ErrorReply::Client(
-        "command not supported through memgate proxy".into(),
-    ))
+/// What a client gets for a request its node's protocol cannot carry: the
+/// flag named, so that it knows what to drop.
+fn unsupported(what: &str) -> Response {
+    Response::Error(ErrorReply::Client(format!(
+        "{what} not supported through memgate proxy to a binary-only node"
+    )))
 }
 
 impl Part {
@@ -439,7 +434,7 @@ impl Part {
     async fn resolve(self, timeout: std::time::Duration) -> Response {
         match self.outcome(timeout).await {
             Ok(response) => response,
-            Err(UpstreamError::Unsupported) => unsupported(),
+            Err(UpstreamError::Unsupported(what)) => unsupported(what),
             Err(other) => Response::Error(ErrorReply::Server(other.to_string())),
         }
     }

@@ -1,10 +1,13 @@
 //! One long-lived, logged-in TLS connection to a node, shared by many clients.
 //!
-//! Requests are encoded in the binary protocol and pipelined; the node answers
-//! them in order, and every reply's `opaque` must match the oldest request in
-//! flight (a mismatch means the stream is corrupt: the connection is dropped,
-//! never reused). A writer task batches queued requests into one write; a
-//! reader task parses replies and completes each request's oneshot.
+//! Requests are encoded in the connection's protocol ([`UpstreamProtocol`]):
+//! meta (`protocol::meta_client`) after an ASCII login, or binary after SASL
+//! PLAIN. They are pipelined; the node answers them in order, and every
+//! reply's opaque (binary's header field, meta's `O<seq>`) must match the
+//! oldest request in flight (a mismatch, or any reply that does not parse,
+//! means the stream is corrupt: the connection is dropped, never reused). A
+//! writer task batches queued requests into one write; a reader task parses
+//! replies and completes each request's oneshot.
 //!
 //! memcached `-Z` stalls when a value larger than one TLS record is followed by
 //! more pipelined input in the same burst (docs/ARCHITECTURE.md). So after writing a
@@ -31,8 +34,9 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_rustls::TlsConnector;
 
-use crate::protocol::binary;
-use crate::protocol::{sasl, Command, Response};
+use crate::protocol::meta_client::{self, Expect, LoginForm};
+use crate::protocol::request::{MetaFrame, TextFrame};
+use crate::protocol::{binary, sasl, Command, Frame, Limits, Response};
 
 /// The most plaintext one TLS record carries (rustls's default fragment size,
 /// and memcached's read buffer). A request larger than this is written alone,
@@ -53,7 +57,7 @@ pub enum UpstreamError {
     },
     #[error("TLS with {node}: {reason}")]
     Tls { node: String, reason: String },
-    #[error("SASL login to {node} refused: {reason}")]
+    #[error("login to {node} refused: {reason}")]
     Auth { node: String, reason: String },
     #[error("{node} did not answer within {timeout:?}")]
     Timeout { node: String, timeout: Duration },
@@ -63,8 +67,10 @@ pub enum UpstreamError {
     Protocol { node: String },
     #[error("{node} is down")]
     Down { node: String },
-    #[error("the upstream protocol cannot express this command")]
-    Unsupported,
+    /// What the upstream protocol cannot carry (a meta flag in front of a
+    /// binary-only node, say), named for the client's `CLIENT_ERROR`.
+    #[error("{0} not supported by the upstream protocol")]
+    Unsupported(&'static str),
 }
 
 impl UpstreamError {
@@ -86,7 +92,7 @@ impl UpstreamError {
     pub fn counts_against_health(&self) -> bool {
         !matches!(
             self,
-            UpstreamError::Io { .. } | UpstreamError::Unsupported | UpstreamError::Down { .. }
+            UpstreamError::Io { .. } | UpstreamError::Unsupported(_) | UpstreamError::Down { .. }
         )
     }
 
@@ -113,7 +119,7 @@ impl UpstreamError {
             | UpstreamError::Io { node, .. }
             | UpstreamError::Protocol { node }
             | UpstreamError::Down { node } => node,
-            UpstreamError::Unsupported => "",
+            UpstreamError::Unsupported(_) => "",
         }
     }
 
@@ -137,7 +143,7 @@ impl UpstreamError {
             UpstreamError::Io { .. } => "io",
             UpstreamError::Protocol { .. } => "protocol",
             UpstreamError::Down { .. } => "down",
-            UpstreamError::Unsupported => "unsupported",
+            UpstreamError::Unsupported(_) => "unsupported",
         }
     }
 }
@@ -153,10 +159,36 @@ pub struct Target {
     pub server_name: rustls_pki_types::ServerName<'static>,
 }
 
+/// What the proxy speaks to its nodes (`--upstream-protocol`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpstreamProtocol {
+    /// Meta, after MemCachier's ASCII login: memgate nodes (the default).
+    #[default]
+    Meta,
+    /// Meta, after memcached's `-Y` ASCII login: `memcached -Y <authfile> -Z`.
+    MetaMemcached,
+    /// Binary, after SASL PLAIN: `memcached -S -Z`, which has no text
+    /// protocol. Meta flags binary cannot carry are refused.
+    Binary,
+}
+
+impl UpstreamProtocol {
+    /// The ASCII login a meta upstream takes; `None` for binary.
+    pub fn login_form(self) -> Option<LoginForm> {
+        match self {
+            UpstreamProtocol::Meta => Some(LoginForm::MemCachier),
+            UpstreamProtocol::MetaMemcached => Some(LoginForm::Memcached),
+            UpstreamProtocol::Binary => None,
+        }
+    }
+}
+
 /// What every upstream connection shares.
 #[derive(Clone)]
 pub struct Settings {
     pub tls: TlsConnector,
+    pub protocol: UpstreamProtocol,
     pub username: String,
     pub password: String,
     /// A connect (TCP, TLS and login) that takes longer than this fails.
@@ -179,6 +211,7 @@ impl Settings {
     pub fn same_login(&self, other: &Settings) -> bool {
         self.username == other.username
             && self.password == other.password
+            && self.protocol == other.protocol
             && match (self.tls_fingerprint, other.tls_fingerprint) {
                 (Some(a), Some(b)) => a == b,
                 _ => Arc::ptr_eq(self.tls.config(), other.tls.config()),
@@ -189,6 +222,7 @@ impl Settings {
 impl std::fmt::Debug for Settings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Settings")
+            .field("protocol", &self.protocol)
             .field("username", &self.username)
             .field("password", &"<redacted>")
             .finish()
@@ -223,12 +257,17 @@ pub type PendingReply = oneshot::Receiver<Result<Response, UpstreamError>>;
 
 struct Job {
     command: Command,
+    /// How the client framed it: a meta request asks the node for what the
+    /// client's reply will print.
+    frame: Frame,
     reply: Reply,
 }
 
 /// A request written and waiting for its reply.
 struct InFlight {
     opaque: u32,
+    /// The shape of its meta reply (binary replies carry their own).
+    expect: Expect,
     command: Command,
     reply: Reply,
     /// Replies so far (STAT answers with many packets).
@@ -290,16 +329,20 @@ impl Connection {
             reason: tls_reason(&e),
         })?;
         let mut stream = tls;
-        tokio::time::timeout(
-            settings.connect_timeout,
-            sasl_login(&mut stream, &node, &settings.username, &settings.password),
-        )
-        .await
-        .map_err(|_| UpstreamError::Timeout {
-            node: node.clone(),
-            timeout: settings.connect_timeout,
-        })??;
-        let conn = Connection::spawn(stream, node);
+        let (user, pass) = (&settings.username, &settings.password);
+        let login = async {
+            match settings.protocol.login_form() {
+                Some(form) => ascii_login(&mut stream, &node, form, user, pass).await,
+                None => sasl_login(&mut stream, &node, user, pass).await,
+            }
+        };
+        tokio::time::timeout(settings.connect_timeout, login)
+            .await
+            .map_err(|_| UpstreamError::Timeout {
+                node: node.clone(),
+                timeout: settings.connect_timeout,
+            })??;
+        let conn = Connection::spawn(stream, node, settings.protocol);
         conn.keep_alive(settings.keepalive, settings.request_timeout);
         Ok(conn)
     }
@@ -340,7 +383,7 @@ impl Connection {
                     tasks: Arc::clone(&tasks),
                     last_used: Arc::clone(&last_used),
                 };
-                let Ok(reply) = conn.send(Command::Noop).await else {
+                let Ok(reply) = conn.send(Command::Noop, internal_frame()).await else {
                     return;
                 };
                 drop(conn);
@@ -356,8 +399,9 @@ impl Connection {
         });
     }
 
-    /// Run the reader and writer tasks over an established, logged-in stream.
-    pub fn spawn<S>(stream: S, node: String) -> Connection
+    /// Run the reader and writer tasks over an established, logged-in stream
+    /// that speaks `protocol`.
+    pub fn spawn<S>(stream: S, node: String, protocol: UpstreamProtocol) -> Connection
     where
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
@@ -366,14 +410,16 @@ impl Connection {
         let inflight = Arc::new(Mutex::new(VecDeque::<InFlight>::new()));
         let (rd, wr) = tokio::io::split(stream);
         let failed = Arc::new(Notify::new());
+        let meta = protocol != UpstreamProtocol::Binary;
         let w = tokio::spawn(writer(
             wr,
             jobs_rx,
             Arc::clone(&inflight),
             Arc::clone(&alive),
             Arc::clone(&failed),
+            meta,
         ));
-        let r = tokio::spawn(reader(rd, inflight, Arc::clone(&alive), failed, node));
+        let r = tokio::spawn(reader(rd, inflight, Arc::clone(&alive), failed, node, meta));
         Connection {
             jobs: jobs_tx,
             alive,
@@ -392,9 +438,13 @@ impl Connection {
         self.load.load(Ordering::Relaxed)
     }
 
-    /// Queue one command; the returned receiver completes with its reply.
-    /// Timeouts are the caller's job.
-    pub async fn send(&self, command: Command) -> Result<PendingReply, UpstreamError> {
+    /// Queue one command, as a client framed by `frame` sent it; the returned
+    /// receiver completes with its reply. Timeouts are the caller's job.
+    pub async fn send(
+        &self,
+        command: Command,
+        frame: Frame,
+    ) -> Result<PendingReply, UpstreamError> {
         let (tx, rx) = oneshot::channel();
         self.load.fetch_add(1, Ordering::Relaxed);
         self.last_used.store(since_start(), Ordering::Relaxed);
@@ -403,7 +453,11 @@ impl Connection {
             load: Arc::clone(&self.load),
         };
         self.jobs
-            .send(Job { command, reply })
+            .send(Job {
+                command,
+                frame,
+                reply,
+            })
             .await
             .map_err(|_| lost_error())?;
         Ok(rx)
@@ -432,7 +486,22 @@ fn tls_reason(error: &std::io::Error) -> String {
     }
 }
 
-/// SASL PLAIN over the binary protocol.
+/// The frame of a request the proxy makes itself (keepalive pings, the
+/// unlink after a refused over-size set): the plainest reply will do.
+pub fn internal_frame() -> Frame {
+    Frame::Text(TextFrame::default())
+}
+
+/// What a node that does not speak the protocol asked of it answers, said
+/// so that the operator knows which `--upstream-protocol` to pick.
+const NOT_TEXT: &str = "node does not speak the text protocol; is it memcached -S? \
+                        use --upstream-protocol binary";
+const NOT_BINARY: &str = "node answered the binary SASL login in text; is it memcached -Y? \
+                          use --upstream-protocol meta-memcached";
+
+/// SASL PLAIN over the binary protocol, followed by a NOOP: memcached `-Y`
+/// swallows a SASL request without a word but answers the NOOP in text,
+/// which tells it apart from a node that is merely slow.
 async fn sasl_login<S>(
     stream: &mut S,
     node: &str,
@@ -442,39 +511,158 @@ async fn sasl_login<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let io = |e: std::io::Error| UpstreamError::Io {
-        node: node.to_string(),
-        reason: e.to_string(),
-    };
     let command = Command::SaslAuth {
         mechanism: bytes::Bytes::from_static(sasl::PLAIN.as_bytes()),
         data: sasl::encode_plain(user, pass).into(),
     };
     let mut out = BytesMut::new();
-    binary::encode_request(&command, false, 0, &mut out).map_err(|_| UpstreamError::Unsupported)?;
-    stream.write_all(&out).await.map_err(io)?;
-    stream.flush().await.map_err(io)?;
-    let mut buf = BytesMut::with_capacity(256);
+    binary::encode_request(&command, false, 0, &mut out)
+        .map_err(|binary::Unsupported(what)| UpstreamError::Unsupported(what))?;
+    binary::encode_request(&Command::Noop, false, 1, &mut out)
+        .map_err(|binary::Unsupported(what)| UpstreamError::Unsupported(what))?;
+    let auth = |reason: String| UpstreamError::Auth {
+        node: node.to_string(),
+        reason,
+    };
+    let mut login = LoginStream::new(stream, node);
+    login.write(&out).await?;
+    let mut authenticated = false;
     loop {
-        if let Some((packet, _)) =
-            binary::parse_response(&buf).map_err(|_| UpstreamError::Protocol {
-                node: node.to_string(),
-            })?
+        if login
+            .buf
+            .first()
+            .is_some_and(|&b| b != binary::RESPONSE_MAGIC)
         {
-            return match packet.status {
-                binary::status::NO_ERROR => Ok(()),
-                status => Err(UpstreamError::Auth {
-                    node: node.to_string(),
-                    reason: format!("status {status:#04x}"),
-                }),
-            };
+            return Err(auth(NOT_BINARY.into()));
         }
-        if stream.read_buf(&mut buf).await.map_err(io)? == 0 {
-            return Err(UpstreamError::Io {
-                node: node.to_string(),
-                reason: "closed during SASL".into(),
-            });
+        let parsed = binary::parse_response(&login.buf).map_err(|_| UpstreamError::Protocol {
+            node: node.to_string(),
+        })?;
+        if let Some((packet, used)) = parsed {
+            let _ = login.buf.split_to(used);
+            match (authenticated, packet.status) {
+                (false, binary::status::NO_ERROR) => authenticated = true,
+                (false, status) => return Err(auth(format!("status {status:#04x}"))),
+                (true, _) => return login.done(),
+            }
+            continue;
         }
+        login.read("SASL").await?;
+    }
+}
+
+/// An ASCII login: MemCachier's form for memgate nodes, memcached `-Y`'s for
+/// memcached.
+async fn ascii_login<S>(
+    stream: &mut S,
+    node: &str,
+    form: LoginForm,
+    user: &str,
+    pass: &str,
+) -> Result<(), UpstreamError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let auth = |reason: String| UpstreamError::Auth {
+        node: node.to_string(),
+        reason,
+    };
+    let mut out = BytesMut::new();
+    meta_client::encode_login(form, user, pass, &mut out)
+        .map_err(|e| auth(format!("cannot send this username: {}", e.0)))?;
+    let mut login = LoginStream::new(stream, node);
+    login.write(&out).await?;
+    loop {
+        // A binary response, or a node that closes on a text line (memcached
+        // -S does one or the other): not a text node.
+        if login.buf.first() == Some(&binary::RESPONSE_MAGIC) {
+            return Err(auth(NOT_TEXT.into()));
+        }
+        match meta_client::parse_reply(&login.buf, Expect::Login, &upstream_limits()) {
+            Ok(Some((reply, used))) => {
+                let _ = login.buf.split_to(used);
+                return match meta_client::login_result(&reply) {
+                    Ok(()) => login.done(),
+                    Err(meta_client::LoginError::Refused) => {
+                        Err(auth("credentials refused".into()))
+                    }
+                    // A text answer other than STORED: a text node that
+                    // does not take this form of login.
+                    Err(meta_client::LoginError::NotAscii(said)) => Err(auth(format!(
+                        "node refused the {form:?} form of ASCII login ({said:?}); memgate \
+                         nodes take --upstream-protocol meta, memcached -Y meta-memcached"
+                    ))),
+                };
+            }
+            Ok(None) => {}
+            Err(_) => return Err(auth(NOT_TEXT.into())),
+        }
+        if login.read("login").await.is_err() {
+            return Err(auth(NOT_TEXT.into()));
+        }
+    }
+}
+
+/// A stream during login: what was read, and errors naming the node.
+struct LoginStream<'s, S> {
+    stream: &'s mut S,
+    node: &'s str,
+    buf: BytesMut,
+}
+
+impl<'s, S: AsyncRead + AsyncWrite + Unpin> LoginStream<'s, S> {
+    fn new(stream: &'s mut S, node: &'s str) -> Self {
+        LoginStream {
+            stream,
+            node,
+            buf: BytesMut::with_capacity(256),
+        }
+    }
+
+    fn io(&self, reason: String) -> UpstreamError {
+        UpstreamError::Io {
+            node: self.node.to_string(),
+            reason,
+        }
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> Result<(), UpstreamError> {
+        self.stream
+            .write_all(bytes)
+            .await
+            .map_err(|e| self.io(e.to_string()))?;
+        self.stream
+            .flush()
+            .await
+            .map_err(|e| self.io(e.to_string()))
+    }
+
+    /// Read more; a close is an error.
+    async fn read(&mut self, what: &str) -> Result<(), UpstreamError> {
+        match self.stream.read_buf(&mut self.buf).await {
+            Ok(0) => Err(self.io(format!("closed during {what}"))),
+            Ok(_) => Ok(()),
+            Err(e) => Err(self.io(e.to_string())),
+        }
+    }
+
+    /// The login is over: anything more the node sent is out of step.
+    fn done(self) -> Result<(), UpstreamError> {
+        if self.buf.is_empty() {
+            Ok(())
+        } else {
+            Err(UpstreamError::Protocol {
+                node: self.node.to_string(),
+            })
+        }
+    }
+}
+
+/// The largest value a node's reply may announce: what a binary reply may
+/// carry, so that both protocols accept the same items.
+fn upstream_limits() -> Limits {
+    Limits {
+        max_item_size: binary::MAX_RESPONSE_BODY,
     }
 }
 
@@ -484,6 +672,7 @@ async fn writer<W>(
     inflight: Arc<Mutex<VecDeque<InFlight>>>,
     alive: Arc<AtomicBool>,
     failed: Arc<Notify>,
+    meta: bool,
 ) where
     W: AsyncWrite + Unpin,
 {
@@ -506,32 +695,43 @@ async fn writer<W>(
             }
             opaque = opaque.wrapping_add(1);
             let start = out.bytes.len();
-            if binary::encode_request(&job.command, false, opaque, &mut out.bytes).is_err() {
-                out.bytes.truncate(start);
-                job.reply.send(Err(UpstreamError::Unsupported));
+            let encoded = if meta {
+                meta_client::encode_request(&job.command, &job.frame, opaque, &mut out.bytes)
+                    .map_err(|e| e.0)
             } else {
-                out.ends.push(out.bytes.len());
-                let large = out.bytes.len() - start > RECORD;
-                let done = large.then(|| Arc::new(Notify::new()));
-                if let Ok(mut q) = inflight.lock() {
-                    q.push_back(InFlight {
-                        opaque,
-                        command: job.command,
-                        reply: job.reply,
-                        stats: Vec::new(),
-                        done: done.clone(),
-                    });
+                encode_binary(&job.command, &job.frame, opaque, &mut out.bytes)
+            };
+            match encoded {
+                Err(what) => {
+                    out.bytes.truncate(start);
+                    job.reply.send(Err(UpstreamError::Unsupported(what)));
                 }
-                if let Some(done) = done {
-                    // Write everything up to and including the large request,
-                    // then wait for its reply before sending anything behind it.
-                    let wait = done.notified();
-                    if out.write(&mut wr).await.is_err() {
-                        break 'outer;
+                Ok(expect) => {
+                    out.ends.push(out.bytes.len());
+                    let large = out.bytes.len() - start > RECORD;
+                    let done = large.then(|| Arc::new(Notify::new()));
+                    if let Ok(mut q) = inflight.lock() {
+                        q.push_back(InFlight {
+                            opaque,
+                            expect,
+                            command: job.command,
+                            reply: job.reply,
+                            stats: Vec::new(),
+                            done: done.clone(),
+                        });
                     }
-                    tokio::select! {
-                        _ = wait => {}
-                        _ = failed.notified() => break 'outer,
+                    if let Some(done) = done {
+                        // Write everything up to and including the large
+                        // request, then wait for its reply before sending
+                        // anything behind it.
+                        let wait = done.notified();
+                        if out.write(&mut wr).await.is_err() {
+                            break 'outer;
+                        }
+                        tokio::select! {
+                            _ = wait => {}
+                            _ = failed.notified() => break 'outer,
+                        }
                     }
                 }
             }
@@ -559,6 +759,56 @@ async fn writer<W>(
     }
     fail_all(&inflight, lost_error());
     let _ = wr.shutdown().await;
+}
+
+/// Encode a request for a binary-only node, refusing what binary cannot
+/// carry with the name of the flag, so that the client learns what to drop
+/// (or that the node should be reached over meta). The returned `Expect` is
+/// unused: binary replies carry their own shape.
+fn encode_binary(
+    command: &Command,
+    frame: &Frame,
+    opaque: u32,
+    out: &mut BytesMut,
+) -> Result<Expect, &'static str> {
+    if let Some(flag) = binary_cannot_carry(command, frame) {
+        return Err(flag);
+    }
+    binary::encode_request(command, false, opaque, out)
+        .map(|_| Expect::Meta(None))
+        .map_err(|binary::Unsupported(what)| what)
+}
+
+/// The first meta flag of this request that binary has no field for.
+fn binary_cannot_carry(command: &Command, frame: &Frame) -> Option<&'static str> {
+    let named = match command {
+        Command::Get(get) if get.vivify.is_some() => Some("meta flag N (vivify)"),
+        Command::Get(get) if get.recache_below.is_some() => Some("meta flag R (recache)"),
+        Command::Get(get) if get.no_bump => Some("meta flag u (no LRU bump)"),
+        Command::Store(store) if store.invalidate => Some("meta flag I (invalidate)"),
+        Command::Store(store) if store.vivify.is_some() => Some("meta flag N (vivify)"),
+        Command::Delete(delete) if delete.invalidate => Some("meta flag I (invalidate)"),
+        Command::Delete(delete) if delete.exptime.is_some() => Some("meta flag T on md"),
+        Command::Arith(arith) if arith.touch.is_some() => Some("meta flag T on ma"),
+        Command::MetaDebug { .. } => Some("me (meta debug)"),
+        _ => None,
+    };
+    let Frame::Meta(meta) = frame else {
+        return named;
+    };
+    let MetaFrame {
+        return_hit,
+        return_last_access,
+        return_ttl,
+        ..
+    } = **meta;
+    let asks_item = matches!(command, Command::Get(_) | Command::Arith(_));
+    named.or(match () {
+        () if return_hit && asks_item => Some("meta flag h (hit before)"),
+        () if return_last_access && asks_item => Some("meta flag l (last access)"),
+        () if return_ttl && asks_item => Some("meta flag t (remaining TTL)"),
+        () => None,
+    })
 }
 
 /// Encoded requests waiting to be written, and where each one ends.
@@ -625,6 +875,7 @@ async fn reader<R>(
     alive: Arc<AtomicBool>,
     failed: Arc<Notify>,
     node: String,
+    meta: bool,
 ) where
     R: AsyncRead + Unpin,
 {
@@ -648,9 +899,13 @@ async fn reader<R>(
                 }
             }
         }
-        match drain_replies(&mut buf, &inflight, &node) {
-            Ok(()) => {}
-            Err(e) => break e,
+        let drained = if meta {
+            drain_meta_replies(&mut buf, &inflight, &node)
+        } else {
+            drain_replies(&mut buf, &inflight, &node)
+        };
+        if let Err(e) = drained {
+            break e;
         }
         if buf.is_empty() && buf.capacity() > 256 * 1024 {
             buf = BytesMut::with_capacity(16 * 1024);
@@ -661,7 +916,57 @@ async fn reader<R>(
     fail_all(&inflight, error);
 }
 
-/// Complete every request whose whole reply is buffered.
+/// Complete every request whose whole meta reply is buffered. Replies come
+/// in request order; a reply that does not parse, echoes another request's
+/// opaque or does not fit its command drops the connection.
+fn drain_meta_replies(
+    buf: &mut BytesMut,
+    inflight: &Mutex<VecDeque<InFlight>>,
+    node: &str,
+) -> Result<(), UpstreamError> {
+    use bytes::Buf;
+    let corrupt = |why: meta_client::ReplyError| {
+        tracing::debug!(node, %why, "upstream meta reply refused; dropping the connection");
+        UpstreamError::Protocol {
+            node: node.to_string(),
+        }
+    };
+    let limits = upstream_limits();
+    loop {
+        let mut q = inflight
+            .lock()
+            .map_err(|_| corrupt(meta_client::ReplyError::Unexpected))?;
+        let Some(front) = q.front() else {
+            return match buf.is_empty() {
+                true => Ok(()),
+                false => Err(corrupt(meta_client::ReplyError::Unexpected)),
+            };
+        };
+        let Some((reply, used)) =
+            meta_client::parse_reply(buf, front.expect, &limits).map_err(corrupt)?
+        else {
+            return Ok(());
+        };
+        buf.advance(used);
+        let Some(req) = q.pop_front() else {
+            return Err(corrupt(meta_client::ReplyError::Unexpected));
+        };
+        drop(q);
+        if let Some(done) = &req.done {
+            done.notify_one();
+        }
+        match meta_client::decode(&req.command, reply) {
+            Ok(response) => req.reply.send(Ok(response)),
+            Err(why) => {
+                let error = corrupt(why);
+                req.reply.send(Err(error.clone()));
+                return Err(error);
+            }
+        }
+    }
+}
+
+/// Complete every request whose whole binary reply is buffered.
 fn drain_replies(
     buf: &mut BytesMut,
     inflight: &Mutex<VecDeque<InFlight>>,

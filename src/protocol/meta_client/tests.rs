@@ -85,7 +85,7 @@ fn text_and_binary_commands_ask_for_what_their_dialect_prints() {
                 ..get("foo")
             }),
             text_frame(true),
-            "mg foo c f v O7 T30\r\n",
+            "mg foo T30 c f v O7\r\n",
         ),
         (
             Command::Touch {
@@ -93,7 +93,7 @@ fn text_and_binary_commands_ask_for_what_their_dialect_prints() {
                 exptime: -1,
             },
             text_frame(false),
-            "mg foo O7 T-1\r\n",
+            "mg foo T-1 O7\r\n",
         ),
         (
             Command::Get(get("foo")),
@@ -140,7 +140,7 @@ fn text_and_binary_commands_ask_for_what_their_dialect_prints() {
         (
             Command::Arith(arith("n", true, 5)),
             text_frame(false),
-            "ma n v O7 D5\r\n",
+            "ma n D5 v O7\r\n",
         ),
         (
             Command::Arith(Arith {
@@ -149,7 +149,7 @@ fn text_and_binary_commands_ask_for_what_their_dialect_prints() {
                 ..arith("n", false, 1)
             }),
             binary_frame(opcode::DECREMENT),
-            "ma n c v O7 MD J3 N0\r\n",
+            "ma n MD J3 N0 c v O7\r\n",
         ),
     ];
     for (command, frame, want) in cases {
@@ -207,7 +207,7 @@ fn meta_requests_pass_through_without_q_k_or_the_clients_opaque() {
     });
     assert_eq!(
         wire(&lease, &meta_frame(client.clone())).0,
-        "mg foo c f h l t v O7 u N-1 R5 T30\r\n"
+        "mg foo u N-1 R5 T30 c f h l t v O7\r\n"
     );
     // `s` alone fetches the value instead: the size is the data's length.
     let size_only = MetaFrame {

@@ -79,7 +79,7 @@ async fn written(rec: &Recorder, total: usize) -> Vec<Vec<u8>> {
 #[tokio::test]
 async fn pipelined_requests_never_straddle_a_tls_record() {
     let rec = Recorder::default();
-    let conn = Connection::spawn(rec.clone(), "n0".into());
+    let conn = Connection::spawn(rec.clone(), "n0".into(), UpstreamProtocol::Binary);
     let mut commands = Vec::new();
     for i in 0..3 {
         commands.push(set(&format!("k{i}"), 15_000));
@@ -97,7 +97,7 @@ async fn pipelined_requests_never_straddle_a_tls_record() {
         let mut one = BytesMut::new();
         binary::encode_request(c, false, i as u32 + 1, &mut one).unwrap();
         total += one.len();
-        replies.push(conn.send(c.clone()).await.unwrap());
+        replies.push(conn.send(c.clone(), internal_frame()).await.unwrap());
     }
     let writes = written(&rec, total).await;
     assert_eq!(writes.iter().map(Vec::len).sum::<usize>(), total);
@@ -119,10 +119,13 @@ async fn pipelined_requests_never_straddle_a_tls_record() {
 #[tokio::test]
 async fn nothing_follows_a_request_larger_than_a_record() {
     let rec = Recorder::default();
-    let conn = Connection::spawn(rec.clone(), "n0".into());
-    let _a = conn.send(get("before")).await.unwrap();
-    let _b = conn.send(set("big", 40_000)).await.unwrap();
-    let _c = conn.send(get("after")).await.unwrap();
+    let conn = Connection::spawn(rec.clone(), "n0".into(), UpstreamProtocol::Binary);
+    let _a = conn.send(get("before"), internal_frame()).await.unwrap();
+    let _b = conn
+        .send(set("big", 40_000), internal_frame())
+        .await
+        .unwrap();
+    let _c = conn.send(get("after"), internal_frame()).await.unwrap();
     let mut big = BytesMut::new();
     binary::encode_request(&set("big", 40_000), false, 2, &mut big).unwrap();
     let writes = written(&rec, big.len() + 30).await;
@@ -141,9 +144,9 @@ async fn nothing_follows_a_request_larger_than_a_record() {
 async fn load_counts_requests_until_answered_or_lost() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (near, mut far) = tokio::io::duplex(64 * 1024);
-    let conn = Connection::spawn(near, "n0".into());
-    let first = conn.send(get("a")).await.unwrap();
-    let second = conn.send(get("b")).await.unwrap();
+    let conn = Connection::spawn(near, "n0".into(), UpstreamProtocol::Binary);
+    let first = conn.send(get("a"), internal_frame()).await.unwrap();
+    let second = conn.send(get("b"), internal_frame()).await.unwrap();
     assert_eq!(conn.load(), 2);
 
     // Answer the first request only: a miss, with its opaque.
@@ -186,4 +189,65 @@ fn pieces_cut_at_request_ends() {
         batch(&[100, 100 + 3 * RECORD]).pieces(),
         vec![0..100, 100..100 + 3 * RECORD]
     );
+}
+
+/// Over meta, a reply must echo the opaque of the oldest request in flight:
+/// one that does not fails that request and drops the connection, so no
+/// client is answered with another key's value.
+#[tokio::test]
+async fn a_meta_reply_with_another_opaque_drops_the_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (near, mut far) = tokio::io::duplex(64 * 1024);
+    let conn = Connection::spawn(near, "n0".into(), UpstreamProtocol::Meta);
+    let first = conn.send(get("a"), internal_frame()).await.unwrap();
+    let second = conn.send(get("b"), internal_frame()).await.unwrap();
+    let mut buf = Vec::new();
+    while buf.iter().filter(|&&b| b == b'\n').count() < 2 {
+        let mut chunk = [0u8; 1024];
+        let n = far.read(&mut chunk).await.unwrap();
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    assert_eq!(
+        String::from_utf8_lossy(&buf),
+        "mg a f v O1\r\nmg b f v O2\r\n",
+        "the text get asks for flags and value, under the proxy's opaque"
+    );
+    far.write_all(b"EN O2\r\n").await.unwrap();
+    assert!(matches!(
+        first.await.unwrap(),
+        Err(UpstreamError::Protocol { .. })
+    ));
+    assert!(
+        !matches!(second.await, Ok(Ok(_))),
+        "lost with its connection"
+    );
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(!conn.is_alive());
+}
+
+/// The -Z stall rule holds over meta too: a request larger than a record is
+/// written alone, and nothing follows it until its reply.
+#[tokio::test]
+async fn over_meta_nothing_follows_a_request_larger_than_a_record() {
+    let rec = Recorder::default();
+    let conn = Connection::spawn(rec.clone(), "n0".into(), UpstreamProtocol::Meta);
+    let _a = conn.send(get("before"), internal_frame()).await.unwrap();
+    let _b = conn
+        .send(set("big", 40_000), internal_frame())
+        .await
+        .unwrap();
+    let _c = conn.send(get("after"), internal_frame()).await.unwrap();
+    let writes = written(&rec, 40_000).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        writes,
+        rec.0.lock().unwrap().clone(),
+        "nothing behind the set"
+    );
+    let last = writes.last().unwrap();
+    assert!(
+        last.starts_with(b"ms big 40000"),
+        "the large set is a write of its own"
+    );
+    assert!(last.ends_with(b"\r\n") && last.len() < 40_100);
 }
