@@ -573,8 +573,10 @@ class Report:
                f"{num(by_path[slowest])} ops/s, memgate bench, {peak_level(self.runs)} connections, measured above "
                "in the same run), so that every path can carry it; spread over 16 connections. Latency counts from "
                "each request's *intended* send time, so a path that falls behind shows its queue (no coordinated "
-               "omission). \"kept up\" is no when the run needed more than 10% longer than its duration to drain.",
-               "")
+               "omission). \"kept up\" is no when the run needed more than 10% longer than its duration to drain. "
+               "The load generator of the fixed-rate runs (here and the paced check in 1b) is not pinned unless "
+               "MEMGATE_COMPARE_PACED_CPUS is set: confined to one contended core, a paced sender reports its "
+               "own scheduling delays as latency.", "")
         for pct in (30, 60):
             section = f"rate{pct}"
             rows = []

@@ -28,7 +28,11 @@
 # the load generator (which on the direct path needs more CPU than the
 # server) never competes with what it measures. Override with
 # MEMGATE_COMPARE_LOAD_CPUS / MEMGATE_COMPARE_SERVER_CPUS (taskset -c lists),
-# or MEMGATE_COMPARE_PIN=0 to run unpinned.
+# or MEMGATE_COMPARE_PIN=0 to run unpinned. The fixed-rate runs are the
+# exception: their load generator runs unpinned unless
+# MEMGATE_COMPARE_PACED_CPUS is set, because a paced sender confined to one
+# contended core loses whole scheduler slices and reports them as latency
+# (benches/NOTES.md, "the run of 2026-12-01").
 # Extra proxy flags (e.g. an upstream protocol choice) come from the
 # environment, word-split: MEMGATE_COMPARE_PROXY_ARGS (both memgate proxies),
 # MEMGATE_COMPARE_PROXY_ARGS_MEMCACHED (the one before memcached -S -Z) and
@@ -105,10 +109,11 @@ raw=$work/raw.tsv
 mkdir -p "$work/runs"
 helper() { python3 "$here/compare.py" "$@"; }
 # The CPUs of each side (see the header); empty arrays when unpinned.
-pin_load=() pin_server=()
+pin_load=() pin_server=() pin_paced=()
 if [ "${MEMGATE_COMPARE_PIN:-1}" != 0 ] && command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
   pin_load=(taskset -c "${MEMGATE_COMPARE_LOAD_CPUS:-1}")
   pin_server=(taskset -c "${MEMGATE_COMPARE_SERVER_CPUS:-0}")
+  [ -z "${MEMGATE_COMPARE_PACED_CPUS:-}" ] || pin_paced=(taskset -c "$MEMGATE_COMPARE_PACED_CPUS")
 fi
 load_helper() { "${pin_load[@]}" python3 "$here/compare.py" "$@"; }
 record() { printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >> "$raw"; }
@@ -245,8 +250,10 @@ memcaslap_ops() { # port conns -> "ops/s get_misses" (memcaslap: one thread per 
     END {print v + 0, m + 0}'
 }
 bench_json() { # file port args...: one memgate bench run, its JSON kept
-  local file=$1 port=$2; shift 2
-  local cmd=("${pin_load[@]}" "$bin" bench --server 127.0.0.1:"$port" "${bench_args[@]}" --json "$@")
+  # (paced=1 in the environment: a fixed-rate run, pinned as pin_paced)
+  local file=$1 port=$2 pin=("${pin_load[@]}"); shift 2
+  [ "${paced:-0}" = 0 ] || pin=("${pin_paced[@]}")
+  local cmd=("${pin[@]}" "$bin" bench --server 127.0.0.1:"$port" "${bench_args[@]}" --json "$@")
   note "${cmd[@]}"
   timeout $((duration * 4 + 120)) "${cmd[@]}" > "$file" 2>>"$work/bench.log" || {
     echo "compare.sh: memgate bench failed on port $port (${file##*/}); see below" >&2
@@ -306,7 +313,7 @@ for r in $(seq "$repeats"); do
       path=${paths[$(((i + r) % ${#paths[@]}))]}
       progress "repeat $r/$repeats, $pct% of $slowest's $peak ops/s, $path"
       f=$work/runs/rate$pct-$path-$r.json
-      bench_point "$f" "$path" --key-space "$keys" --connections 16 --rate "$rate" --timeout 30s --duration "${duration}s"
+      paced=1 bench_point "$f" "$path" --key-space "$keys" --connections 16 --rate "$rate" --timeout 30s --duration "${duration}s"
       record "rate$pct" "$path" bench 16 "$r" "$f"
     done
   done
@@ -327,7 +334,7 @@ for r in $(seq "$rounds"); do
   done
   progress "round $r/$rounds, 1 connection at $low_rate ops/s, direct"
   f=$work/runs/lowrate-direct-$r.json
-  bench_point "$f" direct --key-space "$keys" --connections 1 --rate "$low_rate" --timeout 30s --duration "${duration}s"
+  paced=1 bench_point "$f" direct --key-space "$keys" --connections 1 --rate "$low_rate" --timeout 30s --duration "${duration}s"
   record lowrate direct bench 1 "$r" "$f"
 done
 
