@@ -3,8 +3,9 @@
 
   port                  print a free loopback port
   facts                 print machine facts (key<TAB>value lines)
-  peak RAW              the direct path's median memgate bench ops/s at 16
-                        connections (the rate that 50% and 80% refer to)
+  peak RAW              the slowest path's median memgate bench ops/s at 16
+                        connections (the rate that 30% and 60% refer to),
+                        then that path's name
   churn PORT SECS       connect, one get, close, for SECS: print conn/s
   idle PORT PID N       RSS of PID before and after N idle client
                         connections: print "before_kib after_kib bytes_each"
@@ -13,7 +14,8 @@
 
 The raw file has one measurement a line: section, path, tool, connections,
 repeat, value, where value is a number, "a b" numbers, or the path of a
-memgate bench JSON report.
+memgate bench JSON report (beside which FILE.cpu holds "proxy_ticks
+server_ticks clk_tck": the CPU the path's processes spent during the run).
 """
 
 import argparse
@@ -175,10 +177,16 @@ def load_raw(path):
     runs = defaultdict(list)
     with open(path) as f:
         for line in f:
-            section, p, tool, conns, _rep, value = line.rstrip("\n").split("\t")
+            section, p, tool, conns, rep, value = line.rstrip("\n").split("\t")
             if value.endswith(".json"):
-                with open(value) as j:
+                name = value
+                with open(name) as j:
                     value = json.load(j)
+                value["point"] = (section, p, int(conns), int(rep))
+                if os.path.exists(name + ".cpu"):
+                    with open(name + ".cpu") as c:
+                        proxy, servers, tck = (int(x) for x in c.read().split())
+                    value["cpu_s"] = {"proxy": proxy / tck, "servers": servers / tck}
             elif " " in value:
                 value = [float(x) for x in value.split()]
             else:
@@ -187,11 +195,38 @@ def load_raw(path):
     return runs
 
 
-def cmd_peak(args):
-    runs = load_raw(args.raw)
+def answered(r):
+    """Requests of a memgate bench run that got a real reply (hit, miss or
+    stored): error replies, timeouts and lost requests are not throughput."""
+    return r["ops"] - r["errors"]
+
+
+def good_ops(r):
+    return answered(r) / r["elapsed_seconds"] if r["elapsed_seconds"] > 0 else 0.0
+
+
+def cpu_us(r, side):
+    """CPU µs that the path's proxy (or servers) spent per answered request."""
+    n = answered(r)
+    return r["cpu_s"][side] * 1e6 / n if "cpu_s" in r and n > 0 else None
+
+
+def peak_level(runs):
     levels = sorted(c for (s, p, t, c) in runs if s == "scale" and p == "direct" and t == "bench")
-    level = 16 if 16 in levels else levels[-1]
-    print(int(statistics.median(r["ops_per_sec"] for r in runs[("scale", "direct", "bench", level)])))
+    return 16 if 16 in levels else levels[-1]
+
+
+def peaks(runs):
+    """{path: median answered ops/s} at the peak level."""
+    level = peak_level(runs)
+    return {p: statistics.median(good_ops(r) for r in runs[("scale", p, "bench", level)])
+            for p in PATHS if runs.get(("scale", p, "bench", level))}
+
+
+def cmd_peak(args):
+    by_path = peaks(load_raw(args.raw))
+    slowest = min(by_path, key=by_path.get)
+    print(int(by_path[slowest]), slowest)
 
 
 # ---------------------------------------------------------------- the report
@@ -206,6 +241,10 @@ def summary(values):
 
 def num(x):
     return f"{x:,.0f}"
+
+
+def us1(x):
+    return f"{x:.1f}"
 
 
 def ms(us):
@@ -243,11 +282,21 @@ class Report:
     def ops(self, section, path, tool, conns):
         values = self.runs.get((section, path, tool, conns), [])
         if tool == "bench":
-            values = [r["ops_per_sec"] for r in values]
+            values = [good_ops(r) for r in values]
+        else:
+            values = [v[0] if isinstance(v, list) else v for v in values]
         return summary(values)
 
     def lat(self, section, path, conns, p):
         return summary([r["latency_us"][p] for r in self.runs.get((section, path, "bench", conns), [])])
+
+    def cpu(self, section, path, conns, side):
+        return summary([cpu_us(r, side) for r in self.runs.get((section, path, "bench", conns), [])])
+
+    def bench_points(self):
+        """Every measured memgate bench run (prefills are not in the raw file)."""
+        return [r for (s, p, t, c), runs in sorted(self.runs.items()) if t == "bench" for r in runs
+                if isinstance(r, dict)]
 
     def latency_row(self, section, path):
         """name, p50, p99, p99.9 (ms) at 16 connections, and p99 over direct's."""
@@ -302,7 +351,9 @@ class Report:
             ["---", "---"],
         )
         self.targets()
+        self.replies()
         self.paths()
+        self.one_connection()
         self.node()
         self.churn()
         self.rates()
@@ -348,6 +399,23 @@ class Report:
             rows.append(["sidecar idle RSS ≤ 20 MiB (after all the runs)", f"{before / 1024:.1f} MiB",
                          check(before / 1024 <= 20)])
             rows.append(["sidecar ≤ 64 KiB per idle client connection", f"{each / 1024:.1f} KiB", check(each <= 65536)])
+        tw16 = self.cpu("scale", "twemproxy", 16, "proxy")
+        tw1 = {q: self.lat("lat1", "twemproxy", 1, q) for q in ("p50", "p99")}
+        for p in PROXIES:
+            r = ratio(self.cpu("scale", p, 16, "proxy"), tw16)
+            rows.append([f"{PATHS[p]}: proxy CPU per request ≤ twemproxy's at 16 connections", rcell(r),
+                         check(r is not None and r <= 1.0)])
+            for q in ("p50", "p99"):
+                r = ratio(self.lat("lat1", p, 1, q), tw1[q])
+                rows.append([f"{PATHS[p]}: {q} ≤ twemproxy's at 1 connection", rcell(r),
+                             check(r is not None and r <= 1.0)])
+        low, closed = self.lat("lowrate", "direct", 1, "p50"), self.lat("lat1", "direct", 1, "p50")
+        if low and closed:
+            d = low[0] - closed[0]
+            rows.append([f"paced sender: direct p50 at {num(self.a.low_rate)} ops/s within 10 µs of closed loop",
+                         f"{d:+.0f} µs", check(abs(d) <= 10)])
+        errors = sum(r["errors"] for r in self.bench_points())
+        rows.append(["no error replies in any memgate bench point", num(errors), check(errors == 0)])
         for tool in TOOLS:
             r = ratio(self.ops("node", "memgate", tool, 16), self.ops("node", "memcached", tool, 16))
             rows.append([f"node throughput ≥ 1.0 × memcached ({TOOLS[tool]})", rcell(r), check(r is not None and r >= 1.0)])
@@ -358,22 +426,61 @@ class Report:
                 rows.append([f"node items held ≥ memcached (filled by {TOOLS[tool]})", rcell(r), check(r >= 1.0)])
                 rows.append([f"node RSS ≤ 1.15 × 64 MiB + 20 MiB = {RSS_TARGET_MIB:.1f} MiB (filled by {TOOLS[tool]})",
                              f"{mg[1][0]:.1f} MiB", check(mg[1][0] <= RSS_TARGET_MIB)])
-        self.table(["target (from the node and proxy issues)", "this run", ""], rows, ["---", "---:", "---"])
+        self.table(["target (from the node, proxy and upstream issues)", "this run", ""], rows,
+                   ["---", "---:", "---"])
+
+    def replies(self):
+        """Every point's replies, checked: error replies are not throughput
+        (every ops/s here counts hits, misses and stored only), and a point
+        that had any is listed with a ⚠."""
+        self.w("## Replies checked", "")
+        points = self.bench_points()
+        errors = sum(r["errors"] for r in points)
+        misses = defaultdict(int)
+        gets = defaultdict(int)
+        for r in points:
+            misses[r["point"][0]] += r["misses"]
+            gets[r["point"][0]] += r["hits"] + r["misses"]
+        self.w(f"{len(points)} memgate bench points, {num(sum(answered(r) for r in points))} requests answered, "
+               f"{num(errors)} error replies (errors, timeouts and requests lost with a connection; never "
+               "counted as throughput). Get misses by section (every key is prefilled, so a miss means a "
+               "lost write or an eviction): "
+               + ", ".join(f"{k} {num(v)} of {num(gets[k])}" for k, v in sorted(misses.items())) + ".", "")
+        bad = [r for r in points if r["errors"]]
+        caslap = [(k, v) for k, vs in sorted(self.runs.items()) if k[2] == "memcaslap"
+                  for v in vs if isinstance(v, list) and len(v) > 1 and v[1] > 0]
+        if caslap:
+            self.w(f"memcaslap reports no error replies; it reported get misses in {len(caslap)} of its points "
+                   "(it reads keys of its own, which it has not always set yet).", "")
+        if bad:
+            rows = [[f"⚠ {s} / {PATHS.get(p, p)} / {c} conn / run {n}", num(r["errors"]), num(r["timeouts"]),
+                     num(r["lost"]), num(r["misses"]), num(r["ops"])]
+                    for r in bad for (s, p, c, n) in [r["point"]]]
+            self.table(["point with error replies", "errors", "timeouts", "lost", "misses", "replies"], rows)
 
     def fill(self, tool, server):
         values = self.runs.get((f"fill-{tool}", server, tool, 16), [])
         return summary([v[0] for v in values]), summary([v[1] / 1024 for v in values])
 
     def paths(self):
-        self.w("## 1. The sidecar paths at 16 connections", "")
+        self.w("## 1. The sidecar paths at 16 connections", "",
+               "CPU per request: utime + stime of the path's proxy process (twemproxy, stunnel, memgate proxy) "
+               "and, summed, of its servers, from `/proc/PID/stat` before and after each memgate bench run, "
+               "over the requests answered without an error. The server side runs pinned to one core and the "
+               "load generator to the other (see Commands).", "")
         rows = []
         for tool in TOOLS:
             d, st, tw = (self.ops("scale", p, tool, 16) for p in ("direct", "stunnel", "twemproxy"))
             for p, name in PATHS.items():
                 m = self.ops("scale", p, tool, 16)
-                rows.append([name, TOOLS[tool], cell(m), rcell(ratio(m, d)), rcell(ratio(m, st)), rcell(ratio(m, tw))])
-        self.table(["path", "tool", "ops/s", "× direct", "× stunnel", "× twemproxy"], rows,
-                   ["---", "---", "---:", "---:", "---:", "---:"])
+                cpu = ["", ""]
+                if tool == "bench":
+                    cpu = ["—" if p == "direct" else cell(self.cpu("scale", p, 16, "proxy"), us1),
+                           cell(self.cpu("scale", p, 16, "servers"), us1)]
+                rows.append([name, TOOLS[tool], cell(m), rcell(ratio(m, d)), rcell(ratio(m, st)), rcell(ratio(m, tw))]
+                            + cpu)
+        self.table(["path", "tool", "ops/s", "× direct", "× stunnel", "× twemproxy", "proxy CPU µs/req",
+                    "servers CPU µs/req"], rows, ["---", "---", "---:", "---:", "---:", "---:", "---:", "---:"])
         rows = [self.latency_row("scale", p) for p in PATHS]
         self.w("Closed-loop latency in the same memgate bench runs (ms, from each request's send):", "")
         self.table(["path", "p50", "p99", "p99.9", "p99 × direct"], rows)
@@ -389,11 +496,13 @@ class Report:
             mc = self.ops("node", "memcached", tool, 16)
             for server in ("memcached", "memgate"):
                 m = self.ops("node", server, tool, 16)
-                hits = "" if tool != "bench" else "{:.2f}".format(statistics.median(
-                    r["hit_ratio"] for r in self.runs[("node", server, tool, 16)]))
-                rows.append([server, TOOLS[tool], cell(m), rcell(ratio(m, mc)), hits])
-        self.table(["server", "tool", "ops/s", "× memcached", "get hit ratio"], rows,
-                   ["---", "---", "---:", "---:", "---:"])
+                hits, cpu = "", ""
+                if tool == "bench":
+                    hits = "{:.2f}".format(statistics.median(r["hit_ratio"] for r in self.runs[("node", server, tool, 16)]))
+                    cpu = cell(self.cpu("node", server, 16, "servers"), us1)
+                rows.append([server, TOOLS[tool], cell(m), rcell(ratio(m, mc)), hits, cpu])
+        self.table(["server", "tool", "ops/s", "× memcached", "get hit ratio", "server CPU µs/req"], rows,
+                   ["---", "---", "---:", "---:", "---:", "---:"])
         self.w(f"Filled with 100-byte values: {self.a.fill_keys:,} distinct keys set (16-byte keys with memcaslap, "
                "`memgate-bench:N` with memgate bench), a fresh process for each fill, then `curr_items` and the "
                "process's RSS:", "")
@@ -432,16 +541,43 @@ class Report:
                    f"before any other load; {before / 1024:.1f} MiB after all the runs above (up to 256 connections); "
                    f"with idle client connections open: {after / 1024:.1f} MiB, {each / 1024:.1f} KiB each.", "")
 
+    def one_connection(self):
+        self.w("## 1b. Latency at one connection", "",
+               f"Closed loop, one connection, one request in flight, memgate bench (memcaslap reports no "
+               f"percentiles), {self.a.rounds} round(s) of {self.a.duration} s with the paths interleaved; "
+               "µs from each request's send. Proxy CPU as in section 1.", "")
+        tw = {q: self.lat("lat1", "twemproxy", 1, q) for q in ("p50", "p99")}
+        rows = []
+        for p, name in PATHS.items():
+            p50, p99 = self.lat("lat1", p, 1, "p50"), self.lat("lat1", p, 1, "p99")
+            rows.append([name, cell(p50), cell(self.lat("lat1", p, 1, "p90")), cell(p99),
+                         rcell(ratio(p50, tw["p50"])), rcell(ratio(p99, tw["p99"])), cell(self.ops("lat1", p, "bench", 1)),
+                         "—" if p == "direct" else cell(self.cpu("lat1", p, 1, "proxy"), us1)])
+        self.table(["path", "p50 µs", "p90 µs", "p99 µs", "p50 × twemproxy", "p99 × twemproxy", "ops/s",
+                    "proxy CPU µs/req"], rows)
+        low, closed = self.lat("lowrate", "direct", 1, "p50"), self.lat("lat1", "direct", 1, "p50")
+        if low:
+            self.w(f"The paced sender's check: memcached direct at a fixed {num(self.a.low_rate)} ops/s on one "
+                   f"connection (latency from each intended send time), p50 {cell(low)} µs, p90 "
+                   f"{cell(self.lat('lowrate', 'direct', 1, 'p90'))} µs, p99 "
+                   f"{cell(self.lat('lowrate', 'direct', 1, 'p99'))} µs; closed loop in the same rounds, p50 "
+                   f"{cell(closed)} µs.", "")
+
     def rates(self):
         self.w("## 4. Latency at a fixed offered load", "")
-        peak = self.ops("scale", "direct", "bench", 16)
-        if peak is None:
+        by_path = peaks(self.runs)
+        if not by_path:
             return
-        self.w(f"Offered load: 50% and 80% of the direct path's median peak ({num(peak[0])} ops/s, memgate bench, "
-               "16 connections), spread over 16 connections; latency counts from each request's *intended* send "
-               "time, so a path that cannot carry the load shows its queue (no coordinated omission). "
-               "\"kept up\" is no when the run needed more than 10% longer than its duration to drain.", "")
-        for pct in (50, 80):
+        slowest = min(by_path, key=by_path.get)
+        self.w(f"Offered load: 30% and 60% of the slowest path's median peak ({PATHS[slowest]}, "
+               f"{num(by_path[slowest])} ops/s, memgate bench, {peak_level(self.runs)} connections, measured above "
+               "in the same run), so that every path can carry it; spread over 16 connections. Latency counts from "
+               "each request's *intended* send time, so a path that falls behind shows its queue (no coordinated "
+               "omission). \"kept up\" is no when the run needed more than 10% longer than its duration to drain. "
+               "The load generator of the fixed-rate runs (here and the paced check in 1b) is not pinned unless "
+               "MEMGATE_COMPARE_PACED_CPUS is set: confined to one contended core, a paced sender reports its "
+               "own scheduling delays as latency.", "")
+        for pct in (30, 60):
             section = f"rate{pct}"
             rows = []
             for p in PATHS:
@@ -454,8 +590,8 @@ class Report:
             rate = runs[0]["rate"] if runs else 0
             self.w(f"### {pct}%: {num(rate)} ops/s", "")
             self.table(["path", "p50 ms", "p99 ms", "p99.9 ms", "p99 × direct", "kept up"], rows)
-        self.curve_plot("rate50", "latency_distribution_rate50.svg",
-                        "Latency distribution at 50% of the direct peak (memgate bench, from intended send times)")
+        self.curve_plot("rate30", "latency_distribution_rate30.svg",
+                        "Latency distribution at 30% of the slowest path's peak (memgate bench, from intended send times)")
 
     def scaling(self):
         self.w("## 5. Scaling with connections", "",
@@ -612,7 +748,7 @@ def main():
     p = sub.add_parser("report")
     for name in ("raw", "commands", "facts", "facts-end", "out", "levels", "invocation", "work"):
         p.add_argument("--" + name, required=True)
-    for name in ("duration", "repeats", "fill-keys", "elapsed"):
+    for name in ("duration", "repeats", "rounds", "low-rate", "fill-keys", "elapsed"):
         p.add_argument("--" + name, type=int, required=True)
     p.set_defaults(f=lambda a: Report(a).write())
     args = ap.parse_args()

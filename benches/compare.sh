@@ -10,8 +10,33 @@
 #   2. the node: memgate node vs memcached, throughput, then items held and
 #      RSS when filled with 100-byte values at a 64 MiB limit;
 #   3. connection churn (connect, one get, close) through each sidecar;
-#   4. latency at a fixed offered load, 50% and 80% of the direct path's peak;
+#   4. latency at a fixed offered load, 30% and 60% of the *slowest* path's
+#      peak (so that every path can carry it), and the 1-connection latency
+#      table (closed loop, several rounds), with a low-rate check of the
+#      paced sender against the direct path's closed-loop p50;
 #   5. scaling: throughput and p99 at 1, 4, 16, 64, 256 connections.
+# Beside each memgate bench point: the CPU time (utime + stime from
+# /proc/PID/stat) that the proxy and the servers of the path spent, per
+# request answered without an error, and the error and miss replies (error
+# replies never count as throughput).
+#
+# Pinning (taskset, when there are 2+ CPUs): every load generator runs on CPU
+# 1 and every server-side process (memcached, twemproxy, stunnel, memgate
+# proxy and nodes) on CPU 0. A proxy's backends share its core on purpose:
+# then the whole path's server-side work is charged to one core whatever the
+# path, a path's throughput is that core over the path's CPU per request, and
+# the load generator (which on the direct path needs more CPU than the
+# server) never competes with what it measures. Override with
+# MEMGATE_COMPARE_LOAD_CPUS / MEMGATE_COMPARE_SERVER_CPUS (taskset -c lists),
+# or MEMGATE_COMPARE_PIN=0 to run unpinned. The fixed-rate runs are the
+# exception: their load generator runs unpinned unless
+# MEMGATE_COMPARE_PACED_CPUS is set, because a paced sender confined to one
+# contended core loses whole scheduler slices and reports them as latency
+# (benches/NOTES.md, "the run of 2026-12-01").
+# Extra proxy flags (e.g. an upstream protocol choice) come from the
+# environment, word-split: MEMGATE_COMPARE_PROXY_ARGS (both memgate proxies),
+# MEMGATE_COMPARE_PROXY_ARGS_MEMCACHED (the one before memcached -S -Z) and
+# MEMGATE_COMPARE_PROXY_ARGS_NODES (the one before the memgate nodes).
 # Workload (the node and proxy issues'): 90% get / 10% set, 100-byte values,
 # 16 connections, key space prefilled. Every figure is repeated (paths
 # interleaved within each repeat, so noise on a shared machine spreads over
@@ -19,7 +44,9 @@
 # (medians, min-max, ratios) and SVG plots.
 #
 # Usage: benches/compare.sh [--duration S] [--repeats N] [--levels "1 4 16"]
-#                           [--quick|--smoke] [--out DIR] [--memgate PATH]
+#                           [--rounds N] [--quick|--smoke] [--out DIR]
+#                           [--memgate PATH]
+#   --rounds  rounds of the 1-connection latency table (default 5).
 #   --smoke   1 s per point, 1 repeat, 16 connections only, small fills; writes
 #             to a temp dir (or --out), never to the committed RESULTS.md.
 #   --memgate use this binary instead of building the release one.
@@ -32,6 +59,7 @@ here=$repo/benches
 duration=5
 repeats=3
 levels="1 4 16 64 256"
+rounds=5
 smoke=0
 out=""
 bin=""
@@ -40,6 +68,7 @@ while [ $# -gt 0 ]; do
     --duration) duration=$2; shift 2 ;;
     --repeats) repeats=$2; shift 2 ;;
     --levels) levels=$2; shift 2 ;;
+    --rounds) rounds=$2; shift 2 ;;
     --quick | --smoke) smoke=1; shift ;;
     --out) out=$2; shift 2 ;;
     --memgate) bin=$2; shift 2 ;;
@@ -50,7 +79,7 @@ done
 # How many 100-byte sets fill a 64 MiB node: ~350k fit, so twice that evicts.
 fill_keys=700000
 if [ "$smoke" = 1 ]; then
-  duration=1 repeats=1 levels="16" fill_keys=20000
+  duration=1 repeats=1 levels="16" rounds=1 fill_keys=20000
   [ -n "$out" ] || out=$(mktemp -d -t memgate-compare.XXXXXX)
 fi
 [ -n "$out" ] || out=$here
@@ -79,6 +108,14 @@ raw=$work/raw.tsv
 : > "$raw"
 mkdir -p "$work/runs"
 helper() { python3 "$here/compare.py" "$@"; }
+# The CPUs of each side (see the header); empty arrays when unpinned.
+pin_load=() pin_server=() pin_paced=()
+if [ "${MEMGATE_COMPARE_PIN:-1}" != 0 ] && command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
+  pin_load=(taskset -c "${MEMGATE_COMPARE_LOAD_CPUS:-1}")
+  pin_server=(taskset -c "${MEMGATE_COMPARE_SERVER_CPUS:-0}")
+  [ -z "${MEMGATE_COMPARE_PACED_CPUS:-}" ] || pin_paced=(taskset -c "$MEMGATE_COMPARE_PACED_CPUS")
+fi
+load_helper() { "${pin_load[@]}" python3 "$here/compare.py" "$@"; }
 record() { printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >> "$raw"; }
 # The exact commands, as run; the report keeps the first of each kind.
 note() { printf '%s\n' "$*" >> "$work/commands.txt"; }
@@ -89,10 +126,19 @@ wait_port() {
   echo "compare.sh: port $1 never opened" >&2; exit 1
 }
 # Start in the background, remembered for cleanup; sets $pid (no command
-# substitution: that would run it in a subshell).
-bg() { note "$@"; "$@" >/dev/null 2>>"$work/servers.log" & pid=$!; pids+=("$pid"); }
+# substitution: that would run it in a subshell). taskset execs the command,
+# so $pid is the server's own, whose /proc/PID/stat the CPU figures read.
+bg() { note "${pin_server[@]}" "$@"; "${pin_server[@]}" "$@" >/dev/null 2>>"$work/servers.log" & pid=$!; pids+=("$pid"); }
 stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 rss_kib() { awk '/VmRSS/ {print $2}' /proc/"$1"/status; }
+# utime + stime (fields 14 and 15, clock ticks; all threads) summed over PIDs.
+# No process name here has a space, so the fields split plainly.
+cpu_ticks() {
+  local files=() p
+  for p in "$@"; do files+=("/proc/$p/stat"); done
+  if [ ${#files[@]} = 0 ]; then echo 0; else awk '{s += $14 + $15} END {print s + 0}' "${files[@]}"; fi
+}
+clk_tck=$(getconf CLK_TCK)
 
 # ---------------------------------------------------------------- set-up
 # PKI, one cache with one credential for the memgate nodes, the same
@@ -122,15 +168,20 @@ node_at() { # port [memgate node flags...]
 }
 # memcached direct; three plain ones behind twemproxy; one -Z behind stunnel;
 # three -S -Z (SASL from the sasldb) behind memgate; three memgate nodes.
-direct=$(free_port); memcached_at "$direct" -t 4
-plain=(); for _ in 1 2 3; do p=$(free_port); plain+=("$p"); memcached_at "$p" -t 1; done
-mz=$(free_port); memcached_at "$mz" -t 4 -Z -o "$tls_opts"
+# Each path's proxy PID and server PIDs, for the CPU figures.
+declare -A proxy_pids server_pids
+direct=$(free_port); memcached_at "$direct" -t 4; server_pids[direct]=$pid
+plain=(); for _ in 1 2 3; do p=$(free_port); plain+=("$p"); memcached_at "$p" -t 1; server_pids[twemproxy]+=" $pid"; done
+mz=$(free_port); memcached_at "$mz" -t 4 -Z -o "$tls_opts"; server_pids[stunnel]=$pid
 export SASL_CONF_PATH=$work
-szs=(); for _ in 1 2 3; do p=$(free_port); szs+=("$p"); memcached_at "$p" -t 1 -S -Z -o "$tls_opts"; done
+szs=(); for _ in 1 2 3; do
+  p=$(free_port); szs+=("$p"); memcached_at "$p" -t 1 -S -Z -o "$tls_opts"; server_pids[memgate-memcached]+=" $pid"
+done
 nodes=(); for _ in 1 2 3; do
   p=$(free_port); nodes+=("$p")
   node_at "$p" --listen none --tls-listen 127.0.0.1:"$p" --caches "$work/caches.toml" \
     --cert "$work/pki/localhost.crt" --key "$work/pki/localhost.key"
+  server_pids[memgate-nodes]+=" $pid"
 done
 
 # twemproxy (ketama, md5, as libmemcached) over the plain three.
@@ -140,6 +191,7 @@ tw=$(free_port)
   for p in "${plain[@]}"; do printf '    - 127.0.0.1:%s:1\n' "$p"; done
 } > "$work/nutcracker.yml"
 bg nutcracker -c "$work/nutcracker.yml" -s "$(free_port)" -a 127.0.0.1 -o "$work/nutcracker.log"
+proxy_pids[twemproxy]=$pid
 # stunnel in client mode, as the buildpack ran it (verify = 2 against the CA).
 st=$(free_port)
 cat > "$work/stunnel.conf" <<CONF
@@ -153,15 +205,19 @@ verify = 2
 CAfile = $work/pki/ca.crt
 CONF
 bg stunnel4 "$work/stunnel.conf"
+proxy_pids[stunnel]=$pid
 # The memgate sidecar in front of memcached -S -Z and of the memgate nodes.
 server_list() { local out="" i=1; for p in "$@"; do out+="${out:+,}n$i=127.0.0.1:$p"; i=$((i + 1)); done; echo "$out"; }
-proxy_at() { # port backend-ports...
-  local port=$1; shift
+proxy_at() { # port "extra flags" backend-ports...
+  local port=$1 extra=$2; shift 2
+  # shellcheck disable=SC2086 # the extra flags are word-split on purpose
   bg "$bin" proxy --listen 127.0.0.1:"$port" --servers "$(server_list "$@")" --ca "$work/pki/ca.crt" \
-    --server-name localhost --username "$user" --password "$pass" --metrics-listen none
+    --server-name localhost --username "$user" --password "$pass" --metrics-listen none \
+    ${MEMGATE_COMPARE_PROXY_ARGS:-} $extra
 }
-pm=$(free_port); proxy_at "$pm" "${szs[@]}"
-pn=$(free_port); proxy_at "$pn" "${nodes[@]}"; proxy_pid=$pid
+pm=$(free_port); proxy_at "$pm" "${MEMGATE_COMPARE_PROXY_ARGS_MEMCACHED:-}" "${szs[@]}"; proxy_pids[memgate-memcached]=$pid
+pn=$(free_port); proxy_at "$pn" "${MEMGATE_COMPARE_PROXY_ARGS_NODES:-}" "${nodes[@]}"; proxy_pid=$pid
+proxy_pids[memgate-nodes]=$pid
 for p in "$direct" "${plain[@]}" "$mz" "${szs[@]}" "${nodes[@]}" "$tw" "$st" "$pm" "$pn"; do wait_port "$p"; done
 
 # The paths, in the order of every table; compare.py knows their names.
@@ -182,26 +238,43 @@ sed 's/^0 0.1$/0 1/; s/^1 0.9$/1 0/' "$work/mix.cfg" > "$work/fill.cfg"
 keys=10000
 bench_args=(--protocol text --ratio 1:9 --value-size 100)
 
-memcaslap_ops() { # port conns -> ops/s (memcaslap: one thread per core at most)
+memcaslap_ops() { # port conns -> "ops/s get_misses" (memcaslap: one thread per core at most)
+  # memcaslap counts no error replies; its get misses are shown as they are
+  # (it reads keys of its own, not the prefilled ones).
   local threads=$(($2 < 2 ? $2 : 2))
-  local cmd=(memcaslap -s 127.0.0.1:"$1" -F "$work/mix.cfg" -T "$threads" -c "$2" -t "${duration}s")
+  local cmd=("${pin_load[@]}" memcaslap -s 127.0.0.1:"$1" -F "$work/mix.cfg" -T "$threads" -c "$2" -t "${duration}s")
   note "${cmd[@]}"
-  timeout $((duration + 60)) "${cmd[@]}" 2>&1 | awk '/^Run time/ {for (i = 1; i <= NF; i++) if ($i == "TPS:") v = $(i + 1)} END {print v + 0}'
+  timeout $((duration + 60)) "${cmd[@]}" 2>&1 | awk '
+    /^get_misses:/ {m = $2}
+    /^Run time/ {for (i = 1; i <= NF; i++) if ($i == "TPS:") v = $(i + 1)}
+    END {print v + 0, m + 0}'
 }
 bench_json() { # file port args...: one memgate bench run, its JSON kept
-  local file=$1 port=$2; shift 2
-  local cmd=("$bin" bench --server 127.0.0.1:"$port" "${bench_args[@]}" --json "$@")
+  # (paced=1 in the environment: a fixed-rate run, pinned as pin_paced)
+  local file=$1 port=$2 pin=("${pin_load[@]}"); shift 2
+  [ "${paced:-0}" = 0 ] || pin=("${pin_paced[@]}")
+  local cmd=("${pin[@]}" "$bin" bench --server 127.0.0.1:"$port" "${bench_args[@]}" --json "$@")
   note "${cmd[@]}"
   timeout $((duration * 4 + 120)) "${cmd[@]}" > "$file" 2>>"$work/bench.log" || {
     echo "compare.sh: memgate bench failed on port $port (${file##*/}); see below" >&2
     tail -3 "$work/bench.log" >&2; exit 1
   }
 }
-closed_loop() { # section path port conns repeat: both tools, recorded
-  local section=$1 path=$2 p=$3 c=$4 r=$5
-  record "$section" "$path" memcaslap "$c" "$r" "$(memcaslap_ops "$p" "$c")"
+bench_point() { # file path args...: bench_json, and FILE.cpu with the
+  # ticks the path's proxy and servers spent meanwhile: "proxy servers CLK_TCK"
+  local file=$1 path=$2; shift 2
+  local pp=${proxy_pids[$path]:-} sp=${server_pids[$path]:-}
+  # shellcheck disable=SC2086 # PID lists
+  local p0 s0; p0=$(cpu_ticks $pp); s0=$(cpu_ticks $sp)
+  bench_json "$file" "${port[$path]}" "$@"
+  # shellcheck disable=SC2086
+  echo "$(($(cpu_ticks $pp) - p0)) $(($(cpu_ticks $sp) - s0)) $clk_tck" > "$file.cpu"
+}
+closed_loop() { # section path conns repeat: both tools, recorded
+  local section=$1 path=$2 c=$3 r=$4
+  record "$section" "$path" memcaslap "$c" "$r" "$(memcaslap_ops "${port[$path]}" "$c")"
   local f=$work/runs/$section-$path-$c-$r.json
-  bench_json "$f" "$p" --key-space "$keys" --connections "$c" --duration "${duration}s"
+  bench_point "$f" "$path" --key-space "$keys" --connections "$c" --duration "${duration}s"
   record "$section" "$path" bench "$c" "$r" "$f"
 }
 prefill() { # port: set every key once so that gets hit
@@ -222,27 +295,47 @@ for r in $(seq "$repeats"); do
     for i in "${!paths[@]}"; do
       path=${paths[$(((i + r) % ${#paths[@]}))]}
       progress "repeat $r/$repeats, $c connections, $path"
-      closed_loop scale "$path" "${port[$path]}" "$c" "$r"
+      closed_loop scale "$path" "$c" "$r"
     done
   done
 done
 
 # ------------------------------------------- 4: latency at a fixed offered load
-# The direct path's peak is its median memgate bench throughput at the
-# issues' 16 connections; a path that cannot carry the rate queues, and its
-# latency (counted from each intended send time) shows it.
-peak=$(helper peak "$raw")
+# Each path's peak is its median memgate bench throughput at the issues' 16
+# connections (errors excluded); the rates are 30% and 60% of the slowest
+# path's, so every path can carry them and the tables compare latency, not
+# queues (latency counts from each intended send time, so a queue would show).
+read -r peak slowest <<<"$(helper peak "$raw")"
 for r in $(seq "$repeats"); do
-  for pct in 50 80; do
+  for pct in 30 60; do
     rate=$((peak * pct / 100))
     for i in "${!paths[@]}"; do
       path=${paths[$(((i + r) % ${#paths[@]}))]}
-      progress "repeat $r/$repeats, $pct% of $peak ops/s, $path"
+      progress "repeat $r/$repeats, $pct% of $slowest's $peak ops/s, $path"
       f=$work/runs/rate$pct-$path-$r.json
-      bench_json "$f" "${port[$path]}" --key-space "$keys" --connections 16 --rate "$rate" --timeout 30s --duration "${duration}s"
+      paced=1 bench_point "$f" "$path" --key-space "$keys" --connections 16 --rate "$rate" --timeout 30s --duration "${duration}s"
       record "rate$pct" "$path" bench 16 "$r" "$f"
     done
   done
+done
+
+# The 1-connection latency table: closed loop, memgate bench only (memcaslap
+# reports no percentiles), rounds with the paths interleaved. Each round ends
+# with the direct path at a low fixed rate on one connection, whose p50 must
+# match the closed-loop one if the paced sender leaves on time.
+low_rate=1000
+for r in $(seq "$rounds"); do
+  for i in "${!paths[@]}"; do
+    path=${paths[$(((i + r) % ${#paths[@]}))]}
+    progress "round $r/$rounds, 1 connection, $path"
+    f=$work/runs/lat1-$path-$r.json
+    bench_point "$f" "$path" --key-space "$keys" --connections 1 --duration "${duration}s"
+    record lat1 "$path" bench 1 "$r" "$f"
+  done
+  progress "round $r/$rounds, 1 connection at $low_rate ops/s, direct"
+  f=$work/runs/lowrate-direct-$r.json
+  paced=1 bench_point "$f" direct --key-space "$keys" --connections 1 --rate "$low_rate" --timeout 30s --duration "${duration}s"
+  record lowrate direct bench 1 "$r" "$f"
 done
 
 # --------------------------------------------------- 3: connection churn
@@ -250,11 +343,11 @@ for r in $(seq "$repeats"); do
   for path in stunnel memgate-nodes direct; do
     progress "repeat $r/$repeats, churn, $path"
     note python3 benches/compare.py churn PORT "$duration"
-    record churn "$path" python 1 "$r" "$(helper churn "${port[$path]}" "$duration")"
+    record churn "$path" python 1 "$r" "$(load_helper churn "${port[$path]}" "$duration")"
   done
 done
 # The sidecar's memory: after all the above, and with 2000 idle clients.
-read -r before after each <<<"$(helper idle "$pn" "$proxy_pid" "$([ "$smoke" = 1 ] && echo 200 || echo 2000)")"
+read -r before after each <<<"$(load_helper idle "$pn" "$proxy_pid" "$([ "$smoke" = 1 ] && echo 200 || echo 2000)")"
 record idle memgate-nodes python 0 1 "$before $after $each"
 helper facts > "$work/facts-end.tsv"
 stop "$proxy_pid"
@@ -263,12 +356,14 @@ stop "$proxy_pid"
 # Throughput against the memcached above (same flags) and one memgate node
 # without login, interleaved; then each filled, on a fresh process per fill.
 np=$(free_port); node_at "$np" --insecure-no-auth --listen 127.0.0.1:"$np"; node_pid=$pid
+server_pids[memcached]=${server_pids[direct]} server_pids[memgate]=$node_pid
 wait_port "$np"; prefill "$np"
 for r in $(seq "$repeats"); do
   for server in memcached memgate; do
     p=$direct; [ "$server" = memgate ] && p=$np
     progress "repeat $r/$repeats, node throughput, $server"
-    closed_loop node "$server" "$p" 16 "$r"
+    port[$server]=$p
+    closed_loop node "$server" 16 "$r"
   done
 done
 stop "$node_pid"
@@ -278,7 +373,7 @@ fill() { # server tool repeat: a fresh server, filled, then items and RSS
   if [ "$server" = memcached ]; then memcached_at "$p" -t 4; else node_at "$p" --insecure-no-auth --listen 127.0.0.1:"$p"; fi
   wait_port "$p"
   if [ "$tool" = memcaslap ]; then
-    local cmd=(memcaslap -s 127.0.0.1:"$p" -F "$work/fill.cfg" -T 2 -c 16 -w "$((fill_keys / 16 / 1000 + 1))k" -x "$fill_keys")
+    local cmd=("${pin_load[@]}" memcaslap -s 127.0.0.1:"$p" -F "$work/fill.cfg" -T 2 -c 16 -w "$((fill_keys / 16 / 1000 + 1))k" -x "$fill_keys")
     note "${cmd[@]}"
     timeout 600 "${cmd[@]}" > /dev/null 2>&1 || true
   else
@@ -298,11 +393,11 @@ done
 
 # ------------------------------------------------------------- the report
 elapsed=$(($(date +%s) - started))
-args="--duration $duration --repeats $repeats"
+args="--duration $duration --repeats $repeats --rounds $rounds --levels \"$levels\""
 [ "$smoke" = 1 ] && args="--smoke"
 helper report --raw "$raw" --commands "$work/commands.txt" --facts "$work/facts-start.tsv" \
   --facts-end "$work/facts-end.tsv" --out "$out" --duration "$duration" --repeats "$repeats" \
-  --levels "$levels" --fill-keys "$fill_keys" --elapsed "$elapsed" --invocation "benches/compare.sh $args" \
+  --levels "$levels" --rounds "$rounds" --low-rate "$low_rate" --fill-keys "$fill_keys" --elapsed "$elapsed" --invocation "benches/compare.sh $args" \
   --work "$work"
 progress "done: $out/RESULTS.md and $out/plots/"
 echo "$out"

@@ -387,7 +387,8 @@ fn bad_arguments_exit_64_with_one_line() {
 /// `benches/compare.sh --smoke` against the binary under test (needs what
 /// `.ci/run` installs: memcached, memcaslap, stunnel4, nutcracker,
 /// saslpasswd2): the report has figures for every path and every section,
-/// and the plots are written.
+/// CPU per request beside throughput, the 1-connection latency table and the
+/// reply check, and the plots are written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_comparison_script_smoke_run_reports_every_path() {
     let out = tempfile::tempdir().unwrap();
@@ -421,13 +422,25 @@ async fn the_comparison_script_smoke_run_reports_every_path() {
         "memgate → 3 memcached -S -Z",
         "memgate → 3 memgate nodes",
     ] {
-        // Throughput by both tools, closed-loop latency, both rates, and
-        // the scaling tables (by both tools, and p99).
+        // Throughput by both tools, closed-loop latency, one connection,
+        // both rates, and the scaling tables (by both tools, and p99).
         let rows = rows(path);
-        assert!(rows.len() >= 2 + 1 + 2 + 3, "{path}: {rows:?}\n{report}");
+        assert!(
+            rows.len() >= 2 + 1 + 1 + 2 + 3,
+            "{path}: {rows:?}\n{report}"
+        );
         for row in &rows {
             assert!(figure(&row[2]) || figure(&row[3]), "{path}: {row:?}");
         }
+        // The memgate bench row of the 16-connection table ends with the
+        // proxy's and the servers' CPU per request (no proxy on direct).
+        let bench = rows.iter().find(|r| r[2] == "memgate bench").unwrap();
+        let n = bench.len();
+        assert!(
+            figure(&bench[n - 3]) || path == "memcached direct",
+            "{path}: {bench:?}"
+        );
+        assert!(figure(&bench[n - 2]), "{path}: {bench:?}");
     }
     for server in ["memcached", "memgate"] {
         // Throughput by both tools, and a fill by each.
@@ -439,7 +452,11 @@ async fn the_comparison_script_smoke_run_reports_every_path() {
         "## Machine",
         "## Targets",
         "## 3. Connection churn",
-        "### 80%",
+        "## Replies checked",
+        "## 1b. Latency at one connection",
+        "The paced sender's check",
+        "### 30%",
+        "### 60%",
         "## Commands",
     ] {
         assert!(report.contains(section), "{section}\n{report}");
@@ -448,7 +465,7 @@ async fn the_comparison_script_smoke_run_reports_every_path() {
         "throughput_vs_connections",
         "p99_vs_connections",
         "latency_distribution",
-        "latency_distribution_rate50",
+        "latency_distribution_rate30",
     ] {
         let svg = std::fs::read_to_string(out.path().join(format!("plots/{plot}.svg"))).unwrap();
         assert!(
