@@ -8,7 +8,6 @@
 //! whether a path was given still decides the branches.
 #![no_main]
 
-#[allow(dead_code)]
 #[path = "../../../src/cli/proxy.rs"]
 mod proxy;
 
