@@ -127,6 +127,8 @@ def binary_requests():
     reqs.append(request(0x18, extras=exp))  # FLUSHQ with delay
     reqs.append(request(0x10))  # STAT
     reqs.append(request(0x10, key=b"settings"))
+    # A group that UTF-8 repair widens past a key (a round-trip finding).
+    reqs.append(request(0x10, key=b"\xff" * 250))
     reqs.append(request(0x1B, extras=struct.pack(">I", 1)))  # VERBOSITY
     reqs.append(request(0x1C, key=b"foo", extras=exp))  # TOUCH
     reqs.append(request(0x21, key=b"PLAIN", value=b"\0alice\0alice-secret"))
