@@ -8,7 +8,7 @@ use super::{
 };
 use crate::protocol::request::{Command, Exptime, Store, StoreMode};
 use crate::protocol::response::{ErrorReply, Found, Response};
-use crate::protocol::ProtocolError;
+use crate::protocol::{ProtocolError, MAX_KEY_LEN};
 use bytes::{Bytes, BytesMut};
 
 /// The binary expiration for an exptime. A negative exptime ("already
@@ -124,6 +124,12 @@ pub fn encode_request(
         Command::Verbosity => (VERBOSITY, vec![0; 4], none, none, None),
         Command::Stats { group } => {
             let group = group.as_deref().unwrap_or_default().as_bytes();
+            // The group travels as the key, which the server bounds; a text
+            // `stats` line, or a binary group widened by UTF-8 repair, can
+            // hold a longer one.
+            if group.len() > MAX_KEY_LEN {
+                return Err(Unsupported("a stats group longer than a key"));
+            }
             (STAT, Vec::new(), group, none, None)
         }
         Command::Quit => (pick(QUIT, QUITQ), Vec::new(), none, none, None),

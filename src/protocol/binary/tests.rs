@@ -1338,3 +1338,19 @@ proptest! {
         let _ = parse_request(&buf[..end], &Limits { max_item_size: 32 });
     }
 }
+
+/// Found by `tests/fuzz` (request_binary round trip): 250 bytes of invalid
+/// UTF-8 parse to a 750-byte group, which re-encoded as the key of a STAT
+/// would be refused by the server it is sent to.
+#[test]
+fn stats_group_longer_than_a_key_is_not_encoded() {
+    let buf = request(STAT, 0, &[], &[0xff; MAX_KEY_LEN], &[]);
+    let Ok(Parsed::Request(req, _)) = parse_request(&buf, &Limits::default()) else {
+        panic!("a 250-byte group parses");
+    };
+    assert!(encode_request(&req.command, false, OPAQUE, &mut BytesMut::new()).is_err());
+    let longest = Command::Stats {
+        group: Some("s".repeat(MAX_KEY_LEN)),
+    };
+    assert!(encode_request(&longest, false, OPAQUE, &mut BytesMut::new()).is_ok());
+}
