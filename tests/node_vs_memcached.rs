@@ -483,6 +483,11 @@ async fn text_commands_match_memcached() {
 }
 
 #[tokio::test]
+async fn http_request_lines_hang_up_as_in_memcached() {
+    assert_same(http_cases()).await;
+}
+
+#[tokio::test]
 async fn meta_commands_match_memcached() {
     assert_same(meta_cases()).await;
 }
@@ -555,6 +560,14 @@ fn text_cases() -> Vec<Case> {
                 b"get a\r\n",
                 b"cas a 0 0 1\r\nx\r\n",
                 b"cas a 0 0 1 x\r\nx\r\n",
+                b"cas a 0 0 1 0\r\nx\r\n",
+                b"cas nope 0 0 1 0\r\nx\r\n",
+                b"ms a 1 C0\r\nz\r\n",
+                b"ms nope 1 C0\r\nz\r\n",
+                b"md a C0\r\n",
+                b"set n 0 0 1\r\n1\r\n",
+                b"ma n C0 v\r\n",
+                b"get a\r\n",
                 b"cas a 0 0 1 -1\r\nx\r\n",
             ],
         ),
@@ -703,6 +716,10 @@ fn text_cases() -> Vec<Case> {
                 b"verbosity 1 2\r\n",
                 b"verbosity 1 2 3\r\n",
                 b"verbosity\r\n",
+                b"verbosity x\r\n",
+                b"verbosity -1\r\n",
+                b"verbosity noreply\r\n",
+                b"verbosity x noreply\r\n",
                 b"quit\r\n",
             ],
         ),
@@ -727,6 +744,33 @@ fn text_cases() -> Vec<Case> {
             &[b"set a 0 0 1\nx\r\nget a\n", b"set a 0 0 1\r\nxy\n"],
         ),
     ]
+}
+
+fn http_cases() -> Vec<Case> {
+    [
+        "GET / HTTP/1.0\r\n",
+        "PUT /x HTTP/1.1\r\n",
+        "DELETE HTTP/1.1\r\n",
+        "HTTP/1.1\r\n",
+        "GETX / HTTP/1.1\n",
+        "version\r\nGET / HTTP/1.0\r\n",
+        "x HTTP/1.1\r\n",
+        "GET / HTTP/1.1 x\r\n",
+        "get a HTTP/1.1\r\n",
+        "stats HTTP/1.1\r\n",
+        "verbosity HTTP/1.1\r\n",
+        "sxx HTTP/1.1\r\n",
+        "mx HTTP/1.1\r\n",
+        "lru HTTP/1.1\r\n",
+    ]
+    .into_iter()
+    .map(|line| Case {
+        name: line,
+        dialect: Dialect::Text,
+        compare: Compare::Exact,
+        steps: vec![line.as_bytes().to_vec(), b"get zz\r\n".to_vec()],
+    })
+    .collect()
 }
 
 fn meta_cases() -> Vec<Case> {
@@ -1041,4 +1085,37 @@ fn normalising_hides_cas_and_times_only() {
         &["c".into(), "a".into()],
         &["a".into(), "b".into(), "c".into()]
     ));
+}
+
+/// An HTTP request line closes the connection without a reply, in the node
+/// (plain and TLS) and in the sidecar alike; earlier commands still answer.
+#[tokio::test]
+async fn http_request_lines_close_node_and_proxy_connections() {
+    let node = start_node(None, true, |_| {}).await;
+    let mut plain = common::connect(node.plain.unwrap()).await;
+    plain.expect(b"get a\r\n", b"END\r\n").await;
+    plain.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(plain.read_to_close().await.is_empty());
+    let mut tls = common::connect_tls(
+        node.tls.unwrap(),
+        node.ca_pem.as_deref().unwrap(),
+        "localhost",
+    )
+    .await;
+    tls.send(b"PUT /x HTTP/1.1\r\n").await;
+    assert!(tls.read_to_close().await.is_empty());
+
+    let pki = common::TestPki::new();
+    let nodes = common::start_tls_nodes(&pki, 1).await;
+    let proxy = common::start_proxy(common::proxy_config(
+        &common::server_entries(&nodes),
+        &pki.ca_pem(),
+    ))
+    .await;
+    let mut c = common::connect(proxy.addr).await;
+    c.expect(b"set a 0 0 1\r\nx\r\n", b"STORED\r\n").await;
+    c.send(b"DELETE HTTP/1.1\r\n").await;
+    assert!(c.read_to_close().await.is_empty());
+    let mut c = common::connect(proxy.addr).await;
+    c.expect(b"get a\r\n", b"VALUE a 0 1\r\nx\r\nEND\r\n").await;
 }
