@@ -412,7 +412,7 @@ fn stat_names(dialect: Dialect, reply: &[u8]) -> Vec<String> {
 
 /// Per-cache counters memgate adds to `stats` (README, "Differences from
 /// memcached").
-const MEMGATE_ONLY_STATS: &[&str] = &["cmd_delete", "expired"];
+const MEMGATE_ONLY_STATS: &[&str] = &["cmd_delete", "expired", "auth_timeout", "key_max_length"];
 
 /// Whether every item of `ours` appears in `theirs`, in the same order.
 fn is_ordered_subset(ours: &[String], theirs: &[String]) -> bool {
@@ -1060,7 +1060,43 @@ fn binary_cases() -> Vec<Case> {
 fn stats_cases() -> Vec<Case> {
     vec![
         stats("stats", &[b"stats\r\n"]),
+        stats(
+            "stats settings",
+            &[b"stats settings\r\n", b"stats settings x\r\n"],
+        ),
+        stats(
+            "stats groups",
+            &[
+                b"stats sizes\r\n",
+                b"stats items\r\n",
+                b"stats slabs\r\n",
+                b"stats detail dump\r\n",
+            ],
+        ),
+        text(
+            "stats detail and reset",
+            &[
+                b"stats detail on\r\n",
+                b"stats detail off\r\n",
+                b"stats detail\r\n",
+                b"stats detail x\r\n",
+                b"stats reset\r\n",
+                b"stats reset x\r\n",
+                b"stats nope\r\n",
+                b"stats a b c\r\n",
+            ],
+        ),
         binary_stats("binary stats", vec![b(0x10, b"", b"", b"")]),
+        binary_stats(
+            "binary stats groups",
+            vec![
+                b(0x10, b"settings", b"", b""),
+                b(0x10, b"detail on", b"", b""),
+                b(0x10, b"detail dump", b"", b""),
+                b(0x10, b"reset", b"", b""),
+                b(0x10, b"sizes", b"", b""),
+            ],
+        ),
     ]
 }
 

@@ -143,13 +143,15 @@ impl Shared {
                 }
                 pairs
             }
-            Some("settings") => vec![
+            // In memcached 1.6.18's order, then memgate's own settings.
+            Some(g) if g.split(' ').next() == Some("settings") => vec![
                 ("maxbytes".into(), tenant.store.usage().limit.to_string()),
                 ("maxconns".into(), s.max_connections.to_string()),
-                ("item_size_max".into(), s.max_item_size.to_string()),
-                ("num_threads".into(), worker_threads().to_string()),
                 ("evictions".into(), "on".into()),
+                ("num_threads".into(), worker_threads().to_string()),
+                ("detail_enabled".into(), "no".into()),
                 ("cas_enabled".into(), "yes".into()),
+                ("binding_protocol".into(), "auto-negotiate".into()),
                 (
                     "auth_enabled_sasl".into(),
                     if s.no_auth { "no" } else { "yes" }.into(),
@@ -158,13 +160,32 @@ impl Shared {
                     "auth_enabled_ascii".into(),
                     if s.no_auth { "no" } else { "yes" }.into(),
                 ),
+                ("item_size_max".into(), s.max_item_size.to_string()),
+                ("flush_enabled".into(), "yes".into()),
                 ("auth_timeout".into(), s.auth_timeout.as_secs().to_string()),
-                ("binding_protocol".into(), "auto-negotiate".into()),
                 ("key_max_length".into(), MAX_KEY_LEN.to_string()),
             ],
-            // memcached answers these with an empty list on a slab-less build.
-            Some("items" | "slabs" | "sizes" | "conns") => Vec::new(),
-            Some(_) => return Response::Error(ErrorReply::UnknownCommand),
+            // memcached reads only the first word, except for `detail`.
+            Some(group) => match group.split(' ').collect::<Vec<_>>().as_slice() {
+                ["reset", ..] => {
+                    tenant.stats.reset();
+                    return Response::Reset;
+                }
+                // Per-key detail is not kept: on and off are accepted, and
+                // the dump is empty, as memcached's is before any detail.
+                ["detail", "on" | "off", ..] => return Response::Ok,
+                ["detail", "dump", ..] => Vec::new(),
+                ["detail", ..] => {
+                    return Response::Error(ErrorReply::Client(
+                        "usage: stats detail on|off|dump".into(),
+                    ))
+                }
+                ["sizes", ..] => vec![("sizes_status".into(), "disabled".into())],
+                // Slab and connection tables have no meaning for the
+                // per-cache store: answered empty (README, "Differences").
+                ["items" | "slabs" | "conns", ..] => Vec::new(),
+                _ => return Response::Error(ErrorReply::UnknownCommand),
+            },
         };
         Response::Stats(pairs)
     }

@@ -326,6 +326,7 @@ pub fn encode(frame: &TextFrame, response: &Response, out: &mut BytesMut) {
             out.put_slice(b"\r\n");
         }
         Response::Ok => put_line(out, b"OK"),
+        Response::Reset => put_line(out, b"RESET"),
         Response::Version(version) => {
             out.put_slice(b"VERSION ");
             put_line(out, version.as_bytes());
