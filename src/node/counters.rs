@@ -20,6 +20,14 @@ macro_rules! counters {
             pub fn counters(&self) -> Vec<(&'static str, u64)> {
                 vec![$((stringify!($name), self.$name.load(Ordering::Relaxed)),)*]
             }
+
+            /// `stats reset`: zero every counter but the gauge of open
+            /// connections, as memcached's reset leaves `curr_connections`.
+            pub fn reset(&self) {
+                $(if stringify!($name) != "curr_connections" {
+                    self.$name.store(0, Ordering::Relaxed);
+                })*
+            }
         }
     };
 }
@@ -94,5 +102,15 @@ mod tests {
         assert!(all.contains(&("bytes_read", 10)));
         assert!(all.contains(&("evictions", 0)));
         assert_eq!(all.first().map(|c| c.0), Some("curr_connections"));
+    }
+
+    #[test]
+    fn reset_keeps_only_the_connection_gauge() {
+        let s = CacheStats::default();
+        CacheStats::incr(&s.curr_connections);
+        CacheStats::incr(&s.get_hits);
+        s.reset();
+        assert!(s.counters().contains(&("get_hits", 0)));
+        assert!(s.counters().contains(&("curr_connections", 1)));
     }
 }

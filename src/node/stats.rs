@@ -48,6 +48,37 @@ pub const API_STATS: &[&str] = &[
     "expired",
 ];
 
+/// The cache counters `stats` lists before `limit_maxbytes`, in
+/// memcached 1.6.18's order, so that tools which read the reply in order
+/// (or diff it against memcached's) find them where they expect.
+const MEMCACHED_ORDER_HEAD: &[&str] = &[
+    "curr_connections",
+    "total_connections",
+    "cmd_get",
+    "cmd_set",
+    "cmd_flush",
+    "cmd_touch",
+    "get_hits",
+    "get_misses",
+    "get_expired",
+    "get_flushed",
+    "delete_misses",
+    "delete_hits",
+    "incr_misses",
+    "incr_hits",
+    "decr_misses",
+    "decr_hits",
+    "cas_misses",
+    "cas_hits",
+    "cas_badval",
+    "touch_hits",
+    "touch_misses",
+    "auth_cmds",
+    "auth_errors",
+    "bytes_read",
+    "bytes_written",
+];
+
 impl Shared {
     /// The analytics API's stats of one cache ([`API_STATS`]).
     pub fn api_stats(&self, tenant: &Tenant) -> Vec<(&'static str, u64)> {
@@ -77,6 +108,14 @@ impl Shared {
         let pairs: Vec<(String, String)> = match group {
             None => {
                 let usage = tenant.store.usage();
+                let counters = tenant.stats.counters();
+                let counter = |name: &str| {
+                    counters
+                        .iter()
+                        .find(|(n, _)| *n == name)
+                        .map_or(0, |(_, v)| *v)
+                        .to_string()
+                };
                 let mut pairs = vec![
                     ("pid".to_string(), std::process::id().to_string()),
                     (
@@ -86,28 +125,33 @@ impl Shared {
                     ("time".into(), unix_now().to_string()),
                     ("version".into(), VERSION.into()),
                     ("pointer_size".into(), (usize::BITS).to_string()),
-                    ("threads".into(), worker_threads().to_string()),
                     ("max_connections".into(), s.max_connections.to_string()),
                 ];
-                pairs.extend(
-                    tenant
-                        .stats
-                        .counters()
-                        .into_iter()
-                        .map(|(name, value)| (name.to_string(), value.to_string())),
-                );
-                pairs.push(("curr_items".into(), usage.items.to_string()));
-                pairs.push(("bytes".into(), usage.bytes.to_string()));
+                let named = |names: &[&str]| -> Vec<(String, String)> {
+                    names.iter().map(|&n| (n.to_string(), counter(n))).collect()
+                };
+                pairs.extend(named(MEMCACHED_ORDER_HEAD));
                 pairs.push(("limit_maxbytes".into(), usage.limit.to_string()));
+                pairs.push(("threads".into(), worker_threads().to_string()));
+                pairs.push(("bytes".into(), usage.bytes.to_string()));
+                pairs.push(("curr_items".into(), usage.items.to_string()));
+                // Then every other counter, so that none is ever left out.
+                for (name, value) in &counters {
+                    if !pairs.iter().any(|(n, _)| n == name) {
+                        pairs.push((name.to_string(), value.to_string()));
+                    }
+                }
                 pairs
             }
-            Some("settings") => vec![
+            // In memcached 1.6.18's order, then memgate's own settings.
+            Some(g) if g.split(' ').next() == Some("settings") => vec![
                 ("maxbytes".into(), tenant.store.usage().limit.to_string()),
                 ("maxconns".into(), s.max_connections.to_string()),
-                ("item_size_max".into(), s.max_item_size.to_string()),
-                ("num_threads".into(), worker_threads().to_string()),
                 ("evictions".into(), "on".into()),
+                ("num_threads".into(), worker_threads().to_string()),
+                ("detail_enabled".into(), "no".into()),
                 ("cas_enabled".into(), "yes".into()),
+                ("binding_protocol".into(), "auto-negotiate".into()),
                 (
                     "auth_enabled_sasl".into(),
                     if s.no_auth { "no" } else { "yes" }.into(),
@@ -116,13 +160,32 @@ impl Shared {
                     "auth_enabled_ascii".into(),
                     if s.no_auth { "no" } else { "yes" }.into(),
                 ),
+                ("item_size_max".into(), s.max_item_size.to_string()),
+                ("flush_enabled".into(), "yes".into()),
                 ("auth_timeout".into(), s.auth_timeout.as_secs().to_string()),
-                ("binding_protocol".into(), "auto-negotiate".into()),
                 ("key_max_length".into(), MAX_KEY_LEN.to_string()),
             ],
-            // memcached answers these with an empty list on a slab-less build.
-            Some("items" | "slabs" | "sizes" | "conns") => Vec::new(),
-            Some(_) => return Response::Error(ErrorReply::UnknownCommand),
+            // memcached reads only the first word, except for `detail`.
+            Some(group) => match group.split(' ').collect::<Vec<_>>().as_slice() {
+                ["reset", ..] => {
+                    tenant.stats.reset();
+                    return Response::Reset;
+                }
+                // Per-key detail is not kept: on and off are accepted, and
+                // the dump is empty, as memcached's is before any detail.
+                ["detail", "on" | "off", ..] => return Response::Ok,
+                ["detail", "dump", ..] => Vec::new(),
+                ["detail", ..] => {
+                    return Response::Error(ErrorReply::Client(
+                        "usage: stats detail on|off|dump".into(),
+                    ))
+                }
+                ["sizes", ..] => vec![("sizes_status".into(), "disabled".into())],
+                // Slab and connection tables have no meaning for the
+                // per-cache store: answered empty (README, "Differences").
+                ["items" | "slabs" | "conns", ..] => Vec::new(),
+                _ => return Response::Error(ErrorReply::UnknownCommand),
+            },
         };
         Response::Stats(pairs)
     }

@@ -19,7 +19,10 @@
 //! bytes, against the 192-byte slab chunk memcached uses for it.
 //!
 //! # Choices where memcached is loose or the model is ambiguous
-//! - `cas: Some(0)` means "no CAS check", as a zero CAS does in memcached.
+//! - `cas: Some(0)` on a store or delete is a check that always fails, since
+//!   no item has CAS 0 (memcached 1.6.18: text `cas … 0` is EXISTS, meta
+//!   `ms`/`md` `C0` is EX); binary CAS 0 means "no check" and parses as
+//!   `None`. `ma C0` is no check, as in memcached.
 //! - `add` ignores a supplied CAS (meta `ms ME C..` semantics).
 //! - An append/prepend whose result exceeds `max_item_size` answers
 //!   `TooLarge` and keeps the old item (memcached answers NOT_STORED and
@@ -542,7 +545,7 @@ impl Store {
         }
         bump(&self.stats.cmd_set);
         let flush = self.flush_state();
-        let cas_in = st.cas.filter(|&c| c != 0);
+        let cas_in = st.cas;
         let exptime = abs_exptime(st.exptime, now);
         let Some(old) = self.live(&mut s, hash, &st.key, now, &flush) else {
             let exptime = match (st.mode, st.vivify) {
@@ -634,7 +637,7 @@ impl Store {
             bump(&self.stats.delete_misses);
             return Response::NotFound;
         };
-        if let Some(c) = d.cas.filter(|&c| c != 0) {
+        if let Some(c) = d.cas {
             if c != s.entry(i).cas {
                 bump(&self.stats.delete_misses);
                 return Response::Exists;

@@ -445,6 +445,7 @@ pub fn encode_keyed(
         Response::Error(_)
         | Response::Silent
         | Response::Ok
+        | Response::Reset
         | Response::Version(_)
         | Response::Stats(_)
         | Response::AuthOk

@@ -102,6 +102,10 @@ pub enum ProtocolError {
     BadMagic(u8),
     #[error("binary body length {0} is inconsistent with its header")]
     BadBodyLength(u32),
+    /// memcached hangs up on an HTTP request line without a reply: its guard
+    /// against cross-protocol requests a browser can be tricked into sending.
+    #[error("client sent an HTTP request line")]
+    HttpRequest,
 }
 
 /// Parse one request in the connection's dialect.
@@ -120,6 +124,7 @@ fn parse_line(buf: &[u8], limits: &Limits) -> Result<Parsed, ProtocolError> {
     };
     Ok(match line.tokens.get(0) {
         Some(b"mg" | b"ms" | b"md" | b"ma" | b"mn" | b"me") => meta::parse_line(&line, limits),
+        _ if text::is_http_request(&line) => return Err(ProtocolError::HttpRequest),
         _ => text::parse_line(&line, limits),
     })
 }

@@ -59,6 +59,8 @@ pub enum Response {
     Version(String),
     /// `stats [group]`: name/value pairs in order.
     Stats(Vec<(String, String)>),
+    /// `stats reset`: text `RESET`, binary an empty stats list.
+    Reset,
     /// mn / NOOP.
     Noop,
     /// me: the item's metadata (`None` on a miss).

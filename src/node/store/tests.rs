@@ -195,9 +195,12 @@ fn cas_modes_and_counters() {
     app.cas = get(&s, "k", NOW).map(|f| f.cas);
     assert!(matches!(run_store(&s, app, NOW), Response::Stored { .. }));
     assert_eq!(value(&s, "k", NOW).as_deref(), Some(&b"v3!"[..]));
-    // A zero CAS is "no check" (binary semantics).
+    // A zero CAS never matches (text `cas … 0`, meta `C0`): no item has
+    // CAS 0. Binary's "CAS 0 = no check" is the parser's (it yields None).
     let mut zero = st(StoreMode::Set, "k", b"z", 0);
     zero.cas = Some(0);
+    assert_eq!(run_store(&s, zero.clone(), NOW), Response::Exists);
+    zero.cas = None;
     assert!(matches!(run_store(&s, zero, NOW), Response::Stored { .. }));
     // Add ignores the CAS and fails on an existing key.
     let mut add = st(StoreMode::Add, "k", b"a", 0);

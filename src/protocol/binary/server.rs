@@ -192,6 +192,8 @@ pub fn encode_keyed_response(
             put_reply(base, out);
             return;
         }
+        // memcached ends a reset's (empty) stats list at once.
+        Response::Reset => (status::NO_ERROR, 0, &[]),
         Response::Stored { cas } => (status::NO_ERROR, *cas, &[]),
         Response::Number { value, cas, .. } => {
             number = value.to_be_bytes();

@@ -826,3 +826,32 @@ fn check_progress(buf: &[u8]) -> Result<(), TestCaseError> {
     }
     Ok(())
 }
+
+#[test]
+fn http_request_lines_are_fatal() {
+    use crate::protocol::{parse, Dialect};
+    for line in [
+        &b"GET / HTTP/1.0\r\n"[..],
+        b"PUT /x HTTP/1.1\r\n",
+        b"DELETE HTTP/1.1\r\n",
+        b"HTTP/1.1\n",
+    ] {
+        assert_eq!(
+            parse(Dialect::Text, line, &Limits::default()),
+            Err(ProtocolError::HttpRequest),
+            "{line:?}"
+        );
+    }
+    for line in [
+        &b"x HTTP/1.1\r\n"[..],
+        b"get a HTTP/1.1\r\n",
+        b"GET / HTTP/1.1 x\r\n",
+        b"stats HTTP/1.1\r\n",
+        b"mx HTTP/1.1\r\n",
+    ] {
+        assert!(
+            parse(Dialect::Text, line, &Limits::default()).is_ok(),
+            "{line:?}"
+        );
+    }
+}
