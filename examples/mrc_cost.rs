@@ -3,6 +3,12 @@
 //! `get` of the same keys; CPU at 100k ops/s; and the tracker's memory.
 //!
 //! `cargo run --release --example mrc_cost [keys]`
+//!
+//! `mrc_cost store on|off [keys]` instead replays a Zipf 0.99 stream of
+//! gets and sets (9:1) through a store with the tracker on or off and
+//! prints ns per command; under
+//! `valgrind --tool=callgrind --toggle-collect='*replay*'` the two runs'
+//! instruction counts are the tracker's cost per command.
 
 use std::hash::BuildHasher;
 use std::hint::black_box;
@@ -52,9 +58,73 @@ fn zipf(n: usize, len: usize, rng: &mut StdRng) -> Vec<Bytes> {
         .collect()
 }
 
+fn set(k: &Bytes) -> Command {
+    Command::Store(StoreCmd {
+        mode: StoreMode::Set,
+        key: k.clone(),
+        flags: 0,
+        exptime: 0,
+        data: Bytes::from(vec![b'v'; VALUE]),
+        cas: None,
+        invalidate: false,
+        vivify: None,
+    })
+}
+
+/// The measured loop (named for callgrind's `--toggle-collect`).
+#[inline(never)]
+fn replay(store: &Store, commands: &[Command], now: u64) {
+    for c in commands {
+        black_box(store.execute(black_box(c), now));
+    }
+}
+
+/// `store on|off [keys]`: a store with or without the tracker, filled with
+/// every key, then a 9:1 get/set Zipf stream.
+fn store_mode(on: bool, n: usize) {
+    let mut rng = StdRng::seed_from_u64(2);
+    let store = Store::new(256 << 20, 1 << 20, Arc::new(CacheStats::default()));
+    let store = if on { store } else { store.without_what_if() };
+    let now = 1_700_000_000;
+    let fill: Vec<Command> = (0..n).map(|i| set(&key(i))).collect();
+    for c in &fill {
+        store.execute(c, now);
+    }
+    let commands: Vec<Command> = zipf(n, 500_000, &mut rng)
+        .iter()
+        .map(|k| {
+            if rng.gen_range(0..10) == 0 {
+                set(k)
+            } else {
+                Command::Get(Get {
+                    keys: vec![k.clone()],
+                    ..Get::default()
+                })
+            }
+        })
+        .collect();
+    let t = Instant::now();
+    replay(&store, &commands, now);
+    let ns = t.elapsed().as_nanos() as f64 / commands.len() as f64;
+    println!(
+        "store, tracker {}: {ns:.1} ns per command ({} commands, {n} keys)",
+        if on { "on" } else { "off" },
+        commands.len()
+    );
+}
+
 fn main() {
-    let n: usize = std::env::args()
-        .nth(1)
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("store") {
+        let on = args.nth(1).as_deref() != Some("off");
+        let n = args
+            .next()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(1_000_000);
+        return store_mode(on, n);
+    }
+    let n: usize = args
+        .next()
         .and_then(|a| a.parse().ok())
         .unwrap_or(1_000_000);
     let mut rng = StdRng::seed_from_u64(1);
@@ -102,24 +172,12 @@ fn main() {
     let few: Vec<Bytes> = (0..OPS).map(|_| key(rng.gen_range(0..1500))).collect();
     let sampled = ns_per(&few, |k| small.record(black_box(k), size));
 
-    // A store get of the same Zipf keys, for scale.
+    // A store get of the same Zipf keys, for scale (without its own tracker).
     let stats = Arc::new(CacheStats::default());
-    let store = Store::new(256 << 20, 1 << 20, stats);
+    let store = Store::new(256 << 20, 1 << 20, stats).without_what_if();
     let now = 1_700_000_000;
     for i in 0..n {
-        store.execute(
-            &Command::Store(StoreCmd {
-                mode: StoreMode::Set,
-                key: key(i),
-                flags: 0,
-                exptime: 0,
-                data: Bytes::from(vec![b'v'; VALUE]),
-                cas: None,
-                invalidate: false,
-                vivify: None,
-            }),
-            now,
-        );
+        store.execute(&set(&key(i)), now);
     }
     let gets: Vec<Command> = stream
         .iter()

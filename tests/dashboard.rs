@@ -215,6 +215,22 @@ async fn dashboard_without_javascript() {
     assert!(picked.contains("data-series=\"connections\""));
     assert!(picked.contains("<option value=\"connections\" selected>"));
 
+    // What if: a few dozen gets are too few to draw a curve from, and the
+    // page says so; the API has the same curve, over both nodes' limits.
+    assert!(
+        page.contains("id=\"what-if\" data-trustworthy=\"false\""),
+        "{page}"
+    );
+    assert!(page.contains("id=\"what-if-note\"") && page.contains("Not enough traffic yet"));
+    assert!(!page.contains("class=\"what-if-lines\""));
+    let w = c.api("/api/v1/1561/whatif", ALICE).await;
+    assert_eq!(w["what_if"]["trustworthy"], false, "{w}");
+    assert_eq!(w["what_if"]["limit"], 16 << 20);
+    assert_eq!(w["what_if"]["accesses_total"], sum(&stats, "cmd_get"));
+    assert_eq!(w["servers"].as_object().unwrap().len(), 2);
+    let (status, _) = c.get("/api/v1/1561/whatif", Some(BOB)).await;
+    assert_eq!(status, 403);
+
     // Forms need this page's token.
     let token = csrf(&page);
     let (status, _, _) = c.post("/caches/1561/credentials", ALICE, "").await;
@@ -375,6 +391,22 @@ async fn dashboard_in_headless_chromium() {
         c.traffic(round).await;
         tokio::time::sleep(std::time::Duration::from_millis(350)).await;
     }
+    // Enough reads for a curve the page draws (every key is in the sample).
+    let client = &mut c.clients[0];
+    for i in 0..40 {
+        let set = format!("set hot{i} 0 0 3\r\nabc\r\n");
+        client.expect(set.as_bytes(), b"STORED\r\n").await;
+    }
+    for i in 0..700 {
+        let key = format!("hot{}", i % 40);
+        let reply = format!("VALUE {key} 0 3\r\nabc\r\nEND\r\n");
+        client
+            .expect(format!("get {key}\r\n").as_bytes(), reply.as_bytes())
+            .await;
+    }
+    let w = c.api("/api/v1/1561/whatif", ALICE).await;
+    assert_eq!(w["what_if"]["trustworthy"], true, "{w}");
+    assert!(!w["history"].as_array().unwrap().is_empty(), "{w}");
     // Screenshots go next to the build output: target/dashboard*.png.
     let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
         .parent()

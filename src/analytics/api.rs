@@ -10,7 +10,10 @@
 //! also carries `"pending_nodes": [...]`.
 //!
 //! Beyond the hosted API: `POST /api/v1/<cache_id>/enable` enables a cache
-//! that `--disable-after` disabled.
+//! that `--disable-after` disabled, and `GET /api/v1/<cache_id>/whatif`
+//! gives the cache's predicted hit rate at other memory sizes: `{"what_if":
+//! merged curve | null, "servers": {node: curve}, "history": [{"timestamp",
+//! "what_if"}]}` (the curve is `node::mrc::WhatIf`).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -38,6 +41,7 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/api/login", get(login))
         .route("/api/v1/{cache_id}/stats", get(stats))
         .route("/api/v1/{cache_id}/history", get(history))
+        .route("/api/v1/{cache_id}/whatif", get(what_if))
         .route("/api/v1/{cache_id}/flush", post(flush))
         .route(
             "/api/v1/{cache_id}/credentials",
@@ -81,6 +85,7 @@ pub fn endpoint_of(path: &str) -> &'static str {
         ["", "api", "v1", "login"] | ["", "api", "login"] => "/api/v1/login",
         ["", "api", "v1", _, "stats"] => "/api/v1/{cache_id}/stats",
         ["", "api", "v1", _, "history"] => "/api/v1/{cache_id}/history",
+        ["", "api", "v1", _, "whatif"] => "/api/v1/{cache_id}/whatif",
         ["", "api", "v1", _, "flush"] => "/api/v1/{cache_id}/flush",
         ["", "api", "v1", _, "credentials"] => "/api/v1/{cache_id}/credentials",
         ["", "api", "v1", _, "credentials", "primary", _] => {
@@ -153,6 +158,28 @@ async fn history(
         })
         .collect();
     Ok(Json(Value::Array(list)))
+}
+
+async fn what_if(
+    State(service): State<Arc<Service>>,
+    Path(cache_id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&service, &headers, Some(&cache_id)).await?;
+    let (merged, servers) = ops::what_if(&service, &cache_id).await?;
+    let kept = service.db.what_if_history(&cache_id).map_err(|error| {
+        tracing::error!(%error, "what-if history not read");
+        ops::server_error(&[])
+    })?;
+    let history: Vec<Value> = kept
+        .into_iter()
+        .map(|(t, curve)| json!({ "timestamp": t.to_string(), "what_if": curve }))
+        .collect();
+    Ok(Json(json!({
+        "what_if": merged,
+        "servers": servers,
+        "history": history,
+    })))
 }
 
 async fn flush(
@@ -338,6 +365,7 @@ mod tests {
         for (path, pattern) in [
             ("/api/v1/1561/stats", "/api/v1/{cache_id}/stats"),
             ("/api/v1/1561/enable", "/api/v1/{cache_id}/enable"),
+            ("/api/v1/1561/whatif", "/api/v1/{cache_id}/whatif"),
             ("/caches/1561", "/caches/{cache_id}"),
             ("/caches/1561/graphs", "/caches/{cache_id}/graphs"),
             (

@@ -4,6 +4,9 @@
 //! - `history(cache_id, server, timestamp_ms, stats)`: one row per cache per
 //!   node per sample; `stats` is the node's JSON object. Rows older than
 //!   `--retention` are deleted after each sample.
+//! - `what_if(cache_id, timestamp_ms, curve)`: the cache's what-if curve
+//!   merged over its nodes (`node::mrc::WhatIf` as JSON), one row per cache
+//!   per sample, pruned with the history.
 //! - `pending(id, node, change)`: credential changes a node has not applied
 //!   yet, in order; they survive a restart of `memgate analytics`.
 //!
@@ -11,7 +14,7 @@
 //! it retries pending changes and looks for idle caches (`--disable-after`)
 //! each time, and samples when a sample is due.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,9 +22,10 @@ use std::time::{Duration, Instant};
 use rusqlite::{params, Connection};
 use serde_json::Value;
 
-use super::{Change, Service};
+use super::{ops, Change, Service};
 use crate::clock::unix_now_ms;
 use crate::metrics as m;
+use crate::node::mrc::WhatIf;
 
 /// How often pending changes are retried (when the sample interval is longer).
 const RETRY_EVERY: Duration = Duration::from_secs(5);
@@ -50,6 +54,13 @@ CREATE TABLE IF NOT EXISTS history (
     stats TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS history_by_cache ON history (cache_id, timestamp_ms);
+CREATE TABLE IF NOT EXISTS what_if (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    cache_id TEXT NOT NULL,
+    timestamp_ms INTEGER NOT NULL,
+    curve TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS what_if_by_cache ON what_if (cache_id, timestamp_ms);
 CREATE TABLE IF NOT EXISTS pending (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     node TEXT NOT NULL,
@@ -118,9 +129,49 @@ impl Db {
         rows.collect()
     }
 
+    /// Keep merged what-if curves: `(cache_id, timestamp_ms, curve)`.
+    pub fn insert_what_ifs(&self, rows: &[(String, i64, WhatIf)]) -> rusqlite::Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO what_if (cache_id, timestamp_ms, curve) VALUES (?1, ?2, ?3)",
+            )?;
+            for (cache_id, timestamp_ms, curve) in rows {
+                let json = serde_json::to_string(curve).unwrap_or_default();
+                stmt.execute(params![cache_id, timestamp_ms, json])?;
+            }
+        }
+        tx.commit()
+    }
+
+    /// A cache's kept what-if curves, oldest first.
+    pub fn what_if_history(&self, cache_id: &str) -> rusqlite::Result<Vec<(i64, WhatIf)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT timestamp_ms, curve FROM what_if WHERE cache_id = ?1 ORDER BY timestamp_ms, id",
+        )?;
+        let rows = stmt.query_map(params![cache_id], |row| {
+            Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (t, json) = row?;
+            if let Ok(curve) = serde_json::from_str(&json) {
+                out.push((t, curve));
+            }
+        }
+        Ok(out)
+    }
+
     /// Delete rows older than `cutoff_ms`; returns how many.
     pub fn prune(&self, cutoff_ms: i64) -> rusqlite::Result<usize> {
-        self.conn().execute(
+        let conn = self.conn();
+        conn.execute(
+            "DELETE FROM what_if WHERE timestamp_ms < ?1",
+            params![cutoff_ms],
+        )?;
+        conn.execute(
             "DELETE FROM history WHERE timestamp_ms < ?1",
             params![cutoff_ms],
         )
@@ -181,6 +232,7 @@ impl Db {
 pub async fn sample_once(service: &Service) -> usize {
     let now = unix_now_ms();
     let mut samples = Vec::new();
+    let mut curves: BTreeMap<String, Vec<WhatIf>> = BTreeMap::new();
     for node in &service.nodes {
         let caches = match service.caches_of(node).await {
             Ok(view) => view.caches,
@@ -190,6 +242,9 @@ pub async fn sample_once(service: &Service) -> usize {
             }
         };
         for cache in caches {
+            if let Ok(Some(curve)) = ops::node_what_if(service, node, &cache.id).await {
+                curves.entry(cache.id.clone()).or_default().push(curve);
+            }
             let path = format!("/admin/caches/{}/stats", cache.id);
             if let Ok((200, stats)) = service.call(node, "GET", &path, None).await {
                 samples.push(Sample {
@@ -204,6 +259,13 @@ pub async fn sample_once(service: &Service) -> usize {
     if let Err(error) = service.db.insert_samples(&samples) {
         tracing::error!(%error, "history not written");
         return 0;
+    }
+    let merged: Vec<(String, i64, WhatIf)> = curves
+        .into_iter()
+        .map(|(id, parts)| (id, now, WhatIf::merged(&parts)))
+        .collect();
+    if let Err(error) = service.db.insert_what_ifs(&merged) {
+        tracing::error!(%error, "what-if history not written");
     }
     metrics::counter!(m::ANALYTICS_SAMPLES_TOTAL).increment(samples.len() as u64);
     let cutoff = now - service.retention.as_millis().min(i64::MAX as u128) as i64;

@@ -9,8 +9,9 @@ use base64::Engine;
 use rand::distributions::{Alphanumeric, DistString};
 use serde_json::{Map, Value};
 
-use super::{Change, NodeDown, Service};
+use super::{Change, NodeDown, NodeEntry, Service};
 use crate::node::admin::{CacheView, CredentialView, LoginView};
+use crate::node::mrc::WhatIf;
 
 pub const NOT_AUTHORIZED: &str = "You are not authorized to perform this action.";
 pub const NO_CACHE: &str = "No cache found.";
@@ -104,6 +105,50 @@ pub async fn node_stats(service: &Service, cache_id: &str) -> Result<Map<String,
         return Err(server_error(&down));
     }
     Ok(out)
+}
+
+/// One node's what-if curve for the cache: None when the node does not
+/// host it or its tracker is off.
+pub async fn node_what_if(
+    service: &Service,
+    node: &NodeEntry,
+    cache_id: &str,
+) -> Result<Option<WhatIf>, NodeDown> {
+    let path = format!("/admin/caches/{cache_id}/whatif");
+    match service.call(node, "GET", &path, None).await? {
+        (200, mut value) => Ok(serde_json::from_value(value["what_if"].take()).ok()),
+        _ => Ok(None),
+    }
+}
+
+/// The cache's what-if curve across its nodes, keyed `"what_if"` (the
+/// merged curve, or null when no node has one) and `"servers"` (each
+/// node's own curve, by node label).
+pub async fn what_if(
+    service: &Service,
+    cache_id: &str,
+) -> Result<(Option<WhatIf>, Map<String, Value>), OpError> {
+    let mut parts = Vec::new();
+    let mut servers = Map::new();
+    let mut down = Vec::new();
+    for node in &service.nodes {
+        match node_what_if(service, node, cache_id).await {
+            Ok(Some(w)) => {
+                servers.insert(
+                    node.label.clone(),
+                    serde_json::to_value(&w).unwrap_or_default(),
+                );
+                parts.push(w);
+            }
+            Ok(None) => {}
+            Err(e) => down.push(e),
+        }
+    }
+    if !down.is_empty() {
+        return Err(server_error(&down));
+    }
+    let merged = (!parts.is_empty()).then(|| WhatIf::merged(&parts));
+    Ok((merged, servers))
 }
 
 /// Flush the cache on every node; the caller needs `flush`.

@@ -9,6 +9,7 @@
 //! | --- | --- |
 //! | `GET /admin/caches` | `{"version", "caches": [{"id", "memory_limit", "disabled", "credentials": [{"username", "primary", "write", "flush", "api"}]}]}`, never a password or hash |
 //! | `GET /admin/caches/{id}/stats` | the cache's stats ([`super::stats::API_STATS`]) as an object |
+//! | `GET /admin/caches/{id}/whatif` | `{"what_if": {...}}`: the cache's predicted hit rate at other sizes ([`WhatIf`]), `null` when the node's tracker is off |
 //! | `POST /admin/caches/{id}/flush` | `flush_all` on the cache |
 //! | `PUT /admin/caches/{id}/credentials` | replace the credential list (below); persisted atomically, then in force |
 //! | `PUT /admin/caches/{id}/disabled` | `{"disabled": bool}`: disable or enable the cache; persisted the same way |
@@ -40,6 +41,7 @@ use tokio::net::TcpListener;
 
 use super::auth::Secret;
 use super::caches::{Capabilities, Credential};
+use super::mrc::WhatIf;
 use super::{Shared, UpdateError};
 use crate::clock::unix_now;
 use crate::protocol::request::Command;
@@ -94,6 +96,7 @@ pub fn router(shared: Arc<Shared>, token: Option<&str>) -> Router {
     Router::new()
         .route("/admin/caches", get(list_caches))
         .route("/admin/caches/{id}/stats", get(stats))
+        .route("/admin/caches/{id}/whatif", get(what_if))
         .route("/admin/caches/{id}/flush", post(flush))
         .route("/admin/caches/{id}/credentials", put(replace_credentials))
         .route("/admin/caches/{id}/disabled", put(set_disabled))
@@ -212,6 +215,18 @@ async fn stats(State(state): State<AdminState>, Path(id): Path<String>) -> Respo
         .map(|(k, v)| (k.to_owned(), Value::from(v)))
         .collect();
     Json(Value::Object(map)).into_response()
+}
+
+/// The cache's what-if curve: the hit rate at [`super::mrc::MULTIPLES`] of
+/// its limit on this node.
+async fn what_if(State(state): State<AdminState>, Path(id): Path<String>) -> Response {
+    let tenants = state.shared.tenants();
+    let Some(tenant) = tenants.get(&id) else {
+        return error(StatusCode::NOT_FOUND, "no such cache");
+    };
+    let limit = tenant.store.usage().limit;
+    let view: Option<WhatIf> = tenant.store.what_if().map(|t| t.what_if(limit, unix_now()));
+    Json(json!({ "what_if": view })).into_response()
 }
 
 async fn flush(State(state): State<AdminState>, Path(id): Path<String>) -> Response {

@@ -421,7 +421,8 @@ impl Node {
     }
 }
 
-/// Reclaim expired items in the background, a bounded batch per cache per second.
+/// Reclaim expired items in the background, a bounded batch per cache per
+/// second, and start each cache's next what-if window when it is due.
 async fn sweep_expired(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -429,6 +430,9 @@ async fn sweep_expired(shared: Arc<Shared>) {
         let now = unix_now();
         for tenant in shared.tenants().iter() {
             let reclaimed = tenant.store.reclaim_expired(now, 10_000);
+            if let Some(tracker) = tenant.store.what_if() {
+                tracker.rotate_if_due(now);
+            }
             if reclaimed > 0 {
                 tracing::trace!(cache = %tenant.id, reclaimed, "expired items reclaimed");
             }

@@ -58,6 +58,7 @@ use std::sync::{Mutex, MutexGuard};
 use serde::{Deserialize, Serialize};
 
 pub use self::merge::merge;
+use crate::clock::unix_now;
 
 /// Sampled keys tracked per cache by default: the most that keeps the
 /// tracker under 64 KiB (see the footprint test).
@@ -66,6 +67,22 @@ pub const MAX_KEYS: usize = 2048;
 pub const MIN_SAMPLED_ACCESSES: u64 = 500;
 /// ... and this many sampled keys, unless every key is sampled.
 pub const MIN_SAMPLED_KEYS: u64 = 200;
+/// Seconds between two [`Tracker::rotate_if_due`] rotations: a curve covers
+/// the last 10 to 20 minutes.
+pub const ROTATE_EVERY: u64 = 600;
+/// The sizes a node reports a curve at, as multiples of the cache's limit
+/// (at least 0.25× to 8×, and enough points between to draw it).
+pub const MULTIPLES: [f64; 13] = [
+    0.125, 0.25, 0.375, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 16.0,
+];
+
+/// `limit × m` for each of [`MULTIPLES`].
+pub fn sizes_for(limit: u64) -> Vec<u64> {
+    MULTIPLES
+        .iter()
+        .map(|m| (limit as f64 * m).round() as u64)
+        .collect()
+}
 
 /// Histogram buckets per doubling of distance (about 9% wide each).
 const STEPS_PER_OCTAVE: usize = 8;
@@ -132,6 +149,74 @@ impl Curve {
     }
 }
 
+/// A curve as the node's admin API and `memgate analytics` show it (the
+/// `what_if` object): the hit rate at each of `sizes`, with the sample it
+/// comes from.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct WhatIf {
+    /// The cache's memory limit now, in bytes.
+    pub limit: u64,
+    /// Bytes, increasing.
+    pub sizes: Vec<u64>,
+    /// The predicted read hit rate (0 to 1) at each size.
+    pub hit_rates: Vec<f64>,
+    pub sampled_keys: u64,
+    pub sampled_accesses: u64,
+    pub accesses_total: u64,
+    pub sample_rate: f64,
+    /// Seconds of traffic the curve covers.
+    pub window_seconds: u64,
+    /// Whether the sample is big enough ([`Curve::trustworthy`]).
+    pub trustworthy: bool,
+}
+
+impl WhatIf {
+    pub fn new(limit: u64, curve: &Curve, window_seconds: u64) -> WhatIf {
+        WhatIf {
+            limit,
+            sizes: curve.points.iter().map(|p| p.0).collect(),
+            hit_rates: curve.points.iter().map(|p| p.1).collect(),
+            sampled_keys: curve.sampled_keys,
+            sampled_accesses: curve.sampled_accesses,
+            accesses_total: curve.accesses_total,
+            sample_rate: curve.sample_rate,
+            window_seconds,
+            trustworthy: curve.trustworthy(),
+        }
+    }
+
+    /// The curve back from its JSON form (for [`merge`]).
+    pub fn curve(&self) -> Curve {
+        Curve {
+            points: self
+                .sizes
+                .iter()
+                .copied()
+                .zip(self.hit_rates.iter().copied())
+                .collect(),
+            sampled_keys: self.sampled_keys,
+            sampled_accesses: self.sampled_accesses,
+            accesses_total: self.accesses_total,
+            sample_rate: self.sample_rate,
+        }
+    }
+
+    /// The predicted hit rate at `size` bytes.
+    pub fn hit_rate_at(&self, size: u64) -> f64 {
+        self.curve().hit_rate_at(size)
+    }
+
+    /// A cache's curve from its nodes' curves ([`merge`]), at
+    /// [`MULTIPLES`] of the sum of their limits.
+    pub fn merged(nodes: &[WhatIf]) -> WhatIf {
+        let limit = nodes.iter().map(|w| w.limit).sum();
+        let parts: Vec<(Curve, u64)> = nodes.iter().map(|w| (w.curve(), w.limit)).collect();
+        let curve = merge(&parts, &sizes_for(limit));
+        let window = nodes.iter().map(|w| w.window_seconds).max().unwrap_or(0);
+        WhatIf::new(limit, &curve, window)
+    }
+}
+
 /// One cache's tracker. `Send + Sync`; every method takes `&self`.
 pub struct Tracker<S = RandomState> {
     hasher: S,
@@ -139,6 +224,10 @@ pub struct Tracker<S = RandomState> {
     threshold: AtomicU64,
     /// Every read, sampled or not.
     reads: AtomicU64,
+    /// Unix seconds when the current window began (the last rotation) and
+    /// when the previous one did: the curve covers the time since the latter.
+    rotated_at: AtomicU64,
+    window_from: AtomicU64,
     core: Mutex<Core>,
 }
 
@@ -160,10 +249,13 @@ impl<S: BuildHasher> Tracker<S> {
     /// 65535 × 2/3 so that slot numbers fit a `u16`).
     pub fn with_hasher(max_keys: usize, hasher: S) -> Tracker<S> {
         let core = Core::new(max_keys.clamp(1, 40_000));
+        let now = unix_now();
         Tracker {
             hasher,
             threshold: AtomicU64::new(core.threshold),
             reads: AtomicU64::new(0),
+            rotated_at: AtomicU64::new(now),
+            window_from: AtomicU64::new(now),
             core: Mutex::new(core),
         }
     }
@@ -218,6 +310,31 @@ impl<S: BuildHasher> Tracker<S> {
     pub fn rotate(&self) {
         let reads = self.reads.load(Ordering::Relaxed);
         self.slow(|core| core.rotate(reads));
+    }
+
+    /// [`Tracker::rotate`] when [`ROTATE_EVERY`] seconds have passed since
+    /// the last rotation (`now` in unix seconds); called once a second.
+    pub fn rotate_if_due(&self, now: u64) {
+        let last = self.rotated_at.load(Ordering::Relaxed);
+        if now >= last.saturating_add(ROTATE_EVERY) {
+            self.window_from.store(last, Ordering::Relaxed);
+            self.rotated_at.store(now, Ordering::Relaxed);
+            self.rotate();
+        }
+    }
+
+    /// Seconds the curve covers at `now`.
+    pub fn window_seconds(&self, now: u64) -> u64 {
+        now.saturating_sub(self.window_from.load(Ordering::Relaxed))
+    }
+
+    /// The curve at [`MULTIPLES`] of `limit`, as the admin API shows it.
+    pub fn what_if(&self, limit: u64, now: u64) -> WhatIf {
+        WhatIf::new(
+            limit,
+            &self.curve(&sizes_for(limit)),
+            self.window_seconds(now),
+        )
     }
 
     /// The predicted hit rate at each of `sizes` (sorted, duplicates

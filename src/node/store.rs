@@ -46,6 +46,7 @@ use bytes::Bytes;
 use self::shard::{Entry, Flush, Removed, Shard, FETCHED, STALE, TOKEN_SENT};
 use crate::clock::unix_now;
 use crate::node::counters::CacheStats;
+use crate::node::mrc::Tracker;
 use crate::protocol::request::{self, Arith, Command, Delete, Exptime, Get, StoreMode};
 use crate::protocol::{ErrorReply, Found, Response, MAX_KEY_LEN};
 
@@ -83,6 +84,9 @@ pub struct Store {
     /// The shard the next expiry sweep starts at.
     sweep_next: AtomicUsize,
     stats: Arc<CacheStats>,
+    /// The what-if tracker (`node::mrc`), fed after each command from the
+    /// command and its reply, outside the shard lock; None when turned off.
+    what_if: Option<Tracker>,
 }
 
 /// Convert a client exptime to absolute unix seconds (0 never), as
@@ -225,14 +229,25 @@ impl Store {
             max_item_size,
             sweep_next: AtomicUsize::new(0),
             stats,
+            what_if: Some(Tracker::new()),
         }
+    }
+
+    /// The same store without the what-if tracker (to measure its cost).
+    pub fn without_what_if(mut self) -> Store {
+        self.what_if = None;
+        self
+    }
+
+    pub fn what_if(&self) -> Option<&Tracker> {
+        self.what_if.as_ref()
     }
 
     /// Execute a data command: Get, Store, Delete, Arith, Touch, FlushAll,
     /// MetaDebug. Anything else is `Error(UnknownCommand)`. `now` is unix
     /// seconds.
     pub fn execute(&self, cmd: &Command, now: u64) -> Response {
-        match cmd {
+        let response = match cmd {
             Command::Get(g) => self.get(g, now),
             Command::Store(s) => self.store(s, now),
             Command::Delete(d) => self.delete(d, now),
@@ -241,7 +256,11 @@ impl Store {
             Command::FlushAll { delay } => self.flush_all(*delay, now),
             Command::MetaDebug { key } => self.meta_debug(key, now),
             _ => Response::Error(ErrorReply::UnknownCommand),
+        };
+        if let Some(tracker) = &self.what_if {
+            track(tracker, cmd, &response);
         }
+        response
     }
 
     /// Remove the key if present (used when an over-size set is refused:
@@ -251,6 +270,16 @@ impl Store {
         let mut s = self.lock(hash);
         if let Some(i) = s.find(hash, key) {
             s.remove(i);
+        }
+        drop(s);
+        self.forget(key);
+    }
+
+    /// The item is gone at every size (unlinked, expired, flushed): its
+    /// next read must not count as a hit in the what-if curve.
+    fn forget(&self, key: &[u8]) {
+        if let Some(tracker) = &self.what_if {
+            tracker.remove(key);
         }
     }
 
@@ -359,10 +388,12 @@ impl Store {
         let e = s.entry(i);
         if flush.flushed(e, now) {
             s.remove(i);
+            self.forget(key);
             bump(&self.stats.get_flushed);
             None
         } else if e.is_expired(now) {
             s.remove(i);
+            self.forget(key);
             bump(&self.stats.get_expired);
             bump(&self.stats.expired);
             None
@@ -831,6 +862,45 @@ impl Store {
             ("size".to_string(), size.to_string()),
         ];
         Response::MetaDebug(Some(fields))
+    }
+}
+
+/// Feed a command's effect to the what-if tracker: reads are hit-or-miss
+/// events; writes move the key up as the LRU does; removals forget it.
+fn track(tracker: &Tracker, cmd: &Command, response: &Response) {
+    match (cmd, response) {
+        (Command::Get(g), Response::Get(found)) => {
+            for (key, f) in g.keys.iter().zip(found) {
+                let size = f.as_ref().map_or(0, |f| charge(key.len(), f.data.len()));
+                tracker.record(key, size as u64);
+            }
+        }
+        (Command::Store(st), Response::Stored { .. }) => {
+            let size = match st.mode {
+                // The result's size is not at hand; the key keeps its own.
+                StoreMode::Append | StoreMode::Prepend => 0,
+                _ => charge(st.key.len(), st.data.len()),
+            };
+            tracker.record_write(&st.key, size as u64);
+        }
+        // add on an existing item bumps it.
+        (Command::Store(st), Response::NotStored) if st.mode == StoreMode::Add => {
+            tracker.record_write(&st.key, 0);
+        }
+        // A refused set unlinks the old item.
+        (Command::Store(st), Response::Error(ErrorReply::OutOfMemory))
+            if st.mode == StoreMode::Set =>
+        {
+            tracker.remove(&st.key);
+        }
+        (Command::Arith(a), Response::Number { value, .. }) => {
+            let digits = value.checked_ilog10().unwrap_or(0) as usize + 1;
+            tracker.record_write(&a.key, charge(a.key.len(), digits) as u64);
+        }
+        (Command::Touch { key, .. }, Response::Touched) => tracker.record_write(key, 0),
+        (Command::Delete(d), Response::Deleted) if !d.invalidate => tracker.remove(&d.key),
+        (Command::FlushAll { delay }, Response::Ok) if *delay <= 0 => tracker.flush(),
+        _ => {}
     }
 }
 

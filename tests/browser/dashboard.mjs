@@ -1,7 +1,8 @@
 // The analytics dashboard in headless Chromium (run by tests/dashboard.rs,
 // which starts two nodes and `memgate analytics` and sets the environment):
 // log in with basic auth, check the numbers against the API, switch graph
-// series, create and delete a credential, flush with confirmation, and save
+// series, check the what-if panel against the API, create and delete a
+// credential, flush with confirmation, and save
 // a desktop and a phone-size screenshot. Only loopback is ever contacted.
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -103,6 +104,21 @@ try {
   check(points >= 2, `items graph has ${points} points`);
   await page.selectOption("#graph-a", "usage");
   await page.locator('svg[data-series="usage"]').waitFor();
+
+  // What if: the curve is drawn with the limit marked, and each line's
+  // figure is the API's curve at that multiple of the limit.
+  check(await page.locator('#what-if[data-trustworthy="true"]').count() === 1, "what-if panel");
+  check(await page.locator("#what-if-chart polyline").count() === 1, "what-if curve drawn");
+  check(await page.locator("#what-if-chart line.limit").count() === 1, "current limit marked");
+  check(await page.locator("#what-if-note").count() === 0, "no small-sample note");
+  const whatIf = (await api(`${CACHE_ID}/whatif`)).what_if;
+  const twice = page.locator('#what-if li[data-multiple="2"]');
+  const text = await twice.textContent();
+  check(/^at 2× memory .*: \d+\.\d% hits \(now \d+\.\d%\)$/.test(text), `what-if line: ${text}`);
+  const at = whatIf.sizes.indexOf(2 * whatIf.limit);
+  const predicted = 100 * whatIf.hit_rates[at];
+  const shownRate = Number(await twice.getAttribute("data-value"));
+  check(at >= 0 && Math.abs(shownRate - predicted) < 0.01, `2×: page ${shownRate}, API ${predicted}`);
 
   // Screenshots with data in them: desktop, then phone size.
   await page.screenshot({ path: join(OUT_DIR, "dashboard.png"), fullPage: true });

@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::format::{clock, esc, human_bytes};
 use crate::analytics::history::Sample;
+use crate::node::mrc::WhatIf;
 
 /// A graphable series.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,13 +149,7 @@ pub fn svg(which: Series, points: &[Point]) -> String {
         H - TOP - BOTTOM
     );
     let Some((&(t0, _), &(t1, last))) = points.first().zip(points.last()) else {
-        let _ = write!(
-            out,
-            "<text class=\"empty\" x=\"{}\" y=\"{}\" text-anchor=\"middle\">No history yet</text></svg>",
-            W / 2.0,
-            H / 2.0
-        );
-        return out;
+        return empty(out, "No history yet");
     };
     let max = points.iter().map(|p| p.1).fold(f64::MIN, f64::max);
     let min = points.iter().map(|p| p.1).fold(f64::MAX, f64::min);
@@ -208,6 +203,74 @@ pub fn svg(which: Series, points: &[Point]) -> String {
     out
 }
 
+/// The what-if curve as an inline SVG: predicted hit rate (0–100%)
+/// against memory on a log scale, with the current limit marked. An
+/// untrustworthy curve is not drawn: a handful of sampled keys would draw
+/// a confident-looking line from noise.
+pub fn what_if_svg(w: &WhatIf) -> String {
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "<svg class=\"chart\" id=\"what-if-chart\" viewBox=\"0 0 {W} {H}\" role=\"img\" \
+         aria-label=\"Predicted hit rate by memory size\" data-points=\"{}\" \
+         preserveAspectRatio=\"none\">\
+         <rect class=\"frame\" x=\"{LEFT}\" y=\"{TOP}\" width=\"{}\" height=\"{}\"/>",
+        if w.trustworthy { w.sizes.len() } else { 0 },
+        W - LEFT - RIGHT,
+        H - TOP - BOTTOM
+    );
+    let (Some(&first), Some(&last)) = (w.sizes.first(), w.sizes.last()) else {
+        return empty(out, "No curve yet");
+    };
+    if !w.trustworthy || w.limit == 0 || first == 0 || last <= first {
+        return empty(out, "Not enough traffic yet");
+    }
+    let span = (last as f64 / first as f64).log2();
+    let x = |size: u64| LEFT + (size as f64 / first as f64).log2() / span * (W - LEFT - RIGHT);
+    let y = |rate: f64| TOP + (1.0 - rate) * (H - TOP - BOTTOM);
+    let coords: Vec<String> = w
+        .sizes
+        .iter()
+        .zip(&w.hit_rates)
+        .map(|(&s, &r)| format!("{:.1},{:.1}", x(s), y(r)))
+        .collect();
+    let now = w.hit_rate_at(w.limit);
+    let _ = write!(
+        out,
+        "<polyline class=\"line\" points=\"{}\"/>\
+         <line class=\"limit\" x1=\"{lx:.1}\" x2=\"{lx:.1}\" y1=\"{TOP}\" y2=\"{}\"/>\
+         <circle class=\"dot\" cx=\"{lx:.1}\" cy=\"{:.1}\" r=\"3\"/>\
+         <text class=\"label\" x=\"{LEFT}\" y=\"14\">100%</text>\
+         <text class=\"label\" x=\"{:.1}\" y=\"14\" text-anchor=\"middle\">limit {}</text>\
+         <text class=\"label\" x=\"{LEFT}\" y=\"{}\">{}</text>\
+         <text class=\"label\" x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text></svg>",
+        coords.join(" "),
+        H - BOTTOM,
+        y(now),
+        x(w.limit),
+        esc(&human_bytes(w.limit)),
+        H - 6.0,
+        esc(&human_bytes(first)),
+        W - RIGHT,
+        H - 6.0,
+        esc(&human_bytes(last)),
+        lx = x(w.limit),
+    );
+    out
+}
+
+/// Close an empty chart with `text` in its middle.
+fn empty(mut out: String, text: &str) -> String {
+    let _ = write!(
+        out,
+        "<text class=\"empty\" x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text></svg>",
+        W / 2.0,
+        H / 2.0,
+        esc(text)
+    );
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,6 +304,23 @@ mod tests {
         // First interval: 1 of 2; second: (3 + 3) hits of 6 gets.
         assert_eq!(series(&rows, Series::HitRate), [(1, 50.0), (2, 100.0)]);
         assert!(series(&[], Series::Items).is_empty());
+    }
+
+    #[test]
+    fn what_if_draws_a_trusted_curve_with_the_limit_marked() {
+        let mut w = WhatIf {
+            limit: 1 << 20,
+            sizes: vec![1 << 19, 1 << 20, 1 << 21],
+            hit_rates: vec![0.5, 0.8, 0.9],
+            trustworthy: true,
+            ..WhatIf::default()
+        };
+        let drawn = what_if_svg(&w);
+        assert!(drawn.contains("<polyline") && drawn.contains("class=\"limit\""));
+        assert!(drawn.contains("data-points=\"3\"") && drawn.contains("limit 1.0 MiB"));
+        w.trustworthy = false;
+        let hidden = what_if_svg(&w);
+        assert!(hidden.contains("Not enough traffic yet") && !hidden.contains("<polyline"));
     }
 
     #[test]

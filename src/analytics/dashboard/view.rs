@@ -10,6 +10,7 @@ use super::format::{esc, human_bytes, url_segment};
 use super::graph::{self, Series};
 use crate::analytics::history::Sample;
 use crate::node::admin::{CacheView, LoginView};
+use crate::node::mrc::{WhatIf, MIN_SAMPLED_ACCESSES};
 
 fn stat(stats: &Value, name: &str) -> u64 {
     stats.get(name).and_then(Value::as_u64).unwrap_or(0)
@@ -102,6 +103,8 @@ pub struct Page<'a> {
     pub caller: &'a LoginView,
     pub stats: &'a Map<String, Value>,
     pub history: &'a [Sample],
+    /// The cache's what-if curve over its nodes; None when no node tracks it.
+    pub what_if: Option<&'a WhatIf>,
     pub graphs: [Series; 2],
     pub csrf: &'a str,
     /// A fixed message about what was just done.
@@ -205,6 +208,68 @@ fn panels(out: &mut String, page: &Page<'_>) {
         figure("cmd_set", t.cmd_set, &t.cmd_set.to_string()),
         small("cmd_flush", t.cmd_flush, &t.cmd_flush.to_string()),
     );
+}
+
+/// A multiple of the limit as the what-if lines say it.
+fn times(m: f64) -> String {
+    if m == 0.5 {
+        "½×".into()
+    } else {
+        format!("{m}×")
+    }
+}
+
+/// The what-if panel: the curve, the hit rate at other sizes, and a note
+/// instead when the sample is too small to trust.
+fn what_if(out: &mut String, w: Option<&WhatIf>) {
+    let Some(w) = w else {
+        return;
+    };
+    let now = w.hit_rate_at(w.limit) * 100.0;
+    let _ = write!(
+        out,
+        "<section id=\"what-if\" data-trustworthy=\"{}\"><h2>What if</h2>\
+         <p>The hit rate this cache would have with more or less memory, predicted from \
+         the last {} of traffic ({} reads, {} keys sampled).</p>\
+         <figure><figcaption>Predicted hit rate by memory</figcaption>{}</figure>",
+        w.trustworthy,
+        esc(&minutes(w.window_seconds)),
+        w.accesses_total,
+        w.sampled_keys,
+        graph::what_if_svg(w)
+    );
+    if w.trustworthy {
+        out.push_str("<ul class=\"what-if-lines\">");
+        for m in [0.5, 2.0, 4.0] {
+            let rate = w.hit_rate_at((w.limit as f64 * m).round() as u64) * 100.0;
+            let _ = write!(
+                out,
+                "<li data-multiple=\"{m}\" data-value=\"{rate:.2}\">at {} memory ({}): \
+                 {rate:.1}% hits (now {now:.1}%)</li>",
+                times(m),
+                esc(&human_bytes((w.limit as f64 * m).round() as u64)),
+            );
+        }
+        out.push_str("</ul>");
+    } else {
+        let _ = write!(
+            out,
+            "<p class=\"note\" id=\"what-if-note\">Not enough traffic yet to predict: \
+             {} sampled reads of the {MIN_SAMPLED_ACCESSES} needed. The curve appears \
+             once the cache has seen more gets.</p>",
+            w.sampled_accesses
+        );
+    }
+    out.push_str("</section>");
+}
+
+/// `90 s`, `12 min`, `3 h` for a window.
+fn minutes(secs: u64) -> String {
+    match secs {
+        0..=119 => format!("{secs} s"),
+        120..=7199 => format!("{} min", secs / 60),
+        _ => format!("{} h", secs / 3600),
+    }
 }
 
 /// The graphs section: two series picked with two selects (a GET form
@@ -393,6 +458,7 @@ pub fn page(page: &Page<'_>) -> String {
     }
     panels(&mut body, page);
     body.push_str(&graphs(&page.cache.id, page.history, page.graphs));
+    what_if(&mut body, page.what_if);
     nodes(&mut body, page.stats);
     credentials(&mut body, page);
     settings(&mut body, page);

@@ -147,6 +147,52 @@ fn rotate_keeps_one_previous_window() {
 }
 
 #[test]
+fn rotation_is_due_every_window_and_the_window_covers_two() {
+    let t = exact(100);
+    let start = t.rotated_at.load(Ordering::Relaxed);
+    t.record_write(b"a", 100);
+    t.record(b"a", 100);
+    t.rotate_if_due(start + ROTATE_EVERY - 1);
+    assert_eq!(t.curve(&[1000]).accesses_total, 1);
+    assert_eq!(t.window_seconds(start + 10), 10);
+    // The first rotation keeps the first window.
+    t.rotate_if_due(start + ROTATE_EVERY);
+    t.record(b"a", 100);
+    assert_eq!(t.curve(&[1000]).accesses_total, 2);
+    assert_eq!(t.window_seconds(start + ROTATE_EVERY + 5), ROTATE_EVERY + 5);
+    // The second one drops it: the window starts at the first rotation.
+    t.rotate_if_due(start + 2 * ROTATE_EVERY);
+    assert_eq!(t.curve(&[1000]).accesses_total, 1);
+    assert_eq!(t.window_seconds(start + 2 * ROTATE_EVERY), ROTATE_EVERY);
+}
+
+#[test]
+fn what_if_round_trips_and_merges_at_multiples_of_the_limits() {
+    let t = exact(100);
+    for _ in 0..3 {
+        for k in [b"a", b"b"] {
+            t.record_write(k, 400);
+            t.record(k, 400);
+        }
+    }
+    let w = t.what_if(1000, unix_now());
+    assert_eq!(w.sizes, sizes_for(1000));
+    assert_eq!(w.curve(), t.curve(&sizes_for(1000)));
+    assert!(!w.trustworthy);
+    let json = serde_json::to_string(&w).unwrap();
+    assert_eq!(serde_json::from_str::<WhatIf>(&json).unwrap(), w);
+    // Two equal nodes: the cache is twice the size, with the same curve.
+    let merged = WhatIf::merged(&[w.clone(), w.clone()]);
+    assert_eq!(merged.limit, 2000);
+    assert_eq!(merged.sizes, sizes_for(2000));
+    assert_eq!(merged.accesses_total, 2 * w.accesses_total);
+    for (i, rate) in merged.hit_rates.iter().enumerate() {
+        assert!((rate - w.hit_rates[i]).abs() < 1e-9, "{merged:?}");
+    }
+    assert!(w.hit_rate_at(1000) > 0.5 && MULTIPLES.contains(&0.25) && MULTIPLES.contains(&8.0));
+}
+
+#[test]
 fn the_sample_stays_within_budget_and_the_rate_drops() {
     let max = 64;
     let t = Tracker::with_hasher(max, Seeded(7));
