@@ -38,6 +38,9 @@ pub const NODE_CACHE_READ_BYTES_TOTAL: &str = "memgate_node_cache_read_bytes_tot
 pub const NODE_CACHE_WRITTEN_BYTES_TOTAL: &str = "memgate_node_cache_written_bytes_total";
 /// Node: failed logins, per cache (`cache=""` when the username is unknown).
 pub const NODE_AUTH_FAILURES_TOTAL: &str = "memgate_node_auth_failures_total";
+/// Node: login attempts the failed-login throttle refused without checking
+/// the password, by reason (address, username).
+pub const NODE_AUTH_THROTTLED_TOTAL: &str = "memgate_node_auth_throttled_total";
 /// Node: client connections accepted, by listener (plain, tls).
 pub const NODE_CONNECTIONS_TOTAL: &str = "memgate_node_connections_total";
 /// Node: client connections open now, logged in or not.
@@ -198,6 +201,10 @@ pub const NODE_METRICS: &[(&str, &str)] = &[
         "Bytes written to clients, per cache",
     ),
     (NODE_AUTH_FAILURES_TOTAL, "Failed logins, per cache"),
+    (
+        NODE_AUTH_THROTTLED_TOTAL,
+        "Logins refused unchecked by the failed-login throttle, by reason",
+    ),
     (
         NODE_CONNECTIONS_TOTAL,
         "Client connections accepted, by listener",

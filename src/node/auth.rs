@@ -11,15 +11,19 @@
 //! [`hash_password`] uses argon2id with OWASP's recommended m=19456 KiB,
 //! t=2, p=1. Verifying one such hash takes roughly 20–30 ms of one core in
 //! an optimised build (more in a debug build), and 19 MiB of memory while it
-//! runs. Every login verifies once, so a client that reconnects in a tight
-//! loop costs that much CPU per connection; a cache of recently verified
-//! (username, password digest) pairs could be added if that matters.
-//! Plain-text secrets cost microseconds.
+//! runs. A client that connects per request would pay that on every
+//! connection, so each credential keeps a [`Verified`] slot: after the first
+//! successful verification it holds a keyed MAC of (username, stored hash,
+//! password), and later logins with the same password cost one HMAC (about a
+//! microsecond). Plain-text secrets cost microseconds anyway. Wrong
+//! passwords are never cached; [`throttle`] bounds how often they are
+//! hashed.
 //!
 //! # Timing
 //! Plain-text passwords are compared as HMAC-SHA256 tags under a random
 //! per-process key, with [`subtle::ConstantTimeEq`]: the comparison takes
-//! the same time whatever the stored password's length and content.
+//! the same time whatever the stored password's length and content. A
+//! [`Verified`] tag is compared the same way.
 
 use std::fmt;
 use std::sync::OnceLock;
@@ -217,6 +221,70 @@ pub fn keyed_digest(data: &[u8]) -> [u8; 32] {
     out
 }
 
+/// One credential's verified-secret cache: empty until its password has
+/// been verified once, then the MAC of (username, stored hash, password)
+/// under the per-process key.
+///
+/// It holds no plaintext, and without the process key the tag lets nobody
+/// test guesses offline. Only the right password can fill it, so one slot
+/// per credential is all the cache ever needs: its size is bounded by the
+/// caches file. It lives in the login `Directory`, which every reload and
+/// admin change rebuilds, so any change of the credentials drops it; and
+/// because the tag covers the stored hash, it could not survive a rotation
+/// even if it were kept.
+#[derive(Default)]
+pub struct Verified(OnceLock<[u8; 32]>);
+
+impl fmt::Debug for Verified {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = if self.is_filled() { "filled" } else { "empty" };
+        write!(f, "Verified({state}, [redacted])")
+    }
+}
+
+impl Verified {
+    /// Whether a password has been verified into this slot.
+    pub fn is_filled(&self) -> bool {
+        self.0.get().is_some()
+    }
+}
+
+/// The tag a [`Verified`] slot holds: lengths first, so no two
+/// (username, hash, password) triples share an input.
+fn verified_tag(username: &[u8], hash: &PhcHash, candidate: &[u8]) -> [u8; 32] {
+    let mut ctx = hmac::Context::with_key(hmac_key());
+    ctx.update(b"memgate verified secret\0");
+    for part in [username, hash.phc.as_bytes(), candidate] {
+        ctx.update(&(part.len() as u64).to_le_bytes());
+        ctx.update(part);
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.sign().as_ref());
+    out
+}
+
+/// [`verify`] with the credential's [`Verified`] slot: a hashed secret is
+/// hashed only until its password has been verified once; afterwards the
+/// same password costs one HMAC and a constant-time comparison. `username`
+/// is the credential's own, binding the tag to it.
+pub fn verify_cached(stored: &Secret, username: &[u8], slot: &Verified, candidate: &[u8]) -> bool {
+    let Secret::Hash(hash) = stored else {
+        return verify(stored, candidate);
+    };
+    let tag = verified_tag(username, hash, candidate);
+    if let Some(known) = slot.0.get() {
+        if bool::from(known.ct_eq(&tag)) {
+            return true;
+        }
+    }
+    if !hash.verify(candidate) {
+        return false;
+    }
+    // Another login may have filled it meanwhile, with the same tag.
+    let _ = slot.0.set(tag);
+    true
+}
+
 /// Whether `candidate` is the password `stored` holds. Plain passwords are
 /// compared in constant time (see the [module docs](self)); hashes are
 /// verified with their own algorithm and parameters.
@@ -249,6 +317,8 @@ pub fn hash_password(plain: &str) -> Result<String, AuthError> {
             reason: e.to_string(),
         })
 }
+
+pub mod throttle;
 
 #[cfg(test)]
 mod tests;

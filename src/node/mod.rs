@@ -474,11 +474,11 @@ async fn accept_loop(
         sessions.spawn(async move {
             metrics::gauge!(m::NODE_OPEN_CONNECTIONS).increment(1.0);
             let result = match tls {
-                None => session::serve(stream, shared).await,
+                None => session::serve(stream, shared, peer.ip()).await,
                 Some(acceptor) => {
                     let timeout = shared.settings.auth_timeout;
                     match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(tls_stream)) => session::serve(tls_stream, shared).await,
+                        Ok(Ok(tls_stream)) => session::serve(tls_stream, shared, peer.ip()).await,
                         Ok(Err(error)) => {
                             tracing::debug!(%peer, %error, "TLS handshake failed");
                             metrics::counter!(m::NODE_CONNECTION_ERRORS_TOTAL, "kind" => "tls")

@@ -8,8 +8,9 @@
 //! Writing before reading more also bounds memory: a client that never reads
 //! its replies stops being read from, instead of growing our buffers.
 
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -37,7 +38,7 @@ enum After {
 }
 
 /// Serve one client until it quits, errs or disconnects.
-pub async fn serve<S>(mut stream: S, shared: Arc<Shared>) -> Result<(), SessionError>
+pub async fn serve<S>(mut stream: S, shared: Arc<Shared>, peer: IpAddr) -> Result<(), SessionError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -54,6 +55,8 @@ where
             Auth::Pending
         },
         shared,
+        peer,
+        hold: None,
     };
     let result = session.run(&mut stream).await;
     if let Auth::LoggedIn(login) = &session.auth {
@@ -72,6 +75,10 @@ fn count_connection(login: &Login) {
 struct Session {
     shared: Arc<Shared>,
     auth: Auth,
+    /// The client's address, for the failed-login throttle.
+    peer: IpAddr,
+    /// Set by a throttled login: the next write waits this long.
+    hold: Option<Duration>,
 }
 
 impl Session {
@@ -143,12 +150,15 @@ impl Session {
         }
     }
 
-    async fn write<S>(&self, stream: &mut S, wbuf: &mut BytesMut) -> Result<(), SessionError>
+    async fn write<S>(&mut self, stream: &mut S, wbuf: &mut BytesMut) -> Result<(), SessionError>
     where
         S: AsyncWrite + Unpin,
     {
         if wbuf.is_empty() {
             return Ok(());
+        }
+        if let Some(hold) = self.hold.take() {
+            tokio::time::sleep(hold).await;
         }
         stream.write_all(wbuf).await?;
         stream.flush().await?;
@@ -243,29 +253,15 @@ impl Session {
     /// MemCachier's form (key = username, value = password), else memcached
     /// `-Y`'s (any key, value = "username password").
     fn ascii_auth(&mut self, key: &[u8], value: &[u8]) -> Response {
-        let ok = Response::Stored { cas: 0 };
-        let tenants = self.shared.tenants();
-        let first = match tenants.login(key, value) {
-            Ok(login) => return self.accept(login, ok),
-            Err(failure) => failure,
-        };
-        let mut parts = value.splitn(2, |&b| b == b' ');
-        match (parts.next(), parts.next()) {
-            (Some(user), Some(pass)) if !user.is_empty() => match tenants.login(user, pass) {
-                Ok(login) => self.accept(login, ok),
-                Err(second) => self.reject(if second.tenant.is_some() {
-                    second
-                } else {
-                    first
-                }),
-            },
-            _ => self.reject(first),
+        match self.shared.tenants().ascii_login(key, value, self.peer) {
+            Ok(login) => self.accept(login, Response::Stored { cas: 0 }),
+            Err(failure) => self.reject(failure),
         }
     }
 
     /// Check credentials and switch the session to their cache.
     fn login(&mut self, username: &[u8], password: &[u8], ok: Response) -> Response {
-        match self.shared.tenants().login(username, password) {
+        match self.shared.tenants().login(username, password, self.peer) {
             Ok(login) => self.accept(login, ok),
             Err(failure) => self.reject(failure),
         }
@@ -284,6 +280,7 @@ impl Session {
     }
 
     fn reject(&mut self, failure: LoginFailure) -> Response {
+        self.hold = self.hold.max(failure.hold());
         match failure.tenant {
             Some(tenant) => {
                 CacheStats::incr(&tenant.stats.auth_cmds);

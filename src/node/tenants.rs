@@ -4,15 +4,23 @@
 //! keeps the running state that must survive a reload: a cache that is still
 //! in the file keeps its store, items and counters when SIGHUP re-reads it.
 //! Connections hold an `Arc<Tenant>`, so a reload never drops them.
+//!
+//! Logins pass the failed-login [`Throttle`] first; it is kept across
+//! reloads too, while the verified-secret caches in the [`Directory`] are
+//! rebuilt (emptied) with every snapshot.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use super::auth::throttle::{Throttle, Throttled};
 use super::caches::{CachesFile, Capabilities, Directory, Invalid, LoginError, LoginOk};
 use super::counters::CacheStats;
 use super::store::Store;
 use crate::clock::unix_now;
+use crate::metrics as m;
 
 /// One cache's running state.
 pub struct Tenant {
@@ -67,17 +75,29 @@ pub struct Login {
 #[derive(Debug)]
 pub struct LoginFailure {
     pub tenant: Option<Arc<Tenant>>,
+    /// Set when the throttle refused the attempt unchecked.
+    pub throttled: Option<Throttled>,
+}
+
+impl LoginFailure {
+    /// How long to hold the failure's answer back: only a throttled
+    /// attempt's is held ([`Throttled::hold`]).
+    pub fn hold(&self) -> Option<Duration> {
+        self.throttled.map(|t| t.hold())
+    }
 }
 
 /// A consistent snapshot of the caches file and the running caches.
 pub struct Tenants {
     directory: Directory,
     by_id: HashMap<String, Arc<Tenant>>,
+    throttle: Arc<Throttle>,
 }
 
 impl Tenants {
     /// Build the running state for `file`, reusing the stores of `previous`
-    /// for caches that are still present (so reload keeps data).
+    /// for caches that are still present (so reload keeps data), and its
+    /// throttle.
     pub fn build(
         file: &CachesFile,
         max_item_size: usize,
@@ -114,29 +134,111 @@ impl Tenants {
                 }
             }
         }
-        Ok(Tenants { directory, by_id })
+        let throttle = previous.map_or_else(Arc::default, |p| Arc::clone(&p.throttle));
+        Ok(Tenants {
+            directory,
+            by_id,
+            throttle,
+        })
     }
 
-    /// Check a username and password; on success, the cache and capabilities.
-    pub fn login(&self, username: &[u8], password: &[u8]) -> Result<Login, LoginFailure> {
+    /// Check a username and password from `peer`; on success, the cache
+    /// and capabilities.
+    pub fn login(
+        &self,
+        username: &[u8],
+        password: &[u8],
+        peer: IpAddr,
+    ) -> Result<Login, LoginFailure> {
+        self.attempt(&[(username, password)], peer)
+    }
+
+    /// The ASCII login, one `set`: MemCachier's form (key = username,
+    /// value = password), else memcached `-Y`'s (any key, value = "username
+    /// password"). Only forms whose username exists are checked, so a `-Y`
+    /// login costs one verification, and both forms count as one attempt
+    /// for the throttle: a `-Y` client never throttles itself.
+    pub fn ascii_login(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        peer: IpAddr,
+    ) -> Result<Login, LoginFailure> {
+        let known = |u: &[u8]| self.directory.cache_of_username(u).is_some();
+        let mut forms: Vec<(&[u8], &[u8])> = Vec::with_capacity(2);
+        if known(key) {
+            forms.push((key, value));
+        }
+        let mut parts = value.splitn(2, |&b| b == b' ');
+        if let (Some(user), Some(pass)) = (parts.next(), parts.next()) {
+            if known(user) {
+                forms.push((user, pass));
+            }
+        }
+        if forms.is_empty() {
+            // Nobody to check: fails like an unknown username, in as long.
+            forms.push((key, value));
+        }
+        self.attempt(&forms, peer)
+    }
+
+    /// One login attempt from `peer` that succeeds if any of `forms`
+    /// (username, password) does. The throttle refuses it unchecked while
+    /// `peer` or one of the usernames is blocked.
+    fn attempt(&self, forms: &[(&[u8], &[u8])], peer: IpAddr) -> Result<Login, LoginFailure> {
+        let now = Instant::now();
+        let mut usernames: Vec<&[u8]> = forms.iter().map(|&(u, _)| u).collect();
+        usernames.dedup();
+        if let Err(throttled) = self.throttle.check(peer, &usernames, now) {
+            metrics::counter!(m::NODE_AUTH_THROTTLED_TOTAL, "reason" => throttled.reason.as_str())
+                .increment(1);
+            return Err(LoginFailure {
+                tenant: usernames.iter().rev().find_map(|u| self.tenant_of(u)),
+                throttled: Some(throttled),
+            });
+        }
+        let mut failure = LoginFailure {
+            tenant: None,
+            throttled: None,
+        };
+        for &(username, password) in forms {
+            match self.check(username, password) {
+                Ok(login) => {
+                    self.throttle.succeeded(peer, username);
+                    return Ok(login);
+                }
+                Err(f) if f.tenant.is_some() || failure.tenant.is_none() => failure = f,
+                Err(_) => {}
+            }
+        }
+        self.throttle.failed(peer, &usernames, now);
+        Err(failure)
+    }
+
+    /// Check one username and password, unthrottled.
+    fn check(&self, username: &[u8], password: &[u8]) -> Result<Login, LoginFailure> {
+        let failed = |tenant: Option<Arc<Tenant>>| LoginFailure {
+            tenant,
+            throttled: None,
+        };
         match self.directory.login(username, password) {
             Ok(ok) => match self.by_id.get(&ok.cache_id) {
                 Some(tenant) if !tenant.is_disabled() => Ok(Login {
                     tenant: Arc::clone(tenant),
                     caps: ok.caps,
                 }),
-                other => Err(LoginFailure {
-                    tenant: other.cloned(),
-                }),
+                other => Err(failed(other.cloned())),
             },
-            Err(_) => Err(LoginFailure {
-                tenant: self
-                    .directory
-                    .cache_of_username(username)
-                    .and_then(|i| self.directory.caches().get(i))
-                    .and_then(|cache| self.by_id.get(&cache.id).cloned()),
-            }),
+            Err(_) => Err(failed(self.tenant_of(username))),
         }
+    }
+
+    /// The running cache a username belongs to, for counting its failures.
+    fn tenant_of(&self, username: &[u8]) -> Option<Arc<Tenant>> {
+        self.directory
+            .cache_of_username(username)
+            .and_then(|i| self.directory.caches().get(i))
+            .and_then(|cache| self.by_id.get(&cache.id).cloned())
     }
 
     /// The caches file this snapshot was built from.

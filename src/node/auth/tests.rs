@@ -93,3 +93,186 @@ fn debug_redacts() {
     assert!(dbg.contains("argon2id"), "{dbg}");
     assert!(p.is_plain() && !h.is_plain());
 }
+
+/// A cheap argon2id hash, so the cache tests need not wait for OWASP's cost.
+fn cheap_hash(password: &[u8]) -> Secret {
+    let salt = SaltString::generate(&mut rand::rngs::OsRng);
+    let phc = Argon2::new(
+        Algorithm::Argon2id,
+        Version::V0x13,
+        Params::new(64, 1, 1, None).unwrap(),
+    )
+    .hash_password(password, &salt)
+    .unwrap()
+    .to_string();
+    Secret::from_hash(&phc).unwrap()
+}
+
+#[test]
+fn verified_slot_fills_on_the_first_success_only() {
+    let stored = cheap_hash(b"pw");
+    let slot = Verified::default();
+    assert!(!verify_cached(&stored, b"u", &slot, b"wrong"));
+    assert!(!slot.is_filled(), "wrong passwords are never cached");
+    assert!(verify_cached(&stored, b"u", &slot, b"pw"));
+    assert!(slot.is_filled());
+    let tag = *slot.0.get().unwrap();
+    // A hit: the same password verifies against the tag alone, which the
+    // hash would not (it is a different password's hash).
+    let other = cheap_hash(b"something else");
+    let Secret::Hash(other_hash) = &other else {
+        unreachable!()
+    };
+    let forged = Verified::default();
+    let _ = forged.0.set(verified_tag(b"u", other_hash, b"pw"));
+    assert!(verify_cached(&other, b"u", &forged, b"pw"));
+    // Still refuses anything else, and stays as it was.
+    assert!(!verify_cached(&stored, b"u", &slot, b"pw "));
+    assert!(!verify_cached(&stored, b"u", &slot, b""));
+    assert_eq!(*slot.0.get().unwrap(), tag);
+    // The tag is bound to the username and to the stored hash.
+    let Secret::Hash(hash) = &stored else {
+        unreachable!()
+    };
+    assert_ne!(verified_tag(b"v", hash, b"pw"), tag);
+    assert_ne!(verified_tag(b"u", other_hash, b"pw"), tag);
+    // Plain secrets do not use the slot.
+    let plain = Verified::default();
+    assert!(verify_cached(
+        &Secret::Plain("pw".into()),
+        b"u",
+        &plain,
+        b"pw"
+    ));
+    assert!(!plain.is_filled());
+}
+
+#[test]
+fn verified_slot_holds_no_plaintext() {
+    let password = b"correct horse battery staple";
+    let stored = cheap_hash(password);
+    let slot = Verified::default();
+    assert!(verify_cached(&stored, b"user", &slot, password));
+    let tag = slot.0.get().unwrap();
+    assert_eq!(tag.len(), 32, "a fixed-size MAC, whatever the password");
+    for window in [&password[..], b"correct", b"horse", b"staple"] {
+        assert!(!tag.windows(window.len()).any(|w| w == window));
+    }
+    // Not an unkeyed digest of the password either: it depends on the
+    // per-process key, which never leaves the process.
+    assert_ne!(
+        &tag[..],
+        ring::digest::digest(&ring::digest::SHA256, password).as_ref()
+    );
+    assert_ne!(tag, &keyed_digest(password));
+    assert_eq!(format!("{slot:?}"), "Verified(filled, [redacted])");
+}
+
+mod throttle {
+    use super::super::throttle::*;
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    use std::time::{Duration, Instant};
+
+    const A: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+    const B: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2));
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_and_a_success_resets() {
+        let t = Throttle::default();
+        let mut now = Instant::now();
+        for _ in 0..FREE_FAILURES {
+            assert_eq!(t.check(A, &[b"u"], now), Ok(()));
+            t.failed(A, &[b"u"], now);
+        }
+        assert_eq!(t.check(A, &[b"u"], now), Ok(()), "free failures");
+        let mut want = BASE_DELAY;
+        for _ in 0..10 {
+            t.failed(A, &[b"u"], now);
+            let refused = t.check(A, &[b"u"], now).unwrap_err();
+            assert_eq!(refused.reason, Reason::Address);
+            assert_eq!(refused.remaining, want);
+            assert_eq!(refused.hold(), want.min(MAX_HOLD));
+            // The username is blocked too, from any address.
+            let by_name = t.check(B, &[b"u"], now).unwrap_err();
+            assert_eq!(
+                (by_name.reason, by_name.remaining),
+                (Reason::Username, want)
+            );
+            assert_eq!(t.check(B, &[b"v"], now), Ok(()), "others go on");
+            // A refusal is no failure: the block ends when it said.
+            assert!(t
+                .check(A, &[b"u"], now + want - Duration::from_millis(1))
+                .is_err());
+            now += want;
+            assert_eq!(t.check(A, &[b"u"], now), Ok(()));
+            want = (want * 2).min(MAX_DELAY);
+        }
+        assert_eq!(want, MAX_DELAY);
+        t.failed(A, &[b"u"], now);
+        assert!(t.check(A, &[b"u"], now).is_err());
+        t.succeeded(A, b"u");
+        assert_eq!(t.check(A, &[b"u"], now), Ok(()));
+        // Reset means free failures again.
+        for _ in 0..FREE_FAILURES {
+            t.failed(A, &[b"u"], now);
+        }
+        assert_eq!(t.check(A, &[b"u"], now), Ok(()));
+    }
+
+    #[test]
+    fn failures_are_forgotten() {
+        let t = Throttle::default();
+        let now = Instant::now();
+        for _ in 0..=FREE_FAILURES {
+            t.failed(A, &[b"u"], now);
+        }
+        assert!(t.check(A, &[b"u"], now).is_err());
+        let later = now + FORGET_AFTER;
+        assert_eq!(t.check(A, &[b"u"], later), Ok(()));
+        t.failed(A, &[b"u"], later);
+        assert_eq!(t.check(A, &[b"u"], later), Ok(()), "counts from zero");
+    }
+
+    #[test]
+    fn ipv6_is_keyed_by_its_64_and_mapped_ipv4_as_ipv4() {
+        let t = Throttle::default();
+        let now = Instant::now();
+        let host = |last: u16| IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, last));
+        for i in 0..=FREE_FAILURES as u16 {
+            t.failed(host(i), &[b"x"], now);
+        }
+        let other_64 = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 2, 0, 0, 0, 1));
+        assert!(t.check(host(999), &[b"y"], now).is_err());
+        assert_eq!(t.check(other_64, &[b"y"], now), Ok(()));
+        for _ in 0..=FREE_FAILURES {
+            t.failed(A, &[b"z"], now);
+        }
+        let mapped = match A {
+            IpAddr::V4(v4) => IpAddr::V6(v4.to_ipv6_mapped()),
+            IpAddr::V6(_) => unreachable!(),
+        };
+        let refused = t.check(mapped, &[b"w"], now).unwrap_err();
+        assert_eq!(refused.reason, Reason::Address);
+    }
+
+    #[test]
+    fn tables_stay_bounded_when_keys_cycle() {
+        let capacity = 64;
+        let t = Throttle::new(capacity);
+        let start = Instant::now();
+        for i in 0..10_000u32 {
+            let peer = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i));
+            let name = i.to_le_bytes();
+            t.failed(peer, &[&name], start + Duration::from_millis(u64::from(i)));
+            let (addresses, usernames) = t.keys_held();
+            assert!(addresses <= capacity && usernames <= capacity, "{i}");
+        }
+        // The newest keys are the ones kept: a fresh flood from one address
+        // is still caught.
+        let now = start + Duration::from_secs(10);
+        for _ in 0..=FREE_FAILURES {
+            t.failed(A, &[b"u"], now);
+        }
+        assert!(t.check(A, &[b"u"], now).is_err());
+    }
+}

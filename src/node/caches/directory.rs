@@ -1,12 +1,14 @@
 //! The login directory: the caches file indexed by username, and the
 //! login check that fails the same way, in about the same time, for every
-//! reason.
+//! reason. It also holds each credential's verified-secret cache
+//! ([`auth::Verified`]); a reload or admin change builds a new directory,
+//! which is what drops those caches on any change.
 
 use std::collections::HashMap;
 use std::fmt;
 
 use super::file::{CacheConfig, CachesFile, Capabilities, Invalid};
-use crate::node::auth::{self, Secret};
+use crate::node::auth::{self, Secret, Verified};
 
 /// A successful login.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,9 +38,12 @@ pub enum LoginError {
 /// behind an `ArcSwap`/`RwLock<Arc<_>>`) to reload.
 pub struct Directory {
     file: CachesFile,
-    index: HashMap<Box<[u8]>, (usize, usize)>,
+    /// Username to its position in `all`.
+    index: HashMap<Box<[u8]>, usize>,
     /// Every (cache, credential) position, for decoy verification.
     all: Vec<(usize, usize)>,
+    /// The verified-secret cache of each credential in `all`.
+    verified: Vec<Verified>,
 }
 
 impl fmt::Debug for Directory {
@@ -58,11 +63,17 @@ impl Directory {
         let mut all = Vec::new();
         for (ci, cache) in file.caches.iter().enumerate() {
             for (ki, cred) in cache.credentials.iter().enumerate() {
-                index.insert(cred.username.as_bytes().into(), (ci, ki));
+                index.insert(cred.username.as_bytes().into(), all.len());
                 all.push((ci, ki));
             }
         }
-        Ok(Directory { file, index, all })
+        let verified = all.iter().map(|_| Verified::default()).collect();
+        Ok(Directory {
+            file,
+            index,
+            all,
+            verified,
+        })
     }
 
     /// The caches, in file order.
@@ -79,7 +90,7 @@ impl Directory {
     /// password: only for attributing failed logins to a cache's
     /// `auth_errors`. Never tell the client.
     pub fn cache_of_username(&self, username: &[u8]) -> Option<usize> {
-        self.index.get(username).map(|&(ci, _)| ci)
+        self.index.get(username).map(|&slot| self.all[slot].0)
     }
 
     /// Checks a login. Unknown users, wrong passwords and disabled caches
@@ -99,13 +110,22 @@ impl Directory {
     /// [`Directory::login`] without the disabled check: only for the admin
     /// API, which tells a disabled cache's owner so they can enable it.
     pub fn verify(&self, username: &[u8], password: &[u8]) -> Result<LoginOk, LoginError> {
-        let Some(&(ci, ki)) = self.index.get(username) else {
+        let Some(&slot) = self.index.get(username) else {
             self.decoy_verify(username, password);
             return Err(LoginError::Failed);
         };
+        let (ci, ki) = self.all[slot];
         let cache = &self.file.caches[ci];
         let cred = &cache.credentials[ki];
-        if !auth::verify(&cred.secret, password) {
+        let ok = if cache.disabled {
+            // Its logins fail anyway. Verified in full every time, so that
+            // the right password is no faster to fail than a wrong one.
+            auth::verify(&cred.secret, password)
+        } else {
+            let slot = &self.verified[slot];
+            auth::verify_cached(&cred.secret, cred.username.as_bytes(), slot, password)
+        };
+        if !ok {
             return Err(LoginError::Failed);
         }
         Ok(LoginOk {
@@ -115,6 +135,12 @@ impl Directory {
             primary: cred.primary,
             caps: cred.caps,
         })
+    }
+
+    /// The verified-secret cache of `username`'s credential.
+    #[cfg(test)]
+    pub(crate) fn verified(&self, username: &[u8]) -> Option<&Verified> {
+        self.index.get(username).map(|&slot| &self.verified[slot])
     }
 
     fn decoy_verify(&self, username: &[u8], password: &[u8]) {

@@ -362,3 +362,62 @@ fn directory_refuses_an_invalid_file() {
         Err(Invalid::DuplicateUsername { .. })
     ));
 }
+
+#[test]
+fn verified_secrets_are_cached_per_directory_and_dropped_with_it() {
+    let phc = auth::hash_password("hashed-pw").unwrap();
+    let text = format!(
+        "{EXAMPLE}\n[[cache]]\nid = \"h\"\nmemory_limit = 1\n\
+         [[cache.credential]]\nusername = \"hashed\"\npassword_hash = \"{phc}\"\n"
+    );
+    let file = CachesFile::parse(&text).unwrap();
+    let d = Directory::new(file.clone()).unwrap();
+    let slot = |d: &Directory| d.verified(b"hashed").unwrap().is_filled();
+    assert!(!slot(&d));
+    assert_eq!(d.login(b"hashed", b"wrong"), Err(LoginError::Failed));
+    assert!(!slot(&d), "a wrong password is never cached");
+    let t = std::time::Instant::now();
+    assert!(d.login(b"hashed", b"hashed-pw").is_ok());
+    let first = t.elapsed();
+    assert!(slot(&d));
+    let t = std::time::Instant::now();
+    for _ in 0..100 {
+        assert!(d.login(b"hashed", b"hashed-pw").is_ok());
+    }
+    let hundred_hits = t.elapsed();
+    assert!(
+        hundred_hits < first,
+        "100 cached logins {hundred_hits:?} vs one argon2 verification {first:?}"
+    );
+    assert_eq!(d.login(b"hashed", b"hashed-pw "), Err(LoginError::Failed));
+    // Plain secrets need no cache.
+    assert!(d.login(b"15F38e", b"s3cret").is_ok());
+    assert!(!d.verified(b"15F38e").unwrap().is_filled());
+
+    // Any change builds a new directory, whose caches start empty; after a
+    // rotation the old password fails.
+    let mut rotated = file;
+    let new_phc = auth::hash_password("new-pw").unwrap();
+    let cred = &mut rotated.caches[2].credentials[0];
+    cred.secret = Secret::from_hash(&new_phc).unwrap();
+    let d2 = Directory::new(rotated).unwrap();
+    assert!(!slot(&d2));
+    assert_eq!(d2.login(b"hashed", b"hashed-pw"), Err(LoginError::Failed));
+    assert!(d2.login(b"hashed", b"new-pw").is_ok());
+}
+
+#[test]
+fn a_disabled_caches_right_password_is_never_cached() {
+    let phc = auth::hash_password("pw").unwrap();
+    let d = Directory::new(
+        CachesFile::parse(&format!(
+            "[[cache]]\nid = \"off\"\nmemory_limit = 1\ndisabled = true\n\
+             [[cache.credential]]\nusername = \"u\"\npassword_hash = \"{phc}\"\n"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(d.login(b"u", b"pw"), Err(LoginError::Failed));
+    assert!(d.verify(b"u", b"pw").is_ok());
+    assert!(!d.verified(b"u").unwrap().is_filled());
+}

@@ -1,0 +1,149 @@
+//! The login path over real sockets: the failed-login throttle and the
+//! verified-secret cache.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use common::*;
+use memgate::node::auth::{self, throttle, Secret};
+use tokio::net::{TcpSocket, TcpStream};
+
+/// A client whose connection comes from `source` (any 127.x address is
+/// loopback on Linux), so one test can play several addresses.
+async fn connect_from(source: &str, addr: SocketAddr) -> Client<TcpStream> {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    Client::new(socket.connect(addr).await.unwrap())
+}
+
+/// The throttle counter's value for `reason`, 0 before its first increment.
+async fn throttled(node: &TestNode, reason: &str) -> u64 {
+    let (_, body) = http_get(node.metrics.unwrap(), "/metrics").await;
+    let line = format!("memgate_node_auth_throttled_total{{reason=\"{reason}\"}} ");
+    body.lines()
+        .find_map(|l| l.strip_prefix(&line))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+#[tokio::test]
+async fn a_wrong_password_flood_is_throttled_while_others_log_in() {
+    let node = start_node(Some(TWO_CACHES), false, |c| {
+        c.metrics_listen = Some("127.0.0.1:0".parse().unwrap())
+    })
+    .await;
+    let addr = node.plain.unwrap();
+    let before = throttled(&node, "address").await;
+    let mut flood = connect_from("127.0.0.2", addr).await;
+    for _ in 0..=throttle::FREE_FAILURES {
+        assert_eq!(flood.sasl_login("alice", "guess").await, 0x20);
+    }
+    // Blocked now: refused unchecked, and the answer is held back.
+    let t = Instant::now();
+    assert_eq!(flood.sasl_login("alice", "guess").await, 0x20);
+    assert!(
+        t.elapsed() >= Duration::from_millis(500),
+        "{:?}",
+        t.elapsed()
+    );
+    // The hold outlasted that first 1 s block; the next failure is checked
+    // and blocks the address and the username for 2 s.
+    assert_eq!(flood.sasl_login("alice", "guess").await, 0x20);
+    // Even the right password is refused: the throttle does not look at it.
+    assert_eq!(flood.sasl_login("alice", "alice-secret").await, 0x20);
+    let before_username = throttled(&node, "username").await;
+    // ASCII auth from that address too, with the same failure; and the
+    // attacked username from any address.
+    let text = async {
+        let mut text = connect_from("127.0.0.2", addr).await;
+        text.expect(
+            b"set bob 0 0 10\r\nbob secret\r\n",
+            b"CLIENT_ERROR authentication failure\r\n",
+        )
+        .await;
+    };
+    let elsewhere = async {
+        let mut elsewhere = connect_from("127.0.0.4", addr).await;
+        assert_eq!(elsewhere.sasl_login("alice", "alice-secret").await, 0x20);
+    };
+    tokio::join!(text, elsewhere);
+    assert!(throttled(&node, "address").await >= before + 3);
+    assert!(throttled(&node, "username").await > before_username);
+
+    // Another address logs in to another cache as if nothing happened.
+    let mut other = connect_from("127.0.0.3", addr).await;
+    assert_eq!(other.sasl_login("bob", "bob secret").await, 0);
+    other.send(&bin_request(0x00, b"k", &[], &[], 1, 0)).await;
+    assert_eq!(other.read_bin().await.status, 0x01);
+    // Refused attempts count as the cache's failed logins.
+    let tenants = node.shared.tenants();
+    let errors = &tenants.get("1561").unwrap().stats.auth_errors;
+    assert!(errors.load(Ordering::Relaxed) >= u64::from(throttle::FREE_FAILURES) + 3);
+
+    // When the block is over, the right password works and resets it.
+    tokio::time::sleep(2 * throttle::BASE_DELAY).await;
+    // (A new connection: the old one has used up its --auth-timeout.)
+    let mut again = connect_from("127.0.0.2", addr).await;
+    assert_eq!(again.sasl_login("alice", "alice-secret").await, 0);
+}
+
+#[tokio::test]
+async fn memcached_y_logins_do_not_throttle_themselves() {
+    let node = start_node(Some(TWO_CACHES), false, |_| {}).await;
+    // More -Y logins than free failures, all from one address: the key is
+    // no username, and must not count as a failed attempt.
+    for _ in 0..=2 * throttle::FREE_FAILURES {
+        let mut c = connect(node.plain.unwrap()).await;
+        c.expect(b"set anykey 0 0 14\r\nbob bob secret\r\n", b"STORED\r\n")
+            .await;
+    }
+}
+
+#[tokio::test]
+async fn returning_hashed_logins_are_cached_until_the_credentials_change() {
+    let phc = auth::hash_password("first-pw").unwrap();
+    let caches = format!(
+        "[[cache]]\nid = \"h\"\nmemory_limit = \"1MiB\"\n\
+         [[cache.credential]]\nusername = \"hashed\"\npassword_hash = \"{phc}\"\nprimary = true\n"
+    );
+    let node = start_node(Some(&caches), false, |_| {}).await;
+    let addr = node.plain.unwrap();
+    let login = |password: &'static str| async move {
+        let mut c = connect(addr).await;
+        c.sasl_login("hashed", password).await
+    };
+    let t = Instant::now();
+    assert_eq!(login("first-pw").await, 0);
+    let first = t.elapsed();
+    let t = Instant::now();
+    for _ in 0..20 {
+        assert_eq!(login("first-pw").await, 0);
+    }
+    let twenty = t.elapsed();
+    assert!(
+        twenty < first,
+        "20 returning logins took {twenty:?}, one argon2 login {first:?}"
+    );
+    assert_eq!(login("wrong").await, 0x20);
+
+    // Rotate through the admin path: the cached password stops working.
+    let new_phc = auth::hash_password("second-pw").unwrap();
+    node.shared
+        .update_credentials("h", |cache| {
+            let mut creds = cache.credentials.clone();
+            creds[0].secret = Secret::from_hash(&new_phc).map_err(|e| e.to_string())?;
+            Ok(creds)
+        })
+        .unwrap();
+    assert_eq!(login("first-pw").await, 0x20);
+    assert_eq!(login("second-pw").await, 0);
+
+    // And through a reload of the file (SIGHUP).
+    let path = node.caches_path.as_ref().unwrap();
+    std::fs::write(path, &caches).unwrap();
+    node.shared.reload().unwrap();
+    assert_eq!(login("second-pw").await, 0x20);
+    assert_eq!(login("first-pw").await, 0);
+}
