@@ -35,7 +35,8 @@
 # (benches/NOTES.md, "the run of 2026-12-01").
 # Extra proxy flags (e.g. an upstream protocol choice) come from the
 # environment, word-split: MEMGATE_COMPARE_PROXY_ARGS (both memgate proxies),
-# MEMGATE_COMPARE_PROXY_ARGS_MEMCACHED (the one before memcached -S -Z) and
+# MEMGATE_COMPARE_PROXY_ARGS_MEMCACHED (the one before memcached -S -Z, which
+# always gets --upstream-protocol binary: -S has no text protocol) and
 # MEMGATE_COMPARE_PROXY_ARGS_NODES (the one before the memgate nodes).
 # Workload (the node and proxy issues'): 90% get / 10% set, 100-byte values,
 # 16 connections, key space prefilled. Every figure is repeated (paths
@@ -215,7 +216,7 @@ proxy_at() { # port "extra flags" backend-ports...
     --server-name localhost --username "$user" --password "$pass" --metrics-listen none \
     ${MEMGATE_COMPARE_PROXY_ARGS:-} $extra
 }
-pm=$(free_port); proxy_at "$pm" "${MEMGATE_COMPARE_PROXY_ARGS_MEMCACHED:-}" "${szs[@]}"; proxy_pids[memgate-memcached]=$pid
+pm=$(free_port); proxy_at "$pm" "--upstream-protocol binary ${MEMGATE_COMPARE_PROXY_ARGS_MEMCACHED:-}" "${szs[@]}"; proxy_pids[memgate-memcached]=$pid
 pn=$(free_port); proxy_at "$pn" "${MEMGATE_COMPARE_PROXY_ARGS_NODES:-}" "${nodes[@]}"; proxy_pid=$pid
 proxy_pids[memgate-nodes]=$pid
 for p in "$direct" "${plain[@]}" "$mz" "${szs[@]}" "${nodes[@]}" "$tw" "$st" "$pm" "$pn"; do wait_port "$p"; done
