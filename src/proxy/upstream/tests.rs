@@ -251,3 +251,38 @@ async fn over_meta_nothing_follows_a_request_larger_than_a_record() {
     );
     assert!(last.ends_with(b"\r\n") && last.len() < 40_100);
 }
+
+/// `KINDS` is what start-up exports at 0: it must name every `kind()`.
+#[test]
+fn every_error_kind_is_exported_from_start_up() {
+    let node = || "n0".to_string();
+    let errors = [
+        UpstreamError::Connect {
+            node: node(),
+            reason: String::new(),
+            refused: true,
+        },
+        UpstreamError::Tls {
+            node: node(),
+            reason: String::new(),
+        },
+        UpstreamError::Auth {
+            node: node(),
+            reason: String::new(),
+        },
+        UpstreamError::Timeout {
+            node: node(),
+            timeout: Duration::from_secs(1),
+        },
+        UpstreamError::Io {
+            node: node(),
+            reason: String::new(),
+        },
+        UpstreamError::Protocol { node: node() },
+        UpstreamError::Down { node: node() },
+        UpstreamError::Unsupported("meta flag N"),
+    ];
+    for error in &errors {
+        assert!(UpstreamError::KINDS.contains(&error.kind()), "{error}");
+    }
+}
