@@ -182,7 +182,7 @@ impl Dashboard {
         let foreign_origin = match (text(header::ORIGIN), text(header::HOST)) {
             (Some(origin), Some(host)) => origin
                 .split_once("://")
-                .map_or(true, |(_, rest)| rest.trim_end_matches('/') != host),
+                .is_none_or(|(_, rest)| rest.trim_end_matches('/') != host),
             (Some(_), None) => true,
             (None, _) => false,
         };

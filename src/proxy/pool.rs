@@ -387,7 +387,7 @@ mod tests {
         let mut pending = Vec::new();
         for _ in 0..n {
             let frame = super::super::upstream::internal_frame();
-            pending.push(conn.send(Command::Noop, frame).await.unwrap());
+            pending.push(conn.send(Command::Noop, frame).unwrap());
         }
         pending
     }

@@ -409,7 +409,7 @@ async fn start(
         }
         Err(error) => return Part::Failed(error),
     };
-    match conn.send(command, frame).await {
+    match conn.send(command, frame) {
         Ok(reply) => Part::Waiting {
             node: Arc::clone(node),
             conn,

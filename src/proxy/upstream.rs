@@ -6,8 +6,10 @@
 //! reply's opaque (binary's header field, meta's `O<seq>`) must match the
 //! oldest request in flight (a mismatch, or any reply that does not parse,
 //! means the stream is corrupt: the connection is dropped, never reused). A
-//! writer task batches queued requests into one write; a reader task parses
-//! replies and completes each request's oneshot.
+//! client's session writes its own request when the connection is idle
+//! (`outbox`: flat combining); a writer task takes over only when a write
+//! cannot finish at once, batching what piles up meanwhile into one write. A
+//! reader task parses replies and completes each request's oneshot.
 //!
 //! memcached `-Z` stalls when a value larger than one TLS record is followed by
 //! more pipelined input in the same burst (docs/ARCHITECTURE.md). So after writing a
@@ -26,24 +28,18 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{oneshot, Notify};
 use tokio_rustls::TlsConnector;
 
 use crate::protocol::meta_client::{self, Expect, LoginForm};
 use crate::protocol::request::{MetaFrame, TextFrame};
-use crate::protocol::{binary, sasl, Command, Frame, Limits, Response};
-
-/// The most plaintext one TLS record carries (rustls's default fragment size,
-/// and memcached's read buffer). A request larger than this is written alone,
-/// last, and nothing follows it until its reply has come back.
-const RECORD: usize = 16 * 1024;
-/// Requests queued per connection before callers wait.
-const QUEUE_DEPTH: usize = 1024;
+use crate::protocol::{binary, Command, Frame, Limits, Response};
 
 /// Why an upstream request or connection failed. The kind is a metric label.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -255,14 +251,6 @@ impl Drop for Reply {
 /// A reply to come; a dropped sender means the connection was lost.
 pub type PendingReply = oneshot::Receiver<Result<Response, UpstreamError>>;
 
-struct Job {
-    command: Command,
-    /// How the client framed it: a meta request asks the node for what the
-    /// client's reply will print.
-    frame: Frame,
-    reply: Reply,
-}
-
 /// A request written and waiting for its reply.
 struct InFlight {
     opaque: u32,
@@ -276,16 +264,34 @@ struct InFlight {
     done: Option<Arc<Notify>>,
 }
 
-/// A handle to a live connection; cheap to clone.
-#[derive(Clone)]
-pub struct Connection {
-    jobs: mpsc::Sender<Job>,
+/// What every handle to one connection shares. When the last handle goes
+/// (the pool replaced it and no request is in flight on it), its tasks end.
+struct Shared {
+    outbox: Arc<Mutex<Outbox>>,
+    inflight: Arc<Mutex<VecDeque<InFlight>>>,
+    /// Hands the outbox to the writer task.
+    work: Arc<Notify>,
     alive: Arc<AtomicBool>,
     /// Requests queued or in flight, for the pool's choice of connection.
     load: Arc<AtomicUsize>,
-    tasks: Arc<[tokio::task::AbortHandle; 2]>,
     /// When a request was last queued, in milliseconds of `since_start`.
-    last_used: Arc<AtomicU64>,
+    last_used: AtomicU64,
+    meta: bool,
+    tasks: [tokio::task::AbortHandle; 2],
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// A handle to a live connection; cheap to clone.
+#[derive(Clone)]
+pub struct Connection {
+    shared: Arc<Shared>,
 }
 
 /// Milliseconds since the first call: a cheap, monotonic timestamp for
@@ -355,43 +361,38 @@ impl Connection {
         if every.is_zero() {
             return;
         }
-        let jobs = self.jobs.downgrade();
-        let (alive, load, tasks, last_used) = (
-            Arc::clone(&self.alive),
-            Arc::clone(&self.load),
-            Arc::clone(&self.tasks),
-            Arc::clone(&self.last_used),
-        );
+        let handle = Arc::downgrade(&self.shared);
         let every_ms = every.as_millis() as u64;
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                if !alive.load(Ordering::Relaxed) {
+                let Some(shared) = handle.upgrade() else {
+                    return;
+                };
+                let conn = Connection { shared };
+                if !conn.is_alive() {
                     return;
                 }
-                let idle = since_start().saturating_sub(last_used.load(Ordering::Relaxed));
-                if idle < every_ms || load.load(Ordering::Relaxed) > 0 {
+                let idle =
+                    since_start().saturating_sub(conn.shared.last_used.load(Ordering::Relaxed));
+                if idle < every_ms || conn.load() > 0 {
                     continue;
                 }
-                let Some(jobs) = jobs.upgrade() else { return };
-                let conn = Connection {
-                    jobs,
-                    alive: Arc::clone(&alive),
-                    load: Arc::clone(&load),
-                    tasks: Arc::clone(&tasks),
-                    last_used: Arc::clone(&last_used),
-                };
-                let Ok(reply) = conn.send(Command::Noop, internal_frame()).await else {
+                let Ok(reply) = conn.send(Command::Noop, internal_frame()) else {
                     return;
                 };
+                let alive = Arc::clone(&conn.shared.alive);
                 drop(conn);
                 if !matches!(tokio::time::timeout(timeout, reply).await, Ok(Ok(Ok(_)))) {
-                    tracing::debug!("idle upstream connection did not answer a ping; closing it");
-                    alive.store(false, Ordering::Relaxed);
-                    for task in tasks.iter() {
-                        task.abort();
+                    if alive.load(Ordering::Relaxed) {
+                        tracing::debug!(
+                            "idle upstream connection did not answer a ping; closing it"
+                        );
+                    }
+                    if let Some(shared) = handle.upgrade() {
+                        Connection { shared }.close();
                     }
                     return;
                 }
@@ -405,73 +406,133 @@ impl Connection {
     where
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
-        let (jobs_tx, jobs_rx) = mpsc::channel(QUEUE_DEPTH);
         let alive = Arc::new(AtomicBool::new(true));
         let inflight = Arc::new(Mutex::new(VecDeque::<InFlight>::new()));
         let (rd, wr) = tokio::io::split(stream);
+        let outbox = Arc::new(Mutex::new(Outbox::new(Box::pin(wr))));
+        let work = Arc::new(Notify::new());
         let failed = Arc::new(Notify::new());
         let meta = protocol != UpstreamProtocol::Binary;
         let w = tokio::spawn(writer(
-            wr,
-            jobs_rx,
+            Arc::clone(&outbox),
             Arc::clone(&inflight),
+            Arc::clone(&work),
             Arc::clone(&alive),
             Arc::clone(&failed),
+        ));
+        let r = tokio::spawn(reader(
+            rd,
+            Arc::clone(&inflight),
+            Arc::clone(&alive),
+            failed,
+            node,
             meta,
         ));
-        let r = tokio::spawn(reader(rd, inflight, Arc::clone(&alive), failed, node, meta));
         Connection {
-            jobs: jobs_tx,
-            alive,
-            load: Arc::new(AtomicUsize::new(0)),
-            tasks: Arc::new([w.abort_handle(), r.abort_handle()]),
-            last_used: Arc::new(AtomicU64::new(since_start())),
+            shared: Arc::new(Shared {
+                outbox,
+                inflight,
+                work,
+                alive,
+                load: Arc::new(AtomicUsize::new(0)),
+                last_used: AtomicU64::new(since_start()),
+                meta,
+                tasks: [w.abort_handle(), r.abort_handle()],
+            }),
         }
     }
 
     pub fn is_alive(&self) -> bool {
-        self.alive.load(Ordering::Relaxed) && !self.jobs.is_closed()
+        self.shared.alive.load(Ordering::Relaxed)
     }
 
     /// Requests queued or in flight on this connection.
     pub fn load(&self) -> usize {
-        self.load.load(Ordering::Relaxed)
+        self.shared.load.load(Ordering::Relaxed)
     }
 
-    /// Queue one command, as a client framed by `frame` sent it; the returned
+    /// Send one command, as a client framed by `frame` sent it; the returned
     /// receiver completes with its reply. Timeouts are the caller's job.
-    pub async fn send(
-        &self,
-        command: Command,
-        frame: Frame,
-    ) -> Result<PendingReply, UpstreamError> {
+    ///
+    /// The caller writes its own request when the connection's outbox is idle
+    /// (flat combining: no task hand-off on the way out); otherwise it
+    /// appends to what the writer task is already sending.
+    pub fn send(&self, command: Command, frame: Frame) -> Result<PendingReply, UpstreamError> {
+        let shared = &*self.shared;
         let (tx, rx) = oneshot::channel();
-        self.load.fetch_add(1, Ordering::Relaxed);
-        self.last_used.store(since_start(), Ordering::Relaxed);
+        shared.load.fetch_add(1, Ordering::Relaxed);
         let reply = Reply {
             tx: Some(tx),
-            load: Arc::clone(&self.load),
+            load: Arc::clone(&shared.load),
         };
-        self.jobs
-            .send(Job {
+        shared.last_used.store(since_start(), Ordering::Relaxed);
+        let Ok(mut out) = shared.outbox.lock() else {
+            return Err(lost_error());
+        };
+        if !shared.alive.load(Ordering::Relaxed) {
+            return Err(lost_error());
+        }
+        let opaque = out.opaque.wrapping_add(1);
+        let start = out.buffer().len();
+        let encoded = if shared.meta {
+            meta_client::encode_request(&command, &frame, opaque, out.buffer()).map_err(|e| e.0)
+        } else {
+            encode_binary(&command, &frame, opaque, out.buffer())
+        };
+        let expect = match encoded {
+            Ok(expect) => expect,
+            Err(what) => {
+                out.truncate(start);
+                return Err(UpstreamError::Unsupported(what));
+            }
+        };
+        out.opaque = opaque;
+        let done = out.push(start);
+        let large = done.is_some();
+        match shared.inflight.lock() {
+            Ok(mut q) => q.push_back(InFlight {
+                opaque,
+                expect,
                 command,
-                frame,
                 reply,
-            })
-            .await
-            .map_err(|_| lost_error())?;
+                stats: Vec::new(),
+                done,
+            }),
+            Err(_) => return Err(lost_error()),
+        }
+        if out.busy {
+            return Ok(rx);
+        }
+        // Idle: write it now, unless it is large (the writer task must wait
+        // for its reply before anything follows it).
+        let driven = match large {
+            true => Poll::Pending,
+            false => out.drive(&mut Context::from_waker(Waker::noop())),
+        };
+        match driven {
+            Poll::Ready(Ok(Driven::Empty)) => {}
+            Poll::Ready(Ok(Driven::Hold)) | Poll::Pending => {
+                out.busy = true;
+                drop(out);
+                shared.work.notify_one();
+            }
+            Poll::Ready(Err(error)) => {
+                drop(out);
+                tracing::debug!(%error, "upstream write failed");
+                self.close();
+            }
+        }
         Ok(rx)
     }
 
     /// Stop using this connection (after a timeout, say): its tasks end and
     /// every request still in flight fails.
     pub fn close(&self) {
-        self.alive.store(false, Ordering::Relaxed);
-        // Dropping the tasks drops every pending reply sender: callers see
-        // the connection as lost.
-        for task in self.tasks.iter() {
+        self.shared.alive.store(false, Ordering::Relaxed);
+        for task in &self.shared.tasks {
             task.abort();
         }
+        fail_all(&self.shared.inflight, lost_error());
     }
 }
 
@@ -492,172 +553,6 @@ pub fn internal_frame() -> Frame {
     Frame::Text(TextFrame::default())
 }
 
-/// What a node that does not speak the protocol asked of it answers, said
-/// so that the operator knows which `--upstream-protocol` to pick.
-const NOT_TEXT: &str = "node does not speak the text protocol; is it memcached -S? \
-                        use --upstream-protocol binary";
-const NOT_BINARY: &str = "node answered the binary SASL login in text; is it memcached -Y? \
-                          use --upstream-protocol meta-memcached";
-
-/// SASL PLAIN over the binary protocol, followed by a NOOP: memcached `-Y`
-/// swallows a SASL request without a word but answers the NOOP in text,
-/// which tells it apart from a node that is merely slow.
-async fn sasl_login<S>(
-    stream: &mut S,
-    node: &str,
-    user: &str,
-    pass: &str,
-) -> Result<(), UpstreamError>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let command = Command::SaslAuth {
-        mechanism: bytes::Bytes::from_static(sasl::PLAIN.as_bytes()),
-        data: sasl::encode_plain(user, pass).into(),
-    };
-    let mut out = BytesMut::new();
-    binary::encode_request(&command, false, 0, &mut out)
-        .map_err(|binary::Unsupported(what)| UpstreamError::Unsupported(what))?;
-    binary::encode_request(&Command::Noop, false, 1, &mut out)
-        .map_err(|binary::Unsupported(what)| UpstreamError::Unsupported(what))?;
-    let auth = |reason: String| UpstreamError::Auth {
-        node: node.to_string(),
-        reason,
-    };
-    let mut login = LoginStream::new(stream, node);
-    login.write(&out).await?;
-    let mut authenticated = false;
-    loop {
-        if login
-            .buf
-            .first()
-            .is_some_and(|&b| b != binary::RESPONSE_MAGIC)
-        {
-            return Err(auth(NOT_BINARY.into()));
-        }
-        let parsed = binary::parse_response(&login.buf).map_err(|_| UpstreamError::Protocol {
-            node: node.to_string(),
-        })?;
-        if let Some((packet, used)) = parsed {
-            let _ = login.buf.split_to(used);
-            match (authenticated, packet.status) {
-                (false, binary::status::NO_ERROR) => authenticated = true,
-                (false, status) => return Err(auth(format!("status {status:#04x}"))),
-                (true, _) => return login.done(),
-            }
-            continue;
-        }
-        login.read("SASL").await?;
-    }
-}
-
-/// An ASCII login: MemCachier's form for memgate nodes, memcached `-Y`'s for
-/// memcached.
-async fn ascii_login<S>(
-    stream: &mut S,
-    node: &str,
-    form: LoginForm,
-    user: &str,
-    pass: &str,
-) -> Result<(), UpstreamError>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let auth = |reason: String| UpstreamError::Auth {
-        node: node.to_string(),
-        reason,
-    };
-    let mut out = BytesMut::new();
-    meta_client::encode_login(form, user, pass, &mut out)
-        .map_err(|e| auth(format!("cannot send this username: {}", e.0)))?;
-    let mut login = LoginStream::new(stream, node);
-    login.write(&out).await?;
-    loop {
-        // A binary response, or a node that closes on a text line (memcached
-        // -S does one or the other): not a text node.
-        if login.buf.first() == Some(&binary::RESPONSE_MAGIC) {
-            return Err(auth(NOT_TEXT.into()));
-        }
-        match meta_client::parse_reply(&login.buf, Expect::Login, &upstream_limits()) {
-            Ok(Some((reply, used))) => {
-                let _ = login.buf.split_to(used);
-                return match meta_client::login_result(&reply) {
-                    Ok(()) => login.done(),
-                    Err(meta_client::LoginError::Refused) => {
-                        Err(auth("credentials refused".into()))
-                    }
-                    // A text answer other than STORED: a text node that
-                    // does not take this form of login.
-                    Err(meta_client::LoginError::NotAscii(said)) => Err(auth(format!(
-                        "node refused the {form:?} form of ASCII login ({said:?}); memgate \
-                         nodes take --upstream-protocol meta, memcached -Y meta-memcached"
-                    ))),
-                };
-            }
-            Ok(None) => {}
-            Err(_) => return Err(auth(NOT_TEXT.into())),
-        }
-        if login.read("login").await.is_err() {
-            return Err(auth(NOT_TEXT.into()));
-        }
-    }
-}
-
-/// A stream during login: what was read, and errors naming the node.
-struct LoginStream<'s, S> {
-    stream: &'s mut S,
-    node: &'s str,
-    buf: BytesMut,
-}
-
-impl<'s, S: AsyncRead + AsyncWrite + Unpin> LoginStream<'s, S> {
-    fn new(stream: &'s mut S, node: &'s str) -> Self {
-        LoginStream {
-            stream,
-            node,
-            buf: BytesMut::with_capacity(256),
-        }
-    }
-
-    fn io(&self, reason: String) -> UpstreamError {
-        UpstreamError::Io {
-            node: self.node.to_string(),
-            reason,
-        }
-    }
-
-    async fn write(&mut self, bytes: &[u8]) -> Result<(), UpstreamError> {
-        self.stream
-            .write_all(bytes)
-            .await
-            .map_err(|e| self.io(e.to_string()))?;
-        self.stream
-            .flush()
-            .await
-            .map_err(|e| self.io(e.to_string()))
-    }
-
-    /// Read more; a close is an error.
-    async fn read(&mut self, what: &str) -> Result<(), UpstreamError> {
-        match self.stream.read_buf(&mut self.buf).await {
-            Ok(0) => Err(self.io(format!("closed during {what}"))),
-            Ok(_) => Ok(()),
-            Err(e) => Err(self.io(e.to_string())),
-        }
-    }
-
-    /// The login is over: anything more the node sent is out of step.
-    fn done(self) -> Result<(), UpstreamError> {
-        if self.buf.is_empty() {
-            Ok(())
-        } else {
-            Err(UpstreamError::Protocol {
-                node: self.node.to_string(),
-            })
-        }
-    }
-}
-
 /// The largest value a node's reply may announce: what a binary reply may
 /// carry, so that both protocols accept the same items.
 fn upstream_limits() -> Limits {
@@ -666,99 +561,62 @@ fn upstream_limits() -> Limits {
     }
 }
 
-async fn writer<W>(
-    mut wr: W,
-    mut jobs: mpsc::Receiver<Job>,
+/// Take over the outbox whenever a session hands it on (a write that could
+/// not finish at once, or a large request to hold behind), and drive it with
+/// this task's waker until it is empty.
+async fn writer(
+    outbox: Arc<Mutex<Outbox>>,
     inflight: Arc<Mutex<VecDeque<InFlight>>>,
+    work: Arc<Notify>,
     alive: Arc<AtomicBool>,
     failed: Arc<Notify>,
-    meta: bool,
-) where
-    W: AsyncWrite + Unpin,
-{
-    let mut out = Batch::default();
-    let mut opaque: u32 = 0;
+) {
     'outer: loop {
-        let first = tokio::select! {
-            job = jobs.recv() => job,
-            _ = failed.notified() => None,
-        };
-        let Some(mut job) = first else { break };
-        // Let the other clients' sessions run once before writing, so that
-        // requests arriving together leave in one TLS write: fewer syscalls
-        // and wake-ups on both ends, for the cost of one scheduler pass.
-        tokio::task::yield_now().await;
+        tokio::select! {
+            biased;
+            _ = failed.notified() => break,
+            _ = work.notified() => {}
+        }
         loop {
-            if !alive.load(Ordering::Relaxed) {
-                job.reply.send(Err(lost_error()));
-                break 'outer;
-            }
-            opaque = opaque.wrapping_add(1);
-            let start = out.bytes.len();
-            let encoded = if meta {
-                meta_client::encode_request(&job.command, &job.frame, opaque, &mut out.bytes)
-                    .map_err(|e| e.0)
-            } else {
-                encode_binary(&job.command, &job.frame, opaque, &mut out.bytes)
-            };
-            match encoded {
-                Err(what) => {
-                    out.bytes.truncate(start);
-                    job.reply.send(Err(UpstreamError::Unsupported(what)));
+            let driven = std::future::poll_fn(|cx| {
+                let Ok(mut out) = outbox.lock() else {
+                    return Poll::Ready(Err(std::io::Error::other("outbox poisoned")));
+                };
+                let driven = out.drive(cx);
+                if let Poll::Ready(Ok(Driven::Empty)) = driven {
+                    out.busy = false;
                 }
-                Ok(expect) => {
-                    out.ends.push(out.bytes.len());
-                    let large = out.bytes.len() - start > RECORD;
-                    let done = large.then(|| Arc::new(Notify::new()));
-                    if let Ok(mut q) = inflight.lock() {
-                        q.push_back(InFlight {
-                            opaque,
-                            expect,
-                            command: job.command,
-                            reply: job.reply,
-                            stats: Vec::new(),
-                            done: done.clone(),
-                        });
-                    }
-                    if let Some(done) = done {
-                        // Write everything up to and including the large
-                        // request, then wait for its reply before sending
-                        // anything behind it.
-                        let wait = done.notified();
-                        if out.write(&mut wr).await.is_err() {
-                            break 'outer;
-                        }
+                driven
+            })
+            .await;
+            match driven {
+                Ok(Driven::Empty) => break,
+                Ok(Driven::Hold) => {
+                    let held = outbox.lock().ok().and_then(|out| out.held.clone());
+                    if let Some(held) = held {
                         tokio::select! {
-                            _ = wait => {}
+                            _ = held.notified() => {}
                             _ = failed.notified() => break 'outer,
                         }
                     }
-                }
-            }
-            // Batch whatever else is already queued into the same write.
-            match jobs.try_recv() {
-                Ok(next) if out.bytes.len() < 64 * 1024 => job = next,
-                Ok(next) => {
-                    if out.write(&mut wr).await.is_err() {
-                        next.reply.send(Err(lost_error()));
-                        break 'outer;
+                    if let Ok(mut out) = outbox.lock() {
+                        out.held = None;
                     }
-                    job = next;
                 }
-                Err(_) => break,
+                Err(error) => {
+                    tracing::debug!(%error, "upstream write failed");
+                    break 'outer;
+                }
             }
-        }
-        if out.write(&mut wr).await.is_err() {
-            break;
         }
     }
     alive.store(false, Ordering::Relaxed);
-    jobs.close();
-    while let Ok(job) = jobs.try_recv() {
-        job.reply.send(Err(lost_error()));
-    }
     fail_all(&inflight, lost_error());
-    let _ = wr.shutdown().await;
+    let _ = std::future::poll_fn(|cx| match outbox.lock() {
+        Ok(mut out) => out.poll_shutdown(cx),
+        Err(_) => Poll::Ready(Ok(())),
+    })
+    .await;
 }
 
 /// Encode a request for a binary-only node, refusing what binary cannot
@@ -809,46 +667,6 @@ fn binary_cannot_carry(command: &Command, frame: &Frame) -> Option<&'static str>
         () if return_ttl && asks_item => Some("meta flag t (remaining TTL)"),
         () => None,
     })
-}
-
-/// Encoded requests waiting to be written, and where each one ends.
-#[derive(Default)]
-struct Batch {
-    bytes: BytesMut,
-    ends: Vec<usize>,
-}
-
-impl Batch {
-    /// The byte ranges to hand to TLS one write each: whole requests, at most
-    /// one record's worth, except a single larger request on its own.
-    fn pieces(&self) -> Vec<std::ops::Range<usize>> {
-        let mut pieces = Vec::new();
-        let mut start = 0;
-        let mut cut = 0;
-        for &end in &self.ends {
-            if end - start > RECORD && cut > start {
-                pieces.push(start..cut);
-                start = cut;
-            }
-            cut = end;
-        }
-        if cut > start {
-            pieces.push(start..cut);
-        }
-        pieces
-    }
-
-    /// Write and flush every piece (so that TLS starts a fresh record for
-    /// each), then empty the batch.
-    async fn write<W: AsyncWrite + Unpin>(&mut self, wr: &mut W) -> std::io::Result<()> {
-        for piece in self.pieces() {
-            wr.write_all(&self.bytes[piece]).await?;
-            wr.flush().await?;
-        }
-        self.bytes.clear();
-        self.ends.clear();
-        Ok(())
-    }
 }
 
 fn lost_error() -> UpstreamError {
@@ -1012,5 +830,10 @@ fn drain_replies(
     Ok(())
 }
 
+mod login;
+mod outbox;
+
+use login::{ascii_login, sasl_login};
+use outbox::{Driven, Outbox};
 #[cfg(test)]
 mod tests;

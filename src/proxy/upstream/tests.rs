@@ -1,3 +1,4 @@
+use super::outbox::RECORD;
 use super::*;
 use crate::protocol::request::StoreMode;
 use crate::protocol::test_util::{self, store};
@@ -97,7 +98,7 @@ async fn pipelined_requests_never_straddle_a_tls_record() {
         let mut one = BytesMut::new();
         binary::encode_request(c, false, i as u32 + 1, &mut one).unwrap();
         total += one.len();
-        replies.push(conn.send(c.clone(), internal_frame()).await.unwrap());
+        replies.push(conn.send(c.clone(), internal_frame()).unwrap());
     }
     let writes = written(&rec, total).await;
     assert_eq!(writes.iter().map(Vec::len).sum::<usize>(), total);
@@ -120,12 +121,9 @@ async fn pipelined_requests_never_straddle_a_tls_record() {
 async fn nothing_follows_a_request_larger_than_a_record() {
     let rec = Recorder::default();
     let conn = Connection::spawn(rec.clone(), "n0".into(), UpstreamProtocol::Binary);
-    let _a = conn.send(get("before"), internal_frame()).await.unwrap();
-    let _b = conn
-        .send(set("big", 40_000), internal_frame())
-        .await
-        .unwrap();
-    let _c = conn.send(get("after"), internal_frame()).await.unwrap();
+    let _a = conn.send(get("before"), internal_frame()).unwrap();
+    let _b = conn.send(set("big", 40_000), internal_frame()).unwrap();
+    let _c = conn.send(get("after"), internal_frame()).unwrap();
     let mut big = BytesMut::new();
     binary::encode_request(&set("big", 40_000), false, 2, &mut big).unwrap();
     let writes = written(&rec, big.len() + 30).await;
@@ -145,8 +143,8 @@ async fn load_counts_requests_until_answered_or_lost() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (near, mut far) = tokio::io::duplex(64 * 1024);
     let conn = Connection::spawn(near, "n0".into(), UpstreamProtocol::Binary);
-    let first = conn.send(get("a"), internal_frame()).await.unwrap();
-    let second = conn.send(get("b"), internal_frame()).await.unwrap();
+    let first = conn.send(get("a"), internal_frame()).unwrap();
+    let second = conn.send(get("b"), internal_frame()).unwrap();
     assert_eq!(conn.load(), 2);
 
     // Answer the first request only: a miss, with its opaque.
@@ -168,27 +166,12 @@ async fn load_counts_requests_until_answered_or_lost() {
     assert_eq!(conn.load(), 1);
 
     conn.close();
-    assert!(second.await.is_err(), "lost with its connection");
+    // Failed with an error, or its sender dropped: either way, lost.
+    assert!(
+        matches!(second.await, Err(_) | Ok(Err(_))),
+        "lost with its connection"
+    );
     assert_eq!(conn.load(), 0);
-}
-
-#[test]
-fn pieces_cut_at_request_ends() {
-    let batch = |ends: &[usize]| Batch {
-        bytes: BytesMut::zeroed(*ends.last().unwrap_or(&0)),
-        ends: ends.to_vec(),
-    };
-    assert_eq!(batch(&[]).pieces(), vec![]);
-    assert_eq!(batch(&[10, 20]).pieces(), vec![0..20]);
-    assert_eq!(batch(&[RECORD]).pieces(), vec![0..RECORD]);
-    assert_eq!(
-        batch(&[10_000, 20_000, 25_000]).pieces(),
-        vec![0..10_000, 10_000..25_000]
-    );
-    assert_eq!(
-        batch(&[100, 100 + 3 * RECORD]).pieces(),
-        vec![0..100, 100..100 + 3 * RECORD]
-    );
 }
 
 /// Over meta, a reply must echo the opaque of the oldest request in flight:
@@ -199,8 +182,8 @@ async fn a_meta_reply_with_another_opaque_drops_the_connection() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (near, mut far) = tokio::io::duplex(64 * 1024);
     let conn = Connection::spawn(near, "n0".into(), UpstreamProtocol::Meta);
-    let first = conn.send(get("a"), internal_frame()).await.unwrap();
-    let second = conn.send(get("b"), internal_frame()).await.unwrap();
+    let first = conn.send(get("a"), internal_frame()).unwrap();
+    let second = conn.send(get("b"), internal_frame()).unwrap();
     let mut buf = Vec::new();
     while buf.iter().filter(|&&b| b == b'\n').count() < 2 {
         let mut chunk = [0u8; 1024];
@@ -231,12 +214,9 @@ async fn a_meta_reply_with_another_opaque_drops_the_connection() {
 async fn over_meta_nothing_follows_a_request_larger_than_a_record() {
     let rec = Recorder::default();
     let conn = Connection::spawn(rec.clone(), "n0".into(), UpstreamProtocol::Meta);
-    let _a = conn.send(get("before"), internal_frame()).await.unwrap();
-    let _b = conn
-        .send(set("big", 40_000), internal_frame())
-        .await
-        .unwrap();
-    let _c = conn.send(get("after"), internal_frame()).await.unwrap();
+    let _a = conn.send(get("before"), internal_frame()).unwrap();
+    let _b = conn.send(set("big", 40_000), internal_frame()).unwrap();
+    let _c = conn.send(get("after"), internal_frame()).unwrap();
     let writes = written(&rec, 40_000).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(
