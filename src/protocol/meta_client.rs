@@ -363,6 +363,12 @@ fn next_line(buf: &[u8]) -> Result<Option<(&[u8], usize)>, ReplyError> {
 /// The errors any command may get, mapped back to the variants whose text
 /// they are (so that a binary client gets the matching status).
 fn error_line(line: &[u8]) -> Option<ErrorReply> {
+    // Nearly every reply is not an error: look no further (matching builds
+    // each error's text) unless the line starts as every error does.
+    let error_like = [&b"ERROR"[..], b"CLIENT_ERROR ", b"SERVER_ERROR "];
+    if !error_like.iter().any(|prefix| line.starts_with(prefix)) {
+        return None;
+    }
     let known = [
         ErrorReply::UnknownCommand,
         ErrorReply::TooLarge,
