@@ -8,6 +8,7 @@
 //! - [`caches`]: the caches file (tenants and credentials), validated.
 //! - [`auth`]: password hashing and constant-time checks.
 //! - [`tenants`]: the running caches, kept across reloads.
+//! - `threads`: the threads that serve the connections.
 //! - [`store`]: one cache's items: byte-budget LRU, TTL, CAS.
 //! - [`counters`]: per-cache counters.
 //! - [`mrc`]: per-cache miss-ratio curves (what-if memory), sampled.
@@ -26,6 +27,7 @@ pub mod session;
 pub mod stats;
 pub mod store;
 pub mod tenants;
+mod threads;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -43,6 +45,7 @@ use crate::metrics as m;
 use caches::Invalid;
 use caches::{CacheConfig, CachesFile, Capabilities, Credential};
 use tenants::{Login, Tenants};
+use threads::SessionThreads;
 
 /// The version the node reports (`version`, `stats`).
 pub const VERSION: &str = concat!("1.6.18-memgate-", env!("CARGO_PKG_VERSION"));
@@ -94,6 +97,8 @@ pub enum NodeError {
     NoListener,
     #[error("the admin listener needs a token (--admin-token) or mutual TLS (--admin-ca)")]
     AdminWithoutToken,
+    #[error("cannot start the session threads: {0}")]
+    Threads(std::io::Error),
 }
 
 /// Settings sessions read on every connection.
@@ -258,6 +263,7 @@ pub struct Node {
     tls: Option<(TcpListener, TlsAcceptor)>,
     metrics: Option<TcpListener>,
     admin: Option<(TcpListener, admin::AdminConfig)>,
+    threads: Arc<SessionThreads>,
 }
 
 impl Node {
@@ -343,12 +349,14 @@ impl Node {
             }
             None => None,
         };
+        let threads = Arc::new(SessionThreads::start().map_err(NodeError::Threads)?);
         Ok(Node {
             shared,
             plain,
             tls,
             metrics,
             admin,
+            threads,
         })
     }
 
@@ -383,6 +391,7 @@ impl Node {
                 None,
                 Arc::clone(&self.shared),
                 Arc::clone(&limit),
+                Arc::clone(&self.threads),
             ));
         }
         if let Some((listener, acceptor)) = self.tls {
@@ -391,6 +400,7 @@ impl Node {
                 Some(acceptor),
                 Arc::clone(&self.shared),
                 Arc::clone(&limit),
+                Arc::clone(&self.threads),
             ));
         }
         if let Some(listener) = self.metrics {
@@ -445,6 +455,7 @@ async fn accept_loop(
     tls: Option<TlsAcceptor>,
     shared: Arc<Shared>,
     limit: Arc<Semaphore>,
+    threads: Arc<SessionThreads>,
 ) {
     let kind = if tls.is_some() { "tls" } else { "plain" };
     // Owning the sessions here means stopping the node (aborting this loop)
@@ -469,42 +480,63 @@ async fn accept_loop(
         };
         metrics::counter!(m::NODE_CONNECTIONS_TOTAL, "listener" => kind).increment(1);
         let _ = stream.set_nodelay(true);
+        // The socket moves to the session thread's own reactor.
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::debug!(%peer, %error, "accepted socket unusable");
+                continue;
+            }
+        };
         let shared = Arc::clone(&shared);
         let tls = tls.clone();
-        sessions.spawn(async move {
-            metrics::gauge!(m::NODE_OPEN_CONNECTIONS).increment(1.0);
-            let result = match tls {
-                None => session::serve(stream, shared, peer.ip()).await,
-                Some(acceptor) => {
-                    let timeout = shared.settings.auth_timeout;
-                    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(tls_stream)) => session::serve(tls_stream, shared, peer.ip()).await,
-                        Ok(Err(error)) => {
-                            tracing::debug!(%peer, %error, "TLS handshake failed");
-                            metrics::counter!(m::NODE_CONNECTION_ERRORS_TOTAL, "kind" => "tls")
-                                .increment(1);
-                            Ok(())
-                        }
-                        Err(_) => {
-                            metrics::counter!(m::NODE_CONNECTION_ERRORS_TOTAL, "kind" => "tls")
-                                .increment(1);
-                            Ok(())
-                        }
-                    }
-                }
-            };
-            if let Err(error) = result {
-                let kind = match error {
-                    crate::session::SessionError::Io(_) => "io",
-                    crate::session::SessionError::Protocol(_) => "protocol",
-                    crate::session::SessionError::AuthTimeout(_) => "auth_timeout",
+        sessions.spawn_on(
+            async move {
+                metrics::gauge!(m::NODE_OPEN_CONNECTIONS).increment(1.0);
+                let result = match TcpStream::from_std(stream) {
+                    Ok(stream) => serve_accepted(stream, tls, shared, peer).await,
+                    Err(error) => Err(error.into()),
                 };
-                metrics::counter!(m::NODE_CONNECTION_ERRORS_TOTAL, "kind" => kind).increment(1);
-                tracing::debug!(%peer, %error, "connection closed");
-            }
-            metrics::gauge!(m::NODE_OPEN_CONNECTIONS).decrement(1.0);
-            drop(permit);
-        });
+                if let Err(error) = result {
+                    let kind = match error {
+                        crate::session::SessionError::Io(_) => "io",
+                        crate::session::SessionError::Protocol(_) => "protocol",
+                        crate::session::SessionError::AuthTimeout(_) => "auth_timeout",
+                    };
+                    metrics::counter!(m::NODE_CONNECTION_ERRORS_TOTAL, "kind" => kind).increment(1);
+                    tracing::debug!(%peer, %error, "connection closed");
+                }
+                metrics::gauge!(m::NODE_OPEN_CONNECTIONS).decrement(1.0);
+                drop(permit);
+            },
+            threads.next(),
+        );
+    }
+}
+
+/// One accepted connection, on its session thread: the TLS handshake if the
+/// listener has TLS, then the session.
+async fn serve_accepted(
+    stream: TcpStream,
+    tls: Option<TlsAcceptor>,
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+) -> Result<(), crate::session::SessionError> {
+    let Some(acceptor) = tls else {
+        return session::serve(stream, shared, peer.ip()).await;
+    };
+    let timeout = shared.settings.auth_timeout;
+    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        Ok(Ok(tls_stream)) => session::serve(tls_stream, shared, peer.ip()).await,
+        Ok(Err(error)) => {
+            tracing::debug!(%peer, %error, "TLS handshake failed");
+            metrics::counter!(m::NODE_CONNECTION_ERRORS_TOTAL, "kind" => "tls").increment(1);
+            Ok(())
+        }
+        Err(_) => {
+            metrics::counter!(m::NODE_CONNECTION_ERRORS_TOTAL, "kind" => "tls").increment(1);
+            Ok(())
+        }
     }
 }
 
