@@ -123,10 +123,19 @@ impl Node {
         }
         let ended = tokio::time::timeout_at(deadline, outcome.wait_for(Option::is_some)).await;
         match ended {
-            Err(_) => Err(UpstreamError::Timeout {
-                node: self.target.name.clone(),
-                timeout: settings.request_timeout,
-            }),
+            Err(_) => {
+                // The node did not take a connection within the request's
+                // time: as much a failure as a reply that did not come. Not
+                // counting it let a stopped node (TCP accepted by its kernel,
+                // TLS never answered) stay up for as long as it was stopped,
+                // every request for it waiting out its whole timeout.
+                let error = UpstreamError::Timeout {
+                    node: self.target.name.clone(),
+                    timeout: settings.request_timeout,
+                };
+                self.failed(&error);
+                Err(error)
+            }
             Ok(Err(_)) => Err(UpstreamError::Io {
                 node: self.target.name.clone(),
                 reason: "connect abandoned".into(),
