@@ -7,12 +7,11 @@ mod common;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 /// A TCP listener that accepts and then never reads nor answers: a node
 /// whose process hangs, or a TLS handshake that stalls.
@@ -34,81 +33,6 @@ async fn silent_listener() -> Silent {
         }
     });
     Silent { addr, accepted }
-}
-
-/// A byte relay in front of a real node that the test can stall (bytes are
-/// held, as with a stopped process or a partition) or that forgets
-/// connections idle for longer than `forget_idle`, as a NAT or load balancer
-/// does: from then on it silently drops whatever either side sends.
-#[derive(Clone)]
-struct Relay {
-    addr: SocketAddr,
-    stalled: Arc<AtomicBool>,
-    accepted: Arc<AtomicUsize>,
-}
-
-async fn relay(target: SocketAddr, forget_idle: Option<Duration>) -> Relay {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let relay = Relay {
-        addr: listener.local_addr().unwrap(),
-        stalled: Arc::new(AtomicBool::new(false)),
-        accepted: Arc::new(AtomicUsize::new(0)),
-    };
-    let state = relay.clone();
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            state.accepted.fetch_add(1, Ordering::SeqCst);
-            let Ok(server) = TcpStream::connect(target).await else {
-                continue;
-            };
-            let last = Arc::new(Mutex::new(Instant::now()));
-            let forgotten = Arc::new(AtomicBool::new(false));
-            let (cr, cw) = client.into_split();
-            let (sr, sw) = server.into_split();
-            for (rd, wr) in [(cr, sw), (sr, cw)] {
-                let (stalled, last, forgotten) = (
-                    Arc::clone(&state.stalled),
-                    Arc::clone(&last),
-                    Arc::clone(&forgotten),
-                );
-                tokio::spawn(pump(rd, wr, stalled, last, forgotten, forget_idle));
-            }
-        }
-    });
-    relay
-}
-
-async fn pump(
-    mut rd: tokio::net::tcp::OwnedReadHalf,
-    mut wr: tokio::net::tcp::OwnedWriteHalf,
-    stalled: Arc<AtomicBool>,
-    last: Arc<Mutex<Instant>>,
-    forgotten: Arc<AtomicBool>,
-    forget_idle: Option<Duration>,
-) {
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = match rd.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        while stalled.load(Ordering::SeqCst) {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        if let Some(idle) = forget_idle {
-            let mut last = last.lock().unwrap();
-            if last.elapsed() > idle {
-                forgotten.store(true, Ordering::SeqCst);
-            }
-            *last = Instant::now();
-        }
-        if forgotten.load(Ordering::SeqCst) {
-            continue;
-        }
-        if wr.write_all(&buf[..n]).await.is_err() {
-            return;
-        }
-    }
 }
 
 /// Server entries under names of this test's own: the metrics recorder is
@@ -134,14 +58,6 @@ async fn line<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
 
 async fn metrics_text(proxy: &TestProxy) -> String {
     http_get(proxy.metrics.unwrap(), "/metrics").await.1
-}
-
-/// The value of one sample line that contains every one of `parts`.
-fn sample(metrics: &str, name: &str, parts: &[&str]) -> Option<f64> {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(name) && parts.iter().all(|p| l.contains(p)))
-        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
 #[tokio::test]

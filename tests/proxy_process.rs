@@ -184,12 +184,3 @@ async fn proxy_from_env_and_config_reloads_on_sighup_and_drains_on_sigterm() {
     assert!(log.contains("configuration reloaded"), "{log}");
     assert!(!log.contains(PROXY_PASS), "password logged");
 }
-
-fn kill(pid: u32, signal: &str) {
-    let status = Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(pid.to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
-}

@@ -46,9 +46,9 @@ pub struct Node {
     pub upstream_requests: metrics::Counter,
     pub upstream_latency: metrics::Histogram,
     slots: Vec<Mutex<Option<Connection>>>,
-    /// The node's one connect attempt in flight, if any; every request that
-    /// needs a connection meanwhile watches it.
-    connecting: Mutex<Option<watch::Receiver<ConnectOutcome>>>,
+    /// The node's one connect attempt in flight, if any, and when it began;
+    /// every request that needs a connection meanwhile watches it.
+    connecting: Mutex<Option<(Instant, watch::Receiver<ConnectOutcome>)>>,
 }
 
 impl Node {
@@ -117,16 +117,25 @@ impl Node {
         if !self.health.is_up() {
             return Err(self.down());
         }
-        let mut outcome = self.connect_in_background(settings);
+        let (_, mut outcome) = self.connect_in_background(settings);
         if let Some(found) = self.any_live() {
             return Ok(found);
         }
         let ended = tokio::time::timeout_at(deadline, outcome.wait_for(Option::is_some)).await;
         match ended {
-            Err(_) => Err(UpstreamError::Timeout {
-                node: self.target.name.clone(),
-                timeout: settings.request_timeout,
-            }),
+            Err(_) => {
+                // The node did not take a connection within the request's
+                // time: as much a failure as a reply that did not come. Not
+                // counting it let a stopped node (TCP accepted by its kernel,
+                // TLS never answered) stay up for as long as it was stopped,
+                // every request for it waiting out its whole timeout.
+                let error = UpstreamError::Timeout {
+                    node: self.target.name.clone(),
+                    timeout: settings.request_timeout,
+                };
+                self.failed(&error);
+                Err(error)
+            }
             Ok(Err(_)) => Err(UpstreamError::Io {
                 node: self.target.name.clone(),
                 reason: "connect abandoned".into(),
@@ -154,20 +163,21 @@ impl Node {
             .find_map(|(i, slot)| live(slot).map(|conn| (i, conn)))
     }
 
-    /// Join the connect attempt in flight, or start one. It runs in a task of
-    /// its own so that a request giving up (deadline, client gone) does not
-    /// cancel it, and its outcome is counted once, however many requests
-    /// watch it.
+    /// Join the connect attempt in flight, or start one: when it began, and
+    /// its outcome to come. It runs in a task of its own so that a request
+    /// giving up (deadline, client gone) does not cancel it, and its outcome
+    /// is counted once, however many requests watch it.
     fn connect_in_background(
         self: &Arc<Self>,
         settings: &Settings,
-    ) -> watch::Receiver<ConnectOutcome> {
+    ) -> (Instant, watch::Receiver<ConnectOutcome>) {
         let mut connecting = lock(&self.connecting);
-        if let Some(rx) = connecting.as_ref() {
-            return rx.clone();
+        if let Some((began, rx)) = connecting.as_ref() {
+            return (*began, rx.clone());
         }
         let (tx, rx) = watch::channel(None);
-        *connecting = Some(rx.clone());
+        let began = Instant::now();
+        *connecting = Some((began, rx.clone()));
         drop(connecting);
         let node = Arc::clone(self);
         let settings = settings.clone();
@@ -176,7 +186,7 @@ impl Node {
             *lock(&node.connecting) = None;
             let _ = tx.send(Some(result));
         });
-        rx
+        (began, rx)
     }
 
     async fn open(&self, settings: &Settings) -> Result<(), UpstreamError> {
@@ -240,14 +250,21 @@ impl Node {
         self.slots.iter().filter(|s| live(s).is_some()).count()
     }
 
-    /// While the node is down, try one connection; the connect attempt is the
-    /// same one requests would share, so a probe never doubles it.
+    /// While the node is down, make sure one connect attempt begins at or
+    /// after this probe: join the attempt in flight (a probe never doubles
+    /// it), and if that one began earlier and fails, start the next at once.
+    /// Without this, a probe that joined an attempt about to time out left
+    /// the node without a fresh attempt (a fresh SYN, after a partition) for
+    /// up to two intervals, as the connect timeout is a whole multiple of it.
     async fn probe(self: &Arc<Self>, settings: &Settings) {
-        if self.health.is_up() {
-            return;
+        let tick = Instant::now();
+        while !self.health.is_up() {
+            let (began, mut outcome) = self.connect_in_background(settings);
+            let ended = outcome.wait_for(Option::is_some).await.is_ok();
+            if !ended || began >= tick {
+                return;
+            }
         }
-        let mut outcome = self.connect_in_background(settings);
-        let _ = outcome.wait_for(Option::is_some).await;
     }
 }
 
@@ -412,5 +429,65 @@ mod tests {
         assert_eq!(node.pick_slot(), 0, "both busy: the least loaded");
         let _d = load_with(&first, 10).await;
         assert_eq!(node.pick_slot(), 1);
+    }
+    /// A down node whose connects stall (the kernel accepts, TLS never
+    /// answers, as with a stopped process) gets its next attempt as soon as
+    /// one gives up: a fresh SYN at least once per probe interval after a
+    /// partition heals, never a gap of a whole interval more.
+    #[tokio::test]
+    async fn a_down_node_whose_connects_stall_is_retried_without_a_gap() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                seen.lock().unwrap().push(Instant::now());
+                held.push(stream);
+            }
+        });
+        let ca = crate::pki::CertificateAuthority::generate("pool test CA").unwrap();
+        let tls = crate::tls::client_config(ca.cert_pem().as_bytes(), None).unwrap();
+        let interval = Duration::from_millis(200);
+        let settings = Settings {
+            tls: tokio_rustls::TlsConnector::from(tls),
+            protocol: super::super::upstream::UpstreamProtocol::Meta,
+            username: "u".into(),
+            password: "p".into(),
+            // A whole multiple of the interval, as the default 2 s is of 1 s.
+            connect_timeout: 2 * interval,
+            request_timeout: interval,
+            keepalive: Duration::ZERO,
+            tls_fingerprint: None,
+        };
+        let target = Target {
+            name: "stalled".into(),
+            addr: addr.to_string(),
+            server_name: rustls_pki_types::ServerName::try_from("localhost").unwrap(),
+        };
+        let node = Arc::new(Node::new(target, 1, 1));
+        node.health.fail_now("connect", &"test");
+        let spec = super::super::ring::parse_server_entry(&format!("stalled={addr}")).unwrap();
+        let ring = Ring::new(&[spec]).unwrap();
+        let cluster = Arc::new(Cluster::new(
+            vec![node],
+            ring,
+            settings,
+            Failover::Error,
+            interval,
+        ));
+        let prober = tokio::spawn(Arc::clone(&cluster).prober());
+        tokio::time::sleep(12 * interval).await;
+        prober.abort();
+        let accepted = accepted.lock().unwrap();
+        assert!(accepted.len() >= 4, "{} attempts", accepted.len());
+        let widest = accepted.windows(2).map(|w| w[1] - w[0]).max().unwrap();
+        // Back to back: one connect timeout apart. A probe that only joined
+        // the attempt about to give up left three intervals between them.
+        assert!(
+            widest < 2 * interval + interval / 2,
+            "{widest:?} between attempts"
+        );
     }
 }

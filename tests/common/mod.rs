@@ -6,12 +6,13 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use memgate::node::{Node, NodeConfig, Shared};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 /// A caches file with two caches, used by most tests.
@@ -667,6 +668,13 @@ pub struct Memcached {
     child: std::process::Child,
 }
 
+impl Memcached {
+    /// Its process id, to signal it (SIGSTOP, say).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for Memcached {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -684,7 +692,6 @@ pub fn start_memcached(
     env: &[(&str, &std::path::Path)],
 ) -> Memcached {
     use std::process::{Command, Stdio};
-    use std::time::Instant;
     for _attempt in 0..10 {
         let port = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -747,4 +754,97 @@ pub fn memcached_tls_args(pki: &TestPki, dir: &std::path::Path) -> Vec<String> {
             key.display()
         ),
     ]
+}
+
+/// A byte relay in front of a real node that the test can stall (bytes are
+/// held, as with a stopped process or a partition) or that forgets
+/// connections idle for longer than `forget_idle`, as a NAT or load balancer
+/// does: from then on it silently drops whatever either side sends.
+#[derive(Clone)]
+pub struct Relay {
+    pub addr: SocketAddr,
+    pub stalled: Arc<AtomicBool>,
+    pub accepted: Arc<AtomicUsize>,
+}
+
+pub async fn relay(target: SocketAddr, forget_idle: Option<Duration>) -> Relay {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let relay = Relay {
+        addr: listener.local_addr().unwrap(),
+        stalled: Arc::new(AtomicBool::new(false)),
+        accepted: Arc::new(AtomicUsize::new(0)),
+    };
+    let state = relay.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            state.accepted.fetch_add(1, Ordering::SeqCst);
+            let Ok(server) = TcpStream::connect(target).await else {
+                continue;
+            };
+            let last = Arc::new(Mutex::new(Instant::now()));
+            let forgotten = Arc::new(AtomicBool::new(false));
+            let (cr, cw) = client.into_split();
+            let (sr, sw) = server.into_split();
+            for (rd, wr) in [(cr, sw), (sr, cw)] {
+                let (stalled, last, forgotten) = (
+                    Arc::clone(&state.stalled),
+                    Arc::clone(&last),
+                    Arc::clone(&forgotten),
+                );
+                tokio::spawn(pump(rd, wr, stalled, last, forgotten, forget_idle));
+            }
+        }
+    });
+    relay
+}
+
+async fn pump(
+    mut rd: tokio::net::tcp::OwnedReadHalf,
+    mut wr: tokio::net::tcp::OwnedWriteHalf,
+    stalled: Arc<AtomicBool>,
+    last: Arc<Mutex<Instant>>,
+    forgotten: Arc<AtomicBool>,
+    forget_idle: Option<Duration>,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match rd.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        while stalled.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if let Some(idle) = forget_idle {
+            let mut last = last.lock().unwrap();
+            if last.elapsed() > idle {
+                forgotten.store(true, Ordering::SeqCst);
+            }
+            *last = Instant::now();
+        }
+        if forgotten.load(Ordering::SeqCst) {
+            continue;
+        }
+        if wr.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The value of one sample line that contains every one of `parts`.
+pub fn sample(metrics: &str, name: &str, parts: &[&str]) -> Option<f64> {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(name) && parts.iter().all(|p| l.contains(p)))
+        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// Send `signal` (HUP, TERM, STOP, CONT) to `pid` through the `kill` command.
+pub fn kill(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
 }

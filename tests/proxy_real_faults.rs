@@ -1,0 +1,1069 @@
+//! The sidecar's failure model against real processes, under steady load: a
+//! `memgate proxy` process in front of `memgate node` (or `memcached -Y -Z`)
+//! processes that are stopped with SIGSTOP, a node in a network namespace of
+//! its own whose veth link is delayed, partitioned and healed, SIGHUP reloads
+//! while clients run, and a path that forgets idle connections. See
+//! docs/ARCHITECTURE.md, "Failure model of the sidecar".
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use memgate::proxy::ring::Ring;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+
+const BIN: &str = env!("CARGO_BIN_EXE_memgate");
+
+/// The proxy's `--timeout` in every test.
+const TIMEOUT: Duration = Duration::from_secs(1);
+/// What a loaded 2-core machine may add to it: scheduling, not waiting.
+const SLACK: Duration = Duration::from_millis(500);
+/// How soon after a node answers again its keys must serve: about one probe
+/// interval (`--down-retry-delay 1s`), and scheduling.
+const RECOVERY: Duration = Duration::from_secs(2);
+
+/// Each test runs several processes under load: one test at a time keeps
+/// the timings meaningful on a small machine.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A child process, killed on drop, with the listener addresses it logged.
+struct Process {
+    child: Child,
+    listeners: HashMap<String, SocketAddr>,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Process {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn addr(&self, listener: &str) -> SocketAddr {
+        self.listeners[listener]
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        // SIGKILL ends a stopped process too.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Start `memgate ARGS`, behind `prefix` (`ip netns exec NS`, say), and wait
+/// until it has logged the address of every listener in `wanted`.
+fn spawn_memgate(
+    prefix: &[&str],
+    args: &[String],
+    env: &[(&str, &str)],
+    wanted: &[&str],
+) -> Process {
+    let mut cmd = match prefix.split_first() {
+        Some((first, rest)) => {
+            let mut cmd = Command::new(first);
+            cmd.args(rest).arg(BIN);
+            cmd
+        }
+        None => Command::new(BIN),
+    };
+    cmd.args(args)
+        .envs(env.iter().copied())
+        .env_remove("MEMCACHIER_SERVERS")
+        .env_remove("MEMCACHE_SERVERS")
+        .env("MEMGATE_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("memgate starts");
+    let stderr = child.stderr.take().unwrap();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (found, listening) = std::sync::mpsc::channel();
+    let lines = Arc::clone(&log);
+    // Keeps draining stderr, so that the process never blocks on a full pipe.
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(listener) = listener_line(&line) {
+                let _ = found.send(listener);
+            }
+            lines.lock().unwrap().push(line);
+        }
+    });
+    let mut process = Process {
+        child,
+        listeners: HashMap::new(),
+        log,
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !wanted.iter().all(|w| process.listeners.contains_key(*w)) {
+        match listening.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok((name, addr)) => {
+                process.listeners.insert(name, addr);
+            }
+            Err(_) => panic!(
+                "memgate {args:?} did not report {wanted:?}:\n{}",
+                process.log()
+            ),
+        }
+    }
+    process
+}
+
+/// `listening listener="tls" addr=127.0.0.1:40123` → ("tls", address).
+fn listener_line(line: &str) -> Option<(String, SocketAddr)> {
+    if !line.contains("listening") {
+        return None;
+    }
+    let name = line.split("listener=").nth(1)?.split_whitespace().next()?;
+    let addr = line.rsplit("addr=").next()?.trim().parse().ok()?;
+    Some((name.trim_matches('"').to_string(), addr))
+}
+
+/// `memgate node` with PROXY_CACHE and a certificate from `pki`, TLS only, on
+/// `tls_listen`, behind `prefix`.
+fn spawn_node(pki: &TestPki, dir: &Path, prefix: &[&str], tls_listen: &str) -> Process {
+    static NODES: AtomicUsize = AtomicUsize::new(0);
+    let sub = dir.join(format!("node{}", NODES.fetch_add(1, Ordering::SeqCst)));
+    std::fs::create_dir(&sub).unwrap();
+    let issued = pki
+        .ca
+        .issue_node("localhost", &["localhost", "127.0.0.1"])
+        .unwrap();
+    let (cert, key, caches) = (
+        sub.join("node.pem"),
+        sub.join("node-key.pem"),
+        sub.join("caches.toml"),
+    );
+    std::fs::write(&cert, &issued.cert_pem).unwrap();
+    std::fs::write(&key, &issued.key_pem).unwrap();
+    std::fs::write(&caches, PROXY_CACHE).unwrap();
+    let args: Vec<String> = [
+        "node",
+        "--listen",
+        "none",
+        "--tls-listen",
+        tls_listen,
+        "--cert",
+        &cert.display().to_string(),
+        "--key",
+        &key.display().to_string(),
+        "--caches",
+        &caches.display().to_string(),
+    ]
+    .map(String::from)
+    .into();
+    spawn_memgate(prefix, &args, &[], &["tls"])
+}
+
+/// `memgate proxy` on 127.0.0.1:0 trusting `pki`, logging in as
+/// `user`/`pass`, with the test's timeout and a 1 s probe interval; `extra`
+/// names the servers (or the config file) and anything else.
+fn spawn_proxy(pki: &TestPki, dir: &Path, user: &str, pass: &str, extra: &[&str]) -> Process {
+    let ca = dir.join("ca.crt");
+    std::fs::write(&ca, pki.ca_pem()).unwrap();
+    let mut args: Vec<String> = [
+        "proxy",
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--ca",
+        &ca.display().to_string(),
+        "--server-name",
+        "localhost",
+        "--timeout",
+        "1s",
+        "--down-retry-delay",
+        "1s",
+    ]
+    .map(String::from)
+    .into();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let env = [("MEMCACHIER_USERNAME", user), ("MEMCACHIER_PASSWORD", pass)];
+    let proxy = spawn_memgate(&[], &args, &env, &["client", "metrics"]);
+    assert!(!proxy.log().contains(pass), "password logged");
+    proxy
+}
+
+/// The ring the proxy builds over `entries`: which node serves a key.
+fn ring(entries: &[String]) -> Ring {
+    let servers: Vec<_> = entries
+        .iter()
+        .map(|s| memgate::proxy::ring::parse_server_entry(s).unwrap())
+        .collect();
+    Ring::new(&servers).unwrap()
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Reply {
+    Stored,
+    /// The hits, (key, value), up to `END`.
+    Values(Vec<(String, String)>),
+    ServerError(String),
+    Other(String),
+}
+
+/// A text-protocol client that times each request.
+struct Text {
+    rd: tokio::io::BufReader<tokio::net::tcp::OwnedReadHalf>,
+    wr: tokio::net::tcp::OwnedWriteHalf,
+}
+
+impl Text {
+    async fn connect(addr: SocketAddr) -> Text {
+        let (rd, wr) = TcpStream::connect(addr).await.unwrap().into_split();
+        Text {
+            rd: tokio::io::BufReader::new(rd),
+            wr,
+        }
+    }
+
+    /// Send `request`: the reply, and how long it took.
+    async fn call(&mut self, request: &str) -> (Reply, Duration) {
+        let sent = Instant::now();
+        self.wr.write_all(request.as_bytes()).await.unwrap();
+        let reply = tokio::time::timeout(Duration::from_secs(10), self.reply())
+            .await
+            .unwrap_or_else(|_| panic!("no reply within 10 s to {request:?}"));
+        (reply, sent.elapsed())
+    }
+
+    async fn reply(&mut self) -> Reply {
+        let mut values = Vec::new();
+        loop {
+            let mut line = String::new();
+            let n = self.rd.read_line(&mut line).await.unwrap();
+            assert!(n > 0, "the proxy closed the connection");
+            let line = line.trim_end();
+            if let Some(rest) = line.strip_prefix("VALUE ") {
+                let fields: Vec<&str> = rest.split(' ').collect();
+                let len: usize = fields[2].parse().unwrap();
+                let mut data = vec![0; len + 2];
+                self.rd.read_exact(&mut data).await.unwrap();
+                data.truncate(len);
+                values.push((fields[0].to_string(), String::from_utf8(data).unwrap()));
+                continue;
+            }
+            return match line {
+                "STORED" => Reply::Stored,
+                "END" => Reply::Values(values),
+                l if l.starts_with("SERVER_ERROR") => Reply::ServerError(l.into()),
+                l => Reply::Other(l.into()),
+            };
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Outcome {
+    Ok,
+    Miss,
+    Error,
+    /// A reply that is neither the value set nor an error.
+    Wrong,
+}
+
+/// One request of the load.
+#[derive(Debug, Clone)]
+struct Event {
+    key: String,
+    /// The node the full ring puts the key on.
+    node: usize,
+    get: bool,
+    /// When the set of this set-and-get pair was sent, from the epoch.
+    pair: Duration,
+    /// When this request was sent, from the epoch.
+    at: Duration,
+    took: Duration,
+    outcome: Outcome,
+    /// Only read through `Debug`, in the failure messages.
+    #[allow(dead_code)]
+    reply: Reply,
+}
+
+/// Clients that each set and then get their own keys, in a loop.
+struct Load {
+    stop: Arc<AtomicBool>,
+    clients: Vec<JoinHandle<Vec<Event>>>,
+}
+
+/// `clients` clients on connections of their own through `addr`, each
+/// setting a key and then getting it, over 300 keys of its own, with a short
+/// pause after each pair; every request is timed from `epoch`.
+fn start_load(addr: SocketAddr, clients: usize, ring: Arc<Ring>, epoch: Instant) -> Load {
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients = (0..clients)
+        .map(|id| {
+            let (stop, ring) = (Arc::clone(&stop), Arc::clone(&ring));
+            tokio::spawn(async move {
+                let mut c = Text::connect(addr).await;
+                let mut events = Vec::new();
+                let mut n = 0u64;
+                while !stop.load(Ordering::SeqCst) {
+                    let key = format!("c{id}k{}", n % 300);
+                    let node = ring.locate(key.as_bytes());
+                    let value = format!("{id}-{n}");
+                    let pair = epoch.elapsed();
+                    let request = format!("set {key} 0 0 {}\r\n{value}\r\n", value.len());
+                    let (reply, took) = c.call(&request).await;
+                    let stored = reply == Reply::Stored;
+                    let outcome = match reply {
+                        Reply::Stored => Outcome::Ok,
+                        Reply::ServerError(_) => Outcome::Error,
+                        _ => Outcome::Wrong,
+                    };
+                    events.push(Event {
+                        key: key.clone(),
+                        node,
+                        get: false,
+                        pair,
+                        at: pair,
+                        took,
+                        outcome,
+                        reply,
+                    });
+                    let at = epoch.elapsed();
+                    let (reply, took) = c.call(&format!("get {key}\r\n")).await;
+                    let outcome = match &reply {
+                        Reply::Values(v) if v.is_empty() => Outcome::Miss,
+                        Reply::Values(v) if v.len() == 1 && v[0].0 == key => {
+                            // A set that timed out may or may not have been
+                            // applied: then any value of the key will do.
+                            if v[0].1 == value || !stored {
+                                Outcome::Ok
+                            } else {
+                                Outcome::Wrong
+                            }
+                        }
+                        Reply::ServerError(_) => Outcome::Error,
+                        _ => Outcome::Wrong,
+                    };
+                    events.push(Event {
+                        key,
+                        node,
+                        get: true,
+                        pair,
+                        at,
+                        took,
+                        outcome,
+                        reply,
+                    });
+                    n += 1;
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                events
+            })
+        })
+        .collect();
+    Load { stop, clients }
+}
+
+impl Load {
+    /// Stop the clients: every request they made, in the order sent.
+    async fn finish(self) -> Vec<Event> {
+        self.stop.store(true, Ordering::SeqCst);
+        let mut events = Vec::new();
+        for client in self.clients {
+            events.extend(client.await.expect("a client"));
+        }
+        events.sort_by_key(|e| e.at);
+        events
+    }
+}
+
+/// Every request was answered within the timeout (and the slack).
+fn assert_answered_in_time(events: &[Event]) {
+    let slowest = events.iter().max_by_key(|e| e.took).expect("some requests");
+    assert!(
+        slowest.took <= TIMEOUT + SLACK,
+        "answered after {:?} with --timeout {TIMEOUT:?}: {slowest:?}",
+        slowest.took
+    );
+}
+
+/// No request for a key of `nodes` failed, in any way.
+fn assert_never_failed(events: &[Event], nodes: &[usize]) {
+    let theirs: Vec<&Event> = events.iter().filter(|e| nodes.contains(&e.node)).collect();
+    let failed: Vec<&&Event> = theirs.iter().filter(|e| e.outcome != Outcome::Ok).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of the {} requests for nodes {nodes:?} failed; first: {:?}",
+        failed.len(),
+        theirs.len(),
+        failed.first()
+    );
+    assert!(theirs.len() > 100, "too little load: {}", theirs.len());
+}
+
+/// How long after `healed` the keys of `node` served again for good: the
+/// end of the last failed request for them (zero if none failed after it).
+fn recovered_after(events: &[Event], node: usize, healed: Duration) -> Duration {
+    let theirs: Vec<&Event> = events.iter().filter(|e| e.node == node).collect();
+    let last_failure = theirs
+        .iter()
+        .filter(|e| e.outcome != Outcome::Ok)
+        .map(|e| e.at + e.took)
+        .max()
+        .unwrap_or_default();
+    let served_after = theirs
+        .iter()
+        .filter(|e| e.at > last_failure && e.outcome == Outcome::Ok)
+        .count();
+    assert!(
+        served_after > 20,
+        "node {node}'s keys never served again for good: {served_after} successes after the last failure at {last_failure:?}"
+    );
+    last_failure.saturating_sub(healed)
+}
+
+/// The events of `node`'s keys whose pair started within `from..to`.
+fn during(events: &[Event], node: usize, from: Duration, to: Duration) -> Vec<&Event> {
+    events
+        .iter()
+        .filter(|e| e.node == node && e.pair >= from && e.pair < to)
+        .collect()
+}
+
+/// A client that gets `keys` (set to `v-KEY` beforehand) in one request,
+/// every 100 ms: every live node's hits must come back each time.
+fn start_multi_get(
+    addr: SocketAddr,
+    keys: Vec<String>,
+    stop: Arc<AtomicBool>,
+) -> JoinHandle<Vec<(Duration, HashMap<String, String>)>> {
+    tokio::spawn(async move {
+        let mut c = Text::connect(addr).await;
+        for key in &keys {
+            let request = format!("set {key} 0 0 {}\r\nv-{key}\r\n", key.len() + 2);
+            assert_eq!(c.call(&request).await.0, Reply::Stored);
+        }
+        let request = format!("get {}\r\n", keys.join(" "));
+        let mut replies = Vec::new();
+        while !stop.load(Ordering::SeqCst) {
+            let (reply, took) = c.call(&request).await;
+            let Reply::Values(hits) = reply else {
+                panic!("a multi-get failed as a whole: {reply:?}");
+            };
+            for (key, value) in &hits {
+                assert_eq!(value, &format!("v-{key}"));
+            }
+            replies.push((took, hits.into_iter().collect()));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        replies
+    })
+}
+
+/// The proxy's `memgate_proxy_node_up` for `node`, every 100 ms, from `epoch`.
+fn watch_node_up(
+    metrics: SocketAddr,
+    node: String,
+    epoch: Instant,
+    stop: Arc<AtomicBool>,
+) -> JoinHandle<Vec<(Duration, f64)>> {
+    tokio::spawn(async move {
+        let mut samples = Vec::new();
+        let label = format!("node=\"{node}\"");
+        while !stop.load(Ordering::SeqCst) {
+            let (_, text) = http_get(metrics, "/metrics").await;
+            if let Some(up) = sample(&text, "memgate_proxy_node_up", &[&label]) {
+                samples.push((epoch.elapsed(), up));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        samples
+    })
+}
+
+/// The sum of `name` over every series of `node`.
+fn total(metrics: &str, name: &str, node: &str) -> f64 {
+    let label = format!("node=\"{node}\"");
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(name) && l.contains(&label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Load, multi-gets and the node-up gauge of one node, watched from `epoch`
+/// while a test does something to that node.
+struct Watch {
+    epoch: Instant,
+    stop: Arc<AtomicBool>,
+    load: Load,
+    multi: JoinHandle<Vec<(Duration, HashMap<String, String>)>>,
+    up: JoinHandle<Vec<(Duration, f64)>>,
+    keys: Vec<String>,
+}
+
+/// What a watch saw.
+struct Seen {
+    events: Vec<Event>,
+    multi: Vec<(Duration, HashMap<String, String>)>,
+    keys: Vec<String>,
+    up: Vec<(Duration, f64)>,
+    metrics: String,
+}
+
+/// Six clients and a multi-get client through `proxy`, and the up gauge of
+/// `node`.
+fn watch(proxy: &Process, ring: &Arc<Ring>, node: &str) -> Watch {
+    let epoch = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let keys: Vec<String> = (0..30).map(|i| format!("mg{i}")).collect();
+    Watch {
+        epoch,
+        load: start_load(proxy.addr("client"), 6, Arc::clone(ring), epoch),
+        multi: start_multi_get(proxy.addr("client"), keys.clone(), Arc::clone(&stop)),
+        up: watch_node_up(proxy.addr("metrics"), node.into(), epoch, Arc::clone(&stop)),
+        stop,
+        keys,
+    }
+}
+
+impl Watch {
+    /// Time since the watch began.
+    fn now(&self) -> Duration {
+        self.epoch.elapsed()
+    }
+
+    async fn finish(self, proxy: &Process) -> Seen {
+        let events = self.load.finish().await;
+        self.stop.store(true, Ordering::SeqCst);
+        Seen {
+            events,
+            multi: self.multi.await.unwrap(),
+            keys: self.keys,
+            up: self.up.await.unwrap(),
+            metrics: http_get(proxy.addr("metrics"), "/metrics").await.1,
+        }
+    }
+}
+
+/// What a fault of node `faulty` (among `entries`) from `fault_at` until
+/// `healed_at` may cost, and no more: every request is answered within the
+/// timeout; the other nodes' keys never fail; the node is marked down after
+/// two timeouts, and its keys then fail at once (`--failover error`) or are
+/// served by the live nodes (`eject`); they serve again about a probe
+/// interval after the fault ends; every multi-get has the live nodes' hits;
+/// the metrics show it all. Returns the time the node was seen down.
+fn assert_contained(
+    seen: &Seen,
+    entries: &[String],
+    faulty: usize,
+    fault_at: Duration,
+    healed_at: Duration,
+    eject: bool,
+) -> Duration {
+    let ring = ring(entries);
+    let live: Vec<usize> = (0..entries.len()).filter(|&i| i != faulty).collect();
+    let name = entries[faulty].split('=').next().unwrap();
+    let events = &seen.events;
+    // Two consecutive failures mark the node down: its first requests time
+    // out, then the requests that wait for a connection to it do.
+    let down_at = seen
+        .up
+        .iter()
+        .find(|&&(at, v)| v == 0.0 && at > fault_at)
+        .map(|&(at, _)| at)
+        .unwrap_or_else(|| panic!("{name} was never reported down: {:?}", seen.up));
+    let while_down = during(
+        events,
+        faulty,
+        down_at,
+        healed_at - Duration::from_millis(100),
+    );
+    let recovery = recovered_after(events, faulty, healed_at);
+    eprintln!(
+        "{} requests ({} for {name} while down), {name} down {:?} after the fault, slowest {:?}, served again {recovery:?} after the fault ended, {} multi-gets",
+        events.len(),
+        while_down.len(),
+        down_at - fault_at,
+        events.iter().map(|e| e.took).max().unwrap_or_default(),
+        seen.multi.len()
+    );
+    assert_answered_in_time(events);
+    assert_never_failed(events, &live);
+    assert!(
+        down_at < fault_at + 2 * TIMEOUT + SLACK,
+        "{name} was marked down {:?} after the fault",
+        down_at - fault_at
+    );
+    assert!(while_down.len() > 20, "{}", while_down.len());
+    for e in &while_down {
+        if eject {
+            assert_eq!(
+                e.outcome,
+                Outcome::Ok,
+                "ejected keys go to the live nodes: {e:?}"
+            );
+        } else {
+            assert_eq!(e.outcome, Outcome::Error, "{e:?}");
+            assert!(
+                e.took < Duration::from_millis(300),
+                "a down node's keys fail fast: {e:?}"
+            );
+        }
+    }
+    assert!(
+        recovery <= RECOVERY,
+        "{name} served again {recovery:?} after the fault ended"
+    );
+
+    let live_keys: Vec<&String> = seen
+        .keys
+        .iter()
+        .filter(|k| ring.locate(k.as_bytes()) != faulty)
+        .collect();
+    assert!(live_keys.len() < seen.keys.len() && !live_keys.is_empty());
+    for (took, hits) in &seen.multi {
+        assert!(*took <= TIMEOUT + SLACK, "a multi-get took {took:?}");
+        for key in &live_keys {
+            assert!(hits.contains_key(*key), "{key} missing from {hits:?}");
+        }
+    }
+    let partial = seen
+        .multi
+        .iter()
+        .filter(|(_, hits)| hits.len() < seen.keys.len());
+    assert!(partial.count() > 0, "no multi-get saw the node down");
+
+    let metrics = &seen.metrics;
+    assert_eq!(
+        seen.up.last().map(|s| s.1),
+        Some(1.0),
+        "{name} is up at the end: {:?}",
+        seen.up
+    );
+    let label = format!("node=\"{name}\"");
+    let timeouts = sample(
+        metrics,
+        "memgate_proxy_upstream_errors_total",
+        &[&label, "kind=\"timeout\""],
+    );
+    assert!(timeouts.unwrap_or(0.0) >= 2.0, "{metrics}");
+    if !eject {
+        let unreachable = sample(
+            metrics,
+            "memgate_proxy_multiget_unreachable_keys_total",
+            &[&label],
+        );
+        assert!(unreachable.unwrap_or(0.0) > 0.0, "{metrics}");
+    }
+    for &i in &live {
+        let other = entries[i].split('=').next().unwrap();
+        assert_eq!(
+            total(metrics, "memgate_proxy_upstream_errors_total", other),
+            0.0,
+            "no errors on {other}: {metrics}"
+        );
+    }
+    down_at
+}
+
+/// Under load through `proxy`, stop the process `pid` serving node `stopped`
+/// for 3 s, continue it, and check that the fault was contained.
+async fn stop_a_node_under_load(
+    proxy: &Process,
+    entries: &[String],
+    stopped: usize,
+    pid: u32,
+    eject: bool,
+) {
+    let ring = Arc::new(ring(entries));
+    let name = entries[stopped].split('=').next().unwrap();
+    let watch = watch(proxy, &ring, name);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let stopped_at = watch.now();
+    kill(pid, "STOP");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    kill(pid, "CONT");
+    let resumed_at = watch.now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let seen = watch.finish(proxy).await;
+    assert_contained(&seen, entries, stopped, stopped_at, resumed_at, eject);
+}
+
+/// Server entries naming each address by its index: "n0=127.0.0.1:port".
+fn named(addrs: impl IntoIterator<Item = SocketAddr>) -> Vec<String> {
+    addrs
+        .into_iter()
+        .enumerate()
+        .map(|(i, addr)| format!("n{i}={addr}"))
+        .collect()
+}
+
+/// `n` `memgate node` processes on 127.0.0.1 signed by `pki`.
+fn local_nodes(pki: &TestPki, dir: &Path, n: usize) -> Vec<Process> {
+    (0..n)
+        .map(|_| spawn_node(pki, dir, &[], "127.0.0.1:0"))
+        .collect()
+}
+
+/// Stop node `stopped` of three `memgate node` processes under load, with
+/// the proxy's `--failover` set to `failover`.
+async fn stop_one_of_three_memgate_nodes(stopped: usize, failover: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::new();
+    let nodes = local_nodes(&pki, dir.path(), 3);
+    let entries = named(nodes.iter().map(|n| n.addr("tls")));
+    let servers = entries.join(",");
+    let args = ["--servers", &servers, "--failover", failover];
+    let proxy = spawn_proxy(&pki, dir.path(), PROXY_USER, PROXY_PASS, &args);
+    let pid = nodes[stopped].pid();
+    stop_a_node_under_load(&proxy, &entries, stopped, pid, failover == "eject").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_node_process_fails_fast_and_serves_again_after_sigcont() {
+    let _serial = SERIAL.lock().await;
+    stop_one_of_three_memgate_nodes(1, "error").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_node_process_is_ejected_and_its_keys_remapped() {
+    let _serial = SERIAL.lock().await;
+    stop_one_of_three_memgate_nodes(2, "eject").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_memcached_with_ascii_auth_and_tls_fails_fast_and_serves_again() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::new();
+    let (user, pass) = ("mguser", "mg-pass-123");
+    let authfile = dir.path().join("authfile");
+    std::fs::write(&authfile, format!("{user}:{pass}\n")).unwrap();
+    let mut args = vec![
+        "-Z".to_string(),
+        "-Y".into(),
+        authfile.display().to_string(),
+    ];
+    args.extend(memcached_tls_args(&pki, dir.path()));
+    let nodes: Vec<Memcached> = (0..3)
+        .map(|_| start_memcached(dir.path(), &args, &[]))
+        .collect();
+    let entries = named(nodes.iter().map(|m| m.addr));
+    let servers = entries.join(",");
+    let args = [
+        "--servers",
+        &servers,
+        "--upstream-protocol",
+        "meta-memcached",
+    ];
+    let proxy = spawn_proxy(&pki, dir.path(), user, pass, &args);
+    stop_a_node_under_load(&proxy, &entries, 0, nodes[0].pid(), false).await;
+}
+
+/// Run `program args`; its error output if it fails.
+fn run(program: &str, args: &[&str]) -> Result<(), String> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| format!("{program}: {e}"))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(format!(
+        "{program} {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr).trim()
+    ))
+}
+
+/// A network namespace of this test run's own, reached from the host over a
+/// veth pair (198.18.0.0/15, the benchmarking range, one /30 per run).
+/// Dropping it deletes both, whatever the test did.
+struct Netns {
+    name: String,
+    host_if: String,
+    node_if: String,
+    node_ip: String,
+}
+
+impl Netns {
+    fn create() -> Result<Netns, String> {
+        let pid = std::process::id();
+        let net = format!("198.{}.{}", 18 + ((pid >> 14) & 1), (pid >> 6) & 255);
+        let last = (pid & 63) * 4;
+        let ns = Netns {
+            name: format!("memgate-faults-{pid}"),
+            host_if: format!("mgf{pid}h"),
+            node_if: format!("mgf{pid}n"),
+            node_ip: format!("{net}.{}", last + 2),
+        };
+        let host_cidr = format!("{net}.{}/30", last + 1);
+        let node_cidr = format!("{}/30", ns.node_ip);
+        run("ip", &["netns", "add", &ns.name])?;
+        run(
+            "ip",
+            &[
+                "link",
+                "add",
+                &ns.host_if,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &ns.node_if,
+            ],
+        )?;
+        run("ip", &["link", "set", &ns.node_if, "netns", &ns.name])?;
+        run("ip", &["addr", "add", &host_cidr, "dev", &ns.host_if])?;
+        run("ip", &["link", "set", &ns.host_if, "up"])?;
+        ns.exec(&["ip", "addr", "add", &node_cidr, "dev", &ns.node_if])?;
+        ns.exec(&["ip", "link", "set", &ns.node_if, "up"])?;
+        ns.exec(&["ip", "link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    fn prefix(&self) -> [&str; 4] {
+        ["ip", "netns", "exec", &self.name]
+    }
+
+    fn exec(&self, args: &[&str]) -> Result<(), String> {
+        let mut all = self.prefix()[1..].to_vec();
+        all.extend(args);
+        run("ip", &all)
+    }
+
+    /// `tc qdisc ACTION dev HOST_IF root` with `netem` options.
+    fn netem(&self, action: &str, options: &[&str]) -> Result<(), String> {
+        let mut args = vec!["qdisc", action, "dev", &self.host_if, "root"];
+        if !options.is_empty() {
+            args.push("netem");
+            args.extend(options);
+        }
+        run("tc", &args)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Deleting one end of the pair deletes the other; the namespace
+        // itself goes once its last process (the node) has been killed.
+        let _ = run("ip", &["link", "del", &self.host_if]);
+        let _ = run("ip", &["netns", "del", &self.name]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_behind_a_delayed_then_partitioned_link_is_contained_and_serves_after_healing() {
+    let _serial = SERIAL.lock().await;
+    // Declared first, so that it is dropped last: after the node in it.
+    let ns = match Netns::create() {
+        Ok(ns) => ns,
+        Err(why) => {
+            println!("skipped: network namespaces need root and iproute2 ({why})");
+            return;
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::new();
+    let mut nodes = local_nodes(&pki, dir.path(), 2);
+    let far = format!("{}:0", ns.node_ip);
+    nodes.push(spawn_node(&pki, dir.path(), &ns.prefix(), &far));
+    let entries = named(nodes.iter().map(|n| n.addr("tls")));
+    let servers = entries.join(",");
+    let proxy = spawn_proxy(
+        &pki,
+        dir.path(),
+        PROXY_USER,
+        PROXY_PASS,
+        &["--servers", &servers],
+    );
+    let ring = Arc::new(ring(&entries));
+    let watch = watch(&proxy, &ring, "n2");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // 200 ms more on the way to the node: slower, never failing.
+    let delayed = match ns.netem("add", &["delay", "200ms"]) {
+        Ok(()) => {
+            let from = watch.now();
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            Some((from, watch.now()))
+        }
+        Err(why) => {
+            println!("netem unavailable ({why}): no delay phase; the partition takes the link down instead");
+            None
+        }
+    };
+    // The partition: every packet to the node lost, or its link down; the
+    // host sees silence either way.
+    let parted_at = watch.now();
+    match delayed {
+        Some(_) => ns.netem("change", &["loss", "100%"]).unwrap(),
+        None => ns
+            .exec(&["ip", "link", "set", &ns.node_if, "down"])
+            .unwrap(),
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    match delayed {
+        Some(_) => ns.netem("del", &[]).unwrap(),
+        None => ns.exec(&["ip", "link", "set", &ns.node_if, "up"]).unwrap(),
+    }
+    let healed_at = watch.now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let seen = watch.finish(&proxy).await;
+
+    if let Some((from, to)) = delayed {
+        // Pairs that began well inside the delay, and ended before the loss.
+        let slowed = during(
+            &seen.events,
+            2,
+            from + Duration::from_millis(100),
+            to - Duration::from_millis(600),
+        );
+        assert!(slowed.len() > 4, "{}", slowed.len());
+        for e in &slowed {
+            assert_eq!(
+                e.outcome,
+                Outcome::Ok,
+                "a delay below the timeout fails nothing: {e:?}"
+            );
+            assert!(
+                e.took >= Duration::from_millis(195),
+                "the delay applies: {e:?}"
+            );
+        }
+    }
+    assert_contained(&seen, &entries, 2, parted_at, healed_at, false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_sighup_reloads_under_load_fail_no_request_and_keep_unchanged_nodes() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::new();
+    let nodes = local_nodes(&pki, dir.path(), 4);
+    let entries = named(nodes.iter().map(|n| n.addr("tls")));
+    let config = dir.path().join("proxy.toml");
+    let servers = |n: usize| {
+        let text = format!("servers = \"{}\"\n", entries[..n].join(","));
+        std::fs::write(&config, text).unwrap();
+    };
+    servers(3);
+    let args = [
+        "--config",
+        config.to_str().unwrap(),
+        "--connections-per-node",
+        "1",
+    ];
+    let proxy = spawn_proxy(&pki, dir.path(), PROXY_USER, PROXY_PASS, &args);
+    let (three, four) = (ring(&entries[..3]), ring(&entries));
+    let load = start_load(
+        proxy.addr("client"),
+        6,
+        Arc::new(ring(&entries[..3])),
+        Instant::now(),
+    );
+    let connects = || async {
+        let metrics = http_get(proxy.addr("metrics"), "/metrics").await.1;
+        let kept = ["n0", "n1", "n2"];
+        kept.map(|n| total(&metrics, "memgate_proxy_upstream_connects_total", n))
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = connects().await;
+    // Reloads 1-3 and 8-10 change nothing; 4 adds n3, 7 removes it again.
+    for reload in 1..=10 {
+        match reload {
+            4 => servers(4),
+            7 => servers(3),
+            _ => {}
+        }
+        kill(proxy.pid(), "HUP");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let events = load.finish().await;
+    let after = connects().await;
+
+    assert_answered_in_time(&events);
+    let failed: Vec<&Event> = events
+        .iter()
+        .filter(|e| e.outcome == Outcome::Error || e.outcome == Outcome::Wrong && !e.get)
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed; first: {:?}",
+        failed.len(),
+        events.len(),
+        failed.first()
+    );
+    // Keys that stay on their node whether n3 is there or not never miss
+    // nor read a stale value (the others may, as they move to n3 and back).
+    let stable: Vec<&Event> = events
+        .iter()
+        .filter(|e| three.locate(e.key.as_bytes()) == four.locate(e.key.as_bytes()))
+        .collect();
+    let wrong: Vec<&&Event> = stable.iter().filter(|e| e.outcome != Outcome::Ok).collect();
+    assert!(
+        wrong.is_empty(),
+        "{} of {} failed; first: {:?}",
+        wrong.len(),
+        stable.len(),
+        wrong.first()
+    );
+    assert!(stable.len() > 500, "too little load: {}", stable.len());
+    assert_eq!(before, after, "the unchanged nodes kept their connections");
+    assert_eq!(before, [1.0; 3], "one connection per node");
+    let log = proxy.log();
+    assert_eq!(log.matches("configuration reloaded").count(), 10, "{log}");
+    assert!(log.contains("servers=4 kept=3"), "{log}");
+    eprintln!(
+        "{} requests through 10 reloads, slowest {:?}",
+        events.len(),
+        events.iter().map(|e| e.took).max()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooled_connection_idle_past_the_nat_timeout_never_fails_the_next_request() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::new();
+    let node = spawn_node(&pki, dir.path(), &[], "127.0.0.1:0");
+    // A NAT that silently forgets a connection idle for 2 s (no RST: from
+    // then on what either side sends is dropped).
+    let nat = relay(node.addr("tls"), Some(Duration::from_secs(2))).await;
+    let servers = format!("n0={}", nat.addr);
+    let args = [
+        "--servers",
+        &servers,
+        "--keepalive",
+        "500ms",
+        "--connections-per-node",
+        "1",
+    ];
+    let proxy = spawn_proxy(&pki, dir.path(), PROXY_USER, PROXY_PASS, &args);
+    let mut c = Text::connect(proxy.addr("client")).await;
+    assert_eq!(c.call("set idle 0 0 1\r\nv\r\n").await.0, Reply::Stored);
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(3500)).await;
+        let (reply, took) = c.call("get idle\r\n").await;
+        assert_eq!(reply, Reply::Values(vec![("idle".into(), "v".into())]));
+        assert!(
+            took < Duration::from_millis(300),
+            "the first request after the idle period took {took:?}"
+        );
+    }
+    assert_eq!(
+        nat.accepted.load(Ordering::SeqCst),
+        1,
+        "the keepalive kept the one pooled connection alive through the NAT"
+    );
+}
