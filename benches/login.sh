@@ -1,21 +1,36 @@
 #!/usr/bin/env bash
-# Login cost of the node with hashed (argon2id) credentials.
+# Login cost of the node with hashed (argon2id) credentials; figures and how
+# to read them in benches/LOGIN.md.
 #
-#   benches/login.sh            # needs target/release/memgate and
-#                               # target/release/examples/login_bench:
 #   cargo build --release --bin memgate --example login_bench
+#   benches/login.sh
 #
-# The node runs as its own process on core $NODE_CPU, the load generator on
-# $LOAD_CPU. Its CPU is utime+stime from /proc/PID/stat, over each phase.
-#   a. returning clients: connect, SASL PLAIN, one get, close;
+# The node runs as its own process on core $NODE_CPU, the load generator
+# (examples/login_bench.rs, one thread) on $LOAD_CPU. Every round is a new
+# connection: connect, log in, one command whose reply is checked, close.
+# The generator reads the node's CPU (utime+stime, /proc/PID/stat) over
+# each phase:
+#   a. returning clients, plain listener: SASL PLAIN + binary GET, then the
+#      ASCII login + text get; then the TLS listener, resumed sessions and
+#      full handshakes;
 #   b. a wrong-password flood from 127.0.0.2 alone, then the same flood
-#      while another tenant's returning clients log in from 127.0.0.3.
+#      while another tenant's returning clients log in (from 127.0.0.1).
+#
+# On a box shared with builds, both processes spend most of a round waiting
+# to be scheduled, not computing: the rate is then the scheduler's, with
+# both cores far from busy. So both run SCHED_FIFO (chrt -f 1; root needed)
+# unless RT=0. That changes when they run, not what they cost, and the
+# kernel's RT throttling keeps 5% of each core for everyone else.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NODE_CPU=${NODE_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 SECONDS_PER_PHASE=${SECONDS_PER_PHASE:-10}
+CONNECTIONS=${CONNECTIONS:-64}
+RT=${RT:-1}
 PORT=${PORT:-21311}
+TLS_PORT=${TLS_PORT:-21319}
+METRICS_PORT=${METRICS_PORT:-21312}
 bin=target/release/memgate
 load=target/release/examples/login_bench
 dir=$(mktemp -d)
@@ -39,35 +54,36 @@ username = "victim"
 password_hash = "$(hash victim-password)"
 primary = true
 TOML
+"$bin" certs --out "$dir/certs" --node localhost >/dev/null
 
-taskset -c "$NODE_CPU" "$bin" node --listen "127.0.0.1:$PORT" --caches "$dir/caches.toml" \
-    >"$dir/node.log" 2>&1 &
+rt=()
+if [ "$RT" = 1 ]; then rt=(chrt -f 1); fi
+"${rt[@]}" taskset -c "$NODE_CPU" "$bin" node --caches "$dir/caches.toml" \
+    --listen "127.0.0.1:$PORT" --tls-listen "127.0.0.1:$TLS_PORT" \
+    --cert "$dir/certs/localhost.crt" --key "$dir/certs/localhost.key" \
+    --metrics-listen "127.0.0.1:$METRICS_PORT" >"$dir/node.log" 2>&1 &
 node_pid=$!
 sleep 1
-tck=$(getconf CLK_TCK)
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$node_pid/stat"; }
-# run NAME CMD...: the command's output, and the node's CPU over it (% of a core).
-run() {
-    local name=$1; shift
-    local t0 c0 t1 c1 out
-    t0=$(date +%s.%N); c0=$(cpu_ticks)
-    out=$("$@")
-    t1=$(date +%s.%N); c1=$(cpu_ticks)
-    echo "$name: $out node_cpu=$(echo "scale=1; 100 * ($c1 - $c0) / $tck / ($t1 - $t0)" | bc)%"
+echo "# $(date -u +%FT%TZ) $(nproc) cores, $(uname -r), load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "# node on CPU $NODE_CPU, generator on CPU $LOAD_CPU, ${rt[*]:-normal scheduling}, $SECONDS_PER_PHASE s per phase"
+L() {
+    local addr=$1; shift
+    "${rt[@]}" taskset -c "$LOAD_CPU" "$load" "$addr" "$@" --seconds "$SECONDS_PER_PHASE" --node-pid "$node_pid"
 }
-L() { taskset -c "$LOAD_CPU" "$load" "127.0.0.1:$PORT" "$@" --seconds "$SECONDS_PER_PHASE"; }
+plain="127.0.0.1:$PORT"
+tls="127.0.0.1:$TLS_PORT"
+ca="$dir/certs/ca.crt"
+app() { L "$1" app app-password --connections "$CONNECTIONS" "${@:2}"; }
+flood() { L "$plain" victim wrong --source 127.0.0.2 --connections 32; }
 
-# Warm the cache: the first login of each credential hashes.
-L app app-password --connections 1 >/dev/null
-run "a. returning logins (4 connections)" L app app-password --connections 4 --source 127.0.0.3
-run "b1. wrong-password flood alone (32 connections, 127.0.0.2)" \
-    L victim wrong --connections 32 --source 127.0.0.2
-flood_and_logins() {
-    L victim wrong --connections 32 --source 127.0.0.2 >"$dir/flood.out" &
-    L app app-password --connections 1 --source 127.0.0.3
-    wait
-    echo "(flood: $(cat "$dir/flood.out"))"
-}
-run "b2. flood + another tenant's logins (1 connection, 127.0.0.3)" flood_and_logins
-run "b3. that tenant's logins alone (1 connection, 127.0.0.3)" \
-    L app app-password --connections 1 --source 127.0.0.3
+echo "a1. returning logins, SASL PLAIN + GET, plain: $(app "$plain")"
+echo "a2. returning logins, ASCII login + get, plain: $(app "$plain" --form ascii)"
+echo "a3. returning logins, SASL PLAIN + GET, TLS (resumed): $(app "$tls" --tls "$ca")"
+echo "a4. returning logins, SASL PLAIN + GET, TLS (full handshakes): $(app "$tls" --tls-full "$ca")"
+echo "b1. wrong-password flood alone (32 connections, 127.0.0.2): $(flood)"
+flood >"$dir/flood.out" &
+flood_pid=$!
+echo "b2. another tenant's logins during the flood (127.0.0.1): $(app "$plain")"
+wait "$flood_pid"
+echo "b2. the flood meanwhile: $(cat "$dir/flood.out")"
+echo "# throttle: $(curl -s "127.0.0.1:$METRICS_PORT/metrics" | grep '^memgate_node_auth_throttled_total' | tr '\n' ' ')"

@@ -1,123 +1,333 @@
 //! Login load for `benches/login.sh`: clients that connect per request, as a
-//! PHP app does. Each round connects (from `--source`, any 127.x address on
-//! Linux), logs in with SASL PLAIN, gets one key, and closes.
+//! PHP app does. Each round connects (from `--source` if given, any 127.x
+//! address on Linux), logs in, sends one command, checks both replies and
+//! closes.
 //!
 //! ```text
 //! login_bench ADDR USER PASSWORD [--source IP] [--connections N] [--seconds S]
+//!             [--form sasl|ascii] [--tls CA_PEM | --tls-full CA_PEM] [--node-pid PID]
 //! ```
-//! Prints `rounds=… ok=… refused=… per_second=…`. A refused login is still a
-//! round: the wrong-password flood is this with a wrong password.
+//!
+//! - `--form sasl`: binary SASL PLAIN, then a binary GET; `ascii`: the text
+//!   `set USER 0 0 N` login, then a text `get`. Before the run one round
+//!   stores the key the command reads, so a round counts as `ok` only when
+//!   the login was accepted *and* the command answered with that value.
+//! - `--tls CA_PEM`: every round does a TLS handshake first (server name
+//!   `localhost`, trusting only that CA), resuming the first round's
+//!   session; `--tls-full CA_PEM`: a full handshake every round.
+//! - `--node-pid PID`: the node's CPU (utime + stime of every thread, from
+//!   `/proc/PID/stat`) over the run, per round and as a share of one core.
+//!
+//! All rounds run as tasks of one current-thread runtime: pinned to a core
+//! with `taskset`, the generator is one thread, and its rounds share that
+//! thread's epoll waits. Prints one line of `name=value` fields; a refused
+//! login is still a round (the wrong-password flood is this with a wrong
+//! password), `bad` counts accepted logins whose command failed.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpSocket;
+use tokio_rustls::TlsConnector;
 
-/// One binary request: 24-byte header, then key and value (no extras).
-fn request(opcode: u8, key: &[u8], value: &[u8]) -> Vec<u8> {
+/// The key each round reads, and the value the set-up round stores.
+const KEY: &[u8] = b"login_bench";
+const VALUE: &[u8] = b"logged-in-and-served";
+
+/// How a round logs in and what it sends after.
+#[derive(Clone, Copy, PartialEq)]
+enum Form {
+    Sasl,
+    Ascii,
+}
+
+/// One binary request: 24-byte header, extras, key and value.
+fn binary(opcode: u8, extras: &[u8], key: &[u8], value: &[u8]) -> Vec<u8> {
     let mut out = vec![0x80, opcode];
     out.extend_from_slice(&(key.len() as u16).to_be_bytes());
-    out.extend_from_slice(&[0, 0, 0, 0]);
-    out.extend_from_slice(&((key.len() + value.len()) as u32).to_be_bytes());
+    out.push(extras.len() as u8);
+    out.extend_from_slice(&[0, 0, 0]);
+    out.extend_from_slice(&((extras.len() + key.len() + value.len()) as u32).to_be_bytes());
     out.extend_from_slice(&[0; 12]);
+    out.extend_from_slice(extras);
     out.extend_from_slice(key);
     out.extend_from_slice(value);
     out
 }
 
-/// Read one binary response; its status.
-async fn status(stream: &mut tokio::net::TcpStream) -> std::io::Result<u16> {
-    let mut header = [0u8; 24];
-    stream.read_exact(&mut header).await?;
-    let body = u32::from_be_bytes([header[8], header[9], header[10], header[11]]) as usize;
-    let mut rest = vec![0u8; body];
-    stream.read_exact(&mut rest).await?;
-    Ok(u16::from_be_bytes([header[6], header[7]]))
+/// The bytes of one round, built once.
+struct Script {
+    form: Form,
+    login: Vec<u8>,
+    command: Vec<u8>,
+    /// The set-up round's command: store `VALUE` under `KEY`.
+    store: Vec<u8>,
 }
 
-/// One round; whether the login succeeded.
-async fn round(addr: SocketAddr, source: SocketAddr, auth: &[u8]) -> std::io::Result<bool> {
-    let socket = TcpSocket::new_v4()?;
-    socket.bind(source)?;
-    let mut stream = socket.connect(addr).await?;
-    stream.set_nodelay(true)?;
-    stream.write_all(auth).await?;
-    if status(&mut stream).await? != 0 {
-        return Ok(false);
+impl Script {
+    fn new(form: Form, user: &str, password: &str) -> Script {
+        match form {
+            Form::Sasl => Script {
+                form,
+                login: binary(
+                    0x21,
+                    &[],
+                    b"PLAIN",
+                    format!("\0{user}\0{password}").as_bytes(),
+                ),
+                command: binary(0x00, &[], KEY, &[]),
+                store: binary(0x01, &[0; 8], KEY, VALUE),
+            },
+            Form::Ascii => {
+                let mut store = format!("set login_bench 0 0 {}\r\n", VALUE.len()).into_bytes();
+                store.extend_from_slice(VALUE);
+                store.extend_from_slice(b"\r\n");
+                Script {
+                    form,
+                    login: format!("set {user} 0 0 {}\r\n{password}\r\n", password.len())
+                        .into_bytes(),
+                    command: b"get login_bench\r\n".to_vec(),
+                    store,
+                }
+            }
+        }
     }
-    stream.write_all(&request(0x00, b"k", b"")).await?;
-    status(&mut stream).await?;
-    Ok(true)
+}
+
+/// Read one binary response into `buf`: (status, value).
+async fn read_binary<S: AsyncRead + Unpin>(s: &mut S, buf: &mut Vec<u8>) -> std::io::Result<u16> {
+    buf.resize(24, 0);
+    s.read_exact(&mut buf[..24]).await?;
+    let body = u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]) as usize;
+    let status = u16::from_be_bytes([buf[6], buf[7]]);
+    let skip = usize::from(buf[4]) + usize::from(u16::from_be_bytes([buf[2], buf[3]]));
+    buf.resize(24 + body, 0);
+    s.read_exact(&mut buf[24..]).await?;
+    buf.drain(..24 + skip.min(body));
+    Ok(status)
+}
+
+/// Read text into `buf` until it ends with one of `ends` (each a whole
+/// reply's last line), or with any error line.
+async fn read_text<S: AsyncRead + Unpin>(
+    s: &mut S,
+    buf: &mut Vec<u8>,
+    ends: &[&[u8]],
+) -> std::io::Result<()> {
+    buf.clear();
+    loop {
+        let mut chunk = [0u8; 512];
+        let n = s.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let error = buf.ends_with(b"\r\n") && buf.windows(5).any(|w| w == b"ERROR");
+        if error || ends.iter().any(|e| buf.ends_with(e)) {
+            return Ok(());
+        }
+    }
+}
+
+/// How a round ended.
+enum Outcome {
+    /// Logged in, and the command was answered with the stored value.
+    Ok,
+    /// The login was refused.
+    Refused,
+    /// Logged in, but the command's reply was wrong.
+    Bad,
+}
+
+/// Log in on `s`, then send `command` and check its reply.
+async fn session<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    script: &Script,
+    command: &[u8],
+    buf: &mut Vec<u8>,
+) -> std::io::Result<Outcome> {
+    s.write_all(&script.login).await?;
+    match script.form {
+        Form::Sasl => {
+            if read_binary(s, buf).await? != 0 || buf != b"Authenticated" {
+                return Ok(Outcome::Refused);
+            }
+            s.write_all(command).await?;
+            let status = read_binary(s, buf).await?;
+            let served = status == 0 && (command[1] != 0x00 || buf == VALUE);
+            Ok(if served { Outcome::Ok } else { Outcome::Bad })
+        }
+        Form::Ascii => {
+            read_text(s, buf, &[b"STORED\r\n"]).await?;
+            if buf != b"STORED\r\n" {
+                return Ok(Outcome::Refused);
+            }
+            s.write_all(command).await?;
+            read_text(s, buf, &[b"END\r\n", b"STORED\r\n"]).await?;
+            let mut hit = format!("VALUE login_bench 0 {}\r\n", VALUE.len()).into_bytes();
+            hit.extend_from_slice(VALUE);
+            hit.extend_from_slice(b"\r\nEND\r\n");
+            let served = buf == &hit || (command == script.store && buf == b"STORED\r\n");
+            Ok(if served { Outcome::Ok } else { Outcome::Bad })
+        }
+    }
+}
+
+/// Where and how rounds connect.
+struct Target {
+    addr: SocketAddr,
+    source: Option<SocketAddr>,
+    tls: Option<TlsConnector>,
+}
+
+/// One round: connect, log in, one command, close.
+async fn round(
+    target: &Target,
+    script: &Script,
+    command: &[u8],
+    buf: &mut Vec<u8>,
+) -> std::io::Result<Outcome> {
+    let socket = TcpSocket::new_v4()?;
+    // Without a source, connect() picks the port as a client's does, and
+    // may reuse one whose last connection is in TIME_WAIT (loopback's
+    // net.ipv4.tcp_tw_reuse). A bind picks it alone, and after some
+    // 28,000 rounds from one address every port is waiting: fine for the
+    // slow flood, not for thousands of logins a second.
+    if let Some(source) = target.source {
+        socket.bind(source)?;
+    }
+    let stream = socket.connect(target.addr).await?;
+    stream.set_nodelay(true)?;
+    match &target.tls {
+        None => {
+            let mut stream = stream;
+            session(&mut stream, script, command, buf).await
+        }
+        Some(connector) => {
+            let name = rustls_pki_types::ServerName::try_from("localhost").expect("a DNS name");
+            let mut stream = connector.connect(name, stream).await?;
+            let outcome = session(&mut stream, script, command, buf).await;
+            // A TLS client says goodbye before it closes.
+            let _ = stream.shutdown().await;
+            outcome
+        }
+    }
+}
+
+/// CPU seconds (utime + stime, all threads) of process `pid` so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the node's stat");
+    // The command name may hold spaces; the fields after it do not.
+    let fields: Vec<&str> = stat[stat.rfind(')').expect("a stat line") + 2..]
+        .split(' ')
+        .collect();
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    // /proc counts in USER_HZ, which Linux fixes at 100 on every platform.
+    ticks as f64 / 100.0
+}
+
+/// A TLS client trusting only the CA in file `ca_pem`; `resume` keeps
+/// rustls's default session cache, so later rounds resume the first one's
+/// session (as a client with a session cache does), otherwise each round
+/// is a full handshake (as a process per request is).
+fn tls_connector(ca_pem: &str, resume: bool) -> TlsConnector {
+    let pem = std::fs::read(ca_pem).expect("the CA's PEM");
+    let config = memgate::tls::client_config(&pem, None).expect("a client config for that CA");
+    let mut config = Arc::unwrap_or_clone(config);
+    if !resume {
+        config.resumption = rustls::client::Resumption::disabled();
+    }
+    TlsConnector::from(Arc::new(config))
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "login_bench ADDR USER PASSWORD [--source IP] [--connections N] [--seconds S]";
+    let usage = "login_bench ADDR USER PASSWORD [--source IP] [--connections N] [--seconds S] \
+                 [--form sasl|ascii] [--tls CA_PEM | --tls-full CA_PEM] [--node-pid PID]";
     let [addr, user, password, flags @ ..] = args.as_slice() else {
         eprintln!("usage: {usage}");
         std::process::exit(64);
     };
-    let addr: SocketAddr = addr.parse().expect("ADDR is host:port");
-    let (mut source, mut connections, mut seconds) = ("127.0.0.1".to_owned(), 4usize, 10u64);
+    let (mut source, mut connections, mut seconds) = (None, 64usize, 10u64);
+    let (mut form, mut tls, mut node_pid) = (Form::Sasl, None, None);
     for pair in flags.chunks(2) {
         match pair {
-            [flag, value] if flag == "--source" => source = value.clone(),
+            [flag, value] if flag == "--source" => {
+                source = Some(format!("{value}:0").parse().expect("--source is an IPv4"))
+            }
             [flag, value] if flag == "--connections" => connections = value.parse().expect("N"),
             [flag, value] if flag == "--seconds" => seconds = value.parse().expect("S"),
+            [flag, value] if flag == "--form" && value == "sasl" => form = Form::Sasl,
+            [flag, value] if flag == "--form" && value == "ascii" => form = Form::Ascii,
+            [flag, value] if flag == "--tls" => tls = Some(tls_connector(value, true)),
+            [flag, value] if flag == "--tls-full" => tls = Some(tls_connector(value, false)),
+            [flag, value] if flag == "--node-pid" => node_pid = Some(value.parse().expect("PID")),
             _ => {
                 eprintln!("usage: {usage}");
                 std::process::exit(64);
             }
         }
     }
-    let source: SocketAddr = format!("{source}:0").parse().expect("--source is an IPv4");
-    let auth = Arc::new(request(
-        0x21,
-        b"PLAIN",
-        format!("\0{user}\0{password}").as_bytes(),
-    ));
-    let (ok, refused, errors) = (
-        Arc::new(AtomicU64::new(0)),
-        Arc::new(AtomicU64::new(0)),
-        Arc::new(AtomicU64::new(0)),
+    let target = Arc::new(Target {
+        addr: addr.parse().expect("ADDR is host:port"),
+        source,
+        tls,
+    });
+    let script = Arc::new(Script::new(form, user, password));
+    // The set-up round: a wrong password (the flood) fails here, harmlessly.
+    let mut buf = Vec::new();
+    let stored = matches!(
+        round(&target, &script, &script.store, &mut buf).await,
+        Ok(Outcome::Ok)
     );
+
+    let cpu0 = node_pid.map(cpu_seconds);
     let start = Instant::now();
     let end = start + Duration::from_secs(seconds);
     let mut tasks = Vec::new();
     for _ in 0..connections {
-        let (auth, ok, refused, errors) = (
-            Arc::clone(&auth),
-            Arc::clone(&ok),
-            Arc::clone(&refused),
-            Arc::clone(&errors),
-        );
+        let (target, script) = (Arc::clone(&target), Arc::clone(&script));
         tasks.push(tokio::spawn(async move {
+            let mut counts = [0u64; 4];
+            let mut buf = Vec::with_capacity(256);
             while Instant::now() < end {
-                let counter = match round(addr, source, &auth).await {
-                    Ok(true) => &ok,
-                    Ok(false) => &refused,
-                    Err(_) => &errors,
+                let i = match round(&target, &script, &script.command, &mut buf).await {
+                    Ok(Outcome::Ok) => 0,
+                    Ok(Outcome::Refused) => 1,
+                    Ok(Outcome::Bad) => 2,
+                    Err(_) => 3,
                 };
-                counter.fetch_add(1, Ordering::Relaxed);
+                counts[i] += 1;
             }
+            counts
         }));
     }
+    let mut counts = [0u64; 4];
     for task in tasks {
-        let _ = task.await;
+        let task = task.await.expect("a round task");
+        for (total, n) in counts.iter_mut().zip(task) {
+            *total += n;
+        }
     }
     let elapsed = start.elapsed().as_secs_f64();
-    let (ok, refused, errors) = (
-        ok.load(Ordering::Relaxed),
-        refused.load(Ordering::Relaxed),
-        errors.load(Ordering::Relaxed),
+    let [ok, refused, bad, errors] = counts;
+    let rounds = ok + refused + bad;
+    let mut line = format!(
+        "rounds={rounds} ok={ok} refused={refused} bad={bad} errors={errors} \
+         per_second={:.0} ok_per_second={:.0} stored={stored}",
+        rounds as f64 / elapsed,
+        ok as f64 / elapsed,
     );
-    println!(
-        "rounds={} ok={ok} refused={refused} errors={errors} per_second={:.0}",
-        ok + refused,
-        (ok + refused) as f64 / elapsed
-    );
+    if let (Some(pid), Some(cpu0)) = (node_pid, cpu0) {
+        let cpu = cpu_seconds(pid) - cpu0;
+        line += &format!(" node_cpu={:.1}%", 100.0 * cpu / elapsed);
+        if rounds > 0 {
+            line += &format!(" node_us_per_round={:.1}", 1e6 * cpu / rounds as f64);
+        }
+    }
+    println!("{line}");
 }

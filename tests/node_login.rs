@@ -7,6 +7,9 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use argon2::password_hash::{PasswordHasher, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+
 use common::*;
 use memgate::node::auth::{self, throttle, Secret};
 use tokio::net::{TcpSocket, TcpStream};
@@ -146,4 +149,44 @@ async fn returning_hashed_logins_are_cached_until_the_credentials_change() {
     node.shared.reload().unwrap();
     assert_eq!(login("second-pw").await, 0x20);
     assert_eq!(login("first-pw").await, 0);
+}
+
+/// A login that needs a password hash is checked off the async workers: on
+/// this test's one-thread runtime, where the node runs too, other clients
+/// log in and work while a deliberately slow hash runs.
+#[tokio::test]
+async fn a_slow_hash_does_not_stall_other_logins() {
+    // 32 passes instead of 2: far slower than the logins below.
+    let params = Params::new(auth::ARGON2_M_COST, 32, 1, None).unwrap();
+    let salt = SaltString::generate(&mut rand::rngs::OsRng);
+    let phc = Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+        .hash_password(b"slow-pw", &salt)
+        .unwrap()
+        .to_string();
+    let caches = format!(
+        "{TWO_CACHES}\n[[cache]]\nid = \"slow\"\nmemory_limit = \"1MiB\"\n\
+         [[cache.credential]]\nusername = \"slow\"\npassword_hash = \"{phc}\"\nprimary = true\n"
+    );
+    let node = start_node(Some(&caches), false, |_| {}).await;
+    let addr = node.plain.unwrap();
+    let slow = tokio::spawn(async move {
+        let mut c = connect(addr).await;
+        c.sasl_login("slow", "slow-pw").await
+    });
+    // Let the slow login reach the node and start hashing.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    for i in 0..10u32 {
+        let mut c = connect(addr).await;
+        assert_eq!(c.sasl_login("bob", "bob secret").await, 0);
+        c.send(&bin_request(0x00, b"k", &[], &[], i, 0)).await;
+        assert_eq!(c.read_bin().await.status, 0x01);
+        let mut text = connect(addr).await;
+        text.expect(b"set bob 0 0 10\r\nbob secret\r\n", b"STORED\r\n")
+            .await;
+    }
+    assert!(
+        !slow.is_finished(),
+        "the slow login finished first: its hash held the node's worker"
+    );
+    assert_eq!(slow.await.unwrap(), 0);
 }

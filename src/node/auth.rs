@@ -268,21 +268,38 @@ fn verified_tag(username: &[u8], hash: &PhcHash, candidate: &[u8]) -> [u8; 32] {
 /// same password costs one HMAC and a constant-time comparison. `username`
 /// is the credential's own, binding the tag to it.
 pub fn verify_cached(stored: &Secret, username: &[u8], slot: &Verified, candidate: &[u8]) -> bool {
+    if let Some(known) = verify_cached_unhashed(stored, username, slot, candidate) {
+        return known;
+    }
     let Secret::Hash(hash) = stored else {
         return verify(stored, candidate);
     };
-    let tag = verified_tag(username, hash, candidate);
-    if let Some(known) = slot.0.get() {
-        if bool::from(known.ct_eq(&tag)) {
-            return true;
-        }
-    }
     if !hash.verify(candidate) {
         return false;
     }
     // Another login may have filled it meanwhile, with the same tag.
-    let _ = slot.0.set(tag);
+    let _ = slot.0.set(verified_tag(username, hash, candidate));
     true
+}
+
+/// What [`verify_cached`] can decide without hashing: a plain secret, or
+/// a hashed one whose slot holds this very password. `None` means only
+/// the hash can tell, which takes milliseconds of a core: the caller runs
+/// [`verify_cached`] where that blocks no async worker.
+pub fn verify_cached_unhashed(
+    stored: &Secret,
+    username: &[u8],
+    slot: &Verified,
+    candidate: &[u8],
+) -> Option<bool> {
+    let Secret::Hash(hash) = stored else {
+        return Some(verify(stored, candidate));
+    };
+    let known = slot.0.get()?;
+    let tag = verified_tag(username, hash, candidate);
+    // A filled slot that does not match is not a wrong password: the slot
+    // holds one password's tag, and only the hash knows the others.
+    bool::from(known.ct_eq(&tag)).then_some(true)
 }
 
 /// Whether `candidate` is the password `stored` holds. Plain passwords are
@@ -297,6 +314,11 @@ pub fn verify(stored: &Secret, candidate: &[u8]) -> bool {
         }
         Secret::Hash(h) => h.verify(candidate),
     }
+}
+
+/// What [`verify`] can decide without hashing: only a plain secret.
+pub fn verify_unhashed(stored: &Secret, candidate: &[u8]) -> Option<bool> {
+    stored.is_plain().then(|| verify(stored, candidate))
 }
 
 /// The argon2id hasher for new passwords.

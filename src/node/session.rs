@@ -16,7 +16,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::counters::CacheStats;
-use super::tenants::{Login, LoginFailure};
+use super::tenants::{Attempt, Login, LoginFailure};
 use super::Shared;
 use crate::clock::unix_now;
 use crate::protocol::input::{self, Input, Next, FLUSH_THRESHOLD};
@@ -29,6 +29,18 @@ enum Auth {
     /// Not logged in yet; only auth commands pass.
     Pending,
     LoggedIn(Login),
+}
+
+/// A login request, as [`Session::login_request`] finds it.
+enum Credentials<'r> {
+    /// SASL PLAIN's.
+    Sasl(sasl::PlainCredentials),
+    /// The ASCII login's `set` key and value.
+    Ascii { key: &'r [u8], value: &'r [u8] },
+    /// SASL with a mechanism other than PLAIN.
+    OtherMechanism,
+    /// SASL PLAIN whose data is not `authzid\0user\0password`.
+    Malformed,
 }
 
 /// What the dispatcher wants done after a request.
@@ -101,12 +113,20 @@ impl Session {
             self.count_read(n);
             while let Some(next) = input.next(&limits)? {
                 match next {
-                    Next::Request(request) => {
-                        if let After::Close = self.dispatch(request, &mut wbuf) {
-                            self.write(stream, &mut wbuf).await?;
-                            return Ok(());
+                    Next::Request(request) => match self.login_request(&request) {
+                        // It may wait for a password hash, off this worker.
+                        Some(credentials) => {
+                            let response = self.log_in(credentials).await;
+                            let key = request.echoed_key();
+                            protocol::encode(&request.frame, key.as_deref(), &response, &mut wbuf);
                         }
-                    }
+                        None => {
+                            if let After::Close = self.dispatch(request, &mut wbuf) {
+                                self.write(stream, &mut wbuf).await?;
+                                return Ok(());
+                            }
+                        }
+                    },
                     Next::Reject {
                         frame,
                         error,
@@ -183,30 +203,20 @@ impl Session {
             Command::Quit => (session::quit_reply(&frame), After::Close),
             // Listed before login: a client asks for it to log in.
             Command::SaslList => (session::sasl_mechanisms(), After::Continue),
-            Command::SaslAuth { mechanism, data } => {
-                (self.sasl_auth(&mechanism, &data), After::Continue)
-            }
             // PLAIN completes in one step; there is nothing to continue.
             Command::SaslStep { .. } => (Response::Error(ErrorReply::AuthFailure), After::Continue),
-            command => (self.authorized(command, &frame), After::Continue),
+            command => (self.authorized(command), After::Continue),
         };
         protocol::encode(&frame, key.as_deref(), &response, out);
         after
     }
 
-    /// Commands that need a login (or are the ASCII login itself).
-    fn authorized(&mut self, command: Command, frame: &Frame) -> Response {
+    /// Commands that need a login.
+    fn authorized(&mut self, command: Command) -> Response {
         let login = match &self.auth {
             Auth::LoggedIn(login) if !login.tenant.is_disabled() => login.clone(),
-            Auth::LoggedIn(_) => return Response::Error(ErrorReply::Unauthenticated),
-            Auth::Pending => {
-                return match (&command, frame) {
-                    // MemCachier's ASCII auth: the first text `set` carries the login.
-                    (Command::Store(store), Frame::Text(_)) if store.mode == StoreMode::Set => {
-                        self.ascii_auth(&store.key, &store.data)
-                    }
-                    _ => Response::Error(ErrorReply::Unauthenticated),
-                };
+            Auth::LoggedIn(_) | Auth::Pending => {
+                return Response::Error(ErrorReply::Unauthenticated)
             }
         };
         let tenant = &login.tenant;
@@ -232,36 +242,54 @@ impl Session {
         }
     }
 
-    fn sasl_auth(&mut self, mechanism: &[u8], data: &[u8]) -> Response {
-        if mechanism != sasl::PLAIN.as_bytes() {
-            tracing::debug!("SASL mechanism other than PLAIN refused");
-            return Response::Error(ErrorReply::AuthFailure);
-        }
-        match sasl::parse_plain(data) {
-            Some(creds) => self.login(
-                creds.username.as_bytes(),
-                creds.password.as_bytes(),
-                Response::AuthOk,
-            ),
-            None => {
-                self.shared.count_anonymous_auth_failure();
-                Response::Error(ErrorReply::AuthFailure)
+    /// `request`'s credentials if it is a login: SASL, or before login
+    /// MemCachier's ASCII auth, whose first text `set` carries them.
+    fn login_request<'r>(&self, request: &'r Request) -> Option<Credentials<'r>> {
+        match (&request.command, &request.frame) {
+            (Command::SaslAuth { mechanism, data }, _) => {
+                if mechanism.as_ref() != sasl::PLAIN.as_bytes() {
+                    return Some(Credentials::OtherMechanism);
+                }
+                Some(match sasl::parse_plain(data) {
+                    Some(creds) => Credentials::Sasl(creds),
+                    None => Credentials::Malformed,
+                })
             }
-        }
-    }
-
-    /// MemCachier's form (key = username, value = password), else memcached
-    /// `-Y`'s (any key, value = "username password").
-    fn ascii_auth(&mut self, key: &[u8], value: &[u8]) -> Response {
-        match self.shared.tenants().ascii_login(key, value, self.peer) {
-            Ok(login) => self.accept(login, Response::Stored { cas: 0 }),
-            Err(failure) => self.reject(failure),
+            (Command::Store(store), Frame::Text(_))
+                if store.mode == StoreMode::Set && matches!(self.auth, Auth::Pending) =>
+            {
+                Some(Credentials::Ascii {
+                    key: &store.key,
+                    value: &store.data,
+                })
+            }
+            _ => None,
         }
     }
 
     /// Check credentials and switch the session to their cache.
-    fn login(&mut self, username: &[u8], password: &[u8], ok: Response) -> Response {
-        match self.shared.tenants().login(username, password, self.peer) {
+    async fn log_in(&mut self, credentials: Credentials<'_>) -> Response {
+        let (attempt, ok) = match &credentials {
+            Credentials::Sasl(creds) => (
+                Attempt::Sasl {
+                    username: creds.username.as_bytes(),
+                    password: creds.password.as_bytes(),
+                },
+                Response::AuthOk,
+            ),
+            Credentials::Ascii { key, value } => {
+                (Attempt::Ascii { key, value }, Response::Stored { cas: 0 })
+            }
+            Credentials::OtherMechanism => {
+                tracing::debug!("SASL mechanism other than PLAIN refused");
+                return Response::Error(ErrorReply::AuthFailure);
+            }
+            Credentials::Malformed => {
+                self.shared.count_anonymous_auth_failure();
+                return Response::Error(ErrorReply::AuthFailure);
+            }
+        };
+        match self.shared.tenants().log_in(attempt, self.peer).await {
             Ok(login) => self.accept(login, ok),
             Err(failure) => self.reject(failure),
         }

@@ -7,13 +7,18 @@
 //!
 //! Logins pass the failed-login [`Throttle`] first; it is kept across
 //! reloads too, while the verified-secret caches in the [`Directory`] are
-//! rebuilt (emptied) with every snapshot.
+//! rebuilt (emptied) with every snapshot. A login that needs a password
+//! hash (a first login, a wrong password, an unknown username) is checked
+//! on tokio's blocking pool, a few at a time, so it never holds an async
+//! worker: the other connections' logins and commands go on meanwhile.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
 
 use super::auth::throttle::{Throttle, Throttled};
 use super::caches::{CachesFile, Capabilities, Directory, Invalid, LoginError, LoginOk};
@@ -87,11 +92,30 @@ impl LoginFailure {
     }
 }
 
+/// A login's credentials, as the client sent them.
+#[derive(Clone, Copy)]
+pub enum Attempt<'a> {
+    /// SASL PLAIN's username and password.
+    Sasl {
+        username: &'a [u8],
+        password: &'a [u8],
+    },
+    /// The ASCII login: MemCachier's form (key = username, value =
+    /// password), else memcached `-Y`'s (any key, value = "username
+    /// password").
+    Ascii { key: &'a [u8], value: &'a [u8] },
+}
+
 /// A consistent snapshot of the caches file and the running caches.
 pub struct Tenants {
     directory: Directory,
     by_id: HashMap<String, Arc<Tenant>>,
     throttle: Arc<Throttle>,
+    /// Password hashes checked at once, at most one per core: each argon2id
+    /// check holds ~20 ms of a core and 19 MiB, so more at once would only
+    /// share the cores and grow memory. Kept across reloads, like the
+    /// throttle.
+    hashers: Arc<Semaphore>,
 }
 
 impl Tenants {
@@ -135,35 +159,74 @@ impl Tenants {
             }
         }
         let throttle = previous.map_or_else(Arc::default, |p| Arc::clone(&p.throttle));
+        let hashers = previous.map_or_else(
+            || {
+                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+                Arc::new(Semaphore::new(cores))
+            },
+            |p| Arc::clone(&p.hashers),
+        );
         Ok(Tenants {
             directory,
             by_id,
             throttle,
+            hashers,
         })
     }
 
-    /// Check a username and password from `peer`; on success, the cache
-    /// and capabilities.
-    pub fn login(
-        &self,
-        username: &[u8],
-        password: &[u8],
+    /// Check a login from `peer`; on success, the cache and capabilities.
+    /// Decided on the spot when no password hash is needed (a returning
+    /// client, a plain-text secret, a throttled address); otherwise checked
+    /// again in full on the blocking pool, once one of the
+    /// [`Tenants::hashers`] is free.
+    pub async fn log_in(
+        self: Arc<Self>,
+        attempt: Attempt<'_>,
         peer: IpAddr,
     ) -> Result<Login, LoginFailure> {
-        self.attempt(&[(username, password)], peer)
+        let anonymous = || LoginFailure {
+            tenant: None,
+            throttled: None,
+        };
+        let (ascii, first, second) = match attempt {
+            Attempt::Sasl { username, password } => (false, username, password),
+            Attempt::Ascii { key, value } => (true, key, value),
+        };
+        if let Some(done) = self.attempt(&self.forms(ascii, first, second), peer, false) {
+            return done;
+        }
+        let Ok(permit) = Arc::clone(&self.hashers).acquire_owned().await else {
+            return Err(anonymous());
+        };
+        let (first, second) = (first.to_vec(), second.to_vec());
+        let checked = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            // The throttle is asked again: other attempts may have failed
+            // while this one waited for a hasher.
+            self.attempt(&self.forms(ascii, &first, &second), peer, true)
+        })
+        .await;
+        match checked {
+            Ok(Some(done)) => done,
+            // A check that may hash always decides; a panicked one fails.
+            Ok(None) | Err(_) => Err(anonymous()),
+        }
     }
 
-    /// The ASCII login, one `set`: MemCachier's form (key = username,
-    /// value = password), else memcached `-Y`'s (any key, value = "username
-    /// password"). Only forms whose username exists are checked, so a `-Y`
-    /// login costs one verification, and both forms count as one attempt
+    /// The (username, password) forms a login may be: one for SASL; for the
+    /// ASCII login (`ascii`), only the forms whose username exists, so a
+    /// `-Y` login costs one verification. Both forms count as one attempt
     /// for the throttle: a `-Y` client never throttles itself.
-    pub fn ascii_login(
+    fn forms<'a>(
         &self,
-        key: &[u8],
-        value: &[u8],
-        peer: IpAddr,
-    ) -> Result<Login, LoginFailure> {
+        ascii: bool,
+        first: &'a [u8],
+        second: &'a [u8],
+    ) -> Vec<(&'a [u8], &'a [u8])> {
+        if !ascii {
+            return vec![(first, second)];
+        }
+        let (key, value) = (first, second);
         let known = |u: &[u8]| self.directory.cache_of_username(u).is_some();
         let mut forms: Vec<(&[u8], &[u8])> = Vec::with_capacity(2);
         if known(key) {
@@ -179,49 +242,66 @@ impl Tenants {
             // Nobody to check: fails like an unknown username, in as long.
             forms.push((key, value));
         }
-        self.attempt(&forms, peer)
+        forms
     }
 
     /// One login attempt from `peer` that succeeds if any of `forms`
     /// (username, password) does. The throttle refuses it unchecked while
-    /// `peer` or one of the usernames is blocked.
-    fn attempt(&self, forms: &[(&[u8], &[u8])], peer: IpAddr) -> Result<Login, LoginFailure> {
+    /// `peer` or one of the usernames is blocked. Without `may_hash`,
+    /// `None` (and nothing recorded) when a form needs a password hash.
+    fn attempt(
+        &self,
+        forms: &[(&[u8], &[u8])],
+        peer: IpAddr,
+        may_hash: bool,
+    ) -> Option<Result<Login, LoginFailure>> {
         let now = Instant::now();
         let mut usernames: Vec<&[u8]> = forms.iter().map(|&(u, _)| u).collect();
         usernames.dedup();
         if let Err(throttled) = self.throttle.check(peer, &usernames, now) {
             metrics::counter!(m::NODE_AUTH_THROTTLED_TOTAL, "reason" => throttled.reason.as_str())
                 .increment(1);
-            return Err(LoginFailure {
+            return Some(Err(LoginFailure {
                 tenant: usernames.iter().rev().find_map(|u| self.tenant_of(u)),
                 throttled: Some(throttled),
-            });
+            }));
         }
         let mut failure = LoginFailure {
             tenant: None,
             throttled: None,
         };
         for &(username, password) in forms {
-            match self.check(username, password) {
+            match self.check(username, password, may_hash)? {
                 Ok(login) => {
                     self.throttle.succeeded(peer, username);
-                    return Ok(login);
+                    return Some(Ok(login));
                 }
                 Err(f) if f.tenant.is_some() || failure.tenant.is_none() => failure = f,
                 Err(_) => {}
             }
         }
         self.throttle.failed(peer, &usernames, now);
-        Err(failure)
+        Some(Err(failure))
     }
 
-    /// Check one username and password, unthrottled.
-    fn check(&self, username: &[u8], password: &[u8]) -> Result<Login, LoginFailure> {
+    /// Check one username and password, unthrottled; without `may_hash`,
+    /// `None` when that needs a password hash.
+    fn check(
+        &self,
+        username: &[u8],
+        password: &[u8],
+        may_hash: bool,
+    ) -> Option<Result<Login, LoginFailure>> {
         let failed = |tenant: Option<Arc<Tenant>>| LoginFailure {
             tenant,
             throttled: None,
         };
-        match self.directory.login(username, password) {
+        let checked = if may_hash {
+            self.directory.login(username, password)
+        } else {
+            self.directory.login_unhashed(username, password)?
+        };
+        Some(match checked {
             Ok(ok) => match self.by_id.get(&ok.cache_id) {
                 Some(tenant) if !tenant.is_disabled() => Ok(Login {
                     tenant: Arc::clone(tenant),
@@ -230,7 +310,7 @@ impl Tenants {
                 other => Err(failed(other.cloned())),
             },
             Err(_) => Err(failed(self.tenant_of(username))),
-        }
+        })
     }
 
     /// The running cache a username belongs to, for counting its failures.

@@ -100,41 +100,91 @@ impl Directory {
     /// the username, so the time spent has the same distribution as for
     /// existing users, and repeats for the same username.
     pub fn login(&self, username: &[u8], password: &[u8]) -> Result<LoginOk, LoginError> {
-        let ok = self.verify(username, password)?;
-        if self.file.caches[ok.cache_index].disabled {
-            return Err(LoginError::Failed);
-        }
-        Ok(ok)
+        self.login_checked(username, password, true)
+            .unwrap_or(Err(LoginError::Failed))
+    }
+
+    /// [`Directory::login`] when it needs no password hash; `None` when only
+    /// a hash can tell (milliseconds of a core: the caller runs
+    /// [`Directory::login`] off the async workers).
+    pub fn login_unhashed(
+        &self,
+        username: &[u8],
+        password: &[u8],
+    ) -> Option<Result<LoginOk, LoginError>> {
+        self.login_checked(username, password, false)
+    }
+
+    fn login_checked(
+        &self,
+        username: &[u8],
+        password: &[u8],
+        may_hash: bool,
+    ) -> Option<Result<LoginOk, LoginError>> {
+        Some(
+            self.verify_checked(username, password, may_hash)?
+                .and_then(|ok| {
+                    if self.file.caches[ok.cache_index].disabled {
+                        return Err(LoginError::Failed);
+                    }
+                    Ok(ok)
+                }),
+        )
     }
 
     /// [`Directory::login`] without the disabled check: only for the admin
     /// API, which tells a disabled cache's owner so they can enable it.
     pub fn verify(&self, username: &[u8], password: &[u8]) -> Result<LoginOk, LoginError> {
+        self.verify_checked(username, password, true)
+            .unwrap_or(Err(LoginError::Failed))
+    }
+
+    /// The check itself; without `may_hash`, `None` wherever it would hash.
+    fn verify_checked(
+        &self,
+        username: &[u8],
+        password: &[u8],
+        may_hash: bool,
+    ) -> Option<Result<LoginOk, LoginError>> {
         let Some(&slot) = self.index.get(username) else {
-            self.decoy_verify(username, password);
-            return Err(LoginError::Failed);
+            let decoy = self.decoy(username);
+            if may_hash || decoy.is_plain() {
+                std::hint::black_box(auth::verify(decoy, password));
+                return Some(Err(LoginError::Failed));
+            }
+            return None;
         };
         let (ci, ki) = self.all[slot];
         let cache = &self.file.caches[ci];
         let cred = &cache.credentials[ki];
-        let ok = if cache.disabled {
+        let ok = match (cache.disabled, may_hash) {
             // Its logins fail anyway. Verified in full every time, so that
             // the right password is no faster to fail than a wrong one.
-            auth::verify(&cred.secret, password)
-        } else {
-            let slot = &self.verified[slot];
-            auth::verify_cached(&cred.secret, cred.username.as_bytes(), slot, password)
+            (true, true) => auth::verify(&cred.secret, password),
+            (true, false) => auth::verify_unhashed(&cred.secret, password)?,
+            (false, true) => auth::verify_cached(
+                &cred.secret,
+                cred.username.as_bytes(),
+                &self.verified[slot],
+                password,
+            ),
+            (false, false) => auth::verify_cached_unhashed(
+                &cred.secret,
+                cred.username.as_bytes(),
+                &self.verified[slot],
+                password,
+            )?,
         };
         if !ok {
-            return Err(LoginError::Failed);
+            return Some(Err(LoginError::Failed));
         }
-        Ok(LoginOk {
+        Some(Ok(LoginOk {
             cache_id: cache.id.clone(),
             cache_index: ci,
             username: cred.username.clone(),
             primary: cred.primary,
             caps: cred.caps,
-        })
+        }))
     }
 
     /// The verified-secret cache of `username`'s credential.
@@ -143,16 +193,15 @@ impl Directory {
         self.index.get(username).map(|&slot| &self.verified[slot])
     }
 
-    fn decoy_verify(&self, username: &[u8], password: &[u8]) {
+    /// The secret an unknown username's password is checked against.
+    fn decoy(&self, username: &[u8]) -> &Secret {
         static NOBODY: std::sync::OnceLock<Secret> = std::sync::OnceLock::new();
-        let secret = if self.all.is_empty() {
-            NOBODY.get_or_init(|| Secret::Plain("\0no credentials\0".to_owned()))
-        } else {
-            let d = auth::keyed_digest(username);
-            let n = u64::from_le_bytes(d[..8].try_into().expect("8 bytes"));
-            let (ci, ki) = self.all[(n % self.all.len() as u64) as usize];
-            &self.file.caches[ci].credentials[ki].secret
-        };
-        std::hint::black_box(auth::verify(secret, password));
+        if self.all.is_empty() {
+            return NOBODY.get_or_init(|| Secret::Plain("\0no credentials\0".to_owned()));
+        }
+        let d = auth::keyed_digest(username);
+        let n = u64::from_le_bytes(d[..8].try_into().expect("8 bytes"));
+        let (ci, ki) = self.all[(n % self.all.len() as u64) as usize];
+        &self.file.caches[ci].credentials[ki].secret
     }
 }
