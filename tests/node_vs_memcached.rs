@@ -493,6 +493,16 @@ async fn meta_commands_match_memcached() {
 }
 
 #[tokio::test]
+async fn meta_return_flags_keep_request_order() {
+    assert_same(meta_order_cases()).await;
+}
+
+#[tokio::test]
+async fn meta_failure_paths_match_memcached() {
+    assert_same(meta_failure_cases()).await;
+}
+
+#[tokio::test]
 async fn binary_commands_match_memcached() {
     assert_same(binary_cases()).await;
 }
@@ -736,6 +746,87 @@ fn text_cases() -> Vec<Case> {
             ],
         ),
         text(
+            "gat and gats",
+            &[
+                b"gat 100 a\r\n",
+                b"set a 3 0 1\r\nx\r\n",
+                b"set b 4 0 2\r\nyy\r\n",
+                b"gat 100 a b c\r\n",
+                b"gats 100 a b c\r\n",
+                b"gat -1 a\r\n",
+                b"get a b\r\n",
+                b"gat\r\n",
+                b"gats 10 a noreply\r\n",
+            ],
+        ),
+        text(
+            "touch with bad numbers",
+            &[
+                b"set a 0 0 1\r\nx\r\n",
+                b"touch a\r\n",
+                b"touch a 1x\r\n",
+                b"touch a 99999999999999999999\r\n",
+                b"touch a -5\r\n",
+                b"get a\r\n",
+                b"touch a 10 noreply\r\n",
+                b"touch a 10 x\r\n",
+                b"touch\r\n",
+            ],
+        ),
+        text(
+            "incr wraps and decr stops at 0",
+            &[
+                b"set n 0 0 20\r\n18446744073709551614\r\n",
+                b"incr n 1\r\n",
+                b"incr n 1\r\n",
+                b"incr n 5\r\n",
+                b"decr n 10\r\n",
+                b"decr n 0\r\n",
+                b"set m 0 0 2\r\n07\r\n",
+                b"incr m 1\r\n",
+                b"get m\r\n",
+                b"set m 0 0 3\r\n-1 \r\n",
+                b"incr m 1\r\n",
+            ],
+        ),
+        text(
+            "cas noreply and bad cas",
+            &[
+                b"set a 0 0 1\r\nx\r\n",
+                b"gets a\r\n",
+                b"cas a 0 0 1 {cas} noreply\r\ny\r\n",
+                b"cas a 0 0 1 1 noreply\r\nz\r\n",
+                b"cas b 0 0 1 1 noreply\r\nz\r\n",
+                b"get a b\r\n",
+                b"cas a 0 0 1 1 2 noreply\r\nz\r\n",
+                b"cas a 0 0 1 18446744073709551616\r\nz\r\n",
+            ],
+        ),
+        text(
+            "flush_all with delay and noreply",
+            &[
+                b"set a 0 0 1\r\nx\r\n",
+                b"flush_all 2 noreply\r\n",
+                b"get a\r\n",
+                b"flush_all -1\r\n",
+                b"get a\r\n",
+                b"set a 0 0 1\r\nx\r\n",
+                b"flush_all noreply x\r\n",
+                b"flush_all 0 x\r\n",
+                b"get a\r\n",
+            ],
+        ),
+        text(
+            "get with no keys and many keys",
+            &[
+                b"get\r\n",
+                b"gets\r\n",
+                b"get \r\n",
+                b"set a 0 0 1\r\nx\r\n",
+                b"get a a a a a a a a a a a a a a a a a a a a a a a a a a a a a a a a\r\n",
+            ],
+        ),
+        text(
             "pipelined",
             &[b"set a 0 0 1\r\nx\r\nget a\r\nset b 0 0 1\r\ny\r\nget a b\r\ndelete a\r\nget a\r\n"],
         ),
@@ -930,6 +1021,219 @@ fn meta_cases() -> Vec<Case> {
     ]
 }
 
+/// Return flags come back in the order the request gave them, on hits and
+/// on every failure code.
+fn meta_order_cases() -> Vec<Case> {
+    vec![
+        text(
+            "mg return flags in request order",
+            &[
+                b"ms a 3 T100 F7\r\nabc\r\n",
+                b"mg a s v t f\r\n",
+                b"mg a f t s v\r\n",
+                b"mg a k O1 c f h l s t\r\n",
+                b"mg a t l h f c O1 k s v\r\n",
+                b"mg a O1 q k c\r\n",
+                b"mg miss k O1 c s t f\r\n",
+                b"mg miss O1 k\r\n",
+                b"mg miss q O1 k\r\n",
+                b"ms YWJj 1 b\r\nx\r\n",
+                b"mg YWJj b k c\r\n",
+                b"mg YWJj c k b\r\n",
+                b"mg YWJj k b O2 c\r\n",
+                b"mg bWlzcw== k b O2\r\n",
+            ],
+        ),
+        text(
+            "ms return flags in request order",
+            &[
+                b"ms a 1 c k O3\r\nx\r\n",
+                b"ms a 1 O3 k c\r\nx\r\n",
+                b"ms a 1 k c O3 T100 t f s v h l\r\nx\r\n",
+                b"ms YWJj 1 b c k O4\r\nx\r\n",
+                b"ms YWJj 1 O4 k b c\r\nx\r\n",
+            ],
+        ),
+        text(
+            "ma return flags in request order",
+            &[
+                b"ma n N0 J5 t c k O3 v\r\n",
+                b"ma n v k c t O3 N0 J5\r\n",
+                b"ma n O3 v c k t\r\n",
+                b"ma n v t f s h l\r\n",
+            ],
+        ),
+    ]
+}
+
+/// Meta failure paths: which flags come back on EX, NS, NF and EN, CAS 0,
+/// the win token on stale and vivified items, invalidating sets, and what
+/// `q` hides on each verb.
+fn meta_failure_cases() -> Vec<Case> {
+    vec![
+        text(
+            "ms failures return flags",
+            &[
+                b"ms a 1\r\nx\r\n",
+                b"ms a 1 c k O3 C1\r\nx\r\n",
+                b"ms a 1 O3 k c C1 t f s\r\nx\r\n",
+                b"ms nope 1 c k O3 MR\r\nx\r\n",
+                b"ms nope 1 O3 c MA\r\nx\r\n",
+                b"ms nope 1 k c MP\r\nx\r\n",
+                b"ms a 1 c k O3 ME\r\nx\r\n",
+                b"ms nope 1 c k O3 C5\r\nx\r\n",
+                b"ms a 1 C0 c k\r\nx\r\n",
+                b"ms nope 1 C0 c k\r\nx\r\n",
+                b"ms a 1 q C1 k O1\r\nx\r\n",
+                b"ms nope 1 q MR k\r\nx\r\n",
+                b"ms nope 1 q C9 k\r\nx\r\n",
+                b"ms a 1 q ME O5\r\nx\r\n",
+                b"ms a 1 E5\r\nx\r\n",
+                b"ms a 1 E0\r\nx\r\n",
+                b"mn\r\n",
+            ],
+        ),
+        text(
+            "md failures return flags",
+            &[
+                b"md nope c k O3 t f\r\n",
+                b"md nope O3 k\r\n",
+                b"md nope q k O1\r\n",
+                b"ms a 1\r\nx\r\n",
+                b"md a O3 k C1\r\n",
+                b"md a C0 k c\r\n",
+                b"md a q C1 k\r\n",
+                b"md a q k\r\n",
+                b"md a E0\r\n",
+                b"mn\r\n",
+            ],
+        ),
+        text(
+            "ma failures return flags",
+            &[
+                b"ma nope c k O3 t v\r\n",
+                b"ma nope O3 k q\r\n",
+                b"ma n N0 J1\r\n",
+                b"ma n C1 v k c t O3\r\n",
+                b"ma n q C1 O3\r\n",
+                b"ma n C0 k c\r\n",
+                b"ma n MI D18446744073709551615 v\r\n",
+                b"ma n MD D5 v c\r\n",
+                b"ma n MD q v\r\n",
+                b"ma n Mi v\r\n",
+                b"ma n M+ v\r\n",
+                b"ma n Md v\r\n",
+                b"ma n M- v\r\n",
+                b"ma n MS v\r\n",
+                b"ms s 1\r\nx\r\n",
+                b"ma s k O3 c t v\r\n",
+                b"ma s q\r\n",
+                b"ma n E0\r\n",
+                b"ma n b v\r\n",
+                b"mn\r\n",
+            ],
+        ),
+        text(
+            "mg failures return flags",
+            &[
+                b"mg nope c f t s v h l k O2\r\n",
+                b"mg nope q c f t s v h l k O2\r\n",
+                b"mg nope E5 c\r\n",
+                b"mg nope T30 k\r\n",
+                b"mg nope R30 k v\r\n",
+                b"mn\r\n",
+            ],
+        ),
+        text(
+            "quiet failures before mn",
+            &[
+                b"mg m1 q v\r\nms m2 1 q MR\r\nx\r\nmd m3 q\r\nma m4 q\r\nms m5 1 q C3\r\nx\r\nmn\r\n",
+                b"ms a 1 q\r\nx\r\nmg a q v k\r\nmd a q\r\nmd a q\r\nmn\r\n",
+            ],
+        ),
+        text(
+            "win token on an invalidated item",
+            &[
+                b"ms a 1 T100\r\nx\r\n",
+                b"md a I T30\r\n",
+                b"mg a c t v\r\n",
+                b"mg a c t v\r\n",
+                b"mg a v N30\r\n",
+                b"mg a v R30\r\n",
+                b"md a I\r\n",
+                b"mg a v\r\n",
+                b"md a I q\r\n",
+                b"md nope I\r\n",
+                b"mn\r\n",
+            ],
+        ),
+        text(
+            "win token on a vivified item",
+            &[
+                b"mg a N30 v t c\r\n",
+                b"mg a N30 v t c\r\n",
+                b"mg a v\r\n",
+                b"ms a 1\r\ny\r\n",
+                b"mg a v\r\n",
+                b"mg b N30 s k\r\n",
+                b"mg b N30 k\r\n",
+            ],
+        ),
+        text(
+            "win token below a recache TTL",
+            &[
+                b"ms a 1 T10\r\nx\r\n",
+                b"mg a R30 v\r\n",
+                b"mg a R30 v\r\n",
+                b"mg a R5 v\r\n",
+                b"ms b 1 T100\r\nx\r\n",
+                b"mg b R30 v\r\n",
+                b"ms c 1\r\nx\r\n",
+                b"mg c R30 v\r\n",
+            ],
+        ),
+        text(
+            "invalidating sets",
+            &[
+                b"ms a 1\r\nx\r\n",
+                b"mg a c\r\n",
+                b"ms a 1 C{cas}\r\ny\r\n",
+                b"ms a 1 I C1\r\nz\r\n",
+                b"mg a v c\r\n",
+                b"mg a v\r\n",
+                b"ms a 1 I C99999999\r\nw\r\n",
+                b"ms a 1 I\r\nw\r\n",
+                b"mg a v\r\n",
+                b"md a I\r\n",
+                b"mg a v c\r\n",
+                b"ms a 1 I C1\r\nq\r\n",
+                b"mg a v\r\n",
+                b"mg a c\r\n",
+                b"ms a 1 C{cas}\r\nr\r\n",
+                b"mg a v\r\n",
+                b"ms nope 1 I C1\r\nq\r\n",
+                b"ms a 1 I C1 MA\r\nq\r\n",
+                b"ms a 1 I C1 ME\r\nq\r\n",
+            ],
+        ),
+        // Only orders where N, R and T come before t (README, "Differences
+        // from memcached").
+        text(
+            "TTL flags",
+            &[
+                b"ms a 1 T100\r\nx\r\n",
+                b"mg a T300 t\r\n",
+                b"mg a t\r\n",
+                b"mg c N30 t\r\n",
+                b"mg c t\r\n",
+                b"ms n 1 T100\r\n1\r\n",
+                b"ma n v T300 t\r\n",
+                b"ma n v t\r\n",
+            ],
+        ),
+    ]
+}
+
 fn binary_cases() -> Vec<Case> {
     vec![
         binary(
@@ -1051,6 +1355,79 @@ fn binary_cases() -> Vec<Case> {
                 b(0x01, b"a", &fe(0, 0), &vec![b'v'; 1_100_000]),
                 b(0x00, b"a", b"", b""),
             ],
+        ),
+        binary(
+            "touch and gat reply bodies",
+            vec![
+                b(0x01, b"a", &fe(4, 0), b"xyz"),
+                b(0x1c, b"a", &100u32.to_be_bytes(), b""),
+                b(0x1d, b"a", &100u32.to_be_bytes(), b""),
+                b(0x23, b"a", &100u32.to_be_bytes(), b""),
+                cat(&[
+                    b(0x1e, b"a", &100u32.to_be_bytes(), b""),
+                    b(0x24, b"a", &100u32.to_be_bytes(), b""),
+                ]),
+                b(0x1c, b"b", &100u32.to_be_bytes(), b""),
+                b(0x00, b"a", b"", b""),
+            ],
+        ),
+        binary(
+            "stat with an unknown group",
+            vec![b(0x10, b"nope", b"", b""), b(0x10, b"detail x", b"", b"")],
+        ),
+        binary(
+            "getk and getkq",
+            vec![
+                b(0x0c, b"a", b"", b""),
+                b(0x01, b"a", &fe(9, 0), b"v"),
+                b(0x0c, b"a", b"", b""),
+                cat(&[
+                    b(0x0d, b"a", b"", b""),
+                    b(0x0d, b"b", b"", b""),
+                    b(0x09, b"a", b"", b""),
+                    b(0x09, b"b", b"", b""),
+                ]),
+            ],
+        ),
+        binary(
+            "quiet failures",
+            vec![
+                cat(&[
+                    b(0x12, b"a", &fe(0, 0), b"x"),
+                    b(0x12, b"a", &fe(0, 0), b"x"),
+                    b(0x13, b"b", &fe(0, 0), b"x"),
+                    b(0x19, b"b", b"", b"x"),
+                    b(0x1a, b"b", b"", b"x"),
+                    b(0x14, b"b", b"", b""),
+                    b(0x15, b"a", &arith(1, 0, 0), b""),
+                    b(0x16, b"a", &arith(1, 0, 0), b""),
+                    b(0x15, b"b", &arith(1, 0, 0xffff_ffff), b""),
+                    bc(0x11, b"a", &fe(0, 0), b"y", 999_999),
+                    bc(0x14, b"a", b"", b"", 999_999),
+                ]),
+                b(0x18, b"", &5u32.to_be_bytes(), b""),
+                b(0x08, b"", &0u32.to_be_bytes(), b""),
+            ],
+        ),
+        binary(
+            "incr on non-numeric and append on missing",
+            vec![
+                b(0x01, b"s", &fe(0, 0), b"abc"),
+                b(0x05, b"s", &arith(1, 0, 0), b""),
+                b(0x06, b"s", &arith(1, 0, 0), b""),
+                b(0x0e, b"none", b"", b"x"),
+                b(0x0f, b"none", b"", b"x"),
+                b(0x01, b"e", &fe(0, 0), b""),
+                b(0x05, b"e", &arith(1, 0, 0), b""),
+            ],
+        ),
+        binary(
+            "bad magic",
+            vec![{
+                let mut p = b(0x00, b"a", b"", b"");
+                p[0] = 0x81;
+                p
+            }],
         ),
         binary("quit", vec![b(0x07, b"", b"", b"")]),
         binary("quitq", vec![b(0x17, b"", b"", b"")]),

@@ -20,8 +20,8 @@ use super::tenants::{Attempt, Login, LoginFailure};
 use super::Shared;
 use crate::clock::unix_now;
 use crate::protocol::input::{self, Input, Next, FLUSH_THRESHOLD};
-use crate::protocol::request::{Command, Frame, StoreMode};
-use crate::protocol::{self, sasl, ErrorReply, Request, Response};
+use crate::protocol::request::{Command, Frame, Get, StoreMode};
+use crate::protocol::{self, binary, sasl, ErrorReply, Request, Response};
 use crate::session::{self, SessionError};
 
 /// The session's login state.
@@ -226,8 +226,29 @@ impl Session {
         if let Some(response) = session::local_answer(&command, super::VERSION) {
             return response;
         }
+        // memcached answers a binary TOUCH from the item, as it does GAT
+        // less the value: the reply carries the flags and CAS.
+        let command = match (command, frame) {
+            (Command::Touch { key, exptime }, Frame::Binary { opcode, .. })
+                if *opcode == binary::opcode::TOUCH =>
+            {
+                Command::Get(Get {
+                    keys: vec![key],
+                    touch: Some(exptime),
+                    ..Get::default()
+                })
+            }
+            (command, _) => command,
+        };
         match command {
-            Command::Stats { group } => self.shared.stats(tenant, group.as_deref()),
+            Command::Stats { group } => {
+                match (self.shared.stats(tenant, group.as_deref()), frame) {
+                    // memcached answers a binary STAT for a group it does not
+                    // know, or a bad `detail`, with "not found".
+                    (Response::Error(_), Frame::Binary { .. }) => Response::NotFound,
+                    (response, _) => response,
+                }
+            }
             Command::Store(_) if !caps.write => Response::NotStored,
             Command::Delete(_) | Command::Arith(_) | Command::Touch { .. } if !caps.write => {
                 Response::Error(ErrorReply::PermissionDenied)

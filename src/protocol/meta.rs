@@ -8,9 +8,10 @@
 //! flag is refused, and the first character of a token is the flag, the rest
 //! its argument.
 //!
-//! Return flags are written in one fixed order (`c f h k b l O s t`, then
-//! `Z X W`) rather than in request order: the frame keeps which flags were
-//! asked for, not their order, and protocol.txt says the order "is not strict".
+//! Return flags are written in the order the request gave them, as memcached
+//! does (`mg k s v t` answers `VA 1 s1 t-1`, `mg k t v s` answers `VA 1 t-1
+//! s1`), then `Z X W`; the frame keeps that order in a
+//! [`FlagOrder`](super::request::FlagOrder).
 
 use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
 use bytes::{BufMut, Bytes, BytesMut};
@@ -94,29 +95,33 @@ fn parse_set(line: &Line, limits: &Limits) -> Parsed {
         Ok(parsed) => parsed,
         Err(msg) => return refuse(msg),
     };
-    // memcached 1.6.18 takes upper case only; lower case is accepted too, as
-    // a harmless superset.
+    // Upper case only, as memcached 1.6.18 (protocol.txt's lower-case modes
+    // came later).
     let mode = match flags.mode {
-        None | Some(b'S' | b's') => StoreMode::Set,
-        Some(b'E' | b'e') => StoreMode::Add,
-        Some(b'A' | b'a') => StoreMode::Append,
-        Some(b'P' | b'p') => StoreMode::Prepend,
-        Some(b'R' | b'r') => StoreMode::Replace,
+        None | Some(b'S') => StoreMode::Set,
+        Some(b'E') => StoreMode::Add,
+        Some(b'A') => StoreMode::Append,
+        Some(b'P') => StoreMode::Prepend,
+        Some(b'R') => StoreMode::Replace,
         Some(_) => return refuse("invalid mode for ms M token"),
     };
     if let Err(msg) = flags.check_opaque() {
         return refuse(msg);
     }
-    let frame = meta_frame(flags.frame);
+    let refused = meta_frame(flags.frame.clone());
     // memcached 1.6.18's `ms` unlinks the old value after refusing an
     // over-size one whatever the mode, so that no stale data survives.
-    if let Some(too_large) = line.refuse_oversize(frame.clone(), &key, len, true, limits) {
+    if let Some(too_large) = line.refuse_oversize(refused, &key, len, true, limits) {
         return too_large;
     }
     let vivify = match mode {
         StoreMode::Append | StoreMode::Prepend => flags.vivify,
         _ => None,
     };
+    let frame = meta_frame(MetaFrame {
+        stores: true,
+        ..flags.frame
+    });
     line.with_block(frame, len, |data| {
         Command::Store(Store {
             mode,
@@ -156,8 +161,8 @@ fn parse_arith(line: &Line) -> Parsed {
         Err(refusal) => return *refusal,
     };
     let incr = match flags.mode {
-        None | Some(b'I' | b'i' | b'+') => true,
-        Some(b'D' | b'd' | b'-') => false,
+        None | Some(b'I' | b'+') => true,
+        Some(b'D' | b'-') => false,
         Some(_) => return error(line, "invalid mode for ma M token"),
     };
     if let Err(msg) = flags.check_opaque() {
@@ -314,6 +319,7 @@ impl Flags {
                 Some(seen) if !*seen => *seen = true,
                 _ => return Err("duplicate flag"),
             }
+            flags.frame.order.push(flag);
             if let Some(switch) = flags.switch(flag) {
                 *switch = true;
                 continue;
@@ -362,6 +368,7 @@ impl Flags {
         if has_error {
             return Err(message);
         }
+        flags.frame.order.normalise();
         let key = key.unwrap_or_else(|| Bytes::copy_from_slice(raw_key));
         Ok((key, flags))
     }
@@ -408,6 +415,12 @@ pub fn encode_keyed(
     out: &mut BytesMut,
 ) -> bool {
     let quiet = frame.quiet;
+    // An `ms` that stored nothing reports the CAS of the item it did not
+    // store, 0, as memcached does; `md` and `ma` report none.
+    let failed = ReturnFlags {
+        cas: frame.stores.then_some(0),
+        ..ReturnFlags::default()
+    };
     let mut reply = Reply { frame, key, out };
     // The `q` rules are memcached 1.6.18's: it hides EN for mg, HD for ms/md
     // and every successful ma (VA too); NF, NS, EX and errors always show.
@@ -431,9 +444,9 @@ pub fn encode_keyed(
                 reply.status(b"HD", &ReturnFlags::default());
             }
         }
-        Response::NotStored => reply.status(b"NS", &ReturnFlags::default()),
-        Response::Exists => reply.status(b"EX", &ReturnFlags::default()),
-        Response::NotFound => reply.status(b"NF", &ReturnFlags::default()),
+        Response::NotStored => reply.status(b"NS", &failed),
+        Response::Exists => reply.status(b"EX", &failed),
+        Response::NotFound => reply.status(b"NF", &failed),
         Response::Number { value, cas, ttl } => {
             if !quiet {
                 reply.number(*value, *cas, *ttl);
@@ -553,42 +566,48 @@ impl<'k> Reply<'k, '_> {
         self.out.put_slice(b"\r\n");
     }
 
-    /// The requested return flags, in the order `c f h k b l O s t`.
+    /// The requested return flags, in the request's order (`c f h k b l s t
+    /// O` for a frame built in code).
     fn flags(&mut self, facts: &ReturnFlags) {
         let frame = self.frame;
-        if let (true, Some(cas)) = (frame.return_cas, facts.cas) {
-            self.out.put_slice(b" c");
-            put_u64(self.out, cas);
-        }
-        if let (true, Some(client_flags)) = (frame.return_flags, facts.client_flags) {
-            self.out.put_slice(b" f");
-            put_u64(self.out, client_flags.into());
-        }
-        if let (true, Some(hit)) = (frame.return_hit, facts.hit) {
-            self.out.put_slice(if hit { b" h1" } else { b" h0" });
-        }
-        if let (true, Some(key)) = (frame.return_key, self.key) {
-            self.out.put_slice(b" k");
-            self.put_key(key);
-            if frame.base64_key {
-                self.out.put_slice(b" b");
+        for flag in frame.order.sequence().filter(|&f| frame.asks(f)) {
+            let number = match flag {
+                b'c' => facts.cas,
+                b'f' => facts.client_flags.map(u64::from),
+                b'l' => facts.last_access,
+                b's' => facts.size.map(|size| size as u64),
+                _ => None,
+            };
+            match (flag, frame.opaque.as_ref(), self.key) {
+                (b'h', ..) => {
+                    if let Some(hit) = facts.hit {
+                        self.out.put_slice(if hit { b" h1" } else { b" h0" });
+                    }
+                }
+                (b't', ..) => {
+                    if let Some(ttl) = facts.ttl {
+                        self.out.put_slice(b" t");
+                        put_i64(self.out, ttl);
+                    }
+                }
+                (b'k', _, Some(key)) => {
+                    self.out.put_slice(b" k");
+                    self.put_key(key);
+                    if frame.base64_key {
+                        self.out.put_slice(b" b");
+                    }
+                }
+                (b'O', Some(opaque), _) => {
+                    self.out.put_slice(b" O");
+                    self.out.put_slice(opaque);
+                }
+                _ => {
+                    if let Some(number) = number {
+                        self.out.put_slice(&[b' ', flag]);
+                        put_u64(self.out, number);
+                    }
+                }
             }
-        }
-        if let (true, Some(last_access)) = (frame.return_last_access, facts.last_access) {
-            self.out.put_slice(b" l");
-            put_u64(self.out, last_access);
-        }
-        if let Some(opaque) = &frame.opaque {
-            self.out.put_slice(b" O");
-            self.out.put_slice(opaque);
-        }
-        if let (true, Some(size)) = (frame.return_size, facts.size) {
-            self.out.put_slice(b" s");
-            put_usize(self.out, size);
-        }
-        if let (true, Some(ttl)) = (frame.return_ttl, facts.ttl) {
-            self.out.put_slice(b" t");
-            put_i64(self.out, ttl);
         }
     }
 
@@ -726,31 +745,30 @@ fn put_key(line: &mut BytesMut, frame: &MetaFrame, key: &[u8]) -> Result<(), Une
     Ok(())
 }
 
-/// The frame's flags, in the order `b c f h k l q s t v O`.
+/// The frame's flags: `b`, then the return flags in the frame's order, with
+/// `q` and `v` where they fall in `c f h k l q s t v O` (which is the whole
+/// order for a frame built in code).
 fn put_frame_flags(line: &mut BytesMut, frame: &MetaFrame) -> Result<(), Unencodable> {
-    for (set, flag) in [
-        (frame.base64_key, b'b'),
-        (frame.return_cas, b'c'),
-        (frame.return_flags, b'f'),
-        (frame.return_hit, b'h'),
-        (frame.return_key, b'k'),
-        (frame.return_last_access, b'l'),
-        (frame.quiet, b'q'),
-        (frame.return_size, b's'),
-        (frame.return_ttl, b't'),
-        (frame.return_value, b'v'),
-    ] {
-        if set {
-            line.put_slice(&[b' ', flag]);
-        }
+    const ALL: &[u8] = b"cfhklqstvO";
+    if frame.base64_key {
+        line.put_slice(b" b");
     }
-    if let Some(opaque) = &frame.opaque {
-        let printable = opaque.iter().all(|&b| b > b' ' && b != 0x7f);
-        if !printable || opaque.len() + 1 > MAX_OPAQUE_TOKEN {
-            return Err(Unencodable("opaque is not a short printable token"));
+    let given = frame.order.given();
+    let rest = ALL.iter().filter(|f| !given.contains(f));
+    for &flag in given.iter().chain(rest) {
+        match (flag, &frame.opaque) {
+            (b'O', Some(opaque)) => {
+                let printable = opaque.iter().all(|&b| b > b' ' && b != 0x7f);
+                if !printable || opaque.len() + 1 > MAX_OPAQUE_TOKEN {
+                    return Err(Unencodable("opaque is not a short printable token"));
+                }
+                line.put_slice(b" O");
+                line.put_slice(opaque);
+            }
+            (b'O', None) => {}
+            _ if frame.asks(flag) => line.put_slice(&[b' ', flag]),
+            _ => {}
         }
-        line.put_slice(b" O");
-        line.put_slice(opaque);
     }
     Ok(())
 }

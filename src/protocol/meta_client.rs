@@ -32,7 +32,7 @@
 //!
 //! What is asked of the node is what the client's dialect will print, and no
 //! more: a text `get` becomes `mg <key> f v`, `gets` adds `c`, a binary get
-//! `c f v`, a binary store `c`, an `incr` `v`. A meta client's return flags
+//! `c f v`, a binary store `c`, a binary TOUCH `c f`, an `incr` `v`. A meta client's return flags
 //! pass through, except `k` (the proxy knows the key it sent) and `s` without
 //! `v`, which fetches the value too, because [`Found`] derives the size from
 //! the data it holds. Keys that cannot appear in a text line (a binary
@@ -228,16 +228,19 @@ fn upstream_frame(command: &Command, client: &Frame, key: &[u8], seq: u32) -> Me
     let get = matches!(command, Command::Get(_));
     let store = matches!(command, Command::Store(_));
     let arith = matches!(command, Command::Arith(_));
+    let touch = matches!(command, Command::Touch { .. });
     match client {
         Frame::Text(text) => {
             wire.return_value = get || arith;
             wire.return_flags = get;
             wire.return_cas = get && text.with_cas;
         }
-        Frame::Binary { .. } => {
+        // A binary TOUCH reply carries the item's flags and CAS.
+        Frame::Binary { opcode, .. } => {
+            let touch = touch && *opcode == super::binary::opcode::TOUCH;
             wire.return_value = get || arith;
-            wire.return_flags = get;
-            wire.return_cas = get || store || arith;
+            wire.return_flags = get || touch;
+            wire.return_cas = get || store || arith || touch;
         }
         // Only the flags that the command's reply can carry: memcached
         // ignores the others, and they would only lengthen the line.
@@ -567,6 +570,15 @@ pub fn decode(command: &Command, reply: Reply) -> Result<Response, ReplyError> {
             Response::Get(vec![Some(found)])
         }
         (Command::Get(_), Code::Miss) => Response::Get(vec![None]),
+        // Asked with `f` (for a binary client), the hit is the item.
+        (Command::Touch { key, .. }, Code::Hit) if flags.client_flags.is_some() => {
+            Response::Get(vec![Some(Found {
+                key: key.clone(),
+                flags: flags.client_flags.unwrap_or(0),
+                cas: flags.cas.unwrap_or(0),
+                ..Found::default()
+            })])
+        }
         (Command::Touch { .. }, Code::Hit) => Response::Touched,
         (Command::Touch { .. }, Code::Miss) => Response::NotFound,
         (Command::Store(_), Code::Hit) => Response::Stored {

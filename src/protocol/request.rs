@@ -82,6 +82,78 @@ pub struct MetaFrame {
     pub return_hit: bool,
     /// `l`: include seconds since last access.
     pub return_last_access: bool,
+    /// The order the request gave its return flags in, which memcached
+    /// writes them back in.
+    pub order: FlagOrder,
+    /// The frame is an `ms`'s: its `c` reports the stored item's CAS, which
+    /// is 0 on `NS`, `EX` and `NF`.
+    pub stores: bool,
+}
+
+impl MetaFrame {
+    /// Whether the frame carries the argument-less flag `flag` (`c f h k l q
+    /// s t v`), or an opaque for `O`.
+    pub fn asks(&self, flag: u8) -> bool {
+        match flag {
+            b'c' => self.return_cas,
+            b'f' => self.return_flags,
+            b'h' => self.return_hit,
+            b'k' => self.return_key,
+            b'l' => self.return_last_access,
+            b'q' => self.quiet,
+            b's' => self.return_size,
+            b't' => self.return_ttl,
+            b'v' => self.return_value,
+            b'O' => self.opaque.is_some(),
+            _ => false,
+        }
+    }
+}
+
+/// The return flags of a meta request (`c f h k l s t O`) in request order,
+/// kept only when that differs from [`FlagOrder::CANONICAL`]: empty means
+/// canonical, so a frame built in code and the same frame parsed back from
+/// its encoding compare equal. A fixed array: no allocation per request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlagOrder {
+    flags: [u8; FlagOrder::CANONICAL.len()],
+    len: u8,
+}
+
+impl FlagOrder {
+    /// The order flags set without an order (frames built in code) are
+    /// written in; `b` always follows `k`, `W`/`X`/`Z` come last.
+    pub const CANONICAL: &'static [u8; 8] = b"cfhklstO";
+
+    /// Note that `flag` came next in the request; anything but a return
+    /// flag, or a repeat, is ignored.
+    pub fn push(&mut self, flag: u8) {
+        let len = usize::from(self.len);
+        if Self::CANONICAL.contains(&flag) && !self.flags[..len].contains(&flag) {
+            self.flags[len] = flag;
+            self.len += 1;
+        }
+    }
+
+    /// Forget the order if it is the canonical one.
+    pub fn normalise(&mut self) {
+        let rank = |f: &u8| Self::CANONICAL.iter().position(|c| c == f);
+        if self.given().windows(2).all(|w| rank(&w[0]) < rank(&w[1])) {
+            *self = FlagOrder::default();
+        }
+    }
+
+    /// The flags in the request's order (none if canonical).
+    pub fn given(&self) -> &[u8] {
+        &self.flags[..usize::from(self.len)]
+    }
+
+    /// Every return flag, those the request ordered first.
+    pub fn sequence(&self) -> impl Iterator<Item = u8> + '_ {
+        let given = self.given();
+        let rest = Self::CANONICAL.iter().filter(move |f| !given.contains(f));
+        given.iter().chain(rest).copied()
+    }
 }
 
 /// What to do.

@@ -149,11 +149,19 @@ pub fn encode_keyed_response(
                     Some(found) => {
                         let flags = found.flags.to_be_bytes();
                         let key: &[u8] = if returns_key(opcode) { &found.key } else { &[] };
+                        // A TOUCH answered from the item (the node does)
+                        // carries its flags and CAS but no value, as
+                        // memcached's does.
+                        let value: &[u8] = if opcode == opcode::TOUCH {
+                            &[]
+                        } else {
+                            &found.data
+                        };
                         let hit = Packet {
                             cas: found.cas,
                             extras: &flags,
                             key,
-                            value: &found.data,
+                            value,
                             ..base
                         };
                         put_reply(hit, out);

@@ -1354,3 +1354,12 @@ fn stats_group_longer_than_a_key_is_not_encoded() {
     };
     assert!(encode_request(&longest, false, OPAQUE, &mut BytesMut::new()).is_ok());
 }
+
+#[test]
+fn touch_answered_from_the_item_carries_flags_and_cas_but_no_value() {
+    let hit = Response::Get(vec![Some(found("k", "value"))]);
+    assert_eq!(
+        encoded(TOUCH, &hit),
+        reply(TOUCH, 0, 1, &0xdead_beef_u32.to_be_bytes(), &[], &[])
+    );
+}

@@ -15,6 +15,15 @@ fn parse_ok(buf: &[u8]) -> (Command, MetaFrame, usize) {
     }
 }
 
+/// A frame's order for these return flags, given in this order.
+fn order(flags: &[u8]) -> crate::protocol::request::FlagOrder {
+    let mut order = crate::protocol::request::FlagOrder::default();
+    for &flag in flags {
+        order.push(flag);
+    }
+    order
+}
+
 /// The error text and `skip` of a refused meta line.
 fn refused(buf: &[u8]) -> (String, usize) {
     match parse(buf, &Limits::default()) {
@@ -56,6 +65,8 @@ fn mg_flags() {
         return_ttl: true,
         return_hit: true,
         return_last_access: true,
+        order: order(b"sftckhlO"),
+        stores: false,
     };
     assert_eq!(frame, want);
     // Flags of other commands are accepted and ignored, as in memcached.
@@ -99,7 +110,7 @@ fn ms_modes_and_flags() {
         (" MS", StoreMode::Set),
         (" ME", StoreMode::Add),
         (" MA", StoreMode::Append),
-        (" Mp", StoreMode::Prepend),
+        (" MP", StoreMode::Prepend),
         (" MR", StoreMode::Replace),
     ];
     for (flag, mode) in modes {
@@ -139,10 +150,13 @@ fn ms_errors_swallow_the_data_once_its_length_is_known() {
     assert_eq!(refused(b"ms k\r\n"), (bad.into(), 0));
     assert_eq!(refused(b"ms k x\r\n"), (bad.into(), 0));
     assert_eq!(refused(b"ms k -1\r\n"), (bad.into(), 0));
-    assert_eq!(
-        refused(b"ms k 3 Mx\r\n"),
-        ("CLIENT_ERROR invalid mode for ms M token".into(), 5)
-    );
+    // memcached 1.6.18 takes its modes in upper case only.
+    for mode in ["Mx", "Ms", "Me", "Ma", "Mp", "Mr"] {
+        assert_eq!(
+            refused(format!("ms k 3 {mode}\r\n").as_bytes()),
+            ("CLIENT_ERROR invalid mode for ms M token".into(), 5)
+        );
+    }
     assert_eq!(
         refused(b"ms k 3 MSS\r\n"),
         ("CLIENT_ERROR incorrect length for M token".into(), 5)
@@ -244,10 +258,12 @@ fn md_ma_mg_errors() {
     assert_eq!(refused(b"md k x\r\n").0, flag);
     assert_eq!(refused(b"ma k Dx\r\n").0, flag);
     assert_eq!(refused(b"ma k q q\r\n").0, flag);
-    assert_eq!(
-        refused(b"ma k Mx\r\n").0,
-        "CLIENT_ERROR invalid mode for ma M token"
-    );
+    for mode in ["Mx", "Mi", "Md"] {
+        assert_eq!(
+            refused(format!("ma k {mode}\r\n").as_bytes()).0,
+            "CLIENT_ERROR invalid mode for ma M token"
+        );
+    }
     assert_eq!(
         refused(b"mg k Dx\r\n").0,
         "CLIENT_ERROR invalid numeric delta value"
@@ -321,7 +337,7 @@ fn mg_replies() {
     let found = Response::Get(vec![Some(hit())]);
     assert_eq!(
         reply(&all, None, found.clone()),
-        "VA 5 c99 f5 h1 kfoo l12 Oop s5 t-1\r\nhello\r\n"
+        "VA 5 c99 f5 h1 kfoo l12 s5 t-1 Oop\r\nhello\r\n"
     );
     let plain = MetaFrame::default();
     assert_eq!(reply(&plain, None, found.clone()), "HD\r\n");
@@ -447,4 +463,45 @@ fn other_replies() {
         &mut out
     ));
     assert_eq!(&out[..], b"MN\r\n");
+}
+
+#[test]
+fn return_flags_come_back_in_request_order() {
+    let (_, frame, _) = parse_ok(b"mg foo t O1 s k v\r\n");
+    let found = Response::Get(vec![Some(hit())]);
+    assert_eq!(
+        reply(&frame, Some("foo"), found.clone()),
+        "VA 5 t-1 O1 s5 kfoo\r\nhello\r\n"
+    );
+    // The canonical order is kept as no order at all.
+    let (_, frame, _) = parse_ok(b"mg foo c s t O1\r\n");
+    assert_eq!(frame.order, order(b""));
+    assert_eq!(reply(&frame, None, found), "HD c99 s5 t-1 O1\r\n");
+    let (_, frame, _) = parse_ok(b"mg foo O2 k\r\n");
+    assert_eq!(
+        reply(&frame, Some("foo"), Response::Get(vec![None])),
+        "EN O2 kfoo\r\n"
+    );
+}
+
+#[test]
+fn ms_failures_report_cas_0_and_md_ma_none() {
+    let ms = |line: &str| parse_ok(format!("{line}\r\nx\r\n").as_bytes()).1;
+    let frame = ms("ms foo 1 c k O3");
+    assert!(frame.stores);
+    for (response, code) in [
+        (Response::Exists, "EX"),
+        (Response::NotStored, "NS"),
+        (Response::NotFound, "NF"),
+    ] {
+        assert_eq!(
+            reply(&frame, Some("foo"), response),
+            format!("{code} c0 kfoo O3\r\n")
+        );
+    }
+    let (_, frame, _) = parse_ok(b"md foo c k O3\r\n");
+    assert_eq!(
+        reply(&frame, Some("foo"), Response::Exists),
+        "EX kfoo O3\r\n"
+    );
 }

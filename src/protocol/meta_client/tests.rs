@@ -711,6 +711,7 @@ fn frame() -> impl Strategy<Value = Frame> {
             return_ttl: f[7],
             return_hit: f[8],
             return_last_access: f[9],
+            ..MetaFrame::default()
         })
     });
     prop_oneof![
@@ -826,9 +827,13 @@ fn node_response(sent: &Command) -> BoxedStrategy<Response> {
 }
 
 /// What the client's own node would have answered `command`, given the
-/// node's answer to what the proxy sent instead (a touch went as a get).
-fn direct(command: &Command, response: Response) -> Response {
+/// node's answer to what the proxy sent instead (a touch went as a get; the
+/// node answers a binary TOUCH from the item, as a get).
+fn direct(command: &Command, frame: &Frame, response: Response) -> Response {
     match (command, response) {
+        (Command::Touch { .. }, response @ Response::Get(_)) if matches!(frame, Frame::Binary { opcode, .. } if *opcode == crate::protocol::binary::opcode::TOUCH) => {
+            response
+        }
         (Command::Touch { .. }, Response::Get(items)) => match items.first() {
             Some(Some(_)) => Response::Touched,
             _ => Response::NotFound,
@@ -891,7 +896,7 @@ proptest! {
         let (parsed, used) = parse(&reply, expect).unwrap().unwrap();
         prop_assert_eq!(used, reply.len());
         let decoded = decode(&command, parsed).unwrap();
-        let want = direct(&command, response);
+        let want = direct(&command, &frame, response);
         prop_assert_eq!(
             client_sees(&command, &frame, &decoded),
             client_sees(&command, &frame, &want)

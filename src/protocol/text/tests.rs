@@ -1,7 +1,11 @@
 use super::*;
 use crate::protocol::line::client_error;
 use crate::protocol::test_util::{arb_bytes, arb_mode, key, parse_text as parse};
-use crate::protocol::{encode_request, request::MetaFrame, Found, ProtocolError, MAX_LINE_LEN};
+use crate::protocol::{
+    encode_request,
+    request::{FlagOrder, MetaFrame},
+    Found, ProtocolError, MAX_LINE_LEN,
+};
 use proptest::prelude::*;
 
 fn limits() -> Limits {
@@ -596,15 +600,17 @@ fn arb_text_request() -> impl Strategy<Value = Request> {
     ]
 }
 
-/// Frame flags that apply to every meta command.
+/// Frame flags that apply to every meta command, the return flags in a
+/// random order.
 fn arb_meta_frame(readable: bool) -> impl Strategy<Value = (MetaFrame, bool)> {
     (
         proptest::collection::vec(any::<bool>(), 10),
         proptest::option::of("[a-zA-Z0-9]{0,31}"),
+        Just(FlagOrder::CANONICAL.to_vec()).prop_shuffle(),
     )
-        .prop_map(move |(b, opaque)| {
+        .prop_map(move |(b, opaque, shuffled)| {
             let on = |i: usize| b.get(i).copied().unwrap_or(false);
-            let frame = MetaFrame {
+            let mut frame = MetaFrame {
                 opaque: opaque.map(|o| Bytes::from(o.into_bytes())),
                 return_key: on(0),
                 base64_key: on(1),
@@ -618,7 +624,15 @@ fn arb_meta_frame(readable: bool) -> impl Strategy<Value = (MetaFrame, bool)> {
                 return_ttl: readable && on(7),
                 return_hit: readable && on(8),
                 return_last_access: readable && on(9),
+                order: FlagOrder::default(),
+                stores: false,
             };
+            for flag in shuffled {
+                if frame.asks(flag) {
+                    frame.order.push(flag);
+                }
+            }
+            frame.order.normalise();
             let base64 = frame.base64_key;
             (frame, base64)
         })
@@ -681,7 +695,10 @@ fn arb_meta_request() -> impl Strategy<Value = Request> {
                             invalidate,
                             vivify: vivify.filter(|_| appends),
                         }),
-                        frame: Frame::Meta(Box::new(frame)),
+                        frame: Frame::Meta(Box::new(MetaFrame {
+                            stores: true,
+                            ..frame
+                        })),
                     }
                 },
             )
