@@ -205,14 +205,14 @@ impl Session {
             Command::SaslList => (session::sasl_mechanisms(), After::Continue),
             // PLAIN completes in one step; there is nothing to continue.
             Command::SaslStep { .. } => (Response::Error(ErrorReply::AuthFailure), After::Continue),
-            command => (self.authorized(command), After::Continue),
+            command => (self.authorized(command, &frame), After::Continue),
         };
         protocol::encode(&frame, key.as_deref(), &response, out);
         after
     }
 
     /// Commands that need a login.
-    fn authorized(&mut self, command: Command) -> Response {
+    fn authorized(&mut self, command: Command, frame: &Frame) -> Response {
         let login = match &self.auth {
             Auth::LoggedIn(login) if !login.tenant.is_disabled() => login.clone(),
             Auth::LoggedIn(_) | Auth::Pending => {
