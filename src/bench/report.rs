@@ -41,6 +41,8 @@ pub struct Report {
     pub key_pattern: KeyPattern,
     pub value_size: (usize, usize),
     pub rate: Option<f64>,
+    /// Each request on a connection of its own; `ops` are then connections.
+    pub churn: bool,
     pub elapsed: Duration,
     pub stats: Stats,
     pub latency: Latency,
@@ -97,6 +99,7 @@ impl Report {
             key_pattern: config.key_pattern,
             value_size: config.value_size,
             rate: config.rate,
+            churn: config.churn,
             elapsed,
             stats,
             latency,
@@ -113,6 +116,17 @@ impl Report {
         let secs = self.elapsed.as_secs_f64();
         if secs > 0.0 {
             self.ops() as f64 / secs
+        } else {
+            0.0
+        }
+    }
+
+    /// Requests that got a real reply (hit, miss or stored), per second:
+    /// with churn, the connections that did.
+    pub fn answered_per_sec(&self) -> f64 {
+        let secs = self.elapsed.as_secs_f64();
+        if secs > 0.0 {
+            (self.ops() - self.stats.errors) as f64 / secs
         } else {
             0.0
         }
@@ -151,10 +165,12 @@ impl Report {
             "key_pattern": self.pattern_name(),
             "value_size": { "min": self.value_size.0, "max": self.value_size.1 },
             "rate": self.rate,
+            "churn": self.churn,
             "elapsed_seconds": self.elapsed.as_secs_f64(),
             "ops": self.ops(),
             "sent": s.sent,
             "ops_per_sec": self.ops_per_sec(),
+            "answered_per_sec": self.answered_per_sec(),
             "hits": s.hits,
             "misses": s.misses,
             "sets": s.sets,
@@ -178,7 +194,11 @@ impl Report {
                 .iter()
                 .map(|&(q, us)| serde_json::json!([q, us]))
                 .collect::<Vec<_>>(),
-            "latency_from": if self.rate.is_some() { "intended" } else { "sent" },
+            "latency_from": match (self.rate.is_some(), self.churn) {
+                (true, _) => "intended",
+                (false, true) => "connect",
+                (false, false) => "sent",
+            },
             "prefill": self.prefill.as_ref().map(|p| serde_json::json!({
                 "keys": p.keys,
                 "sets": p.sets,
@@ -199,15 +219,24 @@ impl fmt::Display for Report {
         } else {
             format!("{}-{} B", self.value_size.0, self.value_size.1)
         };
+        let shape = if self.churn {
+            format!(
+                "{} workers, churn (connect, one request, close)",
+                self.connections
+            )
+        } else {
+            format!(
+                "{} connections x pipeline {}",
+                self.connections, self.pipeline
+            )
+        };
         writeln!(
             f,
-            "memgate bench: {} {}{}{}, {} connections x pipeline {}, SET:GET {}:{}, {} keys ({}), values {}",
+            "memgate bench: {} {}{}{}, {shape}, SET:GET {}:{}, {} keys ({}), values {}",
             self.server,
             self.protocol.name(),
             if self.tls { " + TLS" } else { "" },
             if self.login { " + login" } else { "" },
-            self.connections,
-            self.pipeline,
             self.ratio.0,
             self.ratio.1,
             self.key_space,
@@ -223,19 +252,27 @@ impl fmt::Display for Report {
                 p.errors
             )?;
         }
+        let from = if self.churn {
+            "its connect to its reply"
+        } else {
+            "each send"
+        };
         match self.rate {
             Some(rate) => writeln!(
                 f,
                 "rate      {rate} ops/s offered; latency counted from each request's intended send time"
             )?,
-            None => writeln!(f, "rate      closed loop; latency counted from each send")?,
+            None => writeln!(f, "rate      closed loop; latency counted from {from}")?,
         }
         writeln!(
             f,
-            "ops       {} in {:.2}s = {:.0} ops/s",
+            "{:<10}{} in {:.2}s = {:.0} {}/s ({:.0}/s answered)",
+            if self.churn { "conns" } else { "ops" },
             self.ops(),
             self.elapsed.as_secs_f64(),
-            self.ops_per_sec()
+            self.ops_per_sec(),
+            if self.churn { "connections" } else { "ops" },
+            self.answered_per_sec()
         )?;
         writeln!(
             f,
@@ -248,8 +285,21 @@ impl fmt::Display for Report {
         writeln!(f, "sets      {}", s.sets)?;
         writeln!(
             f,
-            "errors    {} (timeouts {}, lost {}, verify {}; reconnects {})",
-            s.errors, s.timeouts, s.lost, s.verify_failures, s.reconnects
+            "errors    {} (timeouts {}, lost {}, verify {}; {} {})",
+            s.errors,
+            s.timeouts,
+            s.lost,
+            s.verify_failures,
+            if self.churn {
+                "connect failures"
+            } else {
+                "reconnects"
+            },
+            if self.churn {
+                s.connect_failures
+            } else {
+                s.reconnects
+            }
         )?;
         write!(
             f,
