@@ -30,11 +30,10 @@
 # the load generator (which on the direct path needs more CPU than the
 # server) never competes with what it measures. Override with
 # MEMGATE_COMPARE_LOAD_CPUS / MEMGATE_COMPARE_SERVER_CPUS (taskset -c lists),
-# or MEMGATE_COMPARE_PIN=0 to run unpinned. The fixed-rate runs are the
-# exception: their load generator runs unpinned unless
-# MEMGATE_COMPARE_PACED_CPUS is set, because a paced sender confined to one
-# contended core loses whole scheduler slices and reports them as latency
-# (benches/NOTES.md, "the run of 2026-12-01").
+# or MEMGATE_COMPARE_PIN=0 to run unpinned. The fixed-rate runs' load
+# generator is pinned the same way (MEMGATE_COMPARE_PACED_CPUS gives it other
+# CPUs): since its pacer stopped spinning for long, a paced sender on one
+# contended core leaves on time (benches/NOTES.md, "bench --rate").
 # Extra proxy flags (e.g. an upstream protocol choice) come from the
 # environment, word-split: MEMGATE_COMPARE_PROXY_ARGS (both memgate proxies),
 # MEMGATE_COMPARE_PROXY_ARGS_MEMCACHED (the one before memcached -S -Z, which
@@ -135,7 +134,7 @@ pin_load=() pin_server=() pin_paced=()
 if [ "${MEMGATE_COMPARE_PIN:-1}" != 0 ] && command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
   pin_load=(taskset -c "${MEMGATE_COMPARE_LOAD_CPUS:-1}")
   pin_server=(taskset -c "${MEMGATE_COMPARE_SERVER_CPUS:-0}")
-  [ -z "${MEMGATE_COMPARE_PACED_CPUS:-}" ] || pin_paced=(taskset -c "$MEMGATE_COMPARE_PACED_CPUS")
+  pin_paced=(taskset -c "${MEMGATE_COMPARE_PACED_CPUS:-${MEMGATE_COMPARE_LOAD_CPUS:-1}}")
 fi
 load_helper() { "${pin_load[@]}" python3 "$here/compare.py" "$@"; }
 record() { printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >> "$raw"; }

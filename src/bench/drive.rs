@@ -203,6 +203,9 @@ async fn read_loop(
 ) -> (ReadHalf<Conn>, mpsc::UnboundedReceiver<InFlight>, bool) {
     let mut buf = BytesMut::with_capacity(BATCH_BYTES);
     while let Some(request) = rx.recv().await {
+        if ctx.config.rate.is_some() {
+            stats.sent_late(request.sent.saturating_duration_since(request.start));
+        }
         let deadline = tokio::time::Instant::from_std(request.sent + ctx.config.timeout);
         let got = tokio::time::timeout_at(
             deadline,

@@ -6,6 +6,7 @@ use std::time::Duration;
 use super::config::{BenchConfig, Protocol};
 use super::keys::KeyPattern;
 use super::stats::Stats;
+use hdrhistogram::Histogram;
 
 /// The prefill phase, which is not measured.
 #[derive(Clone, Debug)]
@@ -27,6 +28,33 @@ pub struct Latency {
     pub max: u64,
 }
 
+impl Latency {
+    fn of(h: &Histogram<u64>) -> Latency {
+        if h.is_empty() {
+            return Latency::default();
+        }
+        Latency {
+            mean: h.mean(),
+            p50: h.value_at_quantile(0.50),
+            p90: h.value_at_quantile(0.90),
+            p99: h.value_at_quantile(0.99),
+            p99_9: h.value_at_quantile(0.999),
+            max: h.max(),
+        }
+    }
+
+    fn to_json(self) -> serde_json::Value {
+        serde_json::json!({
+            "mean": self.mean,
+            "p50": self.p50,
+            "p90": self.p90,
+            "p99": self.p99,
+            "p99_9": self.p99_9,
+            "max": self.max,
+        })
+    }
+}
+
 /// What a run measured.
 #[derive(Clone, Debug)]
 pub struct Report {
@@ -46,6 +74,8 @@ pub struct Report {
     pub elapsed: Duration,
     pub stats: Stats,
     pub latency: Latency,
+    /// With a rate: how late requests left behind their intended times.
+    pub send_lag: Option<Latency>,
     /// The latency distribution: (quantile, microseconds) at
     /// [`CURVE_QUANTILES`], for percentile plots.
     pub curve: Vec<(f64, u64)>,
@@ -67,18 +97,8 @@ impl Report {
         prefill: Option<PrefillReport>,
     ) -> Report {
         let h = &stats.latency;
-        let latency = if h.is_empty() {
-            Latency::default()
-        } else {
-            Latency {
-                mean: h.mean(),
-                p50: h.value_at_quantile(0.50),
-                p90: h.value_at_quantile(0.90),
-                p99: h.value_at_quantile(0.99),
-                p99_9: h.value_at_quantile(0.999),
-                max: h.max(),
-            }
-        };
+        let latency = Latency::of(h);
+        let send_lag = config.rate.map(|_| Latency::of(&stats.send_lag));
         let curve = if h.is_empty() {
             Vec::new()
         } else {
@@ -103,6 +123,7 @@ impl Report {
             elapsed,
             stats,
             latency,
+            send_lag,
             curve,
             prefill,
         }
@@ -181,14 +202,8 @@ impl Report {
             "reconnects": s.reconnects,
             "connect_failures": s.connect_failures,
             "hit_ratio": self.hit_ratio(),
-            "latency_us": {
-                "mean": l.mean,
-                "p50": l.p50,
-                "p90": l.p90,
-                "p99": l.p99,
-                "p99_9": l.p99_9,
-                "max": l.max,
-            },
+            "latency_us": l.to_json(),
+            "send_lag_us": self.send_lag.map(Latency::to_json),
             "latency_curve_us": self
                 .curve
                 .iter()
@@ -301,6 +316,13 @@ impl fmt::Display for Report {
                 s.reconnects
             }
         )?;
+        if let Some(lag) = &self.send_lag {
+            writeln!(
+                f,
+                "send lag  µs  p50 {}  p90 {}  p99 {}  max {} (the sender's own lateness, in the latency)",
+                lag.p50, lag.p90, lag.p99, lag.max
+            )?;
+        }
         write!(
             f,
             "latency   ms  mean {:.3}  p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",

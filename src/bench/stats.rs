@@ -51,6 +51,9 @@ pub struct Stats {
     /// broken connection or, with churn, attempts (each also an error).
     pub connect_failures: u64,
     pub latency: Histogram<u64>,
+    /// With a rate: how late each request left behind its intended time,
+    /// in µs (the load generator's own lateness, which its latency includes).
+    pub send_lag: Histogram<u64>,
 }
 
 impl Stats {
@@ -67,6 +70,7 @@ impl Stats {
             reconnects: 0,
             connect_failures: 0,
             latency: new_histogram()?,
+            send_lag: new_histogram()?,
         })
     }
 
@@ -87,6 +91,12 @@ impl Stats {
         self.connect_failures += other.connect_failures;
         // Same bounds on both sides, so this cannot fail.
         let _ = self.latency.add(&other.latency);
+        let _ = self.send_lag.add(&other.send_lag);
+    }
+
+    /// A paced request left `lag` after its intended time.
+    pub(super) fn sent_late(&mut self, lag: Duration) {
+        self.send_lag.saturating_record(micros(lag));
     }
 
     /// Count `reply` to a request for `key` that took `latency`.
@@ -98,9 +108,7 @@ impl Stats {
         latency: Duration,
         reply: Reply,
     ) {
-        let us = u64::try_from(latency.as_micros())
-            .unwrap_or(u64::MAX)
-            .max(1);
+        let us = micros(latency);
         self.latency.saturating_record(us);
         let expected = ctx.config.verify.then(|| ctx.values.get(key));
         match judge(&reply, expected.as_ref()) {
@@ -138,6 +146,11 @@ impl Stats {
         self.error(live);
         live.ops.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// Whole microseconds, at least 1 (the histograms' lowest value).
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
 }
 
 /// What a reply counts as.
