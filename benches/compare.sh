@@ -50,7 +50,8 @@
 #                           [--only "paths rates latency churn node"]
 #                           [--quick|--smoke] [--out DIR] [--memgate PATH]
 #   --rounds  rounds of the 1-connection latency table (default 5).
-#   --churn-levels  concurrent churn workers (default "1 8 32").
+#   --churn-levels  concurrent churn workers (default "1 16 64"; the target
+#             is read at the most: stunnel saturates well below 64).
 #   --only    run only these sections (default all): paths = 1 and 5,
 #             rates = 4 (needs paths, for the peak), latency = 1b and the
 #             paced check, churn = 3 (and the idle RSS), node = 2. The report
@@ -68,7 +69,7 @@ duration=5
 repeats=3
 levels="1 4 16 64 256"
 rounds=5
-churn_levels="1 8 32" churn_given=0
+churn_levels="1 16 64" churn_given=0
 only="paths rates latency churn node"
 smoke=0
 out=""
