@@ -9,7 +9,9 @@
 #      | memgate proxy -> 3 memgate nodes (TLS + SASL);
 #   2. the node: memgate node vs memcached, throughput, then items held and
 #      RSS when filled with 100-byte values at a 64 MiB limit;
-#   3. connection churn (connect, one get, close) through each sidecar;
+#   3. connection churn through every path: memgate bench --churn, each of
+#      N workers looping connect, one get (verified), close, at a few
+#      levels of N, with the proxy's and the servers' CPU per connection;
 #   4. latency at a fixed offered load, 30% and 60% of the *slowest* path's
 #      peak (so that every path can carry it), and the 1-connection latency
 #      table (closed loop, several rounds), with a low-rate check of the
@@ -28,11 +30,10 @@
 # the load generator (which on the direct path needs more CPU than the
 # server) never competes with what it measures. Override with
 # MEMGATE_COMPARE_LOAD_CPUS / MEMGATE_COMPARE_SERVER_CPUS (taskset -c lists),
-# or MEMGATE_COMPARE_PIN=0 to run unpinned. The fixed-rate runs are the
-# exception: their load generator runs unpinned unless
-# MEMGATE_COMPARE_PACED_CPUS is set, because a paced sender confined to one
-# contended core loses whole scheduler slices and reports them as latency
-# (benches/NOTES.md, "the run of 2026-12-01").
+# or MEMGATE_COMPARE_PIN=0 to run unpinned. The fixed-rate runs' load
+# generator is pinned the same way (MEMGATE_COMPARE_PACED_CPUS gives it other
+# CPUs): since its pacer stopped spinning for long, a paced sender on one
+# contended core leaves on time (benches/NOTES.md, "bench --rate").
 # Extra proxy flags (e.g. an upstream protocol choice) come from the
 # environment, word-split: MEMGATE_COMPARE_PROXY_ARGS (both memgate proxies),
 # MEMGATE_COMPARE_PROXY_ARGS_MEMCACHED (the one before memcached -S -Z, which
@@ -45,9 +46,16 @@
 # (medians, min-max, ratios) and SVG plots.
 #
 # Usage: benches/compare.sh [--duration S] [--repeats N] [--levels "1 4 16"]
-#                           [--rounds N] [--quick|--smoke] [--out DIR]
-#                           [--memgate PATH]
+#                           [--rounds N] [--churn-levels "4 32"]
+#                           [--only "paths rates latency churn node"]
+#                           [--quick|--smoke] [--out DIR] [--memgate PATH]
 #   --rounds  rounds of the 1-connection latency table (default 5).
+#   --churn-levels  concurrent churn workers (default "1 16 64"; the target
+#             is read at the most: stunnel saturates well below 64).
+#   --only    run only these sections (default all): paths = 1 and 5,
+#             rates = 4 (needs paths, for the peak), latency = 1b and the
+#             paced check, churn = 3 (and the idle RSS), node = 2. The report
+#             then has only those.
 #   --smoke   1 s per point, 1 repeat, 16 connections only, small fills; writes
 #             to a temp dir (or --out), never to the committed RESULTS.md.
 #   --memgate use this binary instead of building the release one.
@@ -61,6 +69,8 @@ duration=5
 repeats=3
 levels="1 4 16 64 256"
 rounds=5
+churn_levels="1 16 64" churn_given=0
+only="paths rates latency churn node"
 smoke=0
 out=""
 bin=""
@@ -70,6 +80,8 @@ while [ $# -gt 0 ]; do
     --repeats) repeats=$2; shift 2 ;;
     --levels) levels=$2; shift 2 ;;
     --rounds) rounds=$2; shift 2 ;;
+    --churn-levels) churn_levels=$2 churn_given=1; shift 2 ;;
+    --only) only=$2; shift 2 ;;
     --quick | --smoke) smoke=1; shift ;;
     --out) out=$2; shift 2 ;;
     --memgate) bin=$2; shift 2 ;;
@@ -81,9 +93,18 @@ done
 fill_keys=700000
 if [ "$smoke" = 1 ]; then
   duration=1 repeats=1 levels="16" rounds=1 fill_keys=20000
+  [ "$churn_given" = 1 ] || churn_levels="8"
   [ -n "$out" ] || out=$(mktemp -d -t memgate-compare.XXXXXX)
 fi
 [ -n "$out" ] || out=$here
+for section in $only; do
+  case $section in paths | rates | latency | churn | node) ;; *)
+    echo "compare.sh: unknown section $section (see --help)" >&2; exit 64 ;; esac
+done
+wants() { [[ " $only " == *" $1 "* ]]; }
+if wants rates && ! wants paths; then
+  echo "compare.sh: --only rates needs paths (the rates are shares of the paths' peak)" >&2; exit 64
+fi
 mkdir -p "$out/plots"
 if [ -z "$bin" ]; then
   (cd "$repo" && cargo build --release -q)
@@ -114,7 +135,7 @@ pin_load=() pin_server=() pin_paced=()
 if [ "${MEMGATE_COMPARE_PIN:-1}" != 0 ] && command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
   pin_load=(taskset -c "${MEMGATE_COMPARE_LOAD_CPUS:-1}")
   pin_server=(taskset -c "${MEMGATE_COMPARE_SERVER_CPUS:-0}")
-  [ -z "${MEMGATE_COMPARE_PACED_CPUS:-}" ] || pin_paced=(taskset -c "$MEMGATE_COMPARE_PACED_CPUS")
+  pin_paced=(taskset -c "${MEMGATE_COMPARE_PACED_CPUS:-${MEMGATE_COMPARE_LOAD_CPUS:-1}}")
 fi
 load_helper() { "${pin_load[@]}" python3 "$here/compare.py" "$@"; }
 record() { printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >> "$raw"; }
@@ -237,7 +258,8 @@ cmd
 CFG
 sed 's/^0 0.1$/0 1/; s/^1 0.9$/1 0/' "$work/mix.cfg" > "$work/fill.cfg"
 keys=10000
-bench_args=(--protocol text --ratio 1:9 --value-size 100)
+bench_args=(--protocol text --value-size 100)
+mix=(--ratio 1:9) # unless a point gives its own --ratio
 
 memcaslap_ops() { # port conns -> "ops/s get_misses" (memcaslap: one thread per core at most)
   # memcaslap counts no error replies; its get misses are shown as they are
@@ -252,9 +274,10 @@ memcaslap_ops() { # port conns -> "ops/s get_misses" (memcaslap: one thread per 
 }
 bench_json() { # file port args...: one memgate bench run, its JSON kept
   # (paced=1 in the environment: a fixed-rate run, pinned as pin_paced)
-  local file=$1 port=$2 pin=("${pin_load[@]}"); shift 2
+  local file=$1 port=$2 pin=("${pin_load[@]}") ratio=("${mix[@]}"); shift 2
   [ "${paced:-0}" = 0 ] || pin=("${pin_paced[@]}")
-  local cmd=("${pin[@]}" "$bin" bench --server 127.0.0.1:"$port" "${bench_args[@]}" --json "$@")
+  [[ " $* " != *" --ratio "* ]] || ratio=()
+  local cmd=("${pin[@]}" "$bin" bench --server 127.0.0.1:"$port" "${bench_args[@]}" "${ratio[@]}" --json "$@")
   note "${cmd[@]}"
   timeout $((duration * 4 + 120)) "${cmd[@]}" > "$file" 2>>"$work/bench.log" || {
     echo "compare.sh: memgate bench failed on port $port (${file##*/}); see below" >&2
@@ -291,6 +314,7 @@ helper facts > "$work/facts-start.tsv"
 # ------------------------------------- 1 + 5: the paths, scaling and 16 conns
 # Each repeat walks every level and every path; the order of the paths turns
 # by one each repeat, so none is always first after a pause.
+if wants paths; then
 for r in $(seq "$repeats"); do
   for c in $levels; do
     for i in "${!paths[@]}"; do
@@ -300,12 +324,14 @@ for r in $(seq "$repeats"); do
     done
   done
 done
+fi
 
 # ------------------------------------------- 4: latency at a fixed offered load
 # Each path's peak is its median memgate bench throughput at the issues' 16
 # connections (errors excluded); the rates are 30% and 60% of the slowest
 # path's, so every path can carry them and the tables compare latency, not
 # queues (latency counts from each intended send time, so a queue would show).
+if wants rates; then
 read -r peak slowest <<<"$(helper peak "$raw")"
 for r in $(seq "$repeats"); do
   for pct in 30 60; do
@@ -319,12 +345,14 @@ for r in $(seq "$repeats"); do
     done
   done
 done
+fi
 
 # The 1-connection latency table: closed loop, memgate bench only (memcaslap
 # reports no percentiles), rounds with the paths interleaved. Each round ends
 # with the direct path at a low fixed rate on one connection, whose p50 must
 # match the closed-loop one if the paced sender leaves on time.
 low_rate=1000
+if wants latency; then
 for r in $(seq "$rounds"); do
   for i in "${!paths[@]}"; do
     path=${paths[$(((i + r) % ${#paths[@]}))]}
@@ -338,22 +366,36 @@ for r in $(seq "$rounds"); do
   paced=1 bench_point "$f" direct --key-space "$keys" --connections 1 --rate "$low_rate" --timeout 30s --duration "${duration}s"
   record lowrate direct bench 1 "$r" "$f"
 done
+fi
 
 # --------------------------------------------------- 3: connection churn
+# memgate bench --churn: each worker connects, sends one get of a prefilled
+# key, checks the reply (--verify: the key's own value), closes, and again.
+# Behind stunnel every connection is a TLS handshake with memcached -Z; the
+# memgate sidecar keeps its upstream connections, so it pays only the
+# accept and the session. Levels and paths interleave as in section 1.
+if wants churn; then
+churn_args=(--churn --ratio 0:1 --verify --key-space "$keys" --timeout 2s --duration "${duration}s")
 for r in $(seq "$repeats"); do
-  for path in stunnel memgate-nodes direct; do
-    progress "repeat $r/$repeats, churn, $path"
-    note python3 benches/compare.py churn PORT "$duration"
-    record churn "$path" python 1 "$r" "$(load_helper churn "${port[$path]}" "$duration")"
+  for c in $churn_levels; do
+    for i in "${!paths[@]}"; do
+      path=${paths[$(((i + r) % ${#paths[@]}))]}
+      progress "repeat $r/$repeats, churn, $c workers, $path"
+      f=$work/runs/churn-$path-$c-$r.json
+      bench_point "$f" "$path" "${churn_args[@]}" --connections "$c"
+      record churn "$path" bench "$c" "$r" "$f"
+    done
   done
 done
 # The sidecar's memory: after all the above, and with 2000 idle clients.
 read -r before after each <<<"$(load_helper idle "$pn" "$proxy_pid" "$([ "$smoke" = 1 ] && echo 200 || echo 2000)")"
 record idle memgate-nodes python 0 1 "$before $after $each"
+fi
 helper facts > "$work/facts-end.tsv"
 stop "$proxy_pid"
 
 # ------------------------------------------------------------- 2: the node
+if wants node; then
 # Throughput against the memcached above (same flags) and one memgate node
 # without login, interleaved; then each filled, on a fresh process per fill.
 np=$(free_port); node_at "$np" --insecure-no-auth --listen 127.0.0.1:"$np"; node_pid=$pid
@@ -391,14 +433,16 @@ for r in $(seq "$repeats"); do
     done
   done
 done
+fi
 
 # ------------------------------------------------------------- the report
 elapsed=$(($(date +%s) - started))
-args="--duration $duration --repeats $repeats --rounds $rounds --levels \"$levels\""
+args="--duration $duration --repeats $repeats --rounds $rounds --levels \"$levels\" --churn-levels \"$churn_levels\""
 [ "$smoke" = 1 ] && args="--smoke"
+[ "$only" = "paths rates latency churn node" ] || args+=" --only \"$only\""
 helper report --raw "$raw" --commands "$work/commands.txt" --facts "$work/facts-start.tsv" \
   --facts-end "$work/facts-end.tsv" --out "$out" --duration "$duration" --repeats "$repeats" \
-  --levels "$levels" --rounds "$rounds" --low-rate "$low_rate" --fill-keys "$fill_keys" --elapsed "$elapsed" --invocation "benches/compare.sh $args" \
+  --levels "$levels" --churn-levels "$churn_levels" --sections "$only" --rounds "$rounds" --low-rate "$low_rate" --fill-keys "$fill_keys" --elapsed "$elapsed" --invocation "benches/compare.sh $args" \
   --work "$work"
 progress "done: $out/RESULTS.md and $out/plots/"
 echo "$out"

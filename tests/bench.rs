@@ -296,6 +296,60 @@ async fn a_stall_shows_in_every_delayed_request_only_with_a_rate() {
     assert!(paced.latency.p50 < 50_000, "{paced}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churn_opens_a_connection_per_request_and_the_node_counts_them() {
+    let node = start_node(None, false, |_| {}).await;
+    let addr = node.plain.unwrap();
+    let before = node_stats(addr).await["total_connections"];
+    let mut c = config(addr, Protocol::Text);
+    c.churn = true;
+    c.pipeline = 1;
+    c.connections = 8;
+    c.ratio = (0, 1);
+    c.prefill = true;
+    c.verify = true;
+    let r = bench::run(c).await.unwrap();
+    assert_counts_add_up(&r);
+    // Real connections, each answered with its key's value, and the node
+    // saw every one of them (plus the run's opening ones and the stats
+    // connections).
+    assert!(r.stats.hits >= 100, "{r}");
+    assert_eq!((r.stats.misses, r.stats.errors), (0, 0), "{r}");
+    assert_node_agrees(addr, &r).await;
+    let opened = node_stats(addr).await["total_connections"] - before;
+    assert!(opened >= r.stats.hits + 8, "{opened} connections for {r}");
+    assert_eq!(r.to_json()["churn"], true);
+    assert!(r.to_json()["answered_per_sec"].as_f64().unwrap() > 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churn_over_tls_with_login_does_the_whole_setup_each_time() {
+    let node = start_node(Some(TWO_CACHES), true, |_| {}).await;
+    let ca = node.ca_pem.clone().unwrap();
+    let churn_as = |password: &str| {
+        let mut c = config(node.tls.unwrap(), Protocol::Binary);
+        c.churn = true;
+        c.pipeline = 1;
+        c.login = login("alice", password);
+        c.tls = Some(TlsTarget {
+            config: memgate::tls::client_config(ca.as_bytes(), None).unwrap(),
+            server_name: memgate::tls::server_name("localhost").unwrap(),
+        });
+        c
+    };
+    let mut c = churn_as("alice-secret");
+    c.ratio = (1, 1);
+    c.verify = true;
+    c.stop = Stop::Requests(40);
+    let r = bench::run(c).await.unwrap();
+    assert_counts_add_up(&r);
+    assert_eq!(r.ops(), 40, "{r}");
+    assert_eq!((r.stats.sets, r.stats.errors), (20, 0), "{r}");
+    // A wrong password fails the run before it starts, as without churn.
+    let c = churn_as("wrong");
+    assert!(matches!(bench::run(c).await, Err(BenchError::Login(_))));
+}
+
 fn n_us(json: &serde_json::Value, p: &str) -> u64 {
     json["latency_us"][p].as_u64().unwrap()
 }
@@ -376,6 +430,14 @@ fn bad_arguments_exit_64_with_one_line() {
             "5",
         ],
         &["bench", "--server", "127.0.0.1:1", "--connections", "0"],
+        &[
+            "bench",
+            "--server",
+            "127.0.0.1:1",
+            "--churn",
+            "--pipeline",
+            "2",
+        ],
     ] {
         let out = memgate(args);
         assert_eq!(out.status.code(), Some(64), "{args:?}");
@@ -415,6 +477,8 @@ async fn the_comparison_script_smoke_run_reports_every_path() {
             .map(|l| l.split('|').map(|c| c.trim().to_string()).collect())
             .collect()
     };
+    let churn = &report[report.find("## 3. Connection churn").unwrap()..];
+    let churn = &churn[..churn.find("\n## ").unwrap()];
     for path in [
         "memcached direct",
         "twemproxy → 3 memcached",
@@ -422,6 +486,13 @@ async fn the_comparison_script_smoke_run_reports_every_path() {
         "memgate → 3 memcached -S -Z",
         "memgate → 3 memgate nodes",
     ] {
+        // Churn by memgate bench: connections answered.
+        let row = churn
+            .lines()
+            .find(|l| l.starts_with(&format!("| {path} |")))
+            .unwrap_or_else(|| panic!("{path}\n{churn}"));
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        assert!(figure(cells[2]) && cells[2] != "0", "{path}: {row}");
         // Throughput by both tools, closed-loop latency, one connection,
         // both rates, and the scaling tables (by both tools, and p99).
         let rows = rows(path);
@@ -447,6 +518,14 @@ async fn the_comparison_script_smoke_run_reports_every_path() {
         let rows = rows(server);
         assert_eq!(rows.len(), 4, "{server}: {rows:?}\n{report}");
         assert!(rows.iter().all(|r| figure(&r[3])), "{server}: {rows:?}");
+    }
+    for proxy in ["memgate → 3 memcached -S -Z", "memgate → 3 memgate nodes"] {
+        let target = format!("| churn: {proxy} ≥ 20 × stunnel");
+        let row = report.lines().find(|l| l.starts_with(&target));
+        assert!(
+            row.is_some_and(|r| figure(r.split('|').nth(2).unwrap())),
+            "{target}\n{report}"
+        );
     }
     for section in [
         "## Machine",

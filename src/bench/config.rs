@@ -81,6 +81,10 @@ pub struct BenchConfig {
     pub verify: bool,
     /// Print a progress line on stderr once a second.
     pub progress: bool,
+    /// Connection churn: each request on a connection of its own (connect,
+    /// TLS and login as configured, one request, close); `connections` is
+    /// then the number of concurrent workers.
+    pub churn: bool,
 }
 
 /// Connections beyond this cost more memory (a histogram each) than they are worth.
@@ -109,6 +113,7 @@ impl BenchConfig {
             prefill: false,
             verify: false,
             progress: false,
+            churn: false,
         }
     }
 
@@ -120,6 +125,9 @@ impl BenchConfig {
         }
         if self.pipeline == 0 || self.pipeline > MAX_PIPELINE {
             return bad("pipeline must be 1 to 10000");
+        }
+        if self.churn && self.pipeline != 1 {
+            return bad("churn sends one request per connection: pipeline must be 1");
         }
         if self.ratio.0 == 0 && self.ratio.1 == 0 {
             return bad("ratio must not be 0:0");

@@ -30,19 +30,25 @@ const MAX_REPLY_VALUE: usize = 1 << 21;
 
 /// Open a connection to the server, with TLS and login as configured.
 pub async fn connect(config: &BenchConfig) -> Result<Conn, BenchError> {
-    let tcp = tokio::time::timeout(
-        config.timeout.max(CONNECT_TIMEOUT),
-        TcpStream::connect(&config.server),
-    )
-    .await
-    .map_err(|_| BenchError::Connect {
-        server: config.server.clone(),
-        reason: "timed out".into(),
-    })?
-    .map_err(|e| BenchError::Connect {
-        server: config.server.clone(),
-        reason: e.to_string(),
-    })?;
+    connect_to(config, config.server.as_str()).await
+}
+
+/// [`connect`] to `to`: churn resolves the server once and passes the
+/// address, so that no connection waits on a lookup.
+pub(super) async fn connect_to(
+    config: &BenchConfig,
+    to: impl tokio::net::ToSocketAddrs,
+) -> Result<Conn, BenchError> {
+    let tcp = tokio::time::timeout(config.timeout.max(CONNECT_TIMEOUT), TcpStream::connect(to))
+        .await
+        .map_err(|_| BenchError::Connect {
+            server: config.server.clone(),
+            reason: "timed out".into(),
+        })?
+        .map_err(|e| BenchError::Connect {
+            server: config.server.clone(),
+            reason: e.to_string(),
+        })?;
     let _ = tcp.set_nodelay(true);
     let mut conn: Conn = match &config.tls {
         None => Box::new(tcp),

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 
@@ -203,14 +203,26 @@ async fn read_loop(
 ) -> (ReadHalf<Conn>, mpsc::UnboundedReceiver<InFlight>, bool) {
     let mut buf = BytesMut::with_capacity(BATCH_BYTES);
     while let Some(request) = rx.recv().await {
+        if ctx.config.rate.is_some() {
+            stats.sent_late(request.sent.saturating_duration_since(request.start));
+        }
         let deadline = tokio::time::Instant::from_std(request.sent + ctx.config.timeout);
         let got = tokio::time::timeout_at(
             deadline,
-            read_reply(&ctx.codec, &mut in_half, &mut buf, &request),
+            read_reply(
+                &ctx.codec,
+                &mut in_half,
+                &mut buf,
+                request.op,
+                request.opaque,
+            ),
         )
         .await;
         match got {
-            Ok(Ok(reply)) => stats.reply(ctx, live, &request, reply, Instant::now()),
+            Ok(Ok(reply)) => {
+                let latency = Instant::now().saturating_duration_since(request.start);
+                stats.reply(ctx, live, request.key, latency, reply);
+            }
             Ok(Err(error)) => {
                 tracing::debug!(%error, "connection broke");
                 stats.failed(live, false);
@@ -225,16 +237,18 @@ async fn read_loop(
     (in_half, rx, false)
 }
 
-async fn read_reply(
+/// Read the reply to `op` (binary: carrying `opaque`), buffering in `buf`.
+pub(super) async fn read_reply(
     codec: &Codec,
-    in_half: &mut ReadHalf<Conn>,
+    in_half: &mut (impl AsyncRead + Unpin),
     buf: &mut BytesMut,
-    request: &InFlight,
+    op: Op,
+    opaque: u32,
 ) -> Result<Reply, conn::WireError> {
     // Each turn either returns or reads at least one byte; the caller's
     // timeout bounds the whole.
     loop {
-        if let Some((reply, used)) = codec.parse(request.op, request.opaque, buf)? {
+        if let Some((reply, used)) = codec.parse(op, opaque, buf)? {
             buf.advance(used);
             return Ok(reply);
         }

@@ -15,7 +15,10 @@
 //!   error replies, replies that fail `verify`, timeouts, and requests lost
 //!   with a broken connection.
 //! - With `prefill`, every key is set once before the measurement starts.
+//! - With `churn`, each request goes on a connection of its own (connect,
+//!   one request, close; [`churn`]), to measure connection set-up.
 
+mod churn;
 mod config;
 pub mod conn;
 mod drive;
@@ -124,12 +127,21 @@ pub async fn run(config: BenchConfig) -> Result<Report, BenchError> {
         .progress
         .then(|| tokio::spawn(progress_lines(Arc::clone(&live), start)));
     let plans = (0..n).map(|i| Plan::mix(&ctx.config, i, start)).collect();
-    let result = phase(&ctx, &live, conns, plans, ctx.config.pipeline).await;
+    let result = if ctx.config.churn {
+        // The connections above showed that the server takes them (and the
+        // login); churn opens its own.
+        drop(conns);
+        churn::phase(&ctx, &live, plans).await
+    } else {
+        phase(&ctx, &live, conns, plans, ctx.config.pipeline)
+            .await
+            .map(|(_, stats)| stats)
+    };
     let elapsed = start.elapsed();
     if let Some(progress) = progress {
         progress.abort();
     }
-    let (_, stats) = result?;
+    let stats = result?;
     Ok(Report::new(&ctx.config, stats, elapsed, prefill))
 }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 use super::config::{BenchConfig, Protocol};
 use super::keys::KeyPattern;
 use super::stats::Stats;
+use hdrhistogram::Histogram;
 
 /// The prefill phase, which is not measured.
 #[derive(Clone, Debug)]
@@ -27,6 +28,33 @@ pub struct Latency {
     pub max: u64,
 }
 
+impl Latency {
+    fn of(h: &Histogram<u64>) -> Latency {
+        if h.is_empty() {
+            return Latency::default();
+        }
+        Latency {
+            mean: h.mean(),
+            p50: h.value_at_quantile(0.50),
+            p90: h.value_at_quantile(0.90),
+            p99: h.value_at_quantile(0.99),
+            p99_9: h.value_at_quantile(0.999),
+            max: h.max(),
+        }
+    }
+
+    fn to_json(self) -> serde_json::Value {
+        serde_json::json!({
+            "mean": self.mean,
+            "p50": self.p50,
+            "p90": self.p90,
+            "p99": self.p99,
+            "p99_9": self.p99_9,
+            "max": self.max,
+        })
+    }
+}
+
 /// What a run measured.
 #[derive(Clone, Debug)]
 pub struct Report {
@@ -41,9 +69,13 @@ pub struct Report {
     pub key_pattern: KeyPattern,
     pub value_size: (usize, usize),
     pub rate: Option<f64>,
+    /// Each request on a connection of its own; `ops` are then connections.
+    pub churn: bool,
     pub elapsed: Duration,
     pub stats: Stats,
     pub latency: Latency,
+    /// With a rate: how late requests left behind their intended times.
+    pub send_lag: Option<Latency>,
     /// The latency distribution: (quantile, microseconds) at
     /// [`CURVE_QUANTILES`], for percentile plots.
     pub curve: Vec<(f64, u64)>,
@@ -65,18 +97,8 @@ impl Report {
         prefill: Option<PrefillReport>,
     ) -> Report {
         let h = &stats.latency;
-        let latency = if h.is_empty() {
-            Latency::default()
-        } else {
-            Latency {
-                mean: h.mean(),
-                p50: h.value_at_quantile(0.50),
-                p90: h.value_at_quantile(0.90),
-                p99: h.value_at_quantile(0.99),
-                p99_9: h.value_at_quantile(0.999),
-                max: h.max(),
-            }
-        };
+        let latency = Latency::of(h);
+        let send_lag = config.rate.map(|_| Latency::of(&stats.send_lag));
         let curve = if h.is_empty() {
             Vec::new()
         } else {
@@ -97,9 +119,11 @@ impl Report {
             key_pattern: config.key_pattern,
             value_size: config.value_size,
             rate: config.rate,
+            churn: config.churn,
             elapsed,
             stats,
             latency,
+            send_lag,
             curve,
             prefill,
         }
@@ -113,6 +137,17 @@ impl Report {
         let secs = self.elapsed.as_secs_f64();
         if secs > 0.0 {
             self.ops() as f64 / secs
+        } else {
+            0.0
+        }
+    }
+
+    /// Requests that got a real reply (hit, miss or stored), per second:
+    /// with churn, the connections that did.
+    pub fn answered_per_sec(&self) -> f64 {
+        let secs = self.elapsed.as_secs_f64();
+        if secs > 0.0 {
+            (self.ops() - self.stats.errors) as f64 / secs
         } else {
             0.0
         }
@@ -151,10 +186,12 @@ impl Report {
             "key_pattern": self.pattern_name(),
             "value_size": { "min": self.value_size.0, "max": self.value_size.1 },
             "rate": self.rate,
+            "churn": self.churn,
             "elapsed_seconds": self.elapsed.as_secs_f64(),
             "ops": self.ops(),
             "sent": s.sent,
             "ops_per_sec": self.ops_per_sec(),
+            "answered_per_sec": self.answered_per_sec(),
             "hits": s.hits,
             "misses": s.misses,
             "sets": s.sets,
@@ -165,20 +202,18 @@ impl Report {
             "reconnects": s.reconnects,
             "connect_failures": s.connect_failures,
             "hit_ratio": self.hit_ratio(),
-            "latency_us": {
-                "mean": l.mean,
-                "p50": l.p50,
-                "p90": l.p90,
-                "p99": l.p99,
-                "p99_9": l.p99_9,
-                "max": l.max,
-            },
+            "latency_us": l.to_json(),
+            "send_lag_us": self.send_lag.map(Latency::to_json),
             "latency_curve_us": self
                 .curve
                 .iter()
                 .map(|&(q, us)| serde_json::json!([q, us]))
                 .collect::<Vec<_>>(),
-            "latency_from": if self.rate.is_some() { "intended" } else { "sent" },
+            "latency_from": match (self.rate.is_some(), self.churn) {
+                (true, _) => "intended",
+                (false, true) => "connect",
+                (false, false) => "sent",
+            },
             "prefill": self.prefill.as_ref().map(|p| serde_json::json!({
                 "keys": p.keys,
                 "sets": p.sets,
@@ -199,15 +234,24 @@ impl fmt::Display for Report {
         } else {
             format!("{}-{} B", self.value_size.0, self.value_size.1)
         };
+        let shape = if self.churn {
+            format!(
+                "{} workers, churn (connect, one request, close)",
+                self.connections
+            )
+        } else {
+            format!(
+                "{} connections x pipeline {}",
+                self.connections, self.pipeline
+            )
+        };
         writeln!(
             f,
-            "memgate bench: {} {}{}{}, {} connections x pipeline {}, SET:GET {}:{}, {} keys ({}), values {}",
+            "memgate bench: {} {}{}{}, {shape}, SET:GET {}:{}, {} keys ({}), values {}",
             self.server,
             self.protocol.name(),
             if self.tls { " + TLS" } else { "" },
             if self.login { " + login" } else { "" },
-            self.connections,
-            self.pipeline,
             self.ratio.0,
             self.ratio.1,
             self.key_space,
@@ -223,19 +267,27 @@ impl fmt::Display for Report {
                 p.errors
             )?;
         }
+        let from = if self.churn {
+            "its connect to its reply"
+        } else {
+            "each send"
+        };
         match self.rate {
             Some(rate) => writeln!(
                 f,
                 "rate      {rate} ops/s offered; latency counted from each request's intended send time"
             )?,
-            None => writeln!(f, "rate      closed loop; latency counted from each send")?,
+            None => writeln!(f, "rate      closed loop; latency counted from {from}")?,
         }
         writeln!(
             f,
-            "ops       {} in {:.2}s = {:.0} ops/s",
+            "{:<10}{} in {:.2}s = {:.0} {}/s ({:.0}/s answered)",
+            if self.churn { "conns" } else { "ops" },
             self.ops(),
             self.elapsed.as_secs_f64(),
-            self.ops_per_sec()
+            self.ops_per_sec(),
+            if self.churn { "connections" } else { "ops" },
+            self.answered_per_sec()
         )?;
         writeln!(
             f,
@@ -248,9 +300,29 @@ impl fmt::Display for Report {
         writeln!(f, "sets      {}", s.sets)?;
         writeln!(
             f,
-            "errors    {} (timeouts {}, lost {}, verify {}; reconnects {})",
-            s.errors, s.timeouts, s.lost, s.verify_failures, s.reconnects
+            "errors    {} (timeouts {}, lost {}, verify {}; {} {})",
+            s.errors,
+            s.timeouts,
+            s.lost,
+            s.verify_failures,
+            if self.churn {
+                "connect failures"
+            } else {
+                "reconnects"
+            },
+            if self.churn {
+                s.connect_failures
+            } else {
+                s.reconnects
+            }
         )?;
+        if let Some(lag) = &self.send_lag {
+            writeln!(
+                f,
+                "send lag  µs  p50 {}  p90 {}  p99 {}  max {} (the sender's own lateness, in the latency)",
+                lag.p50, lag.p90, lag.p99, lag.max
+            )?;
+        }
         write!(
             f,
             "latency   ms  mean {:.3}  p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",

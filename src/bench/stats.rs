@@ -1,8 +1,9 @@
 //! The counts and the latency histogram each connection keeps.
 
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use hdrhistogram::Histogram;
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -38,15 +39,21 @@ pub struct Stats {
     pub hits: u64,
     pub misses: u64,
     pub sets: u64,
-    /// Every request that did not succeed; includes the three below.
+    /// Every request that did not succeed; includes the three below and,
+    /// with churn, the attempts in `connect_failures`.
     pub errors: u64,
     pub timeouts: u64,
     pub verify_failures: u64,
     /// Requests lost with a connection that broke.
     pub lost: u64,
     pub reconnects: u64,
+    /// Connects, TLS handshakes or logins that failed: reconnects of a
+    /// broken connection or, with churn, attempts (each also an error).
     pub connect_failures: u64,
     pub latency: Histogram<u64>,
+    /// With a rate: how late each request left behind its intended time,
+    /// in µs (the load generator's own lateness, which its latency includes).
+    pub send_lag: Histogram<u64>,
 }
 
 impl Stats {
@@ -63,6 +70,7 @@ impl Stats {
             reconnects: 0,
             connect_failures: 0,
             latency: new_histogram()?,
+            send_lag: new_histogram()?,
         })
     }
 
@@ -83,50 +91,86 @@ impl Stats {
         self.connect_failures += other.connect_failures;
         // Same bounds on both sides, so this cannot fail.
         let _ = self.latency.add(&other.latency);
+        let _ = self.send_lag.add(&other.send_lag);
     }
 
+    /// A paced request left `lag` after its intended time.
+    pub(super) fn sent_late(&mut self, lag: Duration) {
+        self.send_lag.saturating_record(micros(lag));
+    }
+
+    /// Count `reply` to a request for `key` that took `latency`.
     pub(super) fn reply(
         &mut self,
         ctx: &Ctx,
         live: &Live,
-        request: &InFlight,
+        key: u64,
+        latency: Duration,
         reply: Reply,
-        now: Instant,
     ) {
-        let latency = now.saturating_duration_since(request.start);
-        let us = u64::try_from(latency.as_micros())
-            .unwrap_or(u64::MAX)
-            .max(1);
+        let us = micros(latency);
         self.latency.saturating_record(us);
-        match reply {
-            Reply::Hit(data) => {
-                if ctx.config.verify && data != ctx.values.get(request.key) {
-                    self.verify_failures += 1;
-                    self.errors += 1;
-                    live.errors.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    self.hits += 1;
-                }
+        let expected = ctx.config.verify.then(|| ctx.values.get(key));
+        match judge(&reply, expected.as_ref()) {
+            Outcome::Hit => self.hits += 1,
+            Outcome::Miss => self.misses += 1,
+            Outcome::Stored => self.sets += 1,
+            Outcome::WrongValue => {
+                self.verify_failures += 1;
+                self.error(live);
             }
-            Reply::Miss => self.misses += 1,
-            Reply::Stored => self.sets += 1,
-            Reply::Error(_) => {
-                self.errors += 1;
-                live.errors.fetch_add(1, Ordering::Relaxed);
-            }
+            Outcome::ErrorReply => self.error(live),
         }
         live.ops.fetch_add(1, Ordering::Relaxed);
         live.latency_us.fetch_add(us, Ordering::Relaxed);
     }
 
-    pub(super) fn failed(&mut self, live: &Live, timeout: bool) {
+    fn error(&mut self, live: &Live) {
         self.errors += 1;
+        live.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A churn attempt whose connect, TLS handshake or login failed.
+    pub(super) fn connect_failed(&mut self, live: &Live) {
+        self.connect_failures += 1;
+        self.error(live);
+        live.ops.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn failed(&mut self, live: &Live, timeout: bool) {
         if timeout {
             self.timeouts += 1;
         } else {
             self.lost += 1;
         }
+        self.error(live);
         live.ops.fetch_add(1, Ordering::Relaxed);
-        live.errors.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Whole microseconds, at least 1 (the histograms' lowest value).
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
+}
+
+/// What a reply counts as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Outcome {
+    Hit,
+    Miss,
+    Stored,
+    /// A hit whose value is not the key's (only when verifying).
+    WrongValue,
+    ErrorReply,
+}
+
+/// Judge `reply`; `expected` is the key's value when hits are verified.
+pub(super) fn judge(reply: &Reply, expected: Option<&Bytes>) -> Outcome {
+    match reply {
+        Reply::Hit(data) if expected.is_some_and(|want| data != want) => Outcome::WrongValue,
+        Reply::Hit(_) => Outcome::Hit,
+        Reply::Miss => Outcome::Miss,
+        Reply::Stored => Outcome::Stored,
+        Reply::Error(_) => Outcome::ErrorReply,
     }
 }

@@ -1,8 +1,15 @@
 use std::time::{Duration, Instant};
 
-use super::conn::Op;
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::protocol::{binary, Response};
+
+use super::churn::{self, Failed};
+use super::conn::{Op, Reply};
 use super::drive::until_due;
-use super::plan::{Plan, Wait};
+use super::plan::{Item, Plan, Wait};
+use super::stats::{judge, Outcome};
 use super::*;
 
 #[test]
@@ -139,4 +146,211 @@ fn config_validation() {
     });
     assert!(bad.validate().is_err());
     assert!(!format!("{:?}", bad.login).contains("secret"));
+}
+
+#[test]
+fn churn_takes_one_request_per_connection() {
+    let mut config = BenchConfig::new("127.0.0.1:1");
+    config.churn = true;
+    assert!(config.validate().is_ok());
+    config.pipeline = 2;
+    assert!(config.validate().is_err());
+    // A rate is fine: it is then connections per second.
+    config.pipeline = 1;
+    config.rate = Some(100.0);
+    assert!(config.validate().is_ok());
+}
+
+#[test]
+fn replies_are_judged_against_the_keys_value() {
+    let right = Bytes::from_static(b"right");
+    let hit = |v: &'static [u8]| Reply::Hit(Bytes::from_static(v));
+    assert_eq!(judge(&hit(b"right"), Some(&right)), Outcome::Hit);
+    assert_eq!(judge(&hit(b"wrong"), Some(&right)), Outcome::WrongValue);
+    // Without verify any hit is a hit.
+    assert_eq!(judge(&hit(b"wrong"), None), Outcome::Hit);
+    assert_eq!(judge(&Reply::Miss, Some(&right)), Outcome::Miss);
+    assert_eq!(judge(&Reply::Stored, None), Outcome::Stored);
+    assert_eq!(
+        judge(&Reply::Error("SERVER_ERROR busy".into()), None),
+        Outcome::ErrorReply
+    );
+}
+
+fn ctx(protocol: Protocol) -> Ctx {
+    let mut config = BenchConfig::new("127.0.0.1:1");
+    config.protocol = protocol;
+    config.verify = true;
+    Ctx {
+        values: Values::new(config.value_size.0, config.value_size.1),
+        codec: Codec::new(protocol),
+        config,
+    }
+}
+
+/// One churn attempt against a peer that has already written `answer`.
+async fn attempt_against(ctx: &Ctx, op: Op, answer: &[u8], close: bool) -> Result<Reply, Failed> {
+    let (client, mut server) = tokio::io::duplex(64 * 1024);
+    server.write_all(answer).await.unwrap();
+    if close {
+        server.shutdown().await.unwrap();
+    }
+    let item = Item {
+        op,
+        key: 7,
+        intended: None,
+    };
+    let (mut out, mut buf) = (BytesMut::new(), BytesMut::new());
+    let reply = churn::attempt(ctx, Box::new(client), &item, &mut out, &mut buf).await;
+    // The request went out whole, and the connection was closed after it
+    // (or `read_to_end` would not return).
+    let mut sent = Vec::new();
+    server.read_to_end(&mut sent).await.unwrap();
+    assert_eq!(sent, out.to_vec());
+    reply
+}
+
+#[tokio::test]
+async fn a_churn_attempt_checks_its_one_reply() {
+    let ctx = ctx(Protocol::Text);
+    let value = ctx.values.get(7);
+    let mut hit = format!("VALUE memgate-bench:7 0 {}\r\n", value.len()).into_bytes();
+    hit.extend_from_slice(&value);
+    hit.extend_from_slice(b"\r\nEND\r\n");
+    let (client, mut server) = tokio::io::duplex(1024);
+    server.write_all(b"END\r\n").await.unwrap();
+    let item = Item {
+        op: Op::Get,
+        key: 7,
+        intended: None,
+    };
+    let mut out = BytesMut::new();
+    let got = churn::attempt(
+        &ctx,
+        Box::new(client),
+        &item,
+        &mut out,
+        &mut BytesMut::new(),
+    )
+    .await;
+    assert!(matches!(got, Ok(Reply::Miss)));
+    assert_eq!(&out[..], b"get memgate-bench:7\r\n");
+    drop(server);
+    match attempt_against(&ctx, Op::Get, &hit, false).await {
+        Ok(Reply::Hit(data)) => assert_eq!(data, value),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        attempt_against(&ctx, Op::Get, b"END\r\n", false).await,
+        Ok(Reply::Miss)
+    ));
+    assert!(matches!(
+        attempt_against(&ctx, Op::Set, b"STORED\r\n", false).await,
+        Ok(Reply::Stored)
+    ));
+    assert!(matches!(
+        attempt_against(&ctx, Op::Get, b"SERVER_ERROR busy\r\n", false).await,
+        Ok(Reply::Error(_))
+    ));
+    // A reply cut short by a close, a malformed one, and bytes nobody asked
+    // for after the reply: none of them is an answer.
+    for (answer, close) in [
+        (&b"VALUE memgate-bench:7 0 32\r\nabc"[..], true),
+        (b"", true),
+        (b"STORED\r\n", false),
+        (b"END\r\nEND\r\n", false),
+    ] {
+        let got = attempt_against(&ctx, Op::Get, answer, close).await;
+        assert!(matches!(got, Err(Failed::Reply(_))), "{answer:?}: {got:?}");
+    }
+    // Binary: the reply must carry the request's opaque.
+    let ctx = self::ctx(Protocol::Binary);
+    let miss = |opaque| {
+        let mut out = BytesMut::new();
+        binary::encode_response(
+            binary::opcode::GET,
+            opaque,
+            &Response::Get(vec![None]),
+            &mut out,
+        );
+        out
+    };
+    assert!(matches!(
+        attempt_against(&ctx, Op::Get, &miss(1), false).await,
+        Ok(Reply::Miss)
+    ));
+    let other = miss(2);
+    assert!(matches!(
+        attempt_against(&ctx, Op::Get, &other, false).await,
+        Err(Failed::Reply(_))
+    ));
+}
+
+/// A text server that takes churn connections in turn: the first of every
+/// four that sends a request gets a miss, the second is closed unanswered,
+/// the third gets an error reply, the fourth is never answered.
+async fn four_ways_server() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut requests = 0u32;
+        let mut held = Vec::new();
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut buf = [0u8; 256];
+            // The run's opening connections send nothing and close.
+            if !matches!(s.read(&mut buf).await, Ok(1..)) {
+                continue;
+            }
+            requests += 1;
+            match requests % 4 {
+                1 => drop(s.write_all(b"END\r\n").await),
+                2 => drop(s),
+                3 => drop(s.write_all(b"SERVER_ERROR busy\r\n").await),
+                _ => held.push(s),
+            }
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churn_counts_every_way_an_attempt_ends() {
+    let (addr, server) = four_ways_server().await;
+    let mut config = BenchConfig::new(addr.to_string());
+    config.churn = true;
+    config.connections = 1;
+    config.ratio = (0, 1);
+    config.stop = Stop::Requests(20);
+    config.timeout = Duration::from_millis(300);
+    let r = run(config).await.unwrap();
+    server.abort();
+    let s = &r.stats;
+    assert_eq!((s.sent, r.ops()), (20, 20), "{r}");
+    assert_eq!((s.misses, s.lost, s.timeouts), (5, 5, 5), "{r}");
+    assert_eq!(s.errors, 15, "{r}");
+    assert_eq!(s.connect_failures, 0, "{r}");
+    assert!(r.churn && r.to_json()["latency_from"] == "connect", "{r}");
+    assert!(r.to_string().contains("churn"), "{r}");
+}
+
+#[tokio::test]
+async fn churn_counts_refused_connections() {
+    // A port that was just free refuses: each attempt is a connect failure.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let mut config = BenchConfig::new(addr.to_string());
+    config.churn = true;
+    config.connections = 1;
+    config.stop = Stop::Requests(3);
+    let ctx = Arc::new(Ctx {
+        values: Values::new(32, 32),
+        codec: Codec::new(config.protocol),
+        config,
+    });
+    let plans = vec![Plan::mix(&ctx.config, 0, Instant::now())];
+    let s = churn::phase(&ctx, &Arc::new(Live::default()), plans)
+        .await
+        .unwrap();
+    assert_eq!((s.connect_failures, s.errors, s.ops()), (3, 3, 3));
 }

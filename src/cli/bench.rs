@@ -89,6 +89,10 @@ pub struct BenchArgs {
     /// Check every hit carries its key's value (counted as an error if not).
     #[arg(long)]
     pub verify: bool,
+    /// Connection churn: each of --connections workers loops connect (TLS
+    /// and login as asked), one request, reply, close; ops are connections.
+    #[arg(long)]
+    pub churn: bool,
     /// Print one JSON object on stdout instead of the text report.
     #[arg(long)]
     pub json: bool,
@@ -159,6 +163,13 @@ impl BenchArgs {
         }
         if self.pipeline == 0 || self.pipeline > bench::MAX_PIPELINE {
             return Err(invalid("--pipeline", &self.pipeline, "1 to 10000"));
+        }
+        if self.churn && self.pipeline != 1 {
+            return Err(invalid(
+                "--pipeline",
+                &self.pipeline,
+                "1 with --churn (one request per connection)",
+            ));
         }
         let ratio = self
             .ratio
@@ -238,6 +249,7 @@ impl BenchArgs {
             prefill: self.prefill,
             verify: self.verify,
             progress: true,
+            churn: self.churn,
         })
     }
 }
