@@ -46,7 +46,7 @@
 # (medians, min-max, ratios) and SVG plots.
 #
 # Usage: benches/compare.sh [--duration S] [--repeats N] [--levels "1 4 16"]
-#                           [--rounds N] [--churn-levels "4 32"]
+#                           [--rounds N] [--churn-levels "1 16 64"]
 #                           [--only "paths rates latency churn node"]
 #                           [--quick|--smoke] [--out DIR] [--memgate PATH]
 #   --rounds  rounds of the 1-connection latency table (default 5).
