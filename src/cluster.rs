@@ -244,6 +244,7 @@ pub async fn start(config: UpConfig) -> Result<Running, ClusterError> {
             metrics_listen: None,
             no_auth: false,
             admin: None,
+            what_if: true,
         })
         .await?;
         if let Some(addr) = node.tls_addr() {

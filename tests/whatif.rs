@@ -2,13 +2,15 @@
 //! real node caches of several limits, over real sockets (pipelined text
 //! gets, a `set` after each miss), each cache's measured hit rate
 //! (`get_hits / cmd_get`) compared with what the full-size cache's curve
-//! (the admin endpoint's `what_if`) predicted for that limit.
+//! (the admin endpoint's `what_if`) predicted for that limit. And a node
+//! with `--what-if off`: its admin endpoint, analytics' API and the
+//! dashboard say that tracking is off rather than show a curve.
 
 mod common;
 
 use std::net::SocketAddr;
 
-use common::{http_request, TestNode};
+use common::{basic_auth, connect, http_request, TestNode, TWO_CACHES};
 use memgate::node::admin::AdminConfig;
 use memgate::node::mrc::WhatIf;
 use memgate::node::store::charge;
@@ -122,6 +124,19 @@ async fn replay(addr: SocketAddr, id: &str, trace: &[usize]) {
     }
 }
 
+/// A node with `caches` and an admin endpoint, its tracker on or off.
+async fn node_with_admin(caches: &str, what_if: bool) -> TestNode {
+    common::start_node(Some(caches), false, |c| {
+        c.admin = Some(AdminConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            token: Some(TOKEN.into()),
+            tls: None,
+        });
+        c.what_if = what_if;
+    })
+    .await
+}
+
 async fn admin_get(node: &TestNode, path: &str) -> Value {
     let bearer = format!("Bearer {TOKEN}");
     let (status, body) = http_request(node.admin.unwrap(), "GET", path, Some(&bearer), None).await;
@@ -132,14 +147,7 @@ async fn admin_get(node: &TestNode, path: &str) -> Value {
 /// Replay `trace` against every cache of a fresh node (concurrently, one
 /// connection each); returns (limit, measured, predicted) per cache.
 async fn measure(name: &str, trace: &[usize]) -> Vec<(u64, f64, f64)> {
-    let node = common::start_node(Some(&caches_file()), false, |c| {
-        c.admin = Some(AdminConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            token: Some(TOKEN.into()),
-            tls: None,
-        });
-    })
-    .await;
+    let node = node_with_admin(&caches_file(), true).await;
     let addr = node.plain.unwrap();
     let runs: Vec<_> = CACHES
         .iter()
@@ -204,4 +212,64 @@ async fn predicted_hit_rates_match_real_caches() {
     assert!(scan[0].1 > 0.8 && scan[1].1 < 0.05, "{scan:?}");
     assert!(zipf[0].1 > zipf[3].1 + 0.1, "{zipf:?}");
     println!("worst absolute error {worst:.4}");
+}
+
+/// Analytics over `nodes`: the cache 1561's what-if API answer and its
+/// dashboard page, as alice sees them.
+async fn analytics_view(nodes: &[&TestNode]) -> (Value, String) {
+    let list = nodes
+        .iter()
+        .map(|n| format!("{}={}", n.plain.unwrap(), n.admin.unwrap()))
+        .collect::<Vec<_>>()
+        .join(",");
+    let (addr, _stop) = common::start_analytics(common::analytics_config(&list, Some(TOKEN))).await;
+    let alice = basic_auth("alice", "alice-secret");
+    let (status, api) = http_request(addr, "GET", "/api/v1/1561/whatif", Some(&alice), None).await;
+    assert_eq!(status, 200, "{api}");
+    let (status, page) = http_request(addr, "GET", "/caches/1561", Some(&alice), None).await;
+    assert_eq!(status, 200, "{page}");
+    (serde_json::from_str(&api).unwrap(), page)
+}
+
+#[tokio::test]
+async fn tracking_off_is_said_not_drawn() {
+    let on = node_with_admin(TWO_CACHES, true).await;
+    let off = node_with_admin(TWO_CACHES, false).await;
+    for node in [&on, &off] {
+        let mut c = connect(node.plain.unwrap()).await;
+        c.expect(b"set alice 0 0 12\r\nalice-secret\r\n", b"STORED\r\n")
+            .await;
+        c.expect(b"set k 0 0 1\r\nv\r\n", b"STORED\r\n").await;
+        c.expect(b"get k\r\n", b"VALUE k 0 1\r\nv\r\nEND\r\n").await;
+    }
+
+    // The node: a field that says so, and no curve.
+    let body = admin_get(&off, "/admin/caches/1561/whatif").await;
+    assert_eq!(body["tracking"], false, "{body}");
+    assert!(body["what_if"].is_null(), "{body}");
+    let body = admin_get(&on, "/admin/caches/1561/whatif").await;
+    assert_eq!(body["tracking"], true, "{body}");
+    assert_eq!(body["what_if"]["accesses_total"], 1, "{body}");
+
+    // Analytics over both: the curve of the tracking node, and which node
+    // is left out, in the API and on the page.
+    let off_label = off.plain.unwrap().to_string();
+    let (api, page) = analytics_view(&[&on, &off]).await;
+    assert_eq!(api["tracking_off"], serde_json::json!([off_label]), "{api}");
+    assert_eq!(api["what_if"]["limit"], 8 << 20, "{api}");
+    let servers = api["servers"].as_object().unwrap();
+    assert_eq!(servers.len(), 1, "{api}");
+    assert!(
+        servers.contains_key(&on.plain.unwrap().to_string()),
+        "{api}"
+    );
+    assert!(page.contains("id=\"what-if-chart\""), "{page}");
+    assert!(page.contains("id=\"what-if-partial\"") && page.contains(&off_label));
+
+    // Over the node with tracking off alone: a note in place of the panel.
+    let (api, page) = analytics_view(&[&off]).await;
+    assert!(api["what_if"].is_null(), "{api}");
+    assert_eq!(api["tracking_off"], serde_json::json!([off_label]), "{api}");
+    assert!(page.contains("id=\"what-if-off\"") && page.contains("tracking is off"));
+    assert!(!page.contains("what-if-chart") && !page.contains("what-if-note"));
 }

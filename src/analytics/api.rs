@@ -12,8 +12,10 @@
 //! Beyond the hosted API: `POST /api/v1/<cache_id>/enable` enables a cache
 //! that `--disable-after` disabled, and `GET /api/v1/<cache_id>/whatif`
 //! gives the cache's predicted hit rate at other memory sizes: `{"what_if":
-//! merged curve | null, "servers": {node: curve}, "history": [{"timestamp",
-//! "what_if"}]}` (the curve is `node::mrc::WhatIf`).
+//! merged curve | null, "servers": {node: curve}, "tracking_off": [node],
+//! "history": [{"timestamp", "what_if"}]}` (the curve is
+//! `node::mrc::WhatIf`; `tracking_off` lists the nodes that host the cache
+//! with `--what-if off`, whose share the merged curve leaves out).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -166,7 +168,7 @@ async fn what_if(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&service, &headers, Some(&cache_id)).await?;
-    let (merged, servers) = ops::what_if(&service, &cache_id).await?;
+    let curves = ops::what_if(&service, &cache_id).await?;
     let kept = service.db.what_if_history(&cache_id).map_err(|error| {
         tracing::error!(%error, "what-if history not read");
         ops::server_error(&[])
@@ -176,8 +178,9 @@ async fn what_if(
         .map(|(t, curve)| json!({ "timestamp": t.to_string(), "what_if": curve }))
         .collect();
     Ok(Json(json!({
-        "what_if": merged,
-        "servers": servers,
+        "what_if": curves.merged,
+        "servers": curves.servers,
+        "tracking_off": curves.tracking_off,
         "history": history,
     })))
 }

@@ -231,7 +231,7 @@ async fn render(
     let service = &dash.service;
     let cache = ops::current_cache(service, cache_id).await?;
     let stats = ops::node_stats(service, cache_id).await?;
-    let (what_if, _) = ops::what_if(service, cache_id).await?;
+    let what_if = ops::what_if(service, cache_id).await?;
     let history = service.db.history(cache_id).map_err(|error| {
         tracing::error!(%error, "history not read");
         ops::server_error(&[])
@@ -244,7 +244,8 @@ async fn render(
         caller: login,
         stats: &stats,
         history: &history,
-        what_if: what_if.as_ref(),
+        what_if: what_if.merged.as_ref(),
+        what_if_off: &what_if.tracking_off,
         graphs: picked(query),
         csrf: &csrf,
         notice: if created.is_some() {

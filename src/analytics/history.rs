@@ -242,7 +242,9 @@ pub async fn sample_once(service: &Service) -> usize {
             }
         };
         for cache in caches {
-            if let Ok(Some(curve)) = ops::node_what_if(service, node, &cache.id).await {
+            if let Ok(ops::NodeWhatIf::Curve(curve)) =
+                ops::node_what_if(service, node, &cache.id).await
+            {
                 curves.entry(cache.id.clone()).or_default().push(curve);
             }
             let path = format!("/admin/caches/{}/stats", cache.id);

@@ -107,48 +107,68 @@ pub async fn node_stats(service: &Service, cache_id: &str) -> Result<Map<String,
     Ok(out)
 }
 
-/// One node's what-if curve for the cache: None when the node does not
-/// host it or its tracker is off.
+/// One node's answer for a cache's what-if curve.
+#[derive(Debug)]
+pub enum NodeWhatIf {
+    /// The node does not host the cache.
+    Absent,
+    /// The node hosts it with its tracker off (`memgate node --what-if off`).
+    Off,
+    Curve(WhatIf),
+}
+
+/// One node's what-if curve for the cache.
 pub async fn node_what_if(
     service: &Service,
     node: &NodeEntry,
     cache_id: &str,
-) -> Result<Option<WhatIf>, NodeDown> {
+) -> Result<NodeWhatIf, NodeDown> {
     let path = format!("/admin/caches/{cache_id}/whatif");
     match service.call(node, "GET", &path, None).await? {
-        (200, mut value) => Ok(serde_json::from_value(value["what_if"].take()).ok()),
-        _ => Ok(None),
+        // `{"tracking": false, "what_if": null}`: no curve to read.
+        (200, mut value) => Ok(serde_json::from_value(value["what_if"].take())
+            .map_or(NodeWhatIf::Off, NodeWhatIf::Curve)),
+        _ => Ok(NodeWhatIf::Absent),
     }
 }
 
-/// The cache's what-if curve across its nodes, keyed `"what_if"` (the
-/// merged curve, or null when no node has one) and `"servers"` (each
-/// node's own curve, by node label).
-pub async fn what_if(
-    service: &Service,
-    cache_id: &str,
-) -> Result<(Option<WhatIf>, Map<String, Value>), OpError> {
+/// A cache's what-if curves across its nodes.
+#[derive(Debug, Default)]
+pub struct WhatIfs {
+    /// The curve merged over the nodes that track the cache; None when
+    /// none does.
+    pub merged: Option<WhatIf>,
+    /// Each of those nodes' own curve, by node label.
+    pub servers: Map<String, Value>,
+    /// The nodes that host the cache with their tracker off, by label: the
+    /// merged curve leaves their share of the cache out.
+    pub tracking_off: Vec<String>,
+}
+
+/// The cache's what-if curve across its nodes.
+pub async fn what_if(service: &Service, cache_id: &str) -> Result<WhatIfs, OpError> {
     let mut parts = Vec::new();
-    let mut servers = Map::new();
+    let mut out = WhatIfs::default();
     let mut down = Vec::new();
     for node in &service.nodes {
         match node_what_if(service, node, cache_id).await {
-            Ok(Some(w)) => {
-                servers.insert(
+            Ok(NodeWhatIf::Curve(w)) => {
+                out.servers.insert(
                     node.label.clone(),
                     serde_json::to_value(&w).unwrap_or_default(),
                 );
                 parts.push(w);
             }
-            Ok(None) => {}
+            Ok(NodeWhatIf::Off) => out.tracking_off.push(node.label.clone()),
+            Ok(NodeWhatIf::Absent) => {}
             Err(e) => down.push(e),
         }
     }
     if !down.is_empty() {
         return Err(server_error(&down));
     }
-    let merged = (!parts.is_empty()).then(|| WhatIf::merged(&parts));
-    Ok((merged, servers))
+    out.merged = (!parts.is_empty()).then(|| WhatIf::merged(&parts));
+    Ok(out)
 }
 
 /// Flush the cache on every node; the caller needs `flush`.

@@ -60,6 +60,17 @@ pub struct NodeArgs {
     /// client certificate that chains to this CA (PEM): mutual TLS.
     #[arg(long, env = "MEMGATE_NODE_ADMIN_CA", requires = "cert")]
     pub admin_ca: Option<PathBuf>,
+    /// Each cache's what-if tracker (its hit rate predicted at other
+    /// sizes); `off` spends nothing on it, not even a hash per key.
+    #[arg(long, env = "MEMGATE_NODE_WHAT_IF", value_enum, default_value = "on")]
+    pub what_if: OnOff,
+}
+
+/// A switch such as `--what-if on|off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
 }
 
 #[derive(Debug, Subcommand)]
@@ -151,6 +162,7 @@ impl NodeArgs {
             max_connections: self.max_connections,
             metrics_listen: self.metrics_listen,
             no_auth: self.insecure_no_auth,
+            what_if: self.what_if == OnOff::On,
         })
     }
 }

@@ -41,6 +41,20 @@ fn node_admin_is_off_by_default_and_needs_a_token() {
 }
 
 #[test]
+fn node_what_if_is_on_unless_turned_off() {
+    let what_if = |args: &[&str]| {
+        let Role::Node(node) = parse(&[&["node", "--caches", "c.toml"], args].concat()) else {
+            panic!()
+        };
+        node.into_config().unwrap().what_if
+    };
+    assert!(what_if(&[]));
+    assert!(what_if(&["--what-if", "on"]));
+    assert!(!what_if(&["--what-if", "off"]));
+    assert!(Cli::try_parse_from(["memgate", "node", "--what-if", "maybe"]).is_err());
+}
+
+#[test]
 fn analytics_flags() {
     let Role::Analytics(args) = parse(&[
         "analytics",

@@ -9,7 +9,7 @@
 //! | --- | --- |
 //! | `GET /admin/caches` | `{"version", "caches": [{"id", "memory_limit", "disabled", "credentials": [{"username", "primary", "write", "flush", "api"}]}]}`, never a password or hash |
 //! | `GET /admin/caches/{id}/stats` | the cache's stats ([`super::stats::API_STATS`]) as an object |
-//! | `GET /admin/caches/{id}/whatif` | `{"what_if": {...}}`: the cache's predicted hit rate at other sizes ([`WhatIf`]), `null` when the node's tracker is off |
+//! | `GET /admin/caches/{id}/whatif` | `{"tracking": true, "what_if": {...}}`: the cache's predicted hit rate at other sizes ([`WhatIf`]); `{"tracking": false, "what_if": null}` when the node runs with `--what-if off` |
 //! | `POST /admin/caches/{id}/flush` | `flush_all` on the cache |
 //! | `PUT /admin/caches/{id}/credentials` | replace the credential list (below); persisted atomically, then in force |
 //! | `PUT /admin/caches/{id}/disabled` | `{"disabled": bool}`: disable or enable the cache; persisted the same way |
@@ -226,7 +226,7 @@ async fn what_if(State(state): State<AdminState>, Path(id): Path<String>) -> Res
     };
     let limit = tenant.store.usage().limit;
     let view: Option<WhatIf> = tenant.store.what_if().map(|t| t.what_if(limit, unix_now()));
-    Json(json!({ "what_if": view })).into_response()
+    Json(json!({ "tracking": view.is_some(), "what_if": view })).into_response()
 }
 
 async fn flush(State(state): State<AdminState>, Path(id): Path<String>) -> Response {

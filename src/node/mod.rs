@@ -73,6 +73,8 @@ pub struct NodeConfig {
     pub no_auth: bool,
     /// The admin HTTP API (off unless set).
     pub admin: Option<admin::AdminConfig>,
+    /// Each cache's what-if tracker ([`mrc`]); off, the store skips it.
+    pub what_if: bool,
 }
 
 /// Errors starting or reloading the node.
@@ -109,6 +111,8 @@ pub struct Settings {
     pub max_connections: usize,
     pub no_auth: bool,
     pub memory_limit: u64,
+    /// [`NodeConfig::what_if`]
+    pub what_if: bool,
 }
 
 /// State shared by every connection of a node.
@@ -172,7 +176,7 @@ impl Shared {
         let file = CachesFile::load(path)?;
         check_commitment(&file, self.settings.memory_limit)?;
         let previous = self.tenants();
-        let next = Tenants::build(&file, self.settings.max_item_size, Some(&previous))?;
+        let next = Tenants::build(&file, &self.settings, Some(&previous))?;
         self.install(next);
         Ok(())
     }
@@ -238,7 +242,7 @@ impl Shared {
             .ok_or_else(|| UpdateError::NoSuchCache(cache_id.to_owned()))?;
         change(cache).map_err(UpdateError::Rejected)?;
         file.validate()?;
-        let next = Tenants::build(&file, self.settings.max_item_size, Some(&previous))?;
+        let next = Tenants::build(&file, &self.settings, Some(&previous))?;
         if let Some(path) = &self.caches_path {
             file.save_atomic(path)?;
         }
@@ -303,15 +307,17 @@ impl Node {
             }
             file
         };
-        let tenants = Tenants::build(&file, config.max_item_size, None)?;
+        let settings = Settings {
+            max_item_size: config.max_item_size,
+            auth_timeout: config.auth_timeout,
+            max_connections: config.max_connections,
+            no_auth: config.no_auth,
+            memory_limit: config.memory_limit,
+            what_if: config.what_if,
+        };
+        let tenants = Tenants::build(&file, &settings, None)?;
         let shared = Arc::new(Shared {
-            settings: Settings {
-                max_item_size: config.max_item_size,
-                auth_timeout: config.auth_timeout,
-                max_connections: config.max_connections,
-                no_auth: config.no_auth,
-                memory_limit: config.memory_limit,
-            },
+            settings,
             tenants: RwLock::new(Arc::new(tenants)),
             caches_path: config.caches_path.clone(),
             started: Instant::now(),

@@ -4,10 +4,14 @@
 //! This is SHARDS (Waldspurger et al., FAST '15) in its fixed-size form,
 //! with reuse distances in bytes because a cache's limit is in bytes:
 //!
-//! - A key is in the sample when `hash(key) <= threshold`, with a keyed
-//!   SipHash-1-3 (`RandomState`: random keys per process, so a tenant cannot
-//!   aim keys at the sample, and no new dependency; it costs about as much
-//!   as the store's own lookup hash). The sample rate is
+//! - A key is in the sample when `hash(key) <= threshold`, with foldhash
+//!   (its `quality` variant) keyed by 64 random bits per tracker, from the
+//!   OS-seeded `rand::random`: a tenant cannot tell which of its keys are
+//!   sampled, so it cannot aim keys at the sample (and could only skew its
+//!   own cache's curve if it did). Not SipHash: callgrind counted about 215
+//!   instructions for SipHash-1-3 of a 14-byte key, as much again as the
+//!   store's own lookup hash, and foldhash a small fraction of that
+//!   (`benches/WHATIF.md`). The sample rate is
 //!   `R = (threshold + 1) / 2^64`.
 //! - At most `max_keys` sampled keys are tracked. A new sampled key over
 //!   budget evicts the one with the largest hash and lowers the threshold
@@ -49,12 +53,12 @@ mod merge;
 #[cfg(test)]
 mod tests;
 
-use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::mem::size_of;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
+use foldhash::quality::FixedState;
 use serde::{Deserialize, Serialize};
 
 pub use self::merge::merge;
@@ -218,7 +222,7 @@ impl WhatIf {
 }
 
 /// One cache's tracker. `Send + Sync`; every method takes `&self`.
-pub struct Tracker<S = RandomState> {
+pub struct Tracker<S = FixedState> {
     hasher: S,
     /// [`Core::threshold`], readable without the lock.
     threshold: AtomicU64,
@@ -234,7 +238,7 @@ pub struct Tracker<S = RandomState> {
 impl Tracker {
     /// A tracker of [`MAX_KEYS`] keys with a random hash key.
     pub fn new() -> Tracker {
-        Tracker::with_hasher(MAX_KEYS, RandomState::new())
+        Tracker::with_hasher(MAX_KEYS, FixedState::with_seed(rand::random()))
     }
 }
 

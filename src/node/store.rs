@@ -233,7 +233,8 @@ impl Store {
         }
     }
 
-    /// The same store without the what-if tracker (to measure its cost).
+    /// The same store without the what-if tracker (`memgate node --what-if
+    /// off`): no command then touches it, not even to hash the key.
     pub fn without_what_if(mut self) -> Store {
         self.what_if = None;
         self

@@ -24,6 +24,7 @@ use super::auth::throttle::{Throttle, Throttled};
 use super::caches::{CachesFile, Capabilities, Directory, Invalid, LoginError, LoginOk};
 use super::counters::CacheStats;
 use super::store::Store;
+use super::Settings;
 use crate::clock::unix_now;
 use crate::metrics as m;
 
@@ -121,10 +122,10 @@ pub struct Tenants {
 impl Tenants {
     /// Build the running state for `file`, reusing the stores of `previous`
     /// for caches that are still present (so reload keeps data), and its
-    /// throttle.
+    /// throttle. New stores get `settings`' item size and what-if switch.
     pub fn build(
         file: &CachesFile,
-        max_item_size: usize,
+        settings: &Settings,
         previous: Option<&Tenants>,
     ) -> Result<Tenants, Invalid> {
         let directory = Directory::new(file.clone())?;
@@ -138,9 +139,14 @@ impl Tenants {
                 }
                 None => {
                     let stats = Arc::new(CacheStats::default());
+                    let store = Store::new(limit, settings.max_item_size, Arc::clone(&stats));
                     Arc::new(Tenant {
                         id: cache.id.clone(),
-                        store: Store::new(limit, max_item_size, Arc::clone(&stats)),
+                        store: if settings.what_if {
+                            store
+                        } else {
+                            store.without_what_if()
+                        },
                         stats,
                         disabled: AtomicBool::new(false),
                         last_active: AtomicU64::new(unix_now()),

@@ -82,6 +82,7 @@ pub fn base_config() -> NodeConfig {
         metrics_listen: None,
         no_auth: false,
         admin: None,
+        what_if: true,
     }
 }
 

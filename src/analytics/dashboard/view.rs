@@ -105,6 +105,8 @@ pub struct Page<'a> {
     pub history: &'a [Sample],
     /// The cache's what-if curve over its nodes; None when no node tracks it.
     pub what_if: Option<&'a WhatIf>,
+    /// The nodes that host the cache with what-if tracking off.
+    pub what_if_off: &'a [String],
     pub graphs: [Series; 2],
     pub csrf: &'a str,
     /// A fixed message about what was just done.
@@ -220,9 +222,19 @@ fn times(m: f64) -> String {
 }
 
 /// The what-if panel: the curve, the hit rate at other sizes, and a note
-/// instead when the sample is too small to trust.
-fn what_if(out: &mut String, w: Option<&WhatIf>) {
+/// instead when the sample is too small to trust; when nodes of the cache
+/// run with tracking off (`off`), a note that says so, in place of the
+/// curve when no node tracks it.
+fn what_if(out: &mut String, w: Option<&WhatIf>, off: &[String]) {
     let Some(w) = w else {
+        if !off.is_empty() {
+            out.push_str(
+                "<section id=\"what-if\" data-tracking=\"off\"><h2>What if</h2>\
+                 <p class=\"note\" id=\"what-if-off\">What-if tracking is off on this \
+                 cache's nodes (<code>memgate node --what-if off</code>), so there is no \
+                 prediction of its hit rate at other memory sizes.</p></section>",
+            );
+        }
         return;
     };
     let now = w.hit_rate_at(w.limit) * 100.0;
@@ -258,6 +270,14 @@ fn what_if(out: &mut String, w: Option<&WhatIf>) {
              {} sampled reads of the {MIN_SAMPLED_ACCESSES} needed. The curve appears \
              once the cache has seen more gets.</p>",
             w.sampled_accesses
+        );
+    }
+    if !off.is_empty() {
+        let _ = write!(
+            out,
+            "<p class=\"note\" id=\"what-if-partial\">What-if tracking is off on {}: \
+             the curve and its sizes cover only this cache's share on the other nodes.</p>",
+            esc(&off.join(", "))
         );
     }
     out.push_str("</section>");
@@ -458,7 +478,7 @@ pub fn page(page: &Page<'_>) -> String {
     }
     panels(&mut body, page);
     body.push_str(&graphs(&page.cache.id, page.history, page.graphs));
-    what_if(&mut body, page.what_if);
+    what_if(&mut body, page.what_if, page.what_if_off);
     nodes(&mut body, page.stats);
     credentials(&mut body, page);
     settings(&mut body, page);
@@ -519,5 +539,36 @@ mod tests {
         // Only the latest sample counts; b restarted (5 > 2) so all its 2 are new.
         let history = [sample(1, "a", 1), sample(2, "a", 4), sample(2, "b", 5)];
         assert_eq!(new_evictions(&stats, &history), 3 + 2);
+    }
+
+    #[test]
+    fn what_if_says_when_tracking_is_off() {
+        let off = ["n2:11211".to_string()];
+        let mut page = String::new();
+        what_if(&mut page, None, &[]);
+        assert!(page.is_empty(), "{page}");
+        what_if(&mut page, None, &off);
+        assert!(page.contains("id=\"what-if-off\"") && page.contains("tracking is off"));
+        assert!(
+            !page.contains("<svg") && !page.contains("what-if-note"),
+            "{page}"
+        );
+        let w = WhatIf {
+            limit: 1 << 20,
+            sizes: vec![1 << 19, 1 << 20, 1 << 21],
+            hit_rates: vec![0.5, 0.8, 0.9],
+            trustworthy: true,
+            ..WhatIf::default()
+        };
+        let mut page = String::new();
+        what_if(&mut page, Some(&w), &[]);
+        assert!(
+            page.contains("<svg") && !page.contains("tracking is off"),
+            "{page}"
+        );
+        let mut page = String::new();
+        what_if(&mut page, Some(&w), &off);
+        assert!(page.contains("<svg") && page.contains("id=\"what-if-partial\""));
+        assert!(page.contains("tracking is off on n2:11211"), "{page}");
     }
 }

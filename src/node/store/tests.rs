@@ -924,3 +924,18 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn the_what_if_tracker_sees_reads_unless_it_is_off() {
+    let (on, _) = new_store();
+    let (off, _) = new_store();
+    let off = off.without_what_if();
+    assert!(off.what_if().is_none());
+    for s in [&on, &off] {
+        set(s, "a", b"1", 0, NOW);
+        assert_eq!(value(s, "a", NOW), Some(b"1".to_vec()));
+        assert_eq!(value(s, "b", NOW), None);
+    }
+    let curve = on.what_if().expect("on by default").curve(&[1 << 20]);
+    assert_eq!((curve.accesses_total, curve.sampled_accesses), (2, 2));
+}
