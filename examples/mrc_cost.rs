@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use memgate::bench::keys::{self, Zipf};
 use memgate::node::counters::CacheStats;
 use memgate::node::mrc::Tracker;
 use memgate::node::store::{charge, Store};
@@ -43,18 +44,12 @@ fn key(i: usize) -> Bytes {
     Bytes::from(format!("key:{i:010}"))
 }
 
+/// Zipf 0.99 over `n` keys, with the load generator's own sampler.
 fn zipf(n: usize, len: usize, rng: &mut StdRng) -> Vec<Bytes> {
-    let mut cdf = Vec::with_capacity(n);
-    let mut acc = 0.0;
-    for i in 1..=n {
-        acc += 1.0 / (i as f64).powf(0.99);
-        cdf.push(acc);
-    }
+    let law = Zipf::new(n as u64, 0.99);
+    let mut ranks = keys::Rng::new(rng.gen());
     (0..len)
-        .map(|_| {
-            let u = rng.gen::<f64>() * acc;
-            key(cdf.partition_point(|&c| c < u).min(n - 1))
-        })
+        .map(|_| key((law.sample(&mut ranks) - 1) as usize))
         .collect()
 }
 

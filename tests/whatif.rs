@@ -11,11 +11,10 @@ mod common;
 use std::net::SocketAddr;
 
 use common::{basic_auth, connect, http_request, TestNode, TWO_CACHES};
+use memgate::bench::keys::{self, Zipf};
 use memgate::node::admin::AdminConfig;
 use memgate::node::mrc::WhatIf;
 use memgate::node::store::charge;
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -58,20 +57,13 @@ fn key_count() -> usize {
     (FULL as usize * 8 / 10) / charge(key(0).len(), VALUE)
 }
 
-/// Zipf 0.99 over `n` keys.
+/// Zipf 0.99 over `n` keys (the load generator's own sampler).
 fn zipf(n: usize, len: usize, seed: u64) -> Vec<usize> {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut cdf = Vec::with_capacity(n);
-    let mut acc = 0.0;
-    for i in 1..=n {
-        acc += 1.0 / (i as f64).powf(0.99);
-        cdf.push(acc);
-    }
+    let law = Zipf::new(n as u64, 0.99);
+    let mut rng = keys::Rng::new(seed);
+    // Ranks run from 1; key indexes from 0.
     (0..len)
-        .map(|_| {
-            let u = rng.gen::<f64>() * acc;
-            cdf.partition_point(|&c| c < u).min(n - 1)
-        })
+        .map(|_| (law.sample(&mut rng) - 1) as usize)
         .collect()
 }
 
