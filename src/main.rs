@@ -32,10 +32,30 @@ fn main() -> ExitCode {
         }
     };
     init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // The sidecar serves on one thread unless told otherwise: a
+    // single-threaded runtime does without the work-stealing scheduler's
+    // bookkeeping and cross-thread wake-ups, which at 16 connections was
+    // about a tenth of the sidecar's CPU per request (benches/NOTES.md).
+    let threads = match &cli.role {
+        Role::Proxy(args) => match args.threads() {
+            Ok(threads) => Some(threads),
+            Err(error) => {
+                eprintln!("memgate: {error}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+        _ => None,
+    };
+    let mut builder = match threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(n);
+            builder
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("memgate: cannot start the runtime: {error}");

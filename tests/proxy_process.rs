@@ -53,6 +53,10 @@ fn bad_proxy_configuration_exits_64_with_one_line() {
         ),
         (vec!["proxy", "--servers", "a:notaport", "--ca", ca], "port"),
         (
+            vec!["proxy", "--servers", "a:1", "--ca", ca, "--threads", "0"],
+            "--threads",
+        ),
+        (
             vec!["proxy", "--servers", "a:1", "--ca", "/nonexistent/ca.pem"],
             "nonexistent",
         ),
@@ -110,7 +114,9 @@ async fn proxy_from_env_and_config_reloads_on_sighup_and_drains_on_sigterm() {
     std::fs::write(&ca, pki.ca_pem()).unwrap();
     let config = dir.path().join("proxy.toml");
     let file = |port: u16| {
-        format!("timeout = \"2s\"\nmetrics_listen = \"none\"\nservers = \"127.0.0.1:{port}\"\n")
+        // Two threads from the file: the work-stealing runtime serves,
+        // reloads and drains as the default single thread does.
+        format!("timeout = \"2s\"\nmetrics_listen = \"none\"\nthreads = 2\nservers = \"127.0.0.1:{port}\"\n")
     };
     std::fs::write(&config, file(first[0].tls.unwrap().port())).unwrap();
     let mut child = Command::new(BIN)
@@ -141,6 +147,17 @@ async fn proxy_from_env_and_config_reloads_on_sighup_and_drains_on_sigterm() {
     .await
     .unwrap();
     let log = tokio::task::spawn_blocking(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+
+    let workers = std::fs::read_dir(format!("/proc/{}/task", child.id()))
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.trim() == "tokio-rt-worker")
+        .count();
+    if workers != 2 {
+        // Not left running: its stderr would keep the log reader waiting.
+        let _ = child.kill();
+        panic!("{workers} worker threads with threads = 2 in the config file");
+    }
 
     let mut c = connect(addr).await;
     c.expect(b"set k 0 0 5\r\nfirst\r\n", b"STORED\r\n").await;

@@ -87,7 +87,16 @@ pub struct ProxyArgs {
     /// Largest key + value accepted from clients [default: 1MiB].
     #[arg(long, env = "MEMGATE_PROXY_MAX_ITEM_SIZE")]
     pub max_item_size: Option<String>,
+    /// Threads that serve clients [default: 1, one event loop, as twemproxy].
+    /// More spread clients over a work-stealing pool of that many, for more
+    /// throughput than one core gives, at more CPU per request. Read at
+    /// start only: a reload keeps the threads it has.
+    #[arg(long, env = "MEMGATE_PROXY_THREADS")]
+    pub threads: Option<usize>,
 }
+
+/// The most `--threads` takes.
+const MAX_THREADS: usize = 1024;
 
 impl ProxyArgs {
     /// Fill unset fields from `other` (the config file).
@@ -114,7 +123,39 @@ impl ProxyArgs {
             metrics_listen: self.metrics_listen.or(other.metrics_listen),
             drain_timeout: self.drain_timeout.or(other.drain_timeout),
             max_item_size: self.max_item_size.or(other.max_item_size),
+            threads: self.threads.or(other.threads),
         }
+    }
+
+    /// The flags and environment, with what they leave unset filled from the
+    /// config file.
+    fn merged(self) -> Result<ProxyArgs, ConfigError> {
+        let Some(path) = &self.config else {
+            return Ok(self);
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        let file: ProxyArgs = toml::from_str(&text).map_err(|e| ConfigError::File {
+            path: path.clone(),
+            reason: e.message().to_string(),
+        })?;
+        Ok(self.or(file))
+    }
+
+    /// How many threads serve clients (the runtime is built before the rest
+    /// of the configuration is read, so this is read on its own).
+    pub fn threads(&self) -> Result<usize, ConfigError> {
+        let threads = self.clone().merged()?.threads.unwrap_or(1);
+        if !(1..=MAX_THREADS).contains(&threads) {
+            return Err(ConfigError::Invalid {
+                what: "--threads",
+                value: threads.to_string(),
+                expected: "1 to 1024",
+            });
+        }
+        Ok(threads)
     }
 
     /// Merge flags/env, the config file and the MEMCACHIER_* variables, then
@@ -123,20 +164,7 @@ impl ProxyArgs {
         self,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<memgate::proxy::ProxyConfig, ConfigError> {
-        let args = match &self.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
-                    path: path.clone(),
-                    reason: e.to_string(),
-                })?;
-                let file: ProxyArgs = toml::from_str(&text).map_err(|e| ConfigError::File {
-                    path: path.clone(),
-                    reason: e.message().to_string(),
-                })?;
-                self.or(file)
-            }
-            None => self,
-        };
+        let args = self.merged()?;
         let hosted = |suffix: &str| {
             env(&format!("MEMCACHIER_{suffix}"))
                 .filter(|v| !v.is_empty())
