@@ -104,16 +104,30 @@ impl Node {
     /// once (the client then keeps to that slot) while a connect fills the
     /// empty one in the background; with none live, the request waits for the
     /// node's connect attempt, until `deadline` at most.
+    ///
+    /// The flag says whether the connection was at hand at once in its slot;
+    /// if not, the caller's clock may have moved.
     pub async fn connection(
         self: &Arc<Self>,
         settings: &Settings,
         slot: usize,
         deadline: Instant,
-    ) -> Result<(usize, Connection), UpstreamError> {
+    ) -> Result<(usize, Connection, bool), UpstreamError> {
         let i = slot % self.slots.len();
         if let Some(conn) = live(&self.slots[i]) {
-            return Ok((i, conn));
+            return Ok((i, conn, true));
         }
+        self.connection_slow(settings, deadline)
+            .await
+            .map(|(i, conn)| (i, conn, false))
+    }
+
+    /// `connection` when the slot has no live connection.
+    async fn connection_slow(
+        self: &Arc<Self>,
+        settings: &Settings,
+        deadline: Instant,
+    ) -> Result<(usize, Connection), UpstreamError> {
         if !self.health.is_up() {
             return Err(self.down());
         }
@@ -404,7 +418,10 @@ mod tests {
         let mut pending = Vec::new();
         for _ in 0..n {
             let frame = super::super::upstream::internal_frame();
-            pending.push(conn.send(Command::Noop, frame).unwrap());
+            pending.push(
+                conn.send(Command::Noop, frame, std::time::Instant::now())
+                    .unwrap(),
+            );
         }
         pending
     }

@@ -14,11 +14,12 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::oneshot::error::RecvError;
 
 use super::pool::{Cluster, Failover, Node};
 use super::upstream::{internal_frame, PendingReply, UpstreamError};
@@ -32,16 +33,96 @@ use crate::session::{self, SessionError};
 /// Replies a client may have outstanding before we stop reading from it.
 const MAX_PENDING: usize = 1024;
 
-/// A reply to come, resolved in order.
-type Pending = Pin<Box<dyn Future<Output = Reply> + Send>>;
+/// A reply to come, in request order.
+enum Pending {
+    /// Known at once (one the session answers itself).
+    Ready(Reply),
+    /// One upstream request, the common case: polled in place, with its
+    /// deadline kept by the session's one timer rather than a timer of its
+    /// own (see `serve`).
+    Single {
+        head: Head,
+        part: Part,
+        /// Its deadline passed while it waited.
+        expired: bool,
+    },
+    /// Several upstream requests merged into one reply (a multi-key get,
+    /// `stats`, `flush_all`): a future of its own, which keeps its own time.
+    Merged(Pin<Box<dyn Future<Output = Reply> + Send>>),
+}
 
-struct Reply {
+/// How a pending reply came to be ready.
+enum End {
+    /// It was known all along (`Ready`, or a request that never started).
+    Known,
+    /// Its upstream reply, or the loss of its connection.
+    Replied(Result<Result<Response, UpstreamError>, RecvError>),
+    /// Its deadline passed first.
+    TimedOut,
+    /// A merged reply, complete.
+    Merged(Reply),
+}
+
+impl Pending {
+    /// Ready once the reply is in; the reply is then taken with `into_reply`.
+    fn poll_end(&mut self, cx: &mut Context<'_>) -> Poll<End> {
+        match self {
+            Pending::Ready(_) => Poll::Ready(End::Known),
+            Pending::Single { part, expired, .. } => match part {
+                Part::Failed(_) => Poll::Ready(End::Known),
+                Part::Waiting { reply, .. } => match Pin::new(reply).poll(cx) {
+                    Poll::Ready(replied) => Poll::Ready(End::Replied(replied)),
+                    Poll::Pending if *expired => Poll::Ready(End::TimedOut),
+                    Poll::Pending => Poll::Pending,
+                },
+            },
+            Pending::Merged(future) => future.as_mut().poll(cx).map(End::Merged),
+        }
+    }
+
+    /// The reply, once `poll_end` gave `end`; `now` is when it came.
+    fn into_reply(self, end: End, now: Instant) -> Reply {
+        match (self, end) {
+            (_, End::Merged(reply)) => reply,
+            (Pending::Ready(reply), _) => reply,
+            (Pending::Single { head, part, .. }, end) => {
+                let response = part.settle(end, now).unwrap_or_else(error_response);
+                Reply {
+                    head,
+                    response,
+                    close: false,
+                }
+            }
+            // A merged future is only ever ready as End::Merged.
+            (Pending::Merged(_), _) => unreachable!("a merged reply ends as End::Merged"),
+        }
+    }
+
+    /// When the session's timer must next look at this request, if ever.
+    fn deadline(&self) -> Option<Instant> {
+        match self {
+            Pending::Single {
+                part: Part::Waiting { deadline, .. },
+                expired: false,
+                ..
+            } => Some(*deadline),
+            _ => None,
+        }
+    }
+}
+
+/// What a reply carries besides its response.
+struct Head {
     frame: Frame,
     /// The request's key, for meta replies that echo it.
     key: Option<bytes::Bytes>,
-    response: Response,
     command: CommandKind,
     started: Instant,
+}
+
+struct Reply {
+    head: Head,
+    response: Response,
     close: bool,
 }
 
@@ -71,6 +152,17 @@ where
     // new waiter registration) on every pass of the loop.
     let stop = super::stopped(&mut shutdown);
     tokio::pin!(stop);
+    // One timer for the whole session, not one per request: a timer per
+    // request was a wheel insert and removal each, about a tenth of the
+    // sidecar's instructions per request. Replies are awaited in request
+    // order, and deadlines grow in that order, so the front's deadline is
+    // the only one that matters. The timer is moved earlier when the front
+    // needs it, never later: armed at an older request's deadline, it fires
+    // early, looks at the front, and re-arms for it. Under steady traffic it
+    // fires about once per timeout, whatever the request rate.
+    let timer = tokio::time::sleep(std::time::Duration::ZERO);
+    tokio::pin!(timer);
+    let mut armed: Option<Instant> = None;
 
     loop {
         // Start every request already buffered, while there is room in the
@@ -100,28 +192,37 @@ where
                             exptime: None,
                         });
                         let cluster = shared.cluster();
-                        let _ = start_routed(&cluster, delete, internal_frame(), &mut slot)
-                            .await
-                            .resolve(shared.timeout)
-                            .await;
+                        let mut started = Instant::now();
+                        let _ = start_routed(
+                            &cluster,
+                            delete,
+                            internal_frame(),
+                            &mut slot,
+                            &mut started,
+                        )
+                        .await
+                        .outcome()
+                        .await;
                     }
-                    let error = Response::Error(error);
-                    let reply = ready(frame, None, error, CommandKind::Other, Instant::now());
-                    queue.push_back(reply);
+                    let head = Head {
+                        frame,
+                        key: None,
+                        command: CommandKind::Other,
+                        started: Instant::now(),
+                    };
+                    queue.push_back(ready(head, Response::Error(error)));
                 }
             }
         }
         // Encode every reply that is already complete, in order.
         while let Some(front) = queue.front_mut() {
-            match std::future::poll_fn(|cx| Poll::Ready(front.as_mut().poll(cx))).await {
-                Poll::Ready(reply) => {
-                    queue.pop_front();
-                    closing |= finish(reply, &mut wbuf);
-                    if closing {
-                        break;
-                    }
-                }
-                Poll::Pending => break,
+            let end = std::future::poll_fn(|cx| Poll::Ready(front.poll_end(cx))).await;
+            let Poll::Ready(end) = end else { break };
+            let Some(done) = queue.pop_front() else { break };
+            let now = Instant::now();
+            closing |= finish(done.into_reply(end, now), now, &mut wbuf);
+            if closing {
+                break;
             }
         }
         if !wbuf.is_empty() && (queue.is_empty() || wbuf.len() >= FLUSH_THRESHOLD || closing) {
@@ -135,19 +236,35 @@ where
         if closing || (draining && queue.is_empty()) {
             return Ok(());
         }
+        if let Some(deadline) = queue.front().and_then(Pending::deadline) {
+            if armed.is_none_or(|at| at > deadline) {
+                timer.as_mut().reset(deadline.into());
+                armed = Some(deadline);
+            }
+        }
 
         let can_read = queue.len() < MAX_PENDING && !draining;
-        let front = async {
-            match queue.front_mut() {
-                Some(front) => Some(front.await),
-                None => std::future::pending().await,
-            }
-        };
+        let front = std::future::poll_fn(|cx| match queue.front_mut() {
+            Some(front) => front.poll_end(cx),
+            None => Poll::Pending,
+        });
         let read = tokio::select! {
             biased;
-            Some(reply) = front => {
-                queue.pop_front();
-                closing |= finish(reply, &mut wbuf);
+            end = front => {
+                if let Some(done) = queue.pop_front() {
+                    let now = Instant::now();
+                    closing |= finish(done.into_reply(end, now), now, &mut wbuf);
+                }
+                continue;
+            }
+            () = &mut timer, if armed.is_some() => {
+                armed = None;
+                let now = Instant::now();
+                if let Some(Pending::Single { part: Part::Waiting { deadline, .. }, expired, .. }) =
+                    queue.front_mut()
+                {
+                    *expired |= *deadline <= now;
+                }
                 continue;
             }
             // On shutdown: read nothing more, answer what is in flight, close.
@@ -170,7 +287,7 @@ where
 }
 
 /// Encode a finished reply and count it; true if the client asked to close.
-fn finish(reply: Reply, out: &mut BytesMut) -> bool {
+fn finish(reply: Reply, now: Instant, out: &mut BytesMut) -> bool {
     // Indexes into metrics::RESULT_LABELS.
     let result = match &reply.response {
         Response::Error(ErrorReply::Server(_)) => 3,
@@ -179,32 +296,23 @@ fn finish(reply: Reply, out: &mut BytesMut) -> bool {
         Response::NotFound => 1,
         _ => 0,
     };
-    m::RequestMetrics::get().record(reply.command, result, reply.started.elapsed().as_secs_f64());
-    protocol::encode(&reply.frame, reply.key.as_deref(), &reply.response, out);
+    let head = &reply.head;
+    let seconds = now.saturating_duration_since(head.started).as_secs_f64();
+    m::RequestMetrics::get().record(head.command, result, seconds);
+    protocol::encode(&head.frame, head.key.as_deref(), &reply.response, out);
     reply.close
 }
 
 /// A reply known at once (one the session answers itself).
-fn ready(
-    frame: Frame,
-    key: Option<bytes::Bytes>,
-    response: Response,
-    command: CommandKind,
-    started: Instant,
-) -> Pending {
-    Box::pin(async move {
-        Reply {
-            frame,
-            key,
-            response,
-            command,
-            started,
-            close: false,
-        }
+fn ready(head: Head, response: Response) -> Pending {
+    Pending::Ready(Reply {
+        head,
+        response,
+        close: false,
     })
 }
 
-/// Route one request and start it; the returned future yields its reply.
+/// Route one request and start it; the returned pending reply yields its reply.
 async fn dispatch(
     shared: &Arc<ProxyShared>,
     request: Request,
@@ -213,60 +321,59 @@ async fn dispatch(
 ) -> Pending {
     let key = request.echoed_key();
     let Request { command, frame } = request;
-    let kind = command.kind();
     let started = Instant::now();
+    // When the next upstream part starts (see `start`).
+    let mut now = started;
+    let head = Head {
+        key,
+        command: command.kind(),
+        started,
+        frame,
+    };
     if let Some(response) = session::local_answer(&command, crate::node::VERSION) {
-        return ready(frame, key, response, kind, started);
+        return ready(head, response);
     }
     let response = match command {
         // The sidecar logs in for the client: any login is accepted.
         Command::SaslAuth { .. } | Command::SaslStep { .. } => Response::AuthOk,
         Command::Store(ref store)
             if first_command
-                && matches!(frame, Frame::Text(_))
+                && matches!(head.frame, Frame::Text(_))
                 && store.mode == StoreMode::Set
                 && shared.is_ascii_login(&store.key, &store.data) =>
         {
             Response::Stored { cas: 0 }
         }
         Command::Quit => {
-            let response = session::quit_reply(&frame);
-            return Box::pin(async move {
-                Reply {
-                    frame,
-                    key,
-                    response,
-                    command: kind,
-                    started,
-                    close: true,
-                }
+            let response = session::quit_reply(&head.frame);
+            return Pending::Ready(Reply {
+                head,
+                response,
+                close: true,
             });
         }
         Command::FlushAll { .. } | Command::Stats { .. } => {
             let cluster = shared.cluster();
             let mut parts = Vec::with_capacity(cluster.nodes.len());
             for node in &cluster.nodes {
-                parts.push(start(&cluster, node, command.clone(), frame.clone(), slot).await);
+                let frame = head.frame.clone();
+                parts.push(start(&cluster, node, command.clone(), frame, slot, &mut now).await);
             }
-            let timeout = shared.timeout;
-            return Box::pin(async move {
+            return Pending::Merged(Box::pin(async move {
                 let mut results = Vec::with_capacity(parts.len());
                 for part in parts {
-                    results.push(part.resolve(timeout).await);
+                    results.push(part.outcome().await.unwrap_or_else(error_response));
                 }
                 let response = match command {
                     Command::Stats { .. } => merge_stats(results),
                     _ => merge_all_ok(results),
                 };
                 Reply {
-                    frame,
-                    key,
+                    head,
                     response,
-                    command: kind,
-                    started,
                     close: false,
                 }
-            });
+            }));
         }
         Command::Get(get) if get.keys.len() > 1 => {
             let cluster = shared.cluster();
@@ -288,14 +395,14 @@ async fn dispatch(
                     recache_below,
                     no_bump,
                 });
-                parts.push(start_routed(&cluster, one, frame.clone(), slot).await);
+                let frame = head.frame.clone();
+                parts.push(start_routed(&cluster, one, frame, slot, &mut now).await);
             }
-            let timeout = shared.timeout;
-            return Box::pin(async move {
+            return Pending::Merged(Box::pin(async move {
                 let mut items: Vec<Option<Found>> = Vec::with_capacity(parts.len());
                 let mut failure = None;
                 for part in parts {
-                    match part.outcome(timeout).await {
+                    match part.outcome().await {
                         Ok(Response::Get(mut found)) => items.push(found.pop().flatten()),
                         Ok(other) => {
                             failure.get_or_insert(other);
@@ -319,32 +426,24 @@ async fn dispatch(
                     }
                 }
                 Reply {
-                    frame,
-                    key,
+                    head,
                     response: failure.unwrap_or(Response::Get(items)),
-                    command: kind,
-                    started,
                     close: false,
                 }
-            });
+            }));
         }
         command => {
             let cluster = shared.cluster();
-            let part = start_routed(&cluster, command, frame.clone(), slot).await;
-            let timeout = shared.timeout;
-            return Box::pin(async move {
-                Reply {
-                    frame,
-                    key,
-                    response: part.resolve(timeout).await,
-                    command: kind,
-                    started,
-                    close: false,
-                }
-            });
+            let frame = head.frame.clone();
+            let part = start_routed(&cluster, command, frame, slot, &mut now).await;
+            return Pending::Single {
+                head,
+                part,
+                expired: false,
+            };
         }
     };
-    ready(frame, key, response, kind, started)
+    ready(head, response)
 }
 
 /// One upstream request in flight (or one that could not start).
@@ -354,6 +453,9 @@ enum Part {
         conn: super::upstream::Connection,
         reply: PendingReply,
         sent: Instant,
+        /// When it times out: its send plus the request timeout, connect
+        /// included.
+        deadline: Instant,
     },
     Failed(UpstreamError),
 }
@@ -366,6 +468,7 @@ async fn start_routed(
     command: Command,
     frame: Frame,
     slot: &mut Option<usize>,
+    now: &mut Instant,
 ) -> Part {
     let key = command.key().cloned().unwrap_or_default();
     let key = key.as_ref();
@@ -374,14 +477,14 @@ async fn start_routed(
         Err(error) => return Part::Failed(error),
     };
     if cluster.failover() == Failover::Error {
-        return start(cluster, node, command, frame, slot).await;
+        return start(cluster, node, command, frame, slot, now).await;
     }
-    let part = start(cluster, node, command.clone(), frame.clone(), slot).await;
+    let part = start(cluster, node, command.clone(), frame.clone(), slot, now).await;
     if let Part::Failed(_) = part {
         if !node.health.is_up() {
             if let Ok(next) = cluster.route(key) {
                 if !Arc::ptr_eq(next, node) {
-                    return start(cluster, next, command, frame, slot).await;
+                    return start(cluster, next, command, frame, slot, now).await;
                 }
             }
         }
@@ -390,31 +493,45 @@ async fn start_routed(
 }
 
 /// Start `command` on `node`, on the client's slot (picking it by load if the
-/// client has nothing in flight).
+/// client has nothing in flight). `now` is when the client's request arrived,
+/// moved on if the request had to wait for a connect.
 async fn start(
     cluster: &Cluster,
     node: &Arc<Node>,
     command: Command,
     frame: Frame,
     slot: &mut Option<usize>,
+    now: &mut Instant,
 ) -> Part {
     // The request's whole time, connect included, counts against its timeout.
-    let sent = Instant::now();
-    let deadline = tokio::time::Instant::from_std(sent + cluster.settings.request_timeout);
+    let timeout = cluster.settings.request_timeout;
     let wanted = *slot.get_or_insert_with(|| node.pick_slot());
-    let conn = match node.connection(&cluster.settings, wanted, deadline).await {
-        Ok((used, conn)) => {
+    let connected = node.connection(&cluster.settings, wanted, (*now + timeout).into());
+    let (conn, sent) = match connected.await {
+        Ok((used, conn, at_once)) => {
             *slot = Some(used);
-            conn
+            // Waited for a connect: the parts of a multi-key get started
+            // after this one take their time from now, or they would begin
+            // already late, time out at once, and close healthy connections.
+            if !at_once {
+                *now = Instant::now();
+            }
+            (conn, *now)
         }
-        Err(error) => return Part::Failed(error),
+        Err(error) => {
+            // It may have waited out the whole deadline (see above).
+            *now = Instant::now();
+            return Part::Failed(error);
+        }
     };
-    match conn.send(command, frame) {
+    let deadline = sent + timeout;
+    match conn.send(command, frame, sent) {
         Ok(reply) => Part::Waiting {
             node: Arc::clone(node),
             conn,
             reply,
             sent,
+            deadline,
         },
         Err(error) => Part::Failed(error),
     }
@@ -428,52 +545,64 @@ fn unsupported(what: &str) -> Response {
     )))
 }
 
+/// How a client is told of an upstream failure, as memcached's proxies do.
+fn error_response(error: UpstreamError) -> Response {
+    match error {
+        UpstreamError::Unsupported(what) => unsupported(what),
+        other => Response::Error(ErrorReply::Server(other.to_string())),
+    }
+}
+
 impl Part {
-    /// Wait for the reply, at most `timeout` from when it was sent, and
-    /// answer an upstream failure as memcached's proxies do.
-    async fn resolve(self, timeout: std::time::Duration) -> Response {
-        match self.outcome(timeout).await {
-            Ok(response) => response,
-            Err(UpstreamError::Unsupported(what)) => unsupported(what),
-            Err(other) => Response::Error(ErrorReply::Server(other.to_string())),
-        }
+    /// Wait for the reply, until the part's deadline at most (for the
+    /// merged replies; a single one is polled in place by the session).
+    async fn outcome(mut self) -> Result<Response, UpstreamError> {
+        let end = match &mut self {
+            Part::Failed(_) => End::Known,
+            Part::Waiting {
+                reply, deadline, ..
+            } => match tokio::time::timeout_at((*deadline).into(), reply).await {
+                Ok(replied) => End::Replied(replied),
+                Err(_) => End::TimedOut,
+            },
+        };
+        self.settle(end, Instant::now())
     }
 
     /// The reply, or why there is none (counted against the node).
-    async fn outcome(self, timeout: std::time::Duration) -> Result<Response, UpstreamError> {
-        match self {
-            Part::Failed(error) => Err(error),
+    fn settle(self, end: End, now: Instant) -> Result<Response, UpstreamError> {
+        let (node, conn, sent, deadline) = match self {
+            Part::Failed(error) => return Err(error),
             Part::Waiting {
                 node,
                 conn,
-                reply,
                 sent,
-            } => {
-                let deadline = tokio::time::Instant::from_std(sent + timeout);
-                let outcome = tokio::time::timeout_at(deadline, reply).await;
-                node.upstream_latency.record(sent.elapsed().as_secs_f64());
-                node.upstream_requests.increment(1);
-                let name = || node.target.name.clone();
-                let error = match outcome {
-                    Ok(Ok(Ok(response))) => return Ok(response),
-                    Ok(Ok(Err(error))) => error,
-                    Ok(Err(_)) => UpstreamError::Io {
-                        node: name(),
-                        reason: "connection closed".into(),
-                    },
-                    Err(_) => {
-                        // A connection with a request lost in it is never reused.
-                        conn.close();
-                        UpstreamError::Timeout {
-                            node: name(),
-                            timeout,
-                        }
-                    }
-                };
-                node.failed(&error);
-                Err(error.on(&node.target.name))
+                deadline,
+                ..
+            } => (node, conn, sent, deadline),
+        };
+        node.upstream_latency
+            .record(now.saturating_duration_since(sent).as_secs_f64());
+        node.upstream_requests.increment(1);
+        let name = || node.target.name.clone();
+        let error = match end {
+            End::Replied(Ok(Ok(response))) => return Ok(response),
+            End::Replied(Ok(Err(error))) => error,
+            End::Replied(Err(_)) | End::Known | End::Merged(_) => UpstreamError::Io {
+                node: name(),
+                reason: "connection closed".into(),
+            },
+            End::TimedOut => {
+                // A connection with a request lost in it is never reused.
+                conn.close();
+                UpstreamError::Timeout {
+                    node: name(),
+                    timeout: deadline.saturating_duration_since(sent),
+                }
             }
-        }
+        };
+        node.failed(&error);
+        Err(error.on(&node.target.name))
     }
 }
 

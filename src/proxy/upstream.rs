@@ -298,10 +298,13 @@ pub struct Connection {
 /// Milliseconds since the first call: a cheap, monotonic timestamp for
 /// `last_used`.
 fn since_start() -> u64 {
+    millis_at(std::time::Instant::now())
+}
+
+/// `since_start` at `now`.
+fn millis_at(now: std::time::Instant) -> u64 {
     static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    START
-        .get_or_init(std::time::Instant::now)
-        .elapsed()
+    now.saturating_duration_since(*START.get_or_init(std::time::Instant::now))
         .as_millis() as u64
 }
 
@@ -381,7 +384,9 @@ impl Connection {
                 if idle < every_ms || conn.load() > 0 {
                     continue;
                 }
-                let Ok(reply) = conn.send(Command::Noop, internal_frame()) else {
+                let Ok(reply) =
+                    conn.send(Command::Noop, internal_frame(), std::time::Instant::now())
+                else {
                     return;
                 };
                 let alive = Arc::clone(&conn.shared.alive);
@@ -452,13 +457,19 @@ impl Connection {
         self.shared.load.load(Ordering::Relaxed)
     }
 
-    /// Send one command, as a client framed by `frame` sent it; the returned
-    /// receiver completes with its reply. Timeouts are the caller's job.
+    /// Send one command, as a client framed by `frame` sent it at `now`; the
+    /// returned receiver completes with its reply. Timeouts are the caller's
+    /// job.
     ///
     /// The caller writes its own request when the connection's outbox is idle
     /// (flat combining: no task hand-off on the way out); otherwise it
     /// appends to what the writer task is already sending.
-    pub fn send(&self, command: Command, frame: Frame) -> Result<PendingReply, UpstreamError> {
+    pub fn send(
+        &self,
+        command: Command,
+        frame: Frame,
+        now: std::time::Instant,
+    ) -> Result<PendingReply, UpstreamError> {
         let shared = &*self.shared;
         let (tx, rx) = oneshot::channel();
         let idle = shared.load.fetch_add(1, Ordering::Relaxed) == 0;
@@ -466,7 +477,7 @@ impl Connection {
             tx: Some(tx),
             load: Arc::clone(&shared.load),
         };
-        shared.last_used.store(since_start(), Ordering::Relaxed);
+        shared.last_used.store(millis_at(now), Ordering::Relaxed);
         let Ok(mut out) = shared.outbox.lock() else {
             return Err(lost_error());
         };
