@@ -626,7 +626,23 @@ pub(crate) fn encode_request(
     command: &Command,
     out: &mut BytesMut,
 ) -> Result<(), Unencodable> {
-    let mut line = BytesMut::new();
+    let start = out.len();
+    let written = encode_request_at(frame, command, out, start);
+    if written.is_err() {
+        out.truncate(start);
+    }
+    written
+}
+
+/// `encode_request`, straight into `line` (not into a line of its own, to
+/// grow and copy: that was three reallocations per request), where the
+/// request begins at `start`. On an error, the caller cuts `line` back.
+fn encode_request_at(
+    frame: &MetaFrame,
+    command: &Command,
+    line: &mut BytesMut,
+    start: usize,
+) -> Result<(), Unencodable> {
     let mut data = None;
     match command {
         Command::Get(get) => {
@@ -634,30 +650,30 @@ pub(crate) fn encode_request(
                 return Err(Unencodable("mg takes exactly one key"));
             };
             line.put_slice(b"mg");
-            put_key(&mut line, frame, key)?;
+            put_key(line, frame, key)?;
             // memcached reads flags in order: `t` before `N` or `T` would
             // report the TTL from before the vivify or touch.
             if get.no_bump {
                 line.put_slice(b" u");
             }
-            put_token(&mut line, b'N', get.vivify);
-            put_token(&mut line, b'R', get.recache_below);
-            put_token(&mut line, b'T', get.touch);
-            put_frame_flags(&mut line, frame)?;
+            put_token(line, b'N', get.vivify);
+            put_token(line, b'R', get.recache_below);
+            put_token(line, b'T', get.touch);
+            put_frame_flags(line, frame)?;
         }
         Command::Store(store) => {
             line.put_slice(b"ms");
-            put_key(&mut line, frame, &store.key)?;
+            put_key(line, frame, &store.key)?;
             line.put_u8(b' ');
-            put_usize(&mut line, store.data.len());
-            put_frame_flags(&mut line, frame)?;
+            put_usize(line, store.data.len());
+            put_frame_flags(line, frame)?;
             if store.flags != 0 {
-                put_token(&mut line, b'F', Some(store.flags));
+                put_token(line, b'F', Some(store.flags));
             }
             if store.exptime != 0 {
-                put_token(&mut line, b'T', Some(store.exptime));
+                put_token(line, b'T', Some(store.exptime));
             }
-            put_token(&mut line, b'C', store.cas);
+            put_token(line, b'C', store.cas);
             if store.invalidate {
                 line.put_slice(b" I");
             }
@@ -674,54 +690,54 @@ pub(crate) fn encode_request(
             } else if store.vivify.is_some() {
                 return Err(Unencodable("ms vivifies only in append/prepend mode"));
             }
-            put_token(&mut line, b'N', store.vivify);
+            put_token(line, b'N', store.vivify);
             data = Some(&store.data);
         }
         Command::Delete(delete) => {
             line.put_slice(b"md");
-            put_key(&mut line, frame, &delete.key)?;
-            put_frame_flags(&mut line, frame)?;
-            put_token(&mut line, b'C', delete.cas);
+            put_key(line, frame, &delete.key)?;
+            put_frame_flags(line, frame)?;
+            put_token(line, b'C', delete.cas);
             if delete.invalidate {
                 line.put_slice(b" I");
             }
-            put_token(&mut line, b'T', delete.exptime);
+            put_token(line, b'T', delete.exptime);
         }
         Command::Arith(arith) => {
             line.put_slice(b"ma");
-            put_key(&mut line, frame, &arith.key)?;
+            put_key(line, frame, &arith.key)?;
             if !arith.incr {
                 line.put_slice(b" MD");
             }
             if arith.delta != 1 {
-                put_token(&mut line, b'D', Some(arith.delta));
+                put_token(line, b'D', Some(arith.delta));
             }
             if arith.initial != 0 {
-                put_token(&mut line, b'J', Some(arith.initial));
+                put_token(line, b'J', Some(arith.initial));
             }
-            put_token(&mut line, b'N', arith.vivify);
-            put_token(&mut line, b'C', arith.cas);
-            put_token(&mut line, b'T', arith.touch);
-            put_frame_flags(&mut line, frame)?;
+            put_token(line, b'N', arith.vivify);
+            put_token(line, b'C', arith.cas);
+            put_token(line, b'T', arith.touch);
+            put_frame_flags(line, frame)?;
         }
         Command::Noop => line.put_slice(b"mn"),
         Command::MetaDebug { key } => {
             line.put_slice(b"me");
-            put_key(&mut line, frame, key)?;
+            put_key(line, frame, key)?;
             if frame.base64_key {
                 line.put_slice(b" b");
             }
         }
         _ => return Err(Unencodable("no meta form")),
     }
-    if words(&line).count() + 1 > MAX_META_TOKENS {
+    if words(&line[start..]).count() + 1 > MAX_META_TOKENS {
         return Err(Unencodable("more meta flags than memcached accepts"));
     }
-    out.put_slice(&line);
-    out.put_slice(b"\r\n");
+    line.put_slice(b"\r\n");
     if let Some(data) = data {
-        out.put_slice(data);
-        out.put_slice(b"\r\n");
+        line.reserve(data.len() + 2);
+        line.put_slice(data);
+        line.put_slice(b"\r\n");
     }
     Ok(())
 }
