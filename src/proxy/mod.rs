@@ -11,6 +11,7 @@
 //! - [`upstream`]: one logged-in TLS connection, meta or binary, pipelined.
 //! - [`health`]: up/down state per node.
 
+pub mod drain;
 pub mod health;
 pub mod pool;
 pub mod ring;
@@ -256,7 +257,7 @@ impl Proxy {
         let mut prober = tokio::spawn(shared.cluster().prober());
         let mut sessions = tokio::task::JoinSet::new();
         let config = self.config;
-        let session_stop = shutdown.clone();
+        let drain = drain::Drain::default();
         loop {
             tokio::select! {
                 accepted = self.listener.accept() => {
@@ -270,7 +271,7 @@ impl Proxy {
                     };
                     let _ = stream.set_nodelay(true);
                     let shared = Arc::clone(&shared);
-                    let stop = session_stop.clone();
+                    let stop = drain.signal();
                     metrics::counter!(m::PROXY_CLIENT_CONNECTIONS_TOTAL).increment(1);
                     metrics::gauge!(m::PROXY_CLIENT_CONNECTIONS).increment(1.0);
                     sessions.spawn(async move {
@@ -319,6 +320,7 @@ impl Proxy {
             }
         }
         drop(self.listener);
+        drain.start();
         tracing::info!(clients = sessions.len(), "draining");
         let drained = tokio::time::timeout(config.drain_timeout, async {
             while sessions.join_next().await.is_some() {}

@@ -21,6 +21,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot::error::RecvError;
 
+use super::drain::Signal;
 use super::pool::{Cluster, Failover, Node};
 use super::upstream::{internal_frame, PendingReply, UpstreamError};
 use super::ProxyShared;
@@ -130,7 +131,7 @@ struct Reply {
 pub async fn serve<S>(
     stream: S,
     shared: Arc<ProxyShared>,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    stop: Arc<Signal>,
 ) -> Result<(), SessionError>
 where
     S: AsyncRead + AsyncWrite + Send + Unpin,
@@ -148,10 +149,6 @@ where
     let mut first_command = true;
     let mut closing = false;
     let mut draining = false;
-    // One shutdown future for the whole session, rather than a new one (and a
-    // new waiter registration) on every pass of the loop.
-    let stop = super::stopped(&mut shutdown);
-    tokio::pin!(stop);
     // One timer for the whole session, not one per request: a timer per
     // request was a wheel insert and removal each, about a tenth of the
     // sidecar's instructions per request. Replies are awaited in request
@@ -268,7 +265,7 @@ where
                 continue;
             }
             // On shutdown: read nothing more, answer what is in flight, close.
-            _ = &mut stop, if !draining => {
+            () = std::future::poll_fn(|cx| stop.poll(cx)), if !draining => {
                 draining = true;
                 continue;
             }
