@@ -621,13 +621,18 @@ impl<'k> Reply<'k, '_> {
 }
 
 /// Write a meta request (see [`super::encode_request`]).
+///
+/// `seq`, if given, is written as the opaque (`O<seq>`) in place of the
+/// frame's own: the proxy's numbering of its upstream requests, written
+/// without a string of its own per request.
 pub(crate) fn encode_request(
     frame: &MetaFrame,
     command: &Command,
+    seq: Option<u32>,
     out: &mut BytesMut,
 ) -> Result<(), Unencodable> {
     let start = out.len();
-    let written = encode_request_at(frame, command, out, start);
+    let written = encode_request_at(frame, command, seq, out, start);
     if written.is_err() {
         out.truncate(start);
     }
@@ -640,6 +645,7 @@ pub(crate) fn encode_request(
 fn encode_request_at(
     frame: &MetaFrame,
     command: &Command,
+    seq: Option<u32>,
     line: &mut BytesMut,
     start: usize,
 ) -> Result<(), Unencodable> {
@@ -659,14 +665,14 @@ fn encode_request_at(
             put_token(line, b'N', get.vivify);
             put_token(line, b'R', get.recache_below);
             put_token(line, b'T', get.touch);
-            put_frame_flags(line, frame)?;
+            put_frame_flags(line, frame, seq)?;
         }
         Command::Store(store) => {
             line.put_slice(b"ms");
             put_key(line, frame, &store.key)?;
             line.put_u8(b' ');
             put_usize(line, store.data.len());
-            put_frame_flags(line, frame)?;
+            put_frame_flags(line, frame, seq)?;
             if store.flags != 0 {
                 put_token(line, b'F', Some(store.flags));
             }
@@ -696,7 +702,7 @@ fn encode_request_at(
         Command::Delete(delete) => {
             line.put_slice(b"md");
             put_key(line, frame, &delete.key)?;
-            put_frame_flags(line, frame)?;
+            put_frame_flags(line, frame, seq)?;
             put_token(line, b'C', delete.cas);
             if delete.invalidate {
                 line.put_slice(b" I");
@@ -718,7 +724,7 @@ fn encode_request_at(
             put_token(line, b'N', arith.vivify);
             put_token(line, b'C', arith.cas);
             put_token(line, b'T', arith.touch);
-            put_frame_flags(line, frame)?;
+            put_frame_flags(line, frame, seq)?;
         }
         Command::Noop => line.put_slice(b"mn"),
         Command::MetaDebug { key } => {
@@ -764,7 +770,11 @@ fn put_key(line: &mut BytesMut, frame: &MetaFrame, key: &[u8]) -> Result<(), Une
 /// The frame's flags: `b`, then the return flags in the frame's order, with
 /// `q` and `v` where they fall in `c f h k l q s t v O` (which is the whole
 /// order for a frame built in code).
-fn put_frame_flags(line: &mut BytesMut, frame: &MetaFrame) -> Result<(), Unencodable> {
+fn put_frame_flags(
+    line: &mut BytesMut,
+    frame: &MetaFrame,
+    seq: Option<u32>,
+) -> Result<(), Unencodable> {
     const ALL: &[u8] = b"cfhklqstvO";
     if frame.base64_key {
         line.put_slice(b" b");
@@ -772,8 +782,12 @@ fn put_frame_flags(line: &mut BytesMut, frame: &MetaFrame) -> Result<(), Unencod
     let given = frame.order.given();
     let rest = ALL.iter().filter(|f| !given.contains(f));
     for &flag in given.iter().chain(rest) {
-        match (flag, &frame.opaque) {
-            (b'O', Some(opaque)) => {
+        match (flag, seq, &frame.opaque) {
+            (b'O', Some(seq), _) => {
+                line.put_slice(b" O");
+                put_u64(line, u64::from(seq));
+            }
+            (b'O', None, Some(opaque)) => {
                 let printable = opaque.iter().all(|&b| b > b' ' && b != 0x7f);
                 if !printable || opaque.len() + 1 > MAX_OPAQUE_TOKEN {
                     return Err(Unencodable("opaque is not a short printable token"));
@@ -781,7 +795,7 @@ fn put_frame_flags(line: &mut BytesMut, frame: &MetaFrame) -> Result<(), Unencod
                 line.put_slice(b" O");
                 line.put_slice(opaque);
             }
-            (b'O', None) => {}
+            (b'O', None, None) => {}
             _ if frame.asks(flag) => line.put_slice(&[b' ', flag]),
             _ => {}
         }

@@ -182,7 +182,7 @@ pub fn encode_request(
                 base64_key: needs_base64(key),
                 ..MetaFrame::default()
             };
-            meta::encode_request(&frame, command, out).map(|()| Expect::Debug)
+            meta::encode_request(&frame, command, None, out).map(|()| Expect::Debug)
         }
         // `mg <key> T<exptime>` answers HD or EN, as touch does TOUCHED or
         // NOT_FOUND, and touches the same way.
@@ -192,15 +192,15 @@ pub fn encode_request(
                 touch: Some(*exptime),
                 ..Get::default()
             });
-            let frame = upstream_frame(command, frame, key, seq);
-            meta::encode_request(&frame, &get, out).map(|()| Expect::Meta(Some(seq)))
+            let frame = upstream_frame(command, frame, key);
+            meta::encode_request(&frame, &get, Some(seq), out).map(|()| Expect::Meta(Some(seq)))
         }
         Command::Get(_) | Command::Store(_) | Command::Delete(_) | Command::Arith(_) => {
             let Some(key) = command.key() else {
                 return Err(Unencodable("a get of other than one key"));
             };
-            let frame = upstream_frame(command, frame, key, seq);
-            meta::encode_request(&frame, command, out).map(|()| Expect::Meta(Some(seq)))
+            let frame = upstream_frame(command, frame, key);
+            meta::encode_request(&frame, command, Some(seq), out).map(|()| Expect::Meta(Some(seq)))
         }
         Command::Quit
         | Command::Verbosity
@@ -219,9 +219,9 @@ fn needs_base64(key: &[u8]) -> bool {
 
 /// The meta flags to send upstream for the client's `command` (a touch is
 /// sent as a get), so that the reply carries what the client's frame prints.
-fn upstream_frame(command: &Command, client: &Frame, key: &[u8], seq: u32) -> MetaFrame {
+fn upstream_frame(command: &Command, client: &Frame, key: &[u8]) -> MetaFrame {
+    // The opaque is `seq`, written by `meta::encode_request`.
     let mut wire = MetaFrame {
-        opaque: Some(Bytes::from(seq.to_string())),
         base64_key: needs_base64(key),
         ..MetaFrame::default()
     };
@@ -536,7 +536,7 @@ fn parse_stats(buf: &[u8]) -> Result<Option<(Reply, usize)>, ReplyError> {
 /// Turn `reply` to `command` (as it was given to [`encode_request`]) back
 /// into a dialect-neutral response. A meta code that `command` cannot get is
 /// an error: the stream is out of step.
-pub fn decode(command: &Command, reply: Reply) -> Result<Response, ReplyError> {
+pub fn decode(command: Command, reply: Reply) -> Result<Response, ReplyError> {
     let meta = match reply {
         Reply::Meta(meta) => meta,
         Reply::Error(error) => return Ok(Response::Error(error)),
@@ -556,7 +556,9 @@ pub fn decode(command: &Command, reply: Reply) -> Result<Response, ReplyError> {
     let response = match (command, meta.code) {
         (Command::Get(get), Code::Value | Code::Hit) => {
             let found = Found {
-                key: get.keys.first().cloned().unwrap_or_default(),
+                // Moved, not cloned: a clone of a key copied from the
+                // client's bytes allocated (bytes' promotion to shared).
+                key: get.keys.into_iter().next().unwrap_or_default(),
                 flags: flags.client_flags.unwrap_or(0),
                 cas: flags.cas.unwrap_or(0),
                 data: meta.value.unwrap_or_default(),
@@ -573,7 +575,7 @@ pub fn decode(command: &Command, reply: Reply) -> Result<Response, ReplyError> {
         // Asked with `f` (for a binary client), the hit is the item.
         (Command::Touch { key, .. }, Code::Hit) if flags.client_flags.is_some() => {
             Response::Get(vec![Some(Found {
-                key: key.clone(),
+                key,
                 flags: flags.client_flags.unwrap_or(0),
                 cas: flags.cas.unwrap_or(0),
                 ..Found::default()

@@ -134,7 +134,7 @@ fn parse_line(buf: &[u8], limits: &Limits) -> Result<Parsed, ProtocolError> {
 pub fn encode_request(req: &Request, out: &mut BytesMut) -> Result<(), Unencodable> {
     match &req.frame {
         Frame::Text(_) => text::encode_request(req, out),
-        Frame::Meta(frame) => meta::encode_request(frame, &req.command, out),
+        Frame::Meta(frame) => meta::encode_request(frame, &req.command, None, out),
         Frame::Binary { .. } => Err(Unencodable("binary frame")),
     }
 }

@@ -467,15 +467,17 @@ async fn start_routed(
     slot: &mut Option<usize>,
     now: &mut Instant,
 ) -> Part {
-    let key = command.key().cloned().unwrap_or_default();
-    let key = key.as_ref();
-    let node = match cluster.route(key) {
+    let routed = cluster.route(command.key().map_or(&[][..], |key| key.as_ref()));
+    let node = match routed {
         Ok(node) => node,
         Err(error) => return Part::Failed(error),
     };
     if cluster.failover() == Failover::Error {
         return start(cluster, node, command, frame, slot, now).await;
     }
+    // Eject mode may route again once the command is gone: keep the key.
+    let key = command.key().cloned().unwrap_or_default();
+    let key = key.as_ref();
     let part = start(cluster, node, command.clone(), frame.clone(), slot, now).await;
     if let Part::Failed(_) = part {
         if !node.health.is_up() {

@@ -792,7 +792,7 @@ fn drain_meta_replies(
         if let Some(done) = &req.done {
             done.notify_one();
         }
-        match meta_client::decode(&req.command, reply) {
+        match meta_client::decode(req.command, reply) {
             Ok(response) => req.reply.send(Ok(response)),
             Err(why) => {
                 let error = corrupt(why);

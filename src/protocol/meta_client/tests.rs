@@ -498,7 +498,7 @@ fn through(command: &Command, frame: &Frame, reply: &[u8]) -> Response {
     let (_, expect) = wire(command, frame);
     let (parsed, used) = parse(reply, expect).unwrap().unwrap();
     assert_eq!(used, reply.len());
-    decode(command, parsed).unwrap()
+    decode(command.clone(), parsed).unwrap()
 }
 
 #[test]
@@ -547,9 +547,9 @@ fn decoded_replies_print_as_memcached_would() {
     // A code the command cannot get means the stream is out of step.
     let (_, expect) = wire(&mg, &quiet);
     let (reply, _) = parse(b"NS O7\r\n", expect).unwrap().unwrap();
-    assert_eq!(decode(&mg, reply), Err(ReplyError::Unexpected));
+    assert_eq!(decode(mg.clone(), reply), Err(ReplyError::Unexpected));
     assert_eq!(
-        decode(&Command::Version, Reply::Ok),
+        decode(Command::Version, Reply::Ok),
         Err(ReplyError::Unexpected)
     );
 }
@@ -895,7 +895,7 @@ proptest! {
         }
         let (parsed, used) = parse(&reply, expect).unwrap().unwrap();
         prop_assert_eq!(used, reply.len());
-        let decoded = decode(&command, parsed).unwrap();
+        let decoded = decode(command.clone(), parsed).unwrap();
         let want = direct(&command, &frame, response);
         prop_assert_eq!(
             client_sees(&command, &frame, &decoded),

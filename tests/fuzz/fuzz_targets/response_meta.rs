@@ -39,7 +39,7 @@ fuzz_target!(|data: &[u8]| {
         }
         if expect == Expect::Login {
             let _ = meta_client::login_result(&reply);
-        } else if let Ok(response) = meta_client::decode(&command, reply) {
+        } else if let Ok(response) = meta_client::decode(command.clone(), reply) {
             encode_for_client(&frame, &command, &response);
         }
         rest = &rest[used..];
