@@ -87,6 +87,10 @@ fuzz_target!(|data: &[u8]| {
     replace(&mut args.client_cert, &fixture.cert);
     replace(&mut args.client_key, &fixture.key);
     let allow_remote = args.allow_remote;
+    // The thread count is read on its own, before the runtime starts.
+    if let Ok(threads) = args.threads() {
+        assert!((1..=1024).contains(&threads), "{threads} threads");
+    }
     let Ok(config) = args.into_config(&env) else {
         return;
     };
