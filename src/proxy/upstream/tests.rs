@@ -42,6 +42,20 @@ fn set(key: &str, len: usize) -> Command {
     Command::Store(store(StoreMode::Set, key, &vec![b'v'; len]))
 }
 
+/// Send `command` as the proxy's own request.
+fn send(conn: &Connection, command: Command) -> PendingReply {
+    conn.send(command, internal_frame(), std::time::Instant::now())
+        .unwrap()
+}
+
+/// A get, a set larger than a record, and a get, sent in that order.
+fn before_big_after(conn: &Connection) -> Vec<PendingReply> {
+    [get("before"), set("big", 40_000), get("after")]
+        .into_iter()
+        .map(|command| send(conn, command))
+        .collect()
+}
+
 fn get(key: &str) -> Command {
     Command::Get(test_util::get(key))
 }
@@ -98,10 +112,7 @@ async fn pipelined_requests_never_straddle_a_tls_record() {
         let mut one = BytesMut::new();
         binary::encode_request(c, false, i as u32 + 1, &mut one).unwrap();
         total += one.len();
-        replies.push(
-            conn.send(c.clone(), internal_frame(), std::time::Instant::now())
-                .unwrap(),
-        );
+        replies.push(send(&conn, c.clone()));
     }
     let writes = written(&rec, total).await;
     assert_eq!(writes.iter().map(Vec::len).sum::<usize>(), total);
@@ -124,19 +135,7 @@ async fn pipelined_requests_never_straddle_a_tls_record() {
 async fn nothing_follows_a_request_larger_than_a_record() {
     let rec = Recorder::default();
     let conn = Connection::spawn(rec.clone(), "n0".into(), UpstreamProtocol::Binary);
-    let _a = conn
-        .send(get("before"), internal_frame(), std::time::Instant::now())
-        .unwrap();
-    let _b = conn
-        .send(
-            set("big", 40_000),
-            internal_frame(),
-            std::time::Instant::now(),
-        )
-        .unwrap();
-    let _c = conn
-        .send(get("after"), internal_frame(), std::time::Instant::now())
-        .unwrap();
+    let _pending = before_big_after(&conn);
     let mut big = BytesMut::new();
     binary::encode_request(&set("big", 40_000), false, 2, &mut big).unwrap();
     let writes = written(&rec, big.len() + 30).await;
@@ -156,12 +155,8 @@ async fn load_counts_requests_until_answered_or_lost() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (near, mut far) = tokio::io::duplex(64 * 1024);
     let conn = Connection::spawn(near, "n0".into(), UpstreamProtocol::Binary);
-    let first = conn
-        .send(get("a"), internal_frame(), std::time::Instant::now())
-        .unwrap();
-    let second = conn
-        .send(get("b"), internal_frame(), std::time::Instant::now())
-        .unwrap();
+    let first = send(&conn, get("a"));
+    let second = send(&conn, get("b"));
     assert_eq!(conn.load(), 2);
 
     // Answer the first request only: a miss, with its opaque.
@@ -199,12 +194,8 @@ async fn a_meta_reply_with_another_opaque_drops_the_connection() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (near, mut far) = tokio::io::duplex(64 * 1024);
     let conn = Connection::spawn(near, "n0".into(), UpstreamProtocol::Meta);
-    let first = conn
-        .send(get("a"), internal_frame(), std::time::Instant::now())
-        .unwrap();
-    let second = conn
-        .send(get("b"), internal_frame(), std::time::Instant::now())
-        .unwrap();
+    let first = send(&conn, get("a"));
+    let second = send(&conn, get("b"));
     let mut buf = Vec::new();
     while buf.iter().filter(|&&b| b == b'\n').count() < 2 {
         let mut chunk = [0u8; 1024];
@@ -235,19 +226,7 @@ async fn a_meta_reply_with_another_opaque_drops_the_connection() {
 async fn over_meta_nothing_follows_a_request_larger_than_a_record() {
     let rec = Recorder::default();
     let conn = Connection::spawn(rec.clone(), "n0".into(), UpstreamProtocol::Meta);
-    let _a = conn
-        .send(get("before"), internal_frame(), std::time::Instant::now())
-        .unwrap();
-    let _b = conn
-        .send(
-            set("big", 40_000),
-            internal_frame(),
-            std::time::Instant::now(),
-        )
-        .unwrap();
-    let _c = conn
-        .send(get("after"), internal_frame(), std::time::Instant::now())
-        .unwrap();
+    let _pending = before_big_after(&conn);
     let writes = written(&rec, 40_000).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(
