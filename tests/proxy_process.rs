@@ -119,40 +119,10 @@ async fn proxy_from_env_and_config_reloads_on_sighup_and_drains_on_sigterm() {
         format!("timeout = \"2s\"\nmetrics_listen = \"none\"\nthreads = 2\nservers = \"127.0.0.1:{port}\"\n")
     };
     std::fs::write(&config, file(first[0].tls.unwrap().port())).unwrap();
-    let mut child = Command::new(BIN)
-        .args(["proxy", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&config)
-        .env("MEMGATE_PROXY_CA", &ca)
-        .env_remove("MEMCACHIER_SERVERS")
-        .env("MEMCACHIER_USERNAME", PROXY_USER)
-        .env("MEMCACHIER_PASSWORD", PROXY_PASS)
-        .env("MEMGATE_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (addr, lines) = tokio::task::spawn_blocking(move || {
-        let mut lines = BufReader::new(stderr).lines();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            assert!(Instant::now() < deadline);
-            let line = lines.next().expect("proxy exited").unwrap();
-            assert!(!line.contains(PROXY_PASS), "password logged: {line}");
-            if line.contains("listening") && line.contains("client") {
-                let addr = line.rsplit("addr=").next().unwrap().trim().to_string();
-                return (addr.parse::<std::net::SocketAddr>().unwrap(), lines);
-            }
-        }
-    })
-    .await
-    .unwrap();
+    let (mut child, addr, lines) = spawn_proxy(&config, &ca).await;
     let log = tokio::task::spawn_blocking(move || lines.map_while(Result::ok).collect::<Vec<_>>());
 
-    let workers = std::fs::read_dir(format!("/proc/{}/task", child.id()))
-        .unwrap()
-        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
-        .filter(|comm| comm.trim() == "tokio-rt-worker")
-        .count();
+    let workers = worker_threads(child.id());
     if workers != 2 {
         // Not left running: its stderr would keep the log reader waiting.
         let _ = child.kill();
@@ -200,4 +170,85 @@ async fn proxy_from_env_and_config_reloads_on_sighup_and_drains_on_sigterm() {
     let log = log.await.unwrap().join("\n");
     assert!(log.contains("configuration reloaded"), "{log}");
     assert!(!log.contains(PROXY_PASS), "password logged");
+}
+
+/// `memgate proxy --config CONFIG` with the CA from the environment and the
+/// test credentials; returns once it says it listens for clients, with its
+/// client address and the rest of its log.
+async fn spawn_proxy(
+    config: &std::path::Path,
+    ca: &std::path::Path,
+) -> (
+    std::process::Child,
+    std::net::SocketAddr,
+    std::io::Lines<BufReader<std::process::ChildStderr>>,
+) {
+    let mut child = Command::new(BIN)
+        .args(["proxy", "--listen", "127.0.0.1:0", "--config"])
+        .arg(config)
+        .env("MEMGATE_PROXY_CA", ca)
+        .env_remove("MEMCACHIER_SERVERS")
+        .env("MEMCACHIER_USERNAME", PROXY_USER)
+        .env("MEMCACHIER_PASSWORD", PROXY_PASS)
+        .env("MEMGATE_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (addr, lines) = tokio::task::spawn_blocking(move || {
+        let mut lines = BufReader::new(stderr).lines();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            assert!(Instant::now() < deadline);
+            let line = lines.next().expect("proxy exited").unwrap();
+            assert!(!line.contains(PROXY_PASS), "password logged: {line}");
+            if line.contains("listening") && line.contains("client") {
+                let addr = line.rsplit("addr=").next().unwrap().trim().to_string();
+                return (addr.parse::<std::net::SocketAddr>().unwrap(), lines);
+            }
+        }
+    })
+    .await
+    .unwrap();
+    (child, addr, lines)
+}
+
+/// The tokio work-stealing workers of process `pid`.
+fn worker_threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.trim() == "tokio-rt-worker")
+        .count()
+}
+
+/// Without `--threads`, the sidecar is one event loop: no work-stealing
+/// workers, and it serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_serves_on_one_thread_by_default() {
+    let pki = TestPki::new();
+    let nodes = start_tls_nodes(&pki, 1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.crt");
+    std::fs::write(&ca, pki.ca_pem()).unwrap();
+    let config = dir.path().join("proxy.toml");
+    let port = nodes[0].tls.unwrap().port();
+    let text = format!("metrics_listen = \"none\"\nservers = \"127.0.0.1:{port}\"\n");
+    std::fs::write(&config, text).unwrap();
+    let (mut child, addr, lines) = spawn_proxy(&config, &ca).await;
+    let _log = tokio::task::spawn_blocking(move || lines.map_while(Result::ok).count());
+    let workers = worker_threads(child.id());
+    if workers != 0 {
+        let _ = child.kill();
+        panic!("{workers} worker threads without --threads");
+    }
+    let mut c = connect(addr).await;
+    c.expect(b"set k 0 0 5\r\nfirst\r\n", b"STORED\r\n").await;
+    c.expect(b"get k\r\n", b"VALUE k 0 5\r\nfirst\r\nEND\r\n")
+        .await;
+    kill(child.id(), "TERM");
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
 }

@@ -94,7 +94,6 @@ pub enum ProxyError {
 pub struct ProxyShared {
     cluster: RwLock<Arc<Cluster>>,
     username: RwLock<String>,
-    pub timeout: Duration,
     pub max_item_size: usize,
 }
 
@@ -210,7 +209,6 @@ impl Proxy {
         let shared = Arc::new(ProxyShared {
             cluster: RwLock::new(Arc::new(cluster)),
             username: RwLock::new(config.username.clone()),
-            timeout: config.timeout,
             max_item_size: config.max_item_size,
         });
         Ok(Proxy {

@@ -110,6 +110,14 @@ impl Pending {
             _ => None,
         }
     }
+
+    /// Mark the request timed out if its deadline has passed by `now`.
+    fn expire_if_due(&mut self, now: Instant) {
+        let due = self.deadline().is_some_and(|deadline| deadline <= now);
+        if let Pending::Single { expired, .. } = self {
+            *expired |= due;
+        }
+    }
 }
 
 /// What a reply carries besides its response.
@@ -180,6 +188,7 @@ where
                     error,
                     unlink,
                 }) => {
+                    let started = Instant::now();
                     // Like memcached, a refused over-size set removes the old value.
                     if let Some(key) = unlink {
                         let delete = Command::Delete(protocol::request::Delete {
@@ -189,23 +198,18 @@ where
                             exptime: None,
                         });
                         let cluster = shared.cluster();
-                        let mut started = Instant::now();
-                        let _ = start_routed(
-                            &cluster,
-                            delete,
-                            internal_frame(),
-                            &mut slot,
-                            &mut started,
-                        )
-                        .await
-                        .outcome()
-                        .await;
+                        let mut now = started;
+                        let _ =
+                            start_routed(&cluster, delete, internal_frame(), &mut slot, &mut now)
+                                .await
+                                .outcome()
+                                .await;
                     }
                     let head = Head {
                         frame,
                         key: None,
                         command: CommandKind::Other,
-                        started: Instant::now(),
+                        started,
                     };
                     queue.push_back(ready(head, Response::Error(error)));
                 }
@@ -256,11 +260,8 @@ where
             }
             () = &mut timer, if armed.is_some() => {
                 armed = None;
-                let now = Instant::now();
-                if let Some(Pending::Single { part: Part::Waiting { deadline, .. }, expired, .. }) =
-                    queue.front_mut()
-                {
-                    *expired |= *deadline <= now;
+                if let Some(front) = queue.front_mut() {
+                    front.expire_if_due(Instant::now());
                 }
                 continue;
             }
