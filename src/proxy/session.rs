@@ -137,14 +137,15 @@ struct Reply {
 
 /// Serve one client until it quits or disconnects.
 pub async fn serve<S>(
-    stream: S,
+    mut stream: S,
     shared: Arc<ProxyShared>,
     stop: Arc<Signal>,
 ) -> Result<(), SessionError>
 where
     S: AsyncRead + AsyncWrite + Send + Unpin,
 {
-    let (mut rd, mut wr) = tokio::io::split(stream);
+    // Reads and writes take turns in this one task, so the stream is used
+    // whole: `tokio::io::split` would lock it on every read and write.
     let limits = protocol::Limits {
         max_item_size: shared.max_item_size,
     };
@@ -168,6 +169,9 @@ where
     let timer = tokio::time::sleep(std::time::Duration::ZERO);
     tokio::pin!(timer);
     let mut armed: Option<Instant> = None;
+    // Replies encoded into `wbuf` and not yet counted: they are counted once
+    // written, so that recording never delays a reply.
+    let mut served: Vec<Served> = Vec::new();
 
     loop {
         // Start every request already buffered, while there is room in the
@@ -221,17 +225,19 @@ where
             let Poll::Ready(end) = end else { break };
             let Some(done) = queue.pop_front() else { break };
             let now = Instant::now();
-            closing |= finish(done.into_reply(end, now), now, &mut wbuf);
+            closing |= finish(done.into_reply(end, now), now, &mut wbuf, &mut served);
             if closing {
                 break;
             }
         }
         if !wbuf.is_empty() && (queue.is_empty() || wbuf.len() >= FLUSH_THRESHOLD || closing) {
-            wr.write_all(&wbuf).await?;
-            wr.flush().await?;
-            m::RequestMetrics::get()
-                .written_bytes
-                .increment(wbuf.len() as u64);
+            let written = write_out(&mut stream, &wbuf).await;
+            let metrics = m::RequestMetrics::get();
+            for done in served.drain(..) {
+                metrics.record(done.command, done.result, done.seconds);
+            }
+            written?;
+            metrics.written_bytes.increment(wbuf.len() as u64);
             input::written(&mut wbuf);
         }
         if closing || (draining && queue.is_empty()) {
@@ -245,6 +251,7 @@ where
         }
 
         let can_read = queue.len() < MAX_PENDING && !draining;
+        let in_flight = !queue.is_empty();
         let front = std::future::poll_fn(|cx| match queue.front_mut() {
             Some(front) => front.poll_end(cx),
             None => Poll::Pending,
@@ -254,11 +261,13 @@ where
             end = front => {
                 if let Some(done) = queue.pop_front() {
                     let now = Instant::now();
-                    closing |= finish(done.into_reply(end, now), now, &mut wbuf);
+                    closing |= finish(done.into_reply(end, now), now, &mut wbuf, &mut served);
                 }
                 continue;
             }
-            () = &mut timer, if armed.is_some() => {
+            // With nothing in flight the timer can wait unpolled: a request
+            // started later has a later deadline, which it never fires after.
+            () = &mut timer, if armed.is_some() && in_flight => {
                 armed = None;
                 if let Some(front) = queue.front_mut() {
                     front.expire_if_due(Instant::now());
@@ -270,7 +279,7 @@ where
                 draining = true;
                 continue;
             }
-            read = rd.read_buf(input.read_buf()), if can_read => read?,
+            read = stream.read_buf(input.read_buf()), if can_read => read?,
             else => return Ok(()),
         };
         if read == 0 {
@@ -284,8 +293,23 @@ where
     }
 }
 
-/// Encode a finished reply and count it; true if the client asked to close.
-fn finish(reply: Reply, now: Instant, out: &mut BytesMut) -> bool {
+/// A written reply's entry in the request metrics.
+struct Served {
+    command: CommandKind,
+    /// An index into metrics::RESULT_LABELS.
+    result: usize,
+    seconds: f64,
+}
+
+/// Write out the encoded replies.
+async fn write_out<S: AsyncWrite + Unpin>(stream: &mut S, wbuf: &[u8]) -> std::io::Result<()> {
+    stream.write_all(wbuf).await?;
+    stream.flush().await
+}
+
+/// Encode a finished reply and note it in `served`; true if the client asked
+/// to close.
+fn finish(reply: Reply, now: Instant, out: &mut BytesMut, served: &mut Vec<Served>) -> bool {
     // Indexes into metrics::RESULT_LABELS.
     let result = match &reply.response {
         Response::Error(ErrorReply::Server(_)) => 3,
@@ -296,7 +320,11 @@ fn finish(reply: Reply, now: Instant, out: &mut BytesMut) -> bool {
     };
     let head = &reply.head;
     let seconds = now.saturating_duration_since(head.started).as_secs_f64();
-    m::RequestMetrics::get().record(head.command, result, seconds);
+    served.push(Served {
+        command: head.command,
+        result,
+        seconds,
+    });
     protocol::encode(&head.frame, head.key.as_deref(), &reply.response, out);
     reply.close
 }
