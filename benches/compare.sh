@@ -14,7 +14,7 @@
 #      levels of N, with the proxy's and the servers' CPU per connection;
 #   4. latency at a fixed offered load, 30% and 60% of the *slowest* path's
 #      peak (so that every path can carry it), and the 1-connection latency
-#      table (closed loop, several rounds), with a low-rate check of the
+#      table (closed loop, several rounds), with low-rate checks (1,000 and 4,000 ops/s) of the
 #      paced sender against the direct path's closed-loop p50;
 #   5. scaling: throughput and p99 at 1, 4, 16, 64, 256 connections.
 # Beside each memgate bench point: the CPU time (utime + stime from
@@ -349,9 +349,11 @@ fi
 
 # The 1-connection latency table: closed loop, memgate bench only (memcaslap
 # reports no percentiles), rounds with the paths interleaved. Each round ends
-# with the direct path at a low fixed rate on one connection, whose p50 must
-# match the closed-loop one if the paced sender leaves on time.
-low_rate=1000
+# with the direct path at low fixed rates on one connection, whose p50 must
+# match the closed-loop one if the paced sender leaves on time. Two rates:
+# at 1,000 ops/s this VM's idle CPUs add their wake-up to every request
+# (benches/NOTES.md, "bench --rate"); at 4,000 they hardly idle.
+low_rates="1000 4000"
 if wants latency; then
 for r in $(seq "$rounds"); do
   for i in "${!paths[@]}"; do
@@ -361,10 +363,12 @@ for r in $(seq "$rounds"); do
     bench_point "$f" "$path" --key-space "$keys" --connections 1 --duration "${duration}s"
     record lat1 "$path" bench 1 "$r" "$f"
   done
-  progress "round $r/$rounds, 1 connection at $low_rate ops/s, direct"
-  f=$work/runs/lowrate-direct-$r.json
-  paced=1 bench_point "$f" direct --key-space "$keys" --connections 1 --rate "$low_rate" --timeout 30s --duration "${duration}s"
-  record lowrate direct bench 1 "$r" "$f"
+  for low_rate in $low_rates; do
+    progress "round $r/$rounds, 1 connection at $low_rate ops/s, direct"
+    f=$work/runs/lowrate-direct-$low_rate-$r.json
+    paced=1 bench_point "$f" direct --key-space "$keys" --connections 1 --rate "$low_rate" --timeout 30s --duration "${duration}s"
+    record lowrate direct bench "$low_rate" "$r" "$f"
+  done
 done
 fi
 
@@ -442,7 +446,7 @@ args="--duration $duration --repeats $repeats --rounds $rounds --levels \"$level
 [ "$only" = "paths rates latency churn node" ] || args+=" --only \"$only\""
 helper report --raw "$raw" --commands "$work/commands.txt" --facts "$work/facts-start.tsv" \
   --facts-end "$work/facts-end.tsv" --out "$out" --duration "$duration" --repeats "$repeats" \
-  --levels "$levels" --churn-levels "$churn_levels" --sections "$only" --rounds "$rounds" --low-rate "$low_rate" --fill-keys "$fill_keys" --elapsed "$elapsed" --invocation "benches/compare.sh $args" \
+  --levels "$levels" --churn-levels "$churn_levels" --sections "$only" --rounds "$rounds" --low-rates "$low_rates" --fill-keys "$fill_keys" --elapsed "$elapsed" --invocation "benches/compare.sh $args" \
   --work "$work"
 progress "done: $out/RESULTS.md and $out/plots/"
 echo "$out"

@@ -534,6 +534,8 @@ async fn the_comparison_script_smoke_run_reports_every_path() {
         "## Replies checked",
         "## 1b. Latency at one connection",
         "The paced sender's check",
+        "paced sender: direct p50 at 1,000 ops/s within 10 µs",
+        "paced sender: direct p50 at 4,000 ops/s within 10 µs",
         "### 30%",
         "### 60%",
         "## Commands",
