@@ -84,9 +84,18 @@ pub enum TlsError {
 
 const IN_MEMORY: &str = "in-memory PEM";
 
-/// The one crypto provider memgate uses.
+/// The one crypto provider memgate uses: ring's, with AES-128-GCM preferred
+/// over AES-256-GCM. Both are TLS 1.3's own suites; 128-bit AES takes ten
+/// rounds where 256-bit takes fourteen, and on a cache's small records the
+/// rounds are most of the cipher's work (benches/NOTES.md). The peer's
+/// choice still wins where it has one, and every default suite stays.
 pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    use rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256;
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider
+        .cipher_suites
+        .sort_by_key(|suite| *suite != TLS13_AES_128_GCM_SHA256);
+    Arc::new(provider)
 }
 
 fn collect_certs<I>(iter: I, source_name: &str) -> Result<Vec<CertificateDer<'static>>, TlsError>

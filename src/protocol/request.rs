@@ -27,13 +27,18 @@ pub struct Request {
 }
 
 impl Request {
-    /// The key the reply must echo: meta replies and binary GETK misses carry
-    /// it. Only those frames keep it (a cheap refcount); others get `None`.
+    /// The key the reply must echo: meta replies asked for `k`, `me`'s, and
+    /// binary GETK misses carry it. Only those keep it; others get `None`,
+    /// since the first clone of a key read from a client allocates.
     pub fn echoed_key(&self) -> Option<Key> {
-        match self.frame {
-            Frame::Meta(_) | Frame::Binary { .. } => self.command.key().cloned(),
-            Frame::Text(_) => None,
-        }
+        let echoes = match &self.frame {
+            Frame::Meta(frame) => {
+                frame.return_key || matches!(self.command, Command::MetaDebug { .. })
+            }
+            Frame::Binary { .. } => true,
+            Frame::Text(_) => false,
+        };
+        echoes.then(|| self.command.key().cloned()).flatten()
     }
 }
 
