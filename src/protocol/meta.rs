@@ -21,7 +21,9 @@ use super::{
         client_error, parse_exptime, parse_u32, parse_u64, parse_value_len, put_i64, put_u64,
         put_usize, valid_key, words, Line, Unencodable, BAD_FORMAT,
     },
-    request::{Arith, Command, Delete, Exptime, Get, MetaFrame, Store, StoreMode, TextFrame},
+    request::{
+        Arith, Command, Delete, Exptime, Get, MetaFrame, Opaque, Store, StoreMode, TextFrame,
+    },
     response::{Found, Response},
     Frame, Limits, Parsed, Request,
 };
@@ -29,9 +31,6 @@ use super::{
 /// memcached refuses a meta line with more tokens than this, counting the
 /// command and a terminating empty token (MFLAG_MAX_OPT_LENGTH).
 const MAX_META_TOKENS: usize = 20;
-/// Longest `O` token, the `O` included (memcached's MFLAG_MAX_OPAQUE_LENGTH
-/// counts the flag character, so the opaque itself is at most 31 bytes).
-const MAX_OPAQUE_TOKEN: usize = 32;
 
 /// Parse a meta command line; `line.tokens` starts with `mg`, `ms`, `md`,
 /// `ma`, `mn` or `me`.
@@ -295,6 +294,8 @@ struct Flags {
     initial: Option<u64>,
     /// `D`: delta.
     delta: Option<u64>,
+    /// The `O` token was longer than memcached takes.
+    opaque_too_long: bool,
 }
 
 impl Flags {
@@ -334,7 +335,8 @@ impl Flags {
                     key.as_ref().map(|_| ()).ok_or(Some("error decoding key"))
                 }
                 b'O' => {
-                    frame.opaque = Some(Bytes::copy_from_slice(arg));
+                    frame.opaque = Opaque::new(arg);
+                    flags.opaque_too_long = frame.opaque.is_none();
                     Ok(())
                 }
                 // Routing hints for proxies; memcached ignores them.
@@ -394,9 +396,9 @@ impl Flags {
 
     /// memcached checks the `O` token's length only after the other flags.
     fn check_opaque(&self) -> Result<(), &'static str> {
-        match &self.frame.opaque {
-            Some(opaque) if opaque.len() + 1 > MAX_OPAQUE_TOKEN => Err("opaque token too long"),
-            _ => Ok(()),
+        match self.opaque_too_long {
+            true => Err("opaque token too long"),
+            false => Ok(()),
         }
     }
 }
@@ -788,9 +790,8 @@ fn put_frame_flags(
                 put_u64(line, u64::from(seq));
             }
             (b'O', None, Some(opaque)) => {
-                let printable = opaque.iter().all(|&b| b > b' ' && b != 0x7f);
-                if !printable || opaque.len() + 1 > MAX_OPAQUE_TOKEN {
-                    return Err(Unencodable("opaque is not a short printable token"));
+                if !opaque.iter().all(|&b| b > b' ' && b != 0x7f) {
+                    return Err(Unencodable("opaque is not a printable token"));
                 }
                 line.put_slice(b" O");
                 line.put_slice(opaque);

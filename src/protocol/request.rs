@@ -62,11 +62,49 @@ pub struct TextFrame {
     pub with_cas: bool,
 }
 
+/// A meta request's opaque token (`O`), copied back verbatim in its reply.
+/// memcached takes at most [`Opaque::MAX`] bytes; held inline rather than
+/// allocated, since every request the sidecar sends a node carries one.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Opaque {
+    len: u8,
+    bytes: [u8; Opaque::MAX],
+}
+
+impl Opaque {
+    /// memcached's MFLAG_MAX_OPAQUE_LENGTH (32) counts the `O` itself.
+    pub const MAX: usize = 31;
+
+    /// The token, or `None` if it is longer than [`Opaque::MAX`].
+    pub fn new(token: &[u8]) -> Option<Opaque> {
+        let mut bytes = [0; Opaque::MAX];
+        bytes.get_mut(..token.len())?.copy_from_slice(token);
+        Some(Opaque {
+            len: token.len() as u8,
+            bytes,
+        })
+    }
+}
+
+impl std::ops::Deref for Opaque {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
+impl std::fmt::Debug for Opaque {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Opaque({:?})", self.escape_ascii().to_string())
+    }
+}
+
 /// The meta flags that shape a reply (rather than change what is done).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MetaFrame {
     /// `O(token)`: copied back verbatim.
-    pub opaque: Option<Bytes>,
+    pub opaque: Option<Opaque>,
     /// `k`: echo the key (`b` set means echo it base64-encoded).
     pub return_key: bool,
     /// `b`: the key travelled base64-encoded.

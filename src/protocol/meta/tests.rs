@@ -54,7 +54,7 @@ fn mg_flags() {
     };
     assert_eq!(command, Command::Get(want));
     let want = MetaFrame {
-        opaque: Some(key("123")),
+        opaque: Opaque::new(b"123"),
         return_key: true,
         base64_key: false,
         quiet: true,
@@ -130,7 +130,7 @@ fn ms_modes_and_flags() {
         };
         assert_eq!(command, Command::Store(want));
         assert!(frame.return_cas && frame.return_key && frame.quiet);
-        assert_eq!(frame.opaque, Some(key("z")));
+        assert_eq!(frame.opaque, Opaque::new(b"z"));
     }
     let (command, _, _) = parse_ok(b"ms k 0\r\n\r\n");
     assert!(matches!(
@@ -323,7 +323,7 @@ fn hit() -> Found {
 #[test]
 fn mg_replies() {
     let all = MetaFrame {
-        opaque: Some(key("op")),
+        opaque: Opaque::new(b"op"),
         return_key: true,
         return_value: true,
         return_cas: true,

@@ -1,5 +1,5 @@
 use super::*;
-use crate::protocol::request::{Arith, Delete, Store, StoreMode};
+use crate::protocol::request::{Arith, Delete, Opaque, Store, StoreMode};
 use crate::protocol::{self, binary::opcode, Parsed};
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -186,7 +186,7 @@ fn text_and_binary_commands_ask_for_what_their_dialect_prints() {
 #[test]
 fn meta_requests_pass_through_without_q_k_or_the_clients_opaque() {
     let client = MetaFrame {
-        opaque: Some(b("123")),
+        opaque: Opaque::new(b"123"),
         return_key: true,
         quiet: true,
         return_value: true,
@@ -531,7 +531,7 @@ fn decoded_replies_print_as_memcached_would() {
     // A meta client's quiet miss stays silent, its opaque comes back.
     let quiet = meta_frame(MetaFrame {
         quiet: true,
-        opaque: Some(b("abc")),
+        opaque: Opaque::new(b"abc"),
         return_key: true,
         ..MetaFrame::default()
     });
@@ -700,7 +700,7 @@ fn command() -> impl Strategy<Value = Command> {
 fn frame() -> impl Strategy<Value = Frame> {
     let meta = (vec(any::<bool>(), 11), "[a-z0-9]{0,8}").prop_map(|(f, opaque)| {
         meta_frame(MetaFrame {
-            opaque: (!opaque.is_empty()).then(|| Bytes::from(opaque.into_bytes())),
+            opaque: Opaque::new(opaque.as_bytes()).filter(|o| !o.is_empty()),
             return_key: f[0],
             base64_key: f[1],
             quiet: f[2],

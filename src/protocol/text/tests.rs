@@ -3,7 +3,7 @@ use crate::protocol::line::client_error;
 use crate::protocol::test_util::{arb_bytes, arb_mode, key, parse_text as parse};
 use crate::protocol::{
     encode_request,
-    request::{FlagOrder, MetaFrame},
+    request::{FlagOrder, MetaFrame, Opaque},
     Found, ProtocolError, MAX_LINE_LEN,
 };
 use proptest::prelude::*;
@@ -611,7 +611,7 @@ fn arb_meta_frame(readable: bool) -> impl Strategy<Value = (MetaFrame, bool)> {
         .prop_map(move |(b, opaque, shuffled)| {
             let on = |i: usize| b.get(i).copied().unwrap_or(false);
             let mut frame = MetaFrame {
-                opaque: opaque.map(|o| Bytes::from(o.into_bytes())),
+                opaque: opaque.and_then(|o| Opaque::new(o.as_bytes())),
                 return_key: on(0),
                 base64_key: on(1),
                 quiet: on(2),

@@ -2,7 +2,7 @@
 //! pass, and the commands whose replies the response targets decode.
 
 use bytes::{Bytes, BytesMut};
-use memgate::protocol::request::{Arith, Delete, Get, MetaFrame, Store, StoreMode};
+use memgate::protocol::request::{Arith, Delete, Get, MetaFrame, Opaque, Store, StoreMode};
 use memgate::protocol::{self, binary, Command, Dialect, Frame, Limits, Parsed, Request};
 
 /// Requests at most this long also have every strict prefix parsed: cheap
@@ -187,7 +187,7 @@ pub fn client_frame(pick: u8) -> Frame {
             opaque: 9,
         },
         _ => Frame::Meta(Box::new(MetaFrame {
-            opaque: bit(2).then(|| Bytes::from_static(b"client")),
+            opaque: bit(2).then(|| Opaque::new(b"client")).flatten(),
             return_key: bit(3),
             quiet: bit(4),
             return_value: bit(5),
