@@ -19,7 +19,7 @@ use super::{
         parse_exptime, parse_u32, parse_u64, parse_value_len, put_i64, put_u64, put_usize,
         valid_key, words, Line, BAD_FORMAT,
     },
-    request::{Arith, Command, Delete, Frame, Get, Request, Store, StoreMode, TextFrame},
+    request::{Arith, Command, Delete, Exptime, Frame, Get, Request, Store, StoreMode, TextFrame},
     response::{ErrorReply, Response},
     Limits, Parsed,
 };
@@ -96,30 +96,49 @@ fn parse_retrieval(line: &Line, with_cas: bool, touch: bool) -> Parsed {
     if line.tokens.len() < 2 {
         return unknown_command(line);
     }
-    // Keys are read from the line itself: a multi-get may hold more tokens
-    // than `Tokens` keeps.
-    let mut words = words(line.text).skip(1);
-    let touch = if touch {
-        match words.next().and_then(parse_exptime) {
-            Some(exptime) => Some(exptime),
-            None => return line.client_error(frame, "invalid exptime argument"),
-        }
-    } else {
-        None
+    // A multi-get may hold more tokens than `Tokens` keeps: its keys are then
+    // read from the line itself.
+    let read = match line.tokens.all_kept() {
+        true => retrieval_args(line.tokens.iter().skip(1), touch, line.tokens.len()),
+        false => retrieval_args(words(line.text).skip(1), touch, line.tokens.len()),
     };
-    let mut keys = Vec::new();
+    match read {
+        Ok((touch, keys)) => {
+            let get = Get {
+                keys,
+                touch,
+                ..Get::default()
+            };
+            line.request(Command::Get(get), frame)
+        }
+        Err(msg) => line.client_error(frame, msg),
+    }
+}
+
+/// A retrieval's exptime (`gat`, `gats`) and keys, from the tokens after
+/// its name (`count` in all, the name included).
+fn retrieval_args<'a>(
+    mut words: impl Iterator<Item = &'a [u8]>,
+    touch: bool,
+    count: usize,
+) -> Result<(Option<Exptime>, Vec<Bytes>), &'static str> {
+    let touch = match touch {
+        true => Some(
+            words
+                .next()
+                .and_then(parse_exptime)
+                .ok_or("invalid exptime argument")?,
+        ),
+        false => None,
+    };
+    let mut keys = Vec::with_capacity(count.saturating_sub(1));
     for word in words {
         if !valid_key(word) {
-            return line.client_error(frame, BAD_FORMAT);
+            return Err(BAD_FORMAT);
         }
         keys.push(Bytes::copy_from_slice(word));
     }
-    let get = Get {
-        keys,
-        touch,
-        ..Get::default()
-    };
-    line.request(Command::Get(get), frame)
+    Ok((touch, keys))
 }
 
 /// `<set|add|replace|append|prepend> <key> <flags> <exptime> <bytes> [noreply]`
