@@ -353,7 +353,7 @@ pub fn parse_reply(
 
 /// The first line of `buf` without its newline, and the bytes it takes.
 fn next_line(buf: &[u8]) -> Result<Option<(&[u8], usize)>, ReplyError> {
-    match buf.iter().take(MAX_LINE_LEN).position(|&b| b == b'\n') {
+    match memchr::memchr(b'\n', buf.get(..MAX_LINE_LEN).unwrap_or(buf)) {
         Some(at) => {
             let line = buf.get(..at).unwrap_or_default();
             Ok(Some((line.strip_suffix(b"\r").unwrap_or(line), at + 1)))
