@@ -87,8 +87,9 @@ const IN_MEMORY: &str = "in-memory PEM";
 /// The one crypto provider memgate uses: ring's, with AES-128-GCM preferred
 /// over AES-256-GCM. Both are TLS 1.3's own suites; 128-bit AES takes ten
 /// rounds where 256-bit takes fourteen, and on a cache's small records the
-/// rounds are most of the cipher's work (benches/NOTES.md). The peer's
-/// choice still wins where it has one, and every default suite stays.
+/// rounds are a large part of the cipher's work (benches/NOTES.md). Every
+/// default suite stays, and a server that enforces its own order still
+/// has its way.
 pub fn provider() -> Arc<CryptoProvider> {
     use rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256;
     let mut provider = rustls::crypto::ring::default_provider();
@@ -438,6 +439,9 @@ mod tests {
             .connect(server_name("localhost").unwrap(), sock)
             .await
             .unwrap();
+        // Our own order: AES-128-GCM first (see `provider`).
+        let suite = tls.get_ref().1.negotiated_cipher_suite().unwrap().suite();
+        assert_eq!(suite, rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
         let mut got = Vec::new();
         tokio::io::AsyncReadExt::read_to_end(&mut tls, &mut got)
             .await
