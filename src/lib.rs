@@ -45,5 +45,6 @@ pub mod pki;
 pub mod protocol;
 pub mod proxy;
 pub mod session;
+mod sync;
 pub mod tls;
 pub mod units;

@@ -73,7 +73,7 @@ impl LoginCache {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, LoginEntries> {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.entries)
     }
 
     /// A remembered login, or the generation to hand to `put`.

@@ -355,7 +355,7 @@ impl<S: BuildHasher> Tracker<S> {
     }
 
     fn lock(&self) -> MutexGuard<'_, Core> {
-        self.core.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.core)
     }
 
     fn slow(&self, f: impl FnOnce(&mut Core)) {

@@ -49,6 +49,7 @@ use crate::node::counters::CacheStats;
 use crate::node::mrc::Tracker;
 use crate::protocol::request::{self, Arith, Command, Delete, Exptime, Get, StoreMode};
 use crate::protocol::{ErrorReply, Found, Response, MAX_KEY_LEN};
+use crate::sync::lock;
 
 pub use self::shard::{alloc_size, charge, PER_ITEM_OVERHEAD};
 
@@ -351,6 +352,8 @@ impl Store {
         &self.shards[(hash >> 48) as usize & (self.shards.len() - 1)]
     }
 
+    /// Lock a shard; one that a panic poisoned is still consistent enough to
+    /// keep serving (every mutation is a few field writes).
     fn lock(&self, hash: u64) -> MutexGuard<'_, Shard<RandomState>> {
         lock(self.shard_of(hash))
     }
@@ -903,12 +906,6 @@ fn track(tracker: &Tracker, cmd: &Command, response: &Response) {
         (Command::FlushAll { delay }, Response::Ok) if *delay <= 0 => tracker.flush(),
         _ => {}
     }
-}
-
-/// Lock a shard; a panic elsewhere while holding it leaves the shard
-/// consistent enough to keep serving (every mutation is a few field writes).
-fn lock(m: &Mutex<Shard<RandomState>>) -> MutexGuard<'_, Shard<RandomState>> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

@@ -158,7 +158,8 @@ impl<'a> Line<'a> {
     }
 }
 
-fn find_newline(buf: &[u8], limit: usize) -> Option<usize> {
+/// Where the first `\n` in the first `limit` bytes of `buf` is.
+pub(crate) fn find_newline(buf: &[u8], limit: usize) -> Option<usize> {
     memchr::memchr(b'\n', buf.get(..limit).unwrap_or(buf))
 }
 

@@ -42,7 +42,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::{
-    line::{parse_u32, parse_u64, valid_key, words, Unencodable},
+    line::{find_newline, parse_u32, parse_u64, valid_key, words, Unencodable},
     meta,
     request::{Command, Frame, Get, MetaFrame, Request, TextFrame},
     response::{ErrorReply, Found, Response},
@@ -353,7 +353,7 @@ pub fn parse_reply(
 
 /// The first line of `buf` without its newline, and the bytes it takes.
 fn next_line(buf: &[u8]) -> Result<Option<(&[u8], usize)>, ReplyError> {
-    match memchr::memchr(b'\n', buf.get(..MAX_LINE_LEN).unwrap_or(buf)) {
+    match find_newline(buf, MAX_LINE_LEN) {
         Some(at) => {
             let line = buf.get(..at).unwrap_or_default();
             Ok(Some((line.strip_suffix(b"\r").unwrap_or(line), at + 1)))

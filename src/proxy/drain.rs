@@ -9,8 +9,10 @@
 //! about 550 instructions per proxied request (benches/NOTES.md).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Waker};
+
+use crate::sync::lock;
 
 /// The signals of every session, raised together.
 #[derive(Default)]
@@ -24,13 +26,6 @@ pub struct Drain {
 pub struct Signal {
     raised: AtomicBool,
     waker: Mutex<Option<Waker>>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    match mutex.lock() {
-        Ok(guard) => guard,
-        Err(poisoned) => poisoned.into_inner(),
-    }
 }
 
 impl Drain {

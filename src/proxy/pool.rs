@@ -19,6 +19,7 @@ use super::health::Health;
 use super::ring::Ring;
 use super::upstream::{Connection, Settings, Target, UpstreamError};
 use crate::metrics as m;
+use crate::sync::lock;
 
 /// What happens to the keys of a node that is down.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
@@ -279,13 +280,6 @@ impl Node {
                 return;
             }
         }
-    }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match mutex.lock() {
-        Ok(guard) => guard,
-        Err(poisoned) => poisoned.into_inner(),
     }
 }
 

@@ -28,6 +28,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::keyed_digest;
+use crate::sync::lock;
 
 /// Failures a key may have before it is blocked.
 pub const FREE_FAILURES: u32 = 5;
@@ -243,9 +244,4 @@ impl Throttle {
             lock(&self.usernames).entries.len(),
         )
     }
-}
-
-/// The throttle's state stays consistent whatever panicked while holding it.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
