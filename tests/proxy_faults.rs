@@ -60,6 +60,23 @@ async fn metrics_text(proxy: &TestProxy) -> String {
     http_get(proxy.metrics.unwrap(), "/metrics").await.1
 }
 
+/// One memgate node behind a relay that can stall it, and a proxy whose one
+/// server is the relay, as `name`, with a 300 ms timeout; `adjust` changes
+/// the rest of its configuration. The node stops when the returned one drops.
+async fn behind_a_relay(
+    name: &str,
+    adjust: impl FnOnce(&mut memgate::proxy::ProxyConfig),
+) -> (TestProxy, Relay, Vec<TestNode>) {
+    let pki = TestPki::new();
+    let nodes = start_tls_nodes(&pki, 1).await;
+    let relay = relay(nodes[0].tls.unwrap(), None).await;
+    let mut config = proxy_config(&[format!("{name}={}", relay.addr)], &pki.ca_pem());
+    config.server_name = Some("localhost".into());
+    config.timeout = Duration::from_millis(300);
+    adjust(&mut config);
+    (start_proxy(config).await, relay, nodes)
+}
+
 #[tokio::test]
 async fn a_silent_node_costs_each_request_at_most_its_timeout_and_one_connect() {
     let silent = silent_listener().await;
@@ -96,13 +113,7 @@ async fn a_silent_node_costs_each_request_at_most_its_timeout_and_one_connect() 
 
 #[tokio::test]
 async fn one_timeout_does_not_mark_a_node_down() {
-    let pki = TestPki::new();
-    let nodes = start_tls_nodes(&pki, 1).await;
-    let relay = relay(nodes[0].tls.unwrap(), None).await;
-    let mut config = proxy_config(&[format!("once0={}", relay.addr)], &pki.ca_pem());
-    config.server_name = Some("localhost".into());
-    config.timeout = Duration::from_millis(300);
-    let proxy = start_proxy(config).await;
+    let (proxy, relay, _nodes) = behind_a_relay("once0", |_| {}).await;
     let mut c = connect(proxy.addr).await;
     c.expect(b"set a 0 0 1\r\n1\r\n", b"STORED\r\n").await;
     relay.stalled.store(true, Ordering::SeqCst);
@@ -130,16 +141,34 @@ async fn one_timeout_does_not_mark_a_node_down() {
     assert!(sent.elapsed() < Duration::from_millis(300));
 }
 
+/// The session's one timer fires while nothing is in flight (it is then not
+/// polled); a request after that idle spell to a node gone silent must still
+/// be answered within its timeout.
+#[tokio::test]
+async fn a_request_after_an_idle_spell_still_times_out() {
+    let (proxy, relay, _nodes) = behind_a_relay("idle0", |_| {}).await;
+    let mut c = connect(proxy.addr).await;
+    c.expect(b"set a 0 0 1\r\n1\r\n", b"STORED\r\n").await;
+    // Past the set's deadline: the timer armed for it goes off unwatched.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    relay.stalled.store(true, Ordering::SeqCst);
+    let sent = Instant::now();
+    c.send(b"get a\r\n").await;
+    let reply = tokio::time::timeout(Duration::from_secs(5), line(&mut c))
+        .await
+        .expect("no reply: the timer was never re-armed");
+    assert!(reply.starts_with("SERVER_ERROR"), "{reply}");
+    let took = sent.elapsed();
+    assert!(took < Duration::from_millis(900), "answered after {took:?}");
+    relay.stalled.store(false, Ordering::SeqCst);
+}
+
 #[tokio::test]
 async fn a_stalled_node_serves_again_about_a_probe_interval_after_it_answers() {
-    let pki = TestPki::new();
-    let nodes = start_tls_nodes(&pki, 1).await;
-    let relay = relay(nodes[0].tls.unwrap(), None).await;
-    let mut config = proxy_config(&[format!("stall0={}", relay.addr)], &pki.ca_pem());
-    config.server_name = Some("localhost".into());
-    config.timeout = Duration::from_millis(300);
-    config.down_retry_delay = Duration::from_secs(1);
-    let proxy = start_proxy(config).await;
+    let (proxy, relay, _nodes) = behind_a_relay("stall0", |config| {
+        config.down_retry_delay = Duration::from_secs(1);
+    })
+    .await;
     let mut c = connect(proxy.addr).await;
     c.expect(b"set a 0 0 1\r\n1\r\n", b"STORED\r\n").await;
     relay.stalled.store(true, Ordering::SeqCst);

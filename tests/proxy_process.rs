@@ -122,12 +122,7 @@ async fn proxy_from_env_and_config_reloads_on_sighup_and_drains_on_sigterm() {
     let (mut child, addr, lines) = spawn_proxy(&config, &ca).await;
     let log = tokio::task::spawn_blocking(move || lines.map_while(Result::ok).collect::<Vec<_>>());
 
-    let workers = worker_threads(child.id());
-    if workers != 2 {
-        // Not left running: its stderr would keep the log reader waiting.
-        let _ = child.kill();
-        panic!("{workers} worker threads with threads = 2 in the config file");
-    }
+    expect_workers(&mut child, 2, "with threads = 2 in the config file");
 
     let mut c = connect(addr).await;
     c.expect(b"set k 0 0 5\r\nfirst\r\n", b"STORED\r\n").await;
@@ -213,13 +208,19 @@ async fn spawn_proxy(
     (child, addr, lines)
 }
 
-/// The tokio work-stealing workers of process `pid`.
-fn worker_threads(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
+/// Assert that `child` runs `want` tokio work-stealing workers (`when`
+/// says under what configuration). On failure it is killed first: left
+/// running, its stderr would keep the log reader waiting.
+fn expect_workers(child: &mut std::process::Child, want: usize, when: &str) {
+    let workers = std::fs::read_dir(format!("/proc/{}/task", child.id()))
         .unwrap()
         .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
         .filter(|comm| comm.trim() == "tokio-rt-worker")
-        .count()
+        .count();
+    if workers != want {
+        let _ = child.kill();
+        panic!("{workers} worker threads {when}");
+    }
 }
 
 /// Without `--threads`, the sidecar is one event loop: no work-stealing
@@ -237,11 +238,7 @@ async fn proxy_serves_on_one_thread_by_default() {
     std::fs::write(&config, text).unwrap();
     let (mut child, addr, lines) = spawn_proxy(&config, &ca).await;
     let _log = tokio::task::spawn_blocking(move || lines.map_while(Result::ok).count());
-    let workers = worker_threads(child.id());
-    if workers != 0 {
-        let _ = child.kill();
-        panic!("{workers} worker threads without --threads");
-    }
+    expect_workers(&mut child, 0, "without --threads");
     let mut c = connect(addr).await;
     c.expect(b"set k 0 0 5\r\nfirst\r\n", b"STORED\r\n").await;
     c.expect(b"get k\r\n", b"VALUE k 0 5\r\nfirst\r\nEND\r\n")

@@ -327,3 +327,6 @@ pub(crate) fn put_i64(out: &mut BytesMut, n: i64) {
     }
     put_u64(out, n.unsigned_abs());
 }
+
+#[cfg(test)]
+mod tests;
