@@ -242,6 +242,9 @@ impl Session {
         };
         match command {
             Command::Stats { group } => {
+                // No group memcached knows needs more than ASCII, so a group
+                // that is not UTF-8 is read lossily: it names none of them.
+                let group = group.as_deref().map(String::from_utf8_lossy);
                 match (self.shared.stats(tenant, group.as_deref()), frame) {
                     // memcached answers a binary STAT for a group it does not
                     // know, or a bad `detail`, with "not found".

@@ -222,9 +222,11 @@ pub enum Command {
     Version,
     /// verbosity N (accepted and ignored, as a memcached without logging would).
     Verbosity,
-    /// stats [group]
+    /// stats [group]. The group is kept as the client's bytes, so that the
+    /// sidecar forwards exactly what it was sent (memcached compares the
+    /// words as bytes; none of its groups needs UTF-8).
     Stats {
-        group: Option<String>,
+        group: Option<Bytes>,
     },
     /// quit, binary QUIT: close after replying (binary QUIT replies, QUITQ does not).
     Quit,

@@ -297,7 +297,7 @@ fn parse_verbosity(line: &Line) -> Parsed {
 /// `stats [group ...]`: the arguments, joined by single spaces, name the group.
 fn parse_stats(line: &Line) -> Parsed {
     let args: Vec<&[u8]> = line.tokens.iter().skip(1).collect();
-    let group = (!args.is_empty()).then(|| String::from_utf8_lossy(&args.join(&b' ')).into_owned());
+    let group = (!args.is_empty()).then(|| Bytes::from(args.join(&b' ')));
     line.request(Command::Stats { group }, TextFrame::default())
 }
 
@@ -472,14 +472,14 @@ pub fn encode_request(req: &Request, out: &mut BytesMut) -> Result<(), Unencodab
         Command::Stats { group } => {
             line.put_slice(b"stats");
             if let Some(group) = group {
-                let canonical = words(group.as_bytes()).eq(group.split(' ').map(str::as_bytes));
-                if !canonical || group.bytes().any(|b| b.is_ascii_control()) {
+                let canonical = words(group).eq(group.split(|&b| b == b' '));
+                if !canonical || group.iter().any(u8::is_ascii_control) {
                     return Err(Unencodable(
                         "stats group is not single-space separated words",
                     ));
                 }
                 line.put_u8(b' ');
-                line.put_slice(group.as_bytes());
+                line.put_slice(group);
             }
         }
         Command::Quit => line.put_slice(b"quit"),

@@ -123,10 +123,9 @@ pub fn encode_request(
         Command::Version => (VERSION, Vec::new(), none, none, None),
         Command::Verbosity => (VERBOSITY, vec![0; 4], none, none, None),
         Command::Stats { group } => {
-            let group = group.as_deref().unwrap_or_default().as_bytes();
+            let group = group.as_deref().unwrap_or_default();
             // The group travels as the key, which the server bounds; a text
-            // `stats` line, or a binary group widened by UTF-8 repair, can
-            // hold a longer one.
+            // `stats` line can hold a longer one.
             if group.len() > MAX_KEY_LEN {
                 return Err(Unsupported("a stats group longer than a key"));
             }

@@ -422,7 +422,7 @@ impl Kind {
             Kind::Noop => Command::Noop,
             Kind::Version => Command::Version,
             Kind::Stat => Command::Stats {
-                group: (!key.is_empty()).then(|| String::from_utf8_lossy(&key).into_owned()),
+                group: (!key.is_empty()).then_some(key),
             },
             Kind::Verbosity => Command::Verbosity,
             Kind::Touch => Command::Touch {

@@ -692,7 +692,7 @@ fn command() -> impl Strategy<Value = Command> {
         (0..1_000_000i64).prop_map(|delay| Command::FlushAll { delay }),
         Just(Command::Version),
         Just(Command::Noop),
-        prop_oneof![Just(None), Just(Some("slabs".to_string()))]
+        prop_oneof![Just(None), Just(Some(Bytes::from_static(b"slabs")))]
             .prop_map(|group| Command::Stats { group }),
     ]
 }

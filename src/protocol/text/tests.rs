@@ -302,8 +302,18 @@ fn other_commands() {
         );
     }
     let (req, _) = parse_ok(b"stats settings\r\n");
-    let group = Some("settings".to_owned());
+    let group = Some(Bytes::from_static(b"settings"));
     assert_eq!(req.command, Command::Stats { group });
+    // A group that is not UTF-8 is kept byte for byte, so that it encodes
+    // back to the line it came from (the fuzzer found a lossy repair
+    // lengthening it past the line limit).
+    let line = b"stats \xff\xdd detail\r\n";
+    let (req, _) = parse_ok(line);
+    let group = Some(Bytes::from_static(b"\xff\xdd detail"));
+    assert_eq!(req.command, Command::Stats { group });
+    let mut out = BytesMut::new();
+    encode_request(&req, &mut out).expect("encodes");
+    assert_eq!(&out[..], &line[..]);
     assert_eq!(
         rejected(b"flush_all soon\r\n").0,
         "CLIENT_ERROR invalid exptime argument"
@@ -586,7 +596,9 @@ fn arb_text_request() -> impl Strategy<Value = Request> {
             frame: frame(noreply, false),
         }),
         proptest::option::of("[a-z]{1,8}( [a-z0-9]{1,4})?").prop_map(move |group| Request {
-            command: Command::Stats { group },
+            command: Command::Stats {
+                group: group.map(Bytes::from)
+            },
             frame: frame(false, false),
         }),
         Just(Request {
