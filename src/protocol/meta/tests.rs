@@ -505,3 +505,72 @@ fn ms_failures_report_cas_0_and_md_ma_none() {
         "EX kfoo O3\r\n"
     );
 }
+
+/// The encoder counts tokens only for `ms`: with every flag it can write,
+/// `mg`, `ma` and `md` stay within memcached's limit and parse back, while
+/// an `ms` with every flag is one token over and refused.
+#[test]
+fn only_ms_can_encode_more_tokens_than_memcached_takes() {
+    let every_flag = MetaFrame {
+        opaque: Opaque::new(b"opaque"),
+        return_key: true,
+        base64_key: true,
+        quiet: true,
+        return_value: true,
+        return_cas: true,
+        return_flags: true,
+        return_size: true,
+        return_ttl: true,
+        return_hit: true,
+        return_last_access: true,
+        ..MetaFrame::default()
+    };
+    let k = || key("k");
+    let fits = [
+        Command::Get(Get {
+            keys: vec![k()],
+            touch: Some(30),
+            vivify: Some(30),
+            recache_below: Some(30),
+            no_bump: true,
+        }),
+        Command::Arith(Arith {
+            key: k(),
+            incr: false,
+            delta: 2,
+            cas: Some(7),
+            vivify: Some(30),
+            initial: 5,
+            touch: Some(30),
+        }),
+        Command::Delete(Delete {
+            key: k(),
+            cas: Some(7),
+            invalidate: true,
+            exptime: Some(30),
+        }),
+    ];
+    for command in fits {
+        let mut out = BytesMut::new();
+        encode_request(&every_flag, &command, None, &mut out).expect("within the limit");
+        let (parsed, _, used) = parse_ok(&out);
+        assert_eq!((parsed, used), (command, out.len()));
+    }
+    let store = Command::Store(Store {
+        mode: StoreMode::Append,
+        key: k(),
+        flags: 5,
+        exptime: 30,
+        data: Bytes::from_static(b"v"),
+        cas: Some(7),
+        invalidate: true,
+        vivify: Some(30),
+    });
+    let mut out = BytesMut::new();
+    let refused = encode_request(&every_flag, &store, None, &mut out);
+    assert_eq!(
+        refused,
+        Err(Unencodable("more meta flags than memcached accepts"))
+    );
+    assert!(out.is_empty(), "a refused request leaves nothing behind");
+}
