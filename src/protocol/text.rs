@@ -21,7 +21,7 @@ use super::{
     },
     request::{Arith, Command, Delete, Exptime, Frame, Get, Request, Store, StoreMode, TextFrame},
     response::{ErrorReply, Response},
-    Limits, Parsed,
+    Limits, Parsed, MAX_LINE_LEN,
 };
 
 pub use super::line::{Unencodable, MAX_RETRIEVAL_LINE_LEN};
@@ -477,6 +477,11 @@ pub fn encode_request(req: &Request, out: &mut BytesMut) -> Result<(), Unencodab
                     return Err(Unencodable(
                         "stats group is not single-space separated words",
                     ));
+                }
+                // A line that ended in a bare `\n` at the limit would end
+                // past it with `\r\n` (found by tests/fuzz).
+                if b"stats ".len() + group.len() + b"\r\n".len() > MAX_LINE_LEN {
+                    return Err(Unencodable("stats group longer than a line"));
                 }
                 line.put_u8(b' ');
                 line.put_slice(group);

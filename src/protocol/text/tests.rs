@@ -314,6 +314,20 @@ fn other_commands() {
     let mut out = BytesMut::new();
     encode_request(&req, &mut out).expect("encodes");
     assert_eq!(&out[..], &line[..]);
+    // A group that fits a line only with a bare `\n` is not re-encoded
+    // (with `\r\n` the line would be one byte past the limit).
+    let mut long = b"stats ".to_vec();
+    long.resize(MAX_LINE_LEN - 1, b'g');
+    long.push(b'\n');
+    let (req, used) = parse_ok(&long);
+    assert_eq!(used, MAX_LINE_LEN);
+    assert!(encode_request(&req, &mut BytesMut::new()).is_err());
+    long.truncate(MAX_LINE_LEN - 2);
+    long.extend_from_slice(b"\r\n");
+    let (req, _) = parse_ok(&long);
+    let mut out = BytesMut::new();
+    encode_request(&req, &mut out).expect("a group that fits encodes");
+    assert_eq!(&out[..], &long[..]);
     assert_eq!(
         rejected(b"flush_all soon\r\n").0,
         "CLIENT_ERROR invalid exptime argument"
