@@ -43,14 +43,6 @@ enum Credentials<'r> {
     Malformed,
 }
 
-/// What a logged-in command came to.
-enum Answer {
-    /// The store executed it; the what-if tracker is to hear of it.
-    Executed(Command, Response),
-    /// Answered without the store.
-    Other(Response),
-}
-
 /// What the dispatcher wants done after a request.
 enum After {
     Continue,
@@ -77,10 +69,8 @@ where
         shared,
         peer,
         hold: None,
-        executed: Vec::new(),
     };
     let result = session.run(&mut stream).await;
-    session.settle();
     if let Auth::LoggedIn(login) = &session.auth {
         CacheStats::decr(&login.tenant.stats.curr_connections);
     }
@@ -101,11 +91,6 @@ struct Session {
     peer: IpAddr,
     /// Set by a throttled login: the next write waits this long.
     hold: Option<Duration>,
-    /// Store commands answered and not yet shown to the what-if tracker,
-    /// with their responses: [`Session::settle`] does that once the replies
-    /// are written, so that neither the tracking nor freeing them delays a
-    /// reply.
-    executed: Vec<(Command, Response)>,
 }
 
 impl Session {
@@ -147,10 +132,6 @@ impl Session {
                         error,
                         unlink,
                     } => {
-                        if unlink.is_some() {
-                            // The tracker hears of the unlink after what came before it.
-                            self.settle();
-                        }
                         if let (Some(key), Auth::LoggedIn(login)) = (unlink, &self.auth) {
                             if login.caps.write {
                                 login.tenant.store.unlink(&key);
@@ -205,23 +186,7 @@ impl Session {
             CacheStats::add(&login.tenant.stats.bytes_written, wbuf.len() as u64);
         }
         input::written(wbuf);
-        self.settle();
         Ok(())
-    }
-
-    /// Show the commands executed since the last call to the logged-in
-    /// cache's what-if tracker, and let them go.
-    fn settle(&mut self) {
-        match &self.auth {
-            Auth::LoggedIn(login) => {
-                let store = &login.tenant.store;
-                for (command, response) in self.executed.drain(..) {
-                    store.track(&command, &response);
-                }
-            }
-            // Only a logged-in session executes store commands.
-            Auth::Pending => self.executed.clear(),
-        }
     }
 
     fn count_read(&self, n: usize) {
@@ -234,34 +199,24 @@ impl Session {
     fn dispatch(&mut self, request: Request, out: &mut BytesMut) -> After {
         let key = request.echoed_key();
         let Request { command, frame } = request;
-        let (response, executed, after) = match command {
-            Command::Quit => (session::quit_reply(&frame), None, After::Close),
+        let (response, after) = match command {
+            Command::Quit => (session::quit_reply(&frame), After::Close),
             // Listed before login: a client asks for it to log in.
-            Command::SaslList => (session::sasl_mechanisms(), None, After::Continue),
+            Command::SaslList => (session::sasl_mechanisms(), After::Continue),
             // PLAIN completes in one step; there is nothing to continue.
-            Command::SaslStep { .. } => (
-                Response::Error(ErrorReply::AuthFailure),
-                None,
-                After::Continue,
-            ),
-            command => match self.authorized(command, &frame) {
-                Answer::Executed(command, response) => (response, Some(command), After::Continue),
-                Answer::Other(response) => (response, None, After::Continue),
-            },
+            Command::SaslStep { .. } => (Response::Error(ErrorReply::AuthFailure), After::Continue),
+            command => (self.authorized(command, &frame), After::Continue),
         };
         protocol::encode(&frame, key.as_deref(), &response, out);
-        if let Some(command) = executed {
-            self.executed.push((command, response));
-        }
         after
     }
 
     /// Commands that need a login.
-    fn authorized(&mut self, command: Command, frame: &Frame) -> Answer {
+    fn authorized(&mut self, command: Command, frame: &Frame) -> Response {
         let login = match &self.auth {
             Auth::LoggedIn(login) if !login.tenant.is_disabled() => login.clone(),
             Auth::LoggedIn(_) | Auth::Pending => {
-                return Answer::Other(Response::Error(ErrorReply::Unauthenticated))
+                return Response::Error(ErrorReply::Unauthenticated)
             }
         };
         let tenant = &login.tenant;
@@ -269,7 +224,7 @@ impl Session {
         let now = unix_now();
         tenant.touch(now);
         if let Some(response) = session::local_answer(&command, super::VERSION) {
-            return Answer::Other(response);
+            return response;
         }
         // memcached answers a binary TOUCH from the item, as it does GAT
         // less the value: the reply carries the flags and CAS.
@@ -285,7 +240,7 @@ impl Session {
             }
             (command, _) => command,
         };
-        let response = match command {
+        match command {
             Command::Stats { group } => {
                 // No group memcached knows needs more than ASCII, so a group
                 // that is not UTF-8 is read lossily: it names none of them.
@@ -307,12 +262,8 @@ impl Session {
                 Response::Error(ErrorReply::PermissionDenied)
             }
             Command::FlushAll { .. } if !caps.flush => Response::Error(ErrorReply::FlushNotAllowed),
-            command => {
-                let response = tenant.store.execute_untracked(&command, now);
-                return Answer::Executed(command, response);
-            }
-        };
-        Answer::Other(response)
+            command => tenant.store.execute(&command, now),
+        }
     }
 
     /// `request`'s credentials if it is a login: SASL, or before login
@@ -369,8 +320,6 @@ impl Session {
     }
 
     fn accept(&mut self, login: Login, ok: Response) -> Response {
-        // What ran under the old login is tracked in its cache.
-        self.settle();
         CacheStats::incr(&login.tenant.stats.auth_cmds);
         login.tenant.touch(unix_now());
         if let Auth::LoggedIn(old) = &self.auth {

@@ -249,16 +249,7 @@ impl Store {
     /// MetaDebug. Anything else is `Error(UnknownCommand)`. `now` is unix
     /// seconds.
     pub fn execute(&self, cmd: &Command, now: u64) -> Response {
-        let response = self.execute_untracked(cmd, now);
-        self.track(cmd, &response);
-        response
-    }
-
-    /// [`Store::execute`] without telling the what-if tracker, which the
-    /// caller must then do with [`Store::track`]. A node session does so once
-    /// the reply is written, so that the client does not wait for it.
-    pub fn execute_untracked(&self, cmd: &Command, now: u64) -> Response {
-        match cmd {
+        let response = match cmd {
             Command::Get(g) => self.get(g, now),
             Command::Store(s) => self.store(s, now),
             Command::Delete(d) => self.delete(d, now),
@@ -267,14 +258,11 @@ impl Store {
             Command::FlushAll { delay } => self.flush_all(*delay, now),
             Command::MetaDebug { key } => self.meta_debug(key, now),
             _ => Response::Error(ErrorReply::UnknownCommand),
-        }
-    }
-
-    /// Feed an executed command and its response to the what-if tracker.
-    pub fn track(&self, cmd: &Command, response: &Response) {
+        };
         if let Some(tracker) = &self.what_if {
-            track(tracker, cmd, response);
+            track(tracker, cmd, &response);
         }
+        response
     }
 
     /// Remove the key if present (used when an over-size set is refused:
