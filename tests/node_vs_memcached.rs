@@ -1448,6 +1448,8 @@ fn stats_cases() -> Vec<Case> {
                 b"stats items\r\n",
                 b"stats slabs\r\n",
                 b"stats detail dump\r\n",
+                // Not UTF-8: read as bytes, as memcached does.
+                b"stats items \xff\r\n",
             ],
         ),
         text(
@@ -1461,6 +1463,9 @@ fn stats_cases() -> Vec<Case> {
                 b"stats reset x\r\n",
                 b"stats nope\r\n",
                 b"stats a b c\r\n",
+                b"stats \xff\r\n",
+                b"stats detail \xff\r\n",
+                b"stats reset \xff\r\n",
             ],
         ),
         binary_stats("binary stats", vec![b(0x10, b"", b"", b"")]),

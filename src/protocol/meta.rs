@@ -740,7 +740,7 @@ fn encode_request_at(
     }
     // Only `ms` can reach memcached's limit: with every flag and `b`, `mg`
     // comes to 17 tokens, `ma` to 19 and `md` to 16, so only a store is
-    // counted (a scan of the line, an eighth of the encoding's work).
+    // counted (a scan of the line, a fifth of the encoding's work).
     if matches!(command, Command::Store(_)) && words(&line[start..]).count() + 1 > MAX_META_TOKENS {
         return Err(Unencodable("more meta flags than memcached accepts"));
     }

@@ -5,7 +5,7 @@ use bytes::Bytes;
 use proptest::collection::{vec, SizeRange};
 use proptest::prelude::*;
 
-use super::request::{Arith, Delete, Get, Key, Store, StoreMode};
+use super::request::{Arith, Delete, Get, Key, MetaFrame, Opaque, Store, StoreMode};
 use super::{Dialect, Limits, Parsed, ProtocolError};
 
 /// Parse one text-dialect request (classic or meta), as a connection does.
@@ -15,6 +15,24 @@ pub(crate) fn parse_text(buf: &[u8], limits: &Limits) -> Result<Parsed, Protocol
 
 pub(crate) fn key(k: &str) -> Key {
     Key::copy_from_slice(k.as_bytes())
+}
+
+/// A meta frame that asks for everything it can (every return flag, `q`,
+/// `O<opaque>`), with the key as given (not base64) and in canonical order.
+pub(crate) fn every_return_flag(opaque: &[u8]) -> MetaFrame {
+    MetaFrame {
+        opaque: Opaque::new(opaque),
+        return_key: true,
+        quiet: true,
+        return_value: true,
+        return_cas: true,
+        return_flags: true,
+        return_size: true,
+        return_ttl: true,
+        return_hit: true,
+        return_last_access: true,
+        ..MetaFrame::default()
+    }
 }
 
 /// A one-key get without options.

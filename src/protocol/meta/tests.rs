@@ -1,5 +1,5 @@
 use super::*;
-use crate::protocol::test_util::{key, parse_text as parse};
+use crate::protocol::test_util::{every_return_flag, key, parse_text as parse};
 use crate::protocol::ErrorReply;
 
 fn parse_ok(buf: &[u8]) -> (Command, MetaFrame, usize) {
@@ -54,19 +54,8 @@ fn mg_flags() {
     };
     assert_eq!(command, Command::Get(want));
     let want = MetaFrame {
-        opaque: Opaque::new(b"123"),
-        return_key: true,
-        base64_key: false,
-        quiet: true,
-        return_value: true,
-        return_cas: true,
-        return_flags: true,
-        return_size: true,
-        return_ttl: true,
-        return_hit: true,
-        return_last_access: true,
         order: order(b"sftckhlO"),
-        stores: false,
+        ..every_return_flag(b"123")
     };
     assert_eq!(frame, want);
     // Flags of other commands are accepted and ignored, as in memcached.
@@ -512,18 +501,8 @@ fn ms_failures_report_cas_0_and_md_ma_none() {
 #[test]
 fn only_ms_can_encode_more_tokens_than_memcached_takes() {
     let every_flag = MetaFrame {
-        opaque: Opaque::new(b"opaque"),
-        return_key: true,
         base64_key: true,
-        quiet: true,
-        return_value: true,
-        return_cas: true,
-        return_flags: true,
-        return_size: true,
-        return_ttl: true,
-        return_hit: true,
-        return_last_access: true,
-        ..MetaFrame::default()
+        ..every_return_flag(b"opaque")
     };
     let k = || key("k");
     let fits = [

@@ -1,5 +1,6 @@
 use super::*;
 use crate::protocol::request::{Arith, Delete, Opaque, Store, StoreMode};
+use crate::protocol::test_util::every_return_flag;
 use crate::protocol::{self, binary::opcode, Parsed};
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -185,19 +186,7 @@ fn text_and_binary_commands_ask_for_what_their_dialect_prints() {
 
 #[test]
 fn meta_requests_pass_through_without_q_k_or_the_clients_opaque() {
-    let client = MetaFrame {
-        opaque: Opaque::new(b"123"),
-        return_key: true,
-        quiet: true,
-        return_value: true,
-        return_cas: true,
-        return_flags: true,
-        return_size: true,
-        return_ttl: true,
-        return_hit: true,
-        return_last_access: true,
-        ..MetaFrame::default()
-    };
+    let client = every_return_flag(b"123");
     let lease = Command::Get(Get {
         touch: Some(30),
         vivify: Some(-1),

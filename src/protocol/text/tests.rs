@@ -328,6 +328,17 @@ fn other_commands() {
     let mut out = BytesMut::new();
     encode_request(&req, &mut out).expect("a group that fits encodes");
     assert_eq!(&out[..], &long[..]);
+    // The same bound holds for every command, a retrieval's being its own.
+    let many_keys = |n: usize| Request {
+        command: Command::Get(Get {
+            keys: vec![Bytes::from(vec![b'k'; 250]); n],
+            ..Get::default()
+        }),
+        frame: Frame::Text(TextFrame::default()),
+    };
+    let fits = MAX_RETRIEVAL_LINE_LEN / 251 - 1;
+    assert!(encode_request(&many_keys(fits), &mut BytesMut::new()).is_ok());
+    assert!(encode_request(&many_keys(fits + 2), &mut BytesMut::new()).is_err());
     assert_eq!(
         rejected(b"flush_all soon\r\n").0,
         "CLIENT_ERROR invalid exptime argument"
