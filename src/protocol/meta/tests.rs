@@ -312,16 +312,8 @@ fn hit() -> Found {
 #[test]
 fn mg_replies() {
     let all = MetaFrame {
-        opaque: Opaque::new(b"op"),
-        return_key: true,
-        return_value: true,
-        return_cas: true,
-        return_flags: true,
-        return_size: true,
-        return_ttl: true,
-        return_hit: true,
-        return_last_access: true,
-        ..MetaFrame::default()
+        quiet: false,
+        ..every_return_flag(b"op")
     };
     let found = Response::Get(vec![Some(hit())]);
     assert_eq!(
