@@ -211,12 +211,25 @@ async fn spawn_proxy(
 /// Assert that `child` runs `want` tokio work-stealing workers (`when`
 /// says under what configuration). On failure it is killed first: left
 /// running, its stderr would keep the log reader waiting.
+///
+/// A new thread carries its parent's name until it has run far enough to
+/// rename itself, and on a loaded machine a worker may not have run yet
+/// when the sidecar logs that it listens. So the count is read again for
+/// up to five seconds before it is held against `want`.
 fn expect_workers(child: &mut std::process::Child, want: usize, when: &str) {
-    let workers = std::fs::read_dir(format!("/proc/{}/task", child.id()))
-        .unwrap()
-        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
-        .filter(|comm| comm.trim() == "tokio-rt-worker")
-        .count();
+    let count = || {
+        std::fs::read_dir(format!("/proc/{}/task", child.id()))
+            .unwrap()
+            .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+            .filter(|comm| comm.trim() == "tokio-rt-worker")
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut workers = count();
+    while workers != want && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        workers = count();
+    }
     if workers != want {
         let _ = child.kill();
         panic!("{workers} worker threads {when}");
