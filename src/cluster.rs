@@ -278,6 +278,7 @@ pub async fn start(config: UpConfig) -> Result<Running, ClusterError> {
         failover: Failover::Error,
         metrics_listen: config.metrics_listen,
         drain_timeout: Duration::from_secs(5),
+        busy_poll: None,
         max_item_size: crate::protocol::DEFAULT_MAX_ITEM_SIZE,
         reload_from: None,
     })

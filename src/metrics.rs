@@ -80,6 +80,9 @@ pub const PROXY_CLIENT_READ_BYTES_TOTAL: &str = "memgate_proxy_client_read_bytes
 pub const PROXY_CLIENT_WRITTEN_BYTES_TOTAL: &str = "memgate_proxy_client_written_bytes_total";
 /// Keys of a multi-key get whose node could not answer, read as misses.
 pub const PROXY_MULTIGET_MISSES_TOTAL: &str = "memgate_proxy_multiget_unreachable_keys_total";
+/// Proxy: time the event loop spent busy polling (`--busy-poll`), in
+/// microseconds (the exporter's counters are integers).
+pub const PROXY_BUSY_POLL_MICROSECONDS_TOTAL: &str = "memgate_proxy_busy_poll_microseconds_total";
 
 /// Proxy metrics with their help text.
 pub const PROXY_METRICS: &[(&str, &str)] = &[
@@ -118,6 +121,10 @@ pub const PROXY_METRICS: &[(&str, &str)] = &[
     (
         PROXY_MULTIGET_MISSES_TOTAL,
         "Keys of multi-key gets answered as misses because their node could not answer",
+    ),
+    (
+        PROXY_BUSY_POLL_MICROSECONDS_TOTAL,
+        "Microseconds the event loop spent busy polling after replies (--busy-poll)",
     ),
 ];
 

@@ -80,7 +80,7 @@ pub enum UnitError {
 }
 
 const SIZE_UNITS: &str = "B, K, KB, KiB, M, MB, MiB, G, GB, GiB, T, TB, TiB";
-const DURATION_UNITS: &str = "ms, s, m, h, d";
+const DURATION_UNITS: &str = "us, ms, s, m, h, d";
 const SIZE_EXAMPLE: &str = "\"64MiB\"";
 const DURATION_EXAMPLE: &str = "\"30s\"";
 
@@ -149,6 +149,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, UnitError> {
     };
     let secs = |factor: u64| n.checked_mul(factor).map(Duration::from_secs);
     let d = match unit.to_ascii_lowercase().as_str() {
+        "us" | "µs" => Some(Duration::from_micros(n)),
         "ms" => Some(Duration::from_millis(n)),
         "" | "s" | "sec" | "secs" => Some(Duration::from_secs(n)),
         "m" | "min" | "mins" => secs(60),

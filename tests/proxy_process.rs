@@ -32,6 +32,9 @@ fn bad_proxy_configuration_exits_64_with_one_line() {
     std::fs::write(&ca, TestPki::new().ca_pem()).unwrap();
     let ca = ca.to_str().unwrap();
     let base = [("MEMCACHIER_USERNAME", "u"), ("MEMCACHIER_PASSWORD", "p")];
+    // A valid server list and CA, and then `flags`.
+    let with =
+        |flags: &[&'static str]| [&["proxy", "--servers", "a:1", "--ca", ca][..], flags].concat();
     for (args, why) in [
         (vec!["proxy", "--ca", ca], "servers"),
         (vec!["proxy", "--servers", "a:1"], "--ca"),
@@ -55,6 +58,11 @@ fn bad_proxy_configuration_exits_64_with_one_line() {
         (
             vec!["proxy", "--servers", "a:1", "--ca", ca, "--threads", "0"],
             "--threads",
+        ),
+        (with(&["--busy-poll", "2ms"]), "--busy-poll"),
+        (
+            with(&["--busy-poll", "100us", "--threads", "2"]),
+            "--threads 1",
         ),
         (
             vec!["proxy", "--servers", "a:1", "--ca", "/nonexistent/ca.pem"],
@@ -236,10 +244,17 @@ fn expect_workers(child: &mut std::process::Child, want: usize, when: &str) {
     }
 }
 
-/// Without `--threads`, the sidecar is one event loop: no work-stealing
-/// workers, and it serves.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn proxy_serves_on_one_thread_by_default() {
+/// One TLS node and `memgate proxy` in front of it, configured by a file
+/// with `extra` lines; the proxy's log is read (and dropped) meanwhile.
+/// The node and the directory live as long as the returned values.
+async fn proxy_before_one_node(
+    extra: &str,
+) -> (
+    Vec<TestNode>,
+    tempfile::TempDir,
+    std::process::Child,
+    std::net::SocketAddr,
+) {
     let pki = TestPki::new();
     let nodes = start_tls_nodes(&pki, 1).await;
     let dir = tempfile::tempdir().unwrap();
@@ -247,18 +262,66 @@ async fn proxy_serves_on_one_thread_by_default() {
     std::fs::write(&ca, pki.ca_pem()).unwrap();
     let config = dir.path().join("proxy.toml");
     let port = nodes[0].tls.unwrap().port();
-    let text = format!("metrics_listen = \"none\"\nservers = \"127.0.0.1:{port}\"\n");
+    let text = format!("metrics_listen = \"none\"\n{extra}servers = \"127.0.0.1:{port}\"\n");
     std::fs::write(&config, text).unwrap();
-    let (mut child, addr, lines) = spawn_proxy(&config, &ca).await;
-    let _log = tokio::task::spawn_blocking(move || lines.map_while(Result::ok).count());
-    expect_workers(&mut child, 0, "without --threads");
-    let mut c = connect(addr).await;
-    c.expect(b"set k 0 0 5\r\nfirst\r\n", b"STORED\r\n").await;
-    c.expect(b"get k\r\n", b"VALUE k 0 5\r\nfirst\r\nEND\r\n")
-        .await;
+    let (child, addr, lines) = spawn_proxy(&config, &ca).await;
+    tokio::task::spawn_blocking(move || lines.map_while(Result::ok).count());
+    (nodes, dir, child, addr)
+}
+
+/// SIGTERM, and the proxy exits 0.
+async fn terminate(mut child: std::process::Child) {
     kill(child.id(), "TERM");
     let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
         .await
         .unwrap();
     assert_eq!(status.code(), Some(0));
+}
+
+/// Without `--threads`, the sidecar is one event loop: no work-stealing
+/// workers, and it serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_serves_on_one_thread_by_default() {
+    let (_nodes, _dir, mut child, addr) = proxy_before_one_node("").await;
+    expect_workers(&mut child, 0, "without --threads");
+    let mut c = connect(addr).await;
+    c.expect(b"set k 0 0 5\r\nfirst\r\n", b"STORED\r\n").await;
+    c.expect(b"get k\r\n", b"VALUE k 0 5\r\nfirst\r\nEND\r\n")
+        .await;
+    terminate(child).await;
+}
+
+/// `busy_poll` from the config file: the sidecar serves, and once the
+/// window after its last reply has closed it uses no CPU while idle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_with_busy_poll_serves_and_sleeps_when_idle() {
+    let (_nodes, _dir, mut child, addr) = proxy_before_one_node("busy_poll = \"500us\"\n").await;
+    let mut c = connect(addr).await;
+    for _ in 0..20 {
+        c.expect(b"set k 0 0 5\r\nfirst\r\n", b"STORED\r\n").await;
+        c.expect(b"get k\r\n", b"VALUE k 0 5\r\nfirst\r\nEND\r\n")
+            .await;
+    }
+    // CPU time in clock ticks (utime + stime), as benches/compare.sh reads it.
+    let pid = child.id();
+    let ticks = move || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect();
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let idle_from = ticks();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let spent = ticks() - idle_from;
+    // Polling through the idle second would be about 100 ticks.
+    if spent > 5 {
+        let _ = child.kill();
+        panic!("{spent} ticks of CPU in an idle second");
+    }
+    terminate(child).await;
 }

@@ -11,6 +11,7 @@
 //! - [`upstream`]: one logged-in TLS connection, meta or binary, pipelined.
 //! - [`health`]: up/down state per node.
 
+pub mod busy_poll;
 pub mod drain;
 pub mod health;
 pub mod pool;
@@ -61,6 +62,9 @@ pub struct ProxyConfig {
     pub metrics_listen: Option<SocketAddr>,
     pub drain_timeout: Duration,
     pub max_item_size: usize,
+    /// Poll this long after each reply instead of sleeping (`--busy-poll`;
+    /// None: off). Needs the single-threaded runtime.
+    pub busy_poll: Option<Duration>,
     /// Where the configuration came from, for SIGHUP (None: not reloadable).
     pub reload_from: Option<Arc<dyn Fn() -> Result<ProxyConfig, String> + Send + Sync>>,
 }
@@ -95,6 +99,8 @@ pub struct ProxyShared {
     cluster: RwLock<Arc<Cluster>>,
     username: RwLock<String>,
     pub max_item_size: usize,
+    /// Set with `--busy-poll`: sessions tell it when they reply.
+    pub busy_poll: Option<Arc<busy_poll::BusyPoll>>,
 }
 
 impl ProxyShared {
@@ -210,6 +216,9 @@ impl Proxy {
             cluster: RwLock::new(Arc::new(cluster)),
             username: RwLock::new(config.username.clone()),
             max_item_size: config.max_item_size,
+            busy_poll: config
+                .busy_poll
+                .map(|window| Arc::new(busy_poll::BusyPoll::new(window))),
         });
         Ok(Proxy {
             shared,
@@ -253,6 +262,11 @@ impl Proxy {
             });
         }
         let mut prober = tokio::spawn(shared.cluster().prober());
+        // Exported at 0 from start-up, busy polling or not.
+        metrics::counter!(m::PROXY_BUSY_POLL_MICROSECONDS_TOTAL).increment(0);
+        if let Some(poll) = &shared.busy_poll {
+            background.spawn(Arc::clone(poll).run());
+        }
         let mut sessions = tokio::task::JoinSet::new();
         let config = self.config;
         let drain = drain::Drain::default();

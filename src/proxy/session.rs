@@ -237,6 +237,9 @@ where
                 metrics.record(done.command, done.result, done.seconds);
             }
             written?;
+            if let Some(poll) = &shared.busy_poll {
+                poll.replied(Instant::now());
+            }
             metrics.written_bytes.increment(wbuf.len() as u64);
             input::written(&mut wbuf);
         }

@@ -65,6 +65,8 @@ fn durations() {
     assert_eq!(parse_duration("5s").unwrap(), Duration::from_secs(5));
     assert_eq!(parse_duration("5 sec").unwrap(), Duration::from_secs(5));
     assert_eq!(parse_duration("100ms").unwrap(), Duration::from_millis(100));
+    assert_eq!(parse_duration("50us").unwrap(), Duration::from_micros(50));
+    assert_eq!(parse_duration("50µs").unwrap(), Duration::from_micros(50));
     assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
     assert_eq!(parse_duration("2MIN").unwrap(), Duration::from_secs(120));
     assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));

@@ -394,6 +394,7 @@ pub fn proxy_config(servers: &[String], ca_pem: &str) -> memgate::proxy::ProxyCo
         failover: memgate::proxy::pool::Failover::Error,
         metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
         drain_timeout: Duration::from_secs(2),
+        busy_poll: None,
         max_item_size: 1 << 20,
         reload_from: None,
     }
