@@ -40,6 +40,9 @@ PATHS = {
     "memgate-nodes": "memgate → 3 memgate nodes",
 }
 PROXIES = ["memgate-memcached", "memgate-nodes"]
+# The 1-connection table's paths: the above and a sidecar with --busy-poll
+# (off by default) in front of the same memgate nodes.
+LAT1_PATHS = {**PATHS, "memgate-nodes-poll": "memgate --busy-poll → 3 memgate nodes"}
 COLORS = {
     "direct": "#444444",
     "twemproxy": "#1f77b4",
@@ -389,9 +392,12 @@ class Report:
             r = ratio(self.cpu("scale", p, 16, "proxy"), tw16)
             rows.append([f"{PATHS[p]}: proxy CPU per request ≤ twemproxy's at 16 connections", rcell(r),
                          check(r is not None and r <= 1.0)])
+        for p in PROXIES + ["memgate-nodes-poll"]:
+            if not self.lat("lat1", p, 1, "p50"):
+                continue
             for q in ("p50", "p99"):
                 r = ratio(self.lat("lat1", p, 1, q), tw1[q])
-                rows.append([f"{PATHS[p]}: {q} ≤ twemproxy's at 1 connection", rcell(r),
+                rows.append([f"{LAT1_PATHS[p]}: {q} ≤ twemproxy's at 1 connection", rcell(r),
                              check(r is not None and r <= 1.0)])
         closed = self.lat("lat1", "direct", 1, "p50")
         for rate in self.low_rates():
@@ -446,7 +452,7 @@ class Report:
             self.w(f"memcaslap reports no error replies; it reported get misses in {len(caslap)} of its points "
                    "(it reads keys of its own, which it has not always set yet).", "")
         if bad:
-            rows = [[f"⚠ {s} / {PATHS.get(p, p)} / {c} conn / run {n}", num(r["errors"]), num(r["timeouts"]),
+            rows = [[f"⚠ {s} / {LAT1_PATHS.get(p, p)} / {c} conn / run {n}", num(r["errors"]), num(r["timeouts"]),
                      num(r["lost"]), num(r["misses"]), num(r["ops"])]
                     for r in bad for (s, p, c, n) in [r["point"]]]
             self.table(["point with error replies", "errors", "timeouts", "lost", "misses", "replies"], rows)
@@ -561,8 +567,10 @@ class Report:
                "µs from each request's send. Proxy CPU as in section 1.", "")
         tw = {q: self.lat("lat1", "twemproxy", 1, q) for q in ("p50", "p99")}
         rows = []
-        for p, name in PATHS.items():
+        for p, name in LAT1_PATHS.items():
             p50, p99 = self.lat("lat1", p, 1, "p50"), self.lat("lat1", p, 1, "p99")
+            if p not in PATHS and not p50:
+                continue
             rows.append([name, cell(p50), cell(self.lat("lat1", p, 1, "p90")), cell(p99),
                          rcell(ratio(p50, tw["p50"])), rcell(ratio(p99, tw["p99"])), cell(self.ops("lat1", p, "bench", 1)),
                          "—" if p == "direct" else cell(self.cpu("lat1", p, 1, "proxy"), us1)])

@@ -38,7 +38,9 @@
 # environment, word-split: MEMGATE_COMPARE_PROXY_ARGS (both memgate proxies),
 # MEMGATE_COMPARE_PROXY_ARGS_MEMCACHED (the one before memcached -S -Z, which
 # always gets --upstream-protocol binary: -S has no text protocol) and
-# MEMGATE_COMPARE_PROXY_ARGS_NODES (the one before the memgate nodes).
+# MEMGATE_COMPARE_PROXY_ARGS_NODES (the one before the memgate nodes). The
+# 1-connection table also has a sidecar with --busy-poll in front of the
+# same memgate nodes (MEMGATE_COMPARE_BUSY_POLL, default 100us).
 # Workload (the node and proxy issues'): 90% get / 10% set, 100-byte values,
 # 16 connections, key space prefilled. Every figure is repeated (paths
 # interleaved within each repeat, so noise on a shared machine spreads over
@@ -240,11 +242,18 @@ proxy_at() { # port "extra flags" backend-ports...
 pm=$(free_port); proxy_at "$pm" "--upstream-protocol binary ${MEMGATE_COMPARE_PROXY_ARGS_MEMCACHED:-}" "${szs[@]}"; proxy_pids[memgate-memcached]=$pid
 pn=$(free_port); proxy_at "$pn" "${MEMGATE_COMPARE_PROXY_ARGS_NODES:-}" "${nodes[@]}"; proxy_pid=$pid
 proxy_pids[memgate-nodes]=$pid
-for p in "$direct" "${plain[@]}" "$mz" "${szs[@]}" "${nodes[@]}" "$tw" "$st" "$pm" "$pn"; do wait_port "$p"; done
+# A second sidecar in front of the same memgate nodes, with --busy-poll
+# (off by default), for the 1-connection table only.
+busy_poll=${MEMGATE_COMPARE_BUSY_POLL:-100us}
+pb=$(free_port); proxy_at "$pb" "--busy-poll $busy_poll ${MEMGATE_COMPARE_PROXY_ARGS_NODES:-}" "${nodes[@]}"
+proxy_pids[memgate-nodes-poll]=$pid server_pids[memgate-nodes-poll]=${server_pids[memgate-nodes]}
+for p in "$direct" "${plain[@]}" "$mz" "${szs[@]}" "${nodes[@]}" "$tw" "$st" "$pm" "$pn" "$pb"; do wait_port "$p"; done
 
 # The paths, in the order of every table; compare.py knows their names.
 paths=(direct twemproxy stunnel memgate-memcached memgate-nodes)
-declare -A port=([direct]=$direct [twemproxy]=$tw [stunnel]=$st [memgate-memcached]=$pm [memgate-nodes]=$pn)
+declare -A port=([direct]=$direct [twemproxy]=$tw [stunnel]=$st [memgate-memcached]=$pm [memgate-nodes]=$pn [memgate-nodes-poll]=$pb)
+# The 1-connection table's paths: the above and the busy-polling sidecar.
+lat_paths=("${paths[@]}" memgate-nodes-poll)
 
 # ---------------------------------------------------------------- the tools
 cat > "$work/mix.cfg" <<'CFG'
@@ -306,7 +315,7 @@ prefill() { # port: set every key once so that gets hit
 }
 progress() { echo "[$(($(date +%s) - started))s] $*" >&2; }
 
-for path in "${paths[@]}"; do prefill "${port[$path]}"; done
+for path in "${lat_paths[@]}"; do prefill "${port[$path]}"; done
 # The sidecar's memory before any load (the proxy issue's "idle RSS").
 record rss-start memgate-nodes python 0 1 "$(rss_kib "$proxy_pid")"
 helper facts > "$work/facts-start.tsv"
@@ -356,8 +365,8 @@ fi
 low_rates="1000 4000"
 if wants latency; then
 for r in $(seq "$rounds"); do
-  for i in "${!paths[@]}"; do
-    path=${paths[$(((i + r) % ${#paths[@]}))]}
+  for i in "${!lat_paths[@]}"; do
+    path=${lat_paths[$(((i + r) % ${#lat_paths[@]}))]}
     progress "round $r/$rounds, 1 connection, $path"
     f=$work/runs/lat1-$path-$r.json
     bench_point "$f" "$path" --key-space "$keys" --connections 1 --duration "${duration}s"
@@ -397,6 +406,7 @@ record idle memgate-nodes python 0 1 "$before $after $each"
 fi
 helper facts > "$work/facts-end.tsv"
 stop "$proxy_pid"
+stop "${proxy_pids[memgate-nodes-poll]}"
 
 # ------------------------------------------------------------- 2: the node
 if wants node; then

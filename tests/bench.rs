@@ -519,6 +519,17 @@ async fn the_comparison_script_smoke_run_reports_every_path() {
         assert_eq!(rows.len(), 4, "{server}: {rows:?}\n{report}");
         assert!(rows.iter().all(|r| figure(&r[3])), "{server}: {rows:?}");
     }
+    // The sidecar with --busy-poll: one row, in the 1-connection table,
+    // with its proxy CPU, and its two latency targets.
+    let poll = "memgate --busy-poll → 3 memgate nodes";
+    let poll_rows = rows(poll);
+    assert_eq!(poll_rows.len(), 1, "{poll_rows:?}\n{report}");
+    let row = &poll_rows[0];
+    assert!(figure(&row[2]) && figure(&row[row.len() - 2]), "{row:?}");
+    for q in ["p50", "p99"] {
+        let target = format!("| {poll}: {q} ≤ twemproxy's at 1 connection |");
+        assert!(report.contains(&target), "{target}\n{report}");
+    }
     for proxy in ["memgate → 3 memcached -S -Z", "memgate → 3 memgate nodes"] {
         let target = format!("| churn: {proxy} ≥ 20 × stunnel");
         let row = report.lines().find(|l| l.starts_with(&target));
