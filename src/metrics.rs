@@ -80,8 +80,9 @@ pub const PROXY_CLIENT_READ_BYTES_TOTAL: &str = "memgate_proxy_client_read_bytes
 pub const PROXY_CLIENT_WRITTEN_BYTES_TOTAL: &str = "memgate_proxy_client_written_bytes_total";
 /// Keys of a multi-key get whose node could not answer, read as misses.
 pub const PROXY_MULTIGET_MISSES_TOTAL: &str = "memgate_proxy_multiget_unreachable_keys_total";
-/// Proxy: time the event loop spent busy polling (`--busy-poll`), in
-/// microseconds (the exporter's counters are integers).
+/// Proxy: time the event loop was kept from sleeping by `--busy-poll` (the
+/// open windows, requests served in them included), in microseconds (the
+/// exporter's counters are integers).
 pub const PROXY_BUSY_POLL_MICROSECONDS_TOTAL: &str = "memgate_proxy_busy_poll_microseconds_total";
 
 /// Proxy metrics with their help text.
@@ -124,7 +125,7 @@ pub const PROXY_METRICS: &[(&str, &str)] = &[
     ),
     (
         PROXY_BUSY_POLL_MICROSECONDS_TOTAL,
-        "Microseconds the event loop spent busy polling after replies (--busy-poll)",
+        "Microseconds the event loop was kept from sleeping by --busy-poll",
     ),
 ];
 
