@@ -88,7 +88,8 @@ fuzz_target!(|data: &[u8]| {
     replace(&mut args.client_key, &fixture.key);
     let allow_remote = args.allow_remote;
     // The thread count is read on its own, before the runtime starts.
-    if let Ok(threads) = args.threads() {
+    let threads = args.threads();
+    if let Ok(threads) = threads {
         assert!((1..=1024).contains(&threads), "{threads} threads");
     }
     let Ok(config) = args.into_config(&env) else {
@@ -98,4 +99,9 @@ fuzz_target!(|data: &[u8]| {
     assert!(!config.servers.is_empty());
     assert!(!config.timeout.is_zero() && !config.down_retry_delay.is_zero());
     assert!(config.failure_limit >= 1 && config.connections_per_node >= 1);
+    // Busy polling: a window of up to 1 ms, on the one event loop only.
+    if let Some(window) = config.busy_poll {
+        assert!(!window.is_zero() && window <= std::time::Duration::from_millis(1));
+        assert_eq!(threads.ok(), Some(1), "busy polling with more threads");
+    }
 });
