@@ -291,16 +291,15 @@ impl ProxyArgs {
         // The polling task can poll the sockets only on the runtime that
         // owns them: with a work-stealing pool another worker may sit in
         // epoll_wait while it spins.
-        if !busy_poll.is_zero() && args.threads.unwrap_or(1) != 1 {
-            return Err(invalid(
-                "--busy-poll",
-                &format!(
-                    "{}us with --threads {}",
-                    busy_poll.as_micros(),
-                    args.threads.unwrap_or(1)
-                ),
-                "--threads 1 (busy polling runs on the one event loop)",
-            ));
+        match args.threads {
+            Some(threads) if threads != 1 && !busy_poll.is_zero() => {
+                return Err(invalid(
+                    "--busy-poll",
+                    &format!("{}us with --threads {threads}", busy_poll.as_micros()),
+                    "--threads 1 (busy polling runs on the one event loop)",
+                ));
+            }
+            _ => {}
         }
         let connections_per_node = args.connections_per_node.unwrap_or(2);
         if connections_per_node == 0 {

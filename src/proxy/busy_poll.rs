@@ -32,7 +32,8 @@ use crate::metrics as m;
 /// The shared state between the sessions, which say when they replied,
 /// and the polling task.
 pub struct BusyPoll {
-    window: Duration,
+    /// The window's length in nanoseconds, the unit of `last_reply`.
+    window: u64,
     epoch: Instant,
     /// When the last reply was written, in nanoseconds since `epoch`.
     last_reply: AtomicU64,
@@ -44,7 +45,7 @@ pub struct BusyPoll {
 impl BusyPoll {
     pub fn new(window: Duration) -> BusyPoll {
         BusyPoll {
-            window,
+            window: u64::try_from(window.as_nanos()).unwrap_or(u64::MAX),
             epoch: Instant::now(),
             last_reply: AtomicU64::new(0),
             asleep: AtomicBool::new(false),
@@ -70,12 +71,11 @@ impl BusyPoll {
 
     /// Is the window after the last reply still open at `now`?
     fn open(&self, now: Instant) -> bool {
-        let window = u64::try_from(self.window.as_nanos()).unwrap_or(u64::MAX);
         self.nanos(now)
             < self
                 .last_reply
                 .load(Ordering::SeqCst)
-                .saturating_add(window)
+                .saturating_add(self.window)
     }
 
     /// The polling task: runs beside the sessions for as long as the proxy.
@@ -120,16 +120,29 @@ mod tests {
         assert!(!poll.open(start + Duration::from_millis(30)));
     }
 
-    #[test]
-    fn a_reply_wakes_the_task_only_when_it_sleeps() {
+    /// Has a wake-up been left for the task (a `notify_one` permit)?
+    async fn woken(poll: &BusyPoll) -> bool {
+        tokio::select! {
+            biased;
+            () = poll.wake.notified() => true,
+            () = std::future::ready(()) => false,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reply_wakes_the_task_only_when_it_sleeps() {
         let poll = BusyPoll::new(Duration::from_millis(1));
         poll.replied(Instant::now());
         assert!(!poll.asleep.load(Ordering::SeqCst));
+        assert!(!woken(&poll).await, "a reply woke a task that polls");
         poll.asleep.store(true, Ordering::SeqCst);
         poll.replied(Instant::now());
         assert!(
             !poll.asleep.load(Ordering::SeqCst),
             "the reply took the wake-up"
         );
+        assert!(woken(&poll).await, "the sleeping task was not woken");
+        poll.replied(Instant::now());
+        assert!(!woken(&poll).await, "one sleep, one wake-up");
     }
 }
