@@ -16,7 +16,7 @@ pub mod binary;
 pub mod input;
 mod line;
 pub mod meta;
-pub mod meta_client;
+
 pub mod request;
 pub mod response;
 pub mod sasl;
@@ -134,7 +134,7 @@ fn parse_line(buf: &[u8], limits: &Limits) -> Result<Parsed, ProtocolError> {
 pub fn encode_request(req: &Request, out: &mut BytesMut) -> Result<(), Unencodable> {
     match &req.frame {
         Frame::Text(_) => text::encode_request(req, out),
-        Frame::Meta(frame) => meta::encode_request(frame, &req.command, None, out),
+        Frame::Meta(frame) => meta::client::encode_line(frame, &req.command, None, out),
         Frame::Binary { .. } => Err(Unencodable("binary frame")),
     }
 }

@@ -1,7 +1,7 @@
 //! One long-lived, logged-in TLS connection to a node, shared by many clients.
 //!
 //! Requests are encoded in the connection's protocol ([`UpstreamProtocol`]):
-//! meta (`protocol::meta_client`) after an ASCII login, or binary after SASL
+//! meta (`protocol::meta::client`) after an ASCII login, or binary after SASL
 //! PLAIN. They are pipelined; the node answers them in order, and every
 //! reply's opaque (binary's header field, meta's `O<seq>`) must match the
 //! oldest request in flight (a mismatch, or any reply that does not parse,
@@ -38,7 +38,8 @@ use tokio::net::TcpStream;
 use tokio::sync::{oneshot, Notify};
 use tokio_rustls::TlsConnector;
 
-use crate::protocol::meta_client::{self, Expect, LoginForm};
+use crate::protocol::meta;
+use crate::protocol::meta::client::{Expect, LoginForm};
 use crate::protocol::request::{MetaFrame, TextFrame};
 use crate::protocol::{binary, Command, Frame, Limits, Response};
 
@@ -487,7 +488,7 @@ impl Connection {
         let opaque = out.opaque.wrapping_add(1);
         let start = out.buffer().len();
         let encoded = if shared.meta {
-            meta_client::encode_request(&command, &frame, opaque, out.buffer()).map_err(|e| e.0)
+            meta::client::encode_request(&command, &frame, opaque, out.buffer()).map_err(|e| e.0)
         } else {
             encode_binary(&command, &frame, opaque, out.buffer())
         };
@@ -762,7 +763,7 @@ fn drain_meta_replies(
     node: &str,
 ) -> Result<(), UpstreamError> {
     use bytes::Buf;
-    let corrupt = |why: meta_client::ReplyError| {
+    let corrupt = |why: meta::client::ReplyError| {
         tracing::debug!(node, %why, "upstream meta reply refused; dropping the connection");
         UpstreamError::Protocol {
             node: node.to_string(),
@@ -772,27 +773,27 @@ fn drain_meta_replies(
     loop {
         let mut q = inflight
             .lock()
-            .map_err(|_| corrupt(meta_client::ReplyError::Unexpected))?;
+            .map_err(|_| corrupt(meta::client::ReplyError::Unexpected))?;
         let Some(front) = q.front() else {
             return match buf.is_empty() {
                 true => Ok(()),
-                false => Err(corrupt(meta_client::ReplyError::Unexpected)),
+                false => Err(corrupt(meta::client::ReplyError::Unexpected)),
             };
         };
         let Some((reply, used)) =
-            meta_client::parse_reply(buf, front.expect, &limits).map_err(corrupt)?
+            meta::client::parse_reply(buf, front.expect, &limits).map_err(corrupt)?
         else {
             return Ok(());
         };
         buf.advance(used);
         let Some(req) = q.pop_front() else {
-            return Err(corrupt(meta_client::ReplyError::Unexpected));
+            return Err(corrupt(meta::client::ReplyError::Unexpected));
         };
         drop(q);
         if let Some(done) = &req.done {
             done.notify_one();
         }
-        match meta_client::decode(req.command, reply) {
+        match meta::client::decode(req.command, reply) {
             Ok(response) => req.reply.send(Ok(response)),
             Err(why) => {
                 let error = corrupt(why);

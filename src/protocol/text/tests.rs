@@ -1,11 +1,16 @@
 use super::*;
 use crate::protocol::line::client_error;
+use crate::protocol::request::{
+    Arith, Command, Delete, Frame, Get, Request, Store, StoreMode, TextFrame,
+};
 use crate::protocol::test_util::{arb_bytes, arb_mode, key, parse_text as parse};
 use crate::protocol::{
     encode_request,
     request::{FlagOrder, MetaFrame, Opaque},
     Found, ProtocolError, MAX_LINE_LEN,
 };
+use crate::protocol::{ErrorReply, Limits, Parsed, Response};
+use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
 
 fn limits() -> Limits {

@@ -6,7 +6,8 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::{upstream_limits, UpstreamError};
-use crate::protocol::meta_client::{self, Expect, LoginForm};
+use crate::protocol::meta;
+use crate::protocol::meta::client::{Expect, LoginForm};
 use crate::protocol::{binary, sasl, Command};
 
 /// What a node that does not speak the protocol asked of it answers, said
@@ -85,7 +86,7 @@ where
         reason,
     };
     let mut out = BytesMut::new();
-    meta_client::encode_login(form, user, pass, &mut out)
+    meta::client::encode_login(form, user, pass, &mut out)
         .map_err(|e| auth(format!("cannot send this username: {}", e.0)))?;
     let mut login = LoginStream::new(stream, node);
     login.write(&out).await?;
@@ -95,17 +96,17 @@ where
         if login.buf.first() == Some(&binary::RESPONSE_MAGIC) {
             return Err(auth(NOT_TEXT.into()));
         }
-        match meta_client::parse_reply(&login.buf, Expect::Login, &upstream_limits()) {
+        match meta::client::parse_reply(&login.buf, Expect::Login, &upstream_limits()) {
             Ok(Some((reply, used))) => {
                 let _ = login.buf.split_to(used);
-                return match meta_client::login_result(&reply) {
+                return match meta::client::login_result(&reply) {
                     Ok(()) => login.done(),
-                    Err(meta_client::LoginError::Refused) => {
+                    Err(meta::client::LoginError::Refused) => {
                         Err(auth("credentials refused".into()))
                     }
                     // A text answer other than STORED: a text node that
                     // does not take this form of login.
-                    Err(meta_client::LoginError::NotAscii(said)) => Err(auth(format!(
+                    Err(meta::client::LoginError::NotAscii(said)) => Err(auth(format!(
                         "node refused the {form:?} form of ASCII login ({said:?}); memgate \
                          nodes take --upstream-protocol meta, memcached -Y meta-memcached"
                     ))),

@@ -39,15 +39,20 @@
 //! client's) travel base64-encoded with `b`; the node stores the decoded key,
 //! the same item a binary client would reach.
 
+use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::{
-    line::{find_newline, parse_u32, parse_u64, valid_key, words, Unencodable},
-    meta,
-    request::{Command, Frame, Get, MetaFrame, Request, TextFrame},
+use crate::protocol::{
+    line::{
+        find_newline, parse_u32, parse_u64, put_i64, put_u64, put_usize, valid_key, words,
+        Unencodable,
+    },
+    request::{Command, Frame, Get, MetaFrame, Request, StoreMode, TextFrame},
     response::{ErrorReply, Found, Response},
     text, Limits, MAX_LINE_LEN,
 };
+
+use super::{ReturnFlags, MAX_META_TOKENS};
 
 /// The most a multi-line `stats` reply may take before the stream is
 /// declared broken (memcached's largest groups are a few tens of KiB).
@@ -88,24 +93,6 @@ pub enum Code {
     Exists,
     /// `MN`: the answer to `mn`.
     Noop,
-}
-
-/// The return flags of a meta reply (those the proxy reads).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ReturnFlags {
-    pub cas: Option<u64>,
-    pub client_flags: Option<u32>,
-    pub hit: Option<bool>,
-    pub last_access: Option<u64>,
-    pub opaque: Option<u32>,
-    pub size: Option<usize>,
-    pub ttl: Option<i64>,
-    /// `W`: this request won the recache.
-    pub won: bool,
-    /// `X`: the item is stale.
-    pub stale: bool,
-    /// `Z`: a win was already handed out.
-    pub win_sent: bool,
 }
 
 /// One meta reply: its code, its flags, and the value after a `VA` line.
@@ -182,7 +169,7 @@ pub fn encode_request(
                 base64_key: needs_base64(key),
                 ..MetaFrame::default()
             };
-            meta::encode_request(&frame, command, None, out).map(|()| Expect::Debug)
+            encode_line(&frame, command, None, out).map(|()| Expect::Debug)
         }
         // `mg <key> T<exptime>` answers HD or EN, as touch does TOUCHED or
         // NOT_FOUND, and touches the same way.
@@ -193,14 +180,14 @@ pub fn encode_request(
                 ..Get::default()
             });
             let frame = upstream_frame(command, frame, key);
-            meta::encode_request(&frame, &get, Some(seq), out).map(|()| Expect::Meta(Some(seq)))
+            encode_line(&frame, &get, Some(seq), out).map(|()| Expect::Meta(Some(seq)))
         }
         Command::Get(_) | Command::Store(_) | Command::Delete(_) | Command::Arith(_) => {
             let Some(key) = command.key() else {
                 return Err(Unencodable("a get of other than one key"));
             };
             let frame = upstream_frame(command, frame, key);
-            meta::encode_request(&frame, command, Some(seq), out).map(|()| Expect::Meta(Some(seq)))
+            encode_line(&frame, command, Some(seq), out).map(|()| Expect::Meta(Some(seq)))
         }
         Command::Quit
         | Command::Verbosity
@@ -220,7 +207,7 @@ fn needs_base64(key: &[u8]) -> bool {
 /// The meta flags to send upstream for the client's `command` (a touch is
 /// sent as a get), so that the reply carries what the client's frame prints.
 fn upstream_frame(command: &Command, client: &Frame, key: &[u8]) -> MetaFrame {
-    // The opaque is `seq`, written by `meta::encode_request`.
+    // The opaque is `seq`, written by `encode_line`.
     let mut wire = MetaFrame {
         base64_key: needs_base64(key),
         ..MetaFrame::default()
@@ -237,7 +224,7 @@ fn upstream_frame(command: &Command, client: &Frame, key: &[u8]) -> MetaFrame {
         }
         // A binary TOUCH reply carries the item's flags and CAS.
         Frame::Binary { opcode, .. } => {
-            let touch = touch && *opcode == super::binary::opcode::TOUCH;
+            let touch = touch && *opcode == crate::protocol::binary::opcode::TOUCH;
             wire.return_value = get || arith;
             wire.return_flags = get || touch;
             wire.return_cas = get || store || arith || touch;
@@ -611,6 +598,203 @@ pub fn decode(command: Command, reply: Reply) -> Result<Response, ReplyError> {
         _ => return Err(ReplyError::Unexpected),
     };
     Ok(response)
+}
+
+/// Write a meta request (see [`crate::protocol::encode_request`]).
+///
+/// `seq`, if given, is written as the opaque (`O<seq>`) in place of the
+/// frame's own: the proxy's numbering of its upstream requests, written
+/// without a string of its own per request.
+pub(crate) fn encode_line(
+    frame: &MetaFrame,
+    command: &Command,
+    seq: Option<u32>,
+    out: &mut BytesMut,
+) -> Result<(), Unencodable> {
+    let start = out.len();
+    let written = encode_request_at(frame, command, seq, out, start);
+    if written.is_err() {
+        out.truncate(start);
+    }
+    written
+}
+
+/// `encode_request`, straight into `line` (not into a line of its own, to
+/// grow and copy: that was three reallocations per request), where the
+/// request begins at `start`. On an error, the caller cuts `line` back.
+fn encode_request_at(
+    frame: &MetaFrame,
+    command: &Command,
+    seq: Option<u32>,
+    line: &mut BytesMut,
+    start: usize,
+) -> Result<(), Unencodable> {
+    let mut data = None;
+    match command {
+        Command::Get(get) => {
+            let [key] = get.keys.as_slice() else {
+                return Err(Unencodable("mg takes exactly one key"));
+            };
+            line.put_slice(b"mg");
+            put_key(line, frame, key)?;
+            // memcached reads flags in order: `t` before `N` or `T` would
+            // report the TTL from before the vivify or touch.
+            if get.no_bump {
+                line.put_slice(b" u");
+            }
+            put_token(line, b'N', get.vivify);
+            put_token(line, b'R', get.recache_below);
+            put_token(line, b'T', get.touch);
+            put_frame_flags(line, frame, seq)?;
+        }
+        Command::Store(store) => {
+            line.put_slice(b"ms");
+            put_key(line, frame, &store.key)?;
+            line.put_u8(b' ');
+            put_usize(line, store.data.len());
+            put_frame_flags(line, frame, seq)?;
+            if store.flags != 0 {
+                put_token(line, b'F', Some(store.flags));
+            }
+            if store.exptime != 0 {
+                put_token(line, b'T', Some(store.exptime));
+            }
+            put_token(line, b'C', store.cas);
+            if store.invalidate {
+                line.put_slice(b" I");
+            }
+            let mode = match store.mode {
+                StoreMode::Set => None,
+                StoreMode::Add => Some(b"E"),
+                StoreMode::Append => Some(b"A"),
+                StoreMode::Prepend => Some(b"P"),
+                StoreMode::Replace => Some(b"R"),
+            };
+            if let Some(mode) = mode {
+                line.put_slice(b" M");
+                line.put_slice(mode);
+            } else if store.vivify.is_some() {
+                return Err(Unencodable("ms vivifies only in append/prepend mode"));
+            }
+            put_token(line, b'N', store.vivify);
+            data = Some(&store.data);
+        }
+        Command::Delete(delete) => {
+            line.put_slice(b"md");
+            put_key(line, frame, &delete.key)?;
+            put_frame_flags(line, frame, seq)?;
+            put_token(line, b'C', delete.cas);
+            if delete.invalidate {
+                line.put_slice(b" I");
+            }
+            put_token(line, b'T', delete.exptime);
+        }
+        Command::Arith(arith) => {
+            line.put_slice(b"ma");
+            put_key(line, frame, &arith.key)?;
+            if !arith.incr {
+                line.put_slice(b" MD");
+            }
+            if arith.delta != 1 {
+                put_token(line, b'D', Some(arith.delta));
+            }
+            if arith.initial != 0 {
+                put_token(line, b'J', Some(arith.initial));
+            }
+            put_token(line, b'N', arith.vivify);
+            put_token(line, b'C', arith.cas);
+            put_token(line, b'T', arith.touch);
+            put_frame_flags(line, frame, seq)?;
+        }
+        Command::Noop => line.put_slice(b"mn"),
+        Command::MetaDebug { key } => {
+            line.put_slice(b"me");
+            put_key(line, frame, key)?;
+            if frame.base64_key {
+                line.put_slice(b" b");
+            }
+        }
+        _ => return Err(Unencodable("no meta form")),
+    }
+    // Only `ms` can reach memcached's limit: with every flag and `b`, `mg`
+    // comes to 17 tokens, `ma` to 19 and `md` to 16, so only a store is
+    // counted (a scan of the line, a fifth of the encoding's work).
+    if matches!(command, Command::Store(_)) && words(&line[start..]).count() + 1 > MAX_META_TOKENS {
+        return Err(Unencodable("more meta flags than memcached accepts"));
+    }
+    line.put_slice(b"\r\n");
+    if let Some(data) = data {
+        line.reserve(data.len() + 2);
+        line.put_slice(data);
+        line.put_slice(b"\r\n");
+    }
+    Ok(())
+}
+
+fn put_key(line: &mut BytesMut, frame: &MetaFrame, key: &[u8]) -> Result<(), Unencodable> {
+    let encoded;
+    let key = if frame.base64_key {
+        encoded = BASE64.encode(key);
+        if key.is_empty() {
+            return Err(Unencodable("empty key"));
+        }
+        encoded.as_bytes()
+    } else {
+        key
+    };
+    if !valid_key(key) {
+        return Err(Unencodable("key is not a valid meta key"));
+    }
+    line.put_u8(b' ');
+    line.put_slice(key);
+    Ok(())
+}
+
+/// The frame's flags: `b`, then the return flags in the frame's order, with
+/// `q` and `v` where they fall in `c f h k l q s t v O` (which is the whole
+/// order for a frame built in code).
+fn put_frame_flags(
+    line: &mut BytesMut,
+    frame: &MetaFrame,
+    seq: Option<u32>,
+) -> Result<(), Unencodable> {
+    const ALL: &[u8] = b"cfhklqstvO";
+    if frame.base64_key {
+        line.put_slice(b" b");
+    }
+    let given = frame.order.given();
+    let rest = ALL.iter().filter(|f| !given.contains(f));
+    for &flag in given.iter().chain(rest) {
+        match (flag, seq, &frame.opaque) {
+            (b'O', Some(seq), _) => {
+                line.put_slice(b" O");
+                put_u64(line, u64::from(seq));
+            }
+            (b'O', None, Some(opaque)) => {
+                if !opaque.iter().all(|&b| b > b' ' && b != 0x7f) {
+                    return Err(Unencodable("opaque is not a printable token"));
+                }
+                line.put_slice(b" O");
+                line.put_slice(opaque);
+            }
+            (b'O', None, None) => {}
+            _ if frame.asks(flag) => line.put_slice(&[b' ', flag]),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// ` <flag><value>` when there is a value.
+fn put_token<N: Into<i128>>(line: &mut BytesMut, flag: u8, value: Option<N>) {
+    if let Some(value) = value {
+        line.put_slice(&[b' ', flag]);
+        let value: i128 = value.into();
+        match u64::try_from(value) {
+            Ok(unsigned) => put_u64(line, unsigned),
+            Err(_) => put_i64(line, value as i64),
+        }
+    }
 }
 
 #[cfg(test)]

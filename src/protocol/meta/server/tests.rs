@@ -1,4 +1,5 @@
 use super::*;
+use crate::protocol::meta::client::encode_line;
 use crate::protocol::test_util::{every_return_flag, key, parse_text as parse};
 use crate::protocol::ErrorReply;
 
@@ -487,9 +488,6 @@ fn ms_failures_report_cas_0_and_md_ma_none() {
     );
 }
 
-/// The encoder counts tokens only for `ms`: with every flag it can write,
-/// `mg`, `ma` and `md` stay within memcached's limit and parse back, while
-/// an `ms` with every flag is one token over and refused.
 #[test]
 fn only_ms_can_encode_more_tokens_than_memcached_takes() {
     let every_flag = MetaFrame {
@@ -523,7 +521,7 @@ fn only_ms_can_encode_more_tokens_than_memcached_takes() {
     ];
     for command in fits {
         let mut out = BytesMut::new();
-        encode_request(&every_flag, &command, None, &mut out).expect("within the limit");
+        encode_line(&every_flag, &command, None, &mut out).expect("within the limit");
         let (parsed, _, used) = parse_ok(&out);
         assert_eq!((parsed, used), (command, out.len()));
     }
@@ -538,10 +536,12 @@ fn only_ms_can_encode_more_tokens_than_memcached_takes() {
         vivify: Some(30),
     });
     let mut out = BytesMut::new();
-    let refused = encode_request(&every_flag, &store, None, &mut out);
+    let refused = encode_line(&every_flag, &store, None, &mut out);
     assert_eq!(
         refused,
-        Err(Unencodable("more meta flags than memcached accepts"))
+        Err(crate::protocol::text::Unencodable(
+            "more meta flags than memcached accepts"
+        ))
     );
     assert!(out.is_empty(), "a refused request leaves nothing behind");
 }

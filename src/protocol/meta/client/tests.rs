@@ -1,6 +1,6 @@
 use super::*;
 use crate::protocol::request::{Arith, Delete, Opaque, Store, StoreMode};
-use crate::protocol::test_util::every_return_flag;
+use crate::protocol::test_util::{arith, every_return_flag, get, store};
 use crate::protocol::{self, binary::opcode, Parsed};
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -25,38 +25,6 @@ fn binary_frame(op: u8) -> Frame {
 
 fn meta_frame(frame: MetaFrame) -> Frame {
     Frame::Meta(Box::new(frame))
-}
-
-fn get(key: &str) -> Get {
-    Get {
-        keys: vec![b(key)],
-        ..Get::default()
-    }
-}
-
-fn store(mode: StoreMode, key: &str, data: &str) -> Store {
-    Store {
-        mode,
-        key: b(key),
-        flags: 0,
-        exptime: 0,
-        data: b(data),
-        cas: None,
-        invalidate: false,
-        vivify: None,
-    }
-}
-
-fn arith(key: &str, incr: bool, delta: u64) -> Arith {
-    Arith {
-        key: b(key),
-        incr,
-        delta,
-        cas: None,
-        vivify: None,
-        initial: 0,
-        touch: None,
-    }
 }
 
 /// The upstream bytes for `command` from a client framed by `frame`, seq 7.
@@ -105,7 +73,7 @@ fn text_and_binary_commands_ask_for_what_their_dialect_prints() {
             Command::Store(Store {
                 flags: 5,
                 exptime: 10,
-                ..store(StoreMode::Set, "foo", "hi")
+                ..store(StoreMode::Set, "foo", b"hi")
             }),
             text_frame(false),
             "ms foo 2 O7 F5 T10\r\nhi\r\n",
@@ -113,18 +81,18 @@ fn text_and_binary_commands_ask_for_what_their_dialect_prints() {
         (
             Command::Store(Store {
                 cas: Some(9),
-                ..store(StoreMode::Set, "foo", "hi")
+                ..store(StoreMode::Set, "foo", b"hi")
             }),
             text_frame(false),
             "ms foo 2 O7 C9\r\nhi\r\n",
         ),
         (
-            Command::Store(store(StoreMode::Add, "foo", "")),
+            Command::Store(store(StoreMode::Add, "foo", b"")),
             binary_frame(opcode::ADD),
             "ms foo 0 c O7 ME\r\n\r\n",
         ),
         (
-            Command::Store(store(StoreMode::Prepend, "foo", "x")),
+            Command::Store(store(StoreMode::Prepend, "foo", b"x")),
             text_frame(false),
             "ms foo 1 O7 MP\r\nx\r\n",
         ),
@@ -220,7 +188,7 @@ fn meta_requests_pass_through_without_q_k_or_the_clients_opaque() {
     let invalidate = Command::Store(Store {
         cas: Some(4),
         invalidate: true,
-        ..store(StoreMode::Set, "foo", "v")
+        ..store(StoreMode::Set, "foo", b"v")
     });
     assert_eq!(
         wire(&invalidate, &meta_frame(client)).0,
@@ -510,7 +478,7 @@ fn decoded_replies_print_as_memcached_would() {
     let incr = Command::Arith(arith("n", true, 1));
     let number = through(&incr, &text, b"VA 2 O7\r\n42\r\n");
     assert_eq!(client_sees(&incr, &text, &number), b"42\r\n");
-    let add = Command::Store(store(StoreMode::Add, "foo", "v"));
+    let add = Command::Store(store(StoreMode::Add, "foo", b"v"));
     let bin = binary_frame(opcode::ADD);
     assert_eq!(
         through(&add, &bin, b"HD c9 O7\r\n"),
