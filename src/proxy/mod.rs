@@ -162,7 +162,7 @@ fn cluster_for(config: &ProxyConfig, previous: Option<&Cluster>) -> Result<Clust
         let kept = reusable.and_then(|old| old.nodes.iter().find(|n| n.target == target));
         nodes.push(match kept {
             Some(node) => Arc::clone(node),
-            None => Arc::new(pool::Node::new(
+            None => Arc::new(pool::Upstream::new(
                 target,
                 config.connections_per_node,
                 config.failure_limit,

@@ -40,7 +40,7 @@ const SPILL_LOAD: usize = 16;
 type ConnectOutcome = Option<Result<(), UpstreamError>>;
 
 /// One upstream node.
-pub struct Node {
+pub struct Upstream {
     pub target: Target,
     pub health: Health,
     /// Resolved once: the request path only bumps atomics.
@@ -52,8 +52,8 @@ pub struct Node {
     connecting: Mutex<Option<(Instant, watch::Receiver<ConnectOutcome>)>>,
 }
 
-impl Node {
-    pub fn new(target: Target, connections: usize, failure_limit: u32) -> Node {
+impl Upstream {
+    pub fn new(target: Target, connections: usize, failure_limit: u32) -> Upstream {
         let name = target.name.clone();
         // Every error series exists from start-up, at 0, so that an alert on
         // `increase(...) > 0` sees the very first failure.
@@ -64,7 +64,7 @@ impl Node {
         metrics::counter!(m::PROXY_TLS_FAILURES_TOTAL, "node" => name.clone()).increment(0);
         metrics::counter!(m::PROXY_SASL_FAILURES_TOTAL, "node" => name.clone()).increment(0);
         metrics::counter!(m::PROXY_UPSTREAM_CONNECTS_TOTAL, "node" => name.clone()).increment(0);
-        Node {
+        Upstream {
             health: Health::new(name.clone(), failure_limit),
             upstream_requests: metrics::counter!(m::PROXY_UPSTREAM_REQUESTS_TOTAL, "node" => name.clone()),
             upstream_latency: metrics::histogram!(m::PROXY_UPSTREAM_DURATION_SECONDS, "node" => name),
@@ -298,7 +298,7 @@ fn live_load(conn: &Mutex<Option<Connection>>) -> Option<usize> {
 
 /// Every node, the ring over them, and the failover policy.
 pub struct Cluster {
-    pub nodes: Vec<Arc<Node>>,
+    pub nodes: Vec<Arc<Upstream>>,
     ring: Ring,
     failover: Failover,
     /// Eject mode: the ring over the live nodes, with the down set it was built for.
@@ -312,7 +312,7 @@ impl Cluster {
     /// A cluster over `nodes` (built fresh, or kept from the cluster before a
     /// reload), in ring order.
     pub fn new(
-        nodes: Vec<Arc<Node>>,
+        nodes: Vec<Arc<Upstream>>,
         ring: Ring,
         settings: Settings,
         failover: Failover,
@@ -334,7 +334,7 @@ impl Cluster {
     }
 
     /// The node that serves `key` now, or why none can.
-    pub fn route(&self, key: &[u8]) -> Result<&Arc<Node>, UpstreamError> {
+    pub fn route(&self, key: &[u8]) -> Result<&Arc<Upstream>, UpstreamError> {
         let home = &self.nodes[self.ring.locate(key) % self.nodes.len()];
         if self.failover == Failover::Error || home.health.is_up() {
             return Ok(home);
@@ -392,13 +392,13 @@ mod tests {
     use super::*;
     use crate::protocol::Command;
 
-    fn node(slots: usize) -> Node {
+    fn node(slots: usize) -> Upstream {
         let target = Target {
             name: "n0".into(),
             addr: "127.0.0.1:1".into(),
             server_name: rustls_pki_types::ServerName::try_from("localhost").unwrap(),
         };
-        Node::new(target, slots, 2)
+        Upstream::new(target, slots, 2)
     }
 
     /// A connection to a node that never answers: what is sent stays in flight.
@@ -477,7 +477,7 @@ mod tests {
             addr: addr.to_string(),
             server_name: rustls_pki_types::ServerName::try_from("localhost").unwrap(),
         };
-        let node = Arc::new(Node::new(target, 1, 1));
+        let node = Arc::new(Upstream::new(target, 1, 1));
         node.health.fail_now("connect", &"test");
         let spec = super::super::ring::parse_server_entry(&format!("stalled={addr}")).unwrap();
         let ring = Ring::new(&[spec]).unwrap();

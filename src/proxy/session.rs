@@ -22,7 +22,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot::error::RecvError;
 
 use super::drain::Signal;
-use super::pool::{Cluster, Failover, Node};
+use super::pool::{Cluster, Failover, Upstream};
 use super::upstream::{internal_frame, PendingReply, UpstreamError};
 use super::ProxyShared;
 use crate::metrics as m;
@@ -359,7 +359,7 @@ async fn dispatch(
         started,
         frame,
     };
-    if let Some(response) = session::local_answer(&command, crate::node::VERSION) {
+    if let Some(response) = session::local_answer(&command, crate::VERSION) {
         return ready(head, response);
     }
     let response = match command {
@@ -478,7 +478,7 @@ async fn dispatch(
 /// One upstream request in flight (or one that could not start).
 enum Part {
     Waiting {
-        node: Arc<Node>,
+        node: Arc<Upstream>,
         conn: super::upstream::Connection,
         reply: PendingReply,
         sent: Instant,
@@ -528,7 +528,7 @@ async fn start_routed(
 /// moved on if the request had to wait for a connect.
 async fn start(
     cluster: &Cluster,
-    node: &Arc<Node>,
+    node: &Arc<Upstream>,
     command: Command,
     frame: Frame,
     slot: &mut Option<usize>,

@@ -6,8 +6,9 @@ use super::{
     opcode, status, ResponsePacket, Unsupported, EXPIRED, HEADER_LEN, MAX_RESPONSE_BODY, NO_VIVIFY,
     REQUEST_MAGIC, RESPONSE_MAGIC,
 };
-use crate::protocol::request::{Command, Exptime, Store, StoreMode};
+use crate::protocol::request::{Command, Exptime, MetaFrame, Store, StoreMode};
 use crate::protocol::response::{ErrorReply, Found, Response};
+use crate::protocol::Frame;
 use crate::protocol::{ProtocolError, MAX_KEY_LEN};
 use bytes::{Bytes, BytesMut};
 
@@ -153,6 +154,40 @@ pub fn encode_request(
     };
     packet.write(REQUEST_MAGIC, out)?;
     Ok(opcode)
+}
+
+/// The first meta flag of this request that binary has no field for, named
+/// for the client's `CLIENT_ERROR`, so that it learns what to drop (or that
+/// the node should be reached over meta).
+pub fn cannot_carry(command: &Command, frame: &Frame) -> Option<&'static str> {
+    let named = match command {
+        Command::Get(get) if get.vivify.is_some() => Some("meta flag N (vivify)"),
+        Command::Get(get) if get.recache_below.is_some() => Some("meta flag R (recache)"),
+        Command::Get(get) if get.no_bump => Some("meta flag u (no LRU bump)"),
+        Command::Store(store) if store.invalidate => Some("meta flag I (invalidate)"),
+        Command::Store(store) if store.vivify.is_some() => Some("meta flag N (vivify)"),
+        Command::Delete(delete) if delete.invalidate => Some("meta flag I (invalidate)"),
+        Command::Delete(delete) if delete.exptime.is_some() => Some("meta flag T on md"),
+        Command::Arith(arith) if arith.touch.is_some() => Some("meta flag T on ma"),
+        Command::MetaDebug { .. } => Some("me (meta debug)"),
+        _ => None,
+    };
+    let Frame::Meta(meta) = frame else {
+        return named;
+    };
+    let MetaFrame {
+        return_hit,
+        return_last_access,
+        return_ttl,
+        ..
+    } = **meta;
+    let asks_item = matches!(command, Command::Get(_) | Command::Arith(_));
+    named.or(match () {
+        () if return_hit && asks_item => Some("meta flag h (hit before)"),
+        () if return_last_access && asks_item => Some("meta flag l (last access)"),
+        () if return_ttl && asks_item => Some("meta flag t (remaining TTL)"),
+        () => None,
+    })
 }
 
 /// Parse one reply packet from the front of `buf`: `None` until it is whole.

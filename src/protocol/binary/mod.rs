@@ -23,7 +23,7 @@ mod wire;
 use super::response::ErrorReply;
 use bytes::Bytes;
 
-pub use client::{decode_response, encode_request, ends_reply, parse_response};
+pub use client::{cannot_carry, decode_response, encode_request, ends_reply, parse_response};
 pub use server::{encode_keyed_response, encode_response, parse_request};
 
 pub const REQUEST_MAGIC: u8 = 0x80;

@@ -2,9 +2,14 @@ use super::outbox::RECORD;
 use super::*;
 use crate::protocol::request::StoreMode;
 use crate::protocol::test_util::{self, store};
+use crate::protocol::{Command, Response};
 use crate::protocol::{Limits, Parsed};
+use bytes::BytesMut;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 /// A node that never answers and records every write the TLS layer would
 /// see (rustls turns each into records of its own).

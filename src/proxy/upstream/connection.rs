@@ -1,0 +1,313 @@
+//! One connection: open (TCP, TLS, login), keepalive, send, close.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::sync::{oneshot, Notify};
+
+use super::codec::Codec;
+use super::error::lost_error;
+use super::inflight::{fail_all, InFlight, PendingReply, ReplySlot};
+use super::login::{ascii_login, sasl_login};
+use super::outbox::{Driven, Outbox};
+use super::reader::reader;
+use super::writer::writer;
+use super::{internal_frame, Settings, Target, UpstreamError, UpstreamProtocol};
+use crate::protocol::{Command, Frame};
+
+/// What every handle to one connection shares. When the last handle goes
+/// (the pool replaced it and no request is in flight on it), its tasks end.
+struct Shared {
+    outbox: Arc<Mutex<Outbox>>,
+    inflight: Arc<Mutex<VecDeque<InFlight>>>,
+    /// Hands the outbox to the writer task.
+    work: Arc<Notify>,
+    alive: Arc<AtomicBool>,
+    /// Requests queued or in flight, for the pool's choice of connection.
+    load: Arc<AtomicUsize>,
+    /// When a request was last queued, in milliseconds of `since_start`.
+    last_used: AtomicU64,
+    codec: Codec,
+    tasks: [tokio::task::AbortHandle; 2],
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// A handle to a live connection; cheap to clone.
+#[derive(Clone)]
+pub struct Connection {
+    shared: Arc<Shared>,
+}
+
+/// Milliseconds since the first call: a cheap, monotonic timestamp for
+/// `last_used`.
+fn since_start() -> u64 {
+    millis_at(std::time::Instant::now())
+}
+
+/// `since_start` at `now`.
+fn millis_at(now: std::time::Instant) -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    now.saturating_duration_since(*START.get_or_init(std::time::Instant::now))
+        .as_millis() as u64
+}
+
+impl Connection {
+    /// Connect, handshake TLS (verifying the node's certificate) and log in.
+    /// The password is only sent once the certificate has verified.
+    pub async fn open(target: &Target, settings: &Settings) -> Result<Connection, UpstreamError> {
+        let node = target.name.clone();
+        let tcp = tokio::time::timeout(settings.connect_timeout, TcpStream::connect(&target.addr))
+            .await
+            .map_err(|_| UpstreamError::Timeout {
+                node: node.clone(),
+                timeout: settings.connect_timeout,
+            })?
+            .map_err(|e| UpstreamError::Connect {
+                node: node.clone(),
+                reason: e.to_string(),
+                refused: e.kind() == std::io::ErrorKind::ConnectionRefused,
+            })?;
+        let _ = tcp.set_nodelay(true);
+        let tls = tokio::time::timeout(
+            settings.connect_timeout,
+            settings.tls.connect(target.server_name.clone(), tcp),
+        )
+        .await
+        .map_err(|_| UpstreamError::Timeout {
+            node: node.clone(),
+            timeout: settings.connect_timeout,
+        })?
+        .map_err(|e| UpstreamError::Tls {
+            node: node.clone(),
+            reason: tls_reason(&e),
+        })?;
+        let mut stream = tls;
+        let (user, pass) = (&settings.username, &settings.password);
+        let login = async {
+            match settings.protocol.login_form() {
+                Some(form) => ascii_login(&mut stream, &node, form, user, pass).await,
+                None => sasl_login(&mut stream, &node, user, pass).await,
+            }
+        };
+        tokio::time::timeout(settings.connect_timeout, login)
+            .await
+            .map_err(|_| UpstreamError::Timeout {
+                node: node.clone(),
+                timeout: settings.connect_timeout,
+            })??;
+        let conn = Connection::spawn(stream, node, settings.protocol);
+        conn.keep_alive(settings.keepalive, settings.request_timeout);
+        Ok(conn)
+    }
+
+    /// While the connection is idle, ping it every `every`; a ping that is
+    /// not answered within `timeout` closes it, so the pool replaces it
+    /// before a client request can fail on it. The pinger holds no strong
+    /// handle: the connection still ends when its last user lets go.
+    fn keep_alive(&self, every: Duration, timeout: Duration) {
+        if every.is_zero() {
+            return;
+        }
+        let handle = Arc::downgrade(&self.shared);
+        let every_ms = every.as_millis() as u64;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(shared) = handle.upgrade() else {
+                    return;
+                };
+                let conn = Connection { shared };
+                if !conn.is_alive() {
+                    return;
+                }
+                let idle =
+                    since_start().saturating_sub(conn.shared.last_used.load(Ordering::Relaxed));
+                if idle < every_ms || conn.load() > 0 {
+                    continue;
+                }
+                let Ok(reply) =
+                    conn.send(Command::Noop, internal_frame(), std::time::Instant::now())
+                else {
+                    return;
+                };
+                let alive = Arc::clone(&conn.shared.alive);
+                drop(conn);
+                if !matches!(tokio::time::timeout(timeout, reply).await, Ok(Ok(Ok(_)))) {
+                    if alive.load(Ordering::Relaxed) {
+                        tracing::debug!(
+                            "idle upstream connection did not answer a ping; closing it"
+                        );
+                    }
+                    if let Some(shared) = handle.upgrade() {
+                        Connection { shared }.close();
+                    }
+                    return;
+                }
+            }
+        });
+    }
+
+    /// Run the reader and writer tasks over an established, logged-in stream
+    /// that speaks `protocol`.
+    pub fn spawn<S>(stream: S, node: String, protocol: UpstreamProtocol) -> Connection
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let alive = Arc::new(AtomicBool::new(true));
+        let inflight = Arc::new(Mutex::new(VecDeque::<InFlight>::new()));
+        let (rd, wr) = tokio::io::split(stream);
+        let outbox = Arc::new(Mutex::new(Outbox::new(Box::pin(wr))));
+        let work = Arc::new(Notify::new());
+        let failed = Arc::new(Notify::new());
+        let codec = Codec::of(protocol);
+        let w = tokio::spawn(writer(
+            Arc::clone(&outbox),
+            Arc::clone(&inflight),
+            Arc::clone(&work),
+            Arc::clone(&alive),
+            Arc::clone(&failed),
+        ));
+        let r = tokio::spawn(reader(
+            rd,
+            Arc::clone(&inflight),
+            Arc::clone(&alive),
+            failed,
+            node,
+            codec,
+        ));
+        Connection {
+            shared: Arc::new(Shared {
+                outbox,
+                inflight,
+                work,
+                alive,
+                load: Arc::new(AtomicUsize::new(0)),
+                last_used: AtomicU64::new(since_start()),
+                codec,
+                tasks: [w.abort_handle(), r.abort_handle()],
+            }),
+        }
+    }
+
+    pub fn is_alive(&self) -> bool {
+        self.shared.alive.load(Ordering::Relaxed)
+    }
+
+    /// Requests queued or in flight on this connection.
+    pub fn load(&self) -> usize {
+        self.shared.load.load(Ordering::Relaxed)
+    }
+
+    /// Send one command, as a client framed by `frame` sent it at `now`; the
+    /// returned receiver completes with its reply. Timeouts are the caller's
+    /// job.
+    ///
+    /// The caller writes its own request when the connection's outbox is idle
+    /// (flat combining: no task hand-off on the way out); otherwise it
+    /// appends to what the writer task is already sending.
+    pub fn send(
+        &self,
+        command: Command,
+        frame: Frame,
+        now: std::time::Instant,
+    ) -> Result<PendingReply, UpstreamError> {
+        let shared = &*self.shared;
+        let (tx, rx) = oneshot::channel();
+        let idle = shared.load.fetch_add(1, Ordering::Relaxed) == 0;
+        let reply = ReplySlot {
+            tx: Some(tx),
+            load: Arc::clone(&shared.load),
+        };
+        shared.last_used.store(millis_at(now), Ordering::Relaxed);
+        let Ok(mut out) = shared.outbox.lock() else {
+            return Err(lost_error());
+        };
+        if !shared.alive.load(Ordering::Relaxed) {
+            return Err(lost_error());
+        }
+        let opaque = out.opaque.wrapping_add(1);
+        let start = out.buffer().len();
+        let expect = match shared.codec.encode(&command, &frame, opaque, out.buffer()) {
+            Ok(expect) => expect,
+            Err(what) => {
+                out.truncate(start);
+                return Err(UpstreamError::Unsupported(what));
+            }
+        };
+        out.opaque = opaque;
+        let done = out.push(start);
+        let large = done.is_some();
+        match shared.inflight.lock() {
+            Ok(mut q) => q.push_back(InFlight {
+                opaque,
+                expect,
+                command,
+                reply,
+                stats: Vec::new(),
+                done,
+            }),
+            Err(_) => return Err(lost_error()),
+        }
+        if out.busy {
+            return Ok(rx);
+        }
+        // On an idle connection, write it now: nothing else is coming to share
+        // the write with. With others in flight (many clients, or one that
+        // pipelines), the writer task gathers what arrives together into one
+        // write. A large request always goes to the writer task, which must
+        // wait for its reply before anything follows it.
+        let driven = match idle && !large {
+            true => out.drive(&mut Context::from_waker(Waker::noop())),
+            false => Poll::Pending,
+        };
+        match driven {
+            Poll::Ready(Ok(Driven::Empty)) => {}
+            Poll::Ready(Ok(Driven::Hold)) | Poll::Pending => {
+                out.busy = true;
+                drop(out);
+                shared.work.notify_one();
+            }
+            Poll::Ready(Err(error)) => {
+                drop(out);
+                tracing::debug!(%error, "upstream write failed");
+                self.close();
+            }
+        }
+        Ok(rx)
+    }
+
+    /// Stop using this connection (after a timeout, say): its tasks end and
+    /// every request still in flight fails.
+    pub fn close(&self) {
+        self.shared.alive.store(false, Ordering::Relaxed);
+        for task in &self.shared.tasks {
+            task.abort();
+        }
+        fail_all(&self.shared.inflight, lost_error());
+    }
+}
+
+fn tls_reason(error: &std::io::Error) -> String {
+    match error
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+    {
+        Some(rustls::Error::InvalidCertificate(why)) => format!("certificate refused: {why:?}"),
+        Some(other) => other.to_string(),
+        None => error.to_string(),
+    }
+}

@@ -1,0 +1,62 @@
+//! The requests written on one connection and waiting for their replies.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{oneshot, Notify};
+
+use super::UpstreamError;
+use crate::protocol::meta::client::Expect;
+use crate::protocol::{Command, Response};
+
+/// Where a request's reply goes. It also counts the request in its
+/// connection's load until it is answered or dropped, whichever path (reply,
+/// failure, aborted task) gets there.
+pub(super) struct ReplySlot {
+    pub tx: Option<oneshot::Sender<Result<Response, UpstreamError>>>,
+    pub load: Arc<AtomicUsize>,
+}
+
+impl ReplySlot {
+    pub fn send(mut self, result: Result<Response, UpstreamError>) {
+        if let Some(tx) = self.tx.take() {
+            // The caller may have given up (timeout, client gone): nothing to do.
+            let _ = tx.send(result);
+        }
+    }
+}
+
+impl Drop for ReplySlot {
+    fn drop(&mut self) {
+        self.load.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A reply to come; a dropped sender means the connection was lost.
+pub type PendingReply = oneshot::Receiver<Result<Response, UpstreamError>>;
+
+/// A request written and waiting for its reply.
+pub(super) struct InFlight {
+    pub opaque: u32,
+    /// The shape of its meta reply (binary replies carry their own).
+    pub expect: Expect,
+    pub command: Command,
+    pub reply: ReplySlot,
+    /// Replies so far (STAT answers with many packets).
+    pub stats: Vec<(String, String)>,
+    /// Set for a large request: the writer waits on it.
+    pub done: Option<Arc<Notify>>,
+}
+
+/// Fail every request in flight with `error`, waking a writer held behind one.
+pub(super) fn fail_all(inflight: &Mutex<VecDeque<InFlight>>, error: UpstreamError) {
+    if let Ok(mut q) = inflight.lock() {
+        for req in q.drain(..) {
+            if let Some(done) = &req.done {
+                done.notify_one();
+            }
+            req.reply.send(Err(error.clone()));
+        }
+    }
+}
