@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# CPU cost of the what-if tracker (node::mrc, issue 13): node CPU per
+# CPU cost of the what-if tracker (mrc, issue 13): node CPU per
 # request with the tracker on against the same node with `--what-if off`.
 #
 #   benches/whatif.sh [--rounds N] [--duration S] [--rate OPS] [--out FILE]

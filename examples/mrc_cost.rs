@@ -1,4 +1,4 @@
-//! What the what-if tracker (`node::mrc`) costs: ns per `record` for keys
+//! What the what-if tracker (`mrc`) costs: ns per `record` for keys
 //! outside and inside the sample, on a Zipf 0.99 stream, next to a store
 //! `get` of the same keys; CPU at 100k ops/s; and the tracker's memory.
 //!
@@ -17,8 +17,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use memgate::bench::keys::{self, Zipf};
+use memgate::mrc::Tracker;
 use memgate::node::counters::CacheStats;
-use memgate::node::mrc::Tracker;
 use memgate::node::store::{charge, Store};
 use memgate::protocol::request::{Command, Get, Store as StoreCmd, StoreMode};
 use rand::rngs::StdRng;

@@ -27,7 +27,7 @@ const CACHE_ID: &str = "local";
 const NODE_MEMORY: u64 = 64 << 20;
 
 #[derive(Debug, thiserror::Error)]
-pub enum ClusterError {
+pub enum LocalError {
     #[error("{0}")]
     Pki(#[from] PkiError),
     #[error("{path}: {source}")]
@@ -47,13 +47,12 @@ pub enum ClusterError {
     NodeCount,
 }
 
-impl ClusterError {
+impl LocalError {
     /// True when the error is a port that cannot be bound (not bad configuration).
     pub fn is_bind(&self) -> bool {
         matches!(
             self,
-            ClusterError::Node(NodeError::Bind { .. })
-                | ClusterError::Proxy(ProxyError::Bind { .. })
+            LocalError::Node(NodeError::Bind { .. }) | LocalError::Proxy(ProxyError::Bind { .. })
         )
     }
 }
@@ -65,7 +64,7 @@ pub fn certs(
     nodes: &[String],
     clients: &[String],
     force: bool,
-) -> Result<Vec<PathBuf>, ClusterError> {
+) -> Result<Vec<PathBuf>, LocalError> {
     let (ca, created) = if force {
         let ca = CertificateAuthority::generate("memgate root CA")?;
         ca.write_files(out, true)?;
@@ -147,15 +146,15 @@ struct Credentials {
     password: String,
 }
 
-fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> ClusterError + '_ {
-    move |source| ClusterError::Io {
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> LocalError + '_ {
+    move |source| LocalError::Io {
         path: path.to_owned(),
         source,
     }
 }
 
 /// Create (or reuse) the PKI, credentials and caches file under `dir`.
-fn prepare(dir: &Path) -> Result<(CertificateAuthority, Credentials, PathBuf), ClusterError> {
+fn prepare(dir: &Path) -> Result<(CertificateAuthority, Credentials, PathBuf), LocalError> {
     std::fs::create_dir_all(dir).map_err(io_error(dir))?;
     let (ca, _) = CertificateAuthority::load_or_create(dir, "memgate local CA")?;
     let (node_cert, _) = (dir.join("node.crt"), dir.join("node.key"));
@@ -179,7 +178,7 @@ fn prepare(dir: &Path) -> Result<(CertificateAuthority, Credentials, PathBuf), C
                 password: password.trim().to_string(),
             },
             None => {
-                return Err(ClusterError::Io {
+                return Err(LocalError::Io {
                     path: caches_path,
                     source: std::io::Error::other(
                         "has no cache \"local\"; remove the directory to start afresh",
@@ -193,11 +192,10 @@ fn prepare(dir: &Path) -> Result<(CertificateAuthority, Credentials, PathBuf), C
             username: Alphanumeric.sample_string(&mut rng, 12),
             password: Alphanumeric.sample_string(&mut rng, 32),
         };
-        let hash =
-            crate::node::auth::hash_password(&creds.password).map_err(|e| ClusterError::Io {
-                path: caches_path.clone(),
-                source: std::io::Error::other(e.to_string()),
-            })?;
+        let hash = crate::auth::hash_password(&creds.password).map_err(|e| LocalError::Io {
+            path: caches_path.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
         let text = format!(
             "# Written by `memgate up`. One cache, one credential; the password is in ./password.\n\
              [[cache]]\nid = \"{CACHE_ID}\"\nmemory_limit = \"{}MiB\"\n\n\
@@ -218,9 +216,9 @@ fn prepare(dir: &Path) -> Result<(CertificateAuthority, Credentials, PathBuf), C
 }
 
 /// Start the nodes and the sidecar.
-pub async fn start(config: UpConfig) -> Result<Running, ClusterError> {
+pub async fn start(config: UpConfig) -> Result<Running, LocalError> {
     if config.nodes == 0 || config.nodes > 64 {
-        return Err(ClusterError::NodeCount);
+        return Err(LocalError::NodeCount);
     }
     let dir = config.dir.clone();
     let (ca, creds, caches_path) = prepare(&dir)?;

@@ -129,7 +129,7 @@ async fn analytics(args: cli::AnalyticsArgs) -> Result<(), Failure> {
 
 /// `memgate certs`: write the PKI and list what was written.
 fn certs(args: cli::CertsArgs) -> Result<(), Failure> {
-    let written = memgate::cluster::certs(&args.out, &args.nodes, &args.clients, args.force)
+    let written = memgate::local::certs(&args.out, &args.nodes, &args.clients, args.force)
         .map_err(|e| Failure::Config(e.into()))?;
     if written.is_empty() {
         println!(
@@ -162,7 +162,7 @@ async fn bench(args: cli::BenchArgs) -> Result<(), Failure> {
 /// `memgate up`: the whole local cluster until Ctrl-C or SIGTERM.
 async fn up(args: cli::UpArgs) -> Result<(), Failure> {
     let config = args.into_config().map_err(|e| Failure::Config(e.into()))?;
-    let running = memgate::cluster::start(config).await.map_err(|e| {
+    let running = memgate::local::start(config).await.map_err(|e| {
         if e.is_bind() {
             Failure::Runtime(e.into())
         } else {
@@ -304,7 +304,7 @@ fn hash_password() -> anyhow::Result<()> {
     std::io::stdin().read_line(&mut password)?;
     let password = password.trim_end_matches(['\r', '\n']);
     anyhow::ensure!(!password.is_empty(), "no password on standard input");
-    println!("{}", memgate::node::auth::hash_password(password)?);
+    println!("{}", memgate::auth::hash_password(password)?);
     Ok(())
 }
 

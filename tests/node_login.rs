@@ -11,7 +11,7 @@ use argon2::password_hash::{PasswordHasher, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 
 use common::*;
-use memgate::node::auth::{self, throttle, Secret};
+use memgate::auth::{self, throttle, Secret};
 use tokio::net::{TcpSocket, TcpStream};
 
 /// A client whose connection comes from `source` (any 127.x address is

@@ -68,7 +68,7 @@ async fn text_storage_and_retrieval() {
     .await;
     c.expect(
         b"version\r\n",
-        format!("VERSION {}\r\n", memgate::node::VERSION).as_bytes(),
+        format!("VERSION {}\r\n", memgate::VERSION).as_bytes(),
     )
     .await;
     c.expect(b"verbosity 1\r\n", b"OK\r\n").await;
@@ -232,12 +232,12 @@ async fn max_connections_refuses_cleanly() {
     let mut b = connect(node.plain.unwrap()).await;
     a.expect(
         b"version\r\n",
-        format!("VERSION {}\r\n", memgate::node::VERSION).as_bytes(),
+        format!("VERSION {}\r\n", memgate::VERSION).as_bytes(),
     )
     .await;
     b.expect(
         b"version\r\n",
-        format!("VERSION {}\r\n", memgate::node::VERSION).as_bytes(),
+        format!("VERSION {}\r\n", memgate::VERSION).as_bytes(),
     )
     .await;
     let mut c = connect(node.plain.unwrap()).await;
@@ -248,7 +248,7 @@ async fn max_connections_refuses_cleanly() {
     let mut d = connect(node.plain.unwrap()).await;
     d.expect(
         b"version\r\n",
-        format!("VERSION {}\r\n", memgate::node::VERSION).as_bytes(),
+        format!("VERSION {}\r\n", memgate::VERSION).as_bytes(),
     )
     .await;
 }

@@ -12,8 +12,8 @@ use std::net::SocketAddr;
 
 use common::{basic_auth, connect, http_request, TestNode, TWO_CACHES};
 use memgate::bench::keys::{self, Zipf};
+use memgate::mrc::WhatIf;
 use memgate::node::admin::AdminConfig;
-use memgate::node::mrc::WhatIf;
 use memgate::node::store::charge;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 const TOKEN: &str = "whatif-test-token-0123456789";
 const MIB: u64 = 1 << 20;
 /// The full-size cache's limit; the others are 1/2, 1/4 and 1/8 of it,
-/// sizes its curve reports exactly (`node::mrc::MULTIPLES`).
+/// sizes its curve reports exactly (`mrc::MULTIPLES`).
 const FULL: u64 = 8 * MIB;
 const CACHES: [(&str, u64); 4] = [
     ("full", FULL),

@@ -14,7 +14,7 @@
 //! gives the cache's predicted hit rate at other memory sizes: `{"what_if":
 //! merged curve | null, "servers": {node: curve}, "tracking_off": [node],
 //! "history": [{"timestamp", "what_if"}]}` (the curve is
-//! `node::mrc::WhatIf`; `tracking_off` lists the nodes that host the cache
+//! `mrc::WhatIf`; `tracking_off` lists the nodes that host the cache
 //! with `--what-if off`, whose share the merged curve leaves out).
 
 use std::sync::Arc;
@@ -31,8 +31,8 @@ use serde_json::{json, Map, Value};
 
 use super::ops::{self, authorize, CapabilityChange, OpError as ApiError};
 use super::Service;
+use crate::admin_view::CredentialView;
 use crate::metrics as m;
-use crate::node::admin::CredentialView;
 
 pub use super::ops::{NOT_AUTHORIZED, NO_CACHE, NO_CREDENTIAL, PRIMARY_NOT_DELETABLE};
 

@@ -40,7 +40,7 @@ use subtle::ConstantTimeEq;
 
 use super::ops::{self, CapabilityChange, OpError};
 use super::Service;
-use crate::node::admin::LoginView;
+use crate::admin_view::LoginView;
 use graph::Series;
 
 const CSS: &str = include_str!("dashboard/page.css");

@@ -5,7 +5,7 @@
 //!   node per sample; `stats` is the node's JSON object. Rows older than
 //!   `--retention` are deleted after each sample.
 //! - `what_if(cache_id, timestamp_ms, curve)`: the cache's what-if curve
-//!   merged over its nodes (`node::mrc::WhatIf` as JSON), one row per cache
+//!   merged over its nodes (`mrc::WhatIf` as JSON), one row per cache
 //!   per sample, pruned with the history.
 //! - `pending(id, node, change)`: credential changes a node has not applied
 //!   yet, in order; they survive a restart of `memgate analytics`.
@@ -25,7 +25,7 @@ use serde_json::Value;
 use super::{ops, Change, Service};
 use crate::clock::unix_now_ms;
 use crate::metrics as m;
-use crate::node::mrc::WhatIf;
+use crate::mrc::WhatIf;
 
 /// How often pending changes are retried (when the sample interval is longer).
 const RETRY_EVERY: Duration = Duration::from_secs(5);

@@ -33,8 +33,8 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::admin_view::{CacheView, CachesView, CredentialUpdate, CredentialView, LoginView};
 use crate::metrics as m;
-use crate::node::admin::{CacheView, CachesView, CredentialUpdate, CredentialView, LoginView};
 use history::Db;
 
 /// How long one call to a node's admin API may take.
@@ -69,7 +69,7 @@ impl LoginCache {
         data.extend_from_slice(username.as_bytes());
         data.push(0);
         data.extend_from_slice(password.as_bytes());
-        crate::node::auth::keyed_digest(&data)
+        crate::auth::keyed_digest(&data)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, LoginEntries> {

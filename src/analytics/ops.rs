@@ -10,8 +10,8 @@ use rand::distributions::{Alphanumeric, DistString};
 use serde_json::{Map, Value};
 
 use super::{Change, NodeDown, NodeEntry, Service};
-use crate::node::admin::{CacheView, CredentialView, LoginView};
-use crate::node::mrc::WhatIf;
+use crate::admin_view::{CacheView, CredentialView, LoginView};
+use crate::mrc::WhatIf;
 
 pub const NOT_AUTHORIZED: &str = "You are not authorized to perform this action.";
 pub const NO_CACHE: &str = "No cache found.";
@@ -242,11 +242,10 @@ pub async fn create_credential(service: &Service, cache_id: &str) -> Result<Crea
         )
     };
     let to_hash = password.clone();
-    let password_hash =
-        tokio::task::spawn_blocking(move || crate::node::auth::hash_password(&to_hash))
-            .await
-            .map_err(|_| server_error(&[]))?
-            .map_err(|_| server_error(&[]))?;
+    let password_hash = tokio::task::spawn_blocking(move || crate::auth::hash_password(&to_hash))
+        .await
+        .map_err(|_| server_error(&[]))?
+        .map_err(|_| server_error(&[]))?;
     let change = Change::Create {
         cache_id: cache_id.to_owned(),
         username: username.clone(),

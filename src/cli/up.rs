@@ -23,7 +23,7 @@ pub struct UpArgs {
 }
 
 impl UpArgs {
-    pub fn into_config(self) -> Result<memgate::cluster::UpConfig, ConfigError> {
+    pub fn into_config(self) -> Result<memgate::local::UpConfig, ConfigError> {
         if !self.listen.ip().is_loopback() {
             return Err(ConfigError::Invalid {
                 what: "--listen",
@@ -46,7 +46,7 @@ impl UpArgs {
                 expected: "1 to 64",
             });
         }
-        Ok(memgate::cluster::UpConfig {
+        Ok(memgate::local::UpConfig {
             nodes: self.nodes,
             listen: self.listen,
             metrics_listen,

@@ -34,16 +34,18 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 
-use super::auth::Secret;
 use super::caches::{Capabilities, Credential};
-use super::mrc::WhatIf;
 use super::{Shared, UpdateError};
+use crate::admin_view::{
+    CacheView, CachesView, CredentialView, CredentialsBody, DisabledBody, LoginBody, LoginView,
+};
+use crate::auth::Secret;
 use crate::clock::unix_now;
+use crate::mrc::WhatIf;
 use crate::protocol::request::Command;
 
 /// Where the admin API listens and what it wants from a caller.
@@ -142,16 +144,6 @@ async fn require_token(State(state): State<AdminState>, request: Request, next: 
     }
 }
 
-/// A credential as the admin API shows it: no secret.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CredentialView {
-    pub username: String,
-    pub primary: bool,
-    pub write: bool,
-    pub flush: bool,
-    pub api: bool,
-}
-
 impl From<&Credential> for CredentialView {
     fn from(c: &Credential) -> Self {
         CredentialView {
@@ -162,25 +154,6 @@ impl From<&Credential> for CredentialView {
             api: c.caps.api,
         }
     }
-}
-
-/// One cache in `GET /admin/caches`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CacheView {
-    pub id: String,
-    pub memory_limit: u64,
-    pub disabled: bool,
-    /// Unix seconds of the last login or command here.
-    #[serde(default)]
-    pub last_active: u64,
-    pub credentials: Vec<CredentialView>,
-}
-
-/// `GET /admin/caches`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CachesView {
-    pub version: u64,
-    pub caches: Vec<CacheView>,
 }
 
 async fn list_caches(State(state): State<AdminState>) -> Json<CachesView> {
@@ -217,7 +190,7 @@ async fn stats(State(state): State<AdminState>, Path(id): Path<String>) -> Respo
     Json(Value::Object(map)).into_response()
 }
 
-/// The cache's what-if curve: the hit rate at [`super::mrc::MULTIPLES`] of
+/// The cache's what-if curve: the hit rate at [`crate::mrc::MULTIPLES`] of
 /// its limit on this node.
 async fn what_if(State(state): State<AdminState>, Path(id): Path<String>) -> Response {
     let tenants = state.shared.tenants();
@@ -239,55 +212,6 @@ async fn flush(State(state): State<AdminState>, Path(id): Path<String>) -> Respo
         .execute(&Command::FlushAll { delay: 0 }, unix_now());
     tracing::info!(cache = %id, "flushed by the admin API");
     Json(json!({ "flushed": true })).into_response()
-}
-
-/// One credential in the body of `PUT …/credentials`. Its Debug output
-/// hides the password and hash.
-#[derive(Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CredentialUpdate {
-    pub username: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub password: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub password_hash: Option<String>,
-    #[serde(default)]
-    pub primary: bool,
-    pub write: bool,
-    pub flush: bool,
-    pub api: bool,
-}
-
-impl std::fmt::Debug for CredentialUpdate {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CredentialUpdate")
-            .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
-            .field(
-                "password_hash",
-                &self.password_hash.as_ref().map(|_| "<redacted>"),
-            )
-            .field("primary", &self.primary)
-            .field("write", &self.write)
-            .field("flush", &self.flush)
-            .field("api", &self.api)
-            .finish()
-    }
-}
-
-impl std::fmt::Debug for CredentialsBody {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CredentialsBody")
-            .field("credentials", &self.credentials.len())
-            .finish()
-    }
-}
-
-/// The body of `PUT /admin/caches/{id}/credentials`.
-#[derive(Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CredentialsBody {
-    pub credentials: Vec<CredentialUpdate>,
 }
 
 async fn replace_credentials(
@@ -345,13 +269,6 @@ async fn replace_credentials(
     update_reply(&id, result, "credentials replaced by the admin API")
 }
 
-/// The body of `PUT /admin/caches/{id}/disabled`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DisabledBody {
-    pub disabled: bool,
-}
-
 async fn set_disabled(
     State(state): State<AdminState>,
     Path(id): Path<String>,
@@ -396,27 +313,6 @@ fn update_reply(
     }
 }
 
-/// The body of `POST /admin/login`.
-#[derive(Clone, Serialize, Deserialize)]
-pub struct LoginBody {
-    pub username: String,
-    pub password: String,
-}
-
-/// A successful `POST /admin/login`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct LoginView {
-    pub cache_id: String,
-    pub username: String,
-    pub primary: bool,
-    pub write: bool,
-    pub flush: bool,
-    pub api: bool,
-    /// The cache is disabled (memcached logins fail; the owner may enable it).
-    #[serde(default)]
-    pub disabled: bool,
-}
-
 async fn login(
     State(state): State<AdminState>,
     body: Result<Json<LoginBody>, axum::extract::rejection::JsonRejection>,
@@ -451,6 +347,7 @@ async fn login(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::admin_view::CredentialUpdate;
 
     #[test]
     fn token_check_and_redacted_debug() {

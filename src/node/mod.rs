@@ -19,10 +19,8 @@
 
 pub mod admin;
 pub mod admin_tls;
-pub mod auth;
 pub mod caches;
 pub mod counters;
-pub mod mrc;
 pub mod session;
 pub mod stats;
 pub mod store;
@@ -46,9 +44,6 @@ use caches::Invalid;
 use caches::{CacheConfig, CachesFile, Capabilities, Credential};
 use tenants::{Login, Tenants};
 use threads::SessionThreads;
-
-/// The version the node reports (`version`, `stats`).
-pub const VERSION: &str = concat!("1.6.18-memgate-", env!("CARGO_PKG_VERSION"));
 
 /// The cache id used by `--insecure-no-auth`.
 pub const IMPLICIT_CACHE: &str = "default";

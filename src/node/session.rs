@@ -223,7 +223,7 @@ impl Session {
         let caps = login.caps;
         let now = unix_now();
         tenant.touch(now);
-        if let Some(response) = session::local_answer(&command, super::VERSION) {
+        if let Some(response) = session::local_answer(&command, crate::VERSION) {
             return response;
         }
         // memcached answers a binary TOUCH from the item, as it does GAT

@@ -8,10 +8,11 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::tenants::Tenant;
-use super::{Shared, VERSION};
+use super::Shared;
 use crate::clock::unix_now;
 use crate::metrics as m;
 use crate::protocol::{ErrorReply, Response, MAX_KEY_LEN};
+use crate::VERSION;
 
 /// The per-cache stats the analytics API exposes, in the order docs/ARCHITECTURE.md lists.
 pub const API_STATS: &[&str] = &[

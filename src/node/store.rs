@@ -45,8 +45,8 @@ use bytes::Bytes;
 
 use self::shard::{Entry, Flush, Removed, Shard, FETCHED, STALE, TOKEN_SENT};
 use crate::clock::unix_now;
+use crate::mrc::Tracker;
 use crate::node::counters::CacheStats;
-use crate::node::mrc::Tracker;
 use crate::protocol::request::{self, Arith, Command, Delete, Exptime, Get, StoreMode};
 use crate::protocol::{ErrorReply, Found, Response, MAX_KEY_LEN};
 use crate::sync::lock;
@@ -85,7 +85,7 @@ pub struct Store {
     /// The shard the next expiry sweep starts at.
     sweep_next: AtomicUsize,
     stats: Arc<CacheStats>,
-    /// The what-if tracker (`node::mrc`), fed after each command from the
+    /// The what-if tracker (`mrc`), fed after each command from the
     /// command and its reply, outside the shard lock; None when turned off.
     what_if: Option<Tracker>,
 }

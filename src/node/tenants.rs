@@ -20,11 +20,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 
-use super::auth::throttle::{Throttle, Throttled};
 use super::caches::{CachesFile, Capabilities, Directory, Invalid, LoginError, LoginOk};
 use super::counters::CacheStats;
 use super::store::Store;
 use super::Settings;
+use crate::auth::throttle::{Throttle, Throttled};
 use crate::clock::unix_now;
 use crate::metrics as m;
 

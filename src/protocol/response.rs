@@ -1,8 +1,9 @@
 //! The dialect-neutral reply model.
 //!
 //! The node's executor produces a [`Response`] for each [`Command`]; the
-//! dialect modules encode it using the request's [`Frame`]. The proxy parses
-//! its upstream's binary replies into the same type.
+//! dialect modules encode it using the request's [`Frame`]. The proxy decodes
+//! its upstream's replies (meta, or binary for memcached `-S`) into the same
+//! type.
 //!
 //! [`Command`]: super::request::Command
 //! [`Frame`]: super::request::Frame

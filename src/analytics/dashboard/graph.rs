@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::format::{clock, esc, human_bytes};
 use crate::analytics::history::Sample;
-use crate::node::mrc::WhatIf;
+use crate::mrc::WhatIf;
 
 /// A graphable series.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

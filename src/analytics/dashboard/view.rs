@@ -8,9 +8,9 @@ use serde_json::{Map, Value};
 
 use super::format::{esc, human_bytes, url_segment};
 use super::graph::{self, Series};
+use crate::admin_view::{CacheView, LoginView};
 use crate::analytics::history::Sample;
-use crate::node::admin::{CacheView, LoginView};
-use crate::node::mrc::{WhatIf, MIN_SAMPLED_ACCESSES};
+use crate::mrc::{WhatIf, MIN_SAMPLED_ACCESSES};
 
 fn stat(stats: &Value, name: &str) -> u64 {
     stats.get(name).and_then(Value::as_u64).unwrap_or(0)

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 use super::file::{CacheConfig, CachesFile, Capabilities, Invalid};
-use crate::node::auth::{self, Secret, Verified};
+use crate::auth::{self, Secret, Verified};
 
 /// A successful login.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -41,7 +41,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::node::auth::{AuthError, Secret};
+use crate::auth::{AuthError, Secret};
 use crate::units::Size;
 
 /// The longest username: a memcached key, as ASCII auth uses it as one.

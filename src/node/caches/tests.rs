@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use super::file::UNNAMED;
 use super::*;
-use crate::node::auth::{self, Secret};
+use crate::auth::{self, Secret};
 
 const EXAMPLE: &str = r#"
 [[cache]]
