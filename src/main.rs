@@ -65,14 +65,32 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Config(error)) => {
-            eprintln!("memgate: {error:#}");
+            eprintln!("memgate: {}", chain_text(&error));
             ExitCode::from(EXIT_CONFIG)
         }
         Err(Failure::Runtime(error)) => {
-            eprintln!("memgate: {error:#}");
+            eprintln!("memgate: {}", chain_text(&error));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, each printed once. Our errors' messages name
+/// their cause ("cannot listen on …: Address already in use") so that a log
+/// line that prints only the outer error still says why; anyhow's `{:#}`
+/// would then print every cause a second time after it.
+fn chain_text(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 /// Configuration errors exit 64; anything that fails later exits 1.
@@ -317,4 +335,30 @@ fn init_logging() {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chain_text;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot listen on here: {source}")]
+    struct Bind {
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn each_cause_prints_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::AddrInUse, "Address already in use");
+        let error = anyhow::Error::new(Bind { source: io });
+        assert_eq!(
+            chain_text(&error),
+            "cannot listen on here: Address already in use"
+        );
+        let wrapped = error.context("memgate up");
+        assert_eq!(
+            chain_text(&wrapped),
+            "memgate up: cannot listen on here: Address already in use"
+        );
+    }
 }

@@ -325,3 +325,34 @@ async fn proxy_with_busy_poll_serves_and_sleeps_when_idle() {
     }
     terminate(child).await;
 }
+
+/// A busy listen port is reported in one line that names the cause once
+/// (the message used to repeat "Address already in use" three times).
+#[test]
+fn busy_listen_port_names_its_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.crt");
+    std::fs::write(&ca, TestPki::new().ca_pem()).unwrap();
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    let (code, _, stderr) = run(
+        &[
+            "proxy",
+            "--servers",
+            "a:1",
+            "--ca",
+            ca.to_str().unwrap(),
+            "--listen",
+            &addr,
+        ],
+        &[("MEMCACHIER_USERNAME", "u"), ("MEMCACHIER_PASSWORD", "p")],
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on {addr}")),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("in use").count(), 1, "{stderr}");
+    drop(busy);
+}

@@ -37,7 +37,7 @@ const MAX_PENDING: usize = 1024;
 /// A reply to come, in request order.
 enum Pending {
     /// Known at once (one the session answers itself).
-    Ready(Reply),
+    Ready(ClientReply),
     /// One upstream request, the common case: polled in place, with its
     /// deadline kept by the session's one timer rather than a timer of its
     /// own (see `serve`).
@@ -49,7 +49,7 @@ enum Pending {
     },
     /// Several upstream requests merged into one reply (a multi-key get,
     /// `stats`, `flush_all`): a future of its own, which keeps its own time.
-    Merged(Pin<Box<dyn Future<Output = Reply> + Send>>),
+    Merged(Pin<Box<dyn Future<Output = ClientReply> + Send>>),
 }
 
 /// How a pending reply came to be ready.
@@ -61,7 +61,7 @@ enum End {
     /// Its deadline passed first.
     TimedOut,
     /// A merged reply, complete.
-    Merged(Reply),
+    Merged(ClientReply),
 }
 
 impl Pending {
@@ -82,13 +82,13 @@ impl Pending {
     }
 
     /// The reply, once `poll_end` gave `end`; `now` is when it came.
-    fn into_reply(self, end: End, now: Instant) -> Reply {
+    fn into_reply(self, end: End, now: Instant) -> ClientReply {
         match (self, end) {
             (_, End::Merged(reply)) => reply,
             (Pending::Ready(reply), _) => reply,
             (Pending::Single { head, part, .. }, end) => {
                 let response = part.settle(end, now).unwrap_or_else(error_response);
-                Reply {
+                ClientReply {
                     head,
                     response,
                     close: false,
@@ -129,7 +129,7 @@ struct Head {
     started: Instant,
 }
 
-struct Reply {
+struct ClientReply {
     head: Head,
     response: Response,
     close: bool,
@@ -312,7 +312,7 @@ async fn write_out<S: AsyncWrite + Unpin>(stream: &mut S, wbuf: &[u8]) -> std::i
 
 /// Encode a finished reply and note it in `served`; true if the client asked
 /// to close.
-fn finish(reply: Reply, now: Instant, out: &mut BytesMut, served: &mut Vec<Served>) -> bool {
+fn finish(reply: ClientReply, now: Instant, out: &mut BytesMut, served: &mut Vec<Served>) -> bool {
     // Indexes into metrics::RESULT_LABELS.
     let result = match &reply.response {
         Response::Error(ErrorReply::Server(_)) => 3,
@@ -334,7 +334,7 @@ fn finish(reply: Reply, now: Instant, out: &mut BytesMut, served: &mut Vec<Serve
 
 /// A reply known at once (one the session answers itself).
 fn ready(head: Head, response: Response) -> Pending {
-    Pending::Ready(Reply {
+    Pending::Ready(ClientReply {
         head,
         response,
         close: false,
@@ -375,7 +375,7 @@ async fn dispatch(
         }
         Command::Quit => {
             let response = session::quit_reply(&head.frame);
-            return Pending::Ready(Reply {
+            return Pending::Ready(ClientReply {
                 head,
                 response,
                 close: true,
@@ -397,7 +397,7 @@ async fn dispatch(
                     Command::Stats { .. } => merge_stats(results),
                     _ => merge_all_ok(results),
                 };
-                Reply {
+                ClientReply {
                     head,
                     response,
                     close: false,
@@ -454,7 +454,7 @@ async fn dispatch(
                         }
                     }
                 }
-                Reply {
+                ClientReply {
                     head,
                     response: failure.unwrap_or(Response::Get(items)),
                     close: false,

@@ -105,7 +105,7 @@ pub struct MetaReply {
 
 /// One whole reply from a node.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Reply {
+pub enum NodeReply {
     Meta(MetaReply),
     /// `me`: the item's `name=value` pairs, `None` on a miss.
     Debug(Option<Vec<(String, String)>>),
@@ -300,11 +300,11 @@ pub enum LoginError {
 }
 
 /// Classify the reply to [`encode_login`].
-pub fn login_result(reply: &Reply) -> Result<(), LoginError> {
+pub fn login_result(reply: &NodeReply) -> Result<(), LoginError> {
     match reply {
-        Reply::Stored => Ok(()),
-        Reply::Error(ErrorReply::AuthFailure) => Err(LoginError::Refused),
-        Reply::Error(error) => Err(LoginError::NotAscii(error.text())),
+        NodeReply::Stored => Ok(()),
+        NodeReply::Error(ErrorReply::AuthFailure) => Err(LoginError::Refused),
+        NodeReply::Error(error) => Err(LoginError::NotAscii(error.text())),
         other => Err(LoginError::NotAscii(format!("{other:?}"))),
     }
 }
@@ -316,20 +316,20 @@ pub fn parse_reply(
     buf: &[u8],
     expect: Expect,
     limits: &Limits,
-) -> Result<Option<(Reply, usize)>, ReplyError> {
+) -> Result<Option<(NodeReply, usize)>, ReplyError> {
     let Some((line, used)) = next_line(buf)? else {
         return Ok(None);
     };
     if let Some(error) = error_line(line) {
-        return Ok(Some((Reply::Error(error), used)));
+        return Ok(Some((NodeReply::Error(error), used)));
     }
     let reply = match expect {
         Expect::Meta(opaque) => return parse_meta(buf, line, used, opaque, limits),
         Expect::Debug => parse_debug(line)?,
-        Expect::Ok if line == b"OK" => Reply::Ok,
-        Expect::Login if line == b"STORED" => Reply::Stored,
+        Expect::Ok if line == b"OK" => NodeReply::Ok,
+        Expect::Login if line == b"STORED" => NodeReply::Stored,
         Expect::Version => match line.strip_prefix(b"VERSION ") {
-            Some(version) => Reply::Version(String::from_utf8_lossy(version).into_owned()),
+            Some(version) => NodeReply::Version(String::from_utf8_lossy(version).into_owned()),
             None => return Err(ReplyError::Unexpected),
         },
         Expect::Stats => return parse_stats(buf),
@@ -386,7 +386,7 @@ fn parse_meta(
     used: usize,
     opaque: Option<u32>,
     limits: &Limits,
-) -> Result<Option<(Reply, usize)>, ReplyError> {
+) -> Result<Option<(NodeReply, usize)>, ReplyError> {
     let mut tokens = words(line);
     let code = match tokens.next() {
         Some(b"VA") => Code::Value,
@@ -430,7 +430,7 @@ fn parse_meta(
         }
     };
     let reply = MetaReply { code, flags, value };
-    Ok(Some((Reply::Meta(reply), used)))
+    Ok(Some((NodeReply::Meta(reply), used)))
 }
 
 /// Read the return flags the proxy uses; others (`k`, `b`, flags a later
@@ -476,9 +476,9 @@ fn parse_i64(token: &[u8]) -> Option<i64> {
 }
 
 /// `ME <key> <name>=<value>*` or `EN`.
-fn parse_debug(line: &[u8]) -> Result<Reply, ReplyError> {
+fn parse_debug(line: &[u8]) -> Result<NodeReply, ReplyError> {
     if line == b"EN" {
-        return Ok(Reply::Debug(None));
+        return Ok(NodeReply::Debug(None));
     }
     let mut tokens = words(line);
     if tokens.next() != Some(b"ME") || tokens.next().is_none() {
@@ -493,11 +493,11 @@ fn parse_debug(line: &[u8]) -> Result<Reply, ReplyError> {
             }
         })
         .collect::<Result<_, _>>()?;
-    Ok(Reply::Debug(Some(pairs)))
+    Ok(NodeReply::Debug(Some(pairs)))
 }
 
 /// `STAT <name> <value>` lines up to `END`, all buffered.
-fn parse_stats(buf: &[u8]) -> Result<Option<(Reply, usize)>, ReplyError> {
+fn parse_stats(buf: &[u8]) -> Result<Option<(NodeReply, usize)>, ReplyError> {
     let mut pairs = Vec::new();
     let mut at = 0;
     loop {
@@ -509,7 +509,7 @@ fn parse_stats(buf: &[u8]) -> Result<Option<(Reply, usize)>, ReplyError> {
         };
         at += used;
         if line == b"END" {
-            return Ok(Some((Reply::Stats(pairs), at)));
+            return Ok(Some((NodeReply::Stats(pairs), at)));
         }
         let stat = line
             .strip_prefix(b"STAT ")
@@ -523,18 +523,18 @@ fn parse_stats(buf: &[u8]) -> Result<Option<(Reply, usize)>, ReplyError> {
 /// Turn `reply` to `command` (as it was given to [`encode_request`]) back
 /// into a dialect-neutral response. A meta code that `command` cannot get is
 /// an error: the stream is out of step.
-pub fn decode(command: Command, reply: Reply) -> Result<Response, ReplyError> {
+pub fn decode(command: Command, reply: NodeReply) -> Result<Response, ReplyError> {
     let meta = match reply {
-        Reply::Meta(meta) => meta,
-        Reply::Error(error) => return Ok(Response::Error(error)),
-        Reply::Debug(pairs) if matches!(command, Command::MetaDebug { .. }) => {
+        NodeReply::Meta(meta) => meta,
+        NodeReply::Error(error) => return Ok(Response::Error(error)),
+        NodeReply::Debug(pairs) if matches!(command, Command::MetaDebug { .. }) => {
             return Ok(Response::MetaDebug(pairs))
         }
-        Reply::Ok if matches!(command, Command::FlushAll { .. }) => return Ok(Response::Ok),
-        Reply::Version(version) if matches!(command, Command::Version) => {
+        NodeReply::Ok if matches!(command, Command::FlushAll { .. }) => return Ok(Response::Ok),
+        NodeReply::Version(version) if matches!(command, Command::Version) => {
             return Ok(Response::Version(version))
         }
-        Reply::Stats(pairs) if matches!(command, Command::Stats { .. }) => {
+        NodeReply::Stats(pairs) if matches!(command, Command::Stats { .. }) => {
             return Ok(Response::Stats(pairs))
         }
         _ => return Err(ReplyError::Unexpected),

@@ -252,13 +252,13 @@ fn what_the_proxy_answers_itself_is_not_encoded() {
     }
 }
 
-fn parse(buf: &[u8], expect: Expect) -> Result<Option<(Reply, usize)>, ReplyError> {
+fn parse(buf: &[u8], expect: Expect) -> Result<Option<(NodeReply, usize)>, ReplyError> {
     parse_reply(buf, expect, &Limits::default())
 }
 
 /// Parse a whole reply, checking that it uses all of `buf` and that every
 /// strict prefix is incomplete.
-fn whole(buf: &[u8], expect: Expect) -> Reply {
+fn whole(buf: &[u8], expect: Expect) -> NodeReply {
     for end in 0..buf.len() {
         assert_eq!(
             parse(&buf[..end], expect),
@@ -277,8 +277,8 @@ fn whole(buf: &[u8], expect: Expect) -> Reply {
     }
 }
 
-fn meta(code: Code, flags: ReturnFlags, value: Option<&str>) -> Reply {
-    Reply::Meta(MetaReply {
+fn meta(code: Code, flags: ReturnFlags, value: Option<&str>) -> NodeReply {
+    NodeReply::Meta(MetaReply {
         code,
         flags,
         value: value.map(b),
@@ -336,33 +336,33 @@ fn memcached_replies_parse() {
             b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n",
             Expect::Meta(Some(4))
         ),
-        Reply::Error(ErrorReply::NonNumeric)
+        NodeReply::Error(ErrorReply::NonNumeric)
     );
     assert_eq!(
         whole(b"CLIENT_ERROR bad data chunk\r\n", Expect::Meta(Some(4))),
-        Reply::Error(ErrorReply::Client("bad data chunk".into()))
+        NodeReply::Error(ErrorReply::Client("bad data chunk".into()))
     );
     assert_eq!(
         whole(
             b"SERVER_ERROR object too large for cache\r\n",
             Expect::Meta(Some(4))
         ),
-        Reply::Error(ErrorReply::TooLarge)
+        NodeReply::Error(ErrorReply::TooLarge)
     );
     assert_eq!(
         whole(b"SERVER_ERROR busy\r\n", Expect::Stats),
-        Reply::Error(ErrorReply::Server("busy".into()))
+        NodeReply::Error(ErrorReply::Server("busy".into()))
     );
     assert_eq!(
         whole(b"ERROR\r\n", Expect::Stats),
-        Reply::Error(ErrorReply::UnknownCommand)
+        NodeReply::Error(ErrorReply::UnknownCommand)
     );
     assert_eq!(
         whole(
             b"ME foo exp=-99 la=0 cas=1 fetch=yes cls=1 size=68\r\n",
             Expect::Debug
         ),
-        Reply::Debug(Some(
+        NodeReply::Debug(Some(
             [
                 ("exp", "-99"),
                 ("la", "0"),
@@ -375,24 +375,24 @@ fn memcached_replies_parse() {
             .to_vec()
         ))
     );
-    assert_eq!(whole(b"EN\r\n", Expect::Debug), Reply::Debug(None));
-    assert_eq!(whole(b"OK\r\n", Expect::Ok), Reply::Ok);
+    assert_eq!(whole(b"EN\r\n", Expect::Debug), NodeReply::Debug(None));
+    assert_eq!(whole(b"OK\r\n", Expect::Ok), NodeReply::Ok);
     assert_eq!(
         whole(b"VERSION 1.6.18\r\n", Expect::Version),
-        Reply::Version("1.6.18".into())
+        NodeReply::Version("1.6.18".into())
     );
     assert_eq!(
         whole(
             b"STAT pid 1\r\nSTAT version 1.6.18\r\nSTAT odd a b\r\nEND\r\n",
             Expect::Stats
         ),
-        Reply::Stats(
+        NodeReply::Stats(
             [("pid", "1"), ("version", "1.6.18"), ("odd", "a b")]
                 .map(|(n, v)| (n.to_string(), v.to_string()))
                 .to_vec()
         )
     );
-    assert_eq!(whole(b"STORED\r\n", Expect::Login), Reply::Stored);
+    assert_eq!(whole(b"STORED\r\n", Expect::Login), NodeReply::Stored);
 }
 
 #[test]
@@ -506,7 +506,7 @@ fn decoded_replies_print_as_memcached_would() {
     let (reply, _) = parse(b"NS O7\r\n", expect).unwrap().unwrap();
     assert_eq!(decode(mg.clone(), reply), Err(ReplyError::Unexpected));
     assert_eq!(
-        decode(Command::Version, Reply::Ok),
+        decode(Command::Version, NodeReply::Ok),
         Err(ReplyError::Unexpected)
     );
 }
@@ -530,7 +530,7 @@ fn ascii_login() {
     assert!(encode_login(LoginForm::MemCachier, "a b", "pw", &mut out).is_err());
     assert!(encode_login(LoginForm::MemCachier, "", "pw", &mut out).is_err());
 
-    assert_eq!(login_result(&Reply::Stored), Ok(()));
+    assert_eq!(login_result(&NodeReply::Stored), Ok(()));
     let refused = whole(b"CLIENT_ERROR authentication failure\r\n", Expect::Login);
     assert_eq!(login_result(&refused), Err(LoginError::Refused));
     let other = whole(b"ERROR\r\n", Expect::Login);
