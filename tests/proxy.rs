@@ -442,3 +442,119 @@ async fn busy_poll_polls_after_replies_and_then_sleeps() {
         assert_eq!(polled().await, after, "round {round}: it polled while idle");
     }
 }
+
+/// Every admin and stats command a client may send is answered for that
+/// client alone: no reply is taken for a broken stream, so no shared
+/// connection closes, no node is marked down, and another client's
+/// multi-key gets keep their hits (issue: `stats reset` used to answer
+/// SERVER_ERROR, close the node's connections and turn others' gets into
+/// misses).
+#[tokio::test]
+async fn admin_and_stats_commands_disturb_no_one() {
+    let (_pki, _nodes, proxy) = cluster(3, |_| {}).await;
+    let mut other = connect(proxy.addr).await;
+    let keys: Vec<String> = (0..30).map(|i| format!("shared{i}")).collect();
+    for key in &keys {
+        other
+            .expect(
+                format!("set {key} 0 0 1\r\nv\r\n").as_bytes(),
+                b"STORED\r\n",
+            )
+            .await;
+    }
+    let multi_get = format!("get {}\r\n", keys.join(" "));
+    let mut want = Vec::new();
+    for key in &keys {
+        want.extend(format!("VALUE {key} 0 1\r\nv\r\n").bytes());
+    }
+    want.extend(b"END\r\n");
+    let mut admin = connect(proxy.addr).await;
+    for _ in 0..5 {
+        for (request, reply) in [
+            (&b"stats reset\r\n"[..], &b"RESET\r\n"[..]),
+            (b"stats detail on\r\n", b"OK\r\n"),
+            (b"stats detail off\r\n", b"OK\r\n"),
+            (b"verbosity 1\r\n", b"OK\r\n"),
+            (
+                b"stats cachedump 1 1\r\n",
+                b"CLIENT_ERROR stats cachedump not supported through memgate proxy\r\n",
+            ),
+            (
+                b"stats detail dump\r\n",
+                b"CLIENT_ERROR stats detail dump not supported through memgate proxy\r\n",
+            ),
+        ] {
+            admin.expect(request, reply).await;
+            other.expect(multi_get.as_bytes(), &want).await;
+        }
+        for group in ["", " settings", " items", " slabs", " sizes", " conns"] {
+            admin.send(format!("stats{group}\r\n").as_bytes()).await;
+            let mut reply = Vec::new();
+            while !reply.ends_with(b"END\r\n") && !reply.starts_with(b"ERROR") {
+                reply.extend(admin.read_exact(1).await);
+            }
+            let text = String::from_utf8_lossy(&reply);
+            assert!(!text.contains("SERVER_ERROR"), "stats{group}: {text}");
+            other.expect(multi_get.as_bytes(), &want).await;
+        }
+        // The binary forms: reset answers with its terminating packet, and
+        // the client's own packet gets the reply.
+        let mut binary = connect(proxy.addr).await;
+        binary
+            .send(&bin_request(0x10, b"reset", &[], &[], 9, 0))
+            .await;
+        let reply = binary.read_bin().await;
+        assert_eq!(reply.status, 0, "{reply:?}");
+        assert_eq!(reply.opaque, 9, "{reply:?}");
+        other.expect(multi_get.as_bytes(), &want).await;
+    }
+    let (_, metrics) = http_get(proxy.metrics.unwrap(), "/metrics").await;
+    for line in metrics.lines() {
+        if line.starts_with("memgate_proxy_upstream_errors_total") {
+            assert!(line.ends_with(" 0"), "{line}");
+        }
+        if line.starts_with("memgate_proxy_node_up") {
+            assert!(line.ends_with(" 1"), "{line}");
+        }
+    }
+}
+
+/// Many clients pipeline a write and then a read of the same key, over and
+/// over, through two connections per node while the pool warms up: every
+/// read returns the write just acknowledged before it (read-your-writes).
+/// With one slot index shared by all nodes, a client moved to another
+/// connection of a node whose earlier request was still queued on the old
+/// one, and its get overtook its set: an older value, or a miss.
+#[tokio::test]
+async fn pipelined_reads_see_the_clients_own_writes_during_warm_up() {
+    for round in 0..3 {
+        let (_pki, _nodes, proxy) = cluster(3, |c| c.connections_per_node = 2).await;
+        let addr = proxy.addr;
+        let mut tasks = Vec::new();
+        for client in 0..12 {
+            tasks.push(tokio::spawn(async move {
+                let mut c = connect(addr).await;
+                for burst in 0..20 {
+                    let mut request = Vec::new();
+                    let mut want = Vec::new();
+                    for j in 0..12 {
+                        let key = format!("r{round}c{client}k{}", j % 4);
+                        let value = format!("{burst}.{j}");
+                        request.extend(
+                            format!("set {key} 0 0 {}\r\n{value}\r\nget {key}\r\n", value.len())
+                                .bytes(),
+                        );
+                        want.extend(b"STORED\r\n");
+                        want.extend(
+                            format!("VALUE {key} 0 {}\r\n{value}\r\nEND\r\n", value.len()).bytes(),
+                        );
+                    }
+                    c.expect(&request, &want).await;
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+    }
+}

@@ -395,3 +395,31 @@ pub struct Arith {
     /// meta `T`: update the TTL on success.
     pub touch: Option<Exptime>,
 }
+
+/// What kind of reply a `stats <group>` gets, read as memcached reads the
+/// group: its first word, and `detail`'s second.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatsReply {
+    /// `STAT <name> <value>` lines, then `END`.
+    Pairs,
+    /// `stats reset`: `RESET`.
+    Reset,
+    /// `stats detail on|off`: `OK`.
+    Ok,
+    /// Lines of another form (`ITEM` for `cachedump`, `PREFIX` for `detail
+    /// dump`), named.
+    Dump(&'static str),
+}
+
+impl StatsReply {
+    pub fn of(group: Option<&[u8]>) -> StatsReply {
+        let mut words = group.unwrap_or_default().split(|&b| b == b' ');
+        match (words.next(), words.next()) {
+            (Some(b"reset"), _) => StatsReply::Reset,
+            (Some(b"detail"), Some(b"on" | b"off")) => StatsReply::Ok,
+            (Some(b"detail"), Some(b"dump")) => StatsReply::Dump("stats detail dump"),
+            (Some(b"cachedump"), _) => StatsReply::Dump("stats cachedump"),
+            _ => StatsReply::Pairs,
+        }
+    }
+}

@@ -14,6 +14,7 @@
 pub mod busy_poll;
 pub mod drain;
 pub mod health;
+mod pins;
 pub mod pool;
 pub mod ring;
 pub mod session;

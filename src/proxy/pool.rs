@@ -74,12 +74,12 @@ impl Upstream {
         }
     }
 
-    /// The slot a client that has nothing in flight should use: the first
-    /// whose connection is not busy, so that light traffic shares one
-    /// connection and leaves in fewer, larger writes (fewer syscalls and
+    /// The slot a client with nothing in flight on this node should use:
+    /// the first whose connection is not busy, so that light traffic shares
+    /// one connection and leaves in fewer, larger writes (fewer syscalls and
     /// wake-ups here and on the node), while a busy connection spills new
     /// clients onto the next slot. With every slot busy, the least loaded.
-    pub fn pick_slot(&self) -> usize {
+    fn pick_slot(&self) -> usize {
         let mut best = (usize::MAX, 0);
         for (i, slot) in self.slots.iter().enumerate() {
             let Some(load) = live_load(slot) else {
@@ -96,31 +96,28 @@ impl Upstream {
         best.1
     }
 
-    /// A live, logged-in connection for `slot` (see `pick_slot`), and the slot
-    /// it really is in. A client keeps to one slot while it has requests in
-    /// flight, so that its requests to this node stay in order: a get sent
-    /// after a set must not overtake it on another connection.
+    /// A live, logged-in connection for a client that has nothing in flight
+    /// on this node (`proxy::pins` keeps it for the client's later requests,
+    /// so that they stay in order).
     ///
-    /// With the slot empty, a live connection in another slot is used at
-    /// once (the client then keeps to that slot) while a connect fills the
-    /// empty one in the background; with none live, the request waits for the
-    /// node's connect attempt, until `deadline` at most.
+    /// With the chosen slot empty, a live connection in another slot is used
+    /// at once while a connect fills the empty one in the background; with
+    /// none live, the request waits for the node's connect attempt, until
+    /// `deadline` at most.
     ///
-    /// The flag says whether the connection was at hand at once in its slot;
-    /// if not, the caller's clock may have moved.
+    /// The flag says whether the connection was at hand at once; if not, the
+    /// caller's clock may have moved.
     pub async fn connection(
         self: &Arc<Self>,
         settings: &Settings,
-        slot: usize,
         deadline: Instant,
-    ) -> Result<(usize, Connection, bool), UpstreamError> {
-        let i = slot % self.slots.len();
-        if let Some(conn) = live(&self.slots[i]) {
-            return Ok((i, conn, true));
+    ) -> Result<(Connection, bool), UpstreamError> {
+        if let Some(conn) = live(&self.slots[self.pick_slot()]) {
+            return Ok((conn, true));
         }
         self.connection_slow(settings, deadline)
             .await
-            .map(|(i, conn)| (i, conn, false))
+            .map(|conn| (conn, false))
     }
 
     /// `connection` when the slot has no live connection.
@@ -128,7 +125,7 @@ impl Upstream {
         self: &Arc<Self>,
         settings: &Settings,
         deadline: Instant,
-    ) -> Result<(usize, Connection), UpstreamError> {
+    ) -> Result<Connection, UpstreamError> {
         if !self.health.is_up() {
             return Err(self.down());
         }
@@ -171,11 +168,8 @@ impl Upstream {
         }
     }
 
-    fn any_live(&self) -> Option<(usize, Connection)> {
-        self.slots
-            .iter()
-            .enumerate()
-            .find_map(|(i, slot)| live(slot).map(|conn| (i, conn)))
+    fn any_live(&self) -> Option<Connection> {
+        self.slots.iter().find_map(live)
     }
 
     /// Join the connect attempt in flight, or start one: when it began, and

@@ -22,6 +22,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot::error::RecvError;
 
 use super::drain::Signal;
+use super::pins::Pins;
 use super::pool::{Cluster, Failover, Upstream};
 use super::upstream::{internal_frame, PendingReply, UpstreamError};
 use super::ProxyShared;
@@ -149,9 +150,9 @@ where
     let limits = protocol::Limits {
         max_item_size: shared.max_item_size,
     };
-    // Which upstream connection slot this client uses while it has requests
-    // in flight; chosen afresh (by load) whenever it has none.
-    let mut slot: Option<usize> = None;
+    // Which upstream connection this client uses on each node while it has
+    // requests in flight; chosen afresh (by load) whenever it has none.
+    let mut pins = Pins::default();
     let mut input = Input::default();
     let mut wbuf = BytesMut::new();
     let mut queue: VecDeque<Pending> = VecDeque::new();
@@ -177,13 +178,17 @@ where
         // Start every request already buffered, while there is room in the
         // queue (also after the queue drained with input still buffered).
         while queue.len() < MAX_PENDING && !closing {
+            if queue.is_empty() {
+                pins.clear();
+            } else if pins.outdated(&shared.cluster()) {
+                // A reload since this client's requests in flight were
+                // routed: wait for them before sending more (`proxy::pins`).
+                break;
+            }
             match input.next(&limits)? {
                 None => break,
                 Some(Next::Request(request)) => {
-                    if queue.is_empty() {
-                        slot = None;
-                    }
-                    let pending = dispatch(&shared, request, first_command, &mut slot).await;
+                    let pending = dispatch(&shared, request, first_command, &mut pins).await;
                     first_command = false;
                     queue.push_back(pending);
                 }
@@ -204,7 +209,7 @@ where
                         let cluster = shared.cluster();
                         let mut now = started;
                         let _ =
-                            start_routed(&cluster, delete, internal_frame(), &mut slot, &mut now)
+                            start_routed(&cluster, delete, internal_frame(), &mut pins, &mut now)
                                 .await
                                 .outcome()
                                 .await;
@@ -253,7 +258,10 @@ where
             }
         }
 
-        let can_read = queue.len() < MAX_PENDING && !draining;
+        // Nothing more is read while a reload holds this client's next
+        // request back, so that its input stays bounded.
+        let held = !queue.is_empty() && pins.outdated(&shared.cluster());
+        let can_read = queue.len() < MAX_PENDING && !draining && !held;
         let in_flight = !queue.is_empty();
         let front = std::future::poll_fn(|cx| match queue.front_mut() {
             Some(front) => front.poll_end(cx),
@@ -346,7 +354,7 @@ async fn dispatch(
     shared: &Arc<ProxyShared>,
     request: Request,
     first_command: bool,
-    slot: &mut Option<usize>,
+    pins: &mut Pins,
 ) -> Pending {
     let key = request.echoed_key();
     let Request { command, frame } = request;
@@ -386,7 +394,7 @@ async fn dispatch(
             let mut parts = Vec::with_capacity(cluster.nodes.len());
             for node in &cluster.nodes {
                 let frame = head.frame.clone();
-                parts.push(start(&cluster, node, command.clone(), frame, slot, &mut now).await);
+                parts.push(start(&cluster, node, command.clone(), frame, pins, &mut now).await);
             }
             return Pending::Merged(Box::pin(async move {
                 let mut results = Vec::with_capacity(parts.len());
@@ -425,7 +433,7 @@ async fn dispatch(
                     no_bump,
                 });
                 let frame = head.frame.clone();
-                parts.push(start_routed(&cluster, one, frame, slot, &mut now).await);
+                parts.push(start_routed(&cluster, one, frame, pins, &mut now).await);
             }
             return Pending::Merged(Box::pin(async move {
                 let mut items: Vec<Option<Found>> = Vec::with_capacity(parts.len());
@@ -438,8 +446,10 @@ async fn dispatch(
                             items.push(None);
                         }
                         // A command the upstream cannot say fails as a whole.
-                        Err(UpstreamError::Unsupported(what)) => {
-                            failure.get_or_insert(unsupported(what));
+                        Err(
+                            error @ (UpstreamError::Unsupported(_) | UpstreamError::NotCarried(_)),
+                        ) => {
+                            failure.get_or_insert(error_response(error));
                             items.push(None);
                         }
                         // A cache may always miss: an unreachable node's keys
@@ -464,7 +474,7 @@ async fn dispatch(
         command => {
             let cluster = shared.cluster();
             let frame = head.frame.clone();
-            let part = start_routed(&cluster, command, frame, slot, &mut now).await;
+            let part = start_routed(&cluster, command, frame, pins, &mut now).await;
             return Pending::Single {
                 head,
                 part,
@@ -493,10 +503,10 @@ enum Part {
 /// its key. In eject mode, a node found dead by this very request hands it on
 /// to the node the live ring picks.
 async fn start_routed(
-    cluster: &Cluster,
+    cluster: &Arc<Cluster>,
     command: Command,
     frame: Frame,
-    slot: &mut Option<usize>,
+    pins: &mut Pins,
     now: &mut Instant,
 ) -> Part {
     let routed = cluster.route(command.key().map_or(&[][..], |key| key.as_ref()));
@@ -505,17 +515,17 @@ async fn start_routed(
         Err(error) => return Part::Failed(error),
     };
     if cluster.failover() == Failover::Error {
-        return start(cluster, node, command, frame, slot, now).await;
+        return start(cluster, node, command, frame, pins, now).await;
     }
     // Eject mode may route again once the command is gone: keep the key.
     let key = command.key().cloned().unwrap_or_default();
     let key = key.as_ref();
-    let part = start(cluster, node, command.clone(), frame.clone(), slot, now).await;
+    let part = start(cluster, node, command.clone(), frame.clone(), pins, now).await;
     if let Part::Failed(_) = part {
         if !node.health.is_up() {
             if let Ok(next) = cluster.route(key) {
                 if !Arc::ptr_eq(next, node) {
-                    return start(cluster, next, command, frame, slot, now).await;
+                    return start(cluster, next, command, frame, pins, now).await;
                 }
             }
         }
@@ -523,31 +533,34 @@ async fn start_routed(
     part
 }
 
-/// Start `command` on `node`, on the client's slot (picking it by load if the
-/// client has nothing in flight). `now` is when the client's request arrived,
+/// Start `command` on `node`, on the client's connection there (picked by
+/// load if the client has nothing in flight there: `proxy::pins`). `now` is when the client's request arrived,
 /// moved on if the request had to wait for a connect.
 async fn start(
-    cluster: &Cluster,
+    cluster: &Arc<Cluster>,
     node: &Arc<Upstream>,
     command: Command,
     frame: Frame,
-    slot: &mut Option<usize>,
+    pins: &mut Pins,
     now: &mut Instant,
 ) -> Part {
     // The request's whole time, connect included, counts against its timeout.
     let timeout = cluster.settings.request_timeout;
-    let wanted = *slot.get_or_insert_with(|| node.pick_slot());
-    let connected = node.connection(&cluster.settings, wanted, (*now + timeout).into());
-    let (conn, sent) = match connected.await {
-        Ok((used, conn, at_once)) => {
-            *slot = Some(used);
+    if let Some(conn) = pins.get(node) {
+        let conn = conn.clone();
+        return send(node, conn, command, frame, *now, timeout);
+    }
+    let connected = node.connection(&cluster.settings, (*now + timeout).into());
+    let conn = match connected.await {
+        Ok((conn, at_once)) => {
+            pins.pin(cluster, node, conn.clone());
             // Waited for a connect: the parts of a multi-key get started
             // after this one take their time from now, or they would begin
             // already late, time out at once, and close healthy connections.
             if !at_once {
                 *now = Instant::now();
             }
-            (conn, *now)
+            conn
         }
         Err(error) => {
             // It may have waited out the whole deadline (see above).
@@ -555,6 +568,18 @@ async fn start(
             return Part::Failed(error);
         }
     };
+    send(node, conn, command, frame, *now, timeout)
+}
+
+/// Send `command` on `conn`, as of `sent`.
+fn send(
+    node: &Arc<Upstream>,
+    conn: super::upstream::Connection,
+    command: Command,
+    frame: Frame,
+    sent: Instant,
+    timeout: std::time::Duration,
+) -> Part {
     let deadline = sent + timeout;
     match conn.send(command, frame, sent) {
         Ok(reply) => Part::Waiting {
@@ -580,6 +605,9 @@ fn unsupported(what: &str) -> Response {
 fn error_response(error: UpstreamError) -> Response {
     match error {
         UpstreamError::Unsupported(what) => unsupported(what),
+        not_carried @ UpstreamError::NotCarried(_) => {
+            Response::Error(ErrorReply::Client(not_carried.to_string()))
+        }
         other => Response::Error(ErrorReply::Server(other.to_string())),
     }
 }
@@ -656,10 +684,23 @@ fn merge_stats(results: Vec<Response>) -> Response {
         "threads",
         "max_connections",
     ];
+    // A node that failed is what the client hears, before any node's
+    // success; `stats reset` and `stats detail on|off` answer RESET or OK.
+    if let Some(index) = results
+        .iter()
+        .position(|r| matches!(r, Response::Error(_)))
+        .or_else(|| {
+            results
+                .iter()
+                .position(|r| !matches!(r, Response::Stats(_)))
+        })
+    {
+        return results.into_iter().nth(index).unwrap_or(Response::Ok);
+    }
     let mut merged: Vec<(String, String)> = Vec::new();
     for result in results {
         let Response::Stats(pairs) = result else {
-            return result;
+            continue;
         };
         for (name, value) in pairs {
             match merged.iter_mut().find(|(n, _)| *n == name) {

@@ -47,7 +47,7 @@ use crate::protocol::{
         find_newline, parse_u32, parse_u64, put_i64, put_u64, put_usize, valid_key, words,
         Unencodable,
     },
-    request::{Command, Frame, Get, MetaFrame, Request, StoreMode, TextFrame},
+    request::{Command, Frame, Get, MetaFrame, Request, StatsReply, StoreMode, TextFrame},
     response::{ErrorReply, Found, Response},
     text, Limits, MAX_LINE_LEN,
 };
@@ -72,6 +72,8 @@ pub enum Expect {
     Version,
     /// `stats [group]`: `STAT <name> <value>` lines, then `END`.
     Stats,
+    /// `stats reset`: `RESET`.
+    Reset,
     /// An ASCII login: `STORED`.
     Login,
 }
@@ -110,6 +112,8 @@ pub enum NodeReply {
     /// `me`: the item's `name=value` pairs, `None` on a miss.
     Debug(Option<Vec<(String, String)>>),
     Ok,
+    /// `RESET`, the answer to `stats reset`.
+    Reset,
     Version(String),
     Stats(Vec<(String, String)>),
     /// `STORED`, the answer to a good login.
@@ -159,7 +163,10 @@ pub fn encode_request(
     match command {
         Command::FlushAll { .. } => classic(command, out).map(|()| Expect::Ok),
         Command::Version => classic(command, out).map(|()| Expect::Version),
-        Command::Stats { .. } => classic(command, out).map(|()| Expect::Stats),
+        Command::Stats { group } => {
+            let expect = stats_reply_shape(group.as_deref())?;
+            classic(command, out).map(|()| expect)
+        }
         Command::Noop => {
             out.put_slice(b"mn\r\n");
             Ok(Expect::Meta(None))
@@ -196,6 +203,19 @@ pub fn encode_request(
         | Command::SaslStep { .. } => {
             Err(Unencodable("answered by the proxy, never sent upstream"))
         }
+    }
+}
+
+/// The reply a node gives `stats <group>`. Every reply must be matched to
+/// its own request: a reply of an unexpected shape would read as a broken
+/// stream and close a connection that other clients share. So a group whose
+/// reply is not `STAT` lines is not sent: its client alone is told.
+fn stats_reply_shape(group: Option<&[u8]>) -> Result<Expect, Unencodable> {
+    match StatsReply::of(group) {
+        StatsReply::Pairs => Ok(Expect::Stats),
+        StatsReply::Reset => Ok(Expect::Reset),
+        StatsReply::Ok => Ok(Expect::Ok),
+        StatsReply::Dump(what) => Err(Unencodable(what)),
     }
 }
 
@@ -327,13 +347,14 @@ pub fn parse_reply(
         Expect::Meta(opaque) => return parse_meta(buf, line, used, opaque, limits),
         Expect::Debug => parse_debug(line)?,
         Expect::Ok if line == b"OK" => NodeReply::Ok,
+        Expect::Reset if line == b"RESET" => NodeReply::Reset,
         Expect::Login if line == b"STORED" => NodeReply::Stored,
         Expect::Version => match line.strip_prefix(b"VERSION ") {
             Some(version) => NodeReply::Version(String::from_utf8_lossy(version).into_owned()),
             None => return Err(ReplyError::Unexpected),
         },
         Expect::Stats => return parse_stats(buf),
-        Expect::Ok | Expect::Login => return Err(ReplyError::Unexpected),
+        Expect::Ok | Expect::Reset | Expect::Login => return Err(ReplyError::Unexpected),
     };
     Ok(Some((reply, used)))
 }
@@ -530,7 +551,10 @@ pub fn decode(command: Command, reply: NodeReply) -> Result<Response, ReplyError
         NodeReply::Debug(pairs) if matches!(command, Command::MetaDebug { .. }) => {
             return Ok(Response::MetaDebug(pairs))
         }
-        NodeReply::Ok if matches!(command, Command::FlushAll { .. }) => return Ok(Response::Ok),
+        NodeReply::Ok if matches!(command, Command::FlushAll { .. } | Command::Stats { .. }) => {
+            return Ok(Response::Ok)
+        }
+        NodeReply::Reset if matches!(command, Command::Stats { .. }) => return Ok(Response::Reset),
         NodeReply::Version(version) if matches!(command, Command::Version) => {
             return Ok(Response::Version(version))
         }

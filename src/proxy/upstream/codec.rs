@@ -9,6 +9,7 @@ use bytes::BytesMut;
 use super::inflight::InFlight;
 use super::{upstream_limits, UpstreamError, UpstreamProtocol};
 use crate::protocol::meta::client::Expect;
+use crate::protocol::request::StatsReply;
 use crate::protocol::{binary, meta, Command, Frame, Response};
 
 /// How one connection's requests are written and its replies read.
@@ -30,19 +31,20 @@ impl Codec {
 
     /// Append `command`, as a client framed by `frame` sent it, to `out` with
     /// `opaque` as its sequence number; returns the shape of its reply, or
-    /// the name of what this dialect cannot carry (`out` is then unchanged).
+    /// what cannot be sent (`out` is then unchanged).
     pub fn encode(
         self,
         command: &Command,
         frame: &Frame,
         opaque: u32,
         out: &mut BytesMut,
-    ) -> Result<Expect, &'static str> {
+    ) -> Result<Expect, UpstreamError> {
         match self {
-            Codec::Meta => {
-                meta::client::encode_request(command, frame, opaque, out).map_err(|e| e.0)
+            Codec::Meta => meta::client::encode_request(command, frame, opaque, out)
+                .map_err(|e| UpstreamError::NotCarried(e.0)),
+            Codec::Binary => {
+                encode_binary(command, frame, opaque, out).map_err(UpstreamError::Unsupported)
             }
-            Codec::Binary => encode_binary(command, frame, opaque, out),
         }
     }
 
@@ -74,6 +76,13 @@ fn encode_binary(
 ) -> Result<Expect, &'static str> {
     if let Some(flag) = binary::cannot_carry(command, frame) {
         return Err(flag);
+    }
+    // As over meta (`meta::client`): a reply that is not STAT packets could
+    // not be told from a broken stream.
+    if let Command::Stats { group } = command {
+        if let StatsReply::Dump(what) = StatsReply::of(group.as_deref()) {
+            return Err(what);
+        }
     }
     binary::encode_request(command, false, opaque, out)
         .map(|_| Expect::Meta(None))
@@ -163,8 +172,14 @@ fn drain_binary_replies(
         };
         drop(q);
         let response = match req.command {
-            Command::Stats { .. } if packet.status == binary::status::NO_ERROR => {
-                Response::Stats(req.stats)
+            // memcached answers `stats reset` and `stats detail on|off` with
+            // the terminating packet alone: the client hears what text says.
+            Command::Stats { ref group } if packet.status == binary::status::NO_ERROR => {
+                match StatsReply::of(group.as_deref()) {
+                    StatsReply::Reset => Response::Reset,
+                    StatsReply::Ok => Response::Ok,
+                    StatsReply::Pairs | StatsReply::Dump(_) => Response::Stats(req.stats),
+                }
             }
             ref command => binary::decode_response(command, &packet),
         };

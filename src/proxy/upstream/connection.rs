@@ -245,7 +245,7 @@ impl Connection {
             Ok(expect) => expect,
             Err(what) => {
                 out.truncate(start);
-                return Err(UpstreamError::Unsupported(what));
+                return Err(what);
             }
         };
         out.opaque = opaque;

@@ -28,6 +28,10 @@ pub enum UpstreamError {
     /// binary-only node, say), named for the client's `CLIENT_ERROR`.
     #[error("{0} not supported by the upstream protocol")]
     Unsupported(&'static str),
+    /// A command the sidecar does not send to any node, because its reply
+    /// could not be matched to it (`stats cachedump`, say).
+    #[error("{0} not supported through memgate proxy")]
+    NotCarried(&'static str),
 }
 
 impl UpstreamError {
@@ -49,7 +53,10 @@ impl UpstreamError {
     pub fn counts_against_health(&self) -> bool {
         !matches!(
             self,
-            UpstreamError::Io { .. } | UpstreamError::Unsupported(_) | UpstreamError::Down { .. }
+            UpstreamError::Io { .. }
+                | UpstreamError::Unsupported(_)
+                | UpstreamError::NotCarried(_)
+                | UpstreamError::Down { .. }
         )
     }
 
@@ -76,7 +83,7 @@ impl UpstreamError {
             | UpstreamError::Io { node, .. }
             | UpstreamError::Protocol { node }
             | UpstreamError::Down { node } => node,
-            UpstreamError::Unsupported(_) => "",
+            UpstreamError::Unsupported(_) | UpstreamError::NotCarried(_) => "",
         }
     }
 
@@ -100,7 +107,7 @@ impl UpstreamError {
             UpstreamError::Io { .. } => "io",
             UpstreamError::Protocol { .. } => "protocol",
             UpstreamError::Down { .. } => "down",
-            UpstreamError::Unsupported(_) => "unsupported",
+            UpstreamError::Unsupported(_) | UpstreamError::NotCarried(_) => "unsupported",
         }
     }
 }

@@ -1,0 +1,69 @@
+//! Which upstream connection a client uses on each node while it has
+//! requests in flight.
+//!
+//! Requests from one client to one node must run in the order the client
+//! sent them: a `get` after a `set` must see the set (read-your-writes), and
+//! two sets must land in order. The node runs each connection's requests in
+//! order, so the client keeps to one connection per node while anything of
+//! its is in flight, and is placed afresh (by load) only when it has nothing
+//! in flight at all.
+//!
+//! The pin is per node. One slot index shared by all nodes let a client move
+//! to another connection of node B because node A's slot of that index was
+//! not connected yet (at warm-up, after a connection was lost, after a
+//! reload added a node), while its earlier requests to B were still queued
+//! on the old one: a later `get` overtook the `set` before it.
+//!
+//! A reload is a barrier: a client whose requests in flight were routed by
+//! the previous ring sends nothing more until they are answered, since a key
+//! may now route to another node (or a node's connections to a new login),
+//! where a later request could overtake an earlier one.
+
+use std::sync::Arc;
+
+use super::pool::{Cluster, Upstream};
+use super::upstream::Connection;
+
+/// One client's connections, one per node it has requests in flight on.
+#[derive(Default)]
+pub struct Pins {
+    /// The cluster (ring and nodes) the pins were made under.
+    cluster: Option<Arc<Cluster>>,
+    /// A client talks to few nodes: a short list beats a map.
+    by_node: Vec<(Arc<Upstream>, Connection)>,
+}
+
+impl Pins {
+    /// Forget every pin: the client has nothing in flight.
+    pub fn clear(&mut self) {
+        self.cluster = None;
+        self.by_node.clear();
+    }
+
+    /// Whether the pins were made under another cluster than `current`: the
+    /// client must wait for its requests in flight before it sends more.
+    pub fn outdated(&self, current: &Arc<Cluster>) -> bool {
+        self.cluster
+            .as_ref()
+            .is_some_and(|made| !Arc::ptr_eq(made, current))
+    }
+
+    /// The live connection this client uses on `node`, if it has one.
+    pub fn get(&self, node: &Arc<Upstream>) -> Option<&Connection> {
+        self.by_node
+            .iter()
+            .find(|(n, _)| Arc::ptr_eq(n, node))
+            .map(|(_, conn)| conn)
+            .filter(|conn| conn.is_alive())
+    }
+
+    /// Use `conn` for this client's requests to `node` from now on. A dead
+    /// pin it replaces had its requests failed with the connection.
+    pub fn pin(&mut self, cluster: &Arc<Cluster>, node: &Arc<Upstream>, conn: Connection) {
+        self.cluster.get_or_insert_with(|| Arc::clone(cluster));
+        match self.by_node.iter_mut().find(|(n, _)| Arc::ptr_eq(n, node)) {
+            Some((_, pinned)) => *pinned = conn,
+            None => self.by_node.push((Arc::clone(node), conn)),
+        }
+    }
+}
