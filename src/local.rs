@@ -9,7 +9,6 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use rand::distributions::{Alphanumeric, DistString};
 use tokio::sync::watch;
@@ -17,8 +16,6 @@ use tokio::sync::watch;
 use crate::node::caches::CachesFile;
 use crate::node::{Node, NodeConfig, NodeError};
 use crate::pki::{self, CertificateAuthority, PkiError};
-use crate::proxy::pool::Failover;
-use crate::proxy::upstream::UpstreamProtocol;
 use crate::proxy::{Proxy, ProxyConfig, ProxyError};
 
 /// The cache `memgate up` creates.
@@ -228,23 +225,14 @@ pub async fn start(config: UpConfig) -> Result<Running, LocalError> {
     let mut node_addrs = Vec::new();
     let mut node_tasks = Vec::new();
     for _ in 0..config.nodes {
-        let node = Node::bind(NodeConfig {
-            listen: None,
-            tls_listen: Some((
-                SocketAddr::from(([127, 0, 0, 1], 0)),
-                Arc::clone(&server_tls),
-            )),
-            caches_path: Some(caches_path.clone()),
-            memory_limit: NODE_MEMORY,
-            max_item_size: crate::protocol::DEFAULT_MAX_ITEM_SIZE,
-            auth_timeout: Duration::from_secs(5),
-            max_connections: 4096,
-            metrics_listen: None,
-            no_auth: false,
-            admin: None,
-            what_if: true,
-        })
-        .await?;
+        let mut node_config = NodeConfig::new(Some(caches_path.clone()));
+        node_config.listen = None;
+        node_config.tls_listen = Some((
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            Arc::clone(&server_tls),
+        ));
+        node_config.memory_limit = NODE_MEMORY;
+        let node = Node::bind(node_config).await?;
         if let Some(addr) = node.tls_addr() {
             node_addrs.push(addr);
         }
@@ -256,31 +244,18 @@ pub async fn start(config: UpConfig) -> Result<Running, LocalError> {
         .map(|(i, addr)| crate::proxy::ring::parse_server_entry(&format!("node{}={addr}", i + 1)))
         .collect::<Result<Vec<_>, _>>()
         .map_err(ProxyError::Ring)?;
-    let proxy = Proxy::bind(ProxyConfig {
-        listen: config.listen,
+    let mut proxy_config = ProxyConfig::new(
         servers,
-        tls_port: None,
-        server_name: Some("localhost".into()),
-        tls: crate::tls::client_config(ca.cert_pem().as_bytes(), None)?,
-        username: creds.username.clone(),
-        password: creds.password.clone(),
-        // The nodes are memgate's own: meta, after MemCachier's ASCII login.
-        upstream_protocol: UpstreamProtocol::Meta,
-        connections_per_node: 2,
-        timeout: Duration::from_secs(1),
-        connect_timeout: Duration::from_secs(2),
-        down_retry_delay: Duration::from_secs(1),
-        failure_limit: 2,
-        keepalive: Duration::from_secs(30),
-        tls_fingerprint: None,
-        failover: Failover::Error,
-        metrics_listen: config.metrics_listen,
-        drain_timeout: Duration::from_secs(5),
-        busy_poll: None,
-        max_item_size: crate::protocol::DEFAULT_MAX_ITEM_SIZE,
-        reload_from: None,
-    })
-    .await?;
+        crate::tls::client_config(ca.cert_pem().as_bytes(), None)?,
+        creds.username.clone(),
+        creds.password.clone(),
+    );
+    // The nodes are memgate's own: meta (the default), after MemCachier's
+    // ASCII login, with the certificate `certs` made for localhost.
+    proxy_config.listen = config.listen;
+    proxy_config.server_name = Some("localhost".into());
+    proxy_config.metrics_listen = config.metrics_listen;
+    let proxy = Proxy::bind(proxy_config).await?;
     let proxy_addr = proxy.addr().unwrap_or(config.listen);
     let metrics_addr = proxy.metrics_addr();
     let (proxy_stop, proxy_rx) = watch::channel(false);

@@ -558,3 +558,59 @@ async fn pipelined_reads_see_the_clients_own_writes_during_warm_up() {
         }
     }
 }
+
+/// Resident memory of this process (the proxy and its nodes run in it).
+fn rss_bytes_now() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
+
+/// A client that pipelines big multi-gets and reads nothing is held to its
+/// buffer: the sidecar stops reading it instead of buffering its replies
+/// (100 MB of them here), other clients are served meanwhile, and it gets
+/// every value right when it reads at last.
+#[tokio::test]
+async fn a_client_that_stops_reading_is_held_to_its_buffer() {
+    let (_pki, _nodes, proxy) = cluster(3, |_| {}).await;
+    let value = |i: usize| vec![b'a' + (i % 26) as u8; 100_000];
+    let mut writer = connect(proxy.addr).await;
+    let keys: Vec<String> = (0..50).map(|i| format!("big{i}")).collect();
+    for (i, key) in keys.iter().enumerate() {
+        let mut set = format!("set {key} 0 0 100000\r\n").into_bytes();
+        set.extend(value(i));
+        set.extend(b"\r\n");
+        writer.expect(&set, b"STORED\r\n").await;
+    }
+    let before = rss_bytes_now();
+    let mut slow = connect(proxy.addr).await;
+    let request = format!("get {}\r\n", keys.join(" "));
+    slow.send(request.repeat(20).as_bytes()).await;
+    // The flood begins; another client is served meanwhile, promptly.
+    let mut other = connect(proxy.addr).await;
+    for _ in 0..20 {
+        let started = std::time::Instant::now();
+        other
+            .expect(b"set small 0 0 1\r\nx\r\n", b"STORED\r\n")
+            .await;
+        other
+            .expect(b"get small\r\n", b"VALUE small 0 1\r\nx\r\nEND\r\n")
+            .await;
+        assert!(started.elapsed() < Duration::from_millis(500));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let grown = rss_bytes_now().saturating_sub(before);
+    assert!(grown < 40 << 20, "RSS grew by {grown} bytes");
+    // Everything arrives, right, once the client reads.
+    let mut want = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        want.extend(format!("VALUE {key} 0 100000\r\n").bytes());
+        want.extend(value(i));
+        want.extend(b"\r\n");
+    }
+    want.extend(b"END\r\n");
+    for _ in 0..20 {
+        assert!(slow.read_exact(want.len()).await == want);
+    }
+}

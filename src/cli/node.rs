@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::admin_token;
 use clap::{Args, Subcommand};
 use memgate::config::ConfigError;
+use memgate::node::config::defaults;
 use memgate::node::NodeConfig;
 use memgate::units::{parse_duration_arg, parse_size_arg};
 
@@ -16,9 +17,9 @@ pub struct NodeArgs {
     #[command(subcommand)]
     pub command: Option<NodeCommand>,
 
-    /// Plain listener; "none" turns it off.
-    #[arg(long, env = "MEMGATE_NODE_LISTEN", default_value = "127.0.0.1:11211")]
-    pub listen: String,
+    /// Plain listener [default: 127.0.0.1:11211]; "none" turns it off.
+    #[arg(long, env = "MEMGATE_NODE_LISTEN")]
+    pub listen: Option<String>,
     /// TLS listener; defaults to 0.0.0.0:11219 when --cert is given.
     #[arg(long, env = "MEMGATE_NODE_TLS_LISTEN")]
     pub tls_listen: Option<SocketAddr>,
@@ -31,18 +32,18 @@ pub struct NodeArgs {
     /// The caches file (tenants and credentials, TOML).
     #[arg(long, env = "MEMGATE_NODE_CACHES")]
     pub caches: Option<PathBuf>,
-    /// Cap on the sum of every cache's memory limit.
-    #[arg(long, env = "MEMGATE_NODE_MEMORY_LIMIT", default_value = "64MiB", value_parser = parse_size_arg)]
-    pub memory_limit: u64,
-    /// Largest key + value accepted.
-    #[arg(long, env = "MEMGATE_NODE_MAX_ITEM_SIZE", default_value = "1MiB", value_parser = parse_size_arg)]
-    pub max_item_size: u64,
-    /// Connections that have not logged in by then are closed.
-    #[arg(long, env = "MEMGATE_NODE_AUTH_TIMEOUT", default_value = "5s", value_parser = parse_duration_arg)]
-    pub auth_timeout: Duration,
-    /// Beyond this many open connections, new ones are refused.
-    #[arg(long, env = "MEMGATE_NODE_MAX_CONNECTIONS", default_value_t = 4096)]
-    pub max_connections: usize,
+    /// Cap on the sum of every cache's memory limit [default: 64MiB].
+    #[arg(long, env = "MEMGATE_NODE_MEMORY_LIMIT", value_parser = parse_size_arg)]
+    pub memory_limit: Option<u64>,
+    /// Largest key + value accepted [default: 1MiB].
+    #[arg(long, env = "MEMGATE_NODE_MAX_ITEM_SIZE", value_parser = parse_size_arg)]
+    pub max_item_size: Option<u64>,
+    /// Connections that have not logged in by then are closed [default: 5s].
+    #[arg(long, env = "MEMGATE_NODE_AUTH_TIMEOUT", value_parser = parse_duration_arg)]
+    pub auth_timeout: Option<Duration>,
+    /// Beyond this many open connections, new ones are refused [default: 4096].
+    #[arg(long, env = "MEMGATE_NODE_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
     /// Prometheus /metrics listener (off by default).
     #[arg(long, env = "MEMGATE_NODE_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
@@ -87,9 +88,10 @@ impl NodeArgs {
                 what: "--admin-listen for --admin-ca",
             });
         }
-        let listen = match self.listen.as_str() {
-            "none" => None,
-            addr => Some(addr.parse().map_err(|_| ConfigError::Invalid {
+        let listen = match self.listen.as_deref() {
+            None => Some(defaults::LISTEN),
+            Some("none") => None,
+            Some(addr) => Some(addr.parse().map_err(|_| ConfigError::Invalid {
                 what: "--listen",
                 value: addr.to_string(),
                 expected: "an address such as 127.0.0.1:11211, or none",
@@ -97,9 +99,7 @@ impl NodeArgs {
         };
         let tls_listen = match (&self.cert, &self.key) {
             (Some(cert), Some(key)) => {
-                let addr = self
-                    .tls_listen
-                    .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 11219)));
+                let addr = self.tls_listen.unwrap_or(defaults::TLS_LISTEN);
                 let config = memgate::tls::server_config_from_files(cert, key)
                     .map_err(|e| ConfigError::Tls(e.to_string()))?;
                 Some((addr, config))
@@ -113,18 +113,21 @@ impl NodeArgs {
             }
             _ => None,
         };
-        if self.max_connections == 0 {
+        let max_connections = self.max_connections.unwrap_or(defaults::MAX_CONNECTIONS);
+        if max_connections == 0 {
             return Err(ConfigError::Invalid {
                 what: "--max-connections",
                 value: "0".into(),
                 expected: "at least 1",
             });
         }
-        let max_item_size = usize::try_from(self.max_item_size).unwrap_or(usize::MAX);
+        let max_item_size = self.max_item_size.map_or(defaults::MAX_ITEM_SIZE, |size| {
+            usize::try_from(size).unwrap_or(usize::MAX)
+        });
         if max_item_size < 2 {
             return Err(ConfigError::Invalid {
                 what: "--max-item-size",
-                value: self.max_item_size.to_string(),
+                value: max_item_size.to_string(),
                 expected: "a size of at least 2 bytes",
             });
         }
@@ -151,18 +154,21 @@ impl NodeArgs {
             }
             None => None,
         };
-        Ok(NodeConfig {
-            admin,
-            listen,
-            tls_listen,
-            caches_path: self.caches,
-            memory_limit: self.memory_limit,
-            max_item_size,
-            auth_timeout: self.auth_timeout,
-            max_connections: self.max_connections,
-            metrics_listen: self.metrics_listen,
-            no_auth: self.insecure_no_auth,
-            what_if: self.what_if == OnOff::On,
-        })
+        let mut config = NodeConfig::new(self.caches);
+        config.admin = admin;
+        config.listen = listen;
+        config.tls_listen = tls_listen;
+        if let Some(limit) = self.memory_limit {
+            config.memory_limit = limit;
+        }
+        config.max_item_size = max_item_size;
+        if let Some(timeout) = self.auth_timeout {
+            config.auth_timeout = timeout;
+        }
+        config.max_connections = max_connections;
+        config.metrics_listen = self.metrics_listen;
+        config.no_auth = self.insecure_no_auth;
+        config.what_if = self.what_if == OnOff::On;
+        Ok(config)
     }
 }

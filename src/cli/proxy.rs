@@ -6,8 +6,51 @@ use std::time::Duration;
 
 use clap::Args;
 use memgate::config::ConfigError;
+use memgate::proxy::config::{connect_timeout, defaults};
+use memgate::proxy::ProxyConfig;
 use memgate::units::{parse_duration_arg, parse_size_arg};
 
+/// Declares the flags' struct and derives `or` from the same field list, so
+/// that a new flag is merged with the config file without a line of its own.
+macro_rules! merged_args {
+    ($(#[$meta:meta])* pub struct $name:ident {
+        $($(#[$field_meta:meta])* pub $field:ident: $ty:ty,)*
+    }) => {
+        $(#[$meta])*
+        pub struct $name {
+            $($(#[$field_meta])* pub $field: $ty,)*
+        }
+
+        impl $name {
+            /// Fill what the flags and environment left unset from `other`
+            /// (the config file).
+            fn or(self, other: $name) -> $name {
+                $name {
+                    $($field: Unset::or_else(self.$field, other.$field),)*
+                }
+            }
+        }
+    };
+}
+
+/// A setting the flags may leave unset: `None`, or a switch left off.
+trait Unset {
+    fn or_else(self, other: Self) -> Self;
+}
+
+impl<T> Unset for Option<T> {
+    fn or_else(self, other: Self) -> Self {
+        self.or(other)
+    }
+}
+
+impl Unset for bool {
+    fn or_else(self, other: Self) -> Self {
+        self || other
+    }
+}
+
+merged_args! {
 /// `memgate proxy` flags. Each also reads `MEMGATE_PROXY_<FLAG>`, and
 /// `--config FILE` (TOML, the same keys with underscores) fills what neither
 /// the flags nor the environment set.
@@ -100,6 +143,13 @@ pub struct ProxyArgs {
     /// Up to 1ms, such as 100us; needs --threads 1. Read at start only.
     #[arg(long, env = "MEMGATE_PROXY_BUSY_POLL")]
     pub busy_poll: Option<String>,
+    /// What the sidecar may hold for one client: replies not yet written
+    /// plus requests not yet answered [default: 4MiB]. Past it the client is
+    /// not read until it reads its replies, as memcached does; at least
+    /// --max-item-size.
+    #[arg(long, env = "MEMGATE_PROXY_CLIENT_BUFFER")]
+    pub client_buffer: Option<String>,
+}
 }
 
 /// The most `--threads` takes.
@@ -109,35 +159,6 @@ const MAX_THREADS: usize = 1024;
 const MAX_BUSY_POLL: Duration = Duration::from_millis(1);
 
 impl ProxyArgs {
-    /// Fill unset fields from `other` (the config file).
-    fn or(self, other: ProxyArgs) -> ProxyArgs {
-        ProxyArgs {
-            config: self.config,
-            listen: self.listen.or(other.listen),
-            allow_remote: self.allow_remote || other.allow_remote,
-            servers: self.servers.or(other.servers),
-            tls_port: self.tls_port.or(other.tls_port),
-            server_name: self.server_name.or(other.server_name),
-            ca: self.ca.or(other.ca),
-            client_cert: self.client_cert.or(other.client_cert),
-            client_key: self.client_key.or(other.client_key),
-            username: self.username.or(other.username),
-            password: self.password.or(other.password),
-            upstream_protocol: self.upstream_protocol.or(other.upstream_protocol),
-            connections_per_node: self.connections_per_node.or(other.connections_per_node),
-            timeout: self.timeout.or(other.timeout),
-            down_retry_delay: self.down_retry_delay.or(other.down_retry_delay),
-            failure_limit: self.failure_limit.or(other.failure_limit),
-            keepalive: self.keepalive.or(other.keepalive),
-            failover: self.failover.or(other.failover),
-            metrics_listen: self.metrics_listen.or(other.metrics_listen),
-            drain_timeout: self.drain_timeout.or(other.drain_timeout),
-            max_item_size: self.max_item_size.or(other.max_item_size),
-            threads: self.threads.or(other.threads),
-            busy_poll: self.busy_poll.or(other.busy_poll),
-        }
-    }
-
     /// The flags and environment, with what they leave unset filled from the
     /// config file.
     fn merged(self) -> Result<ProxyArgs, ConfigError> {
@@ -158,7 +179,7 @@ impl ProxyArgs {
     /// How many threads serve clients (the runtime is built before the rest
     /// of the configuration is read, so this is read on its own).
     pub fn threads(&self) -> Result<usize, ConfigError> {
-        let threads = self.clone().merged()?.threads.unwrap_or(1);
+        let threads = self.clone().merged()?.threads.unwrap_or(defaults::THREADS);
         if !(1..=MAX_THREADS).contains(&threads) {
             return Err(ConfigError::Invalid {
                 what: "--threads",
@@ -174,7 +195,7 @@ impl ProxyArgs {
     pub fn into_config(
         self,
         env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<memgate::proxy::ProxyConfig, ConfigError> {
+    ) -> Result<ProxyConfig, ConfigError> {
         let args = self.merged()?;
         let hosted = |suffix: &str| {
             env(&format!("MEMCACHIER_{suffix}"))
@@ -187,9 +208,7 @@ impl ProxyArgs {
                 value: value.to_string(),
                 expected,
             };
-        let listen = args
-            .listen
-            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 11211)));
+        let listen = args.listen.unwrap_or(defaults::LISTEN);
         if !listen.ip().is_loopback() && !args.allow_remote {
             return Err(invalid(
                 "--listen",
@@ -248,28 +267,39 @@ impl ProxyArgs {
             client.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
         )
         .map_err(|e| ConfigError::Tls(e.to_string()))?;
-        let duration = |what: &'static str, value: Option<String>, default: &str| {
-            let text = value.unwrap_or_else(|| default.to_string());
+        let duration = |what: &'static str, value: Option<String>, default: Duration| {
+            let Some(text) = value else {
+                return Ok(default);
+            };
             parse_duration_arg(&text)
                 .map_err(|_| invalid(what, &text, "a duration such as 500ms, 1s or 30s"))
         };
-        let timeout = duration("--timeout", args.timeout, "1s")?;
-        let down_retry_delay = duration("--down-retry-delay", args.down_retry_delay, "1s")?;
+        let timeout = duration("--timeout", args.timeout, defaults::TIMEOUT)?;
+        let down_retry_delay = duration(
+            "--down-retry-delay",
+            args.down_retry_delay,
+            defaults::DOWN_RETRY_DELAY,
+        )?;
         if down_retry_delay.is_zero() {
             return Err(invalid("--down-retry-delay", "0", "a positive duration"));
         }
-        let keepalive = duration("--keepalive", args.keepalive, "30s")?;
-        let failure_limit = args.failure_limit.unwrap_or(2);
+        let keepalive = duration("--keepalive", args.keepalive, defaults::KEEPALIVE)?;
+        let failure_limit = args.failure_limit.unwrap_or(defaults::FAILURE_LIMIT);
         if failure_limit == 0 {
             return Err(invalid("--failure-limit", "0", "at least 1"));
         }
-        let drain_timeout = duration("--drain-timeout", args.drain_timeout, "5s")?;
+        let drain_timeout = duration(
+            "--drain-timeout",
+            args.drain_timeout,
+            defaults::DRAIN_TIMEOUT,
+        )?;
         if timeout.is_zero() {
             return Err(invalid("--timeout", "0", "a positive duration"));
         }
-        let metrics_listen = match args.metrics_listen.as_deref().unwrap_or("127.0.0.1:9151") {
-            "none" => None,
-            addr => Some(addr.parse().map_err(|_| {
+        let metrics_listen = match args.metrics_listen.as_deref() {
+            None => Some(defaults::METRICS_LISTEN),
+            Some("none") => None,
+            Some(addr) => Some(addr.parse().map_err(|_| {
                 invalid(
                     "--metrics-listen",
                     addr,
@@ -277,10 +307,32 @@ impl ProxyArgs {
                 )
             })?),
         };
-        let size_text = args.max_item_size.unwrap_or_else(|| "1MiB".into());
-        let max_item_size = parse_size_arg(&size_text)
-            .map_err(|_| invalid("--max-item-size", &size_text, "a size such as 1MiB"))?;
-        let busy_poll = duration("--busy-poll", args.busy_poll, "0s")?;
+        let size = |what: &'static str, value: Option<String>, default: usize| {
+            let Some(text) = value else {
+                return Ok(default);
+            };
+            parse_size_arg(&text)
+                .map(|size| usize::try_from(size).unwrap_or(usize::MAX))
+                .map_err(|_| invalid(what, &text, "a size such as 1MiB"))
+        };
+        let max_item_size = size(
+            "--max-item-size",
+            args.max_item_size,
+            defaults::MAX_ITEM_SIZE,
+        )?;
+        let client_buffer = size(
+            "--client-buffer",
+            args.client_buffer,
+            defaults::CLIENT_BUFFER.max(max_item_size),
+        )?;
+        if client_buffer < max_item_size {
+            return Err(invalid(
+                "--client-buffer",
+                &client_buffer.to_string(),
+                "at least --max-item-size, so that any item can pass",
+            ));
+        }
+        let busy_poll = duration("--busy-poll", args.busy_poll, Duration::ZERO)?;
         if busy_poll > MAX_BUSY_POLL {
             return Err(invalid(
                 "--busy-poll",
@@ -301,37 +353,36 @@ impl ProxyArgs {
             }
             _ => {}
         }
-        let connections_per_node = args.connections_per_node.unwrap_or(2);
+        let connections_per_node = args
+            .connections_per_node
+            .unwrap_or(defaults::CONNECTIONS_PER_NODE);
         if connections_per_node == 0 {
             return Err(invalid("--connections-per-node", "0", "at least 1"));
         }
-        Ok(memgate::proxy::ProxyConfig {
-            listen,
-            servers,
-            tls_port: args.tls_port,
-            server_name: args.server_name,
-            tls,
-            username,
-            password,
-            upstream_protocol: args.upstream_protocol.unwrap_or_default(),
-            connections_per_node,
-            timeout,
-            connect_timeout: timeout.max(Duration::from_secs(2)),
-            down_retry_delay,
-            failure_limit,
-            keepalive,
-            tls_fingerprint: Some(memgate::tls::files_fingerprint(
-                std::iter::once(ca.as_path())
-                    .chain(client.iter().flat_map(|(c, k)| [c.as_path(), k.as_path()])),
-            )),
-            failover: args
-                .failover
-                .unwrap_or(memgate::proxy::pool::Failover::Error),
-            metrics_listen,
-            drain_timeout,
-            max_item_size: usize::try_from(max_item_size).unwrap_or(usize::MAX),
-            busy_poll: (!busy_poll.is_zero()).then_some(busy_poll),
-            reload_from: None,
-        })
+        let fingerprint = memgate::tls::files_fingerprint(
+            std::iter::once(ca.as_path())
+                .chain(client.iter().flat_map(|(c, k)| [c.as_path(), k.as_path()])),
+        );
+        let mut config = ProxyConfig::new(servers, tls, username, password);
+        config.listen = listen;
+        config.tls_port = args.tls_port;
+        config.server_name = args.server_name;
+        config.upstream_protocol = args.upstream_protocol.unwrap_or_default();
+        config.connections_per_node = connections_per_node;
+        config.timeout = timeout;
+        config.connect_timeout = connect_timeout(timeout);
+        config.down_retry_delay = down_retry_delay;
+        config.failure_limit = failure_limit;
+        config.keepalive = keepalive;
+        config.tls_fingerprint = Some(fingerprint);
+        if let Some(failover) = args.failover {
+            config.failover = failover;
+        }
+        config.metrics_listen = metrics_listen;
+        config.drain_timeout = drain_timeout;
+        config.max_item_size = max_item_size;
+        config.client_buffer = client_buffer;
+        config.busy_poll = (!busy_poll.is_zero()).then_some(busy_poll);
+        Ok(config)
     }
 }

@@ -18,6 +18,8 @@
 //!   and/or mutual TLS); [`admin_tls`] is its TLS listener.
 
 pub mod admin;
+pub mod config;
+pub use config::NodeConfig;
 pub mod admin_tls;
 pub mod caches;
 pub mod counters;
@@ -47,30 +49,6 @@ use threads::SessionThreads;
 
 /// The cache id used by `--insecure-no-auth`.
 pub const IMPLICIT_CACHE: &str = "default";
-
-/// Everything the node needs, validated.
-#[derive(Clone)]
-pub struct NodeConfig {
-    /// Plain listener (None turns it off).
-    pub listen: Option<SocketAddr>,
-    /// TLS listener and its rustls config.
-    pub tls_listen: Option<(SocketAddr, Arc<rustls::ServerConfig>)>,
-    /// The caches file; None only with `no_auth`.
-    pub caches_path: Option<PathBuf>,
-    /// Cap on the sum of every cache's memory limit.
-    pub memory_limit: u64,
-    /// Key + value limit.
-    pub max_item_size: usize,
-    pub auth_timeout: Duration,
-    pub max_connections: usize,
-    pub metrics_listen: Option<SocketAddr>,
-    /// Testing only: one implicit cache, no login.
-    pub no_auth: bool,
-    /// The admin HTTP API (off unless set).
-    pub admin: Option<admin::AdminConfig>,
-    /// Each cache's what-if tracker ([`mrc`]); off, the store skips it.
-    pub what_if: bool,
-}
 
 /// Errors starting or reloading the node.
 #[derive(Debug, thiserror::Error)]

@@ -11,7 +11,9 @@
 //! - [`upstream`]: one logged-in TLS connection, meta or binary, pipelined.
 //! - [`health`]: up/down state per node.
 
+pub mod budget;
 pub mod busy_poll;
+pub mod config;
 pub mod drain;
 pub mod health;
 mod pins;
@@ -28,58 +30,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::metrics as m;
-use pool::{Cluster, Failover};
-use ring::{Ring, ServerSpec};
-use upstream::{Settings, Target, UpstreamProtocol};
-
-/// Everything the proxy needs, validated.
-#[derive(Clone)]
-pub struct ProxyConfig {
-    pub listen: SocketAddr,
-    pub servers: Vec<ServerSpec>,
-    /// Connect to every server's host on this port instead of its own.
-    pub tls_port: Option<u16>,
-    /// The name every node certificate must carry (default: each entry's host).
-    pub server_name: Option<String>,
-    pub tls: Arc<rustls::ClientConfig>,
-    pub username: String,
-    pub password: String,
-    /// What the nodes are spoken to in (`--upstream-protocol`).
-    pub upstream_protocol: UpstreamProtocol,
-    pub connections_per_node: usize,
-    pub timeout: Duration,
-    pub connect_timeout: Duration,
-    /// How often a down node is probed (`--down-retry-delay`).
-    pub down_retry_delay: Duration,
-    /// Consecutive failures that mark a node down (`--failure-limit`).
-    pub failure_limit: u32,
-    /// Idle upstream connections are pinged this often (`--keepalive`; zero: never).
-    pub keepalive: Duration,
-    /// A digest of the TLS inputs (CA, client certificate and key) when they
-    /// came from files, so that a reload can tell whether they changed; with
-    /// `None`, only the very same `tls` config counts as unchanged.
-    pub tls_fingerprint: Option<u64>,
-    pub failover: Failover,
-    pub metrics_listen: Option<SocketAddr>,
-    pub drain_timeout: Duration,
-    pub max_item_size: usize,
-    /// Poll this long after each reply instead of sleeping (`--busy-poll`;
-    /// None: off). Needs the single-threaded runtime.
-    pub busy_poll: Option<Duration>,
-    /// Where the configuration came from, for SIGHUP (None: not reloadable).
-    pub reload_from: Option<Arc<dyn Fn() -> Result<ProxyConfig, String> + Send + Sync>>,
-}
-
-impl std::fmt::Debug for ProxyConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProxyConfig")
-            .field("listen", &self.listen)
-            .field("servers", &self.servers)
-            .field("username", &self.username)
-            .field("password", &"<redacted>")
-            .finish_non_exhaustive()
-    }
-}
+pub use config::ProxyConfig;
+use pool::Cluster;
+use ring::Ring;
+use upstream::{Settings, Target};
 
 /// Errors starting the proxy.
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +54,8 @@ pub struct ProxyShared {
     cluster: RwLock<Arc<Cluster>>,
     username: RwLock<String>,
     pub max_item_size: usize,
+    /// What a session may hold for its client (`proxy::budget`).
+    pub client_buffer: usize,
     /// Set with `--busy-poll`: sessions tell it when they reply.
     pub busy_poll: Option<Arc<busy_poll::BusyPoll>>,
 }
@@ -217,6 +173,7 @@ impl Proxy {
             cluster: RwLock::new(Arc::new(cluster)),
             username: RwLock::new(config.username.clone()),
             max_item_size: config.max_item_size,
+            client_buffer: config.client_buffer,
             busy_poll: config
                 .busy_poll
                 .map(|window| Arc::new(busy_poll::BusyPoll::new(window))),

@@ -22,7 +22,7 @@ use crate::metrics as m;
 use crate::sync::lock;
 
 /// What happens to the keys of a node that is down.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Failover {
     /// Its keys get `SERVER_ERROR` at once.
@@ -30,6 +30,19 @@ pub enum Failover {
     /// Its keys are rehashed onto the live nodes (libmemcached remove_failed,
     /// twemproxy auto_eject_hosts).
     Eject,
+}
+
+impl std::str::FromStr for Failover {
+    type Err = String;
+
+    /// The names `--failover` and the config file take.
+    fn from_str(name: &str) -> Result<Self, String> {
+        match name {
+            "error" => Ok(Failover::Error),
+            "eject" => Ok(Failover::Eject),
+            _ => Err(format!("{name:?} is not one of error, eject")),
+        }
+    }
 }
 
 /// Requests queued or in flight on a connection beyond which clients that
@@ -252,6 +265,13 @@ impl Upstream {
         for slot in &self.slots {
             lock(slot).take();
         }
+    }
+
+    /// Put `conn` in `slot`, as a connect would (for tests that stand in a
+    /// node of their own).
+    #[cfg(test)]
+    pub(crate) fn fill_slot(&self, slot: usize, conn: Connection) {
+        *lock(&self.slots[slot]) = Some(conn);
     }
 
     /// Connections currently open.

@@ -21,6 +21,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot::error::RecvError;
 
+use super::budget::Budget;
 use super::drain::Signal;
 use super::pins::Pins;
 use super::pool::{Cluster, Failover, Upstream};
@@ -153,6 +154,9 @@ where
     // Which upstream connection this client uses on each node while it has
     // requests in flight; chosen afresh (by load) whenever it has none.
     let mut pins = Pins::default();
+    // What this session holds for its client: past the limit it takes no new
+    // request and reads nothing until replies are written (`proxy::budget`).
+    let mut budget = Budget::new(shared.client_buffer);
     let mut input = Input::default();
     let mut wbuf = BytesMut::new();
     let mut queue: VecDeque<Pending> = VecDeque::new();
@@ -177,7 +181,14 @@ where
     loop {
         // Start every request already buffered, while there is room in the
         // queue (also after the queue drained with input still buffered).
+        // Set when a request may be buffered that the budget held back: it
+        // is taken once the replies before it are written.
+        let mut held_back = false;
         while queue.len() < MAX_PENDING && !closing {
+            if !budget.has_room(wbuf.len()) {
+                held_back = true;
+                break;
+            }
             if queue.is_empty() {
                 pins.clear();
             } else if pins.outdated(&shared.cluster()) {
@@ -188,9 +199,11 @@ where
             match input.next(&limits)? {
                 None => break,
                 Some(Next::Request(request)) => {
+                    let (bytes, parts) = weight(&request.command, &shared);
                     let pending = dispatch(&shared, request, first_command, &mut pins).await;
                     first_command = false;
                     queue.push_back(pending);
+                    budget.take(bytes, parts);
                 }
                 Some(Next::Reject {
                     frame,
@@ -221,6 +234,7 @@ where
                         started,
                     };
                     queue.push_back(ready(head, Response::Error(error)));
+                    budget.take(0, 0);
                 }
             }
         }
@@ -230,7 +244,9 @@ where
             let Poll::Ready(end) = end else { break };
             let Some(done) = queue.pop_front() else { break };
             let now = Instant::now();
+            let before = wbuf.len();
             closing |= finish(done.into_reply(end, now), now, &mut wbuf, &mut served);
+            budget.answered(wbuf.len() - before);
             if closing {
                 break;
             }
@@ -251,6 +267,9 @@ where
         if closing || (draining && queue.is_empty()) {
             return Ok(());
         }
+        if held_back && budget.has_room(wbuf.len()) {
+            continue;
+        }
         if let Some(deadline) = queue.front().and_then(Pending::deadline) {
             if armed.is_none_or(|at| at > deadline) {
                 timer.as_mut().reset(deadline.into());
@@ -261,7 +280,8 @@ where
         // Nothing more is read while a reload holds this client's next
         // request back, so that its input stays bounded.
         let held = !queue.is_empty() && pins.outdated(&shared.cluster());
-        let can_read = queue.len() < MAX_PENDING && !draining && !held;
+        let can_read =
+            queue.len() < MAX_PENDING && !draining && !held && budget.has_room(wbuf.len());
         let in_flight = !queue.is_empty();
         let front = std::future::poll_fn(|cx| match queue.front_mut() {
             Some(front) => front.poll_end(cx),
@@ -272,7 +292,9 @@ where
             end = front => {
                 if let Some(done) = queue.pop_front() {
                     let now = Instant::now();
+                    let before = wbuf.len();
                     closing |= finish(done.into_reply(end, now), now, &mut wbuf, &mut served);
+                    budget.answered(wbuf.len() - before);
                 }
                 continue;
             }
@@ -301,6 +323,17 @@ where
             continue;
         }
         m::RequestMetrics::get().read_bytes.increment(read as u64);
+    }
+}
+
+/// What a request weighs in its client's budget: the bytes it carries (a
+/// value to store) and the upstream replies it will get.
+fn weight(command: &Command, shared: &ProxyShared) -> (usize, usize) {
+    match command {
+        Command::Store(store) => (store.data.len(), 1),
+        Command::Get(get) => (0, get.keys.len()),
+        Command::FlushAll { .. } | Command::Stats { .. } => (0, shared.cluster().nodes.len()),
+        _ => (0, 1),
     }
 }
 
@@ -716,3 +749,6 @@ fn merge_stats(results: Vec<Response>) -> Response {
     }
     Response::Stats(merged)
 }
+
+#[cfg(test)]
+mod tests;

@@ -71,19 +71,9 @@ impl Drop for TestNode {
 }
 
 pub fn base_config() -> NodeConfig {
-    NodeConfig {
-        listen: Some("127.0.0.1:0".parse().unwrap()),
-        tls_listen: None,
-        caches_path: None,
-        memory_limit: 64 << 20,
-        max_item_size: 1 << 20,
-        auth_timeout: Duration::from_secs(5),
-        max_connections: 4096,
-        metrics_listen: None,
-        no_auth: false,
-        admin: None,
-        what_if: true,
-    }
+    let mut config = NodeConfig::new(None);
+    config.listen = Some("127.0.0.1:0".parse().unwrap());
+    config
 }
 
 /// Start a node with `caches` (TOML) and optional TLS; `tweak` adjusts the config.
@@ -371,33 +361,23 @@ impl Drop for TestProxy {
 
 /// A proxy config for `servers` ("name=host:port" entries) trusting `ca_pem`.
 pub fn proxy_config(servers: &[String], ca_pem: &str) -> memgate::proxy::ProxyConfig {
-    memgate::proxy::ProxyConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        servers: servers
+    let mut config = memgate::proxy::ProxyConfig::new(
+        servers
             .iter()
             .map(|s| memgate::proxy::ring::parse_server_entry(s).unwrap())
             .collect(),
-        tls_port: None,
-        server_name: None,
-        tls: memgate::tls::client_config(ca_pem.as_bytes(), None).unwrap(),
-        username: PROXY_USER.into(),
-        password: PROXY_PASS.into(),
-        // memgate nodes: meta after MemCachier's ASCII login.
-        upstream_protocol: memgate::proxy::upstream::UpstreamProtocol::Meta,
-        connections_per_node: 2,
-        timeout: Duration::from_secs(2),
-        connect_timeout: Duration::from_secs(2),
-        down_retry_delay: Duration::from_secs(30),
-        failure_limit: 2,
-        keepalive: Duration::from_secs(30),
-        tls_fingerprint: None,
-        failover: memgate::proxy::pool::Failover::Error,
-        metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
-        drain_timeout: Duration::from_secs(2),
-        busy_poll: None,
-        max_item_size: 1 << 20,
-        reload_from: None,
-    }
+        memgate::tls::client_config(ca_pem.as_bytes(), None).unwrap(),
+        PROXY_USER.into(),
+        PROXY_PASS.into(),
+    );
+    // Ephemeral ports; a slower machine's timeouts; a dead node probed
+    // rarely, so that tests see its failures rather than its recovery.
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    config.timeout = Duration::from_secs(2);
+    config.down_retry_delay = Duration::from_secs(30);
+    config.drain_timeout = Duration::from_secs(2);
+    config
 }
 
 pub async fn start_proxy(config: memgate::proxy::ProxyConfig) -> TestProxy {

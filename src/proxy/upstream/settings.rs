@@ -19,7 +19,7 @@ pub struct Target {
 }
 
 /// What the proxy speaks to its nodes (`--upstream-protocol`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum UpstreamProtocol {
     /// Meta, after MemCachier's ASCII login: memgate nodes (the default).
@@ -30,6 +30,22 @@ pub enum UpstreamProtocol {
     /// Binary, after SASL PLAIN: `memcached -S -Z`, which has no text
     /// protocol. Meta flags binary cannot carry are refused.
     Binary,
+}
+
+impl std::str::FromStr for UpstreamProtocol {
+    type Err = String;
+
+    /// The names `--upstream-protocol` and the config file take.
+    fn from_str(name: &str) -> Result<Self, String> {
+        match name {
+            "meta" => Ok(UpstreamProtocol::Meta),
+            "meta-memcached" => Ok(UpstreamProtocol::MetaMemcached),
+            "binary" => Ok(UpstreamProtocol::Binary),
+            _ => Err(format!(
+                "{name:?} is not one of meta, meta-memcached, binary"
+            )),
+        }
+    }
 }
 
 impl UpstreamProtocol {
