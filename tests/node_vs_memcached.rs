@@ -12,53 +12,12 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use common::{bin_request, start_node, TestNode};
-
-/// A `memcached -U 0 -m 64` on a free port, killed on drop.
-struct Memcached {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Memcached {
-    async fn start() -> Memcached {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut child = Command::new("memcached")
-            .args(["-l", "127.0.0.1", "-U", "0", "-m", "64", "-u", "root"])
-            .args(["-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("memcached 1.6.18 is installed");
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        for _ in 0..100 {
-            if TcpStream::connect(addr).await.is_ok() {
-                return Memcached { child, addr };
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("memcached did not start on {addr}");
-    }
-}
-
-impl Drop for Memcached {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::{bin_request, start_memcached, start_node, TestNode};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Dialect {
@@ -422,7 +381,8 @@ fn is_ordered_subset(ours: &[String], theirs: &[String]) -> bool {
 
 /// Run every case against both servers; a readable list of differences.
 async fn differences(cases: &[Case]) -> Vec<String> {
-    let memcached = Memcached::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let memcached = start_memcached(dir.path(), &[], &[]);
     let node: TestNode = start_node(None, false, |_| {}).await;
     let mut theirs = Server {
         addr: memcached.addr,
