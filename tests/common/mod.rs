@@ -4,12 +4,14 @@
 //! the real memcached clients and conformance tools; and in modules of their
 //! own:
 //! - [`memcached`]: the one memcached launcher;
+//! - [`normalise`]: the one reply normaliser of the differential tests;
 //!
 //! Each test binary compiles this folder on its own and uses only part of
 //! it, hence the allow: what one binary leaves unused another uses.
 #![allow(dead_code)]
 
 pub mod memcached;
+pub mod normalise;
 
 // Re-exported where the tests have always found them; a test binary that
 // uses none of one would see an unused import.
