@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{basic_auth, connect, eventually, http_request};
+use common::{basic_auth, cache, connect, credential, eventually, http_request, write_caches};
 use memgate::analytics::api::{NOT_AUTHORIZED, NO_CREDENTIAL, PRIMARY_NOT_DELETABLE};
 use memgate::analytics::AnalyticsConfig;
 use memgate::node::admin::AdminConfig;
@@ -23,36 +23,19 @@ use tokio::sync::watch;
 
 const TOKEN: &str = "test-admin-token-0123456789";
 
-const CACHES: &str = r#"
-[[cache]]
-id = "1561"
-memory_limit = "8MiB"
-
-[[cache.credential]]
-username = "alice"
-password = "alice-secret"
-primary = true
-
-[[cache.credential]]
-username = "viewer"
-password = "viewer-secret"
-write = false
-flush = false
-
-[[cache.credential]]
-username = "noapi"
-password = "noapi-secret"
-api = false
-
-[[cache]]
-id = "2000"
-memory_limit = "8MiB"
-
-[[cache.credential]]
-username = "bob"
-password = "bob-secret"
-primary = true
-"#;
+/// The caches file of these tests: cache 1561 (alice, primary; viewer, who
+/// may neither write nor flush; noapi, without the API) and cache 2000 (bob).
+fn caches() -> String {
+    let alice = credential("alice", "alice-secret", &["primary = true"]);
+    let viewer = credential(
+        "viewer",
+        "viewer-secret",
+        &["write = false", "flush = false"],
+    );
+    let noapi = credential("noapi", "noapi-secret", &["api = false"]);
+    let bob = credential("bob", "bob-secret", &["primary = true"]);
+    cache("1561", "8MiB", &[], &[alice, viewer, noapi]) + &cache("2000", "8MiB", &[], &[bob])
+}
 
 /// A node with an admin endpoint that can be stopped and started again on
 /// the same ports, with the same caches file.
@@ -99,8 +82,7 @@ impl AdminNode {
     }
 
     async fn first(dir: &Path, name: &str) -> AdminNode {
-        let caches = dir.join(format!("{name}.toml"));
-        std::fs::write(&caches, CACHES).unwrap();
+        let caches = write_caches(dir, &format!("{name}.toml"), &caches());
         let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
         AdminNode::start(caches, any, any).await
     }
@@ -756,8 +738,7 @@ fn bad_configuration_exits_64_with_one_line() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binaries_from_the_environment() {
     let dir = tempfile::tempdir().unwrap();
-    let caches = dir.path().join("caches.toml");
-    std::fs::write(&caches, CACHES).unwrap();
+    let caches = write_caches(dir.path(), "caches.toml", &caches());
     let (node, addrs) = spawn(
         &[
             "node",
@@ -924,7 +905,7 @@ fn analytics_client(
 async fn admin_endpoint_over_mutual_tls() {
     let pki = common::TestPki::new();
     let server = mutual_tls_server(&pki, &pki.ca_pem());
-    let node = common::start_node(Some(CACHES), false, |c| {
+    let node = common::start_node(Some(&caches()), false, |c| {
         c.admin = Some(AdminConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             token: None,

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{start_node, TWO_CACHES};
+use common::{start_node, two_caches};
 use memgate::bench::keys::KeyPattern;
 use memgate::bench::{self, BenchConfig, BenchError, Login, Protocol, Report, Stop, TlsTarget};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -129,7 +129,7 @@ async fn without_prefill_gets_miss_at_first() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn text_with_ascii_login() {
-    let node = start_node(Some(TWO_CACHES), false, |_| {}).await;
+    let node = start_node(Some(&two_caches()), false, |_| {}).await;
     let mut c = config(node.plain.unwrap(), Protocol::Text);
     c.login = login("alice", "alice-secret");
     c.prefill = true;
@@ -142,7 +142,7 @@ async fn text_with_ascii_login() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_with_sasl_login() {
-    let node = start_node(Some(TWO_CACHES), false, |_| {}).await;
+    let node = start_node(Some(&two_caches()), false, |_| {}).await;
     let mut c = config(node.plain.unwrap(), Protocol::Binary);
     c.login = login("bob", "bob secret");
     c.prefill = true;
@@ -155,7 +155,7 @@ async fn binary_with_sasl_login() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_over_verified_tls_with_login() {
-    let node = start_node(Some(TWO_CACHES), true, |_| {}).await;
+    let node = start_node(Some(&two_caches()), true, |_| {}).await;
     let ca = node.ca_pem.clone().unwrap();
     let mut c = config(node.tls.unwrap(), Protocol::Binary);
     c.login = login("alice", "alice-secret");
@@ -188,7 +188,7 @@ async fn a_fixed_rate_offers_exactly_that_load() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_password_is_a_login_error() {
-    let node = start_node(Some(TWO_CACHES), false, |_| {}).await;
+    let node = start_node(Some(&two_caches()), false, |_| {}).await;
     for protocol in [Protocol::Text, Protocol::Binary] {
         let mut c = config(node.plain.unwrap(), protocol);
         c.login = login("alice", "not-the-password");
@@ -202,7 +202,7 @@ async fn wrong_password_is_a_login_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_sets_are_errors() {
     // `reader` may not write: every set comes back NOT_STORED.
-    let node = start_node(Some(TWO_CACHES), false, |_| {}).await;
+    let node = start_node(Some(&two_caches()), false, |_| {}).await;
     for protocol in [Protocol::Text, Protocol::Binary] {
         let mut c = config(node.plain.unwrap(), protocol);
         c.login = login("reader", "reader-secret");
@@ -324,7 +324,7 @@ async fn churn_opens_a_connection_per_request_and_the_node_counts_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn churn_over_tls_with_login_does_the_whole_setup_each_time() {
-    let node = start_node(Some(TWO_CACHES), true, |_| {}).await;
+    let node = start_node(Some(&two_caches()), true, |_| {}).await;
     let ca = node.ca_pem.clone().unwrap();
     let churn_as = |password: &str| {
         let mut c = config(node.tls.unwrap(), Protocol::Binary);

@@ -216,7 +216,7 @@ async fn overlong_line_closes_connection() {
 
 #[tokio::test]
 async fn tls_listener_serves_large_value_then_pipelined_get() {
-    let node = start_node(Some(TWO_CACHES), true, |_| {}).await;
+    let node = start_node(Some(&two_caches()), true, |_| {}).await;
     let ca = node.ca_pem.clone().unwrap();
     let mut c = connect_tls(node.tls.unwrap(), &ca, "localhost").await;
     c.expect(b"set alice 0 0 12\r\nalice-secret\r\n", b"STORED\r\n")

@@ -133,7 +133,7 @@ fn listener_line(line: &str) -> Option<(String, SocketAddr)> {
     Some((name.trim_matches('"').to_string(), addr))
 }
 
-/// `memgate node` with PROXY_CACHE and a certificate from `pki`, TLS only, on
+/// `memgate node` with [`proxy_cache`] and a certificate from `pki`, TLS only, on
 /// `tls_listen`, behind `prefix`.
 fn spawn_node(pki: &TestPki, dir: &Path, prefix: &[&str], tls_listen: &str) -> Process {
     static NODES: AtomicUsize = AtomicUsize::new(0);
@@ -143,14 +143,10 @@ fn spawn_node(pki: &TestPki, dir: &Path, prefix: &[&str], tls_listen: &str) -> P
         .ca
         .issue_node("localhost", &["localhost", "127.0.0.1"])
         .unwrap();
-    let (cert, key, caches) = (
-        sub.join("node.pem"),
-        sub.join("node-key.pem"),
-        sub.join("caches.toml"),
-    );
+    let (cert, key) = (sub.join("node.pem"), sub.join("node-key.pem"));
     std::fs::write(&cert, &issued.cert_pem).unwrap();
     std::fs::write(&key, &issued.key_pem).unwrap();
-    std::fs::write(&caches, PROXY_CACHE).unwrap();
+    let caches = write_caches(&sub, "caches.toml", &proxy_cache());
     let args: Vec<String> = [
         "node",
         "--listen",

@@ -5,16 +5,20 @@
 //! own:
 //! - [`memcached`]: the one memcached launcher;
 //! - [`normalise`]: the one reply normaliser of the differential tests;
+//! - [`fixtures`]: the caches files.
 //!
 //! Each test binary compiles this folder on its own and uses only part of
 //! it, hence the allow: what one binary leaves unused another uses.
 #![allow(dead_code)]
 
+pub mod fixtures;
 pub mod memcached;
 pub mod normalise;
 
 // Re-exported where the tests have always found them; a test binary that
 // uses none of one would see an unused import.
+#[allow(unused_imports)]
+pub use fixtures::*;
 #[allow(unused_imports)]
 pub use memcached::*;
 
@@ -28,43 +32,6 @@ use memgate::node::{Node, NodeConfig, Shared};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-
-/// A caches file with two caches, used by most tests.
-pub const TWO_CACHES: &str = r#"
-[[cache]]
-id = "1561"
-memory_limit = "8MiB"
-
-[[cache.credential]]
-username = "alice"
-password = "alice-secret"
-primary = true
-
-[[cache.credential]]
-username = "reader"
-password = "reader-secret"
-write = false
-flush = false
-
-[[cache]]
-id = "2000"
-memory_limit = "8MiB"
-
-[[cache.credential]]
-username = "bob"
-password = "bob secret"
-primary = true
-
-[[cache]]
-id = "3000"
-memory_limit = "1MiB"
-disabled = true
-
-[[cache.credential]]
-username = "carol"
-password = "carol-secret"
-primary = true
-"#;
 
 pub struct TestNode {
     pub plain: Option<SocketAddr>,
@@ -111,8 +78,7 @@ pub async fn start_node(
     let mut caches_path = None;
     match caches {
         Some(text) => {
-            let path = dir.path().join("caches.toml");
-            std::fs::write(&path, text).unwrap();
+            let path = write_caches(dir.path(), "caches.toml", text);
             config.caches_path = Some(path.clone());
             caches_path = Some(path);
         }
@@ -331,27 +297,13 @@ impl TestPki {
     }
 }
 
-/// The caches file the proxy tests' nodes share.
-pub const PROXY_CACHE: &str = r#"
-[[cache]]
-id = "42"
-memory_limit = "16MiB"
-
-[[cache.credential]]
-username = "15F38e"
-password = "0c3a1b2d4e5f"
-primary = true
-"#;
-pub const PROXY_USER: &str = "15F38e";
-pub const PROXY_PASS: &str = "0c3a1b2d4e5f";
-
-/// `n` TLS nodes with PROXY_CACHE, all signed by `pki`, plain listener off.
+/// `n` TLS nodes with [`proxy_cache`], all signed by `pki`, plain listener off.
 pub async fn start_tls_nodes(pki: &TestPki, n: usize) -> Vec<TestNode> {
     let mut nodes = Vec::new();
     for _ in 0..n {
         let server = pki.server_config();
         nodes.push(
-            start_node(Some(PROXY_CACHE), false, |c| {
+            start_node(Some(&proxy_cache()), false, |c| {
                 c.listen = None;
                 c.tls_listen = Some(("127.0.0.1:0".parse().unwrap(), server));
             })
