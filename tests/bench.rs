@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use common::process::{run, Exit, BIN};
 use common::{start_node, two_caches};
 use memgate::bench::keys::KeyPattern;
 use memgate::bench::{self, BenchConfig, BenchError, Login, Protocol, Report, Stop, TlsTarget};
@@ -355,12 +356,8 @@ fn n_us(json: &serde_json::Value, p: &str) -> u64 {
 }
 
 /// Run the real binary.
-fn memgate(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_memgate"))
-        .args(args)
-        .env("MEMGATE_LOG", "warn")
-        .output()
-        .unwrap()
+fn memgate(args: &[&str]) -> Exit {
+    run(args, &[("MEMGATE_LOG", "warn")])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -386,12 +383,8 @@ async fn the_binary_prints_one_json_object() {
     })
     .await
     .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     let n = |k: &str| json[k].as_u64().unwrap();
     assert!(n("ops") > 0);
     assert_eq!(n("ops"), n("hits") + n("misses") + n("sets") + n("errors"));
@@ -410,7 +403,7 @@ async fn the_binary_prints_one_json_object() {
     assert_eq!(curve.last().unwrap().1, n_us(&json, "max"));
     assert!(json["ops_per_sec"].as_f64().unwrap() > 0.0);
     // The progress line (one after the first second) went to stderr.
-    assert!(String::from_utf8_lossy(&out.stderr).contains("ops/s"));
+    assert!(out.stderr.contains("ops/s"));
 }
 
 #[test]
@@ -440,8 +433,8 @@ fn bad_arguments_exit_64_with_one_line() {
         ],
     ] {
         let out = memgate(args);
-        assert_eq!(out.status.code(), Some(64), "{args:?}");
-        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.code, 64, "{args:?}");
+        let err = out.stderr;
         assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
     }
 }
@@ -456,13 +449,8 @@ async fn the_comparison_script_smoke_run_reports_every_path() {
     let out = tempfile::tempdir().unwrap();
     let mut cmd =
         std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/benches/compare.sh"));
-    cmd.args([
-        "--smoke",
-        "--memgate",
-        env!("CARGO_BIN_EXE_memgate"),
-        "--out",
-    ])
-    .arg(out.path());
+    cmd.args(["--smoke", "--memgate", BIN, "--out"])
+        .arg(out.path());
     common::run_ok(cmd).await;
     let report = std::fs::read_to_string(out.path().join("RESULTS.md")).unwrap();
     // A figure: digits, maybe with thousands separators or a decimal point.

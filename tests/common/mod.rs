@@ -3,6 +3,8 @@
 //! replies, HTTP requests through the project's own client, and runners for
 //! the real memcached clients and conformance tools; and in modules of their
 //! own:
+//! - [`process`]: the `memgate` binary as a process (its path, one-shot
+//!   runs, spawning it and waiting for its listeners, signals, RSS);
 //! - [`memcached`]: the one memcached launcher;
 //! - [`normalise`]: the one reply normaliser of the differential tests;
 //! - [`fixtures`]: the caches files.
@@ -14,6 +16,7 @@
 pub mod fixtures;
 pub mod memcached;
 pub mod normalise;
+pub mod process;
 
 // Re-exported where the tests have always found them; a test binary that
 // uses none of one would see an unused import.
@@ -21,6 +24,8 @@ pub mod normalise;
 pub use fixtures::*;
 #[allow(unused_imports)]
 pub use memcached::*;
+#[allow(unused_imports)]
+pub use process::{kill, run_ok};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -527,24 +532,6 @@ pub fn basic_auth(user: &str, pass: &str) -> String {
     )
 }
 
-/// Run a command to completion off the async runtime; panic with its output on failure.
-pub async fn run_ok(mut cmd: std::process::Command) -> String {
-    let shown = format!("{cmd:?}");
-    let out = tokio::task::spawn_blocking(move || cmd.output())
-        .await
-        .unwrap()
-        .unwrap_or_else(|e| {
-            panic!("cannot run {shown}: {e} (run .ci/run to install test dependencies)")
-        });
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{shown} failed:\n{text}");
-    text
-}
-
 /// Run `tests/clients/SCRIPT` with `interpreter` and `args`; its output.
 pub async fn client_script(interpreter: &str, script: &str, args: &[&str]) -> String {
     let mut cmd = std::process::Command::new(interpreter);
@@ -711,14 +698,4 @@ pub fn sample(metrics: &str, name: &str, parts: &[&str]) -> Option<f64> {
         .lines()
         .filter(|l| l.starts_with(name) && parts.iter().all(|p| l.contains(p)))
         .find_map(|l| l.rsplit(' ').next()?.parse().ok())
-}
-
-/// Send `signal` (HUP, TERM, STOP, CONT) to `pid` through the `kill` command.
-pub fn kill(pid: u32, signal: &str) {
-    let status = std::process::Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(pid.to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
 }
