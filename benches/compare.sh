@@ -66,6 +66,7 @@
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 here=$repo/benches
+. "$here/lib.sh"
 
 duration=5
 repeats=3
@@ -169,14 +170,7 @@ clk_tck=$(getconf CLK_TCK)
 # credential in a sasldb for memcached -S.
 "$bin" certs --out "$work/pki" --node localhost >/dev/null
 user=bench pass=bench-password-123
-cat > "$work/caches.toml" <<TOML
-[[cache]]
-id = "bench"
-memory_limit = "64MiB"
-[[cache.credential]]
-username = "$user"
-password = "$pass"
-TOML
+cache_toml bench 64MiB "$user" password "$pass" > "$work/caches.toml"
 echo -n "$pass" | saslpasswd2 -p -a memcached -c -f "$work/sasldb" "$user"
 printf 'mech_list: plain\nsasldb_path: %s\n' "$work/sasldb" > "$work/memcached.conf"
 tls_opts="ssl_chain_cert=$work/pki/localhost.crt,ssl_key=$work/pki/localhost.key"

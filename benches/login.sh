@@ -23,6 +23,7 @@
 # kernel's RT throttling keeps 5% of each core for everyone else.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 NODE_CPU=${NODE_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 SECONDS_PER_PHASE=${SECONDS_PER_PHASE:-10}
@@ -37,23 +38,10 @@ dir=$(mktemp -d)
 trap 'kill $node_pid 2>/dev/null || true; rm -rf "$dir"' EXIT
 
 hash() { printf '%s' "$1" | "$bin" node hash-password; }
-cat >"$dir/caches.toml" <<TOML
-[[cache]]
-id = "app"
-memory_limit = "8MiB"
-[[cache.credential]]
-username = "app"
-password_hash = "$(hash app-password)"
-primary = true
-
-[[cache]]
-id = "victim"
-memory_limit = "8MiB"
-[[cache.credential]]
-username = "victim"
-password_hash = "$(hash victim-password)"
-primary = true
-TOML
+{
+  cache_toml app 8MiB app password_hash "$(hash app-password)"
+  cache_toml victim 8MiB victim password_hash "$(hash victim-password)"
+} >"$dir/caches.toml"
 "$bin" certs --out "$dir/certs" --node localhost >/dev/null
 
 rt=()

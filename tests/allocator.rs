@@ -2,14 +2,9 @@
 //! asked (the sidecar and the node ask every few seconds). One test in its own
 //! process, so no other test's allocations blur the RSS it measures.
 
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
+mod common;
+
+use common::process::own_rss_kib;
 
 #[test]
 fn scattered_free_memory_is_released() {
@@ -22,9 +17,9 @@ fn scattered_free_memory_is_released() {
             *block = Vec::new();
         }
     }
-    let before = rss_kib();
+    let before = own_rss_kib();
     memgate::allocator::release_free_memory();
-    let after = rss_kib();
+    let after = own_rss_kib();
     assert!(
         before.saturating_sub(after) > 30 * 1024,
         "RSS {before} KiB -> {after} KiB: free memory was kept"

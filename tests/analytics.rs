@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{basic_auth, connect, eventually, http_request};
+use common::process::spawn;
+use common::{basic_auth, cache, connect, credential, eventually, http_request, write_caches};
 use memgate::analytics::api::{NOT_AUTHORIZED, NO_CREDENTIAL, PRIMARY_NOT_DELETABLE};
 use memgate::analytics::AnalyticsConfig;
 use memgate::node::admin::AdminConfig;
@@ -23,36 +24,19 @@ use tokio::sync::watch;
 
 const TOKEN: &str = "test-admin-token-0123456789";
 
-const CACHES: &str = r#"
-[[cache]]
-id = "1561"
-memory_limit = "8MiB"
-
-[[cache.credential]]
-username = "alice"
-password = "alice-secret"
-primary = true
-
-[[cache.credential]]
-username = "viewer"
-password = "viewer-secret"
-write = false
-flush = false
-
-[[cache.credential]]
-username = "noapi"
-password = "noapi-secret"
-api = false
-
-[[cache]]
-id = "2000"
-memory_limit = "8MiB"
-
-[[cache.credential]]
-username = "bob"
-password = "bob-secret"
-primary = true
-"#;
+/// The caches file of these tests: cache 1561 (alice, primary; viewer, who
+/// may neither write nor flush; noapi, without the API) and cache 2000 (bob).
+fn caches() -> String {
+    let alice = credential("alice", "alice-secret", &["primary = true"]);
+    let viewer = credential(
+        "viewer",
+        "viewer-secret",
+        &["write = false", "flush = false"],
+    );
+    let noapi = credential("noapi", "noapi-secret", &["api = false"]);
+    let bob = credential("bob", "bob-secret", &["primary = true"]);
+    cache("1561", "8MiB", &[], &[alice, viewer, noapi]) + &cache("2000", "8MiB", &[], &[bob])
+}
 
 /// A node with an admin endpoint that can be stopped and started again on
 /// the same ports, with the same caches file.
@@ -99,8 +83,7 @@ impl AdminNode {
     }
 
     async fn first(dir: &Path, name: &str) -> AdminNode {
-        let caches = dir.join(format!("{name}.toml"));
-        std::fs::write(&caches, CACHES).unwrap();
+        let caches = write_caches(dir, &format!("{name}.toml"), &caches());
         let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
         AdminNode::start(caches, any, any).await
     }
@@ -665,60 +648,6 @@ async fn a_node_that_is_behind_cannot_admit_a_deleted_credential() {
 
 // ---- the binary, as an operator runs it ----
 
-const BIN: &str = env!("CARGO_BIN_EXE_memgate");
-
-/// A running `memgate` process; killed on drop. Its log is collected.
-struct Proc {
-    child: std::process::Child,
-    log: Arc<std::sync::Mutex<String>>,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Start `memgate ARGS` and wait until it logs every listener in `wanted`.
-fn spawn(
-    args: &[&str],
-    env: &[(&str, &str)],
-    wanted: &[&str],
-) -> (Proc, std::collections::HashMap<String, SocketAddr>) {
-    use std::io::{BufRead, BufReader};
-    let mut child = std::process::Command::new(BIN)
-        .args(args)
-        .envs(env.iter().copied())
-        .env("MEMGATE_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stderr(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let log = Arc::new(std::sync::Mutex::new(String::new()));
-    let mut found = std::collections::HashMap::new();
-    while found.len() < wanted.len() {
-        let line = lines.next().expect("memgate exited early").unwrap();
-        log.lock().unwrap().push_str(&line);
-        if let Some((_, rest)) = line.split_once("listener=") {
-            let name = rest.split_whitespace().next().unwrap().trim_matches('"');
-            let addr = line.rsplit("addr=").next().unwrap().trim();
-            if wanted.contains(&name) {
-                found.insert(name.to_string(), addr.parse().unwrap());
-            }
-        }
-    }
-    let sink = Arc::clone(&log);
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            sink.lock().unwrap().push_str(&line);
-        }
-    });
-    (Proc { child, log }, found)
-}
-
 #[test]
 fn bad_configuration_exits_64_with_one_line() {
     for args in [
@@ -741,14 +670,9 @@ fn bad_configuration_exits_64_with_one_line() {
             "0d",
         ],
     ] {
-        let out = std::process::Command::new(BIN)
-            .args(&args)
-            .env_remove("MEMGATE_NODE_ADMIN_TOKEN")
-            .env_remove("MEMGATE_ANALYTICS_ADMIN_TOKEN")
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(64), "{args:?}: {stderr}");
+        let exit = common::process::run(&args, &[]);
+        let stderr = exit.stderr;
+        assert_eq!(exit.code, 64, "{args:?}: {stderr}");
         assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
     }
 }
@@ -756,9 +680,9 @@ fn bad_configuration_exits_64_with_one_line() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binaries_from_the_environment() {
     let dir = tempfile::tempdir().unwrap();
-    let caches = dir.path().join("caches.toml");
-    std::fs::write(&caches, CACHES).unwrap();
-    let (node, addrs) = spawn(
+    let caches = write_caches(dir.path(), "caches.toml", &caches());
+    let node = spawn(
+        &[],
         &[
             "node",
             "--caches",
@@ -772,10 +696,11 @@ async fn the_binaries_from_the_environment() {
         ],
         &["plain", "admin"],
     );
-    let (plain, admin) = (addrs["plain"], addrs["admin"]);
+    let (plain, admin) = (node.addr("plain"), node.addr("admin"));
     let nodes = format!("{plain}={admin}");
     let db = dir.path().join("analytics.sqlite");
-    let (analytics, addrs) = spawn(
+    let analytics = spawn(
+        &[],
         &[
             "analytics",
             "--listen",
@@ -789,7 +714,7 @@ async fn the_binaries_from_the_environment() {
         ],
         &["api"],
     );
-    let api = addrs["api"];
+    let api = analytics.addr("api");
     let alice = basic_auth("alice", "alice-secret");
     let (status, body) = http_request(api, "GET", "/api/v1/login", Some(&alice), None).await;
     assert_eq!((status, body.as_str()), (200, r#"{"cache_id":1561}"#));
@@ -807,7 +732,7 @@ async fn the_binaries_from_the_environment() {
     assert_eq!(connect(plain).await.sasl_login(user, pass).await, 0);
     tokio::time::sleep(Duration::from_millis(200)).await;
     for p in [&node, &analytics] {
-        let log = p.log.lock().unwrap().clone();
+        let log = p.log();
         assert!(
             !log.contains("alice-secret") && !log.contains(pass) && !log.contains(TOKEN),
             "a secret was logged: {log}"
@@ -924,7 +849,7 @@ fn analytics_client(
 async fn admin_endpoint_over_mutual_tls() {
     let pki = common::TestPki::new();
     let server = mutual_tls_server(&pki, &pki.ca_pem());
-    let node = common::start_node(Some(CACHES), false, |c| {
+    let node = common::start_node(Some(&caches()), false, |c| {
         c.admin = Some(AdminConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             token: None,

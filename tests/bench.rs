@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{start_node, TWO_CACHES};
+use common::process::{run, Exit, BIN};
+use common::{start_node, two_caches};
 use memgate::bench::keys::KeyPattern;
 use memgate::bench::{self, BenchConfig, BenchError, Login, Protocol, Report, Stop, TlsTarget};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -129,7 +130,7 @@ async fn without_prefill_gets_miss_at_first() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn text_with_ascii_login() {
-    let node = start_node(Some(TWO_CACHES), false, |_| {}).await;
+    let node = start_node(Some(&two_caches()), false, |_| {}).await;
     let mut c = config(node.plain.unwrap(), Protocol::Text);
     c.login = login("alice", "alice-secret");
     c.prefill = true;
@@ -142,7 +143,7 @@ async fn text_with_ascii_login() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_with_sasl_login() {
-    let node = start_node(Some(TWO_CACHES), false, |_| {}).await;
+    let node = start_node(Some(&two_caches()), false, |_| {}).await;
     let mut c = config(node.plain.unwrap(), Protocol::Binary);
     c.login = login("bob", "bob secret");
     c.prefill = true;
@@ -155,7 +156,7 @@ async fn binary_with_sasl_login() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_over_verified_tls_with_login() {
-    let node = start_node(Some(TWO_CACHES), true, |_| {}).await;
+    let node = start_node(Some(&two_caches()), true, |_| {}).await;
     let ca = node.ca_pem.clone().unwrap();
     let mut c = config(node.tls.unwrap(), Protocol::Binary);
     c.login = login("alice", "alice-secret");
@@ -188,7 +189,7 @@ async fn a_fixed_rate_offers_exactly_that_load() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_password_is_a_login_error() {
-    let node = start_node(Some(TWO_CACHES), false, |_| {}).await;
+    let node = start_node(Some(&two_caches()), false, |_| {}).await;
     for protocol in [Protocol::Text, Protocol::Binary] {
         let mut c = config(node.plain.unwrap(), protocol);
         c.login = login("alice", "not-the-password");
@@ -202,7 +203,7 @@ async fn wrong_password_is_a_login_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_sets_are_errors() {
     // `reader` may not write: every set comes back NOT_STORED.
-    let node = start_node(Some(TWO_CACHES), false, |_| {}).await;
+    let node = start_node(Some(&two_caches()), false, |_| {}).await;
     for protocol in [Protocol::Text, Protocol::Binary] {
         let mut c = config(node.plain.unwrap(), protocol);
         c.login = login("reader", "reader-secret");
@@ -324,7 +325,7 @@ async fn churn_opens_a_connection_per_request_and_the_node_counts_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn churn_over_tls_with_login_does_the_whole_setup_each_time() {
-    let node = start_node(Some(TWO_CACHES), true, |_| {}).await;
+    let node = start_node(Some(&two_caches()), true, |_| {}).await;
     let ca = node.ca_pem.clone().unwrap();
     let churn_as = |password: &str| {
         let mut c = config(node.tls.unwrap(), Protocol::Binary);
@@ -355,12 +356,8 @@ fn n_us(json: &serde_json::Value, p: &str) -> u64 {
 }
 
 /// Run the real binary.
-fn memgate(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_memgate"))
-        .args(args)
-        .env("MEMGATE_LOG", "warn")
-        .output()
-        .unwrap()
+fn memgate(args: &[&str]) -> Exit {
+    run(args, &[("MEMGATE_LOG", "warn")])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -386,12 +383,8 @@ async fn the_binary_prints_one_json_object() {
     })
     .await
     .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     let n = |k: &str| json[k].as_u64().unwrap();
     assert!(n("ops") > 0);
     assert_eq!(n("ops"), n("hits") + n("misses") + n("sets") + n("errors"));
@@ -410,7 +403,7 @@ async fn the_binary_prints_one_json_object() {
     assert_eq!(curve.last().unwrap().1, n_us(&json, "max"));
     assert!(json["ops_per_sec"].as_f64().unwrap() > 0.0);
     // The progress line (one after the first second) went to stderr.
-    assert!(String::from_utf8_lossy(&out.stderr).contains("ops/s"));
+    assert!(out.stderr.contains("ops/s"));
 }
 
 #[test]
@@ -440,8 +433,8 @@ fn bad_arguments_exit_64_with_one_line() {
         ],
     ] {
         let out = memgate(args);
-        assert_eq!(out.status.code(), Some(64), "{args:?}");
-        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.code, 64, "{args:?}");
+        let err = out.stderr;
         assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
     }
 }
@@ -456,13 +449,8 @@ async fn the_comparison_script_smoke_run_reports_every_path() {
     let out = tempfile::tempdir().unwrap();
     let mut cmd =
         std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/benches/compare.sh"));
-    cmd.args([
-        "--smoke",
-        "--memgate",
-        env!("CARGO_BIN_EXE_memgate"),
-        "--out",
-    ])
-    .arg(out.path());
+    cmd.args(["--smoke", "--memgate", BIN, "--out"])
+        .arg(out.path());
     common::run_ok(cmd).await;
     let report = std::fs::read_to_string(out.path().join("RESULTS.md")).unwrap();
     // A figure: digits, maybe with thousands separators or a decimal point.

@@ -11,7 +11,7 @@ mod common;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use common::{basic_auth, connect, http_call, http_request, Client, TestNode, FORM, TWO_CACHES};
+use common::{basic_auth, connect, http_call, http_request, two_caches, Client, TestNode, FORM};
 use memgate::node::admin::AdminConfig;
 use serde_json::Value;
 use tokio::net::TcpStream;
@@ -31,12 +31,12 @@ struct Cluster {
     _stop: watch::Sender<bool>,
 }
 
-/// Two nodes with TWO_CACHES and their admin endpoints, and analytics.
+/// Two nodes with two_caches() and their admin endpoints, and analytics.
 async fn cluster() -> Cluster {
     let mut nodes = Vec::new();
     for _ in 0..2 {
         nodes.push(
-            common::start_node(Some(TWO_CACHES), false, |c| {
+            common::start_node(Some(&two_caches()), false, |c| {
                 c.admin = Some(AdminConfig {
                     listen: "127.0.0.1:0".parse().unwrap(),
                     token: Some(TOKEN.into()),

@@ -2,9 +2,13 @@
 //! the rules and config, YAML parses, and every metric they name is one the
 //! code exports.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use common::process::BIN;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -143,8 +147,7 @@ fn systemd_units_verify() {
     let dir = tempfile::tempdir().unwrap();
     for unit in ["memgate-proxy.service", "memgate-node.service"] {
         // Point the unit at the binary just built, as an install would.
-        let text = read(&format!("deploy/systemd/{unit}"))
-            .replace("/usr/local/bin/memgate", env!("CARGO_BIN_EXE_memgate"));
+        let text = read(&format!("deploy/systemd/{unit}")).replace("/usr/local/bin/memgate", BIN);
         let path: &Path = &dir.path().join(unit);
         std::fs::write(path, text).unwrap();
         let out = Command::new("systemd-analyze")

@@ -8,7 +8,7 @@ use common::*;
 
 #[tokio::test]
 async fn text_commands_before_login_are_refused() {
-    let node = start_node(Some(TWO_CACHES), false, |_| {}).await;
+    let node = start_node(Some(&two_caches()), false, |_| {}).await;
     let mut c = connect(node.plain.unwrap()).await;
     c.expect(b"get foo\r\n", b"CLIENT_ERROR unauthenticated\r\n")
         .await;
@@ -24,7 +24,7 @@ async fn text_commands_before_login_are_refused() {
 
 #[tokio::test]
 async fn binary_commands_before_login_get_auth_error() {
-    let node = start_node(Some(TWO_CACHES), false, |_| {}).await;
+    let node = start_node(Some(&two_caches()), false, |_| {}).await;
     let mut c = connect(node.plain.unwrap()).await;
     c.send(&bin_request(0x00, b"foo", &[], &[], 1, 0)).await;
     let r = c.read_bin().await;
@@ -40,7 +40,7 @@ async fn binary_commands_before_login_get_auth_error() {
 
 #[tokio::test]
 async fn ascii_auth_both_forms_and_failure() {
-    let node = start_node(Some(TWO_CACHES), false, |_| {}).await;
+    let node = start_node(Some(&two_caches()), false, |_| {}).await;
     // memcached -Y form: any key, value "user password" (password has a space).
     let mut c = connect(node.plain.unwrap()).await;
     c.expect(
@@ -55,7 +55,7 @@ async fn ascii_auth_both_forms_and_failure() {
 
 #[tokio::test]
 async fn caches_are_isolated() {
-    let node = start_node(Some(TWO_CACHES), false, |_| {}).await;
+    let node = start_node(Some(&two_caches()), false, |_| {}).await;
     let mut a = connect(node.plain.unwrap()).await;
     a.expect(b"set alice 0 0 12\r\nalice-secret\r\n", b"STORED\r\n")
         .await;
@@ -77,7 +77,7 @@ async fn caches_are_isolated() {
 
 #[tokio::test]
 async fn capabilities_are_enforced() {
-    let node = start_node(Some(TWO_CACHES), false, |_| {}).await;
+    let node = start_node(Some(&two_caches()), false, |_| {}).await;
     let mut w = connect(node.plain.unwrap()).await;
     w.expect(b"set alice 0 0 12\r\nalice-secret\r\n", b"STORED\r\n")
         .await;
@@ -113,7 +113,7 @@ async fn capabilities_are_enforced() {
 
 #[tokio::test]
 async fn disabled_cache_cannot_log_in_and_counts_errors() {
-    let node = start_node(Some(TWO_CACHES), false, |_| {}).await;
+    let node = start_node(Some(&two_caches()), false, |_| {}).await;
     let mut c = connect(node.plain.unwrap()).await;
     assert_eq!(c.sasl_login("carol", "carol-secret").await, 0x20);
     let tenants = node.shared.tenants();
@@ -129,7 +129,7 @@ async fn disabled_cache_cannot_log_in_and_counts_errors() {
 
 #[tokio::test]
 async fn unauthenticated_connection_is_closed_after_timeout() {
-    let node = start_node(Some(TWO_CACHES), false, |c| {
+    let node = start_node(Some(&two_caches()), false, |c| {
         c.auth_timeout = Duration::from_millis(300)
     })
     .await;
@@ -143,14 +143,14 @@ async fn unauthenticated_connection_is_closed_after_timeout() {
 
 #[tokio::test]
 async fn reload_keeps_data_and_applies_new_credentials() {
-    let node = start_node(Some(TWO_CACHES), false, |_| {}).await;
+    let node = start_node(Some(&two_caches()), false, |_| {}).await;
     let mut a = connect(node.plain.unwrap()).await;
     a.expect(b"set alice 0 0 12\r\nalice-secret\r\n", b"STORED\r\n")
         .await;
     a.expect(b"set kept 0 0 4\r\ndata\r\n", b"STORED\r\n").await;
 
     let path = node.caches_path.clone().unwrap();
-    let updated = TWO_CACHES.replace("alice-secret", "new-secret");
+    let updated = two_caches().replace("alice-secret", "new-secret");
     std::fs::write(&path, updated).unwrap();
     node.shared.reload().expect("reload");
     // The open connection keeps working, and so does its data.
@@ -169,7 +169,7 @@ async fn reload_keeps_data_and_applies_new_credentials() {
 
 #[tokio::test]
 async fn stats_are_per_cache() {
-    let node = start_node(Some(TWO_CACHES), false, |_| {}).await;
+    let node = start_node(Some(&two_caches()), false, |_| {}).await;
     let mut a = connect(node.plain.unwrap()).await;
     a.expect(b"set alice 0 0 12\r\nalice-secret\r\n", b"STORED\r\n")
         .await;
@@ -277,7 +277,7 @@ where
 
 #[tokio::test]
 async fn per_cache_prometheus_metrics() {
-    let node = start_node(Some(TWO_CACHES), false, |c| {
+    let node = start_node(Some(&two_caches()), false, |c| {
         c.metrics_listen = Some("127.0.0.1:0".parse().unwrap())
     })
     .await;

@@ -33,7 +33,7 @@ async fn throttled(node: &TestNode, reason: &str) -> u64 {
 
 #[tokio::test]
 async fn a_wrong_password_flood_is_throttled_while_others_log_in() {
-    let node = start_node(Some(TWO_CACHES), false, |c| {
+    let node = start_node(Some(&two_caches()), false, |c| {
         c.metrics_listen = Some("127.0.0.1:0".parse().unwrap())
     })
     .await;
@@ -94,7 +94,7 @@ async fn a_wrong_password_flood_is_throttled_while_others_log_in() {
 
 #[tokio::test]
 async fn memcached_y_logins_do_not_throttle_themselves() {
-    let node = start_node(Some(TWO_CACHES), false, |_| {}).await;
+    let node = start_node(Some(&two_caches()), false, |_| {}).await;
     // More -Y logins than free failures, all from one address: the key is
     // no username, and must not count as a failed attempt.
     for _ in 0..=2 * throttle::FREE_FAILURES {
@@ -163,10 +163,8 @@ async fn a_slow_hash_does_not_stall_other_logins() {
         .hash_password(b"slow-pw", &salt)
         .unwrap()
         .to_string();
-    let caches = format!(
-        "{TWO_CACHES}\n[[cache]]\nid = \"slow\"\nmemory_limit = \"1MiB\"\n\
-         [[cache.credential]]\nusername = \"slow\"\npassword_hash = \"{phc}\"\nprimary = true\n"
-    );
+    let slow = hashed_credential("slow", &phc, &["primary = true"]);
+    let caches = two_caches() + &cache("slow", "1MiB", &[], &[slow]);
     let node = start_node(Some(&caches), false, |_| {}).await;
     let addr = node.plain.unwrap();
     let slow = tokio::spawn(async move {

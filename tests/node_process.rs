@@ -1,66 +1,13 @@
 //! The `memgate node` binary as an operator runs it: flags, exit codes,
 //! hash-password, and the memory cost of many idle connections.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-const BIN: &str = env!("CARGO_BIN_EXE_memgate");
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-/// Start `memgate node` with `args`; return the child and its plain address.
-#[allow(clippy::zombie_processes)] // the caller kills and waits for it
-fn spawn_node(args: &[&str]) -> (Child, SocketAddr) {
-    let mut child = Command::new(BIN)
-        .arg("node")
-        .args(args)
-        .env("MEMGATE_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        assert!(Instant::now() < deadline, "node did not report its address");
-        let line = lines.next().expect("node exited early").unwrap();
-        if line.contains("listening") && line.contains("listener=\"plain\"")
-            || line.contains("listener=plain")
-        {
-            let addr = line.rsplit("addr=").next().unwrap().trim().to_string();
-            // Keep draining stderr so the node never blocks on a full pipe.
-            std::thread::spawn(move || for _ in lines {});
-            return (child, addr.parse().unwrap());
-        }
-    }
-}
-
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::new();
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for d in chars.by_ref() {
-                if d == 'm' {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-fn run(args: &[&str]) -> (i32, String) {
-    let out = Command::new(BIN).args(args).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        strip_ansi(&String::from_utf8_lossy(&out.stderr)),
-    )
-}
+use common::process::{rss_kib, run, spawn, BIN};
 
 #[test]
 fn bad_configuration_exits_64_with_one_line() {
@@ -79,8 +26,9 @@ fn bad_configuration_exits_64_with_one_line() {
             "--insecure-no-auth",
         ][..],
     ] {
-        let (code, stderr) = run(args);
-        assert_eq!(code, 64, "{args:?}: {stderr}");
+        let exit = run(args, &[]);
+        let stderr = exit.stderr;
+        assert_eq!(exit.code, 64, "{args:?}: {stderr}");
         assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
     }
 }
@@ -101,22 +49,22 @@ fn hash_password_prints_a_phc_string() {
     assert!(!hash.contains("s3cret"));
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
 #[test]
 fn ten_thousand_idle_connections_cost_bounded_memory() {
-    let (mut child, addr) = spawn_node(&[
-        "--insecure-no-auth",
-        "--listen",
-        "127.0.0.1:0",
-        "--max-connections",
-        "20000",
-    ]);
-    let pid = child.id();
+    let node = spawn(
+        &[],
+        &[
+            "node",
+            "--insecure-no-auth",
+            "--listen",
+            "127.0.0.1:0",
+            "--max-connections",
+            "20000",
+        ],
+        &[],
+        &["plain"],
+    );
+    let (pid, addr) = (node.pid(), node.addr("plain"));
     let before = rss_kib(pid);
     let mut conns = Vec::with_capacity(10_000);
     for _ in 0..10_000 {
@@ -132,6 +80,4 @@ fn ten_thousand_idle_connections_cost_bounded_memory() {
     eprintln!("10k idle connections: {before} KiB -> {after} KiB, {per_conn} B each");
     assert!(per_conn < 16 * 1024, "{per_conn} bytes per idle connection");
     drop(conns);
-    let _ = child.kill();
-    let _ = child.wait();
 }

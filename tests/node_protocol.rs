@@ -216,7 +216,7 @@ async fn overlong_line_closes_connection() {
 
 #[tokio::test]
 async fn tls_listener_serves_large_value_then_pipelined_get() {
-    let node = start_node(Some(TWO_CACHES), true, |_| {}).await;
+    let node = start_node(Some(&two_caches()), true, |_| {}).await;
     let ca = node.ca_pem.clone().unwrap();
     let mut c = connect_tls(node.tls.unwrap(), &ca, "localhost").await;
     c.expect(b"set alice 0 0 12\r\nalice-secret\r\n", b"STORED\r\n")
@@ -261,21 +261,14 @@ async fn client_that_never_reads_is_not_buffered_without_bound() {
     set.extend(vec![b'x'; 500_000]);
     set.extend(b"\r\n");
     c.expect(&set, b"STORED\r\n").await;
-    let before = rss_bytes();
+    let before = process::own_rss_kib() * 1024;
     // 20,000 gets would be ~10 GB of replies; never read them.
     let burst = b"get big\r\n".repeat(20_000);
     let _ = tokio::time::timeout(Duration::from_secs(3), c.send(&burst)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let grown = rss_bytes().saturating_sub(before);
+    let grown = (process::own_rss_kib() * 1024).saturating_sub(before);
     assert!(
         grown < 64 << 20,
         "node buffered {grown} bytes for a client that never reads"
     );
-}
-
-fn rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-    kb * 1024
 }

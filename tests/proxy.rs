@@ -272,7 +272,7 @@ async fn restarted_node_is_used_again_after_the_retry_delay() {
     }
     // Restart a node on the same port.
     let server = pki.server_config();
-    let _restarted = start_node(Some(PROXY_CACHE), false, |cfg| {
+    let _restarted = start_node(Some(&proxy_cache()), false, |cfg| {
         cfg.listen = None;
         cfg.tls_listen = Some((addr, server));
     })
@@ -363,7 +363,7 @@ async fn expired_node_certificate_is_refused() {
         None,
     )
     .unwrap();
-    let node = start_node(Some(PROXY_CACHE), false, |c| {
+    let node = start_node(Some(&proxy_cache()), false, |c| {
         c.listen = None;
         c.tls_listen = Some(("127.0.0.1:0".parse().unwrap(), server));
     })

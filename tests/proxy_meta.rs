@@ -19,6 +19,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use common::normalise::{value_len, Normaliser};
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -148,118 +149,27 @@ fn text_complete(buf: &[u8]) -> bool {
     at == buf.len()
 }
 
-/// The length of the data block a reply line announces (`VA n`, `VALUE k f n`).
-fn value_len(line: &[u8]) -> Option<usize> {
-    let text = std::str::from_utf8(line).ok()?;
-    let mut words = text.split(' ');
-    match words.next()? {
-        "VA" => words.next()?.parse().ok(),
-        "VALUE" => words.nth(2)?.parse().ok(),
-        _ => None,
-    }
-}
-
-/// Replace CAS values (and the clock-dependent TTL and last-access figures)
-/// with placeholders, keeping everything else; returns the last CAS seen.
-fn normalise_text(buf: &[u8], last_cas: &mut u64) -> String {
-    let mut out = String::new();
-    let mut at = 0;
-    while at < buf.len() {
-        let nl = buf[at..]
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .unwrap_or(buf.len() - at);
-        let line = String::from_utf8_lossy(&buf[at..at + nl]).into_owned();
-        at = (at + nl + 2).min(buf.len());
-        let words: Vec<&str> = line.split(' ').collect();
-        let normalised = match words.first().copied() {
-            Some("VALUE") if words.len() == 5 => {
-                if let Ok(cas) = words[4].parse() {
-                    *last_cas = cas;
-                }
-                format!("{} <cas>", words[..4].join(" "))
-            }
-            Some("ME") => words
-                .iter()
-                .map(|w| match w.split_once('=') {
-                    Some(("cas", _)) => "cas=<cas>".to_string(),
-                    Some(("exp" | "la", n)) if n != "-1" => format!("{}=<secs>", &w[..2]),
-                    _ => w.to_string(),
-                })
-                .collect::<Vec<_>>()
-                .join(" "),
-            Some("VA" | "HD" | "EN" | "NF" | "NS" | "EX") => {
-                let mut words: Vec<String> = words.iter().map(|w| w.to_string()).collect();
-                for w in words.iter_mut().skip(1) {
-                    if let Some(cas) = w.strip_prefix('c').and_then(|n| n.parse().ok()) {
-                        *last_cas = cas;
-                        *w = "c<cas>".into();
-                    } else if let Some(ttl) =
-                        w.strip_prefix('t').and_then(|n| n.parse::<i64>().ok())
-                    {
-                        // A second may tick between the two runs.
-                        if ttl > 0 {
-                            *w = format!("t~{}", (ttl + 9) / 10 * 10);
-                        }
-                    } else if w.starts_with('l') && w[1..].parse::<u64>().is_ok() {
-                        *w = "l<secs>".into();
-                    }
-                }
-                words.join(" ")
-            }
-            _ => line.clone(),
-        };
-        out.push_str(&normalised);
-        out.push_str("\r\n");
-        if let Some(len) = value_len(line.as_bytes()) {
-            let end = (at + len + 2).min(buf.len());
-            out.push_str(&String::from_utf8_lossy(&buf[at..end]));
-            at = end;
-        }
-    }
-    out
-}
-
-/// Binary replies with the CAS field normalised (0 stays 0).
-fn normalise_binary(buf: &[u8], last_cas: &mut u64) -> String {
-    let mut out = String::new();
-    let mut at = 0;
-    while buf.len() >= at + 24 {
-        let mut header = buf[at..at + 24].to_vec();
-        let body = u32::from_be_bytes(header[8..12].try_into().unwrap()) as usize;
-        let cas = u64::from_be_bytes(header[16..24].try_into().unwrap());
-        if cas != 0 {
-            *last_cas = cas;
-            header[16..24].copy_from_slice(&1u64.to_be_bytes());
-        }
-        let end = (at + 24 + body).min(buf.len());
-        out.push_str(&format!("{header:02x?} {:?}\n", &buf[at + 24..end]));
-        at = end;
-    }
-    out
-}
-
 /// Run `script` on a fresh connection to `addr`: one normalised transcript
 /// entry (request, reply) per step.
 async fn run(addr: SocketAddr, script: &Script) -> Vec<String> {
     let mut conn = TcpStream::connect(addr).await.unwrap();
     conn.set_nodelay(true).unwrap();
-    let mut last_cas = 0u64;
+    let mut normaliser = Normaliser::default();
     let mut transcript = Vec::new();
     for step in &script.steps {
         let entry = match step {
             Text(text) => {
-                let request = text.replace("{cas}", &last_cas.to_string());
+                let request = text.replace("{cas}", &normaliser.last_cas.to_string());
                 let reply = exchange(&mut conn, request.as_bytes(), false).await;
-                format!("{text:?}\n=> {:?}", normalise_text(&reply, &mut last_cas))
+                format!("{text:?}\n=> {:?}", normaliser.text(&reply))
             }
             Binary(build) => {
-                let request = build(last_cas);
+                let request = build(normaliser.last_cas);
                 let reply = exchange(&mut conn, &request, true).await;
                 format!(
                     "binary opcode {:#04x}\n=> {}",
                     request[1],
-                    normalise_binary(&reply, &mut last_cas)
+                    normaliser.binary(&reply)
                 )
             }
         };

@@ -3,27 +3,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::process::{cpu_ticks, run, spawn, Process};
 use common::*;
-
-const BIN: &str = env!("CARGO_BIN_EXE_memgate");
-
-fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .envs(env.iter().copied())
-        .env_remove("MEMCACHIER_SERVERS")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 #[test]
 fn bad_proxy_configuration_exits_64_with_one_line() {
@@ -81,8 +64,9 @@ fn bad_proxy_configuration_exits_64_with_one_line() {
             "nonexistent",
         ),
     ] {
-        let (code, _, stderr) = run(&args, &base);
-        assert_eq!(code, 64, "{args:?}: {stderr}");
+        let exit = run(&args, &base);
+        let stderr = exit.stderr;
+        assert_eq!(exit.code, 64, "{args:?}: {stderr}");
         assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
         assert!(
             stderr.contains(why),
@@ -95,11 +79,12 @@ fn bad_proxy_configuration_exits_64_with_one_line() {
 #[test]
 fn route_prints_each_keys_node() {
     let servers = "mc1.example.com:11211,mc2.example.com:11219,other=10.0.0.3:11211:2";
-    let (code, stdout, stderr) = run(
+    let exit = run(
         &["route", "--servers", servers, "alpha", "beta", "gamma"],
         &[],
     );
-    assert_eq!(code, 0, "{stderr}");
+    let (stdout, stderr) = (exit.stdout, exit.stderr);
+    assert_eq!(exit.code, 0, "{stderr}");
     let specs: Vec<_> = servers
         .split(',')
         .map(|s| memgate::proxy::ring::parse_server_entry(s).unwrap())
@@ -127,10 +112,10 @@ async fn proxy_from_env_and_config_reloads_on_sighup_and_drains_on_sigterm() {
         format!("timeout = \"2s\"\nmetrics_listen = \"none\"\nthreads = 2\nservers = \"127.0.0.1:{port}\"\n")
     };
     std::fs::write(&config, file(first[0].tls.unwrap().port())).unwrap();
-    let (mut child, addr, lines) = spawn_proxy(&config, &ca).await;
-    let log = tokio::task::spawn_blocking(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+    let mut proxy = spawn_proxy(&config, &ca).await;
+    let addr = proxy.addr("client");
 
-    expect_workers(&mut child, 2, "with threads = 2 in the config file");
+    expect_workers(&mut proxy, 2, "with threads = 2 in the config file");
 
     let mut c = connect(addr).await;
     c.expect(b"set k 0 0 5\r\nfirst\r\n", b"STORED\r\n").await;
@@ -148,7 +133,7 @@ async fn proxy_from_env_and_config_reloads_on_sighup_and_drains_on_sigterm() {
 
     // Point the config file at the second node and SIGHUP: same client connection.
     std::fs::write(&config, file(second[0].tls.unwrap().port())).unwrap();
-    kill(child.id(), "HUP");
+    kill(proxy.pid(), "HUP");
     tokio::time::sleep(Duration::from_millis(500)).await;
     // The same client connection now reaches the second node, which is empty.
     c.expect(b"get k\r\n", b"END\r\n").await;
@@ -165,55 +150,36 @@ async fn proxy_from_env_and_config_reloads_on_sighup_and_drains_on_sigterm() {
         1
     );
 
-    kill(child.id(), "TERM");
-    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+    kill(proxy.pid(), "TERM");
+    let (status, log) = tokio::task::spawn_blocking(move || (proxy.wait(), proxy.log()))
         .await
         .unwrap();
     assert_eq!(status.code(), Some(0));
-    let log = log.await.unwrap().join("\n");
     assert!(log.contains("configuration reloaded"), "{log}");
     assert!(!log.contains(PROXY_PASS), "password logged");
 }
 
 /// `memgate proxy --config CONFIG` with the CA from the environment and the
-/// test credentials; returns once it says it listens for clients, with its
-/// client address and the rest of its log.
-async fn spawn_proxy(
-    config: &std::path::Path,
-    ca: &std::path::Path,
-) -> (
-    std::process::Child,
-    std::net::SocketAddr,
-    std::io::Lines<BufReader<std::process::ChildStderr>>,
-) {
-    let mut child = Command::new(BIN)
-        .args(["proxy", "--listen", "127.0.0.1:0", "--config"])
-        .arg(config)
-        .env("MEMGATE_PROXY_CA", ca)
-        .env_remove("MEMCACHIER_SERVERS")
-        .env("MEMCACHIER_USERNAME", PROXY_USER)
-        .env("MEMCACHIER_PASSWORD", PROXY_PASS)
-        .env("MEMGATE_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (addr, lines) = tokio::task::spawn_blocking(move || {
-        let mut lines = BufReader::new(stderr).lines();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            assert!(Instant::now() < deadline);
-            let line = lines.next().expect("proxy exited").unwrap();
-            assert!(!line.contains(PROXY_PASS), "password logged: {line}");
-            if line.contains("listening") && line.contains("client") {
-                let addr = line.rsplit("addr=").next().unwrap().trim().to_string();
-                return (addr.parse::<std::net::SocketAddr>().unwrap(), lines);
-            }
-        }
+/// test credentials, once it says it listens for clients; it never logs the
+/// password.
+async fn spawn_proxy(config: &std::path::Path, ca: &std::path::Path) -> Process {
+    let (config, ca) = (config.display().to_string(), ca.display().to_string());
+    let proxy = tokio::task::spawn_blocking(move || {
+        spawn(
+            &[],
+            &["proxy", "--listen", "127.0.0.1:0", "--config", &config],
+            &[
+                ("MEMGATE_PROXY_CA", &ca),
+                ("MEMCACHIER_USERNAME", PROXY_USER),
+                ("MEMCACHIER_PASSWORD", PROXY_PASS),
+            ],
+            &["client"],
+        )
     })
     .await
     .unwrap();
-    (child, addr, lines)
+    assert!(!proxy.log().contains(PROXY_PASS), "password logged");
+    proxy
 }
 
 /// Assert that `child` runs `want` tokio work-stealing workers (`when`
@@ -224,9 +190,10 @@ async fn spawn_proxy(
 /// rename itself, and on a loaded machine a worker may not have run yet
 /// when the sidecar logs that it listens. So the count is read again for
 /// up to five seconds before it is held against `want`.
-fn expect_workers(child: &mut std::process::Child, want: usize, when: &str) {
+fn expect_workers(proxy: &mut Process, want: usize, when: &str) {
+    let pid = proxy.pid();
     let count = || {
-        std::fs::read_dir(format!("/proc/{}/task", child.id()))
+        std::fs::read_dir(format!("/proc/{pid}/task"))
             .unwrap()
             .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
             .filter(|comm| comm.trim() == "tokio-rt-worker")
@@ -239,20 +206,20 @@ fn expect_workers(child: &mut std::process::Child, want: usize, when: &str) {
         workers = count();
     }
     if workers != want {
-        let _ = child.kill();
+        proxy.kill();
         panic!("{workers} worker threads {when}");
     }
 }
 
 /// One TLS node and `memgate proxy` in front of it, configured by a file
-/// with `extra` lines; the proxy's log is read (and dropped) meanwhile.
-/// The node and the directory live as long as the returned values.
+/// with `extra` lines. The node and the directory live as long as the
+/// returned values.
 async fn proxy_before_one_node(
     extra: &str,
 ) -> (
     Vec<TestNode>,
     tempfile::TempDir,
-    std::process::Child,
+    Process,
     std::net::SocketAddr,
 ) {
     let pki = TestPki::new();
@@ -264,15 +231,15 @@ async fn proxy_before_one_node(
     let port = nodes[0].tls.unwrap().port();
     let text = format!("metrics_listen = \"none\"\n{extra}servers = \"127.0.0.1:{port}\"\n");
     std::fs::write(&config, text).unwrap();
-    let (child, addr, lines) = spawn_proxy(&config, &ca).await;
-    tokio::task::spawn_blocking(move || lines.map_while(Result::ok).count());
-    (nodes, dir, child, addr)
+    let proxy = spawn_proxy(&config, &ca).await;
+    let addr = proxy.addr("client");
+    (nodes, dir, proxy, addr)
 }
 
 /// SIGTERM, and the proxy exits 0.
-async fn terminate(mut child: std::process::Child) {
-    kill(child.id(), "TERM");
-    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+async fn terminate(mut proxy: Process) {
+    kill(proxy.pid(), "TERM");
+    let status = tokio::task::spawn_blocking(move || proxy.wait())
         .await
         .unwrap();
     assert_eq!(status.code(), Some(0));
@@ -282,20 +249,20 @@ async fn terminate(mut child: std::process::Child) {
 /// workers, and it serves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_serves_on_one_thread_by_default() {
-    let (_nodes, _dir, mut child, addr) = proxy_before_one_node("").await;
-    expect_workers(&mut child, 0, "without --threads");
+    let (_nodes, _dir, mut proxy, addr) = proxy_before_one_node("").await;
+    expect_workers(&mut proxy, 0, "without --threads");
     let mut c = connect(addr).await;
     c.expect(b"set k 0 0 5\r\nfirst\r\n", b"STORED\r\n").await;
     c.expect(b"get k\r\n", b"VALUE k 0 5\r\nfirst\r\nEND\r\n")
         .await;
-    terminate(child).await;
+    terminate(proxy).await;
 }
 
 /// `busy_poll` from the config file: the sidecar serves, and once the
 /// window after its last reply has closed it uses no CPU while idle.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_with_busy_poll_serves_and_sleeps_when_idle() {
-    let (_nodes, _dir, mut child, addr) = proxy_before_one_node("busy_poll = \"500us\"\n").await;
+    let (_nodes, _dir, mut proxy, addr) = proxy_before_one_node("busy_poll = \"500us\"\n").await;
     let mut c = connect(addr).await;
     for _ in 0..20 {
         c.expect(b"set k 0 0 5\r\nfirst\r\n", b"STORED\r\n").await;
@@ -303,27 +270,18 @@ async fn proxy_with_busy_poll_serves_and_sleeps_when_idle() {
             .await;
     }
     // CPU time in clock ticks (utime + stime), as benches/compare.sh reads it.
-    let pid = child.id();
-    let ticks = move || {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-        let fields: Vec<&str> = stat
-            .rsplit(')')
-            .next()
-            .unwrap()
-            .split_whitespace()
-            .collect();
-        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
-    };
+    let pid = proxy.pid();
+    let ticks = move || cpu_ticks(pid);
     tokio::time::sleep(Duration::from_millis(100)).await;
     let idle_from = ticks();
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let spent = ticks() - idle_from;
     // Polling through the idle second would be about 100 ticks.
     if spent > 5 {
-        let _ = child.kill();
+        proxy.kill();
         panic!("{spent} ticks of CPU in an idle second");
     }
-    terminate(child).await;
+    terminate(proxy).await;
 }
 
 /// A busy listen port is reported in one line that names the cause once

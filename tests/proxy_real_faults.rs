@@ -8,21 +8,19 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::process::{spawn, Process};
 use common::*;
 use memgate::proxy::ring::Ring;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
-
-const BIN: &str = env!("CARGO_BIN_EXE_memgate");
 
 /// The proxy's `--timeout` in every test.
 const TIMEOUT: Duration = Duration::from_secs(1);
@@ -36,104 +34,7 @@ const RECOVERY: Duration = Duration::from_secs(2);
 /// the timings meaningful on a small machine.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// A child process, killed on drop, with the listener addresses it logged.
-struct Process {
-    child: Child,
-    listeners: HashMap<String, SocketAddr>,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Process {
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn addr(&self, listener: &str) -> SocketAddr {
-        self.listeners[listener]
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().join("\n")
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        // SIGKILL ends a stopped process too.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Start `memgate ARGS`, behind `prefix` (`ip netns exec NS`, say), and wait
-/// until it has logged the address of every listener in `wanted`.
-fn spawn_memgate(
-    prefix: &[&str],
-    args: &[String],
-    env: &[(&str, &str)],
-    wanted: &[&str],
-) -> Process {
-    let mut cmd = match prefix.split_first() {
-        Some((first, rest)) => {
-            let mut cmd = Command::new(first);
-            cmd.args(rest).arg(BIN);
-            cmd
-        }
-        None => Command::new(BIN),
-    };
-    cmd.args(args)
-        .envs(env.iter().copied())
-        .env_remove("MEMCACHIER_SERVERS")
-        .env_remove("MEMCACHE_SERVERS")
-        .env("MEMGATE_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("memgate starts");
-    let stderr = child.stderr.take().unwrap();
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let (found, listening) = std::sync::mpsc::channel();
-    let lines = Arc::clone(&log);
-    // Keeps draining stderr, so that the process never blocks on a full pipe.
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(listener) = listener_line(&line) {
-                let _ = found.send(listener);
-            }
-            lines.lock().unwrap().push(line);
-        }
-    });
-    let mut process = Process {
-        child,
-        listeners: HashMap::new(),
-        log,
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !wanted.iter().all(|w| process.listeners.contains_key(*w)) {
-        match listening.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok((name, addr)) => {
-                process.listeners.insert(name, addr);
-            }
-            Err(_) => panic!(
-                "memgate {args:?} did not report {wanted:?}:\n{}",
-                process.log()
-            ),
-        }
-    }
-    process
-}
-
-/// `listening listener="tls" addr=127.0.0.1:40123` → ("tls", address).
-fn listener_line(line: &str) -> Option<(String, SocketAddr)> {
-    if !line.contains("listening") {
-        return None;
-    }
-    let name = line.split("listener=").nth(1)?.split_whitespace().next()?;
-    let addr = line.rsplit("addr=").next()?.trim().parse().ok()?;
-    Some((name.trim_matches('"').to_string(), addr))
-}
-
-/// `memgate node` with PROXY_CACHE and a certificate from `pki`, TLS only, on
+/// `memgate node` with [`proxy_cache`] and a certificate from `pki`, TLS only, on
 /// `tls_listen`, behind `prefix`.
 fn spawn_node(pki: &TestPki, dir: &Path, prefix: &[&str], tls_listen: &str) -> Process {
     static NODES: AtomicUsize = AtomicUsize::new(0);
@@ -143,15 +44,11 @@ fn spawn_node(pki: &TestPki, dir: &Path, prefix: &[&str], tls_listen: &str) -> P
         .ca
         .issue_node("localhost", &["localhost", "127.0.0.1"])
         .unwrap();
-    let (cert, key, caches) = (
-        sub.join("node.pem"),
-        sub.join("node-key.pem"),
-        sub.join("caches.toml"),
-    );
+    let (cert, key) = (sub.join("node.pem"), sub.join("node-key.pem"));
     std::fs::write(&cert, &issued.cert_pem).unwrap();
     std::fs::write(&key, &issued.key_pem).unwrap();
-    std::fs::write(&caches, PROXY_CACHE).unwrap();
-    let args: Vec<String> = [
+    let caches = write_caches(&sub, "caches.toml", &proxy_cache());
+    let args = [
         "node",
         "--listen",
         "none",
@@ -163,10 +60,8 @@ fn spawn_node(pki: &TestPki, dir: &Path, prefix: &[&str], tls_listen: &str) -> P
         &key.display().to_string(),
         "--caches",
         &caches.display().to_string(),
-    ]
-    .map(String::from)
-    .into();
-    spawn_memgate(prefix, &args, &[], &["tls"])
+    ];
+    spawn(prefix, &args, &[], &["tls"])
 }
 
 /// `memgate proxy` on 127.0.0.1:0 trusting `pki`, logging in as
@@ -175,26 +70,25 @@ fn spawn_node(pki: &TestPki, dir: &Path, prefix: &[&str], tls_listen: &str) -> P
 fn spawn_proxy(pki: &TestPki, dir: &Path, user: &str, pass: &str, extra: &[&str]) -> Process {
     let ca = dir.join("ca.crt");
     std::fs::write(&ca, pki.ca_pem()).unwrap();
-    let mut args: Vec<String> = [
+    let ca = ca.display().to_string();
+    let mut args = vec![
         "proxy",
         "--listen",
         "127.0.0.1:0",
         "--metrics-listen",
         "127.0.0.1:0",
         "--ca",
-        &ca.display().to_string(),
+        &ca,
         "--server-name",
         "localhost",
         "--timeout",
         "1s",
         "--down-retry-delay",
         "1s",
-    ]
-    .map(String::from)
-    .into();
-    args.extend(extra.iter().map(|s| s.to_string()));
+    ];
+    args.extend(extra);
     let env = [("MEMCACHIER_USERNAME", user), ("MEMCACHIER_PASSWORD", pass)];
-    let proxy = spawn_memgate(&[], &args, &env, &["client", "metrics"]);
+    let proxy = spawn(&[], &args, &env, &["client", "metrics"]);
     assert!(!proxy.log().contains(pass), "password logged");
     proxy
 }

@@ -9,7 +9,7 @@ use common::*;
 /// Run tests/clients/SCRIPT against a node's plain and TLS listeners, with
 /// its CA file and login.
 async fn against_a_node(interpreter: &str, script: &str) -> String {
-    let node = start_node(Some(PROXY_CACHE), true, |_| {}).await;
+    let node = start_node(Some(&proxy_cache()), true, |_| {}).await;
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("ca.pem");
     std::fs::write(&ca, node.ca_pem.as_ref().unwrap()).unwrap();

@@ -1,10 +1,12 @@
 //! `memgate up` and `memgate certs` as a newcomer runs them.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_memgate");
+use common::process::{kill, run, BIN};
 
 #[test]
 fn up_serves_real_clients_and_stops_cleanly_on_sigterm() {
@@ -75,21 +77,9 @@ print("pymemcache through memgate up: ok")
         assert_eq!(mode & 0o077, 0, "{file} is readable by others");
     }
 
-    let pid = child.id() as i32;
-    // SAFETY-free: libc::kill is a plain syscall wrapper.
-    assert_eq!(unsafe_free_kill(pid), 0);
+    kill(child.id(), "TERM");
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
-}
-
-/// Send SIGTERM through the `kill` command (the crate forbids unsafe code).
-fn unsafe_free_kill(pid: i32) -> i32 {
-    Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap()
-        .code()
-        .unwrap_or(-1)
 }
 
 #[test]
@@ -97,13 +87,21 @@ fn up_reports_a_port_in_use_in_one_line() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(BIN)
-        .args(["up", "--metrics-listen", "none", "--listen", &addr, "--dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let state = dir.path().display().to_string();
+    let exit = run(
+        &[
+            "up",
+            "--metrics-listen",
+            "none",
+            "--listen",
+            &addr,
+            "--dir",
+            &state,
+        ],
+        &[],
+    );
+    assert_ne!(exit.code, 0);
+    let stderr = exit.stderr;
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(stderr.contains(&addr), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
@@ -113,19 +111,10 @@ fn up_reports_a_port_in_use_in_one_line() {
 fn certs_reuses_the_ca_and_keeps_keys_private() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().display().to_string();
     let run = |args: &[&str]| {
-        let out = Command::new(BIN)
-            .arg("certs")
-            .arg("--out")
-            .arg(dir.path())
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let exit = run(&[&["certs", "--out", &out][..], args].concat(), &[]);
+        assert_eq!(exit.code, 0, "{}", exit.stderr);
     };
     run(&[
         "--node",

@@ -10,7 +10,7 @@ mod common;
 
 use std::net::SocketAddr;
 
-use common::{basic_auth, connect, http_request, TestNode, TWO_CACHES};
+use common::{basic_auth, connect, http_request, two_caches, TestNode};
 use memgate::bench::keys::{self, Zipf};
 use memgate::mrc::WhatIf;
 use memgate::node::admin::AdminConfig;
@@ -225,8 +225,8 @@ async fn analytics_view(nodes: &[&TestNode]) -> (Value, String) {
 
 #[tokio::test]
 async fn tracking_off_is_said_not_drawn() {
-    let on = node_with_admin(TWO_CACHES, true).await;
-    let off = node_with_admin(TWO_CACHES, false).await;
+    let on = node_with_admin(&two_caches(), true).await;
+    let off = node_with_admin(&two_caches(), false).await;
     for node in [&on, &off] {
         let mut c = connect(node.plain.unwrap()).await;
         c.expect(b"set alice 0 0 12\r\nalice-secret\r\n", b"STORED\r\n")

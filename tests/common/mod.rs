@@ -1,8 +1,31 @@
-//! Shared helpers for integration tests: in-process nodes on port 0, PKI made
-//! in memory, a tiny raw-socket client that reads exact replies, HTTP
-//! requests through the project's own client, and runners for the real
-//! memcached clients and conformance tools.
+//! Shared helpers for integration tests, in one home: in-process nodes on
+//! port 0, PKI made in memory, a tiny raw-socket client that reads exact
+//! replies, HTTP requests through the project's own client, and runners for
+//! the real memcached clients and conformance tools; and in modules of their
+//! own:
+//! - [`process`]: the `memgate` binary as a process (its path, one-shot
+//!   runs, spawning it and waiting for its listeners, signals, RSS);
+//! - [`memcached`]: the one memcached launcher;
+//! - [`normalise`]: the one reply normaliser of the differential tests;
+//! - [`fixtures`]: the caches files.
+//!
+//! Each test binary compiles this folder on its own and uses only part of
+//! it, hence the allow: what one binary leaves unused another uses.
 #![allow(dead_code)]
+
+pub mod fixtures;
+pub mod memcached;
+pub mod normalise;
+pub mod process;
+
+// Re-exported where the tests have always found them; a test binary that
+// uses none of one would see an unused import.
+#[allow(unused_imports)]
+pub use fixtures::*;
+#[allow(unused_imports)]
+pub use memcached::*;
+#[allow(unused_imports)]
+pub use process::{kill, run_ok};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -14,43 +37,6 @@ use memgate::node::{Node, NodeConfig, Shared};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-
-/// A caches file with two caches, used by most tests.
-pub const TWO_CACHES: &str = r#"
-[[cache]]
-id = "1561"
-memory_limit = "8MiB"
-
-[[cache.credential]]
-username = "alice"
-password = "alice-secret"
-primary = true
-
-[[cache.credential]]
-username = "reader"
-password = "reader-secret"
-write = false
-flush = false
-
-[[cache]]
-id = "2000"
-memory_limit = "8MiB"
-
-[[cache.credential]]
-username = "bob"
-password = "bob secret"
-primary = true
-
-[[cache]]
-id = "3000"
-memory_limit = "1MiB"
-disabled = true
-
-[[cache.credential]]
-username = "carol"
-password = "carol-secret"
-primary = true
-"#;
 
 pub struct TestNode {
     pub plain: Option<SocketAddr>,
@@ -87,8 +73,7 @@ pub async fn start_node(
     let mut caches_path = None;
     match caches {
         Some(text) => {
-            let path = dir.path().join("caches.toml");
-            std::fs::write(&path, text).unwrap();
+            let path = write_caches(dir.path(), "caches.toml", text);
             config.caches_path = Some(path.clone());
             caches_path = Some(path);
         }
@@ -307,27 +292,13 @@ impl TestPki {
     }
 }
 
-/// The caches file the proxy tests' nodes share.
-pub const PROXY_CACHE: &str = r#"
-[[cache]]
-id = "42"
-memory_limit = "16MiB"
-
-[[cache.credential]]
-username = "15F38e"
-password = "0c3a1b2d4e5f"
-primary = true
-"#;
-pub const PROXY_USER: &str = "15F38e";
-pub const PROXY_PASS: &str = "0c3a1b2d4e5f";
-
-/// `n` TLS nodes with PROXY_CACHE, all signed by `pki`, plain listener off.
+/// `n` TLS nodes with [`proxy_cache`], all signed by `pki`, plain listener off.
 pub async fn start_tls_nodes(pki: &TestPki, n: usize) -> Vec<TestNode> {
     let mut nodes = Vec::new();
     for _ in 0..n {
         let server = pki.server_config();
         nodes.push(
-            start_node(Some(PROXY_CACHE), false, |c| {
+            start_node(Some(&proxy_cache()), false, |c| {
                 c.listen = None;
                 c.tls_listen = Some(("127.0.0.1:0".parse().unwrap(), server));
             })
@@ -541,24 +512,6 @@ pub fn basic_auth(user: &str, pass: &str) -> String {
     )
 }
 
-/// Run a command to completion off the async runtime; panic with its output on failure.
-pub async fn run_ok(mut cmd: std::process::Command) -> String {
-    let shown = format!("{cmd:?}");
-    let out = tokio::task::spawn_blocking(move || cmd.output())
-        .await
-        .unwrap()
-        .unwrap_or_else(|e| {
-            panic!("cannot run {shown}: {e} (run .ci/run to install test dependencies)")
-        });
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{shown} failed:\n{text}");
-    text
-}
-
 /// Run `tests/clients/SCRIPT` with `interpreter` and `args`; its output.
 pub async fn client_script(interpreter: &str, script: &str, args: &[&str]) -> String {
     let mut cmd = std::process::Command::new(interpreter);
@@ -644,100 +597,6 @@ pub async fn pipelining_clients_get_their_own_bytes(addr: SocketAddr, clients: u
     }
 }
 
-/// One memcached process; killed on drop.
-pub struct Memcached {
-    pub addr: SocketAddr,
-    child: std::process::Child,
-}
-
-impl Memcached {
-    /// Its process id, to signal it (SIGSTOP, say).
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Memcached {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Start `memcached` on 127.0.0.1 with `args` (plus 64 MiB, 2 threads, no
-/// UDP), logging into `dir`. memcached cannot listen on port 0 with TLS:
-/// take a free port, release it, start memcached on it, and try another port
-/// if it fails to come up.
-pub fn start_memcached(
-    dir: &std::path::Path,
-    args: &[String],
-    env: &[(&str, &std::path::Path)],
-) -> Memcached {
-    use std::process::{Command, Stdio};
-    for _attempt in 0..10 {
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
-        let log = std::fs::File::create(dir.join(format!("memcached-{port}.log"))).unwrap();
-        let mut child = Command::new("memcached")
-            .args(["-U", "0", "-l", "127.0.0.1", "-u", "root"])
-            .args(["-m", "64", "-t", "2", "-c", "1024"])
-            .arg("-p")
-            .arg(port.to_string())
-            .args(args)
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("memcached (run .ci/run)");
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            if let Ok(Some(_)) = child.try_wait() {
-                break; // exited: the port was taken, say; try another
-            }
-            if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return Memcached { addr, child };
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-    let logs: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with("memcached-"))
-        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
-        .collect();
-    panic!("memcached did not start: {logs:?}");
-}
-
-/// A node certificate from `pki` written into `dir`, and the `-o` option
-/// that gives it to memcached `-Z`.
-pub fn memcached_tls_args(pki: &TestPki, dir: &std::path::Path) -> Vec<String> {
-    let issued = pki
-        .ca
-        .issue_node("localhost", &["localhost", "127.0.0.1"])
-        .unwrap();
-    let cert = dir.join("node.pem");
-    let key = dir.join("node-key.pem");
-    std::fs::write(&cert, &issued.cert_pem).unwrap();
-    std::fs::write(&key, &issued.key_pem).unwrap();
-    vec![
-        "-o".into(),
-        format!(
-            "ssl_chain_cert={},ssl_key={}",
-            cert.display(),
-            key.display()
-        ),
-    ]
-}
-
 /// A byte relay in front of a real node that the test can stall (bytes are
 /// held, as with a stopped process or a partition) or that forgets
 /// connections idle for longer than `forget_idle`, as a NAT or load balancer
@@ -819,14 +678,4 @@ pub fn sample(metrics: &str, name: &str, parts: &[&str]) -> Option<f64> {
         .lines()
         .filter(|l| l.starts_with(name) && parts.iter().all(|p| l.contains(p)))
         .find_map(|l| l.rsplit(' ').next()?.parse().ok())
-}
-
-/// Send `signal` (HUP, TERM, STOP, CONT) to `pid` through the `kill` command.
-pub fn kill(pid: u32, signal: &str) {
-    let status = std::process::Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(pid.to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
 }
