@@ -559,14 +559,6 @@ async fn pipelined_reads_see_the_clients_own_writes_during_warm_up() {
     }
 }
 
-/// Resident memory of this process (the proxy and its nodes run in it).
-fn rss_bytes_now() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-    kib * 1024
-}
-
 /// A client that pipelines big multi-gets and reads nothing is held to its
 /// buffer: the sidecar stops reading it instead of buffering its replies
 /// (100 MB of them here), other clients are served meanwhile, and it gets
@@ -583,7 +575,8 @@ async fn a_client_that_stops_reading_is_held_to_its_buffer() {
         set.extend(b"\r\n");
         writer.expect(&set, b"STORED\r\n").await;
     }
-    let before = rss_bytes_now();
+    // The proxy and its nodes run in this process.
+    let before = common::process::own_rss_kib();
     let mut slow = connect(proxy.addr).await;
     let request = format!("get {}\r\n", keys.join(" "));
     slow.send(request.repeat(20).as_bytes()).await;
@@ -600,8 +593,8 @@ async fn a_client_that_stops_reading_is_held_to_its_buffer() {
         assert!(started.elapsed() < Duration::from_millis(500));
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let grown = rss_bytes_now().saturating_sub(before);
-    assert!(grown < 40 << 20, "RSS grew by {grown} bytes");
+    let grown = common::process::own_rss_kib().saturating_sub(before);
+    assert!(grown < 40 << 10, "RSS grew by {grown} KiB");
     // Everything arrives, right, once the client reads.
     let mut want = Vec::new();
     for (i, key) in keys.iter().enumerate() {

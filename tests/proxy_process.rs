@@ -293,7 +293,7 @@ fn busy_listen_port_names_its_cause_once() {
     std::fs::write(&ca, TestPki::new().ca_pem()).unwrap();
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = busy.local_addr().unwrap().to_string();
-    let (code, _, stderr) = run(
+    let exit = run(
         &[
             "proxy",
             "--servers",
@@ -305,7 +305,8 @@ fn busy_listen_port_names_its_cause_once() {
         ],
         &[("MEMCACHIER_USERNAME", "u"), ("MEMCACHIER_PASSWORD", "p")],
     );
-    assert_eq!(code, 1, "{stderr}");
+    let stderr = exit.stderr;
+    assert_eq!(exit.code, 1, "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(
         stderr.contains(&format!("cannot listen on {addr}")),
