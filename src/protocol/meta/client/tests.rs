@@ -1,6 +1,6 @@
 use super::*;
 use crate::protocol::request::{Arith, Delete, Opaque, Store, StoreMode};
-use crate::protocol::test_util::{arith, every_return_flag, get, store};
+use crate::protocol::test_util::{arb_mode, arith, every_return_flag, get, store};
 use crate::protocol::{self, binary::opcode, Parsed};
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -551,16 +551,6 @@ fn exptime() -> impl Strategy<Value = i64> {
     any::<i32>().prop_map(i64::from)
 }
 
-fn mode() -> impl Strategy<Value = StoreMode> {
-    prop_oneof![
-        Just(StoreMode::Set),
-        Just(StoreMode::Add),
-        Just(StoreMode::Replace),
-        Just(StoreMode::Append),
-        Just(StoreMode::Prepend),
-    ]
-}
-
 /// Commands a client may send that go upstream.
 fn command() -> impl Strategy<Value = Command> {
     let get = (
@@ -580,7 +570,7 @@ fn command() -> impl Strategy<Value = Command> {
             })
         });
     let store = (
-        mode(),
+        arb_mode(),
         key(),
         any::<u32>(),
         exptime(),
