@@ -18,7 +18,7 @@ use memgate::analytics::api::{NOT_AUTHORIZED, NO_CREDENTIAL, PRIMARY_NOT_DELETAB
 use memgate::analytics::AnalyticsConfig;
 use memgate::node::admin::AdminConfig;
 use memgate::node::caches::CachesFile;
-use memgate::node::{Node, Shared};
+use memgate::node::{Node, NodeShared};
 use serde_json::Value;
 use tokio::sync::watch;
 
@@ -44,7 +44,7 @@ struct AdminNode {
     plain: SocketAddr,
     admin: SocketAddr,
     caches: PathBuf,
-    shared: Arc<Shared>,
+    shared: Arc<NodeShared>,
     stop: Option<watch::Sender<bool>>,
 }
 

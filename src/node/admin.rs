@@ -39,7 +39,7 @@ use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 
 use super::caches::{Capabilities, Credential};
-use super::{Shared, UpdateError};
+use super::{NodeShared, UpdateError};
 use crate::admin_view::{
     CacheView, CachesView, CredentialView, CredentialsBody, DisabledBody, LoginBody, LoginView,
 };
@@ -71,7 +71,7 @@ impl std::fmt::Debug for AdminConfig {
 
 #[derive(Clone)]
 struct AdminState {
-    shared: Arc<Shared>,
+    shared: Arc<NodeShared>,
     /// None: no token wanted (mutual TLS guards the listener).
     token_digest: Option<[u8; 32]>,
 }
@@ -90,7 +90,7 @@ pub fn token_matches(expected_digest: &[u8; 32], presented: &[u8]) -> bool {
 }
 
 /// The admin router for `shared`, protected by `token` when given.
-pub fn router(shared: Arc<Shared>, token: Option<&str>) -> Router {
+pub fn router(shared: Arc<NodeShared>, token: Option<&str>) -> Router {
     let state = AdminState {
         shared,
         token_digest: token.map(|t| digest(t.as_bytes())),
@@ -111,7 +111,7 @@ pub fn router(shared: Arc<Shared>, token: Option<&str>) -> Router {
 /// the task is dropped.
 pub async fn serve(
     listener: TcpListener,
-    shared: Arc<Shared>,
+    shared: Arc<NodeShared>,
     token: Option<&str>,
     tls: Option<Arc<rustls::ServerConfig>>,
 ) -> std::io::Result<()> {

@@ -78,7 +78,7 @@ pub enum NodeError {
 
 /// Settings sessions read on every connection.
 #[derive(Clone, Debug)]
-pub struct Settings {
+pub struct NodeSettings {
     pub max_item_size: usize,
     pub auth_timeout: Duration,
     pub max_connections: usize,
@@ -89,8 +89,8 @@ pub struct Settings {
 }
 
 /// State shared by every connection of a node.
-pub struct Shared {
-    pub settings: Settings,
+pub struct NodeShared {
+    pub settings: NodeSettings,
     tenants: RwLock<Arc<Tenants>>,
     caches_path: Option<PathBuf>,
     started: Instant,
@@ -119,7 +119,7 @@ pub enum UpdateError {
     Persist(#[from] caches::CachesError),
 }
 
-impl Shared {
+impl NodeShared {
     /// The current caches snapshot.
     pub fn tenants(&self) -> Arc<Tenants> {
         match self.tenants.read() {
@@ -185,7 +185,7 @@ impl Shared {
     }
 
     /// Disable or enable cache `cache_id`, persisted like
-    /// [`Shared::update_credentials`]. Enabling counts as activity, so
+    /// [`NodeShared::update_credentials`]. Enabling counts as activity, so
     /// `--disable-after` does not disable it again at once.
     pub fn set_disabled(&self, cache_id: &str, disabled: bool) -> Result<u64, UpdateError> {
         let version = self.update_cache(cache_id, |cache| {
@@ -235,7 +235,7 @@ fn check_commitment(file: &CachesFile, cap: u64) -> Result<(), NodeError> {
 
 /// A node whose listeners are bound; `run` serves it.
 pub struct Node {
-    shared: Arc<Shared>,
+    shared: Arc<NodeShared>,
     plain: Option<TcpListener>,
     tls: Option<(TcpListener, TlsAcceptor)>,
     metrics: Option<TcpListener>,
@@ -280,7 +280,7 @@ impl Node {
             }
             file
         };
-        let settings = Settings {
+        let settings = NodeSettings {
             max_item_size: config.max_item_size,
             auth_timeout: config.auth_timeout,
             max_connections: config.max_connections,
@@ -289,7 +289,7 @@ impl Node {
             what_if: config.what_if,
         };
         let tenants = Tenants::build(&file, &settings, None)?;
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(NodeShared {
             settings,
             tenants: RwLock::new(Arc::new(tenants)),
             caches_path: config.caches_path.clone(),
@@ -355,7 +355,7 @@ impl Node {
         self.admin.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 
-    pub fn shared(&self) -> Arc<Shared> {
+    pub fn shared(&self) -> Arc<NodeShared> {
         Arc::clone(&self.shared)
     }
 
@@ -412,7 +412,7 @@ impl Node {
 
 /// Reclaim expired items in the background, a bounded batch per cache per
 /// second, and start each cache's next what-if window when it is due.
-async fn sweep_expired(shared: Arc<Shared>) {
+async fn sweep_expired(shared: Arc<NodeShared>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
@@ -432,7 +432,7 @@ async fn sweep_expired(shared: Arc<Shared>) {
 async fn accept_loop(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
-    shared: Arc<Shared>,
+    shared: Arc<NodeShared>,
     limit: Arc<Semaphore>,
     threads: Arc<SessionThreads>,
 ) {
@@ -498,7 +498,7 @@ async fn accept_loop(
 async fn serve_accepted(
     stream: TcpStream,
     tls: Option<TlsAcceptor>,
-    shared: Arc<Shared>,
+    shared: Arc<NodeShared>,
     peer: SocketAddr,
 ) -> Result<(), crate::session::SessionError> {
     let Some(acceptor) = tls else {

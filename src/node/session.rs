@@ -17,7 +17,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::counters::CacheStats;
 use super::tenants::{Attempt, Login, LoginFailure};
-use super::Shared;
+use super::NodeShared;
 use crate::clock::unix_now;
 use crate::protocol::input::{self, Input, Next, FLUSH_THRESHOLD};
 use crate::protocol::request::{Command, Frame, Get, StoreMode};
@@ -50,7 +50,11 @@ enum After {
 }
 
 /// Serve one client until it quits, errs or disconnects.
-pub async fn serve<S>(mut stream: S, shared: Arc<Shared>, peer: IpAddr) -> Result<(), SessionError>
+pub async fn serve<S>(
+    mut stream: S,
+    shared: Arc<NodeShared>,
+    peer: IpAddr,
+) -> Result<(), SessionError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -85,7 +89,7 @@ fn count_connection(login: &Login) {
 }
 
 struct Session {
-    shared: Arc<Shared>,
+    shared: Arc<NodeShared>,
     auth: Auth,
     /// The client's address, for the failed-login throttle.
     peer: IpAddr,

@@ -8,7 +8,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::tenants::Tenant;
-use super::Shared;
+use super::NodeShared;
 use crate::clock::unix_now;
 use crate::metrics as m;
 use crate::protocol::{ErrorReply, Response, MAX_KEY_LEN};
@@ -80,7 +80,7 @@ const MEMCACHED_ORDER_HEAD: &[&str] = &[
     "bytes_written",
 ];
 
-impl Shared {
+impl NodeShared {
     /// The analytics API's stats of one cache ([`API_STATS`]).
     pub fn api_stats(&self, tenant: &Tenant) -> Vec<(&'static str, u64)> {
         let usage = tenant.store.usage();

@@ -23,7 +23,7 @@ use tokio::sync::Semaphore;
 use super::caches::{CachesFile, Capabilities, Directory, Invalid, LoginError, LoginOk};
 use super::counters::CacheStats;
 use super::store::Store;
-use super::Settings;
+use super::NodeSettings;
 use crate::auth::throttle::{Throttle, Throttled};
 use crate::clock::unix_now;
 use crate::metrics as m;
@@ -125,7 +125,7 @@ impl Tenants {
     /// throttle. New stores get `settings`' item size and what-if switch.
     pub fn build(
         file: &CachesFile,
-        settings: &Settings,
+        settings: &NodeSettings,
         previous: Option<&Tenants>,
     ) -> Result<Tenants, Invalid> {
         let directory = Directory::new(file.clone())?;

@@ -33,7 +33,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use memgate::node::{Node, NodeConfig, Shared};
+use memgate::node::{Node, NodeConfig, NodeShared};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -43,7 +43,7 @@ pub struct TestNode {
     pub tls: Option<SocketAddr>,
     pub metrics: Option<SocketAddr>,
     pub admin: Option<SocketAddr>,
-    pub shared: Arc<Shared>,
+    pub shared: Arc<NodeShared>,
     pub caches_path: Option<PathBuf>,
     pub ca_pem: Option<String>,
     stop: watch::Sender<bool>,

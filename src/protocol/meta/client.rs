@@ -310,7 +310,7 @@ pub enum LoginForm {
 
 /// Why an ASCII login failed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum LoginError {
+pub enum LoginReplyError {
     #[error("credentials refused")]
     Refused,
     /// Anything but `STORED` or an authentication failure: most likely a
@@ -320,12 +320,12 @@ pub enum LoginError {
 }
 
 /// Classify the reply to [`encode_login`].
-pub fn login_result(reply: &NodeReply) -> Result<(), LoginError> {
+pub fn login_result(reply: &NodeReply) -> Result<(), LoginReplyError> {
     match reply {
         NodeReply::Stored => Ok(()),
-        NodeReply::Error(ErrorReply::AuthFailure) => Err(LoginError::Refused),
-        NodeReply::Error(error) => Err(LoginError::NotAscii(error.text())),
-        other => Err(LoginError::NotAscii(format!("{other:?}"))),
+        NodeReply::Error(ErrorReply::AuthFailure) => Err(LoginReplyError::Refused),
+        NodeReply::Error(error) => Err(LoginReplyError::NotAscii(error.text())),
+        other => Err(LoginReplyError::NotAscii(format!("{other:?}"))),
     }
 }
 

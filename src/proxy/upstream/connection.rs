@@ -22,7 +22,7 @@ use crate::protocol::{Command, Frame};
 
 /// What every handle to one connection shares. When the last handle goes
 /// (the pool replaced it and no request is in flight on it), its tasks end.
-struct Shared {
+struct ConnectionState {
     outbox: Arc<Mutex<Outbox>>,
     inflight: Arc<Mutex<VecDeque<InFlight>>>,
     /// Hands the outbox to the writer task.
@@ -36,7 +36,7 @@ struct Shared {
     tasks: [tokio::task::AbortHandle; 2],
 }
 
-impl Drop for Shared {
+impl Drop for ConnectionState {
     fn drop(&mut self) {
         for task in &self.tasks {
             task.abort();
@@ -47,7 +47,7 @@ impl Drop for Shared {
 /// A handle to a live connection; cheap to clone.
 #[derive(Clone)]
 pub struct Connection {
-    shared: Arc<Shared>,
+    shared: Arc<ConnectionState>,
 }
 
 /// Milliseconds since the first call: a cheap, monotonic timestamp for
@@ -190,7 +190,7 @@ impl Connection {
             codec,
         ));
         Connection {
-            shared: Arc::new(Shared {
+            shared: Arc::new(ConnectionState {
                 outbox,
                 inflight,
                 work,

@@ -101,12 +101,12 @@ where
                 let _ = login.buf.split_to(used);
                 return match meta::client::login_result(&reply) {
                     Ok(()) => login.done(),
-                    Err(meta::client::LoginError::Refused) => {
+                    Err(meta::client::LoginReplyError::Refused) => {
                         Err(auth("credentials refused".into()))
                     }
                     // A text answer other than STORED: a text node that
                     // does not take this form of login.
-                    Err(meta::client::LoginError::NotAscii(said)) => Err(auth(format!(
+                    Err(meta::client::LoginReplyError::NotAscii(said)) => Err(auth(format!(
                         "node refused the {form:?} form of ASCII login ({said:?}); memgate \
                          nodes take --upstream-protocol meta, memcached -Y meta-memcached"
                     ))),

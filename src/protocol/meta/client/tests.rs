@@ -532,11 +532,11 @@ fn ascii_login() {
 
     assert_eq!(login_result(&NodeReply::Stored), Ok(()));
     let refused = whole(b"CLIENT_ERROR authentication failure\r\n", Expect::Login);
-    assert_eq!(login_result(&refused), Err(LoginError::Refused));
+    assert_eq!(login_result(&refused), Err(LoginReplyError::Refused));
     let other = whole(b"ERROR\r\n", Expect::Login);
     assert_eq!(
         login_result(&other),
-        Err(LoginError::NotAscii("ERROR".into()))
+        Err(LoginReplyError::NotAscii("ERROR".into()))
     );
 }
 
