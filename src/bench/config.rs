@@ -12,6 +12,9 @@ use super::BenchError;
 pub enum Protocol {
     Text,
     Binary,
+    /// memcached's meta commands (`mg`, `ms`, `md`, `mn`), each request
+    /// carrying an opaque (`O`) that its reply must echo.
+    Meta,
 }
 
 impl Protocol {
@@ -19,6 +22,7 @@ impl Protocol {
         match self {
             Protocol::Text => "text",
             Protocol::Binary => "binary",
+            Protocol::Meta => "meta",
         }
     }
 }

@@ -7,11 +7,12 @@ use clap::Args;
 use memgate::config::ConfigError;
 use memgate::units::{parse_duration_arg, parse_size_arg};
 
-/// Text or binary, for `memgate bench --protocol`.
+/// Text, binary or meta, for `memgate bench --protocol`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum BenchProtocol {
     Text,
     Binary,
+    Meta,
 }
 
 /// Key choice, for `memgate bench --key-pattern`.
@@ -30,7 +31,7 @@ pub struct BenchArgs {
     /// Which protocol to speak.
     #[arg(long, value_enum, default_value = "text")]
     pub protocol: BenchProtocol,
-    /// Log in: SASL PLAIN over binary, `set <user> 0 0 <len>` over text.
+    /// Log in: SASL PLAIN over binary, `set <user> 0 0 <len>` over text and meta.
     #[arg(long, requires = "password")]
     pub username: Option<String>,
     /// The password for --username.
@@ -234,6 +235,7 @@ impl BenchArgs {
             protocol: match self.protocol {
                 BenchProtocol::Text => Protocol::Text,
                 BenchProtocol::Binary => Protocol::Binary,
+                BenchProtocol::Meta => Protocol::Meta,
             },
             login,
             tls,
