@@ -179,12 +179,24 @@ pub struct CheckReport {
 }
 
 impl CheckReport {
-    fn new(options: CheckOptions, tally: Tally, server: ServerChange) -> CheckReport {
-        let lost = if server.explains_misses().is_none() {
+    fn new(options: CheckOptions, mut tally: Tally, server: ServerChange) -> CheckReport {
+        let explained = server.explains_misses();
+        let lost = if explained.is_none() {
             tally.miss_after_ack
         } else {
             0
         };
+        // Only now is it known what the misses were.
+        let label = if explained.is_none() {
+            "lost:"
+        } else {
+            "miss explained:"
+        };
+        for line in &mut tally.examples {
+            if let Some(rest) = line.strip_prefix("miss_after_ack:") {
+                *line = format!("{label}{rest}");
+            }
+        }
         CheckReport {
             options,
             tally,
