@@ -12,7 +12,8 @@
 //!   requests and `mn` closing each batch that ends quiet;
 //! - text: the reply's shape (STORED answers a set, DELETED/NOT_FOUND a
 //!   delete, VALUE…END a get) and the keys VALUE lines echo, which must be
-//!   keys of the get in the order asked.
+//!   keys of the get, each at most once (in any order: protocol.txt does not
+//!   promise one).
 //!
 //! A reply matched to the wrong request is `out_of_order`, and the
 //! connection is then not trusted any further: it is closed, and what was in
@@ -244,26 +245,25 @@ impl Codec {
             (Part::Delete { .. }, other) => return wrong("a delete", &other),
             (Part::TextGet { keys }, mut reply) => {
                 let mut values = vec![None; keys.len()];
-                // Where the next VALUE's key may be: after the last one seen.
-                let mut next_index = 0;
                 loop {
                     match reply {
                         TextReply::End => break,
                         TextReply::Value { key, data, .. } => {
-                            let found = keys
-                                .iter()
-                                .skip(next_index)
-                                .position(|&(k, _)| self.keys.name(k) == key);
-                            let Some(at) = found.map(|i| i + next_index) else {
-                                return Err(Broken::OutOfOrder(format!(
-                                    "VALUE {} to a get of other keys, or out of order",
-                                    key.escape_ascii()
-                                )));
-                            };
-                            if let Some(slot) = values.get_mut(at) {
-                                *slot = Some(data);
+                            // protocol.txt promises no order for the items
+                            // of a multi-key get (twemproxy merges them as
+                            // its servers answer), only that each is one of
+                            // the keys asked for: another key, or one twice,
+                            // answers another request.
+                            let at = keys.iter().position(|&(k, _)| self.keys.name(k) == key);
+                            match at.and_then(|at| values.get_mut(at)) {
+                                Some(slot @ None) => *slot = Some(data),
+                                _ => {
+                                    return Err(Broken::OutOfOrder(format!(
+                                        "VALUE {} to a get of other keys, or twice",
+                                        key.escape_ascii()
+                                    )))
+                                }
                             }
-                            next_index = at + 1;
                         }
                         other => return wrong("a get", &other),
                     }
@@ -528,7 +528,7 @@ mod tests {
     }
 
     #[test]
-    fn text_gets_check_the_keys_and_their_order() {
+    fn text_gets_check_the_keys_they_echo() {
         let c = codec(Protocol::Text);
         let queue = [wire(
             Part::TextGet {
@@ -555,15 +555,37 @@ mod tests {
             ])]
         );
         assert_eq!(c.next(&good.as_bytes()[..used - 1], queue.iter()), Ok(None));
+        // Items in another order are fine; another key, or one twice, not.
         let swapped = format!(
             "VALUE {} 0 1\r\nc\r\nVALUE {} 0 1\r\na\r\nEND\r\n",
             String::from_utf8_lossy(&k3),
             String::from_utf8_lossy(&k1)
         );
-        assert!(matches!(
-            c.next(swapped.as_bytes(), queue.iter()),
-            Err(Broken::OutOfOrder(_))
-        ));
+        let (outcomes, _) = c.next(swapped.as_bytes(), queue.iter()).unwrap().unwrap();
+        assert_eq!(
+            outcomes,
+            vec![Outcome::Read(vec![
+                Some(Bytes::from_static(b"a")),
+                None,
+                Some(Bytes::from_static(b"c"))
+            ])]
+        );
+        let k4 = c.keys.name(4);
+        for bad in [
+            format!("VALUE {} 0 1\r\nd\r\nEND\r\n", String::from_utf8_lossy(&k4)),
+            format!(
+                "VALUE {k} 0 1\r\na\r\nVALUE {k} 0 1\r\na\r\nEND\r\n",
+                k = String::from_utf8_lossy(&k1)
+            ),
+        ] {
+            assert!(
+                matches!(
+                    c.next(bad.as_bytes(), queue.iter()),
+                    Err(Broken::OutOfOrder(_))
+                ),
+                "{bad}"
+            );
+        }
         // A set's reply to a get.
         assert!(matches!(
             c.next(b"STORED\r\n", queue.iter()),
