@@ -35,8 +35,10 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::super::keys::mix;
 
-/// The shortest value `--check` writes: the header and the hash need room.
-pub const MIN_VALUE_LEN: usize = 64;
+/// The shortest value `--check` writes: the longest header (`mgc`, a u32,
+/// two u64 and three colons: 56 bytes), filler and the hash (17) fit, so
+/// every write of a key is exactly as long and a shorter value is damaged.
+pub const MIN_VALUE_LEN: usize = 80;
 
 /// Every violation kind, in report order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -349,12 +351,15 @@ mod tests {
         // Truncated: still our shape by its magic.
         assert_eq!(decode(&v[..99], 100), Err(Undecodable::Corrupt));
         assert_eq!(decode(b"hello", 100), Err(Undecodable::NotOurs));
-        // Too short for its header, the value grows.
+        // Too short for its header, the value grows; the longest header
+        // fits the shortest value the checker writes.
         assert!(encode(stamp(999, 123_456_789, 1 << 40), 8).len() > 40);
+        let longest = stamp(u32::MAX, u64::MAX, u64::MAX);
+        assert_eq!(encode(longest, MIN_VALUE_LEN).len(), MIN_VALUE_LEN);
     }
 
     fn model() -> (Model, usize) {
-        (Model::new(1, false), 64)
+        (Model::new(1, false), MIN_VALUE_LEN)
     }
 
     #[test]
