@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -31,6 +32,11 @@ enum Fault {
     DropWrite,
     /// A reply is written after the next one.
     Reorder,
+    /// An item is evicted (and counted in `stats`).
+    Evict,
+    /// A set is acknowledged and not stored, and `stats` is refused, so
+    /// nothing can tell a lost write from an eviction.
+    DropWriteNoStats,
 }
 
 const FAULT_EVERY: u64 = 25;
@@ -41,6 +47,7 @@ const FAULT_EVERY: u64 = 25;
 struct Fake {
     fault: Fault,
     items: Mutex<HashMap<Bytes, Vec<Bytes>>>,
+    evictions: AtomicU64,
     started: Instant,
 }
 
@@ -50,6 +57,7 @@ async fn start_fake(fault: Fault) -> SocketAddr {
     let fake = Arc::new(Fake {
         fault,
         items: Mutex::new(HashMap::new()),
+        evictions: AtomicU64::new(0),
         started: Instant::now(),
     });
     tokio::spawn(async move {
@@ -109,7 +117,12 @@ impl Fake {
         let mut items = self.items.lock().unwrap();
         match command {
             Command::Store(store) => {
-                if !(faulty && self.fault == Fault::DropWrite) {
+                let drop = matches!(self.fault, Fault::DropWrite | Fault::DropWriteNoStats);
+                if faulty && self.fault == Fault::Evict {
+                    // Evict the key just written, after acknowledging it.
+                    items.remove(&store.key);
+                    self.evictions.fetch_add(1, Ordering::Relaxed);
+                } else if !(faulty && drop) {
                     items
                         .entry(store.key.clone())
                         .or_default()
@@ -161,13 +174,19 @@ impl Fake {
                 Response::Get(found)
             }
             Command::Noop => Response::Noop,
+            Command::Stats { .. } if self.fault == Fault::DropWriteNoStats => {
+                Response::Error(protocol::ErrorReply::UnknownCommand)
+            }
             Command::Stats { group: None } => Response::Stats(vec![
                 ("pid".into(), "4242".into()),
                 (
                     "uptime".into(),
                     self.started.elapsed().as_secs().to_string(),
                 ),
-                ("evictions".into(), "0".into()),
+                (
+                    "evictions".into(),
+                    self.evictions.load(Ordering::Relaxed).to_string(),
+                ),
             ]),
             _ => Response::Error(protocol::ErrorReply::UnknownCommand),
         }
@@ -281,6 +300,46 @@ async fn a_dropped_write_is_lost() {
     // A dropped first write reads back as a miss (lost); a dropped later one
     // as the value before it (stale).
     detects(Fault::DropWrite, Kind::Lost).await;
+}
+
+/// Misses the server's stats explain, or cannot rule out, are reported
+/// but are not `lost`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evictions_and_unknown_stats_explain_misses() {
+    for (fault, why) in [
+        (Fault::Evict, "evictions"),
+        (Fault::DropWriteNoStats, "unknown server stats"),
+    ] {
+        let addr = start_fake(fault).await;
+        for protocol in DIALECTS {
+            let report = check(addr, protocol, CheckOptions::default()).await;
+            let check = report.check.as_ref().unwrap();
+            assert_eq!(
+                check.count(Kind::Lost),
+                0,
+                "{fault:?} {protocol:?}: {report}"
+            );
+            assert!(
+                check.tally.miss_after_ack > 0,
+                "{fault:?} {protocol:?}: {report}"
+            );
+            let explained = check.server.explains_misses().unwrap_or_default();
+            assert!(explained.contains(why), "{fault:?}: {explained}");
+            assert!(
+                check
+                    .tally
+                    .examples
+                    .iter()
+                    .any(|e| e.starts_with("miss explained:")),
+                "{:?}",
+                check.tally.examples
+            );
+            if fault == Fault::Evict {
+                assert_eq!(check.violations(), 0, "{report}");
+                assert!(check.failure().is_none());
+            }
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
