@@ -256,6 +256,20 @@ async fn a_correct_fake_gives_no_violations() {
     }
 }
 
+/// Fewer keys than connections: each connection still gets a key of its
+/// own, and every write has a sequence number.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fewer_keys_than_connections() {
+    let addr = start_fake(Fault::None).await;
+    let mut c = config(addr, Protocol::Text, CheckOptions::default());
+    c.key_space = 2;
+    c.connections = 4;
+    let report = bench::run(c).await.unwrap();
+    let check = report.check.as_ref().unwrap();
+    assert_eq!(check.violations(), 0, "{report}");
+    assert!(check.tally.verified > 100, "{report}");
+}
+
 /// Run `fault` in every dialect; `kind` must be counted in each.
 async fn detects(fault: Fault, kind: Kind) {
     let addr = start_fake(fault).await;

@@ -306,7 +306,9 @@ pub(super) async fn run(
         >> 32) as u32;
     let ctx = Arc::new(CheckCtx {
         codec: wire::Codec::new(config.protocol, wire::Keys::new(run_id)),
-        seqs: model::Seqs::new(config.key_space),
+        // With own keys and fewer keys than connections, each connection
+        // still gets one key of its own: index `i` for connection `i`.
+        seqs: model::Seqs::new(config.key_space.max(config.connections as u64)),
         config: config.clone(),
         options: options.clone(),
     });
