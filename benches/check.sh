@@ -9,7 +9,11 @@
 #   twemproxy           nutcracker (ketama, md5) over three memcached: text
 #                       only (it speaks neither binary nor meta), its stats
 #                       read from the three memcached (--check-stats), since
-#                       twemproxy answers no `stats` on its client port.
+#                       twemproxy answers no `stats` on its client port;
+#   memgate-sidecar     this build's `memgate proxy` over three memgate nodes
+#                       (TLS + login, default settings), started just before
+#                       its runs: text, binary, meta (its stats are the
+#                       sidecar's own `stats` answer).
 # Each row: a plain check, then quiet requests with 4-key gets (binary
 # GETKQ…NOOP, meta `mg q`…`mn`, text `get k1..k4`, across the three
 # servers behind twemproxy), then every connection on every key (shared).
@@ -63,6 +67,33 @@ bg nutcracker -c "$work/nutcracker.yml" -s "$(free_port)" -a 127.0.0.1 -o "$work
 wait_port "$tw"
 tw_stats=$(printf '127.0.0.1:%s,' "${backends[@]}"); tw_stats=${tw_stats%,}
 
+# The memgate sidecar over three memgate nodes, as `memgate up` runs them.
+"$bin" certs --out "$work/pki" --node localhost >/dev/null
+user=check pass=check-password-123
+cat > "$work/caches.toml" <<TOML
+[[cache]]
+id = "check"
+memory_limit = "64MiB"
+[[cache.credential]]
+username = "$user"
+password = "$pass"
+TOML
+export MEMGATE_LOG=warn
+servers=""
+for i in 1 2 3; do
+  p=$(free_port)
+  bg "$bin" node --memory-limit 64MiB --listen none --tls-listen 127.0.0.1:"$p" --caches "$work/caches.toml" \
+    --cert "$work/pki/localhost.crt" --key "$work/pki/localhost.key"
+  wait_port "$p"
+  servers+="${servers:+,}n$i=127.0.0.1:$p"
+done
+start_sidecar() { # sets $sidecar: a fresh sidecar for each run, so each sees its start-up
+  sidecar=$(free_port)
+  bg "$bin" proxy --listen 127.0.0.1:"$sidecar" --servers "$servers" --ca "$work/pki/ca.crt" \
+    --server-name localhost --username "$user" --password "$pass" --metrics-listen none
+  wait_port "$sidecar"
+}
+
 status=0
 run() { # name port protocol [extra flags...]
   local name=$1 port=$2 protocol=$3; shift 3
@@ -79,6 +110,10 @@ done
 run twemproxy-text "$tw" text --check-stats "$tw_stats"
 run twemproxy-text-mget4 "$tw" text --check-multiget 4 --check-stats "$tw_stats"
 run twemproxy-text-shared "$tw" text --check-keys shared --check-multiget 4 --check-stats "$tw_stats"
+for protocol in text binary meta; do
+  start_sidecar; run "memgate-sidecar-$protocol" "$sidecar" "$protocol"
+  start_sidecar; run "memgate-sidecar-$protocol-quiet-mget4" "$sidecar" "$protocol" --check-quiet --check-multiget 4
+done
 
 python3 - "$out" <<'PY'
 import json, pathlib, sys
