@@ -94,7 +94,8 @@ pub struct BenchArgs {
     /// Set every key once before measuring, so gets hit.
     #[arg(long)]
     pub prefill: bool,
-    /// Check every hit carries its key's value (counted as an error if not).
+    /// Check every hit carries its key's value (counted as an error if not);
+    /// --check judges far more (whose value, which write, lost, order).
     #[arg(long)]
     pub verify: bool,
     /// Connection churn: each of --connections workers loops connect (TLS
