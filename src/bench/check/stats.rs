@@ -115,6 +115,9 @@ pub struct ServerChange {
     pub available: bool,
     /// Servers whose stats could not be read.
     pub unavailable: Vec<String>,
+    /// Servers whose stats have no `evictions` counter: they cannot say
+    /// they evicted nothing.
+    pub uncounted: Vec<String>,
     /// `evictions` went up by this much, summed over the servers.
     pub evictions: u64,
     /// `cmd_flush` went up by this much.
@@ -144,6 +147,9 @@ impl ServerChange {
             };
             // A restart resets the counters, so a delta can then hide it:
             // the restart itself is what explains the misses.
+            if number(&before, "evictions").is_none() || number(&after, "evictions").is_none() {
+                change.uncounted.push(server.clone());
+            }
             change.evictions += delta("evictions");
             change.flushes += delta("cmd_flush");
             let pid_changed = matches!(
@@ -171,6 +177,12 @@ impl ServerChange {
                 self.unavailable.join(", ")
             ));
         }
+        if !self.uncounted.is_empty() {
+            why.push(format!(
+                "stats without an evictions counter ({})",
+                self.uncounted.join(", ")
+            ));
+        }
         if self.evictions > 0 {
             why.push(format!("{} evictions", self.evictions));
         }
@@ -187,6 +199,7 @@ impl ServerChange {
         serde_json::json!({
             "stats_available": self.available,
             "unavailable": self.unavailable,
+            "no_evictions_counter": self.uncounted,
             "evictions": self.evictions,
             "flushes": self.flushes,
             "restarted": self.restarted,
@@ -215,14 +228,29 @@ mod tests {
             s(&[("pid", "1"), ("uptime", "9"), ("evictions", "3")]),
         );
         assert_eq!(quiet.explains_misses(), None);
+        // Without the counter, no eviction cannot be told from none counted.
+        let uncounted = ServerChange::between(s(&[("pid", "1")]), s(&[("pid", "1")]));
+        assert!(uncounted
+            .explains_misses()
+            .unwrap()
+            .contains("without an evictions counter"));
         let evicted = ServerChange::between(s(&[("evictions", "3")]), s(&[("evictions", "5")]));
         assert_eq!(evicted.explains_misses().as_deref(), Some("2 evictions"));
-        let restarted = ServerChange::between(s(&[("pid", "1")]), s(&[("pid", "2")]));
+        let restarted = ServerChange::between(
+            s(&[("pid", "1"), ("evictions", "0")]),
+            s(&[("pid", "2"), ("evictions", "0")]),
+        );
         assert!(restarted.explains_misses().unwrap().contains("restart"));
-        let back = ServerChange::between(s(&[("uptime", "50")]), s(&[("uptime", "2")]));
+        let back = ServerChange::between(
+            s(&[("uptime", "50"), ("evictions", "0")]),
+            s(&[("uptime", "2"), ("evictions", "0")]),
+        );
         assert!(back.explains_misses().is_some());
-        let flushed = ServerChange::between(s(&[("cmd_flush", "0")]), s(&[("cmd_flush", "1")]));
-        assert!(flushed.explains_misses().is_some());
+        let flushed = ServerChange::between(
+            s(&[("cmd_flush", "0"), ("evictions", "0")]),
+            s(&[("cmd_flush", "1"), ("evictions", "0")]),
+        );
+        assert_eq!(flushed.explains_misses().as_deref(), Some("1 flushes"));
         let unknown = ServerChange::between(
             vec![("t".to_string(), None)],
             vec![("t".to_string(), stats(&[]))],
