@@ -172,6 +172,8 @@ impl Tally {
 #[derive(Clone, Debug)]
 pub struct CheckReport {
     pub options: CheckOptions,
+    /// Key `i` of the examples is `<key_prefix><i>` on the server.
+    pub key_prefix: String,
     pub tally: Tally,
     pub server: ServerChange,
     /// Misses after an acknowledged set counted as `lost`.
@@ -179,7 +181,12 @@ pub struct CheckReport {
 }
 
 impl CheckReport {
-    fn new(options: CheckOptions, mut tally: Tally, server: ServerChange) -> CheckReport {
+    fn new(
+        options: CheckOptions,
+        key_prefix: String,
+        mut tally: Tally,
+        server: ServerChange,
+    ) -> CheckReport {
         let explained = server.explains_misses();
         let lost = if explained.is_none() {
             tally.miss_after_ack
@@ -199,6 +206,7 @@ impl CheckReport {
         }
         CheckReport {
             options,
+            key_prefix,
             tally,
             server,
             lost,
@@ -267,6 +275,7 @@ impl CheckReport {
             "summary": self.summary(),
             "keys": match self.options.keys { KeyMode::Own => "own", KeyMode::Shared => "shared" },
             "multiget": self.options.multiget,
+            "key_prefix": self.key_prefix,
             "quiet": self.options.quiet,
             "verified": t.verified,
             "stale": self.count(Kind::Stale),
@@ -336,5 +345,6 @@ pub(super) async fn run(
     }
     let after = stats::read(config, &options).await;
     let server = ServerChange::between(before, after);
-    Ok((total, CheckReport::new(options, tally, server)))
+    let prefix = ctx.codec.keys.prefix();
+    Ok((total, CheckReport::new(options, prefix, tally, server)))
 }

@@ -108,7 +108,13 @@ impl Keys {
     }
 
     pub fn name(&self, key: u64) -> Bytes {
-        Bytes::from(format!("mgc:{:08x}:{key}", self.run))
+        Bytes::from(format!("{}{key}", self.prefix()))
+    }
+
+    /// What every key name of the run starts with (the examples give
+    /// indexes: this finds the keys on the server).
+    pub fn prefix(&self) -> String {
+        format!("mgc:{:08x}:", self.run)
     }
 }
 
