@@ -558,3 +558,76 @@ impl Reader<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::super::BenchConfig;
+    use super::super::{wire, CheckOptions};
+    use super::*;
+
+    fn ctx(keys: KeyMode, key_space: u64, multiget: usize) -> CheckCtx {
+        let mut config = BenchConfig::new("127.0.0.1:1");
+        config.connections = 4;
+        config.key_space = key_space;
+        config.ratio = (1, 1);
+        config.stop = Stop::Requests(4000);
+        CheckCtx {
+            codec: wire::Codec::new(config.protocol, wire::Keys::new(1)),
+            seqs: model::Seqs::new(key_space),
+            config,
+            options: CheckOptions {
+                keys,
+                multiget,
+                ..CheckOptions::default()
+            },
+        }
+    }
+
+    fn steps(ctx: &CheckCtx, index: usize) -> Vec<Step> {
+        let mut plan = CheckPlan::new(ctx, index, Instant::now());
+        std::iter::from_fn(|| plan.take(Instant::now()).map(|(step, _)| step)).collect()
+    }
+
+    #[test]
+    fn own_keys_stay_with_their_connection_and_gets_ask_distinct_keys() {
+        let ctx = ctx(KeyMode::Own, 100, 4);
+        let steps = steps(&ctx, 2);
+        assert_eq!(steps.len(), 1000);
+        let mine = 50..75;
+        let mut deletes = 0;
+        for step in &steps {
+            match step {
+                Step::Set(k) => assert!(mine.contains(k)),
+                Step::Delete(k) => {
+                    deletes += 1;
+                    assert!(mine.contains(k));
+                }
+                Step::Get(keys) => {
+                    assert_eq!(keys.len(), 4);
+                    assert!(keys.iter().all(|k| mine.contains(k)), "{keys:?}");
+                    let mut distinct = keys.clone();
+                    distinct.sort_unstable();
+                    distinct.dedup();
+                    assert_eq!(distinct.len(), 4, "{keys:?}");
+                }
+            }
+        }
+        // One write in eight, about: 500 writes.
+        assert!((30..100).contains(&deletes), "{deletes}");
+    }
+
+    #[test]
+    fn shared_keys_span_the_key_space_and_only_set() {
+        let ctx = ctx(KeyMode::Shared, 100, 1);
+        let steps = steps(&ctx, 3);
+        assert!(steps.iter().all(|s| !matches!(s, Step::Delete(_))));
+        let highest = steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Set(k) => Some(*k),
+                _ => None,
+            })
+            .max();
+        assert!(highest > Some(75), "{highest:?}");
+    }
+}
