@@ -174,7 +174,11 @@ async fn bench(args: cli::BenchArgs) -> Result<(), Failure> {
     } else {
         println!("{report}");
     }
-    Ok(())
+    // `--check` fails (exit 1) on any violation, after the report is out.
+    match report.check.as_ref().and_then(|c| c.failure()) {
+        Some(failure) => Err(Failure::Runtime(anyhow::anyhow!(failure))),
+        None => Ok(()),
+    }
 }
 
 /// `memgate up`: the whole local cluster until Ctrl-C or SIGTERM.

@@ -22,7 +22,7 @@ use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::task::JoinSet;
 
-use super::conn::{self, Conn, Op, Reply, WireError};
+use super::conn::{self, BenchReply, Conn, Op, WireError};
 use super::drive::{read_reply, until_due};
 use super::keys;
 use super::plan::{Item, Plan};
@@ -129,7 +129,7 @@ pub(super) async fn attempt(
     item: &Item,
     out: &mut BytesMut,
     buf: &mut BytesMut,
-) -> Result<Reply, Failed> {
+) -> Result<BenchReply, Failed> {
     let wire = |e: std::io::Error| Failed::Reply(WireError(e.to_string()));
     out.clear();
     buf.clear();

@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::check::{CheckOptions, MAX_MULTIGET};
 use super::keys::KeyPattern;
 use super::BenchError;
 
@@ -12,6 +13,9 @@ use super::BenchError;
 pub enum Protocol {
     Text,
     Binary,
+    /// memcached's meta commands (`mg`, `ms`, `md`, `mn`), each request
+    /// carrying an opaque (`O`) that its reply must echo.
+    Meta,
 }
 
 impl Protocol {
@@ -19,6 +23,7 @@ impl Protocol {
         match self {
             Protocol::Text => "text",
             Protocol::Binary => "binary",
+            Protocol::Meta => "meta",
         }
     }
 }
@@ -85,6 +90,8 @@ pub struct BenchConfig {
     /// TLS and login as configured, one request, close); `connections` is
     /// then the number of concurrent workers.
     pub churn: bool,
+    /// A consistency check instead of a benchmark (`super::check`).
+    pub check: Option<CheckOptions>,
 }
 
 /// Connections beyond this cost more memory (a histogram each) than they are worth.
@@ -114,6 +121,7 @@ impl BenchConfig {
             verify: false,
             progress: false,
             churn: false,
+            check: None,
         }
     }
 
@@ -155,6 +163,17 @@ impl BenchConfig {
         }
         if self.timeout.is_zero() {
             return bad("timeout must be positive");
+        }
+        if let Some(check) = &self.check {
+            if self.churn || self.rate.is_some() {
+                return bad("check runs closed loop on long-lived connections: no churn or rate");
+            }
+            if check.multiget == 0 || check.multiget > MAX_MULTIGET {
+                return bad("check multiget must be 1 to 100");
+            }
+            if self.ratio.0 == 0 {
+                return bad("check needs writes: the SET part of the ratio must not be 0");
+            }
         }
         if let Some(login) = &self.login {
             if login.username.is_empty()

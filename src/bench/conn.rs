@@ -1,10 +1,7 @@
 //! One benchmark connection: connect (TCP or verified TLS), log in, encode
-//! requests and parse the server's replies in either dialect.
-//!
-//! The protocol module encodes requests in both dialects and parses binary
-//! replies, but has no parser for *text replies* (the node and proxy only
-//! parse text requests), so the few reply lines a get/set can produce are
-//! parsed here.
+//! requests and parse the server's replies in any of the three dialects,
+//! with the protocol module's client side (`text::client`, `meta::client`,
+//! `binary`), so that the benchmark reads replies as the sidecar does.
 
 use std::sync::Arc;
 
@@ -12,8 +9,10 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::protocol::request::{Get, Store, StoreMode, TextFrame};
-use crate::protocol::{binary, sasl, text, Command, Frame, Request, Response};
+use crate::protocol::meta::client::{self as meta_client, Expect};
+use crate::protocol::request::{Get, MetaFrame, Store, StoreMode, TextFrame};
+use crate::protocol::text::client::{self as text_client, TextReply};
+use crate::protocol::{binary, sasl, text, Command, Frame, Limits, Request, Response};
 
 use super::{BenchConfig, BenchError, Protocol};
 
@@ -23,10 +22,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
 pub type Conn = Box<dyn Stream>;
 
-/// A text reply line longer than this is not one a get or set produces.
-const MAX_REPLY_LINE: usize = 4096;
 /// Largest value a reply may carry (the 1 MB item limit, with room for the key).
-const MAX_REPLY_VALUE: usize = 1 << 21;
+pub(super) const MAX_REPLY_VALUE: usize = 1 << 21;
 
 /// Open a connection to the server, with TLS and login as configured.
 pub async fn connect(config: &BenchConfig) -> Result<Conn, BenchError> {
@@ -112,24 +109,26 @@ async fn log_in(
                 other => Err(BenchError::Login(format!("refused ({other:?})"))),
             }
         }
-        Protocol::Text => {
+        // Meta commands share the text protocol's connection and its login.
+        Protocol::Text | Protocol::Meta => {
             out.extend_from_slice(format!("set {username} 0 0 {}\r\n", password.len()).as_bytes());
             out.extend_from_slice(password.as_bytes());
             out.extend_from_slice(b"\r\n");
             conn.write_all(&out).await.map_err(io)?;
             conn.flush().await.map_err(io)?;
-            let line = loop {
-                if let Some(end) = find_crlf(&buf) {
-                    break String::from_utf8_lossy(&buf[..end]).into_owned();
+            let reply = loop {
+                if let Some((reply, _)) = text_client::parse_reply(&buf, MAX_REPLY_VALUE)
+                    .map_err(|e| BenchError::Login(e.to_string()))?
+                {
+                    break reply;
                 }
-                if buf.len() > MAX_REPLY_LINE || conn.read_buf(&mut buf).await.map_err(io)? == 0 {
+                if conn.read_buf(&mut buf).await.map_err(io)? == 0 {
                     return Err(BenchError::Login("connection closed".into()));
                 }
             };
-            if line == "STORED" {
-                Ok(())
-            } else {
-                Err(BenchError::Login(format!("refused ({line})")))
+            match reply {
+                TextReply::Stored => Ok(()),
+                other => Err(BenchError::Login(format!("refused ({other:?})"))),
             }
         }
     }
@@ -142,9 +141,9 @@ pub enum Op {
     Set,
 }
 
-/// A reply, reduced to what the benchmark counts.
+/// The reply to one benchmark request, reduced to what the benchmark counts.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Reply {
+pub enum BenchReply {
     Hit(Bytes),
     Miss,
     Stored,
@@ -203,6 +202,11 @@ impl Codec {
                 out,
             )
             .map_err(|e| WireError(e.to_string())),
+            // `mg <key> v O<opaque>` and `ms <key> <len> O<opaque>`: the
+            // meta client writes what a meta client framed like this asks.
+            Protocol::Meta => meta_client::encode_request(&command, &meta_frame(), opaque, out)
+                .map(|_| ())
+                .map_err(|e| WireError(e.to_string())),
         }
     }
 
@@ -212,8 +216,12 @@ impl Codec {
         op: Op,
         opaque: u32,
         buf: &[u8],
-    ) -> Result<Option<(Reply, usize)>, WireError> {
-        match self.protocol {
+    ) -> Result<Option<(BenchReply, usize)>, WireError> {
+        let template = match op {
+            Op::Get => &self.get_template,
+            Op::Set => &self.set_template,
+        };
+        let (response, used) = match self.protocol {
             Protocol::Binary => {
                 let Some((packet, used)) =
                     binary::parse_response(buf).map_err(|e| WireError(e.to_string()))?
@@ -226,24 +234,44 @@ impl Codec {
                         packet.opaque
                     )));
                 }
-                let template = match op {
-                    Op::Get => &self.get_template,
-                    Op::Set => &self.set_template,
-                };
-                let reply = match (op, binary::decode_response(template, &packet)) {
-                    (Op::Get, Response::Get(mut found)) => match found.pop().flatten() {
-                        Some(found) => Reply::Hit(found.data),
-                        None => Reply::Miss,
-                    },
-                    (Op::Set, Response::Stored { .. }) => Reply::Stored,
-                    (_, Response::Error(e)) => Reply::Error(e.text()),
-                    (_, other) => Reply::Error(format!("unexpected reply {other:?}")),
-                };
-                Ok(Some((reply, used)))
+                (binary::decode_response(template, &packet), used)
             }
-            Protocol::Text => parse_text_reply(op, buf),
-        }
+            Protocol::Meta => {
+                let limits = Limits {
+                    max_item_size: MAX_REPLY_VALUE,
+                };
+                let Some((reply, used)) =
+                    meta_client::parse_reply(buf, Expect::Meta(Some(opaque)), &limits)
+                        .map_err(|e| WireError(e.to_string()))?
+                else {
+                    return Ok(None);
+                };
+                let response = meta_client::decode(template.clone(), reply)
+                    .map_err(|e| WireError(e.to_string()))?;
+                (response, used)
+            }
+            Protocol::Text => return parse_text_reply(op, buf),
+        };
+        let reply = match (op, response) {
+            (Op::Get, Response::Get(mut found)) => match found.pop().flatten() {
+                Some(found) => BenchReply::Hit(found.data),
+                None => BenchReply::Miss,
+            },
+            (Op::Set, Response::Stored { .. }) => BenchReply::Stored,
+            (_, Response::Error(e)) => BenchReply::Error(e.text()),
+            (_, other) => BenchReply::Error(format!("unexpected reply {other:?}")),
+        };
+        Ok(Some((reply, used)))
     }
+}
+
+/// How the benchmark's meta requests are framed: values returned, nothing
+/// else asked (the opaque is the request's sequence number).
+fn meta_frame() -> Frame {
+    Frame::Meta(Box::new(MetaFrame {
+        return_value: true,
+        ..MetaFrame::default()
+    }))
 }
 
 fn store(key: Bytes, data: Bytes) -> Store {
@@ -259,64 +287,32 @@ fn store(key: Bytes, data: Bytes) -> Store {
     }
 }
 
-fn find_crlf(buf: &[u8]) -> Option<usize> {
-    buf.windows(2).position(|w| w == b"\r\n")
-}
-
 /// The reply to a single-key `get` or a `set`, in the text protocol.
-pub fn parse_text_reply(op: Op, buf: &[u8]) -> Result<Option<(Reply, usize)>, WireError> {
-    let Some(end) = find_crlf(&buf[..buf.len().min(MAX_REPLY_LINE + 2)]) else {
-        if buf.len() > MAX_REPLY_LINE {
-            return Err(WireError("reply line too long".into()));
-        }
+pub fn parse_text_reply(op: Op, buf: &[u8]) -> Result<Option<(BenchReply, usize)>, WireError> {
+    let wire = |e: text_client::TextReplyError| WireError(e.to_string());
+    let Some((first, used)) = text_client::parse_reply(buf, MAX_REPLY_VALUE).map_err(wire)? else {
         return Ok(None);
     };
-    let line = &buf[..end];
-    let after_line = end + 2;
-    let error = |line: &[u8]| Reply::Error(String::from_utf8_lossy(line).into_owned());
-    if line.starts_with(b"ERROR")
-        || line.starts_with(b"CLIENT_ERROR")
-        || line.starts_with(b"SERVER_ERROR")
-    {
-        return Ok(Some((error(line), after_line)));
-    }
-    match op {
-        Op::Set => Ok(Some((
-            if line == b"STORED" {
-                Reply::Stored
-            } else {
-                error(line)
-            },
-            after_line,
-        ))),
-        Op::Get if line == b"END" => Ok(Some((Reply::Miss, after_line))),
-        Op::Get if line.starts_with(b"VALUE ") => {
-            // VALUE <key> <flags> <bytes> [<cas>]
-            let words: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
-            let len = words
-                .get(3)
-                .and_then(|w| std::str::from_utf8(w).ok())
-                .and_then(|w| w.parse::<usize>().ok())
-                .filter(|&n| n <= MAX_REPLY_VALUE)
-                .ok_or_else(|| WireError("bad VALUE line".into()))?;
-            let data_end = after_line + len;
-            let total = data_end + 2 + b"END\r\n".len();
-            if buf.len() < total {
-                return Ok(None);
-            }
-            if &buf[data_end..total] != b"\r\nEND\r\n" {
-                return Err(WireError("value not followed by END".into()));
-            }
-            Ok(Some((
-                Reply::Hit(Bytes::copy_from_slice(&buf[after_line..data_end])),
-                total,
-            )))
+    let reply = match (op, first) {
+        (_, TextReply::Error(error)) => BenchReply::Error(error.text()),
+        (Op::Set, TextReply::Stored) => BenchReply::Stored,
+        // NOT_STORED and the like: an answer, but not success.
+        (Op::Set, other) => BenchReply::Error(format!("{other:?}")),
+        (Op::Get, TextReply::End) => BenchReply::Miss,
+        // A single-key get: the value, then END.
+        (Op::Get, TextReply::Value { data, .. }) => {
+            let rest = buf.get(used..).unwrap_or_default();
+            return match text_client::parse_reply(rest, MAX_REPLY_VALUE).map_err(wire)? {
+                None => Ok(None),
+                Some((TextReply::End, end)) => Ok(Some((BenchReply::Hit(data), used + end))),
+                Some((other, _)) => Err(WireError(format!(
+                    "value not followed by END but by {other:?}"
+                ))),
+            };
         }
-        Op::Get => Err(WireError(format!(
-            "unexpected reply to get: {}",
-            String::from_utf8_lossy(line)
-        ))),
-    }
+        (Op::Get, other) => return Err(WireError(format!("unexpected reply to get: {other:?}"))),
+    };
+    Ok(Some((reply, used)))
 }
 
 #[cfg(test)]
@@ -335,23 +331,23 @@ mod tests {
         }
         assert_eq!(
             parse_text_reply(Op::Get, hit).unwrap(),
-            Some((Reply::Hit(Bytes::from_static(b"abc")), 23))
+            Some((BenchReply::Hit(Bytes::from_static(b"abc")), 23))
         );
         assert_eq!(
             parse_text_reply(Op::Set, &hit[23..]).unwrap(),
-            Some((Reply::Stored, 8))
+            Some((BenchReply::Stored, 8))
         );
         assert_eq!(
             parse_text_reply(Op::Get, b"END\r\n").unwrap(),
-            Some((Reply::Miss, 5))
+            Some((BenchReply::Miss, 5))
         );
         assert!(matches!(
             parse_text_reply(Op::Set, b"NOT_STORED\r\n").unwrap(),
-            Some((Reply::Error(_), 12))
+            Some((BenchReply::Error(_), 12))
         ));
         assert!(matches!(
             parse_text_reply(Op::Get, b"SERVER_ERROR busy\r\n").unwrap(),
-            Some((Reply::Error(_), 19))
+            Some((BenchReply::Error(_), 19))
         ));
         assert!(parse_text_reply(Op::Get, b"STORED\r\n").is_err());
         assert!(parse_text_reply(Op::Get, b"VALUE k 0 3\r\nabcXXEND\r\n").is_err());
@@ -371,9 +367,46 @@ mod tests {
         binary::encode_response(out[1], 9, &Response::Get(vec![None]), &mut reply);
         assert_eq!(
             codec.parse(Op::Get, 9, &reply).unwrap(),
-            Some((Reply::Miss, reply.len()))
+            Some((BenchReply::Miss, reply.len()))
         );
         assert_eq!(codec.parse(Op::Get, 9, &reply[..10]).unwrap(), None);
         assert!(codec.parse(Op::Get, 10, &reply).is_err());
+    }
+
+    #[test]
+    fn meta_round_trip_through_the_codec() {
+        let codec = Codec::new(Protocol::Meta);
+        let mut out = BytesMut::new();
+        codec
+            .encode(Op::Get, Bytes::from_static(b"k"), None, 9, &mut out)
+            .unwrap();
+        assert_eq!(&out[..], b"mg k v O9\r\n");
+        out.clear();
+        codec
+            .encode(
+                Op::Set,
+                Bytes::from_static(b"k"),
+                Some(Bytes::from_static(b"abc")),
+                10,
+                &mut out,
+            )
+            .unwrap();
+        assert_eq!(&out[..], b"ms k 3 O10\r\nabc\r\n");
+        let hit = b"VA 3 O9\r\nabc\r\n";
+        assert_eq!(
+            codec.parse(Op::Get, 9, hit).unwrap(),
+            Some((BenchReply::Hit(Bytes::from_static(b"abc")), hit.len()))
+        );
+        assert_eq!(codec.parse(Op::Get, 9, &hit[..8]).unwrap(), None);
+        assert_eq!(
+            codec.parse(Op::Get, 9, b"EN O9\r\n").unwrap(),
+            Some((BenchReply::Miss, 7))
+        );
+        assert_eq!(
+            codec.parse(Op::Set, 10, b"HD O10\r\n").unwrap(),
+            Some((BenchReply::Stored, 8))
+        );
+        // Another request's opaque: the stream is out of step.
+        assert!(codec.parse(Op::Get, 9, b"EN O8\r\n").is_err());
     }
 }

@@ -9,7 +9,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 
-use super::conn::{self, Codec, Conn, Op, Reply};
+use super::conn::{self, BenchReply, Codec, Conn, Op};
 use super::keys;
 use super::plan::{Plan, Wait};
 use super::stats::{InFlight, Stats};
@@ -244,7 +244,7 @@ pub(super) async fn read_reply(
     buf: &mut BytesMut,
     op: Op,
     opaque: u32,
-) -> Result<Reply, conn::WireError> {
+) -> Result<BenchReply, conn::WireError> {
     // Each turn either returns or reads at least one byte; the caller's
     // timeout bounds the whole.
     loop {

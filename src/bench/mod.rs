@@ -17,7 +17,10 @@
 //! - With `prefill`, every key is set once before the measurement starts.
 //! - With `churn`, each request goes on a connection of its own (connect,
 //!   one request, close; [`churn`]), to measure connection set-up.
+//! - With `check`, the run is a consistency check instead ([`check`]): every
+//!   value says who wrote it, and every reply is judged.
 
+pub mod check;
 mod churn;
 mod config;
 pub mod conn;
@@ -102,7 +105,8 @@ pub async fn run(config: BenchConfig) -> Result<Report, BenchError> {
         }
     }
 
-    let prefill = if ctx.config.prefill {
+    // A check sets its own keys first (its values are not the bench's).
+    let prefill = if ctx.config.prefill && ctx.config.check.is_none() {
         let started = Instant::now();
         let plans = (0..n)
             .map(|i| Plan::prefill(ctx.config.key_space, n, i))
@@ -126,6 +130,17 @@ pub async fn run(config: BenchConfig) -> Result<Report, BenchError> {
         .config
         .progress
         .then(|| tokio::spawn(progress_lines(Arc::clone(&live), start)));
+    if let Some(options) = ctx.config.check.clone() {
+        let result = check::run(&ctx.config, options, &live, conns).await;
+        let elapsed = start.elapsed();
+        if let Some(progress) = progress {
+            progress.abort();
+        }
+        let (stats, check) = result?;
+        let mut report = Report::new(&ctx.config, stats, elapsed, prefill);
+        report.check = Some(check);
+        return Ok(report);
+    }
     let plans = (0..n).map(|i| Plan::mix(&ctx.config, i, start)).collect();
     let result = if ctx.config.churn {
         // The connections above showed that the server takes them (and the

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use super::check::CheckReport;
 use super::config::{BenchConfig, Protocol};
 use super::keys::KeyPattern;
 use super::stats::Stats;
@@ -80,6 +81,8 @@ pub struct Report {
     /// [`CURVE_QUANTILES`], for percentile plots.
     pub curve: Vec<(f64, u64)>,
     pub prefill: Option<PrefillReport>,
+    /// With `check`: what the consistency check found.
+    pub check: Option<CheckReport>,
 }
 
 /// Where the latency distribution is sampled: the minimum, the body, a tail
@@ -126,6 +129,7 @@ impl Report {
             send_lag,
             curve,
             prefill,
+            check: None,
         }
     }
 
@@ -220,6 +224,7 @@ impl Report {
                 "errors": p.errors,
                 "elapsed_seconds": p.elapsed.as_secs_f64(),
             })),
+            "check": self.check.as_ref().map(CheckReport::to_json),
         })
     }
 }
@@ -322,6 +327,12 @@ impl fmt::Display for Report {
                 "send lag  µs  p50 {}  p90 {}  p99 {}  max {} (the sender's own lateness, in the latency)",
                 lag.p50, lag.p90, lag.p99, lag.max
             )?;
+        }
+        if let Some(check) = &self.check {
+            writeln!(f, "check     {}", check.summary())?;
+            for example in &check.tally.examples {
+                writeln!(f, "          {example}")?;
+            }
         }
         write!(
             f,

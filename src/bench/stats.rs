@@ -7,7 +7,7 @@ use bytes::Bytes;
 use hdrhistogram::Histogram;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::conn::{Op, Reply};
+use super::conn::{BenchReply, Op};
 use super::{BenchError, Ctx, Live};
 
 /// Latency is recorded in microseconds, up to 100 s, to 3 significant digits.
@@ -106,7 +106,7 @@ impl Stats {
         live: &Live,
         key: u64,
         latency: Duration,
-        reply: Reply,
+        reply: BenchReply,
     ) {
         let us = micros(latency);
         self.latency.saturating_record(us);
@@ -165,12 +165,12 @@ pub(super) enum Outcome {
 }
 
 /// Judge `reply`; `expected` is the key's value when hits are verified.
-pub(super) fn judge(reply: &Reply, expected: Option<&Bytes>) -> Outcome {
+pub(super) fn judge(reply: &BenchReply, expected: Option<&Bytes>) -> Outcome {
     match reply {
-        Reply::Hit(data) if expected.is_some_and(|want| data != want) => Outcome::WrongValue,
-        Reply::Hit(_) => Outcome::Hit,
-        Reply::Miss => Outcome::Miss,
-        Reply::Stored => Outcome::Stored,
-        Reply::Error(_) => Outcome::ErrorReply,
+        BenchReply::Hit(data) if expected.is_some_and(|want| data != want) => Outcome::WrongValue,
+        BenchReply::Hit(_) => Outcome::Hit,
+        BenchReply::Miss => Outcome::Miss,
+        BenchReply::Stored => Outcome::Stored,
+        BenchReply::Error(_) => Outcome::ErrorReply,
     }
 }

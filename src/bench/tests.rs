@@ -6,7 +6,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::protocol::{binary, Response};
 
 use super::churn::{self, Failed};
-use super::conn::{Op, Reply};
+use super::conn::{BenchReply, Op};
 use super::drive::until_due;
 use super::plan::{Item, Plan, Wait};
 use super::stats::{judge, Outcome};
@@ -164,15 +164,15 @@ fn churn_takes_one_request_per_connection() {
 #[test]
 fn replies_are_judged_against_the_keys_value() {
     let right = Bytes::from_static(b"right");
-    let hit = |v: &'static [u8]| Reply::Hit(Bytes::from_static(v));
+    let hit = |v: &'static [u8]| BenchReply::Hit(Bytes::from_static(v));
     assert_eq!(judge(&hit(b"right"), Some(&right)), Outcome::Hit);
     assert_eq!(judge(&hit(b"wrong"), Some(&right)), Outcome::WrongValue);
     // Without verify any hit is a hit.
     assert_eq!(judge(&hit(b"wrong"), None), Outcome::Hit);
-    assert_eq!(judge(&Reply::Miss, Some(&right)), Outcome::Miss);
-    assert_eq!(judge(&Reply::Stored, None), Outcome::Stored);
+    assert_eq!(judge(&BenchReply::Miss, Some(&right)), Outcome::Miss);
+    assert_eq!(judge(&BenchReply::Stored, None), Outcome::Stored);
     assert_eq!(
-        judge(&Reply::Error("SERVER_ERROR busy".into()), None),
+        judge(&BenchReply::Error("SERVER_ERROR busy".into()), None),
         Outcome::ErrorReply
     );
 }
@@ -189,7 +189,12 @@ fn ctx(protocol: Protocol) -> Ctx {
 }
 
 /// One churn attempt against a peer that has already written `answer`.
-async fn attempt_against(ctx: &Ctx, op: Op, answer: &[u8], close: bool) -> Result<Reply, Failed> {
+async fn attempt_against(
+    ctx: &Ctx,
+    op: Op,
+    answer: &[u8],
+    close: bool,
+) -> Result<BenchReply, Failed> {
     let (client, mut server) = tokio::io::duplex(64 * 1024);
     server.write_all(answer).await.unwrap();
     if close {
@@ -233,24 +238,24 @@ async fn a_churn_attempt_checks_its_one_reply() {
         &mut BytesMut::new(),
     )
     .await;
-    assert!(matches!(got, Ok(Reply::Miss)));
+    assert!(matches!(got, Ok(BenchReply::Miss)));
     assert_eq!(&out[..], b"get memgate-bench:7\r\n");
     drop(server);
     match attempt_against(&ctx, Op::Get, &hit, false).await {
-        Ok(Reply::Hit(data)) => assert_eq!(data, value),
+        Ok(BenchReply::Hit(data)) => assert_eq!(data, value),
         other => panic!("{other:?}"),
     }
     assert!(matches!(
         attempt_against(&ctx, Op::Get, b"END\r\n", false).await,
-        Ok(Reply::Miss)
+        Ok(BenchReply::Miss)
     ));
     assert!(matches!(
         attempt_against(&ctx, Op::Set, b"STORED\r\n", false).await,
-        Ok(Reply::Stored)
+        Ok(BenchReply::Stored)
     ));
     assert!(matches!(
         attempt_against(&ctx, Op::Get, b"SERVER_ERROR busy\r\n", false).await,
-        Ok(Reply::Error(_))
+        Ok(BenchReply::Error(_))
     ));
     // A reply cut short by a close, a malformed one, and bytes nobody asked
     // for after the reply: none of them is an answer.
@@ -277,7 +282,7 @@ async fn a_churn_attempt_checks_its_one_reply() {
     };
     assert!(matches!(
         attempt_against(&ctx, Op::Get, &miss(1), false).await,
-        Ok(Reply::Miss)
+        Ok(BenchReply::Miss)
     ));
     let other = miss(2);
     assert!(matches!(

@@ -7,11 +7,12 @@ use clap::Args;
 use memgate::config::ConfigError;
 use memgate::units::{parse_duration_arg, parse_size_arg};
 
-/// Text or binary, for `memgate bench --protocol`.
+/// Text, binary or meta, for `memgate bench --protocol`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum BenchProtocol {
     Text,
     Binary,
+    Meta,
 }
 
 /// Key choice, for `memgate bench --key-pattern`.
@@ -19,6 +20,13 @@ pub enum BenchProtocol {
 pub enum BenchKeyPattern {
     Uniform,
     Zipf,
+}
+
+/// Whose keys each connection uses, for `memgate bench --check-keys`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchCheckKeys {
+    Own,
+    Shared,
 }
 
 /// `memgate bench` flags.
@@ -30,7 +38,7 @@ pub struct BenchArgs {
     /// Which protocol to speak.
     #[arg(long, value_enum, default_value = "text")]
     pub protocol: BenchProtocol,
-    /// Log in: SASL PLAIN over binary, `set <user> 0 0 <len>` over text.
+    /// Log in: SASL PLAIN over binary, `set <user> 0 0 <len>` over text and meta.
     #[arg(long, requires = "password")]
     pub username: Option<String>,
     /// The password for --username.
@@ -86,7 +94,8 @@ pub struct BenchArgs {
     /// Set every key once before measuring, so gets hit.
     #[arg(long)]
     pub prefill: bool,
-    /// Check every hit carries its key's value (counted as an error if not).
+    /// Check every hit carries its key's value (counted as an error if not);
+    /// --check judges far more (whose value, which write, lost, order).
     #[arg(long)]
     pub verify: bool,
     /// Connection churn: each of --connections workers loops connect (TLS
@@ -96,6 +105,33 @@ pub struct BenchArgs {
     /// Print one JSON object on stdout instead of the text report.
     #[arg(long)]
     pub json: bool,
+    /// A consistency check instead of a benchmark: every value says which
+    /// connection wrote it, for which key, as which write, and every reply
+    /// is judged (stale, foreign, lost, corrupt, out of order). Exits 1 on
+    /// any violation. See docs/bench-check.md.
+    #[arg(long)]
+    pub check: bool,
+    /// With --check: each connection its own keys (read-your-writes), or
+    /// every connection every key (sets only).
+    #[arg(long, value_enum, default_value = "own", requires = "check")]
+    pub check_keys: BenchCheckKeys,
+    /// With --check: keys per get (text `get k1 k2 …`, binary GETKQ… NOOP,
+    /// meta `mg q`… `mn`).
+    #[arg(long, default_value_t = 1, requires = "check")]
+    pub check_multiget: usize,
+    /// With --check: send about half the requests quiet (binary SETQ,
+    /// DELETEQ, GETKQ; meta `q`), each batch closed by NOOP / `mn`.
+    #[arg(long, requires = "check")]
+    pub check_quiet: bool,
+    /// With --check: also fail (exit 1) on more than N errors, timeouts and
+    /// requests lost with a connection [default: errors never fail].
+    #[arg(long, requires = "check")]
+    pub check_max_errors: Option<u64>,
+    /// With --check: read `stats` (evictions, flushes, restarts) from these
+    /// host:port servers (plain text protocol) instead of --server, e.g. the
+    /// memcached servers behind a proxy. Repeat or separate with commas.
+    #[arg(long, value_delimiter = ',', requires = "check")]
+    pub check_stats: Vec<String>,
 }
 
 impl BenchArgs {
@@ -229,11 +265,54 @@ impl BenchArgs {
         if self.timeout.is_zero() {
             return Err(invalid("--timeout", &"0", "a positive duration"));
         }
+        let check = if self.check {
+            if self.churn || self.rate.is_some() {
+                return Err(ConfigError::Invalid {
+                    what: "--check",
+                    value: "with --churn or --rate".into(),
+                    expected: "closed loop on long-lived connections",
+                });
+            }
+            if self.check_multiget == 0 || self.check_multiget > bench::check::MAX_MULTIGET {
+                return Err(invalid(
+                    "--check-multiget",
+                    &self.check_multiget,
+                    "1 to 100",
+                ));
+            }
+            if ratio.0 == 0 {
+                return Err(invalid(
+                    "--ratio",
+                    &self.ratio,
+                    "SET:GET with SET > 0 for --check",
+                ));
+            }
+            if let Some(bad) = self
+                .check_stats
+                .iter()
+                .find(|s| !matches!(s.rsplit_once(':'), Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok()))
+            {
+                return Err(invalid("--check-stats", bad, "host:port"));
+            }
+            Some(bench::check::CheckOptions {
+                keys: match self.check_keys {
+                    BenchCheckKeys::Own => bench::check::KeyMode::Own,
+                    BenchCheckKeys::Shared => bench::check::KeyMode::Shared,
+                },
+                multiget: self.check_multiget,
+                quiet: self.check_quiet,
+                max_errors: self.check_max_errors,
+                stats_from: self.check_stats,
+            })
+        } else {
+            None
+        };
         Ok(BenchConfig {
             server: self.server,
             protocol: match self.protocol {
                 BenchProtocol::Text => Protocol::Text,
                 BenchProtocol::Binary => Protocol::Binary,
+                BenchProtocol::Meta => Protocol::Meta,
             },
             login,
             tls,
@@ -250,6 +329,7 @@ impl BenchArgs {
             verify: self.verify,
             progress: true,
             churn: self.churn,
+            check,
         })
     }
 }
