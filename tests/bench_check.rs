@@ -5,6 +5,8 @@
 //! dialects with pipelining, quiet requests and multi-key gets, there are
 //! none. The real binary exits 1 on a violation and 0 otherwise.
 
+mod common;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -378,59 +380,10 @@ async fn reordered_quiet_and_multi_key_replies_are_out_of_order() {
     }
 }
 
-/// One memcached process on a free port; killed on drop. (A copy of what
-/// tests/common's launcher does, which is being restructured.)
-struct Memcached {
-    addr: SocketAddr,
-    child: std::process::Child,
-}
-
-impl Drop for Memcached {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_memcached() -> Memcached {
-    use std::process::{Command as Process, Stdio};
-    for _attempt in 0..10 {
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
-        let mut child = Process::new("memcached")
-            .args(["-U", "0", "-l", "127.0.0.1", "-u", "root"])
-            .args(["-m", "64", "-t", "2", "-c", "1024"])
-            .arg("-p")
-            .arg(port.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("memcached (run .ci/run)");
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            if let Ok(Some(_)) = child.try_wait() {
-                break; // the port was taken meanwhile: try another
-            }
-            if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return Memcached { addr, child };
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-    panic!("memcached did not start");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_memcached_gives_no_violations() {
-    let memcached = start_memcached();
+    let dir = tempfile::tempdir().unwrap();
+    let memcached = common::start_memcached(dir.path(), &[], &[]);
     for protocol in DIALECTS {
         for options in variants() {
             let mut c = config(memcached.addr, protocol, options.clone());
@@ -459,7 +412,7 @@ async fn the_binary_exits_non_zero_on_a_violation() {
     let good = start_fake(Fault::None).await;
     let run = |addr: SocketAddr, extra: &'static [&'static str]| {
         tokio::task::spawn_blocking(move || {
-            std::process::Command::new(env!("CARGO_BIN_EXE_memgate"))
+            std::process::Command::new(common::process::BIN)
                 .args(["bench", "--server", &addr.to_string(), "--check", "--json"])
                 .args(["--protocol", "meta", "--requests", "2000", "--ratio", "1:1"])
                 .args(["--key-space", "50", "--pipeline", "4", "--timeout", "10s"])

@@ -383,16 +383,16 @@ impl Codec {
                 Err(e) => return Err(Broken::Malformed(e.to_string())),
             };
             let meta = match reply {
-                meta_client::Reply::Meta(meta) => meta,
+                meta_client::NodeReply::Meta(meta) => meta,
                 // Error lines carry no opaque: behind a quiet request it
                 // cannot be told whose it is, so nothing here is trusted.
-                meta_client::Reply::Error(e) if front.quiet => {
+                meta_client::NodeReply::Error(e) if front.quiet => {
                     return Err(Broken::Malformed(format!(
                         "{} behind a quiet request: whose is unknown",
                         e.text()
                     )))
                 }
-                meta_client::Reply::Error(e) => {
+                meta_client::NodeReply::Error(e) => {
                     outcomes.push(Outcome::Error(e.text()));
                     return Ok(Some((outcomes, used)));
                 }

@@ -340,7 +340,7 @@ pub fn parse_reply(
     let Some((line, used)) = next_line(buf)? else {
         return Ok(None);
     };
-    if let Some(error) = error_line(line) {
+    if let Some(error) = text::client::error_reply(line) {
         return Ok(Some((NodeReply::Error(error), used)));
     }
     let reply = match expect {
@@ -369,36 +369,6 @@ fn next_line(buf: &[u8]) -> Result<Option<(&[u8], usize)>, ReplyError> {
         None if buf.len() < MAX_LINE_LEN => Ok(None),
         None => Err(ReplyError::LineTooLong),
     }
-}
-
-/// The errors any command may get, mapped back to the variants whose text
-/// they are (so that a binary client gets the matching status).
-fn error_line(line: &[u8]) -> Option<ErrorReply> {
-    // Nearly every reply is not an error: look no further (matching builds
-    // each error's text) unless the line starts as every error does.
-    let error_like = [&b"ERROR"[..], b"CLIENT_ERROR ", b"SERVER_ERROR "];
-    if !error_like.iter().any(|prefix| line.starts_with(prefix)) {
-        return None;
-    }
-    let known = [
-        ErrorReply::UnknownCommand,
-        ErrorReply::TooLarge,
-        ErrorReply::OutOfMemory,
-        ErrorReply::NonNumeric,
-        ErrorReply::Unauthenticated,
-        ErrorReply::AuthFailure,
-        ErrorReply::PermissionDenied,
-        ErrorReply::FlushNotAllowed,
-    ];
-    let text = String::from_utf8_lossy(line);
-    if let Some(error) = known.into_iter().find(|e| e.text() == text) {
-        return Some(error);
-    }
-    if let Some(msg) = text.strip_prefix("CLIENT_ERROR ") {
-        return Some(ErrorReply::Client(msg.to_owned()));
-    }
-    text.strip_prefix("SERVER_ERROR ")
-        .map(|msg| ErrorReply::Server(msg.to_owned()))
 }
 
 fn parse_meta(
