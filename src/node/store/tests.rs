@@ -429,8 +429,13 @@ fn ten_item_store() -> (Store, Arc<CacheStats>) {
     (s, stats)
 }
 
+/// Rewritten for the segment store (was `lru_evicts_least_recently_used`,
+/// which read the LRU list): the same requests and the same expectations,
+/// except that the next victim is checked by evicting it rather than by
+/// reading the list. Each item here fills a segment of its own (the cache
+/// is tiny), so S3-FIFO evicts one item at a time.
 #[test]
-fn lru_evicts_least_recently_used() {
+fn eviction_keeps_read_items_and_takes_the_oldest_unread() {
     let (s, stats) = ten_item_store();
     for i in 0..10 {
         set(&s, &format!("k{i}"), &[b'v'; 100], 0, NOW);
@@ -452,8 +457,25 @@ fn lru_evicts_least_recently_used() {
     let mut g = test_util::get("k4");
     g.no_bump = true;
     assert!(get_with(&s, g, NOW).is_some());
-    let lru = lock(&s.shards[0]).lru_keys();
-    assert_eq!(lru.last().map(Vec::as_slice), Some(&b"k5"[..]));
+    let mut g = test_util::get("k6");
+    g.no_bump = true;
+    assert!(get_with(&s, g, NOW).is_some());
+    // The next victims: k5, the oldest never read, then k6, read with
+    // no_bump only; k4 (read) stays.
+    set(&s, "kc", &[b'v'; 100], 0, NOW);
+    let victims = lock(&s.shards[0]).fifo_keys();
+    assert_eq!(victims.first().map(Vec::as_slice), Some(&b"k6"[..]));
+    set(&s, "kd", &[b'v'; 100], 0, NOW);
+    let mut g = test_util::get("k4");
+    g.no_bump = true;
+    assert!(get_with(&s, g, NOW).is_some(), "k4 was read");
+    for k in ["k5", "k6"] {
+        let mut g = test_util::get(k);
+        g.no_bump = true;
+        assert_eq!(get_with(&s, g, NOW), None, "{k} evicted");
+    }
+    assert_eq!(stat(&stats, "evictions"), 4);
+    lock(&s.shards[0]).check();
 }
 
 #[test]
