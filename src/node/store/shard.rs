@@ -96,6 +96,15 @@ const NEVER: u32 = u32::MAX;
 const SMALL: usize = 0;
 const MAIN: usize = 1;
 const FREE: u8 = 2;
+/// Every new item goes to main: one FIFO queue with reinsertion of read
+/// items (a segment-level CLOCK with a 2-bit credit), not S3-FIFO.
+///
+/// Because the what-if tracker (`node::mrc`) models LRU, which this matches
+/// within its 0.03 (`tests/whatif.rs`: 0.023 at the smallest cache). S3-FIFO
+/// (`false`) passes every store test but reads 0.044 better than LRU there,
+/// so the curve would be wrong until the tracker simulates the policy
+/// (miniature simulation); `benches/STORE.md` has both policies' figures.
+const CLOCK: bool = true;
 /// TTL classes of write segments: none, up to 5 minutes, up to 2 hours,
 /// longer. Few, because each active class holds a partly written segment.
 const CLASSES: usize = 4;
@@ -611,7 +620,7 @@ impl<S: BuildHasher> Shard<S> {
         if len + INDEX_SLOT_CHARGE > self.limit {
             return None;
         }
-        let q = if main { MAIN } else { SMALL };
+        let q = if main || CLOCK { MAIN } else { SMALL };
         let class = ttl_class(item.header.exptime, now);
         let mut removed = Removed::default();
         while !self.fits(len, q, class) {
@@ -1016,13 +1025,17 @@ mod tests {
                 s.set_header(l, Header { bits: bumped(hd.bits), ..hd });
             }
         }
-        for i in 0..2000 {
+        let n = if CLOCK { 500 } else { 2000 };
+        for i in 0..n {
             put(&mut s, &format!("x{i}"), &[b'v'; 20]);
         }
         s.check();
-        assert!(has(&s, "k1999"), "read items moved to main");
-        assert!(!has(&s, "x0"), "one-hit items leave from small");
-        let keys: Vec<String> = (0..2000).map(|i| format!("x{i}")).collect();
+        assert!(has(&s, "k1999"), "read items survive");
+        assert!(!has(&s, "k0"), "unread ones go first");
+        if !CLOCK {
+            assert!(!has(&s, "x0"), "one-hit items leave from small");
+        }
+        let keys: Vec<String> = (0..n).map(|i| format!("x{i}")).collect();
         for k in &keys {
             let h = s.hasher.hash_one(k.as_bytes());
             if let Some(l) = s.find(h, k.as_bytes()) {
