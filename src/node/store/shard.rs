@@ -15,14 +15,14 @@
 //!   offset`): 4 bytes plus hashbrown's control byte per bucket. The key is
 //!   stored once, in the segment; hashbrown's 7-bit tags keep key compares
 //!   to about one per lookup.
-//! - **Eviction** follows S3-FIFO (Yang et al., SOSP '23) at segment
-//!   granularity: new items enter the small queue; when it holds at least
-//!   a tenth of the budget, its oldest segment is evicted, and the items
-//!   read while there move to the main queue (copied, compacted, into its
-//!   write segment). Otherwise the main queue's oldest segment goes, and its
-//!   items that were read since they last moved are copied back with one
-//!   fewer credit (a 2-bit frequency in the header). Merging the survivors
-//!   is Segcache's merge-based eviction; one-hit items never reach main.
+//! - **Eviction** is by segment, oldest first, merging: the items of the
+//!   evicted segment that were read since they were last written or moved
+//!   (a 2-bit credit in the header) are copied, compacted, to the write
+//!   segment at the tail with one credit less; the rest are evicted
+//!   (Segcache's merge-based eviction; a segment-level CLOCK). The code
+//!   also has S3-FIFO (Yang et al., SOSP '23): new items in a small queue
+//!   of a tenth of the budget, promoted to main only if read there; it is
+//!   off ([`CLOCK`]) until the what-if tracker can model it.
 //! - **Expiry**: items go to write segments by TTL class, so that a segment
 //!   holds items that expire at about the same time; each segment keeps the
 //!   latest expiry of its items, and a wholly expired segment is found from
