@@ -232,7 +232,7 @@ impl Store {
         }
         let hasher = RandomState::default();
         let shards = (0..n)
-            .map(|_| Mutex::new(Shard::new(limit_bytes / n, hasher.clone())))
+            .map(|_| Mutex::new(Shard::new(limit_bytes / n, hasher)))
             .collect();
         Store {
             shards,

@@ -169,9 +169,8 @@ fn wr_u32(b: &mut [u8], at: usize, v: u32) {
 
 /// Total bytes of the item whose header starts `b`.
 fn item_len(b: &[u8]) -> usize {
-    let vlen = usize::from(b[O_VLEN])
-        | usize::from(b[O_VLEN + 1]) << 8
-        | usize::from(b[O_VLEN + 2]) << 16;
+    let vlen =
+        usize::from(b[O_VLEN]) | usize::from(b[O_VLEN + 1]) << 8 | usize::from(b[O_VLEN + 2]) << 16;
     HDR + usize::from(b[O_KLEN]) + vlen
 }
 
@@ -480,7 +479,9 @@ impl<S: BuildHasher> Shard<S> {
 
     fn is_active(&self, id: usize) -> bool {
         let s = &self.segs[id];
-        s.queue != FREE && !s.dedicated && self.active[usize::from(s.queue)][usize::from(s.class)] == id as u32
+        s.queue != FREE
+            && !s.dedicated
+            && self.active[usize::from(s.queue)][usize::from(s.class)] == id as u32
     }
 
     fn free_if_empty(&mut self, id: usize) {
@@ -569,12 +570,20 @@ impl<S: BuildHasher> Shard<S> {
     /// Write `len` bytes with `write` into queue `q`'s write segment for
     /// `class` (or a new or dedicated segment); the caller checked
     /// [`Self::fits`]. Returns the locator.
-    fn place(&mut self, len: usize, q: usize, class: usize, write: impl FnOnce(&mut [u8])) -> Option<u32> {
+    fn place(
+        &mut self,
+        len: usize,
+        q: usize,
+        class: usize,
+        write: impl FnOnce(&mut [u8]),
+    ) -> Option<u32> {
         let (id, off) = if self.dedicated(len) {
             (self.alloc_seg(len, q, class, true)?, 0)
         } else {
             let a = self.active[q][class];
-            let id = if a != NIL && self.segs[a as usize].used + len <= self.segs[a as usize].data.len() {
+            let id = if a != NIL
+                && self.segs[a as usize].used + len <= self.segs[a as usize].data.len()
+            {
                 a as usize
             } else {
                 if a != NIL {
@@ -999,7 +1008,9 @@ mod tests {
                 cas: 1,
             },
         };
-        s.insert(h, &item, false, 0, &Flush::default()).expect("fits").1
+        s.insert(h, &item, false, 0, &Flush::default())
+            .expect("fits")
+            .1
     }
 
     fn has(s: &Shard<RandomState>, key: &str) -> bool {
@@ -1022,7 +1033,13 @@ mod tests {
             let h = s.hasher.hash_one(k.as_bytes());
             if let Some(l) = s.find(h, k.as_bytes()) {
                 let hd = s.header(l);
-                s.set_header(l, Header { bits: bumped(hd.bits), ..hd });
+                s.set_header(
+                    l,
+                    Header {
+                        bits: bumped(hd.bits),
+                        ..hd
+                    },
+                );
             }
         }
         let n = if CLOCK { 500 } else { 2000 };

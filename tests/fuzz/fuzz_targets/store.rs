@@ -306,7 +306,11 @@ fuzz_target!(|data: &[u8]| {
                     1 => Some(last_cas + 1000),
                     _ => None,
                 };
-                let cas = if matches!(mode, StoreMode::Set) { cas } else { None };
+                let cas = if matches!(mode, StoreMode::Set) {
+                    cas
+                } else {
+                    None
+                };
                 Command::Store(StoreCmd {
                     mode,
                     key: k.clone(),
@@ -379,7 +383,10 @@ fuzz_target!(|data: &[u8]| {
         // the lookup.)
         let looks_up = !matches!(&cmd, Command::Store(st)
             if st.mode != StoreMode::Set && st.key.len() + st.data.len() > MAX_ITEM);
-        if looks_up && m.get(&k).is_some_and(|it| it.exptime != 0 && it.exptime <= now) {
+        if looks_up
+            && m.get(&k)
+                .is_some_and(|it| it.exptime != 0 && it.exptime <= now)
+        {
             m.remove(&k);
         }
         let got = store.execute(&cmd, now);
@@ -424,7 +431,10 @@ fuzz_target!(|data: &[u8]| {
         if !lenient {
             let live: Vec<_> = m.iter().collect();
             assert_eq!(u.items, live.len() as u64, "items");
-            let bytes: usize = live.iter().map(|(k, it)| charge(k.len(), it.value.len())).sum();
+            let bytes: usize = live
+                .iter()
+                .map(|(k, it)| charge(k.len(), it.value.len()))
+                .sum();
             assert_eq!(u.bytes, bytes as u64, "bytes");
         }
     }
