@@ -982,6 +982,18 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_shard_is_a_few_hundred_bytes() {
+        // 10,000 caches of 16 shards each must fit a node (issue 22).
+        let size = std::mem::size_of::<Shard<foldhash::fast::RandomState>>();
+        assert!(size <= 320, "{size}");
+        let s = Shard::new(64 << 20, RandomState::new());
+        assert_eq!(
+            (s.segs.capacity(), s.index.capacity(), s.scratch.capacity()),
+            (0, 0, 0)
+        );
+    }
+
+    #[test]
     fn header_round_trips() {
         let h = Header {
             bits: FETCHED | STALE,
