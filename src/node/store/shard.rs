@@ -18,8 +18,8 @@
 //!   to about one per lookup.
 //! - **Eviction** is by segment, oldest first, merging: the items of the
 //!   evicted segment that were read since they were last written or moved
-//!   (a 2-bit credit in the header) are copied, compacted, to the write
-//!   segment at the tail with one credit less; the rest are evicted
+//!   (a credit in the header) are copied, compacted, to the write segment
+//!   at the tail, spending it; the rest are evicted
 //!   (Segcache's merge-based eviction; a segment-level CLOCK). The code
 //!   also has S3-FIFO (Yang et al., SOSP '23): new items in a small queue
 //!   of a tenth of the budget, promoted to main only if read there; it is
@@ -98,10 +98,10 @@ const SMALL: usize = 0;
 const MAIN: usize = 1;
 const FREE: u8 = 2;
 /// Every new item goes to main: one FIFO queue with reinsertion of read
-/// items (a segment-level CLOCK with a 2-bit credit), not S3-FIFO.
+/// items (a segment-level CLOCK, one round per read), not S3-FIFO.
 ///
 /// Because the what-if tracker (`node::mrc`) models LRU, which this matches
-/// within its 0.03 (`tests/whatif.rs`: 0.023 at the smallest cache). S3-FIFO
+/// within its 0.03 (`tests/whatif.rs`: within 0.01). S3-FIFO
 /// (`false`) passes every store test but reads 0.044 better than LRU there,
 /// so the curve would be wrong until the tracker simulates the policy
 /// (miniature simulation); `benches/STORE.md` has both policies' figures.
