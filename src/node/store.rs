@@ -1,22 +1,22 @@
 //! One cache's items: memcached 1.6.18 semantics over a byte budget that
-//! counts real memory, with LRU eviction, TTL and CAS.
+//! counts real memory, in log-structured segments with S3-FIFO eviction,
+//! TTL and CAS. `docs/STORE.md` explains the layout byte by byte.
 //!
 //! # Layout
 //! The store is split into up to 16 shards by key hash, each behind its own
 //! `std::sync::Mutex` and each with `limit / shards` bytes of the budget and
-//! its own LRU (memcached's LRU is per slab class, so it is approximate
-//! there too). The shard count is chosen so that each shard's budget holds at
-//! least two maximum-size items; small caches get fewer shards, down to one.
-//! A shard is a dense slab of 48-byte entries plus a `HashTable<u32>` index;
-//! see [`shard`].
+//! its own queues. The shard count is chosen so that each shard's budget
+//! holds at least two maximum-size items; small caches get fewer shards,
+//! down to one. A shard is a table of segments holding packed items plus a
+//! `HashTable<u32>` index of locators; see [`shard`].
 //!
 //! # Budget
-//! Every item is charged `alloc_size(key + value) + PER_ITEM_OVERHEAD`: the
-//! allocator's real chunk for the single `key ‖ value` box (glibc rounds
-//! `n + 8` up to 16 bytes, minimum 32) plus 56 bytes: the entry (48) and its
-//! share of the hash index (a 4-byte slot and a control byte at hashbrown's
-//! average load factor, 8). A 15-byte key with a 100-byte value costs 184
-//! bytes, against the 192-byte slab chunk memcached uses for it.
+//! The budget counts every segment a shard holds (written or not) plus 8
+//! bytes of index per item. Each item is charged (`bytes`, `me size`)
+//! `key + value + PER_ITEM_OVERHEAD`: a 24-byte header and its share of the
+//! hash index (a 4-byte slot and a control byte at hashbrown's average load
+//! factor, 8). A 32-byte key with a 100-byte value costs 164 bytes, against
+//! the 192-byte slab chunk memcached uses for it.
 //!
 //! # Choices where memcached is loose or the model is ambiguous
 //! - `cas: Some(0)` on a store or delete is a check that always fails, since
@@ -33,17 +33,23 @@
 //!   gets, as memcached counts them.
 //! - `flush_all` with no delay also purges the flushed items at once, so
 //!   `bytes`/`curr_items` drop immediately; a delayed flush is lazy.
+//! - `me` reports as `cls` the slab class memcached would give the item
+//!   (there are no slab classes here), and as `size` the bytes it is charged.
+//! - Values are at most 16 MiB (a 3-byte length): a larger
+//!   `--max-item-size` is capped there. CAS uniques are 56 bits.
 
 mod shard;
 
-use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 
-use self::shard::{Entry, Flush, Removed, Shard, FETCHED, STALE, TOKEN_SENT};
+use self::shard::{
+    bumped, carry_freq, Flush, Header, NewItem, Removed, Shard, CAS_MASK, FETCHED, HDR,
+    MAX_VALUE_LEN, STALE, TOKEN_SENT,
+};
 use crate::clock::unix_now;
 use crate::mrc::Tracker;
 use crate::node::counters::CacheStats;
@@ -51,13 +57,18 @@ use crate::protocol::request::{self, Arith, Command, Delete, Exptime, Get, Store
 use crate::protocol::{ErrorReply, Found, Response, MAX_KEY_LEN};
 use crate::sync::lock;
 
-pub use self::shard::{alloc_size, charge, PER_ITEM_OVERHEAD};
+pub use self::shard::{charge, PER_ITEM_OVERHEAD};
+
+/// The key hash: foldhash, seeded per store, as hashbrown's default (SipHash
+/// cost as much as the whole lookup). A tenant can only aim collisions at
+/// its own cache's shards.
+type RandomState = foldhash::fast::RandomState;
 
 /// Largest relative exptime (30 days); larger values are unix times.
 const REALTIME_MAXDELTA: i64 = 60 * 60 * 24 * 30;
 /// Most shards a store is split into.
 const MAX_SHARDS: usize = 16;
-/// Slab positions the expiry sweep looks at per shard lock hold, at most.
+/// Items the expiry sweep removes per shard lock hold, at most.
 const SWEEP_CHUNK: usize = 256;
 
 /// A cache's occupancy, for `stats`.
@@ -119,7 +130,7 @@ fn secs(now: u64) -> u32 {
 }
 
 /// Remaining TTL as the protocols report it: -1 for none.
-fn ttl(e: &Entry, now: u64) -> i64 {
+fn ttl(e: &Header, now: u64) -> i64 {
     if e.exptime == 0 {
         -1
     } else {
@@ -180,9 +191,11 @@ fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
     &buf[i..]
 }
 
-/// memcached's slab class for an item of `size` bytes (`-n 48 -f 1.25`),
-/// reported by `me` as `cls`.
-fn slab_class(size: usize) -> u32 {
+/// memcached's slab class for an item with this key and value (`-n 48 -f
+/// 1.25`): its 48-byte header, the 8-byte CAS, the key and its NUL, the
+/// value and its CRLF. Reported by `me` as `cls`.
+fn slab_class(key_len: usize, value_len: usize) -> u32 {
+    let size = 48 + 8 + key_len + 1 + value_len + 2;
     let mut chunk = 96usize;
     let mut cls = 1;
     while chunk < size && cls < 63 {
@@ -213,12 +226,13 @@ enum CasResult {
 impl Store {
     pub fn new(limit_bytes: usize, max_item_size: usize, stats: Arc<CacheStats>) -> Store {
         let mut n = MAX_SHARDS;
+        let max_item_size = max_item_size.min(MAX_VALUE_LEN);
         while n > 1 && limit_bytes / n < 2 * charge(0, max_item_size) {
             n /= 2;
         }
-        let hasher = RandomState::new();
+        let hasher = RandomState::default();
         let shards = (0..n)
-            .map(|_| Mutex::new(Shard::new(limit_bytes / n, hasher.clone())))
+            .map(|_| Mutex::new(Shard::new(limit_bytes / n, hasher)))
             .collect();
         Store {
             shards,
@@ -292,8 +306,7 @@ impl Store {
         let flush = self.flush_state();
         for shard in self.shards.iter() {
             let mut s = lock(shard);
-            s.set_limit(per_shard);
-            let removed = s.shrink_to_limit(unix_now(), &flush);
+            let removed = s.set_limit(per_shard, unix_now(), &flush);
             drop(s);
             self.count_removed(removed);
         }
@@ -314,28 +327,27 @@ impl Store {
 
     /// Reclaim up to `max` expired (or flushed) items; returns how many.
     ///
-    /// Incremental: each call looks at no more than `max(4 × max, 1024)`
-    /// slab positions in all, resuming where the previous call stopped, and
-    /// holds each shard lock for at most 256 positions at a time.
+    /// Only segments whose every item is expired (or flushed) are looked
+    /// at, found from each shard's segment table, so the cost is the
+    /// segment tables plus the items reclaimed. Each shard lock is held for
+    /// at most 256 removals at a time; the next call starts at the next
+    /// shard.
     pub fn reclaim_expired(&self, now: u64, max: usize) -> usize {
         let n = self.shards.len();
         let flush = self.flush_state();
-        let per_shard = (max.saturating_mul(4).max(1024) / n).max(1);
         let start = self.sweep_next.fetch_add(1, Ordering::Relaxed);
         let mut total = 0usize;
         for k in 0..n {
             let shard = &self.shards[(start + k) % n];
-            let mut scanned = 0;
-            while scanned < per_shard && total < max {
-                let chunk = SWEEP_CHUNK.min(per_shard - scanned);
+            while total < max {
+                let chunk = SWEEP_CHUNK.min(max - total);
                 let mut s = lock(shard);
-                let len = s.len();
-                let removed = s.sweep(now, &flush, chunk.min(len), max - total);
+                let removed = s.sweep(now, &flush, chunk);
                 drop(s);
-                total += (removed.expired + removed.flushed) as usize;
+                let got = (removed.expired + removed.flushed) as usize;
+                total += got;
                 self.count_removed(removed);
-                scanned += chunk;
-                if len <= chunk {
+                if got < chunk {
                     break;
                 }
             }
@@ -359,7 +371,9 @@ impl Store {
     }
 
     fn next_cas(&self) -> u64 {
-        self.cas.fetch_add(1, Ordering::Relaxed) + 1
+        // 56 bits, the header's; 0 is skipped as "no CAS".
+        let c = (self.cas.fetch_add(1, Ordering::Relaxed) + 1) & CAS_MASK;
+        c.max(1)
     }
 
     fn flush_state(&self) -> Flush {
@@ -389,13 +403,13 @@ impl Store {
         flush: &Flush,
     ) -> Option<u32> {
         let i = s.find(hash, key)?;
-        let e = s.entry(i);
-        if flush.flushed(e, now) {
+        let h = s.header(i);
+        if flush.flushed(&h, now) {
             s.remove(i);
             self.forget(key);
             bump(&self.stats.get_flushed);
             None
-        } else if e.is_expired(now) {
+        } else if h.is_expired(now) {
             s.remove(i);
             self.forget(key);
             bump(&self.stats.get_expired);
@@ -406,48 +420,55 @@ impl Store {
         }
     }
 
-    /// Link a new item (the key is absent), evicting to make room. An item
+    /// Link a new item (the key is absent), evicting to make room; in the
+    /// main queue if `main` (it replaces an item that was there). An item
     /// that is already expired is not kept: memcached would link it and
     /// reclaim it on the next access, which no client can tell apart.
     fn link(
         &self,
         s: &mut Shard<RandomState>,
         hash: u64,
-        e: Entry,
+        item: &NewItem<'_>,
+        main: bool,
         now: u64,
         flush: &Flush,
     ) -> bool {
         bump(&self.stats.total_items);
-        if e.is_expired(now) {
+        if item.header.is_expired(now) {
             return true;
         }
-        match s.make_room(e.charge(), now, flush) {
-            Some(removed) => {
+        match s.insert(hash, item, main, now, flush) {
+            Some((_, removed)) => {
                 self.count_removed(removed);
-                s.insert(hash, e);
                 true
             }
             None => false,
         }
     }
 
-    /// Replace item `old` with `e` (same key).
+    /// Replace item `old` with `item` (same key). The new item inherits the
+    /// old one's queue and read credit: rewriting a hot key keeps it hot.
     fn replace(
         &self,
         s: &mut Shard<RandomState>,
         hash: u64,
         old: u32,
-        e: Entry,
+        mut item: NewItem<'_>,
         now: u64,
         flush: &Flush,
     ) -> Response {
-        let cas = e.cas;
-        if e.charge() > s.limit() {
+        let cas = item.header.cas;
+        if charge(item.key.len(), item.parts[0].len() + item.parts[1].len()) > s.limit() {
             return Response::Error(ErrorReply::OutOfMemory);
         }
+        let main = s.in_main(old);
+        item.header.bits = carry_freq(item.header.bits, s.header(old).bits);
         s.remove(old);
-        self.link(s, hash, e, now, flush);
-        Response::Stored { cas }
+        if self.link(s, hash, &item, main, now, flush) {
+            Response::Stored { cas }
+        } else {
+            Response::Error(ErrorReply::OutOfMemory)
+        }
     }
 
     fn get(&self, g: &Get, now: u64) -> Response {
@@ -491,57 +512,62 @@ impl Store {
         let Some(i) = self.live(&mut s, hash, key, now, flush) else {
             let ttl_in = g.vivify?;
             // meta N: create an empty item and hand this client the win.
-            let mut e = Entry::new(
-                key,
-                b"",
-                0,
-                abs_exptime(ttl_in, now),
-                self.next_cas(),
-                secs(now),
-            );
-            e.bits = TOKEN_SENT;
+            let header = Header {
+                bits: TOKEN_SENT,
+                flags: 0,
+                exptime: abs_exptime(ttl_in, now),
+                time: secs(now),
+                cas: self.next_cas(),
+            };
             let found = Found {
                 key: key.clone(),
                 flags: 0,
-                cas: e.cas,
+                cas: header.cas,
                 data: Bytes::new(),
-                ttl: ttl(&e, now),
+                ttl: ttl(&header, now),
                 last_access: 0,
                 fetched: false,
                 won: true,
                 stale: false,
                 win_sent: false,
             };
-            return self.link(&mut s, hash, e, now, flush).then_some(found);
+            let item = NewItem {
+                key,
+                parts: [b"", b""],
+                header,
+            };
+            return self
+                .link(&mut s, hash, &item, false, now, flush)
+                .then_some(found);
         };
-        let e = s.entry_mut(i);
-        let fetched = e.bits & FETCHED != 0;
-        let win_sent = e.bits & TOKEN_SENT != 0;
-        let stale = e.bits & STALE != 0;
-        let last_access = now.saturating_sub(u64::from(e.time));
+        let mut h = s.header(i);
+        let fetched = h.bits & FETCHED != 0;
+        let win_sent = h.bits & TOKEN_SENT != 0;
+        let stale = h.bits & STALE != 0;
+        let last_access = now.saturating_sub(u64::from(h.time));
         let mut won = false;
         if let Some(r) = g.recache_below {
             // Judged on the TTL before this request's own touch.
             let below = abs_exptime(r, now);
-            if !win_sent && e.exptime != 0 && below != 0 && e.exptime < below {
+            if !win_sent && h.exptime != 0 && below != 0 && h.exptime < below {
                 won = true;
             }
         }
         if let Some(t) = g.touch {
-            e.exptime = abs_exptime(t, now);
+            h.exptime = abs_exptime(t, now);
         }
         if stale && !win_sent {
             won = true;
         }
         if won {
-            e.bits |= TOKEN_SENT;
+            h.bits |= TOKEN_SENT;
         }
         let found = Found {
             key: key.clone(),
-            flags: e.flags,
-            cas: e.cas,
-            data: Bytes::copy_from_slice(e.value()),
-            ttl: ttl(e, now),
+            flags: h.flags,
+            cas: h.cas,
+            data: Bytes::copy_from_slice(s.value(i)),
+            ttl: ttl(&h, now),
             last_access,
             fetched,
             won,
@@ -549,10 +575,10 @@ impl Store {
             win_sent,
         };
         if !g.no_bump {
-            e.bits |= FETCHED;
-            e.time = secs(now);
-            s.bump(i);
+            h.bits = bumped(h.bits | FETCHED);
+            h.time = secs(now);
         }
+        s.set_header(i, h);
         Some(found)
     }
 
@@ -582,6 +608,13 @@ impl Store {
         let flush = self.flush_state();
         let cas_in = st.cas;
         let exptime = abs_exptime(st.exptime, now);
+        let header = |exptime: u32, cas: u64| Header {
+            bits: 0,
+            flags: st.flags,
+            exptime,
+            time: secs(now),
+            cas,
+        };
         let Some(old) = self.live(&mut s, hash, &st.key, now, &flush) else {
             let exptime = match (st.mode, st.vivify) {
                 (StoreMode::Set | StoreMode::Replace, _) if cas_in.is_some() => {
@@ -593,14 +626,18 @@ impl Store {
                 _ => return Response::NotStored,
             };
             let cas = self.next_cas();
-            let e = Entry::new(&st.key, &st.data, st.flags, exptime, cas, secs(now));
-            return if self.link(&mut s, hash, e, now, &flush) {
+            let item = NewItem {
+                key: &st.key,
+                parts: [&st.data, b""],
+                header: header(exptime, cas),
+            };
+            return if self.link(&mut s, hash, &item, false, now, &flush) {
                 Response::Stored { cas }
             } else {
                 Response::Error(ErrorReply::OutOfMemory)
             };
         };
-        let o = s.entry(old);
+        let o = s.header(old);
         let cas_res = match cas_in {
             None => CasResult::None,
             Some(c) if c == o.cas => CasResult::Match,
@@ -610,20 +647,26 @@ impl Store {
         match st.mode {
             StoreMode::Add => {
                 // add only adds a missing item, but bumps an existing one.
-                s.entry_mut(old).time = secs(now);
-                s.bump(old);
+                s.set_header(
+                    old,
+                    Header {
+                        time: secs(now),
+                        bits: bumped(o.bits),
+                        ..o
+                    },
+                );
                 Response::NotStored
             }
             StoreMode::Set | StoreMode::Replace => {
-                let mut e = Entry::new(&st.key, &st.data, st.flags, exptime, 0, secs(now));
+                let mut h = header(exptime, 0);
                 match (cas_in.is_some(), cas_res) {
                     (false, _) => {}
                     (true, CasResult::Match) => bump(&self.stats.cas_hits),
                     (true, CasResult::Stale) => {
                         // Replaces the value but keeps the TTL, marked stale,
                         // keeping a win already handed out.
-                        e.exptime = o.exptime;
-                        e.bits = STALE | (o.bits & TOKEN_SENT);
+                        h.exptime = o.exptime;
+                        h.bits = STALE | (o.bits & TOKEN_SENT);
                         bump(&self.stats.cas_hits);
                     }
                     (true, _) => {
@@ -631,31 +674,42 @@ impl Store {
                         return Response::Exists;
                     }
                 }
-                e.cas = self.next_cas();
-                self.replace(&mut s, hash, old, e, now, &flush)
+                h.cas = self.next_cas();
+                let item = NewItem {
+                    key: &st.key,
+                    parts: [&st.data, b""],
+                    header: h,
+                };
+                self.replace(&mut s, hash, old, item, now, &flush)
             }
             StoreMode::Append | StoreMode::Prepend => {
                 if !matches!(cas_res, CasResult::None | CasResult::Match) {
                     return Response::Exists;
                 }
-                let old_value = o.value();
-                if st.key.len() + old_value.len() + st.data.len() > self.max_item_size {
+                let old_len = s.value(old).len();
+                if st.key.len() + old_len + st.data.len() > self.max_item_size {
                     return Response::Error(ErrorReply::TooLarge);
                 }
+                // The old value is copied out: its segment may be evicted
+                // while the new item makes room.
+                let old_value = s.value(old).to_vec();
                 let parts: [&[u8]; 2] = if st.mode == StoreMode::Append {
-                    [old_value, &st.data]
+                    [&old_value, &st.data]
                 } else {
-                    [&st.data, old_value]
+                    [&st.data, &old_value]
                 };
-                let e = Entry::from_parts(
-                    &st.key,
-                    &parts,
-                    o.flags,
-                    o.exptime,
-                    self.next_cas(),
-                    secs(now),
-                );
-                self.replace(&mut s, hash, old, e, now, &flush)
+                let item = NewItem {
+                    key: &st.key,
+                    parts,
+                    header: Header {
+                        bits: 0,
+                        flags: o.flags,
+                        exptime: o.exptime,
+                        time: secs(now),
+                        cas: self.next_cas(),
+                    },
+                };
+                self.replace(&mut s, hash, old, item, now, &flush)
             }
         }
     }
@@ -672,8 +726,9 @@ impl Store {
             bump(&self.stats.delete_misses);
             return Response::NotFound;
         };
+        let mut h = s.header(i);
         if let Some(c) = d.cas {
-            if c != s.entry(i).cas {
+            if c != h.cas {
                 bump(&self.stats.delete_misses);
                 return Response::Exists;
             }
@@ -681,13 +736,12 @@ impl Store {
         if d.invalidate {
             // meta I: keep the item, stale, with a new CAS, so the next
             // fetcher wins the recache.
-            let cas = self.next_cas();
-            let e = s.entry_mut(i);
             if let Some(t) = d.exptime {
-                e.exptime = abs_exptime(t, now);
+                h.exptime = abs_exptime(t, now);
             }
-            e.bits = (e.bits | STALE) & !TOKEN_SENT;
-            e.cas = cas;
+            h.bits = (h.bits | STALE) & !TOKEN_SENT;
+            h.cas = self.next_cas();
+            s.set_header(i, h);
         } else {
             bump(&self.stats.delete_hits);
             s.remove(i);
@@ -717,36 +771,40 @@ impl Store {
             if let Some(t) = a.touch {
                 exptime = abs_exptime(t, now);
             }
-            let cas = self.next_cas();
-            let e = Entry::new(
-                &a.key,
-                itoa(a.initial, &mut buf),
-                0,
+            let header = Header {
+                bits: 0,
+                flags: 0,
                 exptime,
-                cas,
-                secs(now),
-            );
-            let ttl = ttl(&e, now);
-            return if self.link(&mut s, hash, e, now, &flush) {
+                time: secs(now),
+                cas: self.next_cas(),
+            };
+            let ttl = ttl(&header, now);
+            let item = NewItem {
+                key: &a.key,
+                parts: [itoa(a.initial, &mut buf), b""],
+                header,
+            };
+            return if self.link(&mut s, hash, &item, false, now, &flush) {
                 Response::Number {
                     value: a.initial,
-                    cas,
+                    cas: header.cas,
                     ttl,
                 }
             } else {
                 Response::Error(ErrorReply::OutOfMemory)
             };
         };
-        let e = s.entry(i);
-        if e.value().is_empty() {
+        let mut h = s.header(i);
+        let old_len = s.value(i).len();
+        if old_len == 0 {
             return Response::Error(ErrorReply::NonNumeric);
         }
         if let Some(c) = a.cas.filter(|&c| c != 0) {
-            if c != e.cas {
+            if c != h.cas {
                 return Response::Exists;
             }
         }
-        let Some(current) = parse_number(e.value()) else {
+        let Some(current) = parse_number(s.value(i)) else {
             return Response::Error(ErrorReply::NonNumeric);
         };
         let value = if a.incr {
@@ -762,27 +820,38 @@ impl Store {
         let digits = itoa(value, &mut buf);
         let cas = self.next_cas();
         let exptime = a.touch.map(|t| abs_exptime(t, now));
-        if digits.len() <= e.value().len() {
+        if digits.len() <= old_len {
             // memcached's in-place path: same length, padded with spaces.
-            let e = s.entry_mut(i);
-            let v = e.value_mut();
+            let v = s.value_mut(i);
             v[..digits.len()].copy_from_slice(digits);
             v[digits.len()..].fill(b' ');
-            e.cas = cas;
-            e.time = secs(now);
+            h.cas = cas;
+            h.time = secs(now);
             if let Some(x) = exptime {
-                e.exptime = x;
+                h.exptime = x;
             }
-            let ttl = ttl(e, now);
-            s.bump(i);
-            Response::Number { value, cas, ttl }
+            h.bits = bumped(h.bits);
+            s.set_header(i, h);
+            Response::Number {
+                value,
+                cas,
+                ttl: ttl(&h, now),
+            }
         } else {
-            let mut n = Entry::new(&a.key, digits, e.flags, e.exptime, cas, secs(now));
-            if let Some(x) = exptime {
-                n.exptime = x;
-            }
-            let ttl = ttl(&n, now);
-            match self.replace(&mut s, hash, i, n, now, &flush) {
+            let header = Header {
+                bits: 0,
+                flags: h.flags,
+                exptime: exptime.unwrap_or(h.exptime),
+                time: secs(now),
+                cas,
+            };
+            let ttl = ttl(&header, now);
+            let item = NewItem {
+                key: &a.key,
+                parts: [digits, b""],
+                header,
+            };
+            match self.replace(&mut s, hash, i, item, now, &flush) {
                 Response::Stored { .. } => Response::Number { value, cas, ttl },
                 other => other,
             }
@@ -802,11 +871,16 @@ impl Store {
             return Response::NotFound;
         };
         // memcached's item_touch fetches with a bump; the CAS is unchanged.
-        let e = s.entry_mut(i);
-        e.exptime = abs_exptime(exptime, now);
-        e.bits |= FETCHED;
-        e.time = secs(now);
-        s.bump(i);
+        let h = s.header(i);
+        s.set_header(
+            i,
+            Header {
+                exptime: abs_exptime(exptime, now),
+                bits: bumped(h.bits | FETCHED),
+                time: secs(now),
+                ..h
+            },
+        );
         bump(&self.stats.touch_hits);
         Response::Touched
     }
@@ -827,8 +901,7 @@ impl Store {
             let flush = self.flush_state();
             for shard in self.shards.iter() {
                 let mut s = lock(shard);
-                let len = s.len();
-                let removed = s.purge(now, &flush, len);
+                let removed = s.purge(now, &flush);
                 drop(s);
                 self.count_removed(Removed {
                     flushed: 0,
@@ -849,20 +922,24 @@ impl Store {
         let Some(i) = self.live(&mut s, hash, key, now, &flush) else {
             return Response::MetaDebug(None);
         };
-        let e = s.entry(i);
-        let size = e.charge();
+        let h = s.header(i);
+        let size = s.charge_of(i);
+        let value_len = size - HDR - shard::INDEX_SLOT_CHARGE - key.len();
         let fields = vec![
-            ("exp".to_string(), ttl(e, now).to_string()),
+            ("exp".to_string(), ttl(&h, now).to_string()),
             (
                 "la".to_string(),
-                now.saturating_sub(u64::from(e.time)).to_string(),
+                now.saturating_sub(u64::from(h.time)).to_string(),
             ),
-            ("cas".to_string(), e.cas.to_string()),
+            ("cas".to_string(), h.cas.to_string()),
             (
                 "fetch".to_string(),
-                if e.bits & FETCHED != 0 { "yes" } else { "no" }.to_string(),
+                if h.bits & FETCHED != 0 { "yes" } else { "no" }.to_string(),
             ),
-            ("cls".to_string(), slab_class(size).to_string()),
+            (
+                "cls".to_string(),
+                slab_class(key.len(), value_len).to_string(),
+            ),
             ("size".to_string(), size.to_string()),
         ];
         Response::MetaDebug(Some(fields))

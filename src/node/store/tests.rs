@@ -429,8 +429,13 @@ fn ten_item_store() -> (Store, Arc<CacheStats>) {
     (s, stats)
 }
 
+/// Rewritten for the segment store (was `lru_evicts_least_recently_used`,
+/// which read the LRU list): the same requests and the same expectations,
+/// except that the next victim is checked by evicting it rather than by
+/// reading the list. Each item here fills a segment of its own (the cache
+/// is tiny), so S3-FIFO evicts one item at a time.
 #[test]
-fn lru_evicts_least_recently_used() {
+fn eviction_keeps_read_items_and_takes_the_oldest_unread() {
     let (s, stats) = ten_item_store();
     for i in 0..10 {
         set(&s, &format!("k{i}"), &[b'v'; 100], 0, NOW);
@@ -452,8 +457,25 @@ fn lru_evicts_least_recently_used() {
     let mut g = test_util::get("k4");
     g.no_bump = true;
     assert!(get_with(&s, g, NOW).is_some());
-    let lru = lock(&s.shards[0]).lru_keys();
-    assert_eq!(lru.last().map(Vec::as_slice), Some(&b"k5"[..]));
+    let mut g = test_util::get("k6");
+    g.no_bump = true;
+    assert!(get_with(&s, g, NOW).is_some());
+    // The next victims: k5, the oldest never read, then k6, read with
+    // no_bump only; k4 (read) stays.
+    set(&s, "kc", &[b'v'; 100], 0, NOW);
+    let victims = lock(&s.shards[0]).fifo_keys();
+    assert_eq!(victims.first().map(Vec::as_slice), Some(&b"k6"[..]));
+    set(&s, "kd", &[b'v'; 100], 0, NOW);
+    let mut g = test_util::get("k4");
+    g.no_bump = true;
+    assert!(get_with(&s, g, NOW).is_some(), "k4 was read");
+    for k in ["k5", "k6"] {
+        let mut g = test_util::get(k);
+        g.no_bump = true;
+        assert_eq!(get_with(&s, g, NOW), None, "{k} evicted");
+    }
+    assert_eq!(stat(&stats, "evictions"), 4);
+    lock(&s.shards[0]).check();
 }
 
 #[test]
@@ -938,4 +960,109 @@ fn the_what_if_tracker_sees_reads_unless_it_is_off() {
     }
     let curve = on.what_if().expect("on by default").curve(&[1 << 20]);
     assert_eq!((curve.accesses_total, curve.sampled_accesses), (2, 2));
+}
+
+#[derive(Clone, Debug)]
+enum SmallOp {
+    Set(u8, u16, i8),
+    Get(u8, bool),
+    Delete(u8),
+    Append(u8, u16),
+    Touch(u8, i8),
+    Incr(u8),
+    Tick(u8),
+    Limit(u16),
+    Reclaim,
+}
+
+fn small_op() -> impl Strategy<Value = SmallOp> {
+    let key = 0u8..40;
+    prop_oneof![
+        4 => (key.clone(), 0u16..900, -1i8..20).prop_map(|(k, n, e)| SmallOp::Set(k, n, e)),
+        3 => (key.clone(), any::<bool>()).prop_map(|(k, u)| SmallOp::Get(k, u)),
+        1 => key.clone().prop_map(SmallOp::Delete),
+        1 => (key.clone(), 0u16..300).prop_map(|(k, n)| SmallOp::Append(k, n)),
+        1 => (key.clone(), -1i8..20).prop_map(|(k, e)| SmallOp::Touch(k, e)),
+        1 => key.prop_map(SmallOp::Incr),
+        1 => (0u8..10).prop_map(SmallOp::Tick),
+        1 => (1u16..200).prop_map(SmallOp::Limit),
+        1 => Just(SmallOp::Reclaim),
+    ]
+}
+
+proptest! {
+    /// A cache small enough to evict all the time (segments of 64 bytes
+    /// to a few KiB, dedicated segments, TTL classes, plan changes): after
+    /// every command each shard's segments, index, counts and budget agree
+    /// (`Shard::check`), and a hit returns the last value written.
+    #[test]
+    fn evicting_store_keeps_its_invariants(
+        start in 1u16..200,
+        ops in proptest::collection::vec(small_op(), 1..300),
+    ) {
+        let stats = Arc::new(CacheStats::default());
+        let s = Store::new(usize::from(start) * 1024, 1000, stats);
+        let mut last: HashMap<String, Vec<u8>> = HashMap::new();
+        let mut now = NOW;
+        for op in &ops {
+            match op {
+                SmallOp::Set(k, n, e) => {
+                    let key = format!("key{k}");
+                    let v = vec![b'0' + (*n % 10) as u8; usize::from(*n)];
+                    if let Response::Stored { .. } = run_store(&s, st(StoreMode::Set, &key, &v, i64::from(*e)), now) {
+                        last.insert(key, v);
+                    } else {
+                        last.remove(&key);
+                    }
+                }
+                SmallOp::Get(k, no_bump) => {
+                    let key = format!("key{k}");
+                    let mut g = test_util::get(&key);
+                    g.no_bump = *no_bump;
+                    if let Some(f) = get_with(&s, g, now) {
+                        prop_assert_eq!(Some(&f.data.to_vec()), last.get(&key));
+                    }
+                }
+                SmallOp::Delete(k) => {
+                    let key = format!("key{k}");
+                    s.execute(&Command::Delete(delete(&key)), now);
+                    last.remove(&key);
+                }
+                SmallOp::Append(k, n) => {
+                    let key = format!("key{k}");
+                    let v = vec![b'a'; usize::from(*n)];
+                    let r = run_store(&s, st(StoreMode::Append, &key, &v, 0), now);
+                    match (r, last.get_mut(&key)) {
+                        (Response::Stored { .. }, Some(old)) => old.extend_from_slice(&v),
+                        (Response::Stored { .. }, None) => prop_assert!(false, "append stored without an item"),
+                        // Refused, the old item kept.
+                        (Response::Error(ErrorReply::TooLarge | ErrorReply::OutOfMemory), _) => {}
+                        _ => {
+                            last.remove(&key);
+                        }
+                    }
+                }
+                SmallOp::Touch(k, e) => {
+                    let key = Bytes::from(format!("key{k}"));
+                    s.execute(&Command::Touch { key, exptime: i64::from(*e) }, now);
+                }
+                SmallOp::Incr(k) => {
+                    let key = format!("key{k}");
+                    if let Response::Number { .. } = s.execute(&Command::Arith(arith(&key, true, 1)), now) {
+                        // The new digits: read them back.
+                        last.insert(key.clone(), value(&s, &key, now).unwrap_or_default());
+                    }
+                }
+                SmallOp::Tick(d) => now += u64::from(*d),
+                SmallOp::Limit(kib) => s.set_limit(usize::from(*kib) * 1024),
+                SmallOp::Reclaim => {
+                    s.reclaim_expired(now, 50);
+                }
+            }
+            for shard in s.shards.iter() {
+                lock(shard).check();
+            }
+            prop_assert!(s.usage().bytes <= s.usage().limit);
+        }
+    }
 }

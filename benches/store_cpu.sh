@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# CPU per request and throughput of the node against memcached 1.6.18
+# (issue 22), with memcaslap, the workload of compare.sh's node section:
+# 90% get / 10% set, 16-byte keys, 100-byte values, 16 connections.
+#
+#   benches/store_cpu.sh [--rounds N] [--duration S] [--memgate PATH]
+#
+# Both servers are started once, with a 64 MiB limit (memcached -t 4; the
+# node with --insecure-no-auth and its default threads). Each round runs
+# memcaslap against each in turn (the order flips every round):
+#   pinned:   both servers on CPU 0, memcaslap on CPU 1; the server's utime
+#             + stime (/proc/PID/stat) over the run divided by the requests
+#             memcaslap counted is its CPU per request;
+#   unpinned: the same run without taskset, for throughput.
+# Prints each run, then the medians and the ratios memgate / memcached.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+rounds=3
+duration=10
+bin=$repo/target/release/memgate
+while [ $# -gt 0 ]; do
+  case $1 in
+    --rounds) rounds=$2; shift 2 ;;
+    --duration) duration=$2; shift 2 ;;
+    --memgate) bin=$2; shift 2 ;;
+    *) echo "usage: $0 [--rounds N] [--duration S] [--memgate PATH]" >&2; exit 64 ;;
+  esac
+done
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+cat > "$work/mix.cfg" <<'CFG'
+key
+16 16 1
+value
+100 100 1
+cmd
+0 0.1
+1 0.9
+CFG
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
+ticks() { awk '{print $14 + $15}' /proc/"$1"/stat; }
+clk=$(getconf CLK_TCK)
+
+mp=$(free_port)
+memcached -p "$mp" -l 127.0.0.1 -U 0 -m 64 -t 4 -u root >/dev/null 2>&1 &
+mpid=$!; pids+=("$mpid")
+np=$(free_port)
+MEMGATE_LOG=warn "$bin" node --memory-limit 64MiB --insecure-no-auth --listen 127.0.0.1:"$np" >/dev/null 2>&1 &
+npid=$!; pids+=("$npid")
+wait_port "$mp"; wait_port "$np"
+taskset -pc 0 "$mpid" >/dev/null; taskset -apc 0 "$mpid" >/dev/null
+taskset -apc 0 "$npid" >/dev/null
+
+run() { # name port pid pinned -> prints "tps cpu_us_per_request"
+  local port=$2 pid=$3 pin=() before after out tps
+  [ "$4" = 1 ] && pin=(taskset -c 1)
+  before=$(ticks "$pid")
+  out=$("${pin[@]}" memcaslap -s 127.0.0.1:"$port" -F "$work/mix.cfg" -T 2 -c 16 -t "${duration}s" 2>&1)
+  after=$(ticks "$pid")
+  tps=$(awk '/^Run time/ {for (i = 1; i <= NF; i++) if ($i == "TPS:") v = $(i + 1)} END {print v + 0}' <<<"$out")
+  awk -v t="$tps" -v d="$duration" -v c=$((after - before)) -v k="$clk" \
+    'BEGIN {printf "%d %.3f\n", t, (t > 0 ? c / k / (t * d) * 1e6 : 0)}'
+}
+
+results=$work/results
+for r in $(seq "$rounds"); do
+  order="memcached memgate"; [ $((r % 2)) = 0 ] && order="memgate memcached"
+  for mode in pinned unpinned; do
+    if [ "$mode" = pinned ]; then
+      taskset -apc 0 "$mpid" >/dev/null; taskset -apc 0 "$npid" >/dev/null; p=1
+    else
+      taskset -apc 0-$(($(nproc) - 1)) "$mpid" >/dev/null; taskset -apc 0-$(($(nproc) - 1)) "$npid" >/dev/null; p=0
+    fi
+    for s in $order; do
+      if [ "$s" = memcached ]; then port=$mp pid=$mpid; else port=$np pid=$npid; fi
+      read -r tps cpu <<<"$(run "$s" "$port" "$pid" "$p")"
+      echo "round $r $mode $s: $tps ops/s, $cpu us CPU per request"
+      echo "$mode $s $tps $cpu" >> "$results"
+    done
+  done
+done
+python3 - "$results" <<'PY'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1])]
+def med(mode, s, i):
+    return statistics.median(float(r[i]) for r in rows if r[0] == mode and r[1] == s)
+for mode in ["pinned", "unpinned"]:
+    mc, mg = med(mode, "memcached", 2), med(mode, "memgate", 2)
+    cc, cg = med(mode, "memcached", 3), med(mode, "memgate", 3)
+    print(f"{mode}: throughput memcached {mc:,.0f} memgate {mg:,.0f} ops/s ({mg / mc:.2f}x); "
+          f"CPU per request memcached {cc:.2f} memgate {cg:.2f} us ({cg / cc:.2f}x)")
+PY
+echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
