@@ -17,6 +17,7 @@ fn bad_configuration_exits_64_with_one_line() {
         &["node", "--caches", "/nonexistent/caches.toml"][..],
         &["node", "--insecure-no-auth", "--listen", "0.0.0.0:0"][..],
         &["node", "--auth-timeout", "-3"][..],
+        &["node", "--insecure-no-auth", "--max-item-size", "32MiB"][..],
         &[
             "node",
             "--cert",

@@ -124,11 +124,11 @@ impl NodeArgs {
         let max_item_size = self.max_item_size.map_or(defaults::MAX_ITEM_SIZE, |size| {
             usize::try_from(size).unwrap_or(usize::MAX)
         });
-        if max_item_size < 2 {
+        if !(2..=memgate::node::store::MAX_VALUE_LEN).contains(&max_item_size) {
             return Err(ConfigError::Invalid {
                 what: "--max-item-size",
                 value: max_item_size.to_string(),
-                expected: "a size of at least 2 bytes",
+                expected: "a size from 2 bytes to 16MiB - 1 (a value's length takes 3 bytes)",
             });
         }
         let admin = match self.admin_listen {

@@ -35,8 +35,9 @@
 //!   `bytes`/`curr_items` drop immediately; a delayed flush is lazy.
 //! - `me` reports as `cls` the slab class memcached would give the item
 //!   (there are no slab classes here), and as `size` the bytes it is charged.
-//! - Values are at most 16 MiB (a 3-byte length): a larger
-//!   `--max-item-size` is capped there. CAS uniques are 56 bits.
+//! - Values are at most 16 MiB (a 3-byte length): the command line refuses
+//!   a larger `--max-item-size`, and a store built with one caps it there.
+//!   CAS uniques are 56 bits.
 
 mod shard;
 
@@ -47,8 +48,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 
 use self::shard::{
-    bumped, carry_freq, Flush, Header, NewItem, Removed, Shard, CAS_MASK, FETCHED, HDR,
-    MAX_VALUE_LEN, STALE, TOKEN_SENT,
+    bumped, carry_freq, Flush, Header, NewItem, Removed, Shard, CAS_MASK, FETCHED, HDR, STALE,
+    TOKEN_SENT,
 };
 use crate::clock::unix_now;
 use crate::mrc::Tracker;
@@ -57,7 +58,7 @@ use crate::protocol::request::{self, Arith, Command, Delete, Exptime, Get, Store
 use crate::protocol::{ErrorReply, Found, Response, MAX_KEY_LEN};
 use crate::sync::lock;
 
-pub use self::shard::{charge, PER_ITEM_OVERHEAD};
+pub use self::shard::{charge, MAX_VALUE_LEN, PER_ITEM_OVERHEAD};
 
 /// The key hash: foldhash, seeded per store, as hashbrown's default (SipHash
 /// cost as much as the whole lookup). A tenant can only aim collisions at
