@@ -159,15 +159,15 @@ pub struct WireError(pub String);
 
 /// Encodes requests and parses replies in one dialect.
 #[derive(Clone, Debug)]
-pub struct Codec {
+pub struct BenchCodec {
     protocol: Protocol,
     get_template: Command,
     set_template: Command,
 }
 
-impl Codec {
-    pub fn new(protocol: Protocol) -> Codec {
-        Codec {
+impl BenchCodec {
+    pub fn new(protocol: Protocol) -> BenchCodec {
+        BenchCodec {
             protocol,
             get_template: Command::Get(Get::default()),
             set_template: Command::Store(store(Bytes::new(), Bytes::new())),
@@ -356,7 +356,7 @@ mod tests {
 
     #[test]
     fn binary_round_trip_through_the_codec() {
-        let codec = Codec::new(Protocol::Binary);
+        let codec = BenchCodec::new(Protocol::Binary);
         let mut out = BytesMut::new();
         codec
             .encode(Op::Get, Bytes::from_static(b"k"), None, 9, &mut out)
@@ -375,7 +375,7 @@ mod tests {
 
     #[test]
     fn meta_round_trip_through_the_codec() {
-        let codec = Codec::new(Protocol::Meta);
+        let codec = BenchCodec::new(Protocol::Meta);
         let mut out = BytesMut::new();
         codec
             .encode(Op::Get, Bytes::from_static(b"k"), None, 9, &mut out)

@@ -9,7 +9,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 
-use super::conn::{self, BenchReply, Codec, Conn, Op};
+use super::conn::{self, BenchCodec, BenchReply, Conn, Op};
 use super::keys;
 use super::plan::{Plan, Wait};
 use super::stats::{InFlight, Stats};
@@ -239,7 +239,7 @@ async fn read_loop(
 
 /// Read the reply to `op` (binary: carrying `opaque`), buffering in `buf`.
 pub(super) async fn read_reply(
-    codec: &Codec,
+    codec: &BenchCodec,
     in_half: &mut (impl AsyncRead + Unpin),
     buf: &mut BytesMut,
     op: Op,

@@ -44,7 +44,7 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
 
-use conn::{Codec, Conn};
+use conn::{BenchCodec, Conn};
 use drive::phase;
 use keys::Values;
 use plan::Plan;
@@ -68,7 +68,7 @@ pub enum BenchError {
 struct Ctx {
     config: BenchConfig,
     values: Values,
-    codec: Codec,
+    codec: BenchCodec,
 }
 
 /// Counters the progress line reads while the run goes on.
@@ -87,7 +87,7 @@ pub async fn run(config: BenchConfig) -> Result<Report, BenchError> {
     config.validate()?;
     let ctx = Arc::new(Ctx {
         values: Values::new(config.value_size.0, config.value_size.1),
-        codec: Codec::new(config.protocol),
+        codec: BenchCodec::new(config.protocol),
         config,
     });
     let n = ctx.config.connections;

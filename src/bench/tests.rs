@@ -183,7 +183,7 @@ fn ctx(protocol: Protocol) -> Ctx {
     config.verify = true;
     Ctx {
         values: Values::new(config.value_size.0, config.value_size.1),
-        codec: Codec::new(protocol),
+        codec: BenchCodec::new(protocol),
         config,
     }
 }
@@ -350,7 +350,7 @@ async fn churn_counts_refused_connections() {
     config.stop = Stop::Requests(3);
     let ctx = Arc::new(Ctx {
         values: Values::new(32, 32),
-        codec: Codec::new(config.protocol),
+        codec: BenchCodec::new(config.protocol),
         config,
     });
     let plans = vec![Plan::mix(&ctx.config, 0, Instant::now())];

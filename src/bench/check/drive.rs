@@ -572,7 +572,7 @@ mod tests {
         config.ratio = (1, 1);
         config.stop = Stop::Requests(4000);
         CheckCtx {
-            codec: wire::Codec::new(config.protocol, wire::Keys::new(1)),
+            codec: wire::CheckCodec::new(config.protocol, wire::Keys::new(1)),
             seqs: model::Seqs::new(key_space),
             config,
             options: CheckOptions {

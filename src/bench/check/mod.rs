@@ -81,7 +81,7 @@ pub const MAX_MULTIGET: usize = 100;
 pub(super) struct CheckCtx {
     config: BenchConfig,
     options: CheckOptions,
-    codec: wire::Codec,
+    codec: wire::CheckCodec,
     seqs: model::Seqs,
 }
 
@@ -314,7 +314,7 @@ pub(super) async fn run(
         ^ u64::from(std::process::id()))
         >> 32) as u32;
     let ctx = Arc::new(CheckCtx {
-        codec: wire::Codec::new(config.protocol, wire::Keys::new(run_id)),
+        codec: wire::CheckCodec::new(config.protocol, wire::Keys::new(run_id)),
         // With own keys and fewer keys than connections, each connection
         // still gets one key of its own: index `i` for connection `i`.
         seqs: model::Seqs::new(config.key_space.max(config.connections as u64)),

@@ -119,15 +119,15 @@ impl Keys {
 }
 
 /// Writes requests and reads replies in one dialect.
-pub struct Codec {
+pub struct CheckCodec {
     pub protocol: Protocol,
     pub keys: Keys,
     limits: Limits,
 }
 
-impl Codec {
-    pub fn new(protocol: Protocol, keys: Keys) -> Codec {
-        Codec {
+impl CheckCodec {
+    pub fn new(protocol: Protocol, keys: Keys) -> CheckCodec {
+        CheckCodec {
             protocol,
             keys,
             limits: Limits {
@@ -475,8 +475,8 @@ mod tests {
         }
     }
 
-    fn codec(protocol: Protocol) -> Codec {
-        Codec::new(protocol, Keys::new(1))
+    fn codec(protocol: Protocol) -> CheckCodec {
+        CheckCodec::new(protocol, Keys::new(1))
     }
 
     #[test]
