@@ -594,6 +594,7 @@ async fn a_client_that_stops_reading_is_held_to_its_buffer() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let grown = common::process::own_rss_kib().saturating_sub(before);
+    eprintln!("RSS grew by {grown} KiB while the client did not read");
     assert!(grown < 40 << 10, "RSS grew by {grown} KiB");
     // Everything arrives, right, once the client reads.
     let mut want = Vec::new();

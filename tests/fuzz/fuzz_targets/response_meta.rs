@@ -1,5 +1,5 @@
 //! A node's meta/text reply stream as the sidecar reads it: the request is
-//! encoded with `meta_client::encode_request` for the client's frame (which
+//! encoded with `meta::client::encode_request` for the client's frame (which
 //! says what reply to expect), replies are parsed one after another with
 //! that `Expect`, decoded against the command and written back to the
 //! client. The first byte picks the command, the second the client's frame;
@@ -8,7 +8,7 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use memgate::protocol::meta_client::{self, Expect};
+use memgate::protocol::meta::client::{self as meta_client, Expect};
 use memgate_fuzz::{client_frame, command, encode_for_client, LIMITS};
 
 /// The opaque the sidecar puts on the request (`O7`); the seeds use it.
