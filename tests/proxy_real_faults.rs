@@ -1115,3 +1115,30 @@ async fn the_checker_sees_no_wrong_reply_through_a_reload_that_adds_a_node() {
     let log = proxy.log();
     assert!(log.contains("servers=4 kept=3"), "{log}");
 }
+
+/// One of three nodes behind a relay that delays every chunk, a little and
+/// then a lot (past the request timeout, so that its requests time out and
+/// its connections are replaced): no reply is wrong, and no acknowledged
+/// write is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checker_sees_no_wrong_reply_through_a_slow_link() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::new();
+    let nodes = local_nodes(&pki, dir.path(), 3);
+    let slow = relay(nodes[1].addr("tls"), None).await;
+    let addrs = [nodes[0].addr("tls"), slow.addr, nodes[2].addr("tls")];
+    let servers = named(addrs).join(",");
+    let args = ["--servers", &servers];
+    let proxy = spawn_proxy(&pki, dir.path(), PROXY_USER, PROXY_PASS, &args);
+    let check = start_check(proxy.addr("client"), 6, 1, &["--protocol", "meta"]);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    slow.delay_us.store(2_000, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    slow.delay_us.store(300_000, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    slow.delay_us.store(0, Ordering::SeqCst);
+    let check = check.await.unwrap();
+    eprintln!("slow link: {}", check["summary"]);
+    assert_no_wrong_reply(&check, false);
+}

@@ -598,13 +598,15 @@ pub async fn pipelining_clients_get_their_own_bytes(addr: SocketAddr, clients: u
 }
 
 /// A byte relay in front of a real node that the test can stall (bytes are
-/// held, as with a stopped process or a partition) or that forgets
+/// held, as with a stopped process or a partition), slow down (each chunk
+/// waits `delay_us` microseconds, a slow link), or that forgets
 /// connections idle for longer than `forget_idle`, as a NAT or load balancer
 /// does: from then on it silently drops whatever either side sends.
 #[derive(Clone)]
 pub struct Relay {
     pub addr: SocketAddr,
     pub stalled: Arc<AtomicBool>,
+    pub delay_us: Arc<std::sync::atomic::AtomicU64>,
     pub accepted: Arc<AtomicUsize>,
 }
 
@@ -613,6 +615,7 @@ pub async fn relay(target: SocketAddr, forget_idle: Option<Duration>) -> Relay {
     let relay = Relay {
         addr: listener.local_addr().unwrap(),
         stalled: Arc::new(AtomicBool::new(false)),
+        delay_us: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         accepted: Arc::new(AtomicUsize::new(0)),
     };
     let state = relay.clone();
@@ -627,25 +630,33 @@ pub async fn relay(target: SocketAddr, forget_idle: Option<Duration>) -> Relay {
             let (cr, cw) = client.into_split();
             let (sr, sw) = server.into_split();
             for (rd, wr) in [(cr, sw), (sr, cw)] {
-                let (stalled, last, forgotten) = (
-                    Arc::clone(&state.stalled),
-                    Arc::clone(&last),
-                    Arc::clone(&forgotten),
-                );
-                tokio::spawn(pump(rd, wr, stalled, last, forgotten, forget_idle));
+                let link = Link {
+                    stalled: Arc::clone(&state.stalled),
+                    delay_us: Arc::clone(&state.delay_us),
+                    last: Arc::clone(&last),
+                    forgotten: Arc::clone(&forgotten),
+                    forget_idle,
+                };
+                tokio::spawn(pump(rd, wr, link));
             }
         }
     });
     relay
 }
 
-async fn pump(
-    mut rd: tokio::net::tcp::OwnedReadHalf,
-    mut wr: tokio::net::tcp::OwnedWriteHalf,
+/// What one direction of a relayed connection obeys.
+struct Link {
     stalled: Arc<AtomicBool>,
+    delay_us: Arc<std::sync::atomic::AtomicU64>,
     last: Arc<Mutex<Instant>>,
     forgotten: Arc<AtomicBool>,
     forget_idle: Option<Duration>,
+}
+
+async fn pump(
+    mut rd: tokio::net::tcp::OwnedReadHalf,
+    mut wr: tokio::net::tcp::OwnedWriteHalf,
+    link: Link,
 ) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -653,17 +664,21 @@ async fn pump(
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
-        while stalled.load(Ordering::SeqCst) {
+        while link.stalled.load(Ordering::SeqCst) {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        if let Some(idle) = forget_idle {
-            let mut last = last.lock().unwrap();
+        let delay = link.delay_us.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_micros(delay)).await;
+        }
+        if let Some(idle) = link.forget_idle {
+            let mut last = link.last.lock().unwrap();
             if last.elapsed() > idle {
-                forgotten.store(true, Ordering::SeqCst);
+                link.forgotten.store(true, Ordering::SeqCst);
             }
             *last = Instant::now();
         }
-        if forgotten.load(Ordering::SeqCst) {
+        if link.forgotten.load(Ordering::SeqCst) {
             continue;
         }
         if wr.write_all(&buf[..n]).await.is_err() {
