@@ -35,23 +35,15 @@ while [ $# -gt 0 ]; do
     *) echo "usage: $0 [--duration S] [--connections N] [--pipeline N] [--memgate PATH] [--out DIR]" >&2; exit 64 ;;
   esac
 done
-if [ -z "$bin" ]; then
-  (cd "$repo" && cargo build --release --quiet)
-  bin=$repo/target/release/memgate
-fi
+# shellcheck source=benches/lib.sh
+source "$repo/benches/lib.sh"
+bin=$(release_memgate "$bin")
 work=$(mktemp -d)
 out=${out:-$work}
 mkdir -p "$out"
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done
-  echo "check.sh: port $1 never opened" >&2; exit 1
-}
-bg() { "$@" >/dev/null 2>>"$work/servers.log" & pids+=("$!"); }
 
 direct=$(free_port); bg memcached -p "$direct" -l 127.0.0.1 -U 0 -m 64 -t 2 -u root; wait_port "$direct"
 backends=()
@@ -70,14 +62,7 @@ tw_stats=$(printf '127.0.0.1:%s,' "${backends[@]}"); tw_stats=${tw_stats%,}
 # The memgate sidecar over three memgate nodes, as `memgate up` runs them.
 "$bin" certs --out "$work/pki" --node localhost >/dev/null
 user=check pass=check-password-123
-cat > "$work/caches.toml" <<TOML
-[[cache]]
-id = "check"
-memory_limit = "64MiB"
-[[cache.credential]]
-username = "$user"
-password = "$pass"
-TOML
+cache_toml check 64MiB "$user" password "$pass" > "$work/caches.toml"
 export MEMGATE_LOG=warn
 servers=""
 for i in 1 2 3; do
