@@ -11,7 +11,7 @@ mod common;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -603,6 +603,18 @@ fn named(addrs: impl IntoIterator<Item = SocketAddr>) -> Vec<String> {
         .collect()
 }
 
+/// A proxy config file in `dir`, and what rewrites it to name the first `n`
+/// of `entries` as the servers (before a SIGHUP).
+fn servers_file<'a>(dir: &Path, entries: &'a [String]) -> (PathBuf, impl Fn(usize) + 'a) {
+    let config = dir.join("proxy.toml");
+    let path = config.clone();
+    let servers = move |n: usize| {
+        let text = format!("servers = \"{}\"\n", entries[..n].join(","));
+        std::fs::write(&path, text).unwrap();
+    };
+    (config, servers)
+}
+
 /// `n` `memgate node` processes on 127.0.0.1 signed by `pki`.
 fn local_nodes(pki: &TestPki, dir: &Path, n: usize) -> Vec<Process> {
     (0..n)
@@ -847,11 +859,7 @@ async fn ten_sighup_reloads_under_load_fail_no_request_and_keep_unchanged_nodes(
     let pki = TestPki::new();
     let nodes = local_nodes(&pki, dir.path(), 4);
     let entries = named(nodes.iter().map(|n| n.addr("tls")));
-    let config = dir.path().join("proxy.toml");
-    let servers = |n: usize| {
-        let text = format!("servers = \"{}\"\n", entries[..n].join(","));
-        std::fs::write(&config, text).unwrap();
-    };
+    let (config, servers) = servers_file(dir.path(), &entries);
     servers(3);
     let args = [
         "--config",
@@ -1097,11 +1105,7 @@ async fn the_checker_sees_no_wrong_reply_through_a_reload_that_adds_a_node() {
     let pki = TestPki::new();
     let nodes = local_nodes(&pki, dir.path(), 4);
     let entries = named(nodes.iter().map(|n| n.addr("tls")));
-    let config = dir.path().join("proxy.toml");
-    let servers = |n: usize| {
-        let text = format!("servers = \"{}\"\n", entries[..n].join(","));
-        std::fs::write(&config, text).unwrap();
-    };
+    let (config, servers) = servers_file(dir.path(), &entries);
     servers(3);
     let args = ["--config", config.to_str().unwrap()];
     let proxy = spawn_proxy(&pki, dir.path(), PROXY_USER, PROXY_PASS, &args);

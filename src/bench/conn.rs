@@ -30,6 +30,36 @@ pub async fn connect(config: &BenchConfig) -> Result<Conn, BenchError> {
     connect_to(config, config.server.as_str()).await
 }
 
+/// How many connect attempts a connection makes after it broke, in a row.
+const RECONNECT_ATTEMPTS: u32 = 3;
+const RECONNECT_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// A fresh connection after one broke: up to [`RECONNECT_ATTEMPTS`], each
+/// after [`RECONNECT_DELAY`], until `finished`; counted in `stats`.
+pub async fn reconnect(
+    config: &BenchConfig,
+    finished: impl Fn() -> bool,
+    stats: &mut super::stats::Stats,
+) -> Option<Conn> {
+    for _ in 0..RECONNECT_ATTEMPTS {
+        if finished() {
+            return None;
+        }
+        tokio::time::sleep(RECONNECT_DELAY).await;
+        match connect(config).await {
+            Ok(conn) => {
+                stats.reconnects += 1;
+                return Some(conn);
+            }
+            Err(error) => {
+                stats.connect_failures += 1;
+                tracing::debug!(%error, "reconnect failed");
+            }
+        }
+    }
+    None
+}
+
 /// [`connect`] to `to`: churn resolves the server once and passes the
 /// address, so that no connection waits on a lookup.
 pub(super) async fn connect_to(

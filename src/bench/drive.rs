@@ -2,7 +2,7 @@
 //! phase over every connection.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
@@ -27,9 +27,6 @@ pub(super) async fn until_due(plan: &Plan) -> bool {
     }
 }
 
-/// How many connect attempts a connection makes after it broke, in a row.
-const RECONNECT_ATTEMPTS: u32 = 3;
-const RECONNECT_DELAY: Duration = Duration::from_millis(100);
 /// Bound on sessions per connection per phase.
 const MAX_SESSIONS: u32 = 1000;
 /// Requests batched into one write.
@@ -60,27 +57,7 @@ async fn drive_sessions(
     for _ in 0..MAX_SESSIONS {
         let current = match conn.take() {
             Some(c) => c,
-            None => {
-                let mut opened = None;
-                for _ in 0..RECONNECT_ATTEMPTS {
-                    if plan.finished(Instant::now()) {
-                        break;
-                    }
-                    tokio::time::sleep(RECONNECT_DELAY).await;
-                    match conn::connect(&ctx.config).await {
-                        Ok(c) => {
-                            stats.reconnects += 1;
-                            opened = Some(c);
-                            break;
-                        }
-                        Err(error) => {
-                            stats.connect_failures += 1;
-                            tracing::debug!(%error, "reconnect failed");
-                        }
-                    }
-                }
-                opened?
-            }
+            None => conn::reconnect(&ctx.config, || plan.finished(Instant::now()), stats).await?,
         };
         match session(ctx, live, current, plan, stats, pipeline).await {
             Some(c) => return Some(c),

@@ -52,6 +52,8 @@ pub enum ProxyError {
 /// State every client session shares; the cluster is swapped on SIGHUP.
 pub struct ProxyShared {
     cluster: RwLock<Arc<Cluster>>,
+    /// The cluster's `generation`, readable without the lock.
+    generation: std::sync::atomic::AtomicU64,
     username: RwLock<String>,
     pub max_item_size: usize,
     /// What a session may hold for its client (`proxy::budget`).
@@ -61,6 +63,11 @@ pub struct ProxyShared {
 }
 
 impl ProxyShared {
+    /// The current cluster's `generation`: a reload changes it.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     pub fn cluster(&self) -> Arc<Cluster> {
         match self.cluster.read() {
             Ok(guard) => Arc::clone(&guard),
@@ -170,6 +177,7 @@ impl Proxy {
             None => None,
         };
         let shared = Arc::new(ProxyShared {
+            generation: std::sync::atomic::AtomicU64::new(cluster.generation),
             cluster: RwLock::new(Arc::new(cluster)),
             username: RwLock::new(config.username.clone()),
             max_item_size: config.max_item_size,
@@ -261,6 +269,9 @@ impl Proxy {
                                     Ok(mut guard) => std::mem::replace(&mut *guard, Arc::clone(&cluster)),
                                     Err(poisoned) => std::mem::replace(&mut *poisoned.into_inner(), Arc::clone(&cluster)),
                                 };
+                                shared
+                                    .generation
+                                    .store(cluster.generation, std::sync::atomic::Ordering::Release);
                                 if let Ok(mut user) = shared.username.write() {
                                     *user = next.username.clone();
                                 }

@@ -21,14 +21,15 @@
 
 use std::sync::Arc;
 
-use super::pool::{Cluster, Upstream};
+use super::pool::Upstream;
 use super::upstream::Connection;
 
 /// One client's connections, one per node it has requests in flight on.
 #[derive(Default)]
 pub struct Pins {
-    /// The cluster (ring and nodes) the pins were made under.
-    cluster: Option<Arc<Cluster>>,
+    /// The generation of the cluster (ring and nodes) the pins were made
+    /// under.
+    cluster: Option<u64>,
     /// A client talks to few nodes: a short list beats a map.
     by_node: Vec<(Arc<Upstream>, Connection)>,
 }
@@ -40,12 +41,11 @@ impl Pins {
         self.by_node.clear();
     }
 
-    /// Whether the pins were made under another cluster than `current`: the
-    /// client must wait for its requests in flight before it sends more.
-    pub fn outdated(&self, current: &Arc<Cluster>) -> bool {
-        self.cluster
-            .as_ref()
-            .is_some_and(|made| !Arc::ptr_eq(made, current))
+    /// Whether the pins were made under another cluster than the one of
+    /// generation `current`: the client must wait for its requests in
+    /// flight before it sends more.
+    pub fn outdated(&self, current: u64) -> bool {
+        self.cluster.is_some_and(|made| made != current)
     }
 
     /// The live connection this client uses on `node`, if it has one.
@@ -59,8 +59,8 @@ impl Pins {
 
     /// Use `conn` for this client's requests to `node` from now on. A dead
     /// pin it replaces had its requests failed with the connection.
-    pub fn pin(&mut self, cluster: &Arc<Cluster>, node: &Arc<Upstream>, conn: Connection) {
-        self.cluster.get_or_insert_with(|| Arc::clone(cluster));
+    pub fn pin(&mut self, generation: u64, node: &Arc<Upstream>, conn: Connection) {
+        self.cluster.get_or_insert(generation);
         match self.by_node.iter_mut().find(|(n, _)| Arc::ptr_eq(n, node)) {
             Some((_, pinned)) => *pinned = conn,
             None => self.by_node.push((Arc::clone(node), conn)),

@@ -310,6 +310,9 @@ fn live_load(conn: &Mutex<Option<Connection>>) -> Option<usize> {
         .map(Connection::load)
 }
 
+/// The number the next cluster gets (`Cluster::generation`).
+static NEXT_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 /// Every node, the ring over them, and the failover policy.
 pub struct Cluster {
     pub nodes: Vec<Arc<Upstream>>,
@@ -320,6 +323,9 @@ pub struct Cluster {
     pub settings: Settings,
     /// How often the prober tries a down node.
     probe_interval: Duration,
+    /// Which cluster this is: every one built gets a new number, so that a
+    /// session can tell a reload from one atomic load (`proxy::pins`).
+    pub generation: u64,
 }
 
 impl Cluster {
@@ -340,6 +346,7 @@ impl Cluster {
             live_ring: RwLock::new((Vec::new(), full)),
             settings,
             probe_interval,
+            generation: NEXT_GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         }
     }
 

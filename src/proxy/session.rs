@@ -189,9 +189,12 @@ where
                 held_back = true;
                 break;
             }
+            // One snapshot routes the request and decides the barrier, so that
+            // a reload between the two cannot slip past it.
+            let cluster = shared.cluster();
             if queue.is_empty() {
                 pins.clear();
-            } else if pins.outdated(&shared.cluster()) {
+            } else if pins.outdated(cluster.generation) {
                 // A reload since this client's requests in flight were
                 // routed: wait for them before sending more (`proxy::pins`).
                 break;
@@ -199,8 +202,9 @@ where
             match input.next(&limits)? {
                 None => break,
                 Some(Next::Request(request)) => {
-                    let (bytes, parts) = weight(&request.command, &shared);
-                    let pending = dispatch(&shared, request, first_command, &mut pins).await;
+                    let (bytes, parts) = weight(&request.command, &cluster);
+                    let pending =
+                        dispatch(&shared, &cluster, request, first_command, &mut pins).await;
                     first_command = false;
                     queue.push_back(pending);
                     budget.take(bytes, parts);
@@ -219,7 +223,6 @@ where
                             invalidate: false,
                             exptime: None,
                         });
-                        let cluster = shared.cluster();
                         let mut now = started;
                         let _ =
                             start_routed(&cluster, delete, internal_frame(), &mut pins, &mut now)
@@ -279,7 +282,7 @@ where
 
         // Nothing more is read while a reload holds this client's next
         // request back, so that its input stays bounded.
-        let held = !queue.is_empty() && pins.outdated(&shared.cluster());
+        let held = !queue.is_empty() && pins.outdated(shared.generation());
         let can_read =
             queue.len() < MAX_PENDING && !draining && !held && budget.has_room(wbuf.len());
         let in_flight = !queue.is_empty();
@@ -328,11 +331,11 @@ where
 
 /// What a request weighs in its client's budget: the bytes it carries (a
 /// value to store) and the upstream replies it will get.
-fn weight(command: &Command, shared: &ProxyShared) -> (usize, usize) {
+fn weight(command: &Command, cluster: &Cluster) -> (usize, usize) {
     match command {
         Command::Store(store) => (store.data.len(), 1),
         Command::Get(get) => (0, get.keys.len()),
-        Command::FlushAll { .. } | Command::Stats { .. } => (0, shared.cluster().nodes.len()),
+        Command::FlushAll { .. } | Command::Stats { .. } => (0, cluster.nodes.len()),
         _ => (0, 1),
     }
 }
@@ -385,6 +388,7 @@ fn ready(head: Head, response: Response) -> Pending {
 /// Route one request and start it; the returned pending reply yields its reply.
 async fn dispatch(
     shared: &Arc<ProxyShared>,
+    cluster: &Cluster,
     request: Request,
     first_command: bool,
     pins: &mut Pins,
@@ -423,11 +427,10 @@ async fn dispatch(
             });
         }
         Command::FlushAll { .. } | Command::Stats { .. } => {
-            let cluster = shared.cluster();
             let mut parts = Vec::with_capacity(cluster.nodes.len());
             for node in &cluster.nodes {
                 let frame = head.frame.clone();
-                parts.push(start(&cluster, node, command.clone(), frame, pins, &mut now).await);
+                parts.push(start(cluster, node, command.clone(), frame, pins, &mut now).await);
             }
             return Pending::Merged(Box::pin(async move {
                 let mut results = Vec::with_capacity(parts.len());
@@ -446,7 +449,6 @@ async fn dispatch(
             }));
         }
         Command::Get(get) if get.keys.len() > 1 => {
-            let cluster = shared.cluster();
             let Get {
                 keys,
                 touch,
@@ -466,7 +468,7 @@ async fn dispatch(
                     no_bump,
                 });
                 let frame = head.frame.clone();
-                parts.push(start_routed(&cluster, one, frame, pins, &mut now).await);
+                parts.push(start_routed(cluster, one, frame, pins, &mut now).await);
             }
             return Pending::Merged(Box::pin(async move {
                 let mut items: Vec<Option<Found>> = Vec::with_capacity(parts.len());
@@ -505,9 +507,8 @@ async fn dispatch(
             }));
         }
         command => {
-            let cluster = shared.cluster();
             let frame = head.frame.clone();
-            let part = start_routed(&cluster, command, frame, pins, &mut now).await;
+            let part = start_routed(cluster, command, frame, pins, &mut now).await;
             return Pending::Single {
                 head,
                 part,
@@ -536,7 +537,7 @@ enum Part {
 /// its key. In eject mode, a node found dead by this very request hands it on
 /// to the node the live ring picks.
 async fn start_routed(
-    cluster: &Arc<Cluster>,
+    cluster: &Cluster,
     command: Command,
     frame: Frame,
     pins: &mut Pins,
@@ -570,7 +571,7 @@ async fn start_routed(
 /// load if the client has nothing in flight there: `proxy::pins`). `now` is when the client's request arrived,
 /// moved on if the request had to wait for a connect.
 async fn start(
-    cluster: &Arc<Cluster>,
+    cluster: &Cluster,
     node: &Arc<Upstream>,
     command: Command,
     frame: Frame,
@@ -586,7 +587,7 @@ async fn start(
     let connected = node.connection(&cluster.settings, (*now + timeout).into());
     let conn = match connected.await {
         Ok((conn, at_once)) => {
-            pins.pin(cluster, node, conn.clone());
+            pins.pin(cluster.generation, node, conn.clone());
             // Waited for a connect: the parts of a multi-key get started
             // after this one take their time from now, or they would begin
             // already late, time out at once, and close healthy connections.

@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
@@ -16,9 +16,6 @@ use super::model::{self, Model, Verdict};
 use super::wire::{binary_opcode, Broken, Outcome, Part, Wire};
 use super::{CheckCtx, KeyMode, Tally};
 
-/// How many connect attempts a connection makes after it broke, in a row.
-const RECONNECT_ATTEMPTS: u32 = 3;
-const RECONNECT_DELAY: Duration = Duration::from_millis(100);
 /// Bound on sessions per connection: each out-of-order reply costs one.
 const MAX_SESSIONS: u32 = 1000;
 /// Requests batched into one write.
@@ -157,26 +154,11 @@ impl<'a> Driver<'a> {
             let current = match conn.take() {
                 Some(c) => c,
                 None => {
-                    let mut opened = None;
-                    for _ in 0..RECONNECT_ATTEMPTS {
-                        if plan.finished(Instant::now()) {
-                            break;
-                        }
-                        tokio::time::sleep(RECONNECT_DELAY).await;
-                        match conn::connect(&self.ctx.config).await {
-                            Ok(c) => {
-                                self.stats.reconnects += 1;
-                                opened = Some(c);
-                                break;
-                            }
-                            Err(error) => {
-                                self.stats.connect_failures += 1;
-                                tracing::debug!(%error, "reconnect failed");
-                            }
-                        }
+                    let finished = || plan.finished(Instant::now());
+                    match conn::reconnect(&self.ctx.config, finished, &mut self.stats).await {
+                        Some(c) => c,
+                        None => return,
                     }
-                    let Some(c) = opened else { return };
-                    c
                 }
             };
             if self.session(current, plan).await || plan.finished(Instant::now()) {
