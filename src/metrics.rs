@@ -84,6 +84,15 @@ pub const PROXY_MULTIGET_MISSES_TOTAL: &str = "memgate_proxy_multiget_unreachabl
 /// open windows, requests served in them included), in microseconds (the
 /// exporter's counters are integers).
 pub const PROXY_BUSY_POLL_MICROSECONDS_TOTAL: &str = "memgate_proxy_busy_poll_microseconds_total";
+/// Proxy warm-up (`proxy::warmup`): reads of moved keys that missed on their
+/// primary node and were read again from the other, by `result` (hit, miss,
+/// error).
+pub const PROXY_WARMUP_FALLBACKS_TOTAL: &str = "memgate_proxy_warmup_fallbacks_total";
+/// Proxy warm-up: deletes of a moved key on its secondary node after a
+/// write, by `result` (ok, error).
+pub const PROXY_WARMUP_CLEARS_TOTAL: &str = "memgate_proxy_warmup_clears_total";
+/// Proxy warm-up: nodes given up on during a warm-up, per node.
+pub const PROXY_WARMUP_ABANDONED_TOTAL: &str = "memgate_proxy_warmup_abandoned_total";
 
 /// Proxy metrics with their help text.
 pub const PROXY_METRICS: &[(&str, &str)] = &[
@@ -122,6 +131,18 @@ pub const PROXY_METRICS: &[(&str, &str)] = &[
     (
         PROXY_MULTIGET_MISSES_TOTAL,
         "Keys of multi-key gets answered as misses because their node could not answer",
+    ),
+    (
+        PROXY_WARMUP_FALLBACKS_TOTAL,
+        "Warm-up: reads of moved keys read again from their other node, by result",
+    ),
+    (
+        PROXY_WARMUP_CLEARS_TOTAL,
+        "Warm-up: deletes of moved keys on their other node after a write, by result",
+    ),
+    (
+        PROXY_WARMUP_ABANDONED_TOTAL,
+        "Warm-up: nodes given up on (failed or down), per node",
     ),
     (
         PROXY_BUSY_POLL_MICROSECONDS_TOTAL,

@@ -109,7 +109,8 @@ async fn proxy_from_env_and_config_reloads_on_sighup_and_drains_on_sigterm() {
     let file = |port: u16| {
         // Two threads from the file: the work-stealing runtime serves,
         // reloads and drains as the default single thread does.
-        format!("timeout = \"2s\"\nmetrics_listen = \"none\"\nthreads = 2\nservers = \"127.0.0.1:{port}\"\n")
+        // No settle phase: the new node is primary at once.
+        format!("timeout = \"2s\"\nmetrics_listen = \"none\"\nthreads = 2\nwarmup_settle = \"0s\"\nservers = \"127.0.0.1:{port}\"\n")
     };
     std::fs::write(&config, file(first[0].tls.unwrap().port())).unwrap();
     let mut proxy = spawn_proxy(&config, &ca).await;
@@ -135,9 +136,14 @@ async fn proxy_from_env_and_config_reloads_on_sighup_and_drains_on_sigterm() {
     std::fs::write(&config, file(second[0].tls.unwrap().port())).unwrap();
     kill(proxy.pid(), "HUP");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    // The same client connection now reaches the second node, which is empty.
-    c.expect(b"get k\r\n", b"END\r\n").await;
+    // The same client connection now reaches the second node, which is
+    // empty: the warm-up reads the key from the first, and a write goes to
+    // the second and clears the first.
+    c.expect(b"get k\r\n", b"VALUE k 0 5\r\nfirst\r\nEND\r\n")
+        .await;
     c.expect(b"set k 0 0 6\r\nsecond\r\n", b"STORED\r\n").await;
+    let items = |node: &TestNode| node.shared.tenants().get("42").unwrap().store.usage().items;
+    assert_eq!(items(&first[0]), 0, "cleared on the node the key left");
     assert_eq!(
         second[0]
             .shared

@@ -149,6 +149,15 @@ pub struct ProxyArgs {
     /// --max-item-size.
     #[arg(long, env = "MEMGATE_PROXY_CLIENT_BUFFER")]
     pub client_buffer: Option<String>,
+    /// After a reload that moves keys to other nodes, read a moved key that
+    /// misses on its new node from the node it left, for this long, so the
+    /// cache does not go cold [default: 1h]; 0 turns it off.
+    #[arg(long, env = "MEMGATE_PROXY_WARMUP")]
+    pub warmup: Option<String>,
+    /// How long after a reload the previous node stays first for moved
+    /// keys: at least how far apart this app's sidecars reload [default: 10s].
+    #[arg(long, env = "MEMGATE_PROXY_WARMUP_SETTLE")]
+    pub warmup_settle: Option<String>,
 }
 }
 
@@ -353,6 +362,12 @@ impl ProxyArgs {
             }
             _ => {}
         }
+        let warmup = duration("--warmup", args.warmup, defaults::WARMUP)?;
+        let warmup_settle = duration(
+            "--warmup-settle",
+            args.warmup_settle,
+            defaults::WARMUP_SETTLE,
+        )?;
         let connections_per_node = args
             .connections_per_node
             .unwrap_or(defaults::CONNECTIONS_PER_NODE);
@@ -383,6 +398,8 @@ impl ProxyArgs {
         config.max_item_size = max_item_size;
         config.client_buffer = client_buffer;
         config.busy_poll = (!busy_poll.is_zero()).then_some(busy_poll);
+        config.warmup = warmup;
+        config.warmup_settle = warmup_settle;
         Ok(config)
     }
 }

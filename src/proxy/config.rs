@@ -41,6 +41,16 @@ pub mod defaults {
     pub const CLIENT_BUFFER: usize = 4 * MAX_ITEM_SIZE;
     /// `--threads`: one event loop, as twemproxy.
     pub const THREADS: usize = 1;
+    /// `--warmup`: how long after a reload moved keys are still read from
+    /// the node they left (`proxy::warmup`). An hour: an item whose TTL is
+    /// an hour or less expires within the window and its app rewrites it on
+    /// the new node, so only longer-lived items miss when it ends. Over it,
+    /// a miss of a moved key costs a second round trip and a write of one a
+    /// delete on the other node: a fraction (the moved share) of requests.
+    pub const WARMUP: Duration = Duration::from_secs(3600);
+    /// `--warmup-settle`: how far apart the sidecars of one app may reload
+    /// and still never read each other's overwritten values.
+    pub const WARMUP_SETTLE: Duration = Duration::from_secs(10);
 }
 
 /// Everything the proxy needs, validated.
@@ -80,6 +90,11 @@ pub struct ProxyConfig {
     /// Poll this long after each reply instead of sleeping (`--busy-poll`;
     /// None: off). Needs the single-threaded runtime.
     pub busy_poll: Option<Duration>,
+    /// After a reload, how long moved keys are read from their previous
+    /// node too (`--warmup`; zero: not at all).
+    pub warmup: Duration,
+    /// How long the previous node stays primary after a reload (`--warmup-settle`).
+    pub warmup_settle: Duration,
     /// Where the configuration came from, for SIGHUP (None: not reloadable).
     pub reload_from: Option<Arc<dyn Fn() -> Result<ProxyConfig, String> + Send + Sync>>,
 }
@@ -126,6 +141,8 @@ impl ProxyConfig {
             max_item_size: defaults::MAX_ITEM_SIZE,
             client_buffer: defaults::CLIENT_BUFFER,
             busy_poll: None,
+            warmup: defaults::WARMUP,
+            warmup_settle: defaults::WARMUP_SETTLE,
             reload_from: None,
         }
     }

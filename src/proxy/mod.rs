@@ -21,6 +21,7 @@ pub mod pool;
 pub mod ring;
 pub mod session;
 pub mod upstream;
+pub mod warmup;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -133,13 +134,58 @@ fn cluster_for(config: &ProxyConfig, previous: Option<&Cluster>) -> Result<Clust
             )),
         });
     }
+    let warmup = previous.and_then(|old| warmup_from(config, old, &ring, &nodes));
     Ok(Cluster::new(
         nodes,
         ring,
         settings,
         config.failover,
         config.down_retry_delay,
-    ))
+    )
+    .with_warmup(warmup))
+}
+
+/// The warm-up a reload from `old` to `ring` over `nodes` needs: a new one
+/// if keys move, the one in progress if none do (a reload of other settings
+/// must not cut it short), none if turned off.
+fn warmup_from(
+    config: &ProxyConfig,
+    old: &Cluster,
+    ring: &Ring,
+    nodes: &[Arc<pool::Upstream>],
+) -> Option<Arc<warmup::Warmup>> {
+    if config.warmup.is_zero() {
+        return None;
+    }
+    if !warmup::Warmup::needed(old.ring(), &old.nodes, ring, nodes) {
+        return old.warmup().cloned();
+    }
+    Some(Arc::new(warmup::Warmup::new(
+        old.ring().clone(),
+        old.nodes.clone(),
+        nodes,
+        config.warmup_settle,
+        config.warmup,
+    )))
+}
+
+/// Whether `cluster`'s warm-up still reads `node`.
+fn in_warmup(cluster: &Cluster, node: &Arc<pool::Upstream>) -> bool {
+    cluster
+        .warmup()
+        .is_some_and(|warm| warm.previous_nodes().any(|n| Arc::ptr_eq(n, node)))
+}
+
+/// When `warm` ends, drain the previous nodes it alone was reading, unless a
+/// later reload took them back (or started a warm-up that reads them).
+async fn release_after_warmup(shared: Arc<ProxyShared>, warm: Arc<warmup::Warmup>) {
+    tokio::time::sleep_until(warm.ends().into()).await;
+    let cluster = shared.cluster();
+    for node in warm.previous_nodes() {
+        if !cluster.nodes.iter().any(|n| Arc::ptr_eq(n, node)) && !in_warmup(&cluster, node) {
+            node.release();
+        }
+    }
 }
 
 /// Resolves once `shutdown` is true (never, if its sender is gone without saying so).
@@ -228,8 +274,14 @@ impl Proxy {
             });
         }
         let mut prober = tokio::spawn(shared.cluster().prober());
-        // Exported at 0 from start-up, busy polling or not.
+        // Exported at 0 from start-up, busy polling or not, warming up or not.
         metrics::counter!(m::PROXY_BUSY_POLL_MICROSECONDS_TOTAL).increment(0);
+        for result in ["hit", "miss", "error"] {
+            metrics::counter!(m::PROXY_WARMUP_FALLBACKS_TOTAL, "result" => result).increment(0);
+        }
+        for result in ["ok", "error"] {
+            metrics::counter!(m::PROXY_WARMUP_CLEARS_TOTAL, "result" => result).increment(0);
+        }
         if let Some(poll) = &shared.busy_poll {
             background.spawn(Arc::clone(poll).run());
         }
@@ -280,14 +332,18 @@ impl Proxy {
                                 // Nodes that are gone, or whose login changed,
                                 // drain: no new request reaches them, and each
                                 // of their connections ends once its requests
-                                // in flight have been answered.
+                                // in flight have been answered. Those a warm-up
+                                // still reads drain when it ends.
                                 let mut kept = 0;
                                 for node in &old.nodes {
                                     if cluster.nodes.iter().any(|n| Arc::ptr_eq(n, node)) {
                                         kept += 1;
-                                    } else {
+                                    } else if !in_warmup(&cluster, node) {
                                         node.release();
                                     }
+                                }
+                                if let Some(warm) = cluster.warmup() {
+                                    background.spawn(release_after_warmup(Arc::clone(&shared), Arc::clone(warm)));
                                 }
                                 tracing::info!(servers = next.servers.len(), kept, "configuration reloaded");
                             }

@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use super::health::Health;
 use super::ring::Ring;
 use super::upstream::{Connection, Settings, Target, UpstreamError};
+use super::warmup::{Phase, Warmup};
 use crate::metrics as m;
 use crate::sync::lock;
 
@@ -77,6 +78,7 @@ impl Upstream {
         metrics::counter!(m::PROXY_TLS_FAILURES_TOTAL, "node" => name.clone()).increment(0);
         metrics::counter!(m::PROXY_SASL_FAILURES_TOTAL, "node" => name.clone()).increment(0);
         metrics::counter!(m::PROXY_UPSTREAM_CONNECTS_TOTAL, "node" => name.clone()).increment(0);
+        metrics::counter!(m::PROXY_WARMUP_ABANDONED_TOTAL, "node" => name.clone()).increment(0);
         Upstream {
             health: Health::new(name.clone(), failure_limit),
             upstream_requests: metrics::counter!(m::PROXY_UPSTREAM_REQUESTS_TOTAL, "node" => name.clone()),
@@ -326,6 +328,9 @@ pub struct Cluster {
     /// Which cluster this is: every one built gets a new number, so that a
     /// session can tell a reload from one atomic load (`proxy::pins`).
     pub generation: u64,
+    /// The ring before the reload that made this cluster, while moved keys
+    /// are still looked for there (`proxy::warmup`).
+    warmup: Option<Arc<Warmup>>,
 }
 
 impl Cluster {
@@ -347,7 +352,26 @@ impl Cluster {
             settings,
             probe_interval,
             generation: NEXT_GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            warmup: None,
         }
+    }
+
+    /// This cluster, warming up from the one it replaces.
+    pub fn with_warmup(mut self, warmup: Option<Arc<Warmup>>) -> Cluster {
+        self.warmup = warmup;
+        self
+    }
+
+    /// The warm-up from the previous ring, if one is still going on.
+    pub fn warmup(&self) -> Option<&Arc<Warmup>> {
+        self.warmup
+            .as_ref()
+            .filter(|w| w.phase(std::time::Instant::now()) != Phase::Over)
+    }
+
+    /// The ring over every node, down or not.
+    pub fn ring(&self) -> &Ring {
+        &self.ring
     }
 
     pub fn failover(&self) -> Failover {

@@ -170,6 +170,11 @@ impl Ring {
         server as usize
     }
 
+    /// Whether `other` places every key on the same server index.
+    pub fn same_placement(&self, other: &Ring) -> bool {
+        self.servers == other.servers && self.live == other.live
+    }
+
     /// Number of configured servers (live or not).
     pub fn server_count(&self) -> usize {
         self.servers.len()

@@ -432,7 +432,24 @@ async fn dispatch(
                 let frame = head.frame.clone();
                 parts.push(start(cluster, node, command.clone(), frame, pins, &mut now).await);
             }
+            // A flush also empties the nodes a warm-up still reads, or a
+            // fallback would bring back what it removed everywhere else.
+            let mut previous = Vec::new();
+            if let (Some(warm), Command::FlushAll { .. }) = (cluster.warmup(), &command) {
+                for node in warm.previous_nodes() {
+                    if !cluster.nodes.iter().any(|n| Arc::ptr_eq(n, node)) {
+                        let frame = internal_frame();
+                        let part = start(cluster, node, command.clone(), frame, pins, &mut now);
+                        previous.push((Arc::clone(warm), Arc::clone(node), part.await));
+                    }
+                }
+            }
             return Pending::Merged(Box::pin(async move {
+                for (warm, node, part) in previous {
+                    if !matches!(part.outcome().await, Ok(Response::Ok)) {
+                        warm.abandon(&node);
+                    }
+                }
                 let mut results = Vec::with_capacity(parts.len());
                 for part in parts {
                     results.push(part.outcome().await.unwrap_or_else(error_response));
@@ -508,11 +525,19 @@ async fn dispatch(
         }
         command => {
             let frame = head.frame.clone();
-            let part = start_routed(cluster, command, frame, pins, &mut now).await;
-            return Pending::Single {
-                head,
-                part,
-                expired: false,
+            return match start_routed(cluster, command, frame, pins, &mut now).await {
+                Routed::Plain(part) => Pending::Single {
+                    head,
+                    part,
+                    expired: false,
+                },
+                Routed::Moved(outcome) => Pending::Merged(Box::pin(async move {
+                    ClientReply {
+                        head,
+                        response: outcome.await.unwrap_or_else(error_response),
+                        close: false,
+                    }
+                })),
             };
         }
     };
@@ -533,6 +558,22 @@ enum Part {
     Failed(UpstreamError),
 }
 
+/// A keyed request started: on its node, or on two while a warm-up covers
+/// its key (`moved`).
+enum Routed {
+    Plain(Part),
+    Moved(moved::Outcome),
+}
+
+impl Routed {
+    async fn outcome(self) -> Result<Response, UpstreamError> {
+        match self {
+            Routed::Plain(part) => part.outcome().await,
+            Routed::Moved(outcome) => outcome.await,
+        }
+    }
+}
+
 /// Start `command` (framed as the client framed it) on the node that serves
 /// its key. In eject mode, a node found dead by this very request hands it on
 /// to the node the live ring picks.
@@ -542,12 +583,36 @@ async fn start_routed(
     frame: Frame,
     pins: &mut Pins,
     now: &mut Instant,
-) -> Part {
+) -> Routed {
     let routed = cluster.route(command.key().map_or(&[][..], |key| key.as_ref()));
     let node = match routed {
         Ok(node) => node,
-        Err(error) => return Part::Failed(error),
+        Err(error) => return Routed::Plain(Part::Failed(error)),
     };
+    if let Some(warm) = cluster.warmup() {
+        let key = command.key().map_or(&[][..], |key| key.as_ref());
+        if let Some(moved) = warm.moved(key, node) {
+            let primary = moved.primary;
+            let started = moved::start_moved(cluster, warm, moved, &command, &frame, pins, now);
+            return match started.await {
+                Some(outcome) => Routed::Moved(outcome),
+                None => Routed::Plain(start(cluster, primary, command, frame, pins, now).await),
+            };
+        }
+    }
+    Routed::Plain(start_on(cluster, node, command, frame, pins, now).await)
+}
+
+/// `start` on `node`, the key's home; in eject mode, on the node the live
+/// ring picks if this request finds `node` dead.
+async fn start_on(
+    cluster: &Cluster,
+    node: &Arc<Upstream>,
+    command: Command,
+    frame: Frame,
+    pins: &mut Pins,
+    now: &mut Instant,
+) -> Part {
     if cluster.failover() == Failover::Error {
         return start(cluster, node, command, frame, pins, now).await;
     }
@@ -568,8 +633,9 @@ async fn start_routed(
 }
 
 /// Start `command` on `node`, on the client's connection there (picked by
-/// load if the client has nothing in flight there: `proxy::pins`). `now` is when the client's request arrived,
-/// moved on if the request had to wait for a connect.
+/// load if the client has nothing in flight there: `proxy::pins`). `now` is
+/// when the client's request arrived, moved on if the request had to wait
+/// for a connect.
 async fn start(
     cluster: &Cluster,
     node: &Arc<Upstream>,
@@ -580,12 +646,26 @@ async fn start(
 ) -> Part {
     // The request's whole time, connect included, counts against its timeout.
     let timeout = cluster.settings.request_timeout;
-    if let Some(conn) = pins.get(node) {
-        let conn = conn.clone();
-        return send(node, conn, command, frame, *now, timeout);
+    match connection_for(cluster, node, pins, now).await {
+        Ok(conn) => send(node, conn, command, frame, *now, timeout),
+        Err(error) => Part::Failed(error),
     }
+}
+
+/// The client's connection to `node`: its pinned one, or one picked by load
+/// and pinned from now on. `now` moves on if it had to wait for a connect.
+async fn connection_for(
+    cluster: &Cluster,
+    node: &Arc<Upstream>,
+    pins: &mut Pins,
+    now: &mut Instant,
+) -> Result<super::upstream::Connection, UpstreamError> {
+    if let Some(conn) = pins.get(node) {
+        return Ok(conn.clone());
+    }
+    let timeout = cluster.settings.request_timeout;
     let connected = node.connection(&cluster.settings, (*now + timeout).into());
-    let conn = match connected.await {
+    match connected.await {
         Ok((conn, at_once)) => {
             pins.pin(cluster.generation, node, conn.clone());
             // Waited for a connect: the parts of a multi-key get started
@@ -594,15 +674,14 @@ async fn start(
             if !at_once {
                 *now = Instant::now();
             }
-            conn
+            Ok(conn)
         }
         Err(error) => {
             // It may have waited out the whole deadline (see above).
             *now = Instant::now();
-            return Part::Failed(error);
+            Err(error)
         }
-    };
-    send(node, conn, command, frame, *now, timeout)
+    }
 }
 
 /// Send `command` on `conn`, as of `sent`.
@@ -751,5 +830,6 @@ fn merge_stats(results: Vec<Response>) -> Response {
     Response::Stats(merged)
 }
 
+mod moved;
 #[cfg(test)]
 mod tests;
