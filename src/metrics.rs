@@ -91,6 +91,9 @@ pub const PROXY_WARMUP_FALLBACKS_TOTAL: &str = "memgate_proxy_warmup_fallbacks_t
 /// Proxy warm-up: deletes of a moved key on its secondary node after a
 /// write, by `result` (ok, error).
 pub const PROXY_WARMUP_CLEARS_TOTAL: &str = "memgate_proxy_warmup_clears_total";
+/// Proxy warm-up: copies of moved items to their new node, by `result`
+/// (copied, refused: already there or a tombstone, error).
+pub const PROXY_WARMUP_COPIES_TOTAL: &str = "memgate_proxy_warmup_copies_total";
 /// Proxy warm-up: nodes given up on during a warm-up, per node.
 pub const PROXY_WARMUP_ABANDONED_TOTAL: &str = "memgate_proxy_warmup_abandoned_total";
 
@@ -139,6 +142,10 @@ pub const PROXY_METRICS: &[(&str, &str)] = &[
     (
         PROXY_WARMUP_CLEARS_TOTAL,
         "Warm-up: deletes of moved keys on their other node after a write, by result",
+    ),
+    (
+        PROXY_WARMUP_COPIES_TOTAL,
+        "Warm-up: copies of moved items to their new node, by result",
     ),
     (
         PROXY_WARMUP_ABANDONED_TOTAL,

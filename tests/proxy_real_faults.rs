@@ -1129,6 +1129,160 @@ async fn the_checker_sees_no_wrong_reply_through_reloads_that_add_and_remove_a_n
     }
 }
 
+/// A reload removes a node that keeps running (behind a relay), and while
+/// the warm-up still reads it, the link to it loses what the sidecar sends:
+/// the deletes of moved keys never reach it, so it keeps their old values.
+/// The sidecar gives up on it (`memgate_proxy_warmup_abandoned_total`) and
+/// never reads it again, also once the link works again: the deleted keys
+/// stay deleted (its other keys miss). A stopped process is no test of
+/// this: the deletes wait in its socket and run when it continues.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_node_that_lost_deletes_during_the_warm_up_is_never_read_again() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::new();
+    let nodes = local_nodes(&pki, dir.path(), 3);
+    let link = relay(nodes[2].addr("tls"), None).await;
+    let entries = named([nodes[0].addr("tls"), nodes[1].addr("tls"), link.addr]);
+    let (before, after) = (ring(&entries), ring(&entries[..2]));
+    let keys: Vec<String> = (0..2000).map(|i| format!("lk{i}")).collect();
+    let moved: Vec<&String> = keys
+        .iter()
+        .filter(|k| before.locate(k.as_bytes()) != after.locate(k.as_bytes()))
+        .collect();
+    let (config, servers) = servers_file(dir.path(), &entries);
+    servers(3);
+    let args = [
+        "--config",
+        config.to_str().unwrap(),
+        "--warmup-settle",
+        "0s",
+    ];
+    let proxy = spawn_proxy(&pki, dir.path(), PROXY_USER, PROXY_PASS, &args);
+    let mut client = Text::connect(proxy.addr("client")).await;
+    for key in &keys {
+        let (reply, _) = client.call(&format!("set {key} 0 0 2\r\nv1\r\n")).await;
+        assert_eq!(reply, Reply::Stored);
+    }
+    servers(2);
+    kill(proxy.pid(), "HUP");
+    reloaded(&proxy, 1).await;
+    let deleted = &moved[..20];
+    assert!(read_all(&mut client, &keys)
+        .await
+        .iter()
+        .all(Option::is_some));
+    link.dropping.store(true, Ordering::SeqCst);
+    // Pipelined: the first delete to find the node silent gives up on it,
+    // and those behind it do not wait for it.
+    let deletes: String = deleted.iter().map(|k| format!("delete {k}\r\n")).collect();
+    let sent = Instant::now();
+    client.wr.write_all(deletes.as_bytes()).await.unwrap();
+    for key in deleted {
+        let reply = client.reply().await;
+        assert!(
+            matches!(&reply, Reply::Other(r) if r == "DELETED" || r == "NOT_FOUND"),
+            "{key}: {reply:?}"
+        );
+    }
+    assert!(sent.elapsed() < 3 * TIMEOUT, "{:?}", sent.elapsed());
+    link.dropping.store(false, Ordering::SeqCst);
+    let seen = read_all(&mut client, &keys).await;
+    for key in deleted {
+        let i = keys.iter().position(|k| k == *key).unwrap();
+        assert_eq!(seen[i], None, "{key} came back");
+    }
+    let metrics = http_get(proxy.addr("metrics"), "/metrics").await.1;
+    assert!(
+        total(&metrics, "memgate_proxy_warmup_abandoned_total", "n2") >= 1.0,
+        "{metrics}"
+    );
+}
+
+/// With memgate nodes, a moved item read during the warm-up is copied to
+/// its new node with its flags and remaining TTL, so it still hits once the
+/// warm-up is over; one deleted in the window is not copied back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moved_items_read_in_the_warm_up_are_copied_and_hit_after_it() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::new();
+    let nodes = local_nodes(&pki, dir.path(), 3);
+    let entries = named(nodes.iter().map(|n| n.addr("tls")));
+    let (before, after) = (ring(&entries[..2]), ring(&entries));
+    let keys: Vec<String> = (0..1500).map(|i| format!("ck{i}")).collect();
+    let moved: Vec<usize> = (0..keys.len())
+        .filter(|&i| before.locate(keys[i].as_bytes()) != after.locate(keys[i].as_bytes()))
+        .collect();
+    let (config, servers) = servers_file(dir.path(), &entries);
+    servers(2);
+    let args = [
+        "--config",
+        config.to_str().unwrap(),
+        "--warmup",
+        "3s",
+        "--warmup-settle",
+        "0s",
+    ];
+    let proxy = spawn_proxy(&pki, dir.path(), PROXY_USER, PROXY_PASS, &args);
+    let mut client = Text::connect(proxy.addr("client")).await;
+    for key in &keys {
+        let (reply, _) = client.call(&format!("set {key} 7 600 2\r\nv1\r\n")).await;
+        assert_eq!(reply, Reply::Stored);
+    }
+    servers(3);
+    kill(proxy.pid(), "HUP");
+    reloaded(&proxy, 1).await;
+    // Each read right before its delete, pipelined: the read's copy races
+    // the delete, and must never land after it.
+    let deleted = &moved[..100];
+    let pairs: String = deleted
+        .iter()
+        .map(|&i| format!("get {k}\r\ndelete {k}\r\n", k = keys[i]))
+        .collect();
+    client.wr.write_all(pairs.as_bytes()).await.unwrap();
+    for _ in deleted {
+        assert!(matches!(client.reply().await, Reply::Values(v) if v.len() == 1));
+        assert_eq!(client.reply().await, Reply::Other("DELETED".into()));
+    }
+    let mut expected: Vec<Option<String>> = vec![Some("v1".into()); keys.len()];
+    for &i in deleted {
+        expected[i] = None;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        read_all(&mut client, &keys).await,
+        expected,
+        "in the window"
+    );
+    // Past the window (and the closing settle, 0 s): the new ring alone.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert_eq!(
+        read_all(&mut client, &keys).await,
+        expected,
+        "after the warm-up"
+    );
+    // The copy kept the flags and the remaining TTL.
+    let (reply, _) = client
+        .call(&format!("mg {} f t v\r\n", keys[moved[150]]))
+        .await;
+    let Reply::Other(line) = reply else {
+        panic!("{reply:?}")
+    };
+    let ttl: i64 = line
+        .split(' ')
+        .find_map(|t| t.strip_prefix('t')?.parse().ok())
+        .unwrap();
+    assert!(line.contains(" f7"), "{line}");
+    assert!((590..=600).contains(&ttl), "{line}");
+    let metrics = http_get(proxy.addr("metrics"), "/metrics").await.1;
+    let copied = sample(&metrics, "memgate_proxy_warmup_copies_total", &["copied"]).unwrap();
+    assert!(
+        copied >= (moved.len() - deleted.len()) as f64,
+        "{copied} copied"
+    );
+}
+
 /// Wait until the proxy has logged `n` reloads.
 async fn reloaded(proxy: &Process, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -8,6 +8,7 @@
 //! - [`caches`]: the caches file (tenants and credentials), validated.
 //! - [`auth`]: password hashing and constant-time checks.
 //! - [`tenants`]: the running caches, kept across reloads.
+//! - [`tombstones`]: keys a sidecar's warm-up deleted, refusing its copies.
 //! - `threads`: the threads that serve the connections.
 //! - [`store`]: one cache's items: byte-budget LRU, TTL, CAS.
 //! - [`counters`]: per-cache counters.
@@ -28,6 +29,7 @@ pub mod stats;
 pub mod store;
 pub mod tenants;
 mod threads;
+pub mod tombstones;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

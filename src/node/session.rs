@@ -20,7 +20,7 @@ use super::tenants::{Attempt, Login, LoginFailure};
 use super::NodeShared;
 use crate::clock::unix_now;
 use crate::protocol::input::{self, Input, Next, FLUSH_THRESHOLD};
-use crate::protocol::request::{Command, Frame, Get, StoreMode};
+use crate::protocol::request::{Command, Delete, Frame, Get, StoreMode};
 use crate::protocol::{self, binary, sasl, ErrorReply, Request, Response};
 use crate::session::{self, SessionError};
 
@@ -266,6 +266,23 @@ impl Session {
                 Response::Error(ErrorReply::PermissionDenied)
             }
             Command::FlushAll { .. } if !caps.flush => Response::Error(ErrorReply::FlushNotAllowed),
+            Command::Copy(_) if !caps.write => Response::NotStored,
+            Command::Bury { .. } if !caps.write => Response::Error(ErrorReply::PermissionDenied),
+            // A sidecar's warm-up (`node::tombstones`).
+            Command::Bury { key, ttl } => {
+                tenant.tombstones.bury(&key, ttl, now);
+                let delete = Command::Delete(Delete {
+                    key,
+                    cas: None,
+                    invalidate: false,
+                    exptime: None,
+                });
+                tenant.store.execute(&delete, now)
+            }
+            Command::Copy(store) if tenant.tombstones.refuses(&store.key, now) => {
+                Response::NotStored
+            }
+            Command::Copy(store) => tenant.store.execute(&Command::Store(store), now),
             command => tenant.store.execute(&command, now),
         }
     }

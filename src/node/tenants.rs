@@ -23,6 +23,7 @@ use tokio::sync::Semaphore;
 use super::caches::{CachesFile, Capabilities, Directory, Invalid, LoginError, LoginOk};
 use super::counters::CacheStats;
 use super::store::Store;
+use super::tombstones::Tombstones;
 use super::NodeSettings;
 use crate::auth::throttle::{Throttle, Throttled};
 use crate::clock::unix_now;
@@ -40,6 +41,8 @@ pub struct Tenant {
     /// --disable-after`. Starts at the node's start (or the cache's
     /// creation), so a restart never makes a cache look idle.
     pub last_active: AtomicU64,
+    /// Keys a sidecar's warm-up deleted recently, which refuse its copies.
+    pub tombstones: Tombstones,
 }
 
 impl std::fmt::Debug for Tenant {
@@ -150,6 +153,7 @@ impl Tenants {
                         stats,
                         disabled: AtomicBool::new(false),
                         last_active: AtomicU64::new(unix_now()),
+                        tombstones: Tombstones::default(),
                     })
                 }
             };

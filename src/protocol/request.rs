@@ -248,6 +248,18 @@ pub enum Command {
         mechanism: Bytes,
         data: Bytes,
     },
+    /// memgate's `md <key> G<ttl>`: delete the key and leave a tombstone
+    /// that refuses [`Command::Copy`] of it for `ttl` seconds. The sidecar's
+    /// warm-up sends it (`proxy::warmup`); memcached has no such flag.
+    Bury {
+        key: Key,
+        ttl: Exptime,
+    },
+    /// memgate's `ms <key> <len> G …`: an add (never over an item) that is
+    /// also refused while the key has a tombstone: the warm-up's copy of an
+    /// item to the node it moved to, which must not pass a delete made
+    /// since it read the item.
+    Copy(Store),
 }
 
 impl Command {
@@ -259,6 +271,8 @@ impl Command {
             Command::Delete(d) => Some(&d.key),
             Command::Arith(a) => Some(&a.key),
             Command::Touch { key, .. } | Command::MetaDebug { key } => Some(key),
+            Command::Bury { key, .. } => Some(key),
+            Command::Copy(s) => Some(&s.key),
             _ => None,
         }
     }
@@ -276,7 +290,8 @@ impl Command {
                 StoreMode::Append => CommandKind::Append,
                 StoreMode::Prepend => CommandKind::Prepend,
             },
-            Command::Delete(_) => CommandKind::Delete,
+            Command::Delete(_) | Command::Bury { .. } => CommandKind::Delete,
+            Command::Copy(_) => CommandKind::Add,
             Command::Arith(a) if a.incr => CommandKind::Incr,
             Command::Arith(_) => CommandKind::Decr,
             Command::Touch { .. } => CommandKind::Touch,

@@ -282,6 +282,9 @@ impl Proxy {
         for result in ["ok", "error"] {
             metrics::counter!(m::PROXY_WARMUP_CLEARS_TOTAL, "result" => result).increment(0);
         }
+        for result in ["copied", "refused", "error"] {
+            metrics::counter!(m::PROXY_WARMUP_COPIES_TOTAL, "result" => result).increment(0);
+        }
         if let Some(poll) = &shared.busy_poll {
             background.spawn(Arc::clone(poll).run());
         }

@@ -726,6 +726,14 @@ fn error_response(error: UpstreamError) -> Response {
 }
 
 impl Part {
+    /// The node and connection it went out on, if it did.
+    fn sent_on(&self) -> Option<(Arc<Upstream>, super::upstream::Connection)> {
+        match self {
+            Part::Waiting { node, conn, .. } => Some((Arc::clone(node), conn.clone())),
+            Part::Failed(_) => None,
+        }
+    }
+
     /// Wait for the reply, until the part's deadline at most (for the
     /// merged replies; a single one is polled in place by the session).
     async fn outcome(mut self) -> Result<Response, UpstreamError> {

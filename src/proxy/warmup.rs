@@ -39,11 +39,14 @@
 //! at today's timeout rules. A key whose previous node is abandoned is
 //! served by the new ring alone.
 //!
-//! Values are not copied to the new node: a copy (read, then add) can land
-//! after a concurrent delete has cleared both nodes and bring the key back,
-//! unless the node can refuse it (a tombstone), which neither memcached nor
-//! the node offers yet. The window is long instead, so that most items
-//! expire and are rewritten on the new node before it ends.
+//! With memgate nodes, a hit read from the node a key left is copied to its
+//! new node, as an add that the node refuses while the key has a tombstone
+//! (`node::tombstones`): every delete the warm-up makes on a new node, and
+//! every write there that may leave the key absent, leaves one, so a copy
+//! that read the item before such a write cannot land after it
+//! (`proxy::session::moved`). A new node that may have missed a tombstone
+//! stops copies for the rest of the warm-up. memcached has no tombstones:
+//! with it nothing is copied, and the window is what keeps keys warm.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -73,6 +76,8 @@ pub struct Moved<'a> {
     pub secondary: Option<&'a Arc<Upstream>>,
     /// Whether a miss on the primary is read again from the secondary.
     pub fallback: bool,
+    /// Whether the primary is the key's new node (after the settle phase).
+    pub new_is_primary: bool,
 }
 
 /// The previous ring, kept for a while after a reload.
@@ -85,6 +90,8 @@ pub struct Warmup {
     window: Duration,
     /// Nodes of either ring given up on for this warm-up.
     abandoned: Vec<(Arc<Upstream>, AtomicBool)>,
+    /// A tombstone may be missing on a new node: copy nothing more.
+    copies_stopped: AtomicBool,
 }
 
 impl Warmup {
@@ -110,6 +117,21 @@ impl Warmup {
             settle,
             window,
             abandoned,
+            copies_stopped: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether hits read from the node a key left may still be copied to
+    /// its new node (`proxy::session::moved`).
+    pub fn copies_allowed(&self) -> bool {
+        !self.copies_stopped.load(Ordering::Relaxed)
+    }
+
+    /// Copy nothing more in this warm-up: a write could not leave its
+    /// tombstone, so a copy could land after it.
+    pub fn stop_copies(&self) {
+        if !self.copies_stopped.swap(true, Ordering::Relaxed) {
+            tracing::warn!("warm-up: a tombstone could not be left; no more copies");
         }
     }
 
@@ -171,18 +193,20 @@ impl Warmup {
                 primary: previous,
                 secondary: (!self.is_abandoned(home)).then_some(home),
                 fallback: true,
+                new_is_primary: false,
             },
             Phase::Window | Phase::Closing => Moved {
                 primary: home,
                 secondary: Some(previous),
                 fallback: phase == Phase::Window,
+                new_is_primary: true,
             },
             Phase::Over => return None,
         };
         Some(moved)
     }
 
-    fn is_abandoned(&self, node: &Arc<Upstream>) -> bool {
+    pub fn is_abandoned(&self, node: &Arc<Upstream>) -> bool {
         self.abandoned
             .iter()
             .find(|(n, _)| Arc::ptr_eq(n, node))

@@ -599,7 +599,8 @@ pub async fn pipelining_clients_get_their_own_bytes(addr: SocketAddr, clients: u
 
 /// A byte relay in front of a real node that the test can stall (bytes are
 /// held, as with a stopped process or a partition), slow down (each chunk
-/// waits `delay_us` microseconds, a slow link), or that forgets
+/// waits `delay_us` microseconds, a slow link), make drop what it is sent
+/// while `dropping` is set (a partition whose packets are lost), or that forgets
 /// connections idle for longer than `forget_idle`, as a NAT or load balancer
 /// does: from then on it silently drops whatever either side sends.
 #[derive(Clone)]
@@ -607,6 +608,7 @@ pub struct Relay {
     pub addr: SocketAddr,
     pub stalled: Arc<AtomicBool>,
     pub delay_us: Arc<std::sync::atomic::AtomicU64>,
+    pub dropping: Arc<AtomicBool>,
     pub accepted: Arc<AtomicUsize>,
 }
 
@@ -616,6 +618,7 @@ pub async fn relay(target: SocketAddr, forget_idle: Option<Duration>) -> Relay {
         addr: listener.local_addr().unwrap(),
         stalled: Arc::new(AtomicBool::new(false)),
         delay_us: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        dropping: Arc::new(AtomicBool::new(false)),
         accepted: Arc::new(AtomicUsize::new(0)),
     };
     let state = relay.clone();
@@ -633,6 +636,7 @@ pub async fn relay(target: SocketAddr, forget_idle: Option<Duration>) -> Relay {
                 let link = Link {
                     stalled: Arc::clone(&state.stalled),
                     delay_us: Arc::clone(&state.delay_us),
+                    dropping: Arc::clone(&state.dropping),
                     last: Arc::clone(&last),
                     forgotten: Arc::clone(&forgotten),
                     forget_idle,
@@ -648,6 +652,7 @@ pub async fn relay(target: SocketAddr, forget_idle: Option<Duration>) -> Relay {
 struct Link {
     stalled: Arc<AtomicBool>,
     delay_us: Arc<std::sync::atomic::AtomicU64>,
+    dropping: Arc<AtomicBool>,
     last: Arc<Mutex<Instant>>,
     forgotten: Arc<AtomicBool>,
     forget_idle: Option<Duration>,
@@ -678,7 +683,7 @@ async fn pump(
             }
             *last = Instant::now();
         }
-        if link.forgotten.load(Ordering::SeqCst) {
+        if link.forgotten.load(Ordering::SeqCst) || link.dropping.load(Ordering::SeqCst) {
             continue;
         }
         if wr.write_all(&buf[..n]).await.is_err() {

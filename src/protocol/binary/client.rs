@@ -135,6 +135,9 @@ pub fn encode_request(
         Command::Quit => (pick(QUIT, QUITQ), Vec::new(), none, none, None),
         Command::Noop => (NOOP, Vec::new(), none, none, None),
         Command::MetaDebug { .. } => return Err(Unsupported("me (meta debug)")),
+        Command::Bury { .. } | Command::Copy(_) => {
+            return Err(Unsupported("memgate's tombstones (meta flag G)"))
+        }
         Command::SaslList => (SASL_LIST_MECHS, Vec::new(), none, none, None),
         Command::SaslAuth { mechanism, data } => (SASL_AUTH, Vec::new(), mechanism, data, None),
         Command::SaslStep { mechanism, data } => (SASL_STEP, Vec::new(), mechanism, data, None),
@@ -170,6 +173,7 @@ pub fn cannot_carry(command: &Command, frame: &Frame) -> Option<&'static str> {
         Command::Delete(delete) if delete.exptime.is_some() => Some("meta flag T on md"),
         Command::Arith(arith) if arith.touch.is_some() => Some("meta flag T on ma"),
         Command::MetaDebug { .. } => Some("me (meta debug)"),
+        Command::Bury { .. } | Command::Copy(_) => Some("memgate's tombstones (meta flag G)"),
         _ => None,
     };
     let Frame::Meta(meta) = frame else {
@@ -329,7 +333,8 @@ fn decode_success(command: &Command, packet: &ResponsePacket) -> Response {
         Command::Noop => Response::Noop,
         Command::SaslList => Response::SaslMechs(value_text(packet)),
         Command::SaslAuth { .. } | Command::SaslStep { .. } => Response::AuthOk,
-        // `encode_request` never sends it.
+        // `encode_request` never sends them.
         Command::MetaDebug { .. } => malformed("meta debug"),
+        Command::Bury { .. } | Command::Copy(_) => malformed("tombstone"),
     }
 }

@@ -189,7 +189,12 @@ pub fn encode_request(
             let frame = upstream_frame(command, frame, key);
             encode_line(&frame, &get, Some(seq), out).map(|()| Expect::Meta(Some(seq)))
         }
-        Command::Get(_) | Command::Store(_) | Command::Delete(_) | Command::Arith(_) => {
+        Command::Get(_)
+        | Command::Store(_)
+        | Command::Delete(_)
+        | Command::Arith(_)
+        | Command::Bury { .. }
+        | Command::Copy(_) => {
             let Some(key) = command.key() else {
                 return Err(Unencodable("a get of other than one key"));
             };
@@ -233,7 +238,7 @@ fn upstream_frame(command: &Command, client: &Frame, key: &[u8]) -> MetaFrame {
         ..MetaFrame::default()
     };
     let get = matches!(command, Command::Get(_));
-    let store = matches!(command, Command::Store(_));
+    let store = matches!(command, Command::Store(_) | Command::Copy(_));
     let arith = matches!(command, Command::Arith(_));
     let touch = matches!(command, Command::Touch { .. });
     match client {
@@ -515,6 +520,17 @@ fn parse_stats(buf: &[u8]) -> Result<Option<(NodeReply, usize)>, ReplyError> {
 /// into a dialect-neutral response. A meta code that `command` cannot get is
 /// an error: the stream is out of step.
 pub fn decode(command: Command, reply: NodeReply) -> Result<Response, ReplyError> {
+    // memgate's tombstone commands answer as the store and delete they are.
+    let command = match command {
+        Command::Copy(store) => Command::Store(store),
+        Command::Bury { key, .. } => Command::Delete(crate::protocol::request::Delete {
+            key,
+            cas: None,
+            invalidate: false,
+            exptime: None,
+        }),
+        command => command,
+    };
     let meta = match reply {
         NodeReply::Meta(meta) => meta,
         NodeReply::Error(error) => return Ok(Response::Error(error)),
@@ -641,7 +657,7 @@ fn encode_request_at(
             put_token(line, b'T', get.touch);
             put_frame_flags(line, frame, seq)?;
         }
-        Command::Store(store) => {
+        Command::Store(store) | Command::Copy(store) => {
             line.put_slice(b"ms");
             put_key(line, frame, &store.key)?;
             line.put_u8(b' ');
@@ -671,7 +687,16 @@ fn encode_request_at(
                 return Err(Unencodable("ms vivifies only in append/prepend mode"));
             }
             put_token(line, b'N', store.vivify);
+            if matches!(command, Command::Copy(_)) {
+                line.put_slice(b" G");
+            }
             data = Some(&store.data);
+        }
+        Command::Bury { key, ttl } => {
+            line.put_slice(b"md");
+            put_key(line, frame, key)?;
+            put_frame_flags(line, frame, seq)?;
+            put_token(line, b'G', Some(*ttl));
         }
         Command::Delete(delete) => {
             line.put_slice(b"md");
@@ -713,7 +738,8 @@ fn encode_request_at(
     // Only `ms` can reach memcached's limit: with every flag and `b`, `mg`
     // comes to 17 tokens, `ma` to 19 and `md` to 16, so only a store is
     // counted (a scan of the line, a fifth of the encoding's work).
-    if matches!(command, Command::Store(_)) && words(&line[start..]).count() + 1 > MAX_META_TOKENS {
+    let store = matches!(command, Command::Store(_) | Command::Copy(_));
+    if store && words(&line[start..]).count() + 1 > MAX_META_TOKENS {
         return Err(Unencodable("more meta flags than memcached accepts"));
     }
     line.put_slice(b"\r\n");

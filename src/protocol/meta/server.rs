@@ -95,7 +95,10 @@ fn parse_set(line: &Line, limits: &Limits) -> Parsed {
     };
     // Upper case only, as memcached 1.6.18 (protocol.txt's lower-case modes
     // came later).
+    // A copy (memgate's `G`) is an add unless it names another mode.
+    let copy = flags.tombstone.is_some();
     let mode = match flags.mode {
+        None if copy => StoreMode::Add,
         None | Some(b'S') => StoreMode::Set,
         Some(b'E') => StoreMode::Add,
         Some(b'A') => StoreMode::Append,
@@ -120,8 +123,12 @@ fn parse_set(line: &Line, limits: &Limits) -> Parsed {
         stores: true,
         ..flags.frame
     });
+    // A copy is an add that a tombstone also refuses.
+    if copy && (mode != StoreMode::Add || flags.cas.is_some() || flags.invalidate) {
+        return refuse("invalid flag");
+    }
     line.with_block(frame, len, |data| {
-        Command::Store(Store {
+        let store = Store {
             mode,
             key,
             flags: flags.client_flags,
@@ -130,7 +137,11 @@ fn parse_set(line: &Line, limits: &Limits) -> Parsed {
             cas: flags.cas,
             invalidate: flags.invalidate,
             vivify,
-        })
+        };
+        match copy {
+            true => Command::Copy(store),
+            false => Command::Store(store),
+        }
     })
 }
 
@@ -142,6 +153,12 @@ fn parse_delete(line: &Line) -> Parsed {
     };
     if let Err(msg) = flags.check_opaque() {
         return error(line, msg);
+    }
+    if let Some(ttl) = flags.tombstone {
+        if flags.cas.is_some() || flags.invalidate || flags.ttl.is_some() {
+            return error(line, "invalid flag");
+        }
+        return request(line, Command::Bury { key, ttl }, flags.frame);
     }
     let delete = Delete {
         key,
@@ -293,6 +310,8 @@ struct Flags {
     initial: Option<u64>,
     /// `D`: delta.
     delta: Option<u64>,
+    /// `G`: memgate's tombstone (`md G<ttl>`) or copy (`ms G`) flag.
+    tombstone: Option<Exptime>,
     /// The `O` token was longer than memcached takes.
     opaque_too_long: bool,
 }
@@ -343,6 +362,9 @@ impl Flags {
                 b'N' => set(&mut flags.vivify, parse_exptime(arg), BAD_TOKEN),
                 b'T' => set(&mut flags.ttl, parse_exptime(arg), BAD_TOKEN),
                 b'R' => set(&mut flags.recache_below, parse_exptime(arg), BAD_TOKEN),
+                // memgate's: `G<ttl>` on md, a bare `G` on ms (Command::Bury, Command::Copy).
+                b'G' if arg.is_empty() => set(&mut flags.tombstone, Some(0), BAD_TOKEN),
+                b'G' => set(&mut flags.tombstone, parse_exptime(arg), BAD_TOKEN),
                 b'C' => set(&mut flags.cas, parse_u64(arg), BAD_TOKEN),
                 b'J' => set(
                     &mut flags.initial,

@@ -131,6 +131,8 @@ pub fn encode_request(req: &Request, out: &mut BytesMut) -> Result<(), Unencodab
         Command::Quit => line.put_slice(b"quit"),
         Command::Noop
         | Command::MetaDebug { .. }
+        | Command::Bury { .. }
+        | Command::Copy(_)
         | Command::SaslList
         | Command::SaslAuth { .. }
         | Command::SaslStep { .. } => return Err(Unencodable("no classic text form")),

@@ -8,6 +8,17 @@
 //! (`proxy::pins`), so they stay in order with the client's other requests
 //! to those nodes: a `get` after this client's `delete` of a moved key
 //! cannot read the secondary before the delete has cleared it.
+//!
+//! With memgate nodes (`UpstreamProtocol::keeps_tombstones`), a hit read
+//! from the node a key left is also copied to its new node, with its flags
+//! and remaining TTL, as an add that a tombstone refuses
+//! (`node::tombstones`): every delete the warm-up makes on a key's new node
+//! leaves one, and so does every write there that may have left the key
+//! absent (a delete, a failed replace, incr, append or cas). A copy read
+//! the item before such a write reached the old node; if it reaches the new
+//! node after the write, the tombstone refuses it, and if before, the write
+//! (or its tombstone's delete) overrides it. So a copy never brings back a
+//! deleted value nor undoes a write.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,8 +27,8 @@ use std::time::Instant;
 
 use super::{connection_for, send, start, Part};
 use crate::metrics as m;
-use crate::protocol::request::{Command, Delete, Frame};
-use crate::protocol::Response;
+use crate::protocol::request::{Command, Delete, Frame, Get, Key, MetaFrame, Store, StoreMode};
+use crate::protocol::{Found, Response};
 use crate::proxy::pins::Pins;
 use crate::proxy::pool::{Cluster, Upstream};
 use crate::proxy::upstream::{internal_frame, Connection, UpstreamError};
@@ -83,22 +94,45 @@ pub(super) async fn start_moved(
         warm.abandon(secondary);
         return Some(Box::pin(primary.outcome()));
     };
+    let timeout = cluster.settings.request_timeout;
+    let tombstones = cluster.settings.protocol.keeps_tombstones();
     let later = Later {
         warm: Arc::clone(warm),
         node: Arc::clone(secondary),
         conn,
-        timeout: cluster.settings.request_timeout,
+        timeout,
+        // Long enough for any copy already on its way to arrive.
+        bury: tombstones.then(|| (4 * timeout.as_secs() as i64).max(10)),
     };
+    let key = command.key().cloned().unwrap_or_default();
     Some(match effect {
-        Effect::Read => Box::pin(read(primary, later, command.clone(), frame.clone())),
-        Effect::Write => {
-            let key = command.key().cloned().unwrap_or_default();
-            Box::pin(write(
+        Effect::Read => {
+            // Copies go to the new node, once it is primary.
+            let copy_to = primary
+                .sent_on()
+                .filter(|_| tombstones && moved.new_is_primary);
+            Box::pin(read(
                 primary,
                 later,
+                command.clone(),
+                frame.clone(),
                 key,
-                matches!(command, Command::Delete(_)),
+                copy_to,
             ))
+        }
+        Effect::Write => {
+            // The new node is primary: bury the key there if the write may
+            // have left it absent; else the new node is the secondary, and
+            // its clear buries it.
+            let bury_primary = primary.sent_on().filter(|_| moved.new_is_primary);
+            let write = Write {
+                key,
+                is_delete: matches!(command, Command::Delete(_)),
+                add: matches!(command, Command::Store(s) if s.mode == StoreMode::Add),
+                bury_primary,
+                clear_buries: !moved.new_is_primary,
+            };
+            Box::pin(write.run(primary, later))
         }
     })
 }
@@ -109,35 +143,52 @@ struct Later {
     node: Arc<Upstream>,
     conn: Connection,
     timeout: std::time::Duration,
+    /// The TTL of the tombstones the warm-up leaves, if the nodes keep them.
+    bury: Option<i64>,
+}
+
+/// `command` on `conn` of `node` now, and its reply.
+async fn ask_on(
+    node: &Arc<Upstream>,
+    conn: &Connection,
+    command: Command,
+    frame: Frame,
+    timeout: std::time::Duration,
+) -> Result<Response, UpstreamError> {
+    send(node, conn.clone(), command, frame, Instant::now(), timeout)
+        .outcome()
+        .await
 }
 
 impl Later {
-    async fn ask(&self, command: Command, frame: Frame) -> Result<Response, UpstreamError> {
-        send(
-            &self.node,
-            self.conn.clone(),
-            command,
-            frame,
-            Instant::now(),
-            self.timeout,
-        )
-        .outcome()
-        .await
+    /// `command` on the secondary; None if the warm-up gave up on it since
+    /// this request began (requests pipelined behind the one that found it
+    /// failing do not each wait out their timeout on it).
+    async fn ask(&self, command: Command, frame: Frame) -> Option<Result<Response, UpstreamError>> {
+        if self.warm.is_abandoned(&self.node) {
+            return None;
+        }
+        Some(ask_on(&self.node, &self.conn, command, frame, self.timeout).await)
     }
 }
 
-/// A read: the primary's reply, or on a miss the secondary's.
+/// A read: the primary's reply, or on a miss the secondary's. A hit there
+/// is copied to `copy_to` (the new node), after the client has its reply.
 async fn read(
     primary: Part,
     secondary: Later,
     command: Command,
     frame: Frame,
+    key: Key,
+    copy_to: Option<(Arc<Upstream>, Connection)>,
 ) -> Result<Response, UpstreamError> {
     let first = primary.outcome().await?;
     if !is_miss(&first) {
         return Ok(first);
     }
-    let second = secondary.ask(command, frame).await;
+    let Some(second) = secondary.ask(command, frame).await else {
+        return Ok(first);
+    };
     let result = match &second {
         Ok(response) if is_miss(response) => "miss",
         Ok(Response::Error(_)) | Err(_) => "error",
@@ -151,39 +202,152 @@ async fn read(
             Err(error)
         }
         Ok(Response::Error(_)) => Ok(first),
-        Ok(response) => Ok(response),
+        Ok(response) => {
+            let allowed = secondary.warm.copies_allowed();
+            if let (Some(to), true) = (copy_to, result == "hit" && allowed) {
+                tokio::spawn(copy(secondary, to, key));
+            }
+            Ok(response)
+        }
     }
 }
 
-/// A write: the primary's reply, once the key is gone from the secondary.
-async fn write(
-    primary: Part,
-    secondary: Later,
-    key: crate::protocol::request::Key,
-    is_delete: bool,
-) -> Result<Response, UpstreamError> {
-    // Whatever the primary said: a write that failed may still have landed.
-    let first = primary.outcome().await;
-    let clear = Command::Delete(Delete {
+/// Copy `key` from the secondary to `to`: its value, flags and remaining
+/// TTL, as an add that a tombstone refuses.
+async fn copy(from: Later, to: (Arc<Upstream>, Connection), key: Key) {
+    let whole = Frame::Meta(Box::new(MetaFrame {
+        return_value: true,
+        return_flags: true,
+        return_ttl: true,
+        ..MetaFrame::default()
+    }));
+    let read = Command::Get(Get {
+        keys: vec![key],
+        ..Get::default()
+    });
+    let Some(Ok(Response::Get(mut found))) = from.ask(read, whole).await else {
+        return;
+    };
+    let Some(Found {
         key,
+        flags,
+        data,
+        ttl,
+        ..
+    }) = found.pop().flatten()
+    else {
+        return;
+    };
+    // -1: no expiry. 0 would read as none too: an item expiring this very
+    // second is not worth copying.
+    let exptime = match ttl {
+        -1 => 0,
+        ttl if ttl > 0 => ttl,
+        _ => return,
+    };
+    let store = Store {
+        mode: StoreMode::Add,
+        key,
+        flags,
+        exptime,
+        data,
         cas: None,
         invalidate: false,
-        exptime: None,
-    });
-    let cleared = secondary.ask(clear, internal_frame()).await;
-    let ok = matches!(cleared, Ok(Response::Deleted | Response::NotFound));
-    metrics::counter!(m::PROXY_WARMUP_CLEARS_TOTAL, "result" => if ok { "ok" } else { "error" })
-        .increment(1);
-    if !ok {
-        // It may still hold the old value: never read it again.
-        secondary.warm.abandon(&secondary.node);
-    }
-    match first {
-        // The key was on the secondary alone: the client's delete found it.
-        Ok(Response::NotFound) if is_delete && matches!(cleared, Ok(Response::Deleted)) => {
-            Ok(Response::Deleted)
+        vivify: None,
+    };
+    let (node, conn) = to;
+    let copied = ask_on(
+        &node,
+        &conn,
+        Command::Copy(store),
+        internal_frame(),
+        from.timeout,
+    )
+    .await;
+    let result = match copied {
+        Ok(Response::Stored { .. }) => "copied",
+        Ok(Response::NotStored) => "refused",
+        _ => "error",
+    };
+    metrics::counter!(m::PROXY_WARMUP_COPIES_TOTAL, "result" => result).increment(1);
+}
+
+/// A write to a moved key, and what must follow it.
+struct Write {
+    key: Key,
+    is_delete: bool,
+    /// An add: NOT_STORED means the key is there.
+    add: bool,
+    /// The new node, when it is the primary: buried if the write may have
+    /// left the key absent there, so that no copy lands after it.
+    bury_primary: Option<(Arc<Upstream>, Connection)>,
+    /// The secondary is the new node: its clear leaves a tombstone.
+    clear_buries: bool,
+}
+
+impl Write {
+    /// The primary's reply, once the key is gone from the secondary.
+    async fn run(self, primary: Part, secondary: Later) -> Result<Response, UpstreamError> {
+        // Whatever the primary said: a write that failed may still have landed.
+        let first = primary.outcome().await;
+        if let (Some((node, conn)), Some(ttl)) = (&self.bury_primary, secondary.bury) {
+            let present = match &first {
+                Ok(Response::Stored { .. } | Response::Exists | Response::Number { .. }) => true,
+                Ok(Response::Get(_) | Response::Touched) => true,
+                Ok(Response::NotStored) => self.add,
+                _ => false,
+            };
+            if !present {
+                let bury = Command::Bury {
+                    key: self.key.clone(),
+                    ttl,
+                };
+                // A failure here is the primary's own: the key may stay
+                // absent without a tombstone, so no copy may follow.
+                if ask_on(node, conn, bury, internal_frame(), secondary.timeout)
+                    .await
+                    .is_err()
+                {
+                    secondary.warm.stop_copies();
+                }
+            }
         }
-        other => other,
+        let clear = match (self.clear_buries, secondary.bury) {
+            (true, Some(ttl)) => Command::Bury {
+                key: self.key.clone(),
+                ttl,
+            },
+            _ => Command::Delete(Delete {
+                key: self.key,
+                cas: None,
+                invalidate: false,
+                exptime: None,
+            }),
+        };
+        // Given up on: never read again, so there is nothing to clear.
+        let Some(cleared) = secondary.ask(clear, internal_frame()).await else {
+            return first;
+        };
+        let ok = matches!(cleared, Ok(Response::Deleted | Response::NotFound));
+        metrics::counter!(m::PROXY_WARMUP_CLEARS_TOTAL, "result" => if ok { "ok" } else { "error" })
+            .increment(1);
+        if !ok {
+            // It may still hold the old value: never read it again. If it
+            // is the new node, it may also lack the tombstone: no copies.
+            secondary.warm.abandon(&secondary.node);
+            if self.clear_buries {
+                secondary.warm.stop_copies();
+            }
+        }
+        match first {
+            // The key was on the secondary alone: the client's delete found it.
+            Ok(Response::NotFound)
+                if self.is_delete && matches!(cleared, Ok(Response::Deleted)) =>
+            {
+                Ok(Response::Deleted)
+            }
+            other => other,
+        }
     }
 }
 

@@ -49,6 +49,12 @@ impl std::str::FromStr for UpstreamProtocol {
 }
 
 impl UpstreamProtocol {
+    /// Whether the nodes keep memgate's tombstones (`node::tombstones`), so
+    /// that the warm-up may copy moved items to their new node.
+    pub fn keeps_tombstones(self) -> bool {
+        self == UpstreamProtocol::Meta
+    }
+
     /// The ASCII login a meta upstream takes; `None` for binary.
     pub fn login_form(self) -> Option<LoginForm> {
         match self {

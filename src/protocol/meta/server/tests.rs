@@ -545,3 +545,51 @@ fn only_ms_can_encode_more_tokens_than_memcached_takes() {
     );
     assert!(out.is_empty(), "a refused request leaves nothing behind");
 }
+
+/// memgate's tombstone flag: `md <key> G<ttl>` buries, `ms <key> … G` is a
+/// copy (an add), and both round-trip through the sidecar's encoder. Any
+/// other combination is refused as memcached refuses an unknown flag.
+#[test]
+fn tombstone_flag() {
+    let (command, _, _) = parse_ok(b"md k G30\r\n");
+    assert_eq!(
+        command,
+        Command::Bury {
+            key: key("k"),
+            ttl: 30
+        }
+    );
+    let (command, _, _) = parse_ok(b"ms k 2 G T100 F5\r\nvv\r\n");
+    let Command::Copy(store) = command else {
+        panic!("{command:?}")
+    };
+    assert_eq!(
+        (store.mode, store.exptime, store.flags),
+        (StoreMode::Add, 100, 5)
+    );
+    for line in [&b"ms k 2 G MS\r\nvv\r\n"[..], b"ms k 2 G C5\r\nvv\r\n"] {
+        assert_eq!(refused(line).0, "CLIENT_ERROR invalid flag");
+    }
+    assert_eq!(refused(b"md k G30 C5\r\n").0, "CLIENT_ERROR invalid flag");
+    let copy = Command::Copy(Store {
+        mode: StoreMode::Add,
+        key: key("k"),
+        flags: 5,
+        exptime: 100,
+        data: bytes::Bytes::from_static(b"vv"),
+        cas: None,
+        invalidate: false,
+        vivify: None,
+    });
+    for command in [
+        Command::Bury {
+            key: key("k"),
+            ttl: 30,
+        },
+        copy,
+    ] {
+        let mut out = bytes::BytesMut::new();
+        encode_line(&MetaFrame::default(), &command, None, &mut out).unwrap();
+        assert_eq!(parse_ok(&out).0, command, "{out:?}");
+    }
+}
