@@ -266,7 +266,11 @@ impl Session {
                 Response::Error(ErrorReply::PermissionDenied)
             }
             Command::FlushAll { .. } if !caps.flush => Response::Error(ErrorReply::FlushNotAllowed),
-            command => tenant.store.execute(&command, now),
+            command => {
+                let response = tenant.store.execute(&command, now);
+                tenant.hot_keys.record(&command, &response, now);
+                response
+            }
         }
     }
 
