@@ -7,7 +7,7 @@
 //!   request pays one relaxed atomic load and the cache holds a few dozen
 //!   bytes, so 10,000 caches that nobody watches cost nothing to speak of.
 //!   A tracked cache holds four sketches of at most [`CAPACITY`] counters
-//!   (about 100 bytes each plus the key).
+//!   (about 70 bytes each plus the key).
 //! - **Sketch.** Space-Saving ([`space_saving`]), one by operations (each
 //!   key of a command is one) and one by bytes (the key plus the value
 //!   written or read: a `set`'s data, a `get` hit's value).
