@@ -884,3 +884,130 @@ async fn admin_endpoint_over_mutual_tls() {
     let (status, _) = http_request(admin, "GET", "/admin/caches", None, None).await;
     assert_eq!(status, 0);
 }
+
+/// Hot keys through a real node: the first question starts the counting;
+/// then the owner's API lists the hot key with its exact count (no sampling
+/// at this rate) and a key of any bytes escaped, the operator's admin view
+/// shows the same counts under hashed keys, and no other credential gets
+/// an answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_keys_for_the_owner_hashed_for_the_operator() {
+    let dir = tempfile::tempdir().unwrap();
+    let n1 = AdminNode::first(dir.path(), "n1").await;
+    let api = start_analytics(&[&n1], dir.path(), TOKEN).await;
+    let path = "/api/v1/1561/hotkeys";
+
+    let first = api.json("GET", path, ALICE).await;
+    assert_eq!(
+        (
+            first["ops"].as_u64(),
+            first["by_ops"].as_array().map(Vec::len)
+        ),
+        (Some(0), Some(0)),
+        "{first}"
+    );
+    assert!(
+        first["servers"][n1.label()]["since"].as_u64().unwrap() > 0,
+        "{first}"
+    );
+    for (p, cred) in [(path, BOB), (path, NOAPI), ("/api/v1/2000/hotkeys", ALICE)] {
+        let (status, body) = api.call("GET", p, Some(cred), None).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (403, NOT_AUTHORIZED),
+            "{p} {cred:?}"
+        );
+    }
+    let (status, _) = api.call("GET", path, None, None).await;
+    assert_eq!(status, 403);
+    let (status, _) = api
+        .call("GET", &format!("{path}?limit=0"), Some(ALICE), None)
+        .await;
+    assert_eq!(status, 400);
+
+    // 1 set + 300 gets of the hot key (text), 6 × 10 KB of "big", one op on
+    // each of 50 cold keys, and a binary set of a key no text line can hold.
+    let mut c = connect(n1.plain).await;
+    c.expect(b"set alice 0 0 12\r\nalice-secret\r\n", b"STORED\r\n")
+        .await;
+    let hot = "hot<&>\"key";
+    let value = "v".repeat(100);
+    c.expect(
+        format!("set {hot} 0 0 100\r\n{value}\r\n").as_bytes(),
+        b"STORED\r\n",
+    )
+    .await;
+    let gets = format!("get {hot}\r\n").repeat(300);
+    let hit = format!("VALUE {hot} 0 100\r\n{value}\r\nEND\r\n").repeat(300);
+    c.expect(gets.as_bytes(), hit.as_bytes()).await;
+    let big = "b".repeat(10_000);
+    c.expect(
+        format!("set big 0 0 10000\r\n{big}\r\n").as_bytes(),
+        b"STORED\r\n",
+    )
+    .await;
+    let hit = format!("VALUE big 0 10000\r\n{big}\r\nEND\r\n").repeat(5);
+    c.expect("get big\r\n".repeat(5).as_bytes(), hit.as_bytes())
+        .await;
+    for i in 0..50 {
+        c.expect(format!("get cold{i}\r\n").as_bytes(), b"END\r\n")
+            .await;
+    }
+    let mut b = connect(n1.plain).await;
+    assert_eq!(b.sasl_login(ALICE.0, ALICE.1).await, 0);
+    let odd = b"bin\x00\xff\\key";
+    b.send(&common::bin_request(0x01, odd, &[0; 8], b"x", 0, 0))
+        .await;
+    assert_eq!(b.read_bin().await.status, 0);
+
+    let v = api.json("GET", path, ALICE).await;
+    let total = 301 + 6 + 50 + 1;
+    assert_eq!(v["ops"], total, "{v}");
+    let top = &v["by_ops"][0];
+    assert_eq!(
+        (
+            top["key"].as_str(),
+            top["ops"].as_u64(),
+            top["error"].as_u64()
+        ),
+        (Some(hot), Some(301), Some(0)),
+        "{v}"
+    );
+    assert_eq!(top["server"], n1.label());
+    assert!((top["share"].as_f64().unwrap() - 301.0 / total as f64).abs() < 1e-9);
+    assert_eq!(v["by_bytes"][0]["key"], "big");
+    assert_eq!(v["by_bytes"][0]["bytes"], 6 * 10_003);
+    let listed = |list: &Value, key: &str| list.as_array().unwrap().iter().any(|k| k["key"] == key);
+    assert!(listed(&v["by_ops"], r"bin\x00\xff\\key"), "{v}");
+
+    // The operator's view: the same counts, keys hashed, the same hash for
+    // the same key from one question to the next.
+    let bearer = format!("Bearer {TOKEN}");
+    let admin = |p: &'static str| {
+        let bearer = bearer.clone();
+        let addr = n1.admin;
+        async move { http_request(addr, "GET", p, Some(&bearer), None).await }
+    };
+    let (status, body) = admin("/admin/caches/1561/hotkeys").await;
+    assert_eq!(status, 200, "{body}");
+    for plain in ["hot<", "big", "cold", "bin"] {
+        assert!(!body.contains(plain), "{plain} in {body}");
+    }
+    let op: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(op["keys"], "hashed");
+    let hashed = op["by_ops"][0]["key"].as_str().unwrap().to_owned();
+    assert!(
+        hashed.len() == 16 && hashed.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{hashed}"
+    );
+    assert_eq!(op["by_ops"][0]["count"], 301);
+    assert_eq!(op["by_bytes"][0]["count"], 6 * 10_003);
+    let (_, again) = admin("/admin/caches/1561/hotkeys?limit=1").await;
+    let again: Value = serde_json::from_str(&again).unwrap();
+    assert_eq!(again["by_ops"][0]["key"], hashed.as_str());
+    assert_eq!(again["by_ops"].as_array().unwrap().len(), 1);
+    assert_eq!(admin("/admin/caches/1561/hotkeys?keys=raw").await.0, 400);
+    assert_eq!(admin("/admin/caches/nope/hotkeys").await.0, 404);
+    let (status, _) = http_request(n1.admin, "GET", "/admin/caches/1561/hotkeys", None, None).await;
+    assert_eq!(status, 401);
+}

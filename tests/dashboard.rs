@@ -407,6 +407,33 @@ async fn dashboard_in_headless_chromium() {
     let w = c.api("/api/v1/1561/whatif", ALICE).await;
     assert_eq!(w["what_if"]["trustworthy"], true, "{w}");
     assert!(!w["history"].as_array().unwrap().is_empty(), "{w}");
+    // A hot key whose name is markup, touched all through the browser's run
+    // (hot keys cover the last 5 to 10 s; touches leave alone the stats the
+    // page is checked against); asking starts the counting.
+    c.api("/api/v1/1561/hotkeys", ALICE).await;
+    let hot = "hot<i>&\"q'";
+    let mut toucher = connect(c.nodes[0].plain.unwrap()).await;
+    toucher
+        .expect(b"set alice 0 0 12\r\nalice-secret\r\n", b"STORED\r\n")
+        .await;
+    toucher
+        .expect(
+            format!("set {hot} 0 0 1\r\nx\r\n").as_bytes(),
+            b"STORED\r\n",
+        )
+        .await;
+    let hot_touches = tokio::spawn(async move {
+        loop {
+            toucher
+                .expect(format!("touch {hot} 0\r\n").as_bytes(), b"TOUCHED\r\n")
+                .await;
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    });
+    common::eventually("the hot key listed", || async {
+        c.api("/api/v1/1561/hotkeys", ALICE).await["by_ops"][0]["key"] == hot
+    })
+    .await;
     // Screenshots go next to the build output: target/dashboard*.png.
     let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
         .parent()
@@ -420,6 +447,7 @@ async fn dashboard_in_headless_chromium() {
         .env("DASH_PASS", ALICE.1)
         .env("OUT_DIR", &out);
     let log = common::run_ok(cmd).await;
+    hot_touches.abort();
     assert!(log.contains("dashboard ok"), "{log}");
     assert!(out.join("dashboard.png").exists());
     assert!(out.join("dashboard-phone.png").exists());

@@ -16,6 +16,12 @@
 //! "history": [{"timestamp", "what_if"}]}` (the curve is
 //! `mrc::WhatIf`; `tracking_off` lists the nodes that host the cache
 //! with `--what-if off`, whose share the merged curve leaves out).
+//! `GET /api/v1/<cache_id>/hotkeys` (`?limit=20`) gives the cache's
+//! heaviest keys over the last 5 to 10 s, by operations and by bytes,
+//! across its nodes: `{"ops", "bytes", "by_ops": [{"key", "ops", "error",
+//! "share", "server"}], "by_bytes": [{"key", "bytes", ...}], "servers":
+//! {node: {"since", "start_ms", "end_ms", "sample_rate", "ops", "bytes"}}}`.
+//! Keys are shown as `admin_view::escape_key` writes them.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -44,6 +50,7 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/api/v1/{cache_id}/stats", get(stats))
         .route("/api/v1/{cache_id}/history", get(history))
         .route("/api/v1/{cache_id}/whatif", get(what_if))
+        .route("/api/v1/{cache_id}/hotkeys", get(hot_keys))
         .route("/api/v1/{cache_id}/flush", post(flush))
         .route(
             "/api/v1/{cache_id}/credentials",
@@ -88,6 +95,7 @@ pub fn endpoint_of(path: &str) -> &'static str {
         ["", "api", "v1", _, "stats"] => "/api/v1/{cache_id}/stats",
         ["", "api", "v1", _, "history"] => "/api/v1/{cache_id}/history",
         ["", "api", "v1", _, "whatif"] => "/api/v1/{cache_id}/whatif",
+        ["", "api", "v1", _, "hotkeys"] => "/api/v1/{cache_id}/hotkeys",
         ["", "api", "v1", _, "flush"] => "/api/v1/{cache_id}/flush",
         ["", "api", "v1", _, "credentials"] => "/api/v1/{cache_id}/credentials",
         ["", "api", "v1", _, "credentials", "primary", _] => {
@@ -182,6 +190,72 @@ async fn what_if(
         "servers": curves.servers,
         "tracking_off": curves.tracking_off,
         "history": history,
+    })))
+}
+
+/// Keys listed of each kind unless `?limit=` says.
+pub const HOT_KEYS_LISTED: usize = 20;
+/// The most `?limit=` may ask for (a node keeps 512 of each kind).
+const HOT_KEYS_MAX: usize = 512;
+
+async fn hot_keys(
+    State(service): State<Arc<Service>>,
+    Path(cache_id): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&service, &headers, Some(&cache_id)).await?;
+    let mut params = Map::new();
+    if let Some(q) = query {
+        form_pairs(&q, &mut params);
+    }
+    let limit = match params.get("limit").and_then(Value::as_str) {
+        None => HOT_KEYS_LISTED,
+        Some(n) => match n.parse::<usize>() {
+            Ok(n) if (1..=HOT_KEYS_MAX).contains(&n) => n,
+            _ => {
+                return Err(ApiError(
+                    StatusCode::BAD_REQUEST,
+                    format!("limit must be 1 to {HOT_KEYS_MAX}"),
+                ))
+            }
+        },
+    };
+    let hot = ops::hot_keys(&service, &cache_id, limit).await?;
+    let list = |keys: &[ops::HotKey], unit: &str| -> Vec<Value> {
+        keys.iter()
+            .map(|k| {
+                json!({
+                    "key": k.key,
+                    unit: k.count,
+                    "error": k.error,
+                    "share": k.share,
+                    "server": k.server,
+                })
+            })
+            .collect()
+    };
+    let servers: Map<String, Value> = hot
+        .servers
+        .iter()
+        .map(|(label, v)| {
+            let summary = json!({
+                "since": v.since,
+                "start_ms": v.start_ms,
+                "end_ms": v.end_ms,
+                "sample_rate": v.sample_rate,
+                "ops": v.ops,
+                "bytes": v.bytes,
+            });
+            (label.clone(), summary)
+        })
+        .collect();
+    Ok(Json(json!({
+        "ops": hot.ops,
+        "bytes": hot.bytes,
+        "by_ops": list(&hot.by_ops, "ops"),
+        "by_bytes": list(&hot.by_bytes, "bytes"),
+        "servers": servers,
     })))
 }
 
@@ -369,6 +443,7 @@ mod tests {
             ("/api/v1/1561/stats", "/api/v1/{cache_id}/stats"),
             ("/api/v1/1561/enable", "/api/v1/{cache_id}/enable"),
             ("/api/v1/1561/whatif", "/api/v1/{cache_id}/whatif"),
+            ("/api/v1/1561/hotkeys", "/api/v1/{cache_id}/hotkeys"),
             ("/caches/1561", "/caches/{cache_id}"),
             ("/caches/1561/graphs", "/caches/{cache_id}/graphs"),
             (

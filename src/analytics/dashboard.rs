@@ -26,6 +26,7 @@
 
 mod format;
 mod graph;
+mod hot_keys;
 mod view;
 
 use std::collections::HashMap;
@@ -232,6 +233,9 @@ async fn render(
     let cache = ops::current_cache(service, cache_id).await?;
     let stats = ops::node_stats(service, cache_id).await?;
     let what_if = ops::what_if(service, cache_id).await?;
+    // The owner looking at the page is the question that keeps the nodes
+    // counting this cache's hot keys.
+    let hot_keys = ops::hot_keys(service, cache_id, hot_keys::LISTED).await?;
     let history = service.db.history(cache_id).map_err(|error| {
         tracing::error!(%error, "history not read");
         ops::server_error(&[])
@@ -246,6 +250,7 @@ async fn render(
         history: &history,
         what_if: what_if.merged.as_ref(),
         what_if_off: &what_if.tracking_off,
+        hot_keys: &hot_keys,
         graphs: picked(query),
         csrf: &csrf,
         notice: if created.is_some() {

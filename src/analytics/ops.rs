@@ -10,7 +10,7 @@ use rand::distributions::{Alphanumeric, DistString};
 use serde_json::{Map, Value};
 
 use super::{Change, NodeDown, NodeEntry, Service};
-use crate::admin_view::{CacheView, CredentialView, LoginView};
+use crate::admin_view::{CacheView, CredentialView, HotKeysView, LoginView};
 use crate::mrc::WhatIf;
 
 pub const NOT_AUTHORIZED: &str = "You are not authorized to perform this action.";
@@ -168,6 +168,90 @@ pub async fn what_if(service: &Service, cache_id: &str) -> Result<WhatIfs, OpErr
         return Err(server_error(&down));
     }
     out.merged = (!parts.is_empty()).then(|| WhatIf::merged(&parts));
+    Ok(out)
+}
+
+/// One key of a cache's [`HotKeys`], with the node that holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HotKey {
+    /// As `admin_view::escape_key` writes it: any byte is printable here,
+    /// but it is still the tenant's text and must be escaped for HTML.
+    pub key: String,
+    pub count: u64,
+    pub error: u64,
+    /// Of the cache's operations (or bytes) on every node in the window.
+    pub share: f64,
+    pub server: String,
+}
+
+/// A cache's heaviest keys across its nodes (each key lives on one node,
+/// so the lists are joined, not added).
+#[derive(Debug, Default)]
+pub struct HotKeys {
+    pub ops: u64,
+    pub bytes: u64,
+    pub by_ops: Vec<HotKey>,
+    pub by_bytes: Vec<HotKey>,
+    /// Each node's own answer, by node label.
+    pub servers: Vec<(String, HotKeysView)>,
+}
+
+impl HotKeys {
+    /// Whether some node has a window with traffic in it yet (the first
+    /// question only starts the nodes' trackers).
+    pub fn warming_up(&self) -> bool {
+        self.servers.iter().all(|(_, v)| v.ops == 0)
+    }
+}
+
+/// The cache's heaviest keys across its nodes, at most `limit` of each kind.
+/// Asking starts the nodes' trackers, which then run while asked.
+pub async fn hot_keys(service: &Service, cache_id: &str, limit: usize) -> Result<HotKeys, OpError> {
+    let mut out = HotKeys::default();
+    let mut down = Vec::new();
+    let path = format!("/admin/caches/{cache_id}/hotkeys?keys=plain&limit={limit}");
+    for node in &service.nodes {
+        match service.call(node, "GET", &path, None).await {
+            Ok((200, value)) => match serde_json::from_value::<HotKeysView>(value) {
+                Ok(view) => out.servers.push((node.label.clone(), view)),
+                Err(_) => down.push(super::NodeDown {
+                    node: node.label.clone(),
+                    reason: "hot keys answer does not parse".into(),
+                }),
+            },
+            Ok(_) => {} // this node does not host the cache
+            Err(e) => down.push(e),
+        }
+    }
+    if !down.is_empty() {
+        return Err(server_error(&down));
+    }
+    out.ops = out.servers.iter().map(|(_, v)| v.ops).sum();
+    out.bytes = out.servers.iter().map(|(_, v)| v.bytes).sum();
+    let join = |pick: fn(&HotKeysView) -> &Vec<crate::admin_view::HotKeyView>, total: u64| {
+        let mut keys: Vec<HotKey> = out
+            .servers
+            .iter()
+            .flat_map(|(server, view)| {
+                pick(view).iter().map(move |k| HotKey {
+                    key: k.key.clone(),
+                    count: k.count,
+                    error: k.error,
+                    share: if total == 0 {
+                        0.0
+                    } else {
+                        k.count as f64 / total as f64
+                    },
+                    server: server.clone(),
+                })
+            })
+            .collect();
+        keys.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.key.cmp(&b.key)));
+        keys.truncate(limit);
+        keys
+    };
+    out.by_ops = join(|v| &v.by_ops, out.ops);
+    out.by_bytes = join(|v| &v.by_bytes, out.bytes);
     Ok(out)
 }
 

@@ -10,10 +10,18 @@
 //! | `GET /admin/caches` | `{"version", "caches": [{"id", "memory_limit", "disabled", "credentials": [{"username", "primary", "write", "flush", "api"}]}]}`, never a password or hash |
 //! | `GET /admin/caches/{id}/stats` | the cache's stats ([`super::stats::API_STATS`]) as an object |
 //! | `GET /admin/caches/{id}/whatif` | `{"tracking": true, "what_if": {...}}`: the cache's predicted hit rate at other sizes ([`WhatIf`]); `{"tracking": false, "what_if": null}` when the node runs with `--what-if off` |
+//! | `GET /admin/caches/{id}/hotkeys` (`?keys=hashed\|plain&limit=20`) | the cache's heaviest keys here over the last 5–10 s, by operations and by bytes ([`HotKeysView`]); keys hashed unless `keys=plain` |
 //! | `POST /admin/caches/{id}/flush` | `flush_all` on the cache |
 //! | `PUT /admin/caches/{id}/credentials` | replace the credential list (below); persisted atomically, then in force |
 //! | `PUT /admin/caches/{id}/disabled` | `{"disabled": bool}`: disable or enable the cache; persisted the same way |
 //! | `POST /admin/login` | `{"username", "password"}` checked against this node's caches: `{"cache_id", "username", "primary", "write", "flush", "api", "disabled"}`, or 403 |
+//!
+//! Hot keys are tracked from the first question about a cache's on, for as
+//! long as someone keeps asking (`node::hotkeys`), so the first answer is
+//! empty. An operator's view shows each key as a keyed hash under a secret
+//! the node makes at start-up: stable while the node runs, useless for
+//! guessing keys. `keys=plain` is for `memgate analytics`, which shows a
+//! cache's keys to its owner only.
 //!
 //! Each cache in `GET /admin/caches` also says `last_active`: the unix
 //! second of its last login or command on this node (or of the node's start).
@@ -28,7 +36,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -39,12 +47,14 @@ use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 
 use super::caches::{Capabilities, Credential};
+use super::hotkeys::{HotKey, CAPACITY};
 use super::{NodeShared, UpdateError};
 use crate::admin_view::{
-    CacheView, CachesView, CredentialView, CredentialsBody, DisabledBody, LoginBody, LoginView,
+    escape_key, CacheView, CachesView, CredentialView, CredentialsBody, DisabledBody, HotKeyView,
+    HotKeysView, LoginBody, LoginView, KEYS_HASHED, KEYS_PLAIN,
 };
 use crate::auth::Secret;
-use crate::clock::unix_now;
+use crate::clock::{unix_now, unix_now_ms};
 use crate::mrc::WhatIf;
 use crate::protocol::request::Command;
 
@@ -74,6 +84,9 @@ struct AdminState {
     shared: Arc<NodeShared>,
     /// None: no token wanted (mutual TLS guards the listener).
     token_digest: Option<[u8; 32]>,
+    /// Keys the operator's view of hot keys ([`KEYS_HASHED`]); made at
+    /// start-up and never shown.
+    key_hasher: Arc<ring::hmac::Key>,
 }
 
 fn digest(bytes: &[u8]) -> [u8; 32] {
@@ -94,11 +107,16 @@ pub fn router(shared: Arc<NodeShared>, token: Option<&str>) -> Router {
     let state = AdminState {
         shared,
         token_digest: token.map(|t| digest(t.as_bytes())),
+        key_hasher: Arc::new(ring::hmac::Key::new(
+            ring::hmac::HMAC_SHA256,
+            &rand::random::<[u8; 32]>(),
+        )),
     };
     Router::new()
         .route("/admin/caches", get(list_caches))
         .route("/admin/caches/{id}/stats", get(stats))
         .route("/admin/caches/{id}/whatif", get(what_if))
+        .route("/admin/caches/{id}/hotkeys", get(hot_keys))
         .route("/admin/caches/{id}/flush", post(flush))
         .route("/admin/caches/{id}/credentials", put(replace_credentials))
         .route("/admin/caches/{id}/disabled", put(set_disabled))
@@ -200,6 +218,78 @@ async fn what_if(State(state): State<AdminState>, Path(id): Path<String>) -> Res
     let limit = tenant.store.usage().limit;
     let view: Option<WhatIf> = tenant.store.what_if().map(|t| t.what_if(limit, unix_now()));
     Json(json!({ "tracking": view.is_some(), "what_if": view })).into_response()
+}
+
+/// The query of `GET /admin/caches/{id}/hotkeys`.
+#[derive(serde::Deserialize)]
+struct HotKeysQuery {
+    keys: Option<String>,
+    limit: Option<usize>,
+}
+
+/// Keys listed of each kind when the query does not say.
+const HOT_KEYS_LISTED: usize = 20;
+
+/// The cache's heaviest keys on this node; asking starts (or keeps) the
+/// cache's tracker.
+async fn hot_keys(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+    query: Result<Query<HotKeysQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(query)) = query else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "expected ?keys=hashed|plain&limit=N",
+        );
+    };
+    let plain = match query.keys.as_deref() {
+        None | Some(KEYS_HASHED) => false,
+        Some(KEYS_PLAIN) => true,
+        Some(_) => return error(StatusCode::BAD_REQUEST, "keys must be hashed or plain"),
+    };
+    let limit = query.limit.unwrap_or(HOT_KEYS_LISTED).min(CAPACITY);
+    let tenants = state.shared.tenants();
+    let Some(tenant) = tenants.get(&id) else {
+        return error(StatusCode::NOT_FOUND, "no such cache");
+    };
+    let now_ms = u64::try_from(unix_now_ms()).unwrap_or(0);
+    let view = tenant.hot_keys.view(now_ms, limit);
+    let show = |keys: Vec<HotKey>| -> Vec<HotKeyView> {
+        keys.into_iter()
+            .map(|k| HotKeyView {
+                key: if plain {
+                    escape_key(&k.key)
+                } else {
+                    hashed_key(&state.key_hasher, &k.key)
+                },
+                count: k.count,
+                error: k.error,
+            })
+            .collect()
+    };
+    Json(HotKeysView {
+        keys: if plain { KEYS_PLAIN } else { KEYS_HASHED }.to_owned(),
+        since: view.since,
+        start_ms: view.start_ms,
+        end_ms: view.end_ms,
+        sample_rate: view.sample_rate,
+        ops: view.ops,
+        bytes: view.bytes,
+        by_ops: show(view.by_ops),
+        by_bytes: show(view.by_bytes),
+    })
+    .into_response()
+}
+
+/// A key as the operator sees it: 64 bits of HMAC-SHA256 under the node's
+/// secret, in hex.
+fn hashed_key(hasher: &ring::hmac::Key, key: &[u8]) -> String {
+    let tag = ring::hmac::sign(hasher, key);
+    tag.as_ref()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 async fn flush(State(state): State<AdminState>, Path(id): Path<String>) -> Response {

@@ -12,6 +12,7 @@
 //! - `threads`: the threads that serve the connections.
 //! - [`store`]: one cache's items: byte-budget LRU, TTL, CAS.
 //! - [`counters`]: per-cache counters.
+//! - [`hotkeys`]: each cache's hottest keys, on demand, sampled.
 //! - [`mrc`]: per-cache miss-ratio curves (what-if memory), sampled.
 //! - [`stats`]: what a node reports of its caches: `stats`, the analytics
 //!   API's stats, Prometheus metrics.
@@ -24,6 +25,7 @@ pub use config::NodeConfig;
 pub mod admin_tls;
 pub mod caches;
 pub mod counters;
+pub mod hotkeys;
 pub mod session;
 pub mod stats;
 pub mod store;

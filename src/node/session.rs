@@ -283,7 +283,11 @@ impl Session {
                 Response::NotStored
             }
             Command::Copy(store) => tenant.store.execute(&Command::Store(store), now),
-            command => tenant.store.execute(&command, now),
+            command => {
+                let response = tenant.store.execute(&command, now);
+                tenant.hot_keys.record(&command, &response, now);
+                response
+            }
         }
     }
 

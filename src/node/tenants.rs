@@ -22,6 +22,7 @@ use tokio::sync::Semaphore;
 
 use super::caches::{CachesFile, Capabilities, Directory, Invalid, LoginError, LoginOk};
 use super::counters::CacheStats;
+use super::hotkeys::HotKeys;
 use super::store::Store;
 use super::tombstones::Tombstones;
 use super::NodeSettings;
@@ -34,6 +35,8 @@ pub struct Tenant {
     pub id: String,
     pub store: Store,
     pub stats: Arc<CacheStats>,
+    /// Its hottest keys, fed after each command (off until asked for).
+    pub hot_keys: HotKeys,
     /// Set when the cache is disabled or removed by a reload: its logged-in
     /// connections then get authentication errors, as a fresh login would.
     pub disabled: AtomicBool,
@@ -151,6 +154,7 @@ impl Tenants {
                             store.without_what_if()
                         },
                         stats,
+                        hot_keys: HotKeys::default(),
                         disabled: AtomicBool::new(false),
                         last_active: AtomicU64::new(unix_now()),
                         tombstones: Tombstones::default(),

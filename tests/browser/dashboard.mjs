@@ -1,7 +1,7 @@
 // The analytics dashboard in headless Chromium (run by tests/dashboard.rs,
 // which starts two nodes and `memgate analytics` and sets the environment):
 // log in with basic auth, check the numbers against the API, switch graph
-// series, check the what-if panel against the API, create and delete a
+// series, check the what-if and hot-keys panels against the API, create and delete a
 // credential, flush with confirmation, and save
 // a desktop and a phone-size screenshot. Only loopback is ever contacted.
 import { mkdtemp, rm } from "node:fs/promises";
@@ -119,6 +119,19 @@ try {
   const predicted = 100 * whatIf.hit_rates[at];
   const shownRate = Number(await twice.getAttribute("data-value"));
   check(at >= 0 && Math.abs(shownRate - predicted) < 0.01, `2×: page ${shownRate}, API ${predicted}`);
+
+  // Hot keys: the page lists the API's top key as text, though its name is
+  // markup (tests/dashboard.rs keeps touching it through the run).
+  const hot = await api(`${CACHE_ID}/hotkeys`);
+  const hotKey = `hot<i>&"q'`;
+  check(hot.by_ops.length > 0 && hot.by_ops[0].key === hotKey, `API's top hot key ${hot.by_ops[0]?.key}`);
+  await page.reload();
+  const topRow = page.locator("#hot-ops tbody tr").first();
+  const shownKey = await topRow.locator("code.key").textContent();
+  check(shownKey === hotKey, `top hot key on the page: ${shownKey}`);
+  check(Number(await topRow.getAttribute("data-count")) > 0, "its count");
+  check(await page.locator("#hot-bytes tbody tr").count() > 0, "hot keys by bytes");
+  check(await page.locator("#hot-keys i").count() === 0, "a key is never markup");
 
   // Screenshots with data in them: desktop, then phone size.
   await page.screenshot({ path: join(OUT_DIR, "dashboard.png"), fullPage: true });

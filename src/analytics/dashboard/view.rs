@@ -10,6 +10,7 @@ use super::format::{esc, human_bytes, url_segment};
 use super::graph::{self, Series};
 use crate::admin_view::{CacheView, LoginView};
 use crate::analytics::history::Sample;
+use crate::analytics::ops::HotKeys;
 use crate::mrc::{WhatIf, MIN_SAMPLED_ACCESSES};
 
 fn stat(stats: &Value, name: &str) -> u64 {
@@ -107,6 +108,7 @@ pub struct Page<'a> {
     pub what_if: Option<&'a WhatIf>,
     /// The nodes that host the cache with what-if tracking off.
     pub what_if_off: &'a [String],
+    pub hot_keys: &'a HotKeys,
     pub graphs: [Series; 2],
     pub csrf: &'a str,
     /// A fixed message about what was just done.
@@ -479,6 +481,7 @@ pub fn page(page: &Page<'_>) -> String {
     panels(&mut body, page);
     body.push_str(&graphs(&page.cache.id, page.history, page.graphs));
     what_if(&mut body, page.what_if, page.what_if_off);
+    super::hot_keys::section(&mut body, page.hot_keys);
     nodes(&mut body, page.stats);
     credentials(&mut body, page);
     settings(&mut body, page);
