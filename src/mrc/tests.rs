@@ -632,3 +632,32 @@ fn accuracy_looping_scan() {
     let split = replay("loop 3 nodes 1:1:2", &sizes, &trace, base, &[1, 1, 2]);
     assert!(single <= 0.03 && split <= 0.03, "{single} {split}");
 }
+
+#[test]
+fn a_plan_change_resizes_the_copies_and_starts_a_new_window() {
+    let t = exact(1000);
+    let key = |k: u32| k.to_le_bytes();
+    for k in 0..40 {
+        t.record_write(&key(k), 100);
+    }
+    for k in 0..40 {
+        t.record(&key(k), 0);
+    }
+    // 40 keys of 100 bytes fit the 4000-byte limit.
+    assert_eq!(t.curve(&[LIMIT]).points, vec![(LIMIT, 1.0)]);
+    t.set_limit(LIMIT);
+    assert_eq!(t.curve(&[LIMIT]).accesses_total, 40, "the same limit");
+    t.set_limit(LIMIT / 4);
+    assert_eq!(t.curve(&[LIMIT]).accesses_total, 0, "a new window");
+    check(&t.lock());
+    for k in 0..40 {
+        t.record(&key(k), 0);
+    }
+    // At the new limit, room for 10 of the 40 keys: the copy shrank to
+    // the 10 it kept in main, and the loop's new reads churn through small
+    // without displacing more than one of them. Four times the new limit
+    // (the old one) still holds them all.
+    let c = t.curve(&[LIMIT / 4, LIMIT]);
+    assert_eq!(c.points, vec![(LIMIT / 4, 9.0 / 40.0), (LIMIT, 1.0)]);
+    check(&t.lock());
+}
