@@ -127,7 +127,7 @@ fn main() {
 
     // A tracker that has seen every key once: the sample rate has dropped
     // to about 2048 / n.
-    let tracker = Tracker::new();
+    let tracker = Tracker::new(1 << 30);
     for i in 0..n {
         tracker.record_write(&key(i), size);
     }
@@ -163,7 +163,7 @@ fn main() {
     });
 
     // Every key sampled: a small cache's tracker, R = 1.
-    let small = Tracker::new();
+    let small = Tracker::new(1 << 30);
     let few: Vec<Bytes> = (0..OPS).map(|_| key(rng.gen_range(0..1500))).collect();
     let sampled = ns_per(&few, |k| small.record(black_box(k), size));
 

@@ -1,8 +1,13 @@
-//! What-if memory: one cache's LRU miss-ratio curve, from a small spatial
-//! sample of its keys.
+//! What-if memory: one cache's miss-ratio curve under the store's own
+//! eviction policy, from a small spatial sample of its keys.
 //!
-//! This is SHARDS (Waldspurger et al., FAST '15) in its fixed-size form,
-//! with reuse distances in bytes because a cache's limit is in bytes:
+//! This is miniature simulation (Waldspurger et al., ATC '17): one
+//! scaled-down copy of the policy per size of the curve, fed only the
+//! sampled keys, each read off as the hit rate at its size. It models any
+//! policy the copy reproduces, here the store's S3-FIFO (`mrc::mini`, kept
+//! in step with `node::store::shard` through its constants), which LRU
+//! stack distances (SHARDS, FAST '15, what this module did before) cannot:
+//! S3-FIFO hits up to 0.044 more than LRU at a small cache.
 //!
 //! - A key is in the sample when `hash(key) <= threshold`, with foldhash
 //!   (its `quality` variant) keyed by 64 random bits per tracker, from the
@@ -17,39 +22,37 @@
 //!   budget evicts the one with the largest hash and lowers the threshold
 //!   below it, so the tracked set is always exactly the keys under the
 //!   threshold: the rate only goes down.
-//! - On a read of a sampled key, its reuse distance is its own size plus
-//!   the sizes of the distinct sampled keys touched since its previous
-//!   access, scaled by `1/R`: an LRU of `X` bytes would have hit iff that
-//!   distance is at most `X`. A Fenwick tree over a ring of access
-//!   timestamps, holding each tracked key's size at its last access, makes
-//!   that sum `O(log S)`.
-//! - Each sampled read adds weight `1/R` to a log-bucketed histogram of
-//!   distances (the estimate of how many reads it stands for), which is
-//!   SHARDS' rescaling of the histogram when `R` drops, done up front. Keys
-//!   never seen, removed, or never stored count as infinitely far.
-//! - SHARDS-adj: the histogram's total weight is compared with the reads
-//!   actually counted, and the difference goes to the smallest distance
-//!   (it comes mostly from hot keys falling in or out of the sample).
+//! - The miniature caches are at [`MULTIPLES`] of the cache's limit, each
+//!   scaled by `R` (and shrunk when `R` drops). Each holds sampled keys by
+//!   their item charge. A sampled read is a hit or a miss in each; a miss
+//!   fills the key in at its last stored size, as the client does after a
+//!   miss, so that a size smaller than the real cache sees the demand fill
+//!   the real cache's hit did not cause. Writes store the key (a rewrite
+//!   keeps its queue and credit), touches give a credit, removals take it
+//!   out of every copy, and a `flush_all` empties them.
+//! - Each sampled read weighs `1/R` (the reads it stands for), so that the
+//!   counts stay comparable when `R` drops. SHARDS-adj: the difference
+//!   between the reads actually counted and the sampled weight (mostly a
+//!   hot key in or out of the sample) counts as hits at every size.
+//! - The curve's other sizes are interpolated between the copies' (in log
+//!   size), flat beyond the largest.
 //!
-//! Only reads (gets, hit or miss) are hit-or-miss events. Writes (sets and
-//! the other commands that store or touch an item) move the key to the top
-//! and set its size, as they do in the store's LRU, but a set after a miss
-//! must not count as a hit.
-//!
-//! Accuracy (see the tests, against an exact byte-budget LRU): within 0.03
+//! Accuracy (see the tests, against the policy at full size): within 0.03
 //! of the real hit rate at 1/64 to 1/2 of a Zipf 0.99 trace's footprint and
-//! on a looping scan. The error grows at sizes that span only a handful of
-//! sampled keys (a cache holding under 1% of its keys): the distance
-//! estimate is then noisy, and a hot key in or out of the sample weighs a
-//! lot. The merged curve of several nodes is better than one node's, as it
-//! draws on every node's sample.
+//! on a looping scan; `tests/whatif.rs` holds it against the real store.
+//! The error grows at sizes whose copy holds only a handful of sampled
+//! keys (a cache holding under 1% of its keys). The merged curve of several
+//! nodes is better than one node's, as it draws on every node's sample.
 //!
 //! A key outside the sample costs one hash, one relaxed atomic load and a
 //! compare (plus a relaxed counter for reads); only sampled keys take the
-//! tracker's lock. [`Tracker::heap_bytes`] stays under 64 KiB with the
-//! default [`MAX_KEYS`].
+//! tracker's lock, and then work in each of the 13 copies: O(1) each,
+//! amortized. Memory grows with the sample: the tracker takes about 10 KiB
+//! idle (the index) and at most 160 KiB with the default [`MAX_KEYS`], when
+//! every copy holds every sampled key (the footprint test).
 
 mod merge;
+mod mini;
 #[cfg(test)]
 mod tests;
 
@@ -62,10 +65,12 @@ use foldhash::quality::FixedState;
 use serde::{Deserialize, Serialize};
 
 pub use self::merge::merge;
+use self::mini::Mini;
 use crate::clock::unix_now;
 
-/// Sampled keys tracked per cache by default: the most that keeps the
-/// tracker under 64 KiB (see the footprint test).
+/// Sampled keys tracked per cache by default: fewer make the curve noisier
+/// (`tests/whatif.rs` errs by up to 0.013 with 2048), more cost 70 bytes
+/// each at most (the footprint test).
 pub const MAX_KEYS: usize = 2048;
 /// A curve needs at least this many sampled reads to be trusted.
 pub const MIN_SAMPLED_ACCESSES: u64 = 500;
@@ -88,26 +93,8 @@ pub fn sizes_for(limit: u64) -> Vec<u64> {
         .collect()
 }
 
-/// Histogram buckets per doubling of distance (about 9% wide each).
-const STEPS_PER_OCTAVE: usize = 8;
-/// Distances below `2^MIN_LOG2` bytes share the first bucket.
-const MIN_LOG2: usize = 8;
-/// Distances of `2^MAX_LOG2` bytes (1 TiB) and more count as misses.
-const MAX_LOG2: usize = 40;
-const BUCKETS: usize = 1 + (MAX_LOG2 - MIN_LOG2) * STEPS_PER_OCTAVE;
-/// "No slot" in the ring and the index.
+/// "No slot" in the index.
 const NONE: u16 = u16::MAX;
-/// Sizes in the recency tree are counted in 4-byte units, rounded up. Item
-/// charges are any number of bytes (`store::charge`: packed in segments);
-/// 8-byte units overstated them by 3.5 bytes on average, enough to move
-/// the curve's smallest points by 0.0005. 4 keeps `u32` sums exact below
-/// 16 GiB of tracked items (2048 keys of 8 MiB).
-const UNIT: u64 = 4;
-
-/// A size in [`UNIT`]s, rounded up.
-fn units(size: u32) -> u32 {
-    size.div_ceil(UNIT as u32)
-}
 
 /// The predicted hit rate of a cache at several sizes.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -239,23 +226,19 @@ pub struct Tracker<S = FixedState> {
 }
 
 impl Tracker {
-    /// A tracker of [`MAX_KEYS`] keys with a random hash key.
-    pub fn new() -> Tracker {
-        Tracker::with_hasher(MAX_KEYS, FixedState::with_seed(rand::random()))
-    }
-}
-
-impl Default for Tracker {
-    fn default() -> Tracker {
-        Tracker::new()
+    /// A tracker of [`MAX_KEYS`] keys with a random hash key, for a cache
+    /// of `limit` bytes.
+    pub fn new(limit: u64) -> Tracker {
+        Tracker::with_hasher(MAX_KEYS, limit, FixedState::with_seed(rand::random()))
     }
 }
 
 impl<S: BuildHasher> Tracker<S> {
     /// A tracker of at most `max_keys` sampled keys (at least 1, less than
-    /// 65535 × 2/3 so that slot numbers fit a `u16`).
-    pub fn with_hasher(max_keys: usize, hasher: S) -> Tracker<S> {
-        let core = Core::new(max_keys.clamp(1, 40_000));
+    /// 65535 × 2/3 so that slot numbers fit a `u16`), for a cache of
+    /// `limit` bytes.
+    pub fn with_hasher(max_keys: usize, limit: u64, hasher: S) -> Tracker<S> {
+        let core = Core::new(max_keys.clamp(1, 40_000), limit);
         let now = unix_now();
         Tracker {
             hasher,
@@ -286,8 +269,9 @@ impl<S: BuildHasher> Tracker<S> {
     }
 
     /// A write of `key` (set, add, replace, append, prepend, cas, incr,
-    /// decr, touch) that left an item of `size_bytes`: moves it to the top
-    /// like the LRU does, without counting as a read.
+    /// decr, touch) that left an item of `size_bytes`, or 0 for one that
+    /// only gave it a credit (touch, an `add` over it) or whose size is not
+    /// at hand (append, prepend): not a read.
     #[inline]
     pub fn record_write(&self, key: &[u8], size_bytes: u64) {
         if let Some(hash) = self.sampled(key) {
@@ -295,9 +279,8 @@ impl<S: BuildHasher> Tracker<S> {
         }
     }
 
-    /// The item is gone (delete, expiry, eviction by a refused set): it no
-    /// longer counts toward other keys' distances, and its next read is a
-    /// miss at every size.
+    /// The item is gone (delete, expiry, eviction by a refused set): its
+    /// next read is a miss at every size.
     #[inline]
     pub fn remove(&self, key: &[u8]) {
         if let Some(hash) = self.sampled(key) {
@@ -306,9 +289,22 @@ impl<S: BuildHasher> Tracker<S> {
     }
 
     /// Every item is gone (`flush_all`): forget the tracked keys, keep the
-    /// histogram and the sample rate.
+    /// hit counts and the sample rate.
     pub fn flush(&self) {
         self.slow(Core::flush);
+    }
+
+    /// The cache's limit changed (a plan change): the miniature caches take
+    /// their new sizes, and the curve starts a new window, since the hits
+    /// counted so far were at the old sizes.
+    pub fn set_limit(&self, limit: u64) {
+        let reads = self.reads.load(Ordering::Relaxed);
+        let now = unix_now();
+        let changed = self.lock().set_limit(limit, reads);
+        if changed {
+            self.window_from.store(now, Ordering::Relaxed);
+            self.rotated_at.store(now, Ordering::Relaxed);
+        }
     }
 
     /// Start a new window: the curve then covers the accesses since the
@@ -345,14 +341,15 @@ impl<S: BuildHasher> Tracker<S> {
     }
 
     /// The predicted hit rate at each of `sizes` (sorted, duplicates
-    /// dropped), with the sample's size.
+    /// dropped), with the sample's size: exact at the miniature caches'
+    /// sizes ([`MULTIPLES`] of the limit), interpolated between them.
     pub fn curve(&self, sizes: &[u64]) -> Curve {
         let reads = self.reads.load(Ordering::Relaxed);
         self.lock().curve(sizes, reads)
     }
 
-    /// The tracker's heap memory, from its buffers' capacities (fixed at
-    /// construction: nothing grows).
+    /// The tracker's heap memory, from its buffers' capacities: it grows
+    /// with the sample, up to `max_keys` keys.
     pub fn heap_bytes(&self) -> usize {
         self.lock().heap_bytes()
     }
@@ -368,55 +365,29 @@ impl<S: BuildHasher> Tracker<S> {
     }
 }
 
-/// One tracked key.
+/// One tracked key. Slot numbers are stable while the key is tracked (the
+/// miniature caches refer to them); a freed one is reused.
 #[derive(Clone, Copy, Debug)]
 struct Slot {
     hash: u64,
     /// The item's charge; 0 when the key is not stored (read but never set).
     size: u32,
-    /// The ring position of its last access.
-    time: u16,
     /// Its position in the max-heap.
     heap_pos: u16,
+    /// Its reads since it entered the sample, saturating.
+    reads: u16,
 }
 
-/// One window's share of the histogram.
+/// One window's share of the sampled reads.
+#[derive(Clone, Copy, Default)]
 struct Epoch {
-    /// Weight of reads by distance bucket.
-    buckets: Vec<f64>,
-    /// Weight of reads that miss at every size.
-    cold: f64,
-    /// Sum of every weight added (`buckets` + `cold`).
+    /// Sum of the reads' weights.
     weight: f64,
     /// Sampled reads.
     sampled: u64,
-}
-
-impl Epoch {
-    fn new() -> Epoch {
-        Epoch {
-            buckets: vec![0.0; BUCKETS],
-            cold: 0.0,
-            weight: 0.0,
-            sampled: 0,
-        }
-    }
-
-    fn clear(&mut self) {
-        self.buckets.fill(0.0);
-        self.cold = 0.0;
-        self.weight = 0.0;
-        self.sampled = 0;
-    }
-
-    fn add(&mut self, distance: Option<f64>, weight: f64) {
-        match distance.and_then(bucket) {
-            Some(b) => self.buckets[b] += weight,
-            None => self.cold += weight,
-        }
-        self.weight += weight;
-        self.sampled += 1;
-    }
+    /// The sum, over sampled reads, of the key's reads so far: with the
+    /// miniature caches' `hit_moment`, how much the hot keys hit.
+    moment: f64,
 }
 
 /// `(size, hit_rate(size))` for `sizes` sorted, without duplicates.
@@ -427,51 +398,24 @@ fn points(sizes: &[u64], hit_rate: impl Fn(u64) -> f64) -> Vec<(u64, f64)> {
     sizes.into_iter().map(|s| (s, hit_rate(s))).collect()
 }
 
-/// The histogram bucket of a distance in bytes; None beyond the last.
-fn bucket(distance: f64) -> Option<usize> {
-    let min = (1u64 << MIN_LOG2) as f64;
-    if distance < min {
-        return Some(0);
-    }
-    let b = 1 + ((distance.log2() - MIN_LOG2 as f64) * STEPS_PER_OCTAVE as f64) as usize;
-    (b < BUCKETS).then_some(b)
-}
-
-/// The part of bucket `b` at or below `size` bytes (linear in log size
-/// within a bucket; linear in size in the first).
-fn fraction_below(b: usize, size: f64) -> f64 {
-    if b == 0 {
-        return (size / (1u64 << MIN_LOG2) as f64).min(1.0);
-    }
-    if size <= 0.0 {
-        return 0.0;
-    }
-    let lo = MIN_LOG2 as f64 + (b - 1) as f64 / STEPS_PER_OCTAVE as f64;
-    ((size.log2() - lo) * STEPS_PER_OCTAVE as f64).clamp(0.0, 1.0)
-}
-
-/// The state behind the lock: the sampled keys, their recency, the
-/// histogram.
+/// The state behind the lock: the sampled keys and the miniature caches.
 struct Core {
     max_keys: usize,
     /// Keys hashing at or below it are sampled; only goes down.
     threshold: u64,
+    /// By slot number; the free ones are in `free`.
     slots: Vec<Slot>,
+    free: Vec<u16>,
     /// Open addressing (linear probing, backward-shift deletion) from a
     /// key's hash to its slot: fixed size, no tombstones, so it never grows.
     index: Vec<u16>,
     /// Max-heap of slots by hash: the top is the next to leave the sample.
     heap: Vec<u16>,
-    /// Ring of access timestamps: which slot was last accessed at each.
-    owner: Vec<u16>,
-    /// Fenwick tree over `owner`: the size of the slot at each timestamp, in
-    /// [`UNIT`]s, wrapping: range sums are exact below 16 GiB of tracked
-    /// items, and `u32` leaves room for more keys in the budget.
-    tree: Vec<u32>,
-    /// The next timestamp; the ring is compacted when it reaches the end.
-    clock: usize,
+    /// The cache's limit; the miniature caches are at [`MULTIPLES`] of it.
+    limit: u64,
+    minis: Vec<Mini>,
     epochs: [Epoch; 2],
-    /// Index of the current epoch in `epochs`.
+    /// Index of the current epoch in `epochs` and the minis' `hits`.
     current: usize,
     /// The reads counter when the current epoch started.
     epoch_start: u64,
@@ -480,35 +424,38 @@ struct Core {
 }
 
 impl Core {
-    fn new(max_keys: usize) -> Core {
-        // 1.25 × the keys: a compaction, O(ring), every max_keys / 4
-        // accesses at least, which leaves room for more keys in the budget.
-        let ring = max_keys + max_keys.div_ceil(4);
+    fn new(max_keys: usize, limit: u64) -> Core {
         // Load factor at most 3/4.
         let index_len = (max_keys * 4 / 3 + 1).next_power_of_two();
-        let mut slots = Vec::new();
-        slots.reserve_exact(max_keys);
-        let mut heap = Vec::new();
-        heap.reserve_exact(max_keys);
-        Core {
+        let mut core = Core {
             max_keys,
             threshold: u64::MAX,
-            slots,
+            slots: Vec::new(),
+            free: Vec::new(),
             index: vec![NONE; index_len],
-            heap,
-            owner: vec![NONE; ring],
-            tree: vec![0; ring + 1],
-            clock: 0,
-            epochs: [Epoch::new(), Epoch::new()],
+            heap: Vec::new(),
+            limit,
+            minis: Vec::new(),
+            epochs: [Epoch::default(); 2],
             current: 0,
             epoch_start: 0,
             previous_reads: 0,
-        }
+        };
+        core.minis = sizes_for(limit)
+            .into_iter()
+            .map(|size| Mini::new(core.scaled(size)))
+            .collect();
+        core
     }
 
     /// The sample rate `R`.
     fn rate(&self) -> f64 {
         (self.threshold as f64 + 1.0) / 2f64.powi(64)
+    }
+
+    /// A cache of `size` bytes, scaled down to the sample.
+    fn scaled(&self, size: u64) -> u64 {
+        (size as f64 * self.rate()).round() as u64
     }
 
     fn access(&mut self, hash: u64, size: u64, read: bool) {
@@ -517,35 +464,43 @@ impl Core {
             return;
         }
         let size = u32::try_from(size).unwrap_or(u32::MAX);
-        let slot = match self.find(hash) {
-            Some((_, s)) => {
-                let old = self.slots[s];
-                if read {
-                    // The others stand for 1/R times as many keys; the
-                    // key itself is one.
-                    let distance = (old.size > 0)
-                        .then(|| self.since(old.time) as f64 / self.rate() + f64::from(old.size));
-                    let weight = 1.0 / self.rate();
-                    self.epochs[self.current].add(distance, weight);
-                }
-                self.unplace(s);
-                s
-            }
-            None => {
-                let Some(s) = self.admit(hash) else {
-                    return;
-                };
-                if read {
-                    let weight = 1.0 / self.rate();
-                    self.epochs[self.current].add(None, weight);
-                }
-                s
-            }
+        let s = match self.find(hash) {
+            Some((_, s)) => s,
+            None => match self.admit(hash) {
+                Some(s) => s,
+                None => return,
+            },
         };
+        let old = self.slots[s].size;
         if size > 0 {
-            self.slots[slot].size = size;
+            self.slots[s].size = size;
         }
-        self.place(slot);
+        let weight = 1.0 / self.rate();
+        let epoch = self.current;
+        if read {
+            self.slots[s].reads = self.slots[s].reads.saturating_add(1);
+            let e = &mut self.epochs[epoch];
+            e.weight += weight;
+            e.sampled += 1;
+            e.moment += f64::from(self.slots[s].reads);
+        }
+        let slots = &self.slots;
+        for m in &mut self.minis {
+            if read || size == 0 {
+                // A hit that finds the item at another size (rewritten by a
+                // command the tracker does not see) keeps the bytes right.
+                if size > 0 && size != old {
+                    m.resize(s, u64::from(old), slots);
+                }
+                if read {
+                    m.read(s, weight, epoch, slots);
+                } else {
+                    m.touch(s);
+                }
+            } else {
+                m.write(s, u64::from(old), slots);
+            }
+        }
     }
 
     fn remove(&mut self, hash: u64) {
@@ -556,40 +511,85 @@ impl Core {
 
     fn flush(&mut self) {
         self.slots.clear();
+        self.free.clear();
         self.heap.clear();
         self.index.fill(NONE);
-        self.owner.fill(NONE);
-        self.tree.fill(0);
-        self.clock = 0;
+        self.minis.iter_mut().for_each(Mini::clear);
+    }
+
+    /// True if the limit changed.
+    fn set_limit(&mut self, limit: u64, reads: u64) -> bool {
+        if limit == self.limit {
+            return false;
+        }
+        self.limit = limit;
+        self.resize_minis();
+        for m in &mut self.minis {
+            m.hits = [0.0, 0.0];
+            m.hit_moment = [0.0, 0.0];
+        }
+        self.epochs = [Epoch::default(); 2];
+        self.epoch_start = reads;
+        self.previous_reads = 0;
+        true
+    }
+
+    /// Give each miniature cache its size at the current limit and rate.
+    fn resize_minis(&mut self) {
+        let caps: Vec<u64> = sizes_for(self.limit)
+            .into_iter()
+            .map(|size| self.scaled(size))
+            .collect();
+        for (m, cap) in self.minis.iter_mut().zip(caps) {
+            m.set_capacity(cap, &self.slots);
+        }
     }
 
     fn rotate(&mut self, reads: u64) {
         self.previous_reads = reads.saturating_sub(self.epoch_start);
         self.epoch_start = reads;
         self.current = 1 - self.current;
-        self.epochs[self.current].clear();
+        self.epochs[self.current] = Epoch::default();
+        for m in &mut self.minis {
+            m.hits[self.current] = 0.0;
+            m.hit_moment[self.current] = 0.0;
+        }
     }
 
     fn curve(&self, sizes: &[u64], reads: u64) -> Curve {
-        let [a, b] = &self.epochs;
+        let [a, b] = self.epochs;
         let total = (self.previous_reads + reads.saturating_sub(self.epoch_start)) as f64;
-        // SHARDS-adj: what the sample over- or under-counts goes to the
-        // smallest distance.
+        // What the sample over- or under-counts: the reads of the keys that
+        // happen to be in it are not exactly `R` of all reads. SHARDS-adj
+        // counts that difference as hits at every size, right when it comes
+        // from a hot key in or out of the sample (Zipf), wrong when every
+        // key is alike (a scan, where no small cache hits). The regression
+        // estimator generalizes both: the difference counts as hits at each
+        // size in the proportion in which the sampled keys' reads hit there,
+        // each key weighed by its read count (which is how much it moves the
+        // difference): 1 for Zipf's hot keys, 0 for a scan.
         let adjust = total - (a.weight + b.weight);
-        let points = points(sizes, |size| {
-            if total <= 0.0 || size == 0 {
-                return 0.0;
-            }
-            let x = size as f64;
-            let hits: f64 = (0..BUCKETS)
-                .map(|k| (a.buckets[k] + b.buckets[k]) * fraction_below(k, x))
-                .sum();
-            let adjusted = hits + adjust * fraction_below(0, x);
-            (adjusted / total).clamp(0.0, 1.0)
-        });
+        let moment = a.moment + b.moment;
+        let measured = Curve {
+            points: sizes_for(self.limit)
+                .into_iter()
+                .zip(&self.minis)
+                .map(|(size, m)| {
+                    let beta = if moment > 0.0 {
+                        ((m.hit_moment[0] + m.hit_moment[1]) / moment).clamp(0.0, 1.0)
+                    } else {
+                        0.0
+                    };
+                    let hits = m.hits[0] + m.hits[1] + beta * adjust;
+                    let rate = if total > 0.0 { hits / total } else { 0.0 };
+                    (size, rate.clamp(0.0, 1.0))
+                })
+                .collect(),
+            ..Curve::default()
+        };
         Curve {
-            points,
-            sampled_keys: self.slots.len() as u64,
+            points: points(sizes, |size| measured.hit_rate_at(size)),
+            sampled_keys: (self.slots.len() - self.free.len()) as u64,
             sampled_accesses: a.sampled + b.sampled,
             accesses_total: total as u64,
             sample_rate: self.rate(),
@@ -598,145 +598,63 @@ impl Core {
 
     fn heap_bytes(&self) -> usize {
         self.slots.capacity() * size_of::<Slot>()
-            + (self.index.capacity() + self.heap.capacity() + self.owner.capacity())
+            + (self.free.capacity() + self.index.capacity() + self.heap.capacity())
                 * size_of::<u16>()
-            + self.tree.capacity() * size_of::<u32>()
-            + self
-                .epochs
-                .iter()
-                .map(|e| e.buckets.capacity() * size_of::<f64>())
-                .sum::<usize>()
+            + self.minis.capacity() * size_of::<Mini>()
+            + self.minis.iter().map(Mini::heap_bytes).sum::<usize>()
     }
 
     // --- the sampled set ---
 
-    /// Make room for a new sampled key and add it (unplaced, size 0), or
-    /// None if it is the one that leaves the sample.
+    /// Make room for a new sampled key and add it (size 0, in no
+    /// miniature cache), or None if it is the one that leaves the sample.
     fn admit(&mut self, hash: u64) -> Option<usize> {
-        if self.slots.len() >= self.max_keys {
+        if self.heap.len() >= self.max_keys {
             let top = usize::from(self.heap[0]);
             let largest = self.slots[top].hash;
             if hash > largest {
                 self.threshold = hash - 1;
+                self.resize_minis();
                 return None;
             }
             self.drop_slot(top);
             self.threshold = largest - 1;
+            self.resize_minis();
         }
-        let s = self.slots.len();
-        self.slots.push(Slot {
+        let slot = Slot {
             hash,
             size: 0,
-            time: NONE,
             heap_pos: self.heap.len() as u16,
-        });
+            reads: 0,
+        };
+        let s = match self.free.pop() {
+            Some(s) => {
+                self.slots[usize::from(s)] = slot;
+                usize::from(s)
+            }
+            None => {
+                self.slots.push(slot);
+                self.slots.len() - 1
+            }
+        };
         self.index_insert(s);
         self.heap.push(s as u16);
         self.sift_up(self.heap.len() - 1);
         Some(s)
     }
 
-    /// Forget slot `s`, moving the last slot into its place.
+    /// Forget slot `s`: out of every miniature cache, the heap and the
+    /// index; its number is free for the next key.
     fn drop_slot(&mut self, s: usize) {
-        self.unplace(s);
+        let size = u64::from(self.slots[s].size);
+        for m in &mut self.minis {
+            m.remove(s, size);
+        }
         self.heap_remove(usize::from(self.slots[s].heap_pos));
         if let Some((pos, _)) = self.find(self.slots[s].hash) {
             self.index_remove(pos);
         }
-        let last = self.slots.len() - 1;
-        if s != last {
-            let moved = self.slots[last];
-            if let Some((pos, _)) = self.find(moved.hash) {
-                self.index[pos] = s as u16;
-            }
-            if moved.time != NONE {
-                self.owner[usize::from(moved.time)] = s as u16;
-            }
-            self.heap[usize::from(moved.heap_pos)] = s as u16;
-        }
-        self.slots.swap_remove(s);
-    }
-
-    // --- recency: the ring and its Fenwick tree ---
-
-    /// Bytes of the keys accessed after timestamp `time`.
-    fn since(&self, time: u16) -> u64 {
-        let units = self
-            .prefix(self.clock)
-            .wrapping_sub(self.prefix(usize::from(time) + 1));
-        u64::from(units) * UNIT
-    }
-
-    /// Take slot `s` out of the ring.
-    fn unplace(&mut self, s: usize) {
-        let slot = self.slots[s];
-        if slot.time != NONE {
-            let t = usize::from(slot.time);
-            self.owner[t] = NONE;
-            self.tree_add(t, units(slot.size).wrapping_neg());
-            self.slots[s].time = NONE;
-        }
-    }
-
-    /// Put slot `s` (unplaced) at the newest timestamp.
-    fn place(&mut self, s: usize) {
-        if self.clock == self.owner.len() {
-            self.compact();
-        }
-        let t = self.clock;
-        self.clock += 1;
-        self.owner[t] = s as u16;
-        self.slots[s].time = t as u16;
-        self.tree_add(t, units(self.slots[s].size));
-    }
-
-    /// Renumber the placed slots 0, 1, … in access order and rebuild the
-    /// tree: the ring holds at least half a ring of free timestamps after.
-    fn compact(&mut self) {
-        let mut next = 0;
-        for t in 0..self.clock {
-            let s = self.owner[t];
-            if s != NONE {
-                self.owner[next] = s;
-                self.slots[usize::from(s)].time = next as u16;
-                next += 1;
-            }
-        }
-        self.owner[next..].fill(NONE);
-        self.clock = next;
-        // Linear-time Fenwick build.
-        self.tree.fill(0);
-        for t in 0..next {
-            self.tree[t + 1] = units(self.slots[usize::from(self.owner[t])].size);
-        }
-        let n = self.tree.len() - 1;
-        for i in 1..=n {
-            let parent = i + (i & i.wrapping_neg());
-            if parent <= n {
-                self.tree[parent] = self.tree[parent].wrapping_add(self.tree[i]);
-            }
-        }
-    }
-
-    /// Add `delta` (wrapping: a negative delta is its two's complement) at
-    /// timestamp `t`.
-    fn tree_add(&mut self, t: usize, delta: u32) {
-        let mut i = t + 1;
-        while i < self.tree.len() {
-            self.tree[i] = self.tree[i].wrapping_add(delta);
-            i += i & i.wrapping_neg();
-        }
-    }
-
-    /// Sum over timestamps `0..n`.
-    fn prefix(&self, n: usize) -> u32 {
-        let mut sum = 0u32;
-        let mut i = n;
-        while i > 0 {
-            sum = sum.wrapping_add(self.tree[i]);
-            i &= i - 1;
-        }
-        sum
+        self.free.push(s as u16);
     }
 
     // --- the index ---

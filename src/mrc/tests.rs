@@ -1,9 +1,11 @@
 use std::collections::hash_map::DefaultHasher;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hasher};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use super::mini::{MAX_CREDIT, SMALL_SHARE};
 use super::*;
 use crate::node::store::charge;
 
@@ -21,70 +23,218 @@ impl BuildHasher for Seeded {
     }
 }
 
-/// Every key sampled: hashes are all below `u64::MAX` in practice.
+/// Every key sampled (hashes are all below `u64::MAX` in practice), for a
+/// cache of `LIMIT` bytes.
 fn exact(max_keys: usize) -> Tracker<Seeded> {
-    Tracker::with_hasher(max_keys, Seeded(1))
+    Tracker::with_hasher(max_keys, LIMIT, Seeded(1))
 }
 
-fn point(c: &Curve, size: u64) -> f64 {
-    c.points.iter().find(|p| p.0 == size).map(|p| p.1).unwrap()
-}
+const LIMIT: u64 = 4000;
 
-/// Check the core's structures against each other and a direct sum.
+/// Check the core's structures against each other.
 fn check(core: &Core) {
-    assert!(core.slots.len() <= core.max_keys);
-    for (s, slot) in core.slots.iter().enumerate() {
+    let free = |s: usize| core.free.contains(&(s as u16));
+    let keys = core.slots.len() - core.free.len();
+    assert!(keys <= core.max_keys);
+    assert_eq!(core.heap.len(), keys);
+    for (i, &s) in core.heap.iter().enumerate() {
+        let s = usize::from(s);
+        let slot = core.slots[s];
+        assert!(!free(s));
+        assert_eq!(usize::from(slot.heap_pos), i);
         assert!(slot.hash <= core.threshold);
         assert_eq!(core.find(slot.hash).map(|f| f.1), Some(s));
-        assert_eq!(usize::from(core.heap[usize::from(slot.heap_pos)]), s);
-        assert_ne!(slot.time, NONE);
-        assert_eq!(usize::from(core.owner[usize::from(slot.time)]), s);
-        assert!(usize::from(slot.time) < core.clock);
     }
-    assert_eq!(core.heap.len(), core.slots.len());
     for i in 1..core.heap.len() {
         assert!(core.heap_hash((i - 1) / 2) >= core.heap_hash(i));
     }
-    assert_eq!(
-        core.index.iter().filter(|&&s| s != NONE).count(),
-        core.slots.len()
-    );
-    for t in 0..=core.clock {
-        let direct: u32 = core
-            .slots
-            .iter()
-            .filter(|s| usize::from(s.time) < t)
-            .map(|s| units(s.size))
-            .sum();
-        assert_eq!(core.prefix(t), direct);
+    assert_eq!(core.index.iter().filter(|&&s| s != NONE).count(), keys);
+    assert_eq!(core.minis.len(), super::MULTIPLES.len());
+    for m in &core.minis {
+        m.check(&core.slots, |s| !free(s));
+    }
+}
+
+/// The store's policy written plainly, item by item over whole queues:
+/// what the miniature caches must match when every key is sampled.
+struct Fifo {
+    limit: u64,
+    used: u64,
+    small_bytes: u64,
+    /// Small and main, oldest first.
+    queues: [VecDeque<u32>; 2],
+    /// Queue, credit, size by key.
+    held: HashMap<u32, (usize, u8, u64)>,
+    hits: u64,
+    reads: u64,
+}
+
+impl Fifo {
+    fn new(limit: u64) -> Fifo {
+        Fifo {
+            limit,
+            used: 0,
+            small_bytes: 0,
+            queues: [VecDeque::new(), VecDeque::new()],
+            held: HashMap::new(),
+            hits: 0,
+            reads: 0,
+        }
+    }
+
+    /// A get; on a miss the key is filled in at `size` (if known, non-zero).
+    fn read(&mut self, k: u32, size: u64) -> bool {
+        self.reads += 1;
+        if self.touch(k) {
+            self.hits += 1;
+            return true;
+        }
+        self.insert(k, size);
+        false
+    }
+
+    fn touch(&mut self, k: u32) -> bool {
+        match self.held.get_mut(&k) {
+            Some(h) => {
+                h.1 = (h.1 + 1).min(MAX_CREDIT);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A store: a held key moves to its queue's tail with its credit.
+    fn write(&mut self, k: u32, size: u64) {
+        let Some(&(q, _, old)) = self.held.get(&k) else {
+            self.insert(k, size);
+            return;
+        };
+        self.queues[q].retain(|&x| x != k);
+        self.queues[q].push_back(k);
+        self.held.get_mut(&k).unwrap().2 = size;
+        self.used = self.used - old + size;
+        if q == 0 {
+            self.small_bytes = self.small_bytes - old + size;
+        }
+        self.evict_to_fit(0);
+    }
+
+    fn insert(&mut self, k: u32, size: u64) {
+        if size == 0 || size > self.limit {
+            return;
+        }
+        self.evict_to_fit(size);
+        self.queues[0].push_back(k);
+        self.held.insert(k, (0, 0, size));
+        self.used += size;
+        self.small_bytes += size;
+    }
+
+    fn remove(&mut self, k: u32) {
+        if let Some((q, _, size)) = self.held.remove(&k) {
+            self.queues[q].retain(|&x| x != k);
+            self.used -= size;
+            if q == 0 {
+                self.small_bytes -= size;
+            }
+        }
+    }
+
+    fn evict_to_fit(&mut self, extra: u64) {
+        while self.used + extra > self.limit && !self.held.is_empty() {
+            let small = !self.queues[0].is_empty()
+                && (self.small_bytes >= self.limit / SMALL_SHARE as u64
+                    || self.queues[1].is_empty());
+            let q = usize::from(!small);
+            let k = self.queues[q].pop_front().unwrap();
+            let (_, credit, size) = self.held[&k];
+            if credit == 0 {
+                self.held.remove(&k);
+                self.used -= size;
+                if q == 0 {
+                    self.small_bytes -= size;
+                }
+            } else {
+                if q == 0 {
+                    self.small_bytes -= size;
+                }
+                let c = if q == 0 { 0 } else { credit - 1 };
+                self.held.insert(k, (1, c, size));
+                self.queues[1].push_back(k);
+            }
+        }
+    }
+
+    fn hit_rate(&self) -> f64 {
+        self.hits as f64 / self.reads as f64
     }
 }
 
 #[test]
-fn distances_in_bytes_with_every_key_sampled() {
-    let t = exact(100);
-    // a(96) b(200) c(304) (charges are multiples of 8), then a again:
-    // 96 + 200 + 304 = 600 bytes.
-    t.record_write(b"a", 96);
-    t.record_write(b"b", 200);
-    t.record_write(b"c", 304);
-    t.record(b"a", 96);
-    // b again, after c and a: 200 + 304 + 96.
-    t.record(b"b", 200);
-    // b right away: only itself.
-    t.record(b"b", 200);
-    let c = t.curve(&[300, 599, 609, 10_000]);
-    assert_eq!(c.sample_rate, 1.0);
-    assert_eq!(c.sampled_keys, 3);
-    assert_eq!(c.sampled_accesses, 3);
-    assert_eq!(c.accesses_total, 3);
-    // 200 is in the first bucket, below 256 bytes.
-    assert!((point(&c, 300) - 1.0 / 3.0).abs() < 1e-9);
-    assert!(point(&c, 599) < 1.0 && point(&c, 599) > 1.0 / 3.0);
-    // 600 lies in the bucket [558, 609): interpolated below, all above.
-    assert_eq!(point(&c, 609), 1.0);
-    assert_eq!(point(&c, 10_000), 1.0);
+fn miniatures_at_full_rate_match_the_policy_written_plainly() {
+    let t = exact(1000);
+    let mut truth: Vec<Fifo> = sizes_for(LIMIT).into_iter().map(Fifo::new).collect();
+    let mut size = vec![0u64; 300];
+    let mut rng = StdRng::seed_from_u64(5);
+    let mut sampled = 0u64;
+    for i in 0..30_000u32 {
+        let k = rng.gen_range(0..300u32);
+        let key = k.to_le_bytes();
+        match rng.gen_range(0..20) {
+            0 => {
+                t.remove(&key);
+                size[k as usize] = 0;
+                truth.iter_mut().for_each(|f| f.remove(k));
+            }
+            1..=3 => {
+                let s = rng.gen_range(20..400);
+                size[k as usize] = s;
+                t.record_write(&key, s);
+                truth.iter_mut().for_each(|f| f.write(k, s));
+            }
+            4 => {
+                t.record_write(&key, 0);
+                truth.iter_mut().for_each(|f| {
+                    f.touch(k);
+                });
+            }
+            _ => {
+                sampled += 1;
+                t.record(&key, 0);
+                let s = size[k as usize];
+                truth.iter_mut().for_each(|f| {
+                    f.read(k, s);
+                });
+            }
+        }
+        if i % 5_000 == 0 {
+            check(&t.lock());
+        }
+        if i == 20_000 {
+            t.flush();
+            size.fill(0);
+            truth.iter_mut().for_each(|f| {
+                *f = Fifo {
+                    hits: f.hits,
+                    reads: f.reads,
+                    ..Fifo::new(f.limit)
+                }
+            });
+        }
+    }
     check(&t.lock());
+    let c = t.curve(&sizes_for(LIMIT));
+    assert_eq!((c.sampled_accesses, c.accesses_total), (sampled, sampled));
+    for (f, &(size, rate)) in truth.iter().zip(&c.points) {
+        assert_eq!(f.limit, size);
+        assert!(
+            (f.hit_rate() - rate).abs() < 1e-9,
+            "{size}: {} {rate}",
+            f.hit_rate()
+        );
+    }
+    // The curve has a shape: 16× holds about every key, 1/8× a few.
+    assert!(c.points[0].1 + 0.5 < c.points[12].1, "{c:?}");
 }
 
 #[test]
@@ -101,17 +251,6 @@ fn reads_of_keys_never_stored_or_removed_are_misses() {
     assert_eq!(c.sampled_accesses, 4);
     assert!((c.points[0].1 - 0.25).abs() < 1e-9);
     check(&t.lock());
-}
-
-#[test]
-fn a_removed_key_stops_counting_toward_distances() {
-    let t = exact(100);
-    t.record_write(b"a", 100);
-    t.record_write(b"big", 100_000);
-    t.remove(b"big");
-    t.record(b"a", 100);
-    let c = t.curve(&[1000]);
-    assert_eq!(c.points[0].1, 1.0);
 }
 
 #[test]
@@ -195,7 +334,7 @@ fn what_if_round_trips_and_merges_at_multiples_of_the_limits() {
 #[test]
 fn the_sample_stays_within_budget_and_the_rate_drops() {
     let max = 64;
-    let t = Tracker::with_hasher(max, Seeded(7));
+    let t = Tracker::with_hasher(max, LIMIT, Seeded(7));
     let mut rng = StdRng::seed_from_u64(3);
     for i in 0..20_000u32 {
         let key = rng.gen_range(0..5_000u32).to_le_bytes();
@@ -218,21 +357,29 @@ fn the_sample_stays_within_budget_and_the_rate_drops() {
 }
 
 #[test]
-fn the_tracker_fits_in_64_kib() {
-    let t = Tracker::new();
-    let total = t.heap_bytes() + size_of::<Tracker>();
-    println!(
-        "tracker: {} heap + {} inline = {total} bytes for {MAX_KEYS} keys",
-        t.heap_bytes(),
-        size_of::<Tracker>()
-    );
-    assert!(total <= 64 * 1024, "{total}");
-    // Nothing grows with use.
+fn memory_grows_with_the_sample_to_a_bound() {
+    let t = Tracker::new(1 << 30);
+    let idle = t.heap_bytes() + size_of::<Tracker>();
+    // The worst case: every copy, up to 16 GiB, holds every sampled key.
     for i in 0..200_000u32 {
         t.record_write(&i.to_le_bytes(), 100);
         t.record(&(i / 2).to_le_bytes(), 100);
     }
-    assert_eq!(t.heap_bytes() + size_of::<Tracker>(), total);
+    let full = t.heap_bytes() + size_of::<Tracker>();
+    println!("tracker: {idle} bytes idle, {full} with {MAX_KEYS} keys in every copy");
+    assert!(idle <= 12 * 1024, "{idle}");
+    assert!(full <= 160 * 1024, "{full}");
+    // Churn within the sample does not grow it further.
+    for i in 0..200_000u32 {
+        t.record_write(&(i % 50_000).to_le_bytes(), 100 + u64::from(i % 7));
+        t.record(&(i % 70_000).to_le_bytes(), 0);
+        if i % 3 == 0 {
+            t.remove(&(i % 60_000).to_le_bytes());
+        }
+    }
+    check(&t.lock());
+    let after = t.heap_bytes() + size_of::<Tracker>();
+    assert!(after <= 160 * 1024, "{after}");
 }
 
 #[test]
@@ -252,7 +399,7 @@ fn trustworthy_needs_enough_reads_and_keys() {
     c.sample_rate = 1.0;
     assert!(c.trustworthy());
     // A tracker that has seen a handful of keys says so.
-    let t = Tracker::new();
+    let t = Tracker::new(LIMIT);
     for k in 0..10u8 {
         t.record(&[k], 100);
     }
@@ -311,93 +458,7 @@ fn merge_weights_nodes_by_reads_at_their_shares() {
     assert_eq!(merge(&[], &[100]).points, vec![(100, 0.0)]);
 }
 
-// --- accuracy against an exact byte-budget LRU ---
-
-/// An exact LRU over keys `0..n` with a byte budget.
-struct Lru {
-    limit: u64,
-    used: u64,
-    prev: Vec<u32>,
-    next: Vec<u32>,
-    present: Vec<bool>,
-    head: u32,
-    tail: u32,
-    hits: u64,
-    reads: u64,
-}
-
-const END: u32 = u32::MAX;
-
-impl Lru {
-    fn new(n: usize, limit: u64) -> Lru {
-        Lru {
-            limit,
-            used: 0,
-            prev: vec![END; n],
-            next: vec![END; n],
-            present: vec![false; n],
-            head: END,
-            tail: END,
-            hits: 0,
-            reads: 0,
-        }
-    }
-
-    fn unlink(&mut self, k: u32) {
-        let (p, n) = (self.prev[k as usize], self.next[k as usize]);
-        if p == END {
-            self.head = n;
-        } else {
-            self.next[p as usize] = n;
-        }
-        if n == END {
-            self.tail = p;
-        } else {
-            self.prev[n as usize] = p;
-        }
-    }
-
-    fn push_front(&mut self, k: u32) {
-        self.prev[k as usize] = END;
-        self.next[k as usize] = self.head;
-        if self.head != END {
-            self.prev[self.head as usize] = k;
-        }
-        self.head = k;
-        if self.tail == END {
-            self.tail = k;
-        }
-    }
-
-    /// A get, then a set on a miss (cache-aside). Returns the hit.
-    fn read(&mut self, k: u32, sizes: &[u64]) -> bool {
-        let size = sizes[k as usize];
-        self.reads += 1;
-        if self.present[k as usize] {
-            self.hits += 1;
-            self.unlink(k);
-            self.push_front(k);
-            return true;
-        }
-        if size > self.limit {
-            return false;
-        }
-        self.present[k as usize] = true;
-        self.used += size;
-        self.push_front(k);
-        while self.used > self.limit {
-            let victim = self.tail;
-            self.unlink(victim);
-            self.present[victim as usize] = false;
-            self.used -= sizes[victim as usize];
-        }
-        false
-    }
-
-    fn hit_rate(&self) -> f64 {
-        self.hits as f64 / self.reads as f64
-    }
-}
+// --- accuracy against the policy at full size ---
 
 fn key_bytes(k: u32) -> Vec<u8> {
     format!("user:{k:08}").into_bytes()
@@ -419,15 +480,14 @@ const MULTIPLES: [f64; 6] = [0.25, 0.5, 1.0, 2.0, 4.0, 8.0];
 /// each miss of the node's real cache (at its base limit).
 struct Node {
     trackers: Vec<Tracker<Seeded>>,
-    real: Lru,
+    real: Fifo,
 }
 
 /// Replay `trace` over `nodes` nodes (keys split by hash, node `i` weighted
-/// `weights[i]`), against exact LRUs at each multiple of `base` split in
+/// `weights[i]`), against the policy at full size at each multiple of `base` split in
 /// proportion to the weights, and against the trackers' predictions, for
 /// several hash seeds. Returns the largest absolute error.
 fn replay(name: &str, sizes: &[u64], trace: &[u32], base: u64, weights: &[u64]) -> f64 {
-    let n = sizes.len();
     let total_weight: u64 = weights.iter().sum();
     let node_of = |k: u32| {
         let mut h = DefaultHasher::new();
@@ -448,27 +508,33 @@ fn replay(name: &str, sizes: &[u64], trace: &[u32], base: u64, weights: &[u64]) 
         .map(|i| Node {
             trackers: seeds
                 .iter()
-                .map(|&s| Tracker::with_hasher(MAX_KEYS, Seeded(s * 1000 + i as u64)))
+                .map(|&s| {
+                    Tracker::with_hasher(
+                        MAX_KEYS,
+                        share(i, base as f64),
+                        Seeded(s * 1000 + i as u64),
+                    )
+                })
                 .collect(),
-            real: Lru::new(n, share(i, base as f64)),
+            real: Fifo::new(share(i, base as f64)),
         })
         .collect();
-    let mut truth: Vec<Vec<Lru>> = MULTIPLES
+    let mut truth: Vec<Vec<Fifo>> = MULTIPLES
         .iter()
         .map(|m| {
             (0..weights.len())
-                .map(|i| Lru::new(n, share(i, base as f64 * m)))
+                .map(|i| Fifo::new(share(i, base as f64 * m)))
                 .collect()
         })
         .collect();
     for &k in trace {
         let size = sizes[k as usize];
         let i = node_of(k);
-        for lrus in truth.iter_mut() {
-            lrus[i].read(k, sizes);
+        for caches in truth.iter_mut() {
+            caches[i].read(k, size);
         }
         let node = &mut nodes[i];
-        let hit = node.real.read(k, sizes);
+        let hit = node.real.read(k, size);
         let key = key_bytes(k);
         for t in &node.trackers {
             t.record(&key, if hit { size } else { 0 });
@@ -508,7 +574,7 @@ fn replay(name: &str, sizes: &[u64], trace: &[u32], base: u64, weights: &[u64]) 
         println!("{line}");
     }
     println!(
-        "{name}: worst absolute error {worst:.4} (real/predicted per point; base LRU hit rate {:.3})",
+        "{name}: worst absolute error {worst:.4} (real/predicted per point; base hit rate {:.3})",
         nodes[0].real.hit_rate()
     );
     worst
@@ -559,10 +625,39 @@ fn accuracy_looping_scan() {
     let footprint: u64 = sizes.iter().sum();
     let trace: Vec<u32> = (0..10).flat_map(|_| 0..n as u32).collect();
     // The loop's footprint falls between 2× and 4×, away from any point:
-    // an LRU misses every read below it and hits all but the first pass
+    // FIFO misses every read below it and hits all but the first pass
     // above it.
     let base = footprint / 3;
     let single = replay("loop", &sizes, &trace, base, &[1]);
     let split = replay("loop 3 nodes 1:1:2", &sizes, &trace, base, &[1, 1, 2]);
     assert!(single <= 0.03 && split <= 0.03, "{single} {split}");
+}
+
+#[test]
+fn a_plan_change_resizes_the_copies_and_starts_a_new_window() {
+    let t = exact(1000);
+    let key = |k: u32| k.to_le_bytes();
+    for k in 0..40 {
+        t.record_write(&key(k), 100);
+    }
+    for k in 0..40 {
+        t.record(&key(k), 0);
+    }
+    // 40 keys of 100 bytes fit the 4000-byte limit.
+    assert_eq!(t.curve(&[LIMIT]).points, vec![(LIMIT, 1.0)]);
+    t.set_limit(LIMIT);
+    assert_eq!(t.curve(&[LIMIT]).accesses_total, 40, "the same limit");
+    t.set_limit(LIMIT / 4);
+    assert_eq!(t.curve(&[LIMIT]).accesses_total, 0, "a new window");
+    check(&t.lock());
+    for k in 0..40 {
+        t.record(&key(k), 0);
+    }
+    // At the new limit, room for 10 of the 40 keys: the copy shrank to
+    // the 10 it kept in main, and the loop's new reads churn through small
+    // without displacing more than one of them. Four times the new limit
+    // (the old one) still holds them all.
+    let c = t.curve(&[LIMIT / 4, LIMIT]);
+    assert_eq!(c.points, vec![(LIMIT / 4, 9.0 / 40.0), (LIMIT, 1.0)]);
+    check(&t.lock());
 }

@@ -58,7 +58,7 @@ use crate::protocol::request::{self, Arith, Command, Delete, Exptime, Get, Store
 use crate::protocol::{ErrorReply, Found, Response, MAX_KEY_LEN};
 use crate::sync::lock;
 
-pub use self::shard::{charge, MAX_VALUE_LEN, PER_ITEM_OVERHEAD};
+pub use self::shard::{charge, MAX_CREDIT, MAX_VALUE_LEN, PER_ITEM_OVERHEAD, SMALL_SHARE};
 
 /// The key hash: foldhash, seeded per store, as hashbrown's default (SipHash
 /// cost as much as the whole lookup). A tenant can only aim collisions at
@@ -245,7 +245,7 @@ impl Store {
             max_item_size,
             sweep_next: AtomicUsize::new(0),
             stats,
-            what_if: Some(Tracker::new()),
+            what_if: Some(Tracker::new(limit_bytes as u64)),
         }
     }
 
@@ -303,6 +303,9 @@ impl Store {
     /// Change the budget; shrinking evicts down to the new limit at once.
     pub fn set_limit(&self, limit_bytes: usize) {
         self.limit.store(limit_bytes, Ordering::Relaxed);
+        if let Some(tracker) = &self.what_if {
+            tracker.set_limit(limit_bytes as u64);
+        }
         let per_shard = limit_bytes / self.shards.len();
         let flush = self.flush_state();
         for shard in self.shards.iter() {
@@ -948,7 +951,8 @@ impl Store {
 }
 
 /// Feed a command's effect to the what-if tracker: reads are hit-or-miss
-/// events; writes move the key up as the LRU does; removals forget it.
+/// events; writes store the key or give it a credit as the store does;
+/// removals forget it.
 fn track(tracker: &Tracker, cmd: &Command, response: &Response) {
     match (cmd, response) {
         (Command::Get(g), Response::Get(found)) => {

@@ -20,10 +20,11 @@
 //!   evicted segment that were read since they were last written or moved
 //!   (a credit in the header) are copied, compacted, to the write segment
 //!   at the tail, spending it; the rest are evicted
-//!   (Segcache's merge-based eviction; a segment-level CLOCK). The code
-//!   also has S3-FIFO (Yang et al., SOSP '23): new items in a small queue
-//!   of a tenth of the budget, promoted to main only if read there; it is
-//!   off ([`CLOCK`]) until the what-if tracker can model it.
+//!   (Segcache's merge-based eviction), in S3-FIFO's queues (Yang et al.,
+//!   SOSP '23): new items in a small queue of a tenth of the budget,
+//!   promoted to main only if read there, so one-hit items (scans) never
+//!   displace main. The what-if tracker simulates this policy per item
+//!   (`mrc::mini`), with [`SMALL_SHARE`] and [`MAX_CREDIT`].
 //! - **Expiry**: items go to write segments by TTL class, so that a segment
 //!   holds items that expire at about the same time; each segment keeps the
 //!   latest expiry of its items, and a wholly expired segment is found from
@@ -97,15 +98,9 @@ const NEVER: u32 = u32::MAX;
 const SMALL: usize = 0;
 const MAIN: usize = 1;
 const FREE: u8 = 2;
-/// Every new item goes to main: one FIFO queue with reinsertion of read
-/// items (a segment-level CLOCK, one round per read), not S3-FIFO.
-///
-/// Because the what-if tracker (`node::mrc`) models LRU, which this matches
-/// within its 0.03 (`tests/whatif.rs`: within 0.01). S3-FIFO
-/// (`false`) passes every store test but reads 0.044 better than LRU there,
-/// so the curve would be wrong until the tracker simulates the policy
-/// (miniature simulation); `benches/STORE.md` has both policies' figures.
-const CLOCK: bool = true;
+/// The small queue is evicted from while it holds at least
+/// `limit / SMALL_SHARE` bytes (or main is empty).
+pub const SMALL_SHARE: usize = 10;
 /// TTL classes of write segments: none, up to 5 minutes, up to 2 hours,
 /// longer. Few, because each active class holds a partly written segment.
 const CLASSES: usize = 4;
@@ -141,12 +136,9 @@ pub(super) fn carry_freq(bits: u8, old: u8) -> u8 {
     with_freq(bits, freq(old))
 }
 
-/// The most read credit an item holds: one under CLOCK (a read buys one
-/// more round, as in classic CLOCK, which stays close to the LRU the
-/// what-if tracker models; three rounds read 0.015 better than it on
-/// average at the smallest cache of `tests/whatif.rs`, and up to 0.028), three
-/// under S3-FIFO (its main queue's counter).
-const MAX_CREDIT: u8 = if CLOCK { 1 } else { 3 };
+/// The most read credit an item holds (S3-FIFO's main-queue counter): an
+/// item read often survives up to three evictions of its segment unread.
+pub const MAX_CREDIT: u8 = 3;
 
 /// `bits` after one more read.
 pub(super) fn bumped(bits: u8) -> u8 {
@@ -675,7 +667,7 @@ impl<S: BuildHasher> Shard<S> {
         if len + INDEX_SLOT_CHARGE > self.limit {
             return None;
         }
-        let q = if main || CLOCK { MAIN } else { SMALL };
+        let q = if main { MAIN } else { SMALL };
         let class = ttl_class(item.header.exptime, now);
         let mut removed = Removed::default();
         while !self.fits(len, q, class) {
@@ -704,7 +696,8 @@ impl<S: BuildHasher> Shard<S> {
             }
         }
         let small = !self.queues[SMALL].is_empty()
-            && (self.queue_bytes[SMALL] >= self.limit / 10 || self.queues[MAIN].is_empty());
+            && (self.queue_bytes[SMALL] >= self.limit / SMALL_SHARE
+                || self.queues[MAIN].is_empty());
         let q = if small { SMALL } else { MAIN };
         let Some(&id) = self.queues[q].front() else {
             return false;
@@ -1100,16 +1093,14 @@ mod tests {
                 );
             }
         }
-        let n = if CLOCK { 500 } else { 2000 };
+        let n = 2000;
         for i in 0..n {
             put(&mut s, &format!("x{i}"), &[b'v'; 20]);
         }
         s.check();
         assert!(has(&s, "k1999"), "read items survive");
         assert!(!has(&s, "k0"), "unread ones go first");
-        if !CLOCK {
-            assert!(!has(&s, "x0"), "one-hit items leave from small");
-        }
+        assert!(!has(&s, "x0"), "one-hit items leave from small");
         let keys: Vec<String> = (0..n).map(|i| format!("x{i}")).collect();
         for k in &keys {
             let h = s.hasher.hash_one(k.as_bytes());

@@ -279,7 +279,9 @@ fuzz_target!(|data: &[u8]| {
         64 << 20
     };
     let stats = Arc::new(CacheStats::default());
-    let store = Store::new(limit, MAX_ITEM, stats).without_what_if();
+    // With the what-if tracker: its miniature caches see every command too,
+    // and its debug assertions and overflow checks run.
+    let store = Store::new(limit, MAX_ITEM, stats);
     let mut m: HashMap<Bytes, Item> = HashMap::new();
     let mut now = START;
     let mut last_cas = 0u64;
