@@ -19,12 +19,13 @@
 #
 # Usage: benches/request_cost.sh --before PATH --after PATH [--requests N]
 #          [--rounds R] [--callgrind-requests N] [--callgrind-rounds R]
-#          [--server-cpus L] [--load-cpus L]
+#          [--server-cpus L] [--load-cpus L] [--keep DIR]
+# --keep DIR keeps the callgrind files there, for callgrind_annotate.
 # --after also runs the nodes. Figures: benches/NOTES.md. Needs python3 and
 # valgrind.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
-before="" after="" requests=220000 cg_requests=220000 rounds=3 cg_rounds=2 server_cpus=0 load_cpus=1
+keep="" before="" after="" requests=220000 cg_requests=220000 rounds=3 cg_rounds=2 server_cpus=0 load_cpus=1
 while [ $# -gt 0 ]; do
   case $1 in
     --before) before=$2; shift 2 ;;
@@ -35,7 +36,8 @@ while [ $# -gt 0 ]; do
     --callgrind-rounds) cg_rounds=$2; shift 2 ;;
     --server-cpus) server_cpus=$2; shift 2 ;;
     --load-cpus) load_cpus=$2; shift 2 ;;
-    *) echo "usage: $0 --before PATH --after PATH [--requests N] [--rounds R] [--callgrind-requests N] [--callgrind-rounds R] [--server-cpus L] [--load-cpus L]" >&2; exit 64 ;;
+    --keep) keep=$2; shift 2 ;;
+    *) echo "usage: $0 --before PATH --after PATH [--requests N] [--rounds R] [--callgrind-requests N] [--callgrind-rounds R] [--server-cpus L] [--load-cpus L] [--keep DIR]" >&2; exit 64 ;;
   esac
 done
 [ -n "$before" ] && [ -n "$after" ] || { echo "$0: --before and --after are required" >&2; exit 64; }
@@ -116,9 +118,11 @@ for build in before after; do
     printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$cg_round" "$build" "$protocol" "$ops" "$sets" "$hits" "$ir" "$((ir / ops))"
   done
   kill "$vg"; wait "$vg" 2>/dev/null || true
+  if [ -n "$keep" ]; then mkdir -p "$keep" && cp "$out".* "$keep/"; fi
 done
 done
 
+[ "$rounds" -gt 0 ] || exit 0
 echo
 echo "## CPU per request of the sidecar (µs, utime + stime; $requests requests a bench; $rounds rounds, builds interleaved)"
 echo
