@@ -225,7 +225,7 @@ where
                         });
                         let mut now = started;
                         let _ =
-                            start_routed(&cluster, delete, internal_frame(), &mut pins, &mut now)
+                            start_keyed(&cluster, delete, internal_frame(), &mut pins, &mut now)
                                 .await
                                 .outcome()
                                 .await;
@@ -485,7 +485,7 @@ async fn dispatch(
                     no_bump,
                 });
                 let frame = head.frame.clone();
-                parts.push(start_routed(cluster, one, frame, pins, &mut now).await);
+                parts.push(start_keyed(cluster, one, frame, pins, &mut now).await);
             }
             return Pending::Merged(Box::pin(async move {
                 let mut items: Vec<Option<Found>> = Vec::with_capacity(parts.len());
@@ -525,7 +525,16 @@ async fn dispatch(
         }
         command => {
             let frame = head.frame.clone();
-            return match start_routed(cluster, command, frame, pins, &mut now).await {
+            // No warm-up: the plain path, without the warm-up's wrapping.
+            if cluster.warmup().is_none() {
+                let part = start_routed(cluster, command, frame, pins, &mut now).await;
+                return Pending::Single {
+                    head,
+                    part,
+                    expired: false,
+                };
+            }
+            return match start_keyed(cluster, command, frame, pins, &mut now).await {
                 Routed::Plain(part) => Pending::Single {
                     head,
                     part,
@@ -574,6 +583,31 @@ impl Routed {
     }
 }
 
+/// Start `command` on the node that serves its key, or on both of its nodes
+/// while a warm-up covers it (`moved`).
+async fn start_keyed(
+    cluster: &Cluster,
+    command: Command,
+    frame: Frame,
+    pins: &mut Pins,
+    now: &mut Instant,
+) -> Routed {
+    if let Some(warm) = cluster.warmup() {
+        let key = command.key().map_or(&[][..], |key| key.as_ref());
+        if let Ok(home) = cluster.route(key) {
+            if let Some(moved) = warm.moved(key, home) {
+                let primary = moved.primary;
+                let started = moved::start_moved(cluster, warm, moved, &command, &frame, pins, now);
+                return match started.await {
+                    Some(outcome) => Routed::Moved(outcome),
+                    None => Routed::Plain(start(cluster, primary, command, frame, pins, now).await),
+                };
+            }
+        }
+    }
+    Routed::Plain(start_routed(cluster, command, frame, pins, now).await)
+}
+
 /// Start `command` (framed as the client framed it) on the node that serves
 /// its key. In eject mode, a node found dead by this very request hands it on
 /// to the node the live ring picks.
@@ -583,36 +617,12 @@ async fn start_routed(
     frame: Frame,
     pins: &mut Pins,
     now: &mut Instant,
-) -> Routed {
+) -> Part {
     let routed = cluster.route(command.key().map_or(&[][..], |key| key.as_ref()));
     let node = match routed {
         Ok(node) => node,
-        Err(error) => return Routed::Plain(Part::Failed(error)),
+        Err(error) => return Part::Failed(error),
     };
-    if let Some(warm) = cluster.warmup() {
-        let key = command.key().map_or(&[][..], |key| key.as_ref());
-        if let Some(moved) = warm.moved(key, node) {
-            let primary = moved.primary;
-            let started = moved::start_moved(cluster, warm, moved, &command, &frame, pins, now);
-            return match started.await {
-                Some(outcome) => Routed::Moved(outcome),
-                None => Routed::Plain(start(cluster, primary, command, frame, pins, now).await),
-            };
-        }
-    }
-    Routed::Plain(start_on(cluster, node, command, frame, pins, now).await)
-}
-
-/// `start` on `node`, the key's home; in eject mode, on the node the live
-/// ring picks if this request finds `node` dead.
-async fn start_on(
-    cluster: &Cluster,
-    node: &Arc<Upstream>,
-    command: Command,
-    frame: Frame,
-    pins: &mut Pins,
-    now: &mut Instant,
-) -> Part {
     if cluster.failover() == Failover::Error {
         return start(cluster, node, command, frame, pins, now).await;
     }
@@ -646,6 +656,10 @@ async fn start(
 ) -> Part {
     // The request's whole time, connect included, counts against its timeout.
     let timeout = cluster.settings.request_timeout;
+    // The common case, without the connect path's future.
+    if let Some(conn) = pins.get(node) {
+        return send(node, conn.clone(), command, frame, *now, timeout);
+    }
     match connection_for(cluster, node, pins, now).await {
         Ok(conn) => send(node, conn, command, frame, *now, timeout),
         Err(error) => Part::Failed(error),
