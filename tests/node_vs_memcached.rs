@@ -600,6 +600,25 @@ fn text_cases() -> Vec<Case> {
                 b"quit\r\n",
             ],
         ),
+        // memcached reads the line as a C string: it ends at the first NUL.
+        text(
+            "a NUL ends the command line",
+            &[b"incr \x00 1\r\n", b"get \x00\r\n", b"get a\x00b\r\n"],
+        ),
+        // Malformed, these get memcached's own errors; well-formed, memgate
+        // refuses them (docs/node.md).
+        text(
+            "malformed server-changing commands",
+            &[
+                b"cache_memlimit\r\n",
+                b"cache_memlimit abc\r\n",
+                b"cache_memlimit 1 2 3\r\n",
+                b"slabs automove invalid\r\n",
+                b"slabs automove 5\r\n",
+                b"slabs automove ratio\r\n",
+                b"slabs\r\n",
+            ],
+        ),
         text(
             "unknown commands",
             &[
@@ -1298,6 +1317,16 @@ fn binary_cases() -> Vec<Case> {
         ),
         binary("quit", vec![b(0x07, b"", b"", b"")]),
         binary("quitq", vec![b(0x17, b"", b"", b"")]),
+        // memcached without SASL, like a node without auth, does not know
+        // the SASL commands: clients then skip their login.
+        binary(
+            "sasl without auth",
+            vec![
+                b(0x20, b"", b"", b""),
+                b(0x21, b"PLAIN", b"", b"\0user\0password"),
+                b(0x22, b"PLAIN", b"", b"\0user\0password"),
+            ],
+        ),
     ]
 }
 
@@ -1317,6 +1346,15 @@ fn stats_cases() -> Vec<Case> {
                 b"stats detail dump\r\n",
                 // Not UTF-8: read as bytes, as memcached does.
                 b"stats items \xff\r\n",
+            ],
+        ),
+        // One small item: memcached's class 1, memgate's only class.
+        stats(
+            "stats items and slabs of a cache with an item",
+            &[
+                b"set k 0 0 1\r\nx\r\n",
+                b"stats items\r\n",
+                b"stats slabs\r\n",
             ],
         ),
         text(

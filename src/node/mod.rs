@@ -87,6 +87,8 @@ pub struct NodeSettings {
     pub auth_timeout: Duration,
     pub max_connections: usize,
     pub no_auth: bool,
+    /// Whether the node has a TLS listener (`stats settings`' ssl_enabled).
+    pub tls: bool,
     pub memory_limit: u64,
     /// [`NodeConfig::what_if`]
     pub what_if: bool,
@@ -289,6 +291,7 @@ impl Node {
             auth_timeout: config.auth_timeout,
             max_connections: config.max_connections,
             no_auth: config.no_auth,
+            tls: config.tls_listen.is_some(),
             memory_limit: config.memory_limit,
             what_if: config.what_if,
         };

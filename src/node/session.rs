@@ -205,6 +205,14 @@ impl Session {
         let Request { command, frame } = request;
         let (response, after) = match command {
             Command::Quit => (session::quit_reply(&frame), After::Close),
+            // memcached built or started without SASL does not know the SASL
+            // commands, and clients that always send credentials skip the
+            // login when told so.
+            Command::SaslList | Command::SaslAuth { .. } | Command::SaslStep { .. }
+                if self.shared.settings.no_auth =>
+            {
+                (Response::Error(ErrorReply::UnknownCommand), After::Continue)
+            }
             // Listed before login: a client asks for it to log in.
             Command::SaslList => (session::sasl_mechanisms(), After::Continue),
             // PLAIN completes in one step; there is nothing to continue.
@@ -295,6 +303,7 @@ impl Session {
     /// MemCachier's ASCII auth, whose first text `set` carries them.
     fn login_request<'r>(&self, request: &'r Request) -> Option<Credentials<'r>> {
         match (&request.command, &request.frame) {
+            (Command::SaslAuth { .. }, _) if self.shared.settings.no_auth => None,
             (Command::SaslAuth { mechanism, data }, _) => {
                 if mechanism.as_ref() != sasl::PLAIN.as_bytes() {
                     return Some(Credentials::OtherMechanism);

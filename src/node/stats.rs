@@ -93,10 +93,7 @@ impl NodeShared {
                     "bytes" => usage.bytes,
                     "limit_maxbytes" => usage.limit,
                     "time" => unix_now(),
-                    _ => counters
-                        .iter()
-                        .find(|(n, _)| *n == name)
-                        .map_or(0, |(_, v)| *v),
+                    _ => counter(&counters, name),
                 };
                 (name, value)
             })
@@ -110,13 +107,6 @@ impl NodeShared {
             None => {
                 let usage = tenant.store.usage();
                 let counters = tenant.stats.counters();
-                let counter = |name: &str| {
-                    counters
-                        .iter()
-                        .find(|(n, _)| *n == name)
-                        .map_or(0, |(_, v)| *v)
-                        .to_string()
-                };
                 let mut pairs = vec![
                     ("pid".to_string(), std::process::id().to_string()),
                     (
@@ -129,7 +119,10 @@ impl NodeShared {
                     ("max_connections".into(), s.max_connections.to_string()),
                 ];
                 let named = |names: &[&str]| -> Vec<(String, String)> {
-                    names.iter().map(|&n| (n.to_string(), counter(n))).collect()
+                    names
+                        .iter()
+                        .map(|&n| (n.to_string(), counter(&counters, n).to_string()))
+                        .collect()
                 };
                 pairs.extend(named(MEMCACHED_ORDER_HEAD));
                 pairs.push(("limit_maxbytes".into(), usage.limit.to_string()));
@@ -144,28 +137,7 @@ impl NodeShared {
                 }
                 pairs
             }
-            // In memcached 1.6.18's order, then memgate's own settings.
-            Some(g) if g.split(' ').next() == Some("settings") => vec![
-                ("maxbytes".into(), tenant.store.usage().limit.to_string()),
-                ("maxconns".into(), s.max_connections.to_string()),
-                ("evictions".into(), "on".into()),
-                ("num_threads".into(), worker_threads().to_string()),
-                ("detail_enabled".into(), "no".into()),
-                ("cas_enabled".into(), "yes".into()),
-                ("binding_protocol".into(), "auto-negotiate".into()),
-                (
-                    "auth_enabled_sasl".into(),
-                    if s.no_auth { "no" } else { "yes" }.into(),
-                ),
-                (
-                    "auth_enabled_ascii".into(),
-                    if s.no_auth { "no" } else { "yes" }.into(),
-                ),
-                ("item_size_max".into(), s.max_item_size.to_string()),
-                ("flush_enabled".into(), "yes".into()),
-                ("auth_timeout".into(), s.auth_timeout.as_secs().to_string()),
-                ("key_max_length".into(), MAX_KEY_LEN.to_string()),
-            ],
+            Some(g) if g.split(' ').next() == Some("settings") => self.settings_pairs(tenant),
             // memcached reads only the first word, except for `detail`.
             Some(group) => match group.split(' ').collect::<Vec<_>>().as_slice() {
                 ["reset", ..] => {
@@ -182,13 +154,60 @@ impl NodeShared {
                     ))
                 }
                 ["sizes", ..] => vec![("sizes_status".into(), "disabled".into())],
-                // Slab and connection tables have no meaning for the
-                // per-cache store: answered empty (README, "Differences").
-                ["items" | "slabs" | "conns", ..] => Vec::new(),
+                ["items", ..] => items_pairs(tenant),
+                ["slabs", ..] => slabs_pairs(tenant),
+                // Connections are not kept per cache, and listing another
+                // tenant's would leak them: answered empty (docs/node.md).
+                ["conns", ..] => Vec::new(),
+                // The store keeps no per-class item lists to walk
+                // (docs/node.md, "Differences from memcached").
+                ["cachedump", ..] => {
+                    return Response::Error(ErrorReply::Client(
+                        "stats cachedump not supported by memgate".into(),
+                    ))
+                }
                 _ => return Response::Error(ErrorReply::UnknownCommand),
             },
         };
         Response::Stats(pairs)
+    }
+
+    /// `stats settings`: every name memcached 1.6.18 reports, in its order,
+    /// with what it means for this node and cache (docs/node.md), then
+    /// memgate's own two.
+    fn settings_pairs(&self, tenant: &Tenant) -> Vec<(String, String)> {
+        let s = &self.settings;
+        let yes_no = |on: bool| if on { "yes" } else { "no" }.to_string();
+        let mut pairs: Vec<(String, String)> = vec![
+            ("maxbytes".into(), tenant.store.usage().limit.to_string()),
+            ("maxconns".into(), s.max_connections.to_string()),
+        ];
+        for &(name, value) in FIXED_SETTINGS_HEAD {
+            pairs.push((name.into(), value.into()));
+        }
+        pairs.extend([
+            ("num_threads".into(), worker_threads().to_string()),
+            ("num_threads_per_udp".into(), worker_threads().to_string()),
+            ("stat_key_prefix".into(), ":".into()),
+            ("detail_enabled".into(), "no".into()),
+            ("reqs_per_event".into(), "0".into()),
+            ("cas_enabled".into(), "yes".into()),
+            ("tcp_backlog".into(), "1024".into()),
+            ("binding_protocol".into(), "auto-negotiate".into()),
+            ("auth_enabled_sasl".into(), yes_no(!s.no_auth)),
+            ("auth_enabled_ascii".into(), yes_no(!s.no_auth)),
+            ("item_size_max".into(), s.max_item_size.to_string()),
+        ]);
+        for &(name, value) in FIXED_SETTINGS_TAIL {
+            pairs.push((name.into(), value.into()));
+        }
+        pairs.push(("ssl_enabled".into(), yes_no(s.tls)));
+        for &(name, value) in FIXED_SETTINGS_SSL {
+            pairs.push((name.into(), value.into()));
+        }
+        pairs.push(("auth_timeout".into(), s.auth_timeout.as_secs().to_string()));
+        pairs.push(("key_max_length".into(), MAX_KEY_LEN.to_string()));
+        pairs
     }
 
     /// Publish per-cache gauges and counters before a scrape.
@@ -229,6 +248,142 @@ impl NodeShared {
         metrics::counter!(m::NODE_AUTH_FAILURES_TOTAL, "cache" => "")
             .absolute(self.anonymous_auth_failures.load(Ordering::Relaxed));
     }
+}
+
+/// `stats settings` names between `maxconns` and `num_threads`, with the
+/// values that describe memgate: no UDP, no unix socket, no `shutdown`
+/// command, `verbosity` accepted and ignored, no slab classes (growth 1,
+/// chunk 0), and the per-listener port and interface named by none.
+const FIXED_SETTINGS_HEAD: &[(&str, &str)] = &[
+    ("tcpport", "0"),
+    ("udpport", "0"),
+    ("inter", "NULL"),
+    ("verbosity", "0"),
+    ("oldest", "0"),
+    ("evictions", "on"),
+    ("domain_socket", "NULL"),
+    ("umask", "0"),
+    ("shutdown_command", "no"),
+    ("growth_factor", "1.00"),
+    ("chunk_size", "0"),
+];
+
+/// `stats settings` names after `item_size_max`: memgate has no slab
+/// rebalancing, LRU crawler, segmented LRU, extstore or watchers, and
+/// flushes lazily as memcached does; items are hashed with the store's own
+/// hasher, not murmur3.
+const FIXED_SETTINGS_TAIL: &[(&str, &str)] = &[
+    ("maxconns_fast", "yes"),
+    ("hashpower_init", "0"),
+    ("slab_reassign", "no"),
+    ("slab_automove", "0"),
+    ("slab_automove_ratio", "0.00"),
+    ("slab_automove_window", "0"),
+    ("slab_chunk_max", "0"),
+    ("lru_crawler", "no"),
+    ("lru_crawler_sleep", "0"),
+    ("lru_crawler_tocrawl", "0"),
+    ("tail_repair_time", "0"),
+    ("flush_enabled", "yes"),
+    ("dump_enabled", "no"),
+    ("hash_algorithm", "memgate"),
+    ("lru_maintainer_thread", "no"),
+    ("lru_segmented", "no"),
+    ("hot_lru_pct", "0"),
+    ("warm_lru_pct", "0"),
+    ("hot_max_factor", "0.00"),
+    ("warm_max_factor", "0.00"),
+    ("temp_lru", "no"),
+    ("temporary_ttl", "0"),
+    ("idle_timeout", "0"),
+    ("watcher_logbuf_size", "0"),
+    ("worker_logbuf_size", "0"),
+    ("read_buf_mem_limit", "0"),
+    ("track_sizes", "no"),
+    ("inline_ascii_response", "no"),
+    ("ext_item_size", "0"),
+    ("ext_item_age", "0"),
+    ("ext_low_ttl", "0"),
+    ("ext_recache_rate", "0"),
+    ("ext_wbuf_size", "0"),
+    ("ext_compact_under", "0"),
+    ("ext_drop_under", "0"),
+    ("ext_max_sleep", "0"),
+    ("ext_max_frag", "0.00"),
+    ("slab_automove_freeratio", "0.000"),
+    ("ext_drop_unread", "no"),
+];
+
+/// `stats settings` names after `ssl_enabled`: the node's certificate and
+/// key are flags (docs/node.md), not reported, and it verifies no client
+/// certificate.
+const FIXED_SETTINGS_SSL: &[(&str, &str)] = &[
+    ("ssl_chain_cert", "(null)"),
+    ("ssl_key", "(null)"),
+    ("ssl_verify_mode", "0"),
+    ("ssl_keyformat", "1"),
+    ("ssl_ciphers", "NULL"),
+    ("ssl_ca_cert", "NULL"),
+    ("ssl_session_cache", "no"),
+    ("ssl_kernel_tls", "no"),
+    ("ssl_min_version", "tlsv1.2"),
+    ("num_napi_ids", "(null)"),
+    ("memory_file", "(null)"),
+];
+
+/// `stats items` for the cache: its store has no slab classes, so all its
+/// items are class 1, with what the store counts (no LRU ages or queues).
+/// Nothing when the cache is empty, as memcached lists no empty class.
+fn items_pairs(tenant: &Tenant) -> Vec<(String, String)> {
+    let usage = tenant.store.usage();
+    if usage.items == 0 {
+        return Vec::new();
+    }
+    let evicted = tenant.stats.evictions.load(Ordering::Relaxed);
+    [
+        ("number", usage.items),
+        ("mem_requested", usage.bytes),
+        ("evicted", evicted),
+    ]
+    .into_iter()
+    .map(|(name, value)| (format!("items:1:{name}"), value.to_string()))
+    .collect()
+}
+
+/// `stats slabs` for the cache: one class (see [`items_pairs`]) and its
+/// per-class hit counters, the cache's. No `total_malloced`: the store
+/// allocates segments shared by items of every size, and what it reports
+/// is the items' charge, not what was allocated.
+fn slabs_pairs(tenant: &Tenant) -> Vec<(String, String)> {
+    let usage = tenant.store.usage();
+    let mut pairs = Vec::new();
+    if usage.items > 0 {
+        let counters = tenant.stats.counters();
+        pairs.push(("1:used_chunks".to_string(), usage.items.to_string()));
+        for name in [
+            "get_hits",
+            "cmd_set",
+            "delete_hits",
+            "incr_hits",
+            "decr_hits",
+            "cas_hits",
+            "cas_badval",
+            "touch_hits",
+        ] {
+            pairs.push((format!("1:{name}"), counter(&counters, name).to_string()));
+        }
+    }
+    let active = u64::from(usage.items > 0);
+    pairs.push(("active_slabs".into(), active.to_string()));
+    pairs
+}
+
+/// The counter `name` among a cache's `counters` (0 if it has none).
+fn counter(counters: &[(&'static str, u64)], name: &str) -> u64 {
+    counters
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map_or(0, |(_, v)| *v)
 }
 
 fn worker_threads() -> usize {

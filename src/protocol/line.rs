@@ -59,6 +59,12 @@ impl<'a> Line<'a> {
         let (head, rest) = buf.split_at(newline + 1);
         let text = head.strip_suffix(b"\n").unwrap_or(head);
         let text = text.strip_suffix(b"\r").unwrap_or(text);
+        // memcached reads the command line as a C string, which ends at the
+        // first NUL: `get \0` is a `get` with no key, `ERROR`.
+        let text = text
+            .iter()
+            .position(|&b| b == 0)
+            .map_or(text, |at| &text[..at]);
         Ok(Some(Line {
             text,
             tokens: Tokens::new(text),

@@ -20,6 +20,7 @@ mod pins;
 pub mod pool;
 pub mod ring;
 pub mod session;
+mod stats;
 pub mod upstream;
 pub mod warmup;
 

@@ -25,6 +25,7 @@ use super::budget::Budget;
 use super::drain::Signal;
 use super::pins::Pins;
 use super::pool::{Cluster, Failover, Upstream};
+use super::stats;
 use super::upstream::{internal_frame, PendingReply, UpstreamError};
 use super::ProxyShared;
 use crate::metrics as m;
@@ -444,6 +445,7 @@ async fn dispatch(
                     }
                 }
             }
+            let max_item_size = shared.max_item_size;
             return Pending::Merged(Box::pin(async move {
                 for (warm, node, part) in previous {
                     if !matches!(part.outcome().await, Ok(Response::Ok)) {
@@ -455,7 +457,9 @@ async fn dispatch(
                     results.push(part.outcome().await.unwrap_or_else(error_response));
                 }
                 let response = match command {
-                    Command::Stats { .. } => merge_stats(results),
+                    Command::Stats { group } => {
+                        stats::merge(results, group.as_deref(), max_item_size)
+                    }
                     _ => merge_all_ok(results),
                 };
                 ClientReply {
@@ -806,50 +810,6 @@ fn merge_all_ok(results: Vec<Response>) -> Response {
         .into_iter()
         .find(|r| !matches!(r, Response::Ok))
         .unwrap_or(Response::Ok)
-}
-
-/// `stats` across nodes: numeric counters summed, the rest from the first node.
-fn merge_stats(results: Vec<Response>) -> Response {
-    const NOT_SUMMED: &[&str] = &[
-        "pid",
-        "uptime",
-        "time",
-        "version",
-        "pointer_size",
-        "threads",
-        "max_connections",
-    ];
-    // A node that failed is what the client hears, before any node's
-    // success; `stats reset` and `stats detail on|off` answer RESET or OK.
-    if let Some(index) = results
-        .iter()
-        .position(|r| matches!(r, Response::Error(_)))
-        .or_else(|| {
-            results
-                .iter()
-                .position(|r| !matches!(r, Response::Stats(_)))
-        })
-    {
-        return results.into_iter().nth(index).unwrap_or(Response::Ok);
-    }
-    let mut merged: Vec<(String, String)> = Vec::new();
-    for result in results {
-        let Response::Stats(pairs) = result else {
-            continue;
-        };
-        for (name, value) in pairs {
-            match merged.iter_mut().find(|(n, _)| *n == name) {
-                Some((_, total)) if !NOT_SUMMED.contains(&name.as_str()) => {
-                    if let (Ok(a), Ok(b)) = (total.parse::<u64>(), value.parse::<u64>()) {
-                        *total = (a + b).to_string();
-                    }
-                }
-                Some(_) => {}
-                None => merged.push((name, value)),
-            }
-        }
-    }
-    Response::Stats(merged)
 }
 
 mod moved;

@@ -49,6 +49,8 @@ pub(crate) fn parse_line(line: &Line, limits: &Limits) -> Parsed {
         b"version" => line.request(Command::Version, TextFrame::default()),
         b"quit" => line.request(Command::Quit, TextFrame::default()),
         b"stats" => parse_stats(line),
+        b"cache_memlimit" => parse_cache_memlimit(line),
+        b"slabs" => parse_slabs(line),
         _ => unknown_command(line),
     }
 }
@@ -285,6 +287,45 @@ fn parse_verbosity(line: &Line) -> Parsed {
         return line.client_error(frame, BAD_FORMAT);
     }
     line.request(Command::Verbosity, frame)
+}
+
+/// `cache_memlimit <megabytes> [noreply]`, read as memcached reads it, and
+/// then refused: a cache's memory limit is its operator's to set, not the
+/// tenant's (docs/node.md, "Differences from memcached").
+fn parse_cache_memlimit(line: &Line) -> Parsed {
+    if !(2..=3).contains(&line.tokens.len()) {
+        return unknown_command(line);
+    }
+    let frame = line.noreply_frame();
+    if line.tokens.get(1).and_then(parse_u32).is_none() {
+        return line.reject(Frame::Text(frame), ErrorReply::UnknownCommand);
+    }
+    line.client_error(frame, "cache_memlimit not allowed")
+}
+
+/// `slabs automove <level>`, read as memcached reads it, and then refused:
+/// memgate has no slab classes, and a tenant may not change the server
+/// (docs/node.md). Every other `slabs` line is `ERROR`, as memcached's
+/// `slabs reassign` would be with reassignment off, but for its own reason.
+fn parse_slabs(line: &Line) -> Parsed {
+    if line.tokens.len() < 3 || line.tokens.get(1) != Some(b"automove") {
+        return unknown_command(line);
+    }
+    let frame = line.noreply_frame();
+    match line.tokens.get(2) {
+        // memcached takes `ratio` when it has a fourth token.
+        Some(b"ratio") if line.tokens.len() < 4 => {
+            line.reject(Frame::Text(frame), ErrorReply::UnknownCommand)
+        }
+        Some(b"ratio") => line.client_error(frame, "slabs automove not allowed"),
+        Some(level) => match parse_u32(level) {
+            None => line.client_error(frame, BAD_FORMAT),
+            // memcached knows levels 0 to 2 only.
+            Some(3..) => line.reject(Frame::Text(frame), ErrorReply::UnknownCommand),
+            Some(_) => line.client_error(frame, "slabs automove not allowed"),
+        },
+        None => unknown_command(line),
+    }
 }
 
 /// `stats [group ...]`: the arguments, joined by single spaces, name the group.

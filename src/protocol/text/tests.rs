@@ -108,10 +108,7 @@ fn retrievals() {
     // accepted, as memcached does (memcaslap's keys begin with 0x10s).
     let (req, _) = parse_ok(b"get a\x10b\r\n");
     assert!(matches!(req.command, Command::Get(ref g) if g.keys[0].as_ref() == b"a\x10b"));
-    assert_eq!(
-        rejected(b"get a\x00b\r\n").0,
-        "CLIENT_ERROR bad command line format"
-    );
+    // A NUL ends the line (a_command_line_ends_at_its_first_nul).
     // 250 bytes is fine.
     parse_ok(format!("get {}\r\n", "k".repeat(250)).as_bytes());
 }
@@ -354,6 +351,53 @@ fn other_commands() {
         "CLIENT_ERROR bad command line format"
     );
     assert_eq!(rejected(b"verbosity\r\n").0, "ERROR");
+}
+
+/// Commands that change the whole server are read as memcached 1.6.18 reads
+/// them, and then refused (replies measured against memcached).
+#[test]
+fn server_changing_commands_are_refused_after_memcacheds_checks() {
+    let refused = |line: &[u8]| rejected(line).0;
+    assert_eq!(
+        refused(b"cache_memlimit 50\r\n"),
+        "CLIENT_ERROR cache_memlimit not allowed"
+    );
+    assert_eq!(
+        rejected(b"cache_memlimit 50 noreply\r\n"),
+        ("CLIENT_ERROR cache_memlimit not allowed".into(), true, 27)
+    );
+    assert_eq!(refused(b"cache_memlimit\r\n"), "ERROR");
+    assert_eq!(refused(b"cache_memlimit abc\r\n"), "ERROR");
+    assert_eq!(refused(b"cache_memlimit 1 2 3\r\n"), "ERROR");
+    assert_eq!(
+        refused(b"slabs automove 1\r\n"),
+        "CLIENT_ERROR slabs automove not allowed"
+    );
+    assert_eq!(
+        refused(b"slabs automove invalid\r\n"),
+        "CLIENT_ERROR bad command line format"
+    );
+    assert_eq!(refused(b"slabs automove 5\r\n"), "ERROR");
+    assert_eq!(refused(b"slabs automove ratio\r\n"), "ERROR");
+    assert_eq!(refused(b"slabs reassign 1 2\r\n"), "ERROR");
+    assert_eq!(refused(b"slabs\r\n"), "ERROR");
+}
+
+/// memcached reads a command line as a C string: it ends at the first NUL,
+/// and the whole line is still consumed.
+#[test]
+fn a_command_line_ends_at_its_first_nul() {
+    assert_eq!(rejected(b"incr \x00 1\r\n"), ("ERROR".into(), false, 10));
+    assert_eq!(rejected(b"get \x00\r\n").0, "ERROR");
+    let (request, used) = parse_ok(b"get a\x00b\r\n");
+    assert_eq!(used, 9);
+    assert_eq!(
+        request.command,
+        Command::Get(Get {
+            keys: vec![key("a")],
+            ..Get::default()
+        })
+    );
 }
 
 #[test]

@@ -1,0 +1,184 @@
+"""Run real clients' own test suites, unmodified, against one subject.
+
+Usage: run.py SUBJECT MEMGATE SUITES [SUITE...]
+  SUBJECT  memcached | node | sidecar
+  MEMGATE  the memgate binary
+  SUITES   the directory the sdists were unpacked into (.ci/run fetches them)
+  SUITE    run only these (all by default)
+Prints the results as JSON on stdout:
+  {suite: {"passed": [...], "failed": [...], "seconds": N}}
+(on stdout, because this process's /tmp is its own).
+
+The suites hard-code their servers: 127.0.0.1:11211, a second server on
+5000 and a unix socket at /tmp/memcached.sock. So this runs in a network
+and mount namespace of its own (`unshare --net --mount --pid --fork`,
+started by tests/client_suites.rs), where those ports are free and /tmp is private,
+and three subjects can run side by side. Each subject gets the same
+treatment: two servers (11211 and 5000) and the socket relayed to 11211.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import xml.etree.ElementTree as ET
+
+SUITES = {
+    # name: (directory in SUITES, pytest arguments, extra environment)
+    "pymemcache": (
+        "pymemcache-4.0.0",
+        ["pymemcache/test/test_integration.py", "-m", "integration",
+         "--server", "127.0.0.1", "--port", "11211"],
+        {},
+    ),
+    "python-binary-memcached": (
+        "python_binary_memcached-0.33.0",
+        ["test"],
+        {"MEMCACHED_HOST": "127.0.0.1"},
+    ),
+    "pylibmc": (
+        "pylibmc-1.6.3",
+        ["tests", "--doctest-modules", "src/pylibmc"],
+        # Its python modules from the sdist, its C extension as installed.
+        {"MEMCACHED_HOST": "127.0.0.1", "MEMCACHED_PORT": "11211", "PYTHONPATH": "src"},
+    ),
+}
+
+
+def wait_port(port, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing listens on 127.0.0.1:{port}")
+
+
+def relay_unix_socket(path, port):
+    """Accept on a unix socket and relay each connection to 127.0.0.1:port
+    (memcached listens on either a socket or TCP, never both)."""
+    if os.path.exists(path):
+        os.unlink(path)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(64)
+
+    def pump(src, dst):
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def serve():
+        while True:
+            client, _ = listener.accept()
+            upstream = socket.create_connection(("127.0.0.1", port))
+            # A request the client wrote in pieces must not wait for an ACK.
+            upstream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            threading.Thread(target=pump, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=pump, args=(upstream, client), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+
+
+def start_subject(subject, memgate, port, work):
+    log = open(os.path.join(work, f"{subject}-{port}.log"), "wb")
+    addr = f"127.0.0.1:{port}"
+    if subject == "memcached":
+        cmd = ["memcached", "-U", "0", "-l", "127.0.0.1", "-p", str(port), "-t", "2"]
+        if os.geteuid() == 0:
+            cmd += ["-u", "root"]
+    elif subject == "node":
+        cmd = [memgate, "node", "--listen", addr, "--insecure-no-auth"]
+    elif subject == "sidecar":
+        # One TLS + SASL node behind the sidecar, in one process.
+        cmd = [memgate, "up", "--nodes", "1", "--listen", addr, "--metrics-listen", "none",
+               "--dir", os.path.join(work, f"up-{port}")]
+    else:
+        raise SystemExit(f"unknown subject {subject}")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    wait_port(port)
+    return proc
+
+
+def junit_results(path):
+    passed, failed = [], []
+    for case in ET.parse(path).getroot().iter("testcase"):
+        name = f"{case.get('classname')}::{case.get('name')}"
+        outcome = [c.tag for c in case]
+        if "skipped" in outcome:
+            continue
+        (failed if "failure" in outcome or "error" in outcome else passed).append(name)
+    return {"passed": sorted(passed), "failed": sorted(failed)}
+
+
+def pytest(name, root, env, args, work):
+    """Run one suite; then its failures once more, since a few of its tests
+    time their own stand-in servers and a busy CI machine can miss them.
+    A test counts as passed if either run passed it."""
+    cache = os.path.join(work, f"{name}-cache")
+    merged = None
+    for attempt, extra in enumerate(([], ["--last-failed", "--last-failed-no-failures", "none"])):
+        xml = os.path.join(work, f"{name}-{attempt}.xml")
+        # pytest's report goes to stderr, which tests/client_suites.rs shows
+        # when it fails: on a hang, the last test named is the one.
+        subprocess.run(
+            [sys.executable, "-m", "pytest", "-v", "-o", "addopts=", "-o", f"cache_dir={cache}",
+             "--continue-on-collection-errors", "--junitxml", xml, *extra, *args],
+            cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=sys.stderr,
+            stderr=sys.stderr, timeout=300,
+        )
+        if not os.path.exists(xml):
+            raise SystemExit(f"{name}: pytest wrote no results")
+        run = junit_results(xml)
+        if merged is None:
+            merged = run
+        else:
+            merged["passed"] = sorted(set(merged["passed"]) | set(run["passed"]))
+            merged["failed"] = sorted(set(merged["failed"]) - set(run["passed"]))
+        if not merged["failed"]:
+            break
+    return merged
+
+
+def main():
+    subject, memgate, suites = sys.argv[1:4]
+    only = sys.argv[4:]
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    # A private /tmp for the suites' unix socket and temporary files.
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", "/tmp"], check=True)
+    work = tempfile.mkdtemp()
+    procs = [start_subject(subject, memgate, p, work) for p in (11211, 5000)]
+    relay_unix_socket("/tmp/memcached.sock", 11211)
+    results = {}
+    try:
+        for name, (directory, args, env) in SUITES.items():
+            if only and name not in only:
+                continue
+            root = os.path.join(suites, directory)
+            run_env = {**os.environ, "PYTHONPATH": ".", **env}
+            started = time.monotonic()
+            results[name] = pytest(name, root, run_env, args, work)
+            results[name]["seconds"] = round(time.monotonic() - started, 1)
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+    json.dump(results, sys.stdout, indent=1)
+
+
+if __name__ == "__main__":
+    main()
