@@ -13,8 +13,15 @@
 #   a. returning clients, plain listener: SASL PLAIN + binary GET, then the
 #      ASCII login + text get; then the TLS listener, resumed sessions and
 #      full handshakes;
-#   b. a wrong-password flood from 127.0.0.2 alone, then the same flood
-#      while another tenant's returning clients log in (from 127.0.0.1).
+#   b. wrong-password floods for one user, from one address each, over
+#      $FLOOD_CONNECTIONS connections as fast as the node answers: alone
+#      (connections kept open; then a new connection per attempt), then
+#      while another tenant logs in every 100 ms (its p99 and max), then
+#      while that tenant's returning clients log in at full rate. Each flood
+#      has its own address and user, so each starts unthrottled.
+#
+# BIN=path runs another build of the node (main's, say) against the same
+# generator.
 #
 # On a box shared with builds, both processes spend most of a round waiting
 # to be scheduled, not computing: the rate is then the scheduler's, with
@@ -28,11 +35,12 @@ NODE_CPU=${NODE_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 SECONDS_PER_PHASE=${SECONDS_PER_PHASE:-10}
 CONNECTIONS=${CONNECTIONS:-64}
+FLOOD_CONNECTIONS=${FLOOD_CONNECTIONS:-4}
 RT=${RT:-1}
 PORT=${PORT:-21311}
 TLS_PORT=${TLS_PORT:-21319}
 METRICS_PORT=${METRICS_PORT:-21312}
-bin=target/release/memgate
+bin=${BIN:-target/release/memgate}
 load=target/release/examples/login_bench
 dir=$(mktemp -d)
 trap 'kill $node_pid 2>/dev/null || true; rm -rf "$dir"' EXIT
@@ -40,7 +48,9 @@ trap 'kill $node_pid 2>/dev/null || true; rm -rf "$dir"' EXIT
 hash() { printf '%s' "$1" | "$bin" node hash-password; }
 {
   cache_toml app 8MiB app password_hash "$(hash app-password)"
-  cache_toml victim 8MiB victim password_hash "$(hash victim-password)"
+  for i in 1 2 3 4 5; do
+    cache_toml "victim$i" 1MiB "victim$i" password_hash "$(hash victim-password)"
+  done
 } >"$dir/caches.toml"
 "$bin" certs --out "$dir/certs" --node localhost >/dev/null
 
@@ -62,16 +72,33 @@ plain="127.0.0.1:$PORT"
 tls="127.0.0.1:$TLS_PORT"
 ca="$dir/certs/ca.crt"
 app() { L "$1" app app-password --connections "$CONNECTIONS" "${@:2}"; }
-flood() { L "$plain" victim wrong --source 127.0.0.2 --connections 32; }
+# flood N [--persistent 1]: wrong passwords for victimN from 127.0.0.(N+1).
+flood() {
+    L "$plain" "victim$1" wrong --source "127.0.0.$(($1 + 1))" \
+        --connections "$FLOOD_CONNECTIONS" "${@:2}"
+}
+# paced: one of app's clients logging in every 100 ms, a new connection each.
+paced() { app "$plain" --connections 1 --interval 100; }
 
 echo "a1. returning logins, SASL PLAIN + GET, plain: $(app "$plain")"
 echo "a2. returning logins, ASCII login + get, plain: $(app "$plain" --form ascii)"
 echo "a3. returning logins, SASL PLAIN + GET, TLS (resumed): $(app "$tls" --tls "$ca")"
 echo "a4. returning logins, SASL PLAIN + GET, TLS (full handshakes): $(app "$tls" --tls-full "$ca")"
-echo "b1. wrong-password flood alone (32 connections, 127.0.0.2): $(flood)"
-flood >"$dir/flood.out" &
+echo "b1. flood alone, $FLOOD_CONNECTIONS connections kept open: $(flood 1 --persistent 1)"
+echo "b2. flood alone, $FLOOD_CONNECTIONS connections, a new one per attempt: $(flood 2)"
+flood 3 --persistent 1 >"$dir/flood.out" &
 flood_pid=$!
-echo "b2. another tenant's logins during the flood (127.0.0.1): $(app "$plain")"
+echo "b3. app every 100 ms during a flood over open connections: $(paced)"
 wait "$flood_pid"
-echo "b2. the flood meanwhile: $(cat "$dir/flood.out")"
+echo "b3. the flood meanwhile: $(cat "$dir/flood.out")"
+flood 4 >"$dir/flood.out" &
+flood_pid=$!
+echo "b4. app every 100 ms during a flood of new connections: $(paced)"
+wait "$flood_pid"
+echo "b4. the flood meanwhile: $(cat "$dir/flood.out")"
+flood 5 --persistent 1 >"$dir/flood.out" &
+flood_pid=$!
+echo "b5. app's returning clients at full rate during a flood: $(app "$plain")"
+wait "$flood_pid"
+echo "b5. the flood meanwhile: $(cat "$dir/flood.out")"
 echo "# throttle: $(curl -s "127.0.0.1:$METRICS_PORT/metrics" | grep '^memgate_node_auth_throttled_total' | tr '\n' ' ')"

@@ -6,6 +6,7 @@
 //! ```text
 //! login_bench ADDR USER PASSWORD [--source IP] [--connections N] [--seconds S]
 //!             [--form sasl|ascii] [--tls CA_PEM | --tls-full CA_PEM] [--node-pid PID]
+//!             [--persistent 1] [--interval MS]
 //! ```
 //!
 //! - `--form sasl`: binary SASL PLAIN, then a binary GET; `ascii`: the text
@@ -17,6 +18,14 @@
 //!   session; `--tls-full CA_PEM`: a full handshake every round.
 //! - `--node-pid PID`: the node's CPU (utime + stime of every thread, from
 //!   `/proc/PID/stat`) over the run, per round and as a share of one core.
+//! - `--persistent 1` (plain listener only): each connection stays open and
+//!   logs in again and again, reconnecting only when the node closes it: a
+//!   flood over a few connections, as fast as the node answers.
+//! - `--interval MS`: each connection starts a round every MS milliseconds
+//!   (a paced client) instead of back to back.
+//!
+//! Each round's time (connect to the command's reply, or to the refusal)
+//! is kept: the line ends with its p50, p99 and max in milliseconds.
 //!
 //! All rounds run as tasks of one current-thread runtime: pinned to a core
 //! with `taskset`, the generator is one thread, and its rounds share that
@@ -29,7 +38,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpSocket;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::TlsConnector;
 
 /// The key each round reads, and the value the set-up round stores.
@@ -182,13 +191,8 @@ struct Target {
     tls: Option<TlsConnector>,
 }
 
-/// One round: connect, log in, one command, close.
-async fn round(
-    target: &Target,
-    script: &Script,
-    command: &[u8],
-    buf: &mut Vec<u8>,
-) -> std::io::Result<Outcome> {
+/// A new plain connection to the target.
+async fn connect(target: &Target) -> std::io::Result<TcpStream> {
     let socket = TcpSocket::new_v4()?;
     // Without a source, connect() picks the port as a client's does, and
     // may reuse one whose last connection is in TIME_WAIT (loopback's
@@ -200,6 +204,17 @@ async fn round(
     }
     let stream = socket.connect(target.addr).await?;
     stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// One round: connect, log in, one command, close.
+async fn round(
+    target: &Target,
+    script: &Script,
+    command: &[u8],
+    buf: &mut Vec<u8>,
+) -> std::io::Result<Outcome> {
+    let stream = connect(target).await?;
     match &target.tls {
         None => {
             let mut stream = stream;
@@ -247,13 +262,15 @@ fn tls_connector(ca_pem: &str, resume: bool) -> TlsConnector {
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let usage = "login_bench ADDR USER PASSWORD [--source IP] [--connections N] [--seconds S] \
-                 [--form sasl|ascii] [--tls CA_PEM | --tls-full CA_PEM] [--node-pid PID]";
+                 [--form sasl|ascii] [--tls CA_PEM | --tls-full CA_PEM] [--node-pid PID] \
+                 [--persistent 1] [--interval MS]";
     let [addr, user, password, flags @ ..] = args.as_slice() else {
         eprintln!("usage: {usage}");
         std::process::exit(64);
     };
     let (mut source, mut connections, mut seconds) = (None, 64usize, 10u64);
     let (mut form, mut tls, mut node_pid) = (Form::Sasl, None, None);
+    let (mut persistent, mut interval) = (false, None);
     for pair in flags.chunks(2) {
         match pair {
             [flag, value] if flag == "--source" => {
@@ -266,11 +283,19 @@ async fn main() {
             [flag, value] if flag == "--tls" => tls = Some(tls_connector(value, true)),
             [flag, value] if flag == "--tls-full" => tls = Some(tls_connector(value, false)),
             [flag, value] if flag == "--node-pid" => node_pid = Some(value.parse().expect("PID")),
+            [flag, value] if flag == "--persistent" => persistent = value == "1",
+            [flag, value] if flag == "--interval" => {
+                interval = Some(Duration::from_millis(value.parse().expect("MS")))
+            }
             _ => {
                 eprintln!("usage: {usage}");
                 std::process::exit(64);
             }
         }
+    }
+    if persistent && tls.is_some() {
+        eprintln!("--persistent takes the plain listener only");
+        std::process::exit(64);
     }
     let target = Arc::new(Target {
         addr: addr.parse().expect("ADDR is host:port"),
@@ -293,25 +318,43 @@ async fn main() {
         let (target, script) = (Arc::clone(&target), Arc::clone(&script));
         tasks.push(tokio::spawn(async move {
             let mut counts = [0u64; 4];
+            let mut times = Vec::new();
             let mut buf = Vec::with_capacity(256);
+            let mut open: Option<TcpStream> = None;
+            let mut next = Instant::now();
             while Instant::now() < end {
-                let i = match round(&target, &script, &script.command, &mut buf).await {
+                if let Some(interval) = interval {
+                    tokio::time::sleep_until(next.into()).await;
+                    next += interval;
+                }
+                let began = Instant::now();
+                let outcome = if persistent {
+                    persistent_round(&target, &script, &mut open, &mut buf).await
+                } else {
+                    round(&target, &script, &script.command, &mut buf).await
+                };
+                let i = match outcome {
                     Ok(Outcome::Ok) => 0,
                     Ok(Outcome::Refused) => 1,
                     Ok(Outcome::Bad) => 2,
                     Err(_) => 3,
                 };
                 counts[i] += 1;
+                if i < 3 {
+                    times.push(began.elapsed());
+                }
             }
-            counts
+            (counts, times)
         }));
     }
     let mut counts = [0u64; 4];
+    let mut times = Vec::new();
     for task in tasks {
-        let task = task.await.expect("a round task");
+        let (task, task_times) = task.await.expect("a round task");
         for (total, n) in counts.iter_mut().zip(task) {
             *total += n;
         }
+        times.extend(task_times);
     }
     let elapsed = start.elapsed().as_secs_f64();
     let [ok, refused, bad, errors] = counts;
@@ -329,5 +372,34 @@ async fn main() {
             line += &format!(" node_us_per_round={:.1}", 1e6 * cpu / rounds as f64);
         }
     }
+    if !times.is_empty() {
+        times.sort_unstable();
+        let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        line += &format!(
+            " p50_ms={:.2} p99_ms={:.2} max_ms={:.2}",
+            ms(at(0.5)),
+            ms(at(0.99)),
+            ms(at(1.0))
+        );
+    }
     println!("{line}");
+}
+
+/// One login (and, if accepted, the command) on the connection kept in
+/// `open`, made first if there is none; a connection the node closed, or
+/// that failed, is dropped, and the next round makes another.
+async fn persistent_round(
+    target: &Target,
+    script: &Script,
+    open: &mut Option<TcpStream>,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<Outcome> {
+    let mut stream = match open.take() {
+        Some(stream) => stream,
+        None => connect(target).await?,
+    };
+    let outcome = session(&mut stream, script, &script.command, buf).await?;
+    *open = Some(stream);
+    Ok(outcome)
 }

@@ -340,6 +340,7 @@ pub fn hash_password(plain: &str) -> Result<String, AuthError> {
         })
 }
 
+pub mod hashers;
 pub mod throttle;
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-#![deny(unsafe_code)] // one audited exception: allocator::release_free_memory
+#![deny(unsafe_code)] // audited exceptions: allocator::release_free_memory, auth::hashers::lower_priority
 //! memgate: a TLS + SASL memcached sidecar, a multi-tenant storage node, and
 //! the cache owner's analytics service, in one crate and one binary.
 //!

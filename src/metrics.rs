@@ -66,6 +66,10 @@ pub const PROXY_UPSTREAM_DURATION_SECONDS: &str = "memgate_proxy_upstream_durati
 pub const PROXY_UPSTREAM_ERRORS_TOTAL: &str = "memgate_proxy_upstream_errors_total";
 /// Proxy: 1 if the node is up, 0 if it is marked down.
 pub const PROXY_NODE_UP: &str = "memgate_proxy_node_up";
+/// Proxy: 1 on the dialect each node is spoken to in, by node and protocol
+/// (meta, meta-memcached, binary); under `--upstream-protocol auto`, all 0
+/// until a login finds it.
+pub const PROXY_UPSTREAM_PROTOCOL: &str = "memgate_proxy_upstream_protocol";
 /// Proxy: logged-in upstream connections open now, per node.
 pub const PROXY_UPSTREAM_CONNECTIONS: &str = "memgate_proxy_upstream_connections";
 /// Proxy: upstream connections established (TLS + SASL), per node.
@@ -119,6 +123,10 @@ pub const PROXY_METRICS: &[(&str, &str)] = &[
         "Upstream failures by node and kind",
     ),
     (PROXY_NODE_UP, "1 if the node is up, 0 if marked down"),
+    (
+        PROXY_UPSTREAM_PROTOCOL,
+        "1 on the dialect each node is spoken to in (meta, meta-memcached, binary)",
+    ),
     (
         PROXY_UPSTREAM_CONNECTIONS,
         "Logged-in upstream connections open, per node",

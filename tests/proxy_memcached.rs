@@ -7,9 +7,6 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
 use common::*;
 
 const USER: &str = "mguser";
@@ -28,26 +25,7 @@ impl RealCluster {
         let pki = TestPki::new();
         let tls = memcached_tls_args(&pki, dir.path());
 
-        let sasldb = dir.path().join("sasldb");
-        let mut saslpasswd = Command::new("saslpasswd2")
-            .args(["-p", "-a", "memcached", "-c", "-f"])
-            .arg(&sasldb)
-            .arg(USER)
-            .stdin(Stdio::piped())
-            .spawn()
-            .expect("saslpasswd2 (sasl2-bin; run .ci/run)");
-        saslpasswd
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(PASS.as_bytes())
-            .unwrap();
-        assert!(saslpasswd.wait().unwrap().success(), "saslpasswd2 failed");
-        std::fs::write(
-            dir.path().join("memcached.conf"),
-            format!("mech_list: plain\nsasldb_path: {}\n", sasldb.display()),
-        )
-        .unwrap();
+        sasl_conf(dir.path(), USER, PASS);
 
         let nodes = (0..n)
             .map(|_| {

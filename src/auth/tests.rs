@@ -171,108 +171,172 @@ fn verified_slot_holds_no_plaintext() {
 mod throttle {
     use super::super::throttle::*;
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    use std::sync::Arc;
     use std::time::{Duration, Instant};
 
     const A: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
     const B: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2));
 
+    /// One checked attempt from `peer` as `user` that failed at `now`.
+    fn fail(t: &Arc<Throttle>, peer: IpAddr, user: &[u8], now: Instant) {
+        t.admit(peer, &[user], now).expect("admitted").failed(now);
+    }
+
+    fn refused(t: &Arc<Throttle>, peer: IpAddr, user: &[u8], now: Instant) -> Throttled {
+        t.admit(peer, &[user], now).expect_err("refused")
+    }
+
     #[test]
     fn backoff_doubles_up_to_the_cap_and_a_success_resets() {
-        let t = Throttle::default();
+        let t = Arc::new(Throttle::default());
         let mut now = Instant::now();
-        for _ in 0..FREE_FAILURES {
-            assert_eq!(t.check(A, &[b"u"], now), Ok(()));
-            t.failed(A, &[b"u"], now);
+        for _ in 1..FREE_FAILURES {
+            fail(&t, A, b"u", now);
         }
-        assert_eq!(t.check(A, &[b"u"], now), Ok(()), "free failures");
+        assert!(t.address_blocked(A, now).is_none(), "free failures");
         let mut want = BASE_DELAY;
         for _ in 0..10 {
-            t.failed(A, &[b"u"], now);
-            let refused = t.check(A, &[b"u"], now).unwrap_err();
-            assert_eq!(refused.reason, Reason::Address);
-            assert_eq!(refused.remaining, want);
-            assert_eq!(refused.hold(), want.min(MAX_HOLD));
+            fail(&t, A, b"u", now);
+            let blocked = refused(&t, A, b"u", now);
+            assert_eq!((blocked.reason, blocked.remaining), (Reason::Address, want));
+            assert_eq!(t.address_blocked(A, now), Some(want));
             // The username is blocked too, from any address.
-            let by_name = t.check(B, &[b"u"], now).unwrap_err();
+            let by_name = refused(&t, B, b"u", now);
             assert_eq!(
                 (by_name.reason, by_name.remaining),
                 (Reason::Username, want)
             );
-            assert_eq!(t.check(B, &[b"v"], now), Ok(()), "others go on");
+            // Others go on (and that attempt, abandoned, leaves no trace).
+            drop(t.admit(B, &[b"v"], now).expect("others go on"));
             // A refusal is no failure: the block ends when it said.
-            assert!(t
-                .check(A, &[b"u"], now + want - Duration::from_millis(1))
-                .is_err());
+            let just_before = now + want - Duration::from_millis(1);
+            assert_eq!(
+                refused(&t, A, b"u", just_before).remaining,
+                Duration::from_millis(1)
+            );
             now += want;
-            assert_eq!(t.check(A, &[b"u"], now), Ok(()));
+            assert!(t.address_blocked(A, now).is_none());
             want = (want * 2).min(MAX_DELAY);
         }
         assert_eq!(want, MAX_DELAY);
-        t.failed(A, &[b"u"], now);
-        assert!(t.check(A, &[b"u"], now).is_err());
-        t.succeeded(A, b"u");
-        assert_eq!(t.check(A, &[b"u"], now), Ok(()));
-        // Reset means free failures again.
-        for _ in 0..FREE_FAILURES {
-            t.failed(A, &[b"u"], now);
+        // The right password, once the block is over, resets both keys.
+        t.admit(A, &[b"u"], now).unwrap().succeeded(b"u");
+        for _ in 1..FREE_FAILURES {
+            fail(&t, A, b"u", now);
         }
-        assert_eq!(t.check(A, &[b"u"], now), Ok(()));
+        assert!(t.admit(A, &[b"u"], now).is_ok(), "free failures again");
+    }
+
+    #[test]
+    fn after_a_block_one_attempt_at_a_time_is_checked() {
+        let t = Arc::new(Throttle::default());
+        let now = Instant::now();
+        // Four connections at once, as a flood: all admitted while the key
+        // is fresh, but once the free failures are spent the ones still
+        // waiting for a hasher are refused before they hash.
+        let waiting: Vec<Admission> = (0..4).map(|_| t.admit(A, &[b"u"], now).unwrap()).collect();
+        let mut waiting = waiting.into_iter();
+        for admission in waiting.by_ref().take(FREE_FAILURES as usize) {
+            assert!(admission.still_admitted(now).is_ok());
+            admission.failed(now);
+        }
+        let late = waiting.next().unwrap();
+        assert_eq!(
+            late.still_admitted(now).unwrap_err().reason,
+            Reason::Address
+        );
+        drop(late);
+        // The block over, one attempt is let through; the others are
+        // refused until it is decided.
+        let later = now + BASE_DELAY;
+        let probe = t.admit(A, &[b"u"], later).unwrap();
+        assert_eq!(refused(&t, A, b"u", later).remaining, BASE_DELAY);
+        assert_eq!(t.address_blocked(A, later), Some(BASE_DELAY));
+        // Abandoned (its client left), it frees the turn.
+        drop(probe);
+        let probe = t.admit(A, &[b"u"], later).unwrap();
+        probe.failed(later);
+        assert_eq!(refused(&t, A, b"u", later).remaining, 2 * BASE_DELAY);
+        // A success on the next turn resets the key for everyone.
+        let after = later + 2 * BASE_DELAY;
+        t.admit(A, &[b"u"], after).unwrap().succeeded(b"u");
+        let many: Vec<Admission> = (0..8)
+            .map(|_| t.admit(A, &[b"u"], after).unwrap())
+            .collect();
+        assert_eq!(many.len(), 8, "a fresh key has no turns");
+    }
+
+    #[test]
+    fn a_success_releases_the_other_reading_of_an_ascii_login() {
+        let t = Arc::new(Throttle::default());
+        let now = Instant::now();
+        for _ in 0..FREE_FAILURES {
+            fail(&t, B, b"key", now);
+        }
+        let later = now + BASE_DELAY;
+        // The -Y login's two readings: the key as a username, and the user
+        // in the value. It logs in as the second.
+        t.admit(A, &[b"key", b"user"], later)
+            .unwrap()
+            .succeeded(b"user");
+        // The first reading's turn is free again.
+        assert!(t.admit(B, &[b"key"], later).is_ok());
     }
 
     #[test]
     fn failures_are_forgotten() {
-        let t = Throttle::default();
+        let t = Arc::new(Throttle::default());
         let now = Instant::now();
-        for _ in 0..=FREE_FAILURES {
-            t.failed(A, &[b"u"], now);
+        for _ in 0..FREE_FAILURES {
+            fail(&t, A, b"u", now);
         }
-        assert!(t.check(A, &[b"u"], now).is_err());
+        assert!(t.admit(A, &[b"u"], now).is_err());
         let later = now + FORGET_AFTER;
-        assert_eq!(t.check(A, &[b"u"], later), Ok(()));
-        t.failed(A, &[b"u"], later);
-        assert_eq!(t.check(A, &[b"u"], later), Ok(()), "counts from zero");
+        for _ in 1..FREE_FAILURES {
+            fail(&t, A, b"u", later);
+        }
+        assert!(t.admit(A, &[b"u"], later).is_ok(), "counts from zero");
     }
 
     #[test]
     fn ipv6_is_keyed_by_its_64_and_mapped_ipv4_as_ipv4() {
-        let t = Throttle::default();
+        let t = Arc::new(Throttle::default());
         let now = Instant::now();
         let host = |last: u16| IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, last));
-        for i in 0..=FREE_FAILURES as u16 {
-            t.failed(host(i), &[b"x"], now);
+        for i in 0..FREE_FAILURES as u16 {
+            fail(&t, host(i), b"x", now);
         }
         let other_64 = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 2, 0, 0, 0, 1));
-        assert!(t.check(host(999), &[b"y"], now).is_err());
-        assert_eq!(t.check(other_64, &[b"y"], now), Ok(()));
-        for _ in 0..=FREE_FAILURES {
-            t.failed(A, &[b"z"], now);
+        assert!(t.admit(host(999), &[b"y"], now).is_err());
+        assert!(t.admit(other_64, &[b"y"], now).is_ok());
+        for _ in 0..FREE_FAILURES {
+            fail(&t, A, b"z", now);
         }
         let mapped = match A {
             IpAddr::V4(v4) => IpAddr::V6(v4.to_ipv6_mapped()),
             IpAddr::V6(_) => unreachable!(),
         };
-        let refused = t.check(mapped, &[b"w"], now).unwrap_err();
-        assert_eq!(refused.reason, Reason::Address);
+        assert_eq!(refused(&t, mapped, b"w", now).reason, Reason::Address);
     }
 
     #[test]
     fn tables_stay_bounded_when_keys_cycle() {
         let capacity = 64;
-        let t = Throttle::new(capacity);
+        let t = Arc::new(Throttle::new(capacity));
         let start = Instant::now();
         for i in 0..10_000u32 {
             let peer = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i));
             let name = i.to_le_bytes();
-            t.failed(peer, &[&name], start + Duration::from_millis(u64::from(i)));
+            fail(&t, peer, &name, start + Duration::from_millis(u64::from(i)));
             let (addresses, usernames) = t.keys_held();
             assert!(addresses <= capacity && usernames <= capacity, "{i}");
         }
         // The newest keys are the ones kept: a fresh flood from one address
         // is still caught.
         let now = start + Duration::from_secs(10);
-        for _ in 0..=FREE_FAILURES {
-            t.failed(A, &[b"u"], now);
+        for _ in 0..FREE_FAILURES {
+            fail(&t, A, b"u", now);
         }
-        assert!(t.check(A, &[b"u"], now).is_err());
+        assert!(t.admit(A, &[b"u"], now).is_err());
     }
 }

@@ -2,12 +2,20 @@
 //! per username.
 //!
 //! Each key (an address, or a username) may fail [`FREE_FAILURES`] times;
-//! every further failure blocks it for twice as long as the one before,
-//! from [`BASE_DELAY`] up to [`MAX_DELAY`]. While a key is blocked its login
-//! attempts are refused at once, without looking at the password, so a
-//! flood of wrong passwords costs no hashing. A success resets the address
-//! and the username it used; a key with no failure for [`FORGET_AFTER`]
-//! starts afresh.
+//! then it is blocked for [`BASE_DELAY`], and every further failure blocks
+//! it for twice as long as the one before, up to [`MAX_DELAY`]. While a key
+//! is blocked its login attempts are refused at once, without looking at
+//! the password, so a flood of wrong passwords costs no hashing. A success
+//! resets the address and the username it used; a key with no failure for
+//! [`FORGET_AFTER`] starts afresh.
+//!
+//! An attempt is admitted before its password is checked ([`Admission`]),
+//! and asked again just before a hash ([`Admission::still_admitted`]), so
+//! attempts that queued for a hasher while others failed are refused then,
+//! unhashed. After a block, one attempt at a time is checked: the others are
+//! refused until it is decided. So a flood from many connections at once
+//! costs its free failures and then one check per expired block, not one
+//! per connection: each may be an argon2 hash of some 15 ms.
 //!
 //! Both tables are bounded ([`MAX_ENTRIES`] keys each), so an attacker
 //! cycling usernames or addresses cannot grow them: when one is full, keys
@@ -24,25 +32,22 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::{IpAddr, Ipv6Addr};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::keyed_digest;
 use crate::sync::lock;
 
 /// Failures a key may have before it is blocked.
-pub const FREE_FAILURES: u32 = 5;
-/// The block after the first failure beyond [`FREE_FAILURES`]; each further
-/// failure doubles it.
-pub const BASE_DELAY: Duration = Duration::from_secs(1);
+pub const FREE_FAILURES: u32 = 3;
+/// The block after the last free failure; each further failure doubles it.
+pub const BASE_DELAY: Duration = Duration::from_secs(2);
 /// The longest block.
 pub const MAX_DELAY: Duration = Duration::from_secs(60);
 /// A key with no failure for this long starts afresh.
 pub const FORGET_AFTER: Duration = Duration::from_secs(15 * 60);
 /// Keys kept per table (addresses; usernames).
 pub const MAX_ENTRIES: usize = 16_384;
-/// Longest a refused attempt's answer is held back (see [`Throttled::hold`]).
-pub const MAX_HOLD: Duration = Duration::from_secs(1);
 
 /// What a refused attempt was blocked by: the label of the throttle metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,25 +73,17 @@ impl Reason {
 pub struct Throttled {
     /// What is blocked.
     pub reason: Reason,
-    /// How much longer the block lasts.
+    /// How much longer the block lasts: an attempt before then is refused
+    /// too.
     pub remaining: Duration,
-}
-
-impl Throttled {
-    /// How long to hold the refusal back before answering it: a guesser
-    /// that waits for its answers (as one must, to learn anything) then
-    /// gets at most one refusal per [`MAX_HOLD`] per connection, and a
-    /// flood costs the node next to nothing. Short, so a held connection
-    /// does not sit on its slot for long.
-    pub fn hold(&self) -> Duration {
-        self.remaining.min(MAX_HOLD)
-    }
 }
 
 /// One key's failures.
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     failures: u32,
+    /// Admitted attempts not decided yet.
+    pending: u32,
     blocked_until: Instant,
     last_failure: Instant,
 }
@@ -106,6 +103,7 @@ impl<K: Hash + Eq> Table<K> {
         }
     }
 
+    /// How much longer `key` is blocked at `now`, if it is.
     fn blocked(&self, key: &K, now: Instant) -> Option<Duration> {
         let entry = self.entries.get(key)?;
         entry
@@ -114,22 +112,52 @@ impl<K: Hash + Eq> Table<K> {
             .filter(|d| !d.is_zero())
     }
 
-    fn fail(&mut self, key: K, now: Instant) {
+    /// How long `key` must wait before it may be checked again; `None`
+    /// when it may be checked now. Once its free failures are spent, one
+    /// check at a time: the others wait for its outcome, which may be the
+    /// next block.
+    fn wait(&self, key: &K, now: Instant) -> Option<Duration> {
+        let blocked = self.blocked(key, now);
+        let entry = self.entries.get(key)?;
+        let spent = entry.failures >= FREE_FAILURES && !forgotten(entry, now);
+        blocked.or((spent && entry.pending > 0).then_some(BASE_DELAY))
+    }
+
+    /// The entry for `key`, made (room made first) if it has none.
+    fn entry(&mut self, key: K, now: Instant) -> &mut Entry {
         if !self.entries.contains_key(&key) && self.entries.len() >= self.capacity {
             self.evict(now);
         }
-        let entry = self.entries.entry(key).or_insert(Entry {
+        self.entries.entry(key).or_insert(Entry {
             failures: 0,
+            pending: 0,
             blocked_until: now,
             last_failure: now,
-        });
-        if now.saturating_duration_since(entry.last_failure) >= FORGET_AFTER {
+        })
+    }
+
+    fn admit(&mut self, key: K, now: Instant) {
+        let entry = self.entry(key, now);
+        entry.pending = entry.pending.saturating_add(1);
+    }
+
+    /// An admitted attempt ended undecided (its check was abandoned).
+    fn release(&mut self, key: &K) {
+        if let Some(entry) = self.entries.get_mut(key) {
+            entry.pending = entry.pending.saturating_sub(1);
+        }
+    }
+
+    fn fail(&mut self, key: K, now: Instant) {
+        let entry = self.entry(key, now);
+        entry.pending = entry.pending.saturating_sub(1);
+        if forgotten(entry, now) {
             entry.failures = 0;
         }
         entry.failures = entry.failures.saturating_add(1);
         entry.last_failure = now;
-        if entry.failures > FREE_FAILURES {
-            entry.blocked_until = now + block_for(entry.failures - FREE_FAILURES);
+        if entry.failures >= FREE_FAILURES {
+            entry.blocked_until = now + block_for(entry.failures + 1 - FREE_FAILURES);
         }
     }
 
@@ -143,7 +171,7 @@ impl<K: Hash + Eq> Table<K> {
     /// new keys, not on every one.
     fn evict(&mut self, now: Instant) {
         self.entries
-            .retain(|_, e| now.saturating_duration_since(e.last_failure) < FORGET_AFTER);
+            .retain(|_, e| e.pending > 0 || !forgotten(e, now));
         if self.entries.len() < self.capacity {
             return;
         }
@@ -155,9 +183,15 @@ impl<K: Hash + Eq> Table<K> {
     }
 }
 
-/// The block after the `over`-th failure beyond the free ones.
-fn block_for(over: u32) -> Duration {
-    let factor = 1u32.checked_shl(over.saturating_sub(1)).unwrap_or(u32::MAX);
+/// Whether `entry`'s failures are old enough to start afresh.
+fn forgotten(entry: &Entry, now: Instant) -> bool {
+    now.saturating_duration_since(entry.last_failure) >= FORGET_AFTER
+}
+
+/// The block after the `nth` failure from the last free one on (1: the
+/// last free one's).
+fn block_for(nth: u32) -> Duration {
+    let factor = 1u32.checked_shl(nth.saturating_sub(1)).unwrap_or(u32::MAX);
     BASE_DELAY.saturating_mul(factor).min(MAX_DELAY)
 }
 
@@ -188,6 +222,83 @@ impl Default for Throttle {
     }
 }
 
+/// An attempt the throttle let through: it counts against its address and
+/// usernames until it is decided with [`Admission::failed`] or
+/// [`Admission::succeeded`]; dropped undecided, it no longer counts.
+#[derive(Debug)]
+pub struct Admission {
+    throttle: Arc<Throttle>,
+    address: IpAddr,
+    usernames: Vec<[u8; 32]>,
+    decided: bool,
+}
+
+impl Admission {
+    /// Whether the attempt may still be checked at `now`: other attempts
+    /// may have failed, and blocked its keys, since it was admitted.
+    pub fn still_admitted(&self, now: Instant) -> Result<(), Throttled> {
+        if let Some(remaining) = lock(&self.throttle.addresses).blocked(&self.address, now) {
+            return Err(Throttled {
+                reason: Reason::Address,
+                remaining,
+            });
+        }
+        let table = lock(&self.throttle.usernames);
+        match self
+            .usernames
+            .iter()
+            .filter_map(|d| table.blocked(d, now))
+            .max()
+        {
+            Some(remaining) => Err(Throttled {
+                reason: Reason::Username,
+                remaining,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// The attempt's password was checked and was wrong, at `now`.
+    pub fn failed(mut self, now: Instant) {
+        self.decided = true;
+        lock(&self.throttle.addresses).fail(self.address, now);
+        let mut table = lock(&self.throttle.usernames);
+        for username in &self.usernames {
+            table.fail(*username, now);
+        }
+    }
+
+    /// The attempt logged in as `username`: its address and that username
+    /// start afresh; its other usernames (the ASCII login's other reading)
+    /// were not guesses.
+    pub fn succeeded(mut self, username: &[u8]) {
+        self.decided = true;
+        lock(&self.throttle.addresses).succeed(&self.address);
+        let mut table = lock(&self.throttle.usernames);
+        let digest = keyed_digest(username);
+        for other in &self.usernames {
+            if *other == digest {
+                table.succeed(other);
+            } else {
+                table.release(other);
+            }
+        }
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        if self.decided {
+            return;
+        }
+        lock(&self.throttle.addresses).release(&self.address);
+        let mut table = lock(&self.throttle.usernames);
+        for username in &self.usernames {
+            table.release(username);
+        }
+    }
+}
+
 impl Throttle {
     /// A throttle keeping at most `capacity` keys per table.
     pub fn new(capacity: usize) -> Self {
@@ -197,43 +308,47 @@ impl Throttle {
         }
     }
 
-    /// Whether an attempt from `peer` as any of `usernames` may be checked
-    /// at `now`. A refusal changes nothing: it was not a guess.
-    pub fn check(&self, peer: IpAddr, usernames: &[&[u8]], now: Instant) -> Result<(), Throttled> {
-        let blocked = lock(&self.addresses).blocked(&address_key(peer), now);
-        if let Some(remaining) = blocked {
+    /// Let an attempt from `peer` as any of `usernames` be checked at
+    /// `now`, or refuse it. A refusal changes nothing: it was not a guess.
+    pub fn admit(
+        self: &Arc<Self>,
+        peer: IpAddr,
+        usernames: &[&[u8]],
+        now: Instant,
+    ) -> Result<Admission, Throttled> {
+        let address = address_key(peer);
+        let mut addresses = lock(&self.addresses);
+        if let Some(remaining) = addresses.wait(&address, now) {
             return Err(Throttled {
                 reason: Reason::Address,
                 remaining,
             });
         }
-        let table = lock(&self.usernames);
-        let remaining = usernames
-            .iter()
-            .filter_map(|u| table.blocked(&keyed_digest(u), now))
-            .max();
-        match remaining {
-            Some(remaining) => Err(Throttled {
+        let digests: Vec<[u8; 32]> = usernames.iter().map(|u| keyed_digest(u)).collect();
+        let mut table = lock(&self.usernames);
+        if let Some(remaining) = digests.iter().filter_map(|d| table.wait(d, now)).max() {
+            return Err(Throttled {
                 reason: Reason::Username,
                 remaining,
-            }),
-            None => Ok(()),
+            });
         }
+        addresses.admit(address, now);
+        for digest in &digests {
+            table.admit(*digest, now);
+        }
+        Ok(Admission {
+            throttle: Arc::clone(self),
+            address,
+            usernames: digests,
+            decided: false,
+        })
     }
 
-    /// A checked attempt from `peer` as `usernames` failed at `now`.
-    pub fn failed(&self, peer: IpAddr, usernames: &[&[u8]], now: Instant) {
-        lock(&self.addresses).fail(address_key(peer), now);
-        let mut table = lock(&self.usernames);
-        for username in usernames {
-            table.fail(keyed_digest(username), now);
-        }
-    }
-
-    /// `peer` logged in as `username`: both start afresh.
-    pub fn succeeded(&self, peer: IpAddr, username: &[u8]) {
-        lock(&self.addresses).succeed(&address_key(peer));
-        lock(&self.usernames).succeed(&keyed_digest(username));
+    /// How long `peer`'s address must wait at `now` before its next login
+    /// may be checked, if it must: its connections need not be read until
+    /// then, every login on them would be refused.
+    pub fn address_blocked(&self, peer: IpAddr, now: Instant) -> Option<Duration> {
+        lock(&self.addresses).wait(&address_key(peer), now)
     }
 
     /// Keys held now (addresses, usernames).

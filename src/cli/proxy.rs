@@ -93,10 +93,11 @@ pub struct ProxyArgs {
     /// SASL password [default: $MEMCACHIER_PASSWORD, else $MEMCACHE_PASSWORD].
     #[arg(long, env = "MEMGATE_PROXY_PASSWORD", hide_env_values = true)]
     pub password: Option<String>,
-    /// What to speak to the nodes: meta (memgate nodes: MemCachier's ASCII
+    /// What to speak to the nodes: auto (found at each connection's login,
+    /// one of the three below), meta (memgate nodes: MemCachier's ASCII
     /// login, every meta flag passes), meta-memcached (memcached -Y -Z: its
     /// ASCII login) or binary (memcached -S -Z: SASL; meta flags binary
-    /// cannot carry are refused) [default: meta].
+    /// cannot carry are refused) [default: auto].
     #[arg(long, env = "MEMGATE_PROXY_UPSTREAM_PROTOCOL")]
     pub upstream_protocol: Option<memgate::proxy::upstream::UpstreamProtocol>,
     /// Long-lived connections per node [default: 2].

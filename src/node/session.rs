@@ -10,7 +10,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -72,7 +72,7 @@ where
         },
         shared,
         peer,
-        hold: None,
+        paused_until: None,
     };
     let result = session.run(&mut stream).await;
     if let Auth::LoggedIn(login) = &session.auth {
@@ -93,8 +93,10 @@ struct Session {
     auth: Auth,
     /// The client's address, for the failed-login throttle.
     peer: IpAddr,
-    /// Set by a throttled login: the next write waits this long.
-    hold: Option<Duration>,
+    /// Set by a throttled login, answered at once: nothing more is read
+    /// from the connection before then, when the throttle may let the next
+    /// attempt through.
+    paused_until: Option<Instant>,
 }
 
 impl Session {
@@ -165,10 +167,23 @@ impl Session {
         match self.auth {
             Auth::LoggedIn(_) => Ok(stream.read_buf(rbuf).await?),
             Auth::Pending => {
+                let timeout = SessionError::AuthTimeout(self.shared.settings.auth_timeout);
+                // While its logins would be refused unchecked, the
+                // connection is not read: a flood waits instead of costing.
+                let now = Instant::now();
+                let blocked = self.shared.tenants().address_blocked(self.peer, now);
+                let resume = self.paused_until.max(blocked.map(|d| now + d));
+                if let Some(resume) = resume.filter(|&r| r > now) {
+                    if resume >= deadline {
+                        tokio::time::sleep_until(deadline.into()).await;
+                        return Err(timeout);
+                    }
+                    tokio::time::sleep_until(resume.into()).await;
+                }
                 let deadline = tokio::time::Instant::from_std(deadline);
                 match tokio::time::timeout_at(deadline, stream.read_buf(rbuf)).await {
                     Ok(read) => Ok(read?),
-                    Err(_) => Err(SessionError::AuthTimeout(self.shared.settings.auth_timeout)),
+                    Err(_) => Err(timeout),
                 }
             }
         }
@@ -180,9 +195,6 @@ impl Session {
     {
         if wbuf.is_empty() {
             return Ok(());
-        }
-        if let Some(hold) = self.hold.take() {
-            tokio::time::sleep(hold).await;
         }
         stream.write_all(wbuf).await?;
         stream.flush().await?;
@@ -366,7 +378,10 @@ impl Session {
     }
 
     fn reject(&mut self, failure: LoginFailure) -> Response {
-        self.hold = self.hold.max(failure.hold());
+        let retry_after = failure.retry_after();
+        if let Some(after) = retry_after {
+            self.paused_until = Some(Instant::now() + after);
+        }
         match failure.tenant {
             Some(tenant) => {
                 CacheStats::incr(&tenant.stats.auth_cmds);
@@ -375,6 +390,9 @@ impl Session {
             None => self.shared.count_anonymous_auth_failure(),
         }
         tracing::info!("client login failed");
-        Response::Error(ErrorReply::AuthFailure)
+        match retry_after {
+            Some(_) => Response::Error(ErrorReply::AuthThrottled),
+            None => Response::Error(ErrorReply::AuthFailure),
+        }
     }
 }

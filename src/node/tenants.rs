@@ -18,15 +18,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::Semaphore;
-
 use super::caches::{CachesFile, Capabilities, Directory, Invalid, LoginError, LoginOk};
 use super::counters::CacheStats;
 use super::hotkeys::HotKeys;
 use super::store::Store;
 use super::tombstones::Tombstones;
 use super::NodeSettings;
-use crate::auth::throttle::{Throttle, Throttled};
+use crate::auth::hashers::Hashers;
+use crate::auth::throttle::{Admission, Throttle, Throttled};
 use crate::clock::unix_now;
 use crate::metrics as m;
 
@@ -92,10 +91,10 @@ pub struct LoginFailure {
 }
 
 impl LoginFailure {
-    /// How long to hold the failure's answer back: only a throttled
-    /// attempt's is held ([`Throttled::hold`]).
-    pub fn hold(&self) -> Option<Duration> {
-        self.throttled.map(|t| t.hold())
+    /// For a throttled attempt, how long until the throttle may let the
+    /// next one through: any attempt sooner is refused unchecked.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.throttled.map(|t| t.remaining)
     }
 }
 
@@ -113,16 +112,38 @@ pub enum Attempt<'a> {
     Ascii { key: &'a [u8], value: &'a [u8] },
 }
 
+/// The usernames an attempt as `forms` tries, each once.
+fn usernames<'a>(forms: &[(&'a [u8], &[u8])]) -> Vec<&'a [u8]> {
+    let mut usernames: Vec<&[u8]> = forms.iter().map(|&(u, _)| u).collect();
+    usernames.dedup();
+    usernames
+}
+
+/// Tell the throttle how an admitted attempt went.
+fn settle(
+    admission: Admission,
+    checked: Result<(Login, &[u8]), LoginFailure>,
+) -> Result<Login, LoginFailure> {
+    match checked {
+        Ok((login, username)) => {
+            admission.succeeded(username);
+            Ok(login)
+        }
+        Err(failure) => {
+            admission.failed(Instant::now());
+            Err(failure)
+        }
+    }
+}
+
 /// A consistent snapshot of the caches file and the running caches.
 pub struct Tenants {
     directory: Directory,
     by_id: HashMap<String, Arc<Tenant>>,
     throttle: Arc<Throttle>,
-    /// Password hashes checked at once, at most one per core: each argon2id
-    /// check holds ~20 ms of a core and 19 MiB, so more at once would only
-    /// share the cores and grow memory. Kept across reloads, like the
-    /// throttle.
-    hashers: Arc<Semaphore>,
+    /// The threads that check password hashes, one per core, at a lower
+    /// priority than the sessions. Kept across reloads, like the throttle.
+    hashers: Arc<Hashers>,
 }
 
 impl Tenants {
@@ -173,13 +194,13 @@ impl Tenants {
             }
         }
         let throttle = previous.map_or_else(Arc::default, |p| Arc::clone(&p.throttle));
-        let hashers = previous.map_or_else(
-            || {
+        let hashers = match previous {
+            Some(previous) => Arc::clone(&previous.hashers),
+            None => {
                 let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-                Arc::new(Semaphore::new(cores))
-            },
-            |p| Arc::clone(&p.hashers),
-        );
+                Arc::new(Hashers::new(cores))
+            }
+        };
         Ok(Tenants {
             directory,
             by_id,
@@ -189,10 +210,10 @@ impl Tenants {
     }
 
     /// Check a login from `peer`; on success, the cache and capabilities.
-    /// Decided on the spot when no password hash is needed (a returning
-    /// client, a plain-text secret, a throttled address); otherwise checked
-    /// again in full on the blocking pool, once one of the
-    /// [`Tenants::hashers`] is free.
+    /// The throttle admits it first, or refuses it unchecked. Decided on
+    /// the spot when no password hash is needed (a returning client, a
+    /// plain-text secret); otherwise checked again in full on the blocking
+    /// pool, once one of the [`Tenants::hashers`] is free.
     pub async fn log_in(
         self: Arc<Self>,
         attempt: Attempt<'_>,
@@ -206,25 +227,32 @@ impl Tenants {
             Attempt::Sasl { username, password } => (false, username, password),
             Attempt::Ascii { key, value } => (true, key, value),
         };
-        if let Some(done) = self.attempt(&self.forms(ascii, first, second), peer, false) {
-            return done;
+        let forms = self.forms(ascii, first, second);
+        let admission = self
+            .throttle
+            .admit(peer, &usernames(&forms), Instant::now())
+            .map_err(|throttled| self.throttled(&forms, throttled))?;
+        if let Some(checked) = self.check_forms(&forms, false) {
+            return settle(admission, checked);
         }
-        let Ok(permit) = Arc::clone(&self.hashers).acquire_owned().await else {
-            return Err(anonymous());
-        };
+        // Dropped undecided (the client left, or the check panicked), the
+        // admission stops counting.
         let (first, second) = (first.to_vec(), second.to_vec());
-        let checked = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            // The throttle is asked again: other attempts may have failed
-            // while this one waited for a hasher.
-            self.attempt(&self.forms(ascii, &first, &second), peer, true)
-        })
-        .await;
-        match checked {
-            Ok(Some(done)) => done,
-            // A check that may hash always decides; a panicked one fails.
-            Ok(None) | Err(_) => Err(anonymous()),
-        }
+        let hashers = Arc::clone(&self.hashers);
+        let checked = hashers.run(move || {
+            let forms = self.forms(ascii, &first, &second);
+            // Other attempts may have failed, and blocked this one's keys,
+            // while it waited for a hasher: then it is refused unhashed.
+            if let Err(throttled) = admission.still_admitted(Instant::now()) {
+                return Err(self.throttled(&forms, throttled));
+            }
+            match self.check_forms(&forms, true) {
+                Some(checked) => settle(admission, checked),
+                None => Err(anonymous()),
+            }
+        });
+        // A check that may hash always decides; a panicked one fails.
+        checked.await.unwrap_or_else(|| Err(anonymous()))
     }
 
     /// The (username, password) forms a login may be: one for SASL; for the
@@ -259,42 +287,38 @@ impl Tenants {
         forms
     }
 
-    /// One login attempt from `peer` that succeeds if any of `forms`
-    /// (username, password) does. The throttle refuses it unchecked while
-    /// `peer` or one of the usernames is blocked. Without `may_hash`,
-    /// `None` (and nothing recorded) when a form needs a password hash.
-    fn attempt(
-        &self,
-        forms: &[(&[u8], &[u8])],
-        peer: IpAddr,
-        may_hash: bool,
-    ) -> Option<Result<Login, LoginFailure>> {
-        let now = Instant::now();
-        let mut usernames: Vec<&[u8]> = forms.iter().map(|&(u, _)| u).collect();
-        usernames.dedup();
-        if let Err(throttled) = self.throttle.check(peer, &usernames, now) {
-            metrics::counter!(m::NODE_AUTH_THROTTLED_TOTAL, "reason" => throttled.reason.as_str())
-                .increment(1);
-            return Some(Err(LoginFailure {
-                tenant: usernames.iter().rev().find_map(|u| self.tenant_of(u)),
-                throttled: Some(throttled),
-            }));
+    /// The failure of an attempt as `forms` that the throttle refused.
+    fn throttled(&self, forms: &[(&[u8], &[u8])], throttled: Throttled) -> LoginFailure {
+        metrics::counter!(m::NODE_AUTH_THROTTLED_TOTAL, "reason" => throttled.reason.as_str())
+            .increment(1);
+        LoginFailure {
+            tenant: usernames(forms)
+                .iter()
+                .rev()
+                .find_map(|u| self.tenant_of(u)),
+            throttled: Some(throttled),
         }
+    }
+
+    /// Check an attempt that succeeds if any of `forms` (username,
+    /// password) does: the login and the username it used. Without
+    /// `may_hash`, `None` when a form needs a password hash.
+    fn check_forms<'f>(
+        &self,
+        forms: &[(&'f [u8], &[u8])],
+        may_hash: bool,
+    ) -> Option<Result<(Login, &'f [u8]), LoginFailure>> {
         let mut failure = LoginFailure {
             tenant: None,
             throttled: None,
         };
         for &(username, password) in forms {
             match self.check(username, password, may_hash)? {
-                Ok(login) => {
-                    self.throttle.succeeded(peer, username);
-                    return Some(Ok(login));
-                }
+                Ok(login) => return Some(Ok((login, username))),
                 Err(f) if f.tenant.is_some() || failure.tenant.is_none() => failure = f,
                 Err(_) => {}
             }
         }
-        self.throttle.failed(peer, &usernames, now);
         Some(Err(failure))
     }
 
@@ -333,6 +357,11 @@ impl Tenants {
             .cache_of_username(username)
             .and_then(|i| self.directory.caches().get(i))
             .and_then(|cache| self.by_id.get(&cache.id).cloned())
+    }
+
+    /// How long `peer`'s address stays blocked by the throttle, if it is.
+    pub fn address_blocked(&self, peer: IpAddr, now: Instant) -> Option<Duration> {
+        self.throttle.address_blocked(peer, now)
     }
 
     /// The caches file this snapshot was built from.

@@ -98,6 +98,9 @@ pub enum ErrorReply {
     Unauthenticated,
     /// `CLIENT_ERROR authentication failure` / 0x20.
     AuthFailure,
+    /// A login refused unchecked after too many failures: the text of
+    /// [`ErrorReply::AuthFailure`] and the same status, saying to retry later.
+    AuthThrottled,
     /// `CLIENT_ERROR permission denied` / 0x20.
     PermissionDenied,
     /// `CLIENT_ERROR flush_all not allowed` / 0x20.
@@ -118,6 +121,9 @@ impl ErrorReply {
             }
             ErrorReply::Unauthenticated => "CLIENT_ERROR unauthenticated".into(),
             ErrorReply::AuthFailure => "CLIENT_ERROR authentication failure".into(),
+            ErrorReply::AuthThrottled => {
+                "CLIENT_ERROR authentication failure: too many failed logins, retry later".into()
+            }
             ErrorReply::PermissionDenied => "CLIENT_ERROR permission denied".into(),
             ErrorReply::FlushNotAllowed => "CLIENT_ERROR flush_all not allowed".into(),
         }

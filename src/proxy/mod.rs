@@ -128,11 +128,14 @@ fn cluster_for(config: &ProxyConfig, previous: Option<&Cluster>) -> Result<Clust
         let kept = reusable.and_then(|old| old.nodes.iter().find(|n| n.target == target));
         nodes.push(match kept {
             Some(node) => Arc::clone(node),
-            None => Arc::new(pool::Upstream::new(
-                target,
-                config.connections_per_node,
-                config.failure_limit,
-            )),
+            None => {
+                upstream::announce(&target, config.upstream_protocol);
+                Arc::new(pool::Upstream::new(
+                    target,
+                    config.connections_per_node,
+                    config.failure_limit,
+                ))
+            }
         });
     }
     let warmup = previous.and_then(|old| warmup_from(config, old, &ring, &nodes));

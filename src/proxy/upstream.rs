@@ -28,6 +28,7 @@
 
 mod codec;
 mod connection;
+mod detect;
 mod error;
 mod inflight;
 mod login;
@@ -37,6 +38,7 @@ mod settings;
 mod writer;
 
 pub use connection::Connection;
+pub use detect::announce;
 pub use error::UpstreamError;
 pub use inflight::PendingReply;
 pub use settings::{Settings, Target, UpstreamProtocol};

@@ -100,3 +100,31 @@ pub fn memcached_tls_args(pki: &TestPki, dir: &std::path::Path) -> Vec<String> {
         ),
     ]
 }
+
+/// A sasldb in `dir` holding `user` with `pass` (made by `saslpasswd2`), and
+/// the `memcached.conf` beside it that points memcached `-S` at it: start
+/// memcached with `SASL_CONF_PATH` set to `dir`.
+pub fn sasl_conf(dir: &std::path::Path, user: &str, pass: &str) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let sasldb = dir.join("sasldb");
+    let mut saslpasswd = Command::new("saslpasswd2")
+        .args(["-p", "-a", "memcached", "-c", "-f"])
+        .arg(&sasldb)
+        .arg(user)
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("saslpasswd2 (sasl2-bin; run .ci/run)");
+    saslpasswd
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(pass.as_bytes())
+        .unwrap();
+    assert!(saslpasswd.wait().unwrap().success(), "saslpasswd2 failed");
+    std::fs::write(
+        dir.join("memcached.conf"),
+        format!("mech_list: plain\nsasldb_path: {}\n", sasldb.display()),
+    )
+    .unwrap();
+}

@@ -119,6 +119,7 @@ pub fn error_status(error: &ErrorReply) -> u16 {
         ErrorReply::NonNumeric => status::NON_NUMERIC,
         ErrorReply::Unauthenticated
         | ErrorReply::AuthFailure
+        | ErrorReply::AuthThrottled
         | ErrorReply::PermissionDenied
         | ErrorReply::FlushNotAllowed => status::AUTH_ERROR,
     }

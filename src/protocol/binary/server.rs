@@ -114,6 +114,7 @@ fn put_reply(packet: Packet<'_>, out: &mut BytesMut) {
 fn error_text(error: &ErrorReply) -> &str {
     match error {
         ErrorReply::Client(msg) | ErrorReply::Server(msg) => msg,
+        ErrorReply::AuthThrottled => "Auth failure. Too many failed logins, retry later.",
         other => status_text(error_status(other)),
     }
 }

@@ -328,7 +328,9 @@ pub enum LoginReplyError {
 pub fn login_result(reply: &NodeReply) -> Result<(), LoginReplyError> {
     match reply {
         NodeReply::Stored => Ok(()),
-        NodeReply::Error(ErrorReply::AuthFailure) => Err(LoginReplyError::Refused),
+        NodeReply::Error(ErrorReply::AuthFailure | ErrorReply::AuthThrottled) => {
+            Err(LoginReplyError::Refused)
+        }
         NodeReply::Error(error) => Err(LoginReplyError::NotAscii(error.text())),
         other => Err(LoginReplyError::NotAscii(format!("{other:?}"))),
     }

@@ -349,6 +349,7 @@ pub fn error_reply(line: &[u8]) -> Option<ErrorReply> {
         ErrorReply::NonNumeric,
         ErrorReply::Unauthenticated,
         ErrorReply::AuthFailure,
+        ErrorReply::AuthThrottled,
         ErrorReply::PermissionDenied,
         ErrorReply::FlushNotAllowed,
     ];

@@ -9,7 +9,7 @@
 //! to those nodes: a `get` after this client's `delete` of a moved key
 //! cannot read the secondary before the delete has cleared it.
 //!
-//! With memgate nodes (`UpstreamProtocol::keeps_tombstones`), a hit read
+//! With memgate nodes (`Connection::keeps_tombstones`), a hit read
 //! from the node a key left is also copied to its new node, with its flags
 //! and remaining TTL, as an add that a tombstone refuses
 //! (`node::tombstones`): every delete the warm-up makes on a key's new node
@@ -95,7 +95,13 @@ pub(super) async fn start_moved(
         return Some(Box::pin(primary.outcome()));
     };
     let timeout = cluster.settings.request_timeout;
-    let tombstones = cluster.settings.protocol.keeps_tombstones();
+    // Copies and tombstones need a memgate node as the key's new node.
+    let tombstones = match moved.new_is_primary {
+        true => primary
+            .sent_on()
+            .is_some_and(|(_, conn)| conn.keeps_tombstones()),
+        false => conn.keeps_tombstones(),
+    };
     let later = Later {
         warm: Arc::clone(warm),
         node: Arc::clone(secondary),

@@ -22,9 +22,14 @@ pub(super) enum Codec {
 }
 
 impl Codec {
+    /// The codec of a connection logged in speaking `protocol`. A
+    /// connection is never spawned with `Auto`: its login found the dialect
+    /// first (`Connection::open`); meta is the answer it would get most.
     pub fn of(protocol: UpstreamProtocol) -> Codec {
         match protocol {
-            UpstreamProtocol::Meta | UpstreamProtocol::MetaMemcached => Codec::Meta,
+            UpstreamProtocol::Meta | UpstreamProtocol::MetaMemcached | UpstreamProtocol::Auto => {
+                Codec::Meta
+            }
             UpstreamProtocol::Binary => Codec::Binary,
         }
     }

@@ -11,9 +11,10 @@ use tokio::net::TcpStream;
 use tokio::sync::{oneshot, Notify};
 
 use super::codec::Codec;
+use super::detect;
 use super::error::lost_error;
 use super::inflight::{fail_all, InFlight, PendingReply, ReplySlot};
-use super::login::{ascii_login, sasl_login};
+use super::login::{ascii_login, ascii_login_auto, sasl_login, sasl_login_auto, Failed};
 use super::outbox::{Driven, Outbox};
 use super::reader::reader;
 use super::writer::writer;
@@ -33,6 +34,8 @@ struct ConnectionState {
     /// When a request was last queued, in milliseconds of `since_start`.
     last_used: AtomicU64,
     codec: Codec,
+    /// The node is a memgate node, which keeps tombstones (`node::tombstones`).
+    tombstones: bool,
     tasks: [tokio::task::AbortHandle; 2],
 }
 
@@ -65,49 +68,27 @@ fn millis_at(now: std::time::Instant) -> u64 {
 
 impl Connection {
     /// Connect, handshake TLS (verifying the node's certificate) and log in.
-    /// The password is only sent once the certificate has verified.
+    /// The password is only sent once the certificate has verified. Under
+    /// `--upstream-protocol auto` the login finds the node's dialect, which
+    /// may take a second connect ([`super::detect`]).
     pub async fn open(target: &Target, settings: &Settings) -> Result<Connection, UpstreamError> {
-        let node = target.name.clone();
-        let tcp = tokio::time::timeout(settings.connect_timeout, TcpStream::connect(&target.addr))
-            .await
-            .map_err(|_| UpstreamError::Timeout {
-                node: node.clone(),
-                timeout: settings.connect_timeout,
-            })?
-            .map_err(|e| UpstreamError::Connect {
-                node: node.clone(),
-                reason: e.to_string(),
-                refused: e.kind() == std::io::ErrorKind::ConnectionRefused,
-            })?;
-        let _ = tcp.set_nodelay(true);
-        let tls = tokio::time::timeout(
-            settings.connect_timeout,
-            settings.tls.connect(target.server_name.clone(), tcp),
-        )
-        .await
-        .map_err(|_| UpstreamError::Timeout {
-            node: node.clone(),
-            timeout: settings.connect_timeout,
-        })?
-        .map_err(|e| UpstreamError::Tls {
-            node: node.clone(),
-            reason: tls_reason(&e),
-        })?;
-        let mut stream = tls;
-        let (user, pass) = (&settings.username, &settings.password);
-        let login = async {
-            match settings.protocol.login_form() {
-                Some(form) => ascii_login(&mut stream, &node, form, user, pass).await,
-                None => sasl_login(&mut stream, &node, user, pass).await,
+        let (stream, protocol) = match settings.protocol {
+            UpstreamProtocol::Auto => open_auto(target, settings).await?,
+            fixed => {
+                let mut stream = handshake(target, settings).await?;
+                let (user, pass) = (&settings.username, &settings.password);
+                let node = target.name.as_str();
+                let login = async {
+                    match fixed.login_form() {
+                        Some(form) => ascii_login(&mut stream, node, form, user, pass).await,
+                        None => sasl_login(&mut stream, node, user, pass).await,
+                    }
+                };
+                within(settings, node, login).await??;
+                (stream, fixed)
             }
         };
-        tokio::time::timeout(settings.connect_timeout, login)
-            .await
-            .map_err(|_| UpstreamError::Timeout {
-                node: node.clone(),
-                timeout: settings.connect_timeout,
-            })??;
-        let conn = Connection::spawn(stream, node, settings.protocol);
+        let conn = Connection::spawn(stream, target.name.clone(), protocol);
         conn.keep_alive(settings.keepalive, settings.request_timeout);
         Ok(conn)
     }
@@ -198,9 +179,16 @@ impl Connection {
                 load: Arc::new(AtomicUsize::new(0)),
                 last_used: AtomicU64::new(since_start()),
                 codec,
+                tombstones: protocol == UpstreamProtocol::Meta,
                 tasks: [w.abort_handle(), r.abort_handle()],
             }),
         }
+    }
+
+    /// Whether the node at the other end keeps memgate's tombstones, so
+    /// that the warm-up may copy moved items to it (`proxy::session::moved`).
+    pub fn keeps_tombstones(&self) -> bool {
+        self.shared.tombstones
     }
 
     pub fn is_alive(&self) -> bool {
@@ -298,6 +286,103 @@ impl Connection {
             task.abort();
         }
         fail_all(&self.shared.inflight, lost_error());
+    }
+}
+
+/// A node's TLS stream before login.
+type Stream = tokio_rustls::client::TlsStream<TcpStream>;
+
+/// `fut`, failing with a timeout after the connect timeout.
+async fn within<T>(
+    settings: &Settings,
+    node: &str,
+    fut: impl std::future::Future<Output = T>,
+) -> Result<T, UpstreamError> {
+    tokio::time::timeout(settings.connect_timeout, fut)
+        .await
+        .map_err(|_| UpstreamError::Timeout {
+            node: node.to_string(),
+            timeout: settings.connect_timeout,
+        })
+}
+
+/// TCP connect and TLS handshake, each within the connect timeout.
+async fn handshake(target: &Target, settings: &Settings) -> Result<Stream, UpstreamError> {
+    let node = target.name.as_str();
+    let tcp = within(settings, node, TcpStream::connect(&target.addr))
+        .await?
+        .map_err(|e| UpstreamError::Connect {
+            node: node.to_string(),
+            reason: e.to_string(),
+            refused: e.kind() == std::io::ErrorKind::ConnectionRefused,
+        })?;
+    let _ = tcp.set_nodelay(true);
+    within(
+        settings,
+        node,
+        settings.tls.connect(target.server_name.clone(), tcp),
+    )
+    .await?
+    .map_err(|e| UpstreamError::Tls {
+        node: node.to_string(),
+        reason: tls_reason(&e),
+    })
+}
+
+/// A logged-in stream to a node whose dialect is found at login: the text
+/// login first, unless the node spoke binary last time; if the node
+/// answers in the other dialect, a new connection tries that one.
+async fn open_auto(
+    target: &Target,
+    settings: &Settings,
+) -> Result<(Stream, UpstreamProtocol), UpstreamError> {
+    let binary_first = detect::remembered(target) == Some(UpstreamProtocol::Binary);
+    let first = match binary_first {
+        true => login_auto(target, settings, UpstreamProtocol::Binary).await?,
+        false => login_auto(target, settings, UpstreamProtocol::Meta).await?,
+    };
+    let (stream, protocol) = match first {
+        Ok(found) => found,
+        Err(_) => {
+            let other = match binary_first {
+                true => UpstreamProtocol::Meta,
+                false => UpstreamProtocol::Binary,
+            };
+            // The second answer decides: a node that speaks neither is an
+            // error with its own message.
+            login_auto(target, settings, other)
+                .await?
+                .map_err(UpstreamError::from)?
+        }
+    };
+    detect::found(target, protocol);
+    Ok((stream, protocol))
+}
+
+/// One connection of [`open_auto`], logged in with the text login
+/// (`Meta`, which finds meta or meta-memcached) or the binary one: the
+/// stream and its dialect; `Ok(Err(..))` when the node answered in the
+/// other dialect, `Err(..)` for any other failure.
+async fn login_auto(
+    target: &Target,
+    settings: &Settings,
+    dialect: UpstreamProtocol,
+) -> Result<Result<(Stream, UpstreamProtocol), Failed>, UpstreamError> {
+    let mut stream = handshake(target, settings).await?;
+    let (user, pass) = (&settings.username, &settings.password);
+    let node = target.name.as_str();
+    let login = async {
+        match dialect {
+            UpstreamProtocol::Binary => sasl_login_auto(&mut stream, node, user, pass)
+                .await
+                .map(|()| UpstreamProtocol::Binary),
+            _ => ascii_login_auto(&mut stream, node, user, pass).await,
+        }
+    };
+    match within(settings, node, login).await? {
+        Ok(protocol) => Ok(Ok((stream, protocol))),
+        Err(Failed::Other(error)) => Err(error),
+        Err(wrong) => Ok(Err(wrong)),
     }
 }
 

@@ -22,8 +22,11 @@ pub struct Target {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum UpstreamProtocol {
-    /// Meta, after MemCachier's ASCII login: memgate nodes (the default).
+    /// One of the three below, found at each connection's login
+    /// (`upstream::detect`): the default.
     #[default]
+    Auto,
+    /// Meta, after MemCachier's ASCII login: memgate nodes.
     Meta,
     /// Meta, after memcached's `-Y` ASCII login: `memcached -Y <authfile> -Z`.
     MetaMemcached,
@@ -38,29 +41,45 @@ impl std::str::FromStr for UpstreamProtocol {
     /// The names `--upstream-protocol` and the config file take.
     fn from_str(name: &str) -> Result<Self, String> {
         match name {
+            "auto" => Ok(UpstreamProtocol::Auto),
             "meta" => Ok(UpstreamProtocol::Meta),
             "meta-memcached" => Ok(UpstreamProtocol::MetaMemcached),
             "binary" => Ok(UpstreamProtocol::Binary),
             _ => Err(format!(
-                "{name:?} is not one of meta, meta-memcached, binary"
+                "{name:?} is not one of auto, meta, meta-memcached, binary"
             )),
         }
     }
 }
 
 impl UpstreamProtocol {
-    /// Whether the nodes keep memgate's tombstones (`node::tombstones`), so
-    /// that the warm-up may copy moved items to their new node.
-    pub fn keeps_tombstones(self) -> bool {
-        self == UpstreamProtocol::Meta
-    }
-
-    /// The ASCII login a meta upstream takes; `None` for binary.
+    /// The ASCII login a meta upstream takes; `None` for binary, and for
+    /// auto, whose logins `upstream::login` makes.
     pub fn login_form(self) -> Option<LoginForm> {
         match self {
             UpstreamProtocol::Meta => Some(LoginForm::MemCachier),
             UpstreamProtocol::MetaMemcached => Some(LoginForm::Memcached),
-            UpstreamProtocol::Binary => None,
+            UpstreamProtocol::Binary | UpstreamProtocol::Auto => None,
+        }
+    }
+
+    /// Its name, as `--upstream-protocol` and the metric label spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamProtocol::Auto => "auto",
+            UpstreamProtocol::Meta => "meta",
+            UpstreamProtocol::MetaMemcached => "meta-memcached",
+            UpstreamProtocol::Binary => "binary",
+        }
+    }
+
+    /// The kind of node that speaks it, for the log.
+    pub fn speaker(self) -> &'static str {
+        match self {
+            UpstreamProtocol::Auto => "not known yet",
+            UpstreamProtocol::Meta => "a memgate node (meta)",
+            UpstreamProtocol::MetaMemcached => "memcached -Y (meta, with its ASCII login)",
+            UpstreamProtocol::Binary => "memcached -S (binary, SASL)",
         }
     }
 }
