@@ -225,11 +225,16 @@ where
                             exptime: None,
                         });
                         let mut now = started;
-                        let _ =
-                            start_keyed(&cluster, delete, internal_frame(), &mut pins, &mut now)
-                                .await
-                                .outcome()
-                                .await;
+                        let _ = Box::pin(start_keyed(
+                            &cluster,
+                            delete,
+                            internal_frame(),
+                            &mut pins,
+                            &mut now,
+                        ))
+                        .await
+                        .outcome()
+                        .await;
                     }
                     let head = Head {
                         frame,
@@ -489,7 +494,11 @@ async fn dispatch(
                     no_bump,
                 });
                 let frame = head.frame.clone();
-                parts.push(start_keyed(cluster, one, frame, pins, &mut now).await);
+                let part = match cluster.warmup() {
+                    None => Routed::Plain(start_routed(cluster, one, frame, pins, &mut now).await),
+                    Some(_) => Box::pin(start_keyed(cluster, one, frame, pins, &mut now)).await,
+                };
+                parts.push(part);
             }
             return Pending::Merged(Box::pin(async move {
                 let mut items: Vec<Option<Found>> = Vec::with_capacity(parts.len());
@@ -538,7 +547,9 @@ async fn dispatch(
                     expired: false,
                 };
             }
-            return match start_keyed(cluster, command, frame, pins, &mut now).await {
+            // Boxed, as the rarer path (see `start`).
+            let started = Box::pin(start_keyed(cluster, command, frame, pins, &mut now));
+            return match started.await {
                 Routed::Plain(part) => Pending::Single {
                     head,
                     part,
@@ -664,7 +675,9 @@ async fn start(
     if let Some(conn) = pins.get(node) {
         return send(node, conn.clone(), command, frame, *now, timeout);
     }
-    match connection_for(cluster, node, pins, now).await {
+    // Boxed: the connect path's state would otherwise enlarge every
+    // request's future, and moving it costs on the common path.
+    match Box::pin(connection_for(cluster, node, pins, now)).await {
         Ok(conn) => send(node, conn, command, frame, *now, timeout),
         Err(error) => Part::Failed(error),
     }
