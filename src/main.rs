@@ -32,6 +32,7 @@ fn main() -> ExitCode {
         }
     };
     init_logging();
+    memgate::allocator::map_large_buffers();
     // The sidecar serves on one thread unless told otherwise: a
     // single-threaded runtime does without the work-stealing scheduler's
     // bookkeeping and cross-thread wake-ups, which at 16 connections was

@@ -272,3 +272,74 @@ async fn client_that_never_reads_is_not_buffered_without_bound() {
         "node buffered {grown} bytes for a client that never reads"
     );
 }
+
+/// `stats cachedump` lists the caller's own cache only, in
+/// memcached's `ITEM <key> [<bytes> b; <exptime> s]` form (its class 1: the
+/// store has no other), within the limit; deleted and expired items are not
+/// listed. Over binary, one packet per item: its key, and the bracket.
+#[tokio::test]
+async fn stats_cachedump_lists_the_callers_own_items() {
+    let node = start_node(Some(&two_caches()), false, |_| {}).await;
+    let addr = node.plain.unwrap();
+    let mut alice = connect(addr).await;
+    alice
+        .expect(b"set alice 0 0 12\r\nalice-secret\r\n", b"STORED\r\n")
+        .await;
+    let mut bob = connect(addr).await;
+    bob.expect(b"set bob 0 0 10\r\nbob secret\r\n", b"STORED\r\n")
+        .await;
+    bob.expect(b"set bobs 0 0 1\r\nb\r\n", b"STORED\r\n").await;
+
+    alice.expect(b"set a 0 0 1\r\nx\r\n", b"STORED\r\n").await;
+    alice.expect(b"set b 0 0 3\r\nxyz\r\n", b"STORED\r\n").await;
+    alice
+        .expect(b"set gone 0 0 1\r\nx\r\n", b"STORED\r\n")
+        .await;
+    alice.expect(b"delete gone\r\n", b"DELETED\r\n").await;
+    alice
+        .expect(b"set old 0 -1 1\r\nx\r\n", b"STORED\r\n")
+        .await;
+    let exptime = memgate::clock::unix_now() + 1000;
+    alice
+        .expect(b"set c 0 1000 2\r\nxy\r\n", b"STORED\r\n")
+        .await;
+    // The exptime is absolute, as memcached prints it; a second may pass.
+    // Items come shard by shard, so their order is not asserted.
+    let sorted = |reply: String| {
+        let mut lines: Vec<String> = reply.split_inclusive("\r\n").map(String::from).collect();
+        let end = lines.pop();
+        assert_eq!(end.as_deref(), Some("END\r\n"), "{reply:?}");
+        lines.sort();
+        lines.concat()
+    };
+    let all = sorted(dump(&mut alice, "1 0").await);
+    let want =
+        |e: u64| format!("ITEM a [1 b; 0 s]\r\nITEM b [3 b; 0 s]\r\nITEM c [2 b; {e} s]\r\n");
+    assert!(all == want(exptime) || all == want(exptime + 1), "{all:?}");
+    let one = sorted(dump(&mut alice, "1 1").await);
+    assert!(
+        one.starts_with("ITEM ") && all.contains(&one) && one.lines().count() == 1,
+        "{one:?}"
+    );
+    alice.expect(b"stats cachedump 2 0\r\n", b"END\r\n").await;
+    bob.expect(
+        b"stats cachedump 1 0\r\n",
+        b"ITEM bobs [1 b; 0 s]\r\nEND\r\n",
+    )
+    .await;
+}
+
+/// The reply to `stats cachedump <args>`.
+async fn dump<S>(client: &mut Client<S>, args: &str) -> String
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    client
+        .send(format!("stats cachedump {args}\r\n").as_bytes())
+        .await;
+    let mut reply = Vec::new();
+    while !reply.ends_with(b"END\r\n") && !reply.ends_with(b"ERROR\r\n") {
+        reply.extend(client.read_exact(1).await);
+    }
+    String::from_utf8(reply).unwrap()
+}

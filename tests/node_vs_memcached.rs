@@ -1357,6 +1357,23 @@ fn stats_cases() -> Vec<Case> {
                 b"stats slabs\r\n",
             ],
         ),
+        // Empty classes and malformed lines. What memcached lists is its
+        // class's cold LRU, which a new item reaches only later (and the
+        // cases share one memcached), so class 1's listing is checked in
+        // tests/node_protocol.rs instead.
+        text(
+            "stats cachedump",
+            &[
+                b"stats cachedump 2 0\r\n",
+                b"stats cachedump 0 5\r\n",
+                b"stats cachedump 63 0\r\n",
+                b"stats cachedump 64 0\r\n",
+                b"stats cachedump 1\r\n",
+                b"stats cachedump\r\n",
+                b"stats cachedump x 1\r\n",
+                b"stats cachedump 1 -1\r\n",
+            ],
+        ),
         text(
             "stats detail and reset",
             &[

@@ -559,12 +559,73 @@ async fn pipelined_reads_see_the_clients_own_writes_during_warm_up() {
     }
 }
 
+/// Held by the tests that move large values: one measures this process's
+/// RSS, which the other's would inflate.
+static LARGE_VALUES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The sum of `stat` over the nodes, as the sidecar's merged `stats` says.
+async fn merged_stat<S>(client: &mut common::Client<S>, stat: &str) -> u64
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    client.send(b"stats\r\n").await;
+    let mut reply = Vec::new();
+    while !reply.ends_with(b"END\r\n") {
+        reply.extend(client.read_exact(1).await);
+    }
+    let reply = String::from_utf8(reply).unwrap();
+    let prefix = format!("STAT {stat} ");
+    let line = reply.lines().find(|l| l.starts_with(&prefix));
+    let value = line.unwrap_or_else(|| panic!("no {stat} in {reply}"));
+    value[prefix.len()..].parse().unwrap()
+}
+
+/// A multi-key get whose replies would fill the client's buffer is not sent
+/// upstream beside another one: while the client reads nothing, the nodes
+/// see its first get only (25 MB of replies), not a second one because the
+/// first's weight was not known yet when the second was read.
+#[tokio::test]
+async fn a_client_that_stops_reading_has_one_large_get_in_flight() {
+    let _alone = LARGE_VALUES.lock().await;
+    let (_pki, _nodes, proxy) = cluster(3, |_| {}).await;
+    const SIZE: usize = 500_000;
+    let value = |i: usize| vec![b'a' + (i % 26) as u8; SIZE];
+    let mut writer = connect(proxy.addr).await;
+    let keys: Vec<String> = (0..50).map(|i| format!("large{i}")).collect();
+    for (i, key) in keys.iter().enumerate() {
+        let mut set = format!("set {key} 0 0 {SIZE}\r\n").into_bytes();
+        set.extend(value(i));
+        set.extend(b"\r\n");
+        writer.expect(&set, b"STORED\r\n").await;
+    }
+    assert_eq!(merged_stat(&mut writer, "cmd_get").await, 0);
+    let mut slow = connect(proxy.addr).await;
+    let request = format!("get {}\r\n", keys.join(" "));
+    slow.send(request.repeat(4).as_bytes()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // One get of 50 keys reached the nodes; the client's socket cannot take
+    // its 25 MB of replies, so the next waits in the sidecar, unsent.
+    assert_eq!(merged_stat(&mut writer, "cmd_get").await, 50);
+    let mut want = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        want.extend(format!("VALUE {key} 0 {SIZE}\r\n").bytes());
+        want.extend(value(i));
+        want.extend(b"\r\n");
+    }
+    want.extend(b"END\r\n");
+    for _ in 0..4 {
+        assert!(slow.read_exact(want.len()).await == want);
+    }
+    assert_eq!(merged_stat(&mut writer, "cmd_get").await, 200);
+}
+
 /// A client that pipelines big multi-gets and reads nothing is held to its
 /// buffer: the sidecar stops reading it instead of buffering its replies
 /// (100 MB of them here), other clients are served meanwhile, and it gets
 /// every value right when it reads at last.
 #[tokio::test]
 async fn a_client_that_stops_reading_is_held_to_its_buffer() {
+    let _alone = LARGE_VALUES.lock().await;
     let (_pki, _nodes, proxy) = cluster(3, |_| {}).await;
     let value = |i: usize| vec![b'a' + (i % 26) as u8; 100_000];
     let mut writer = connect(proxy.addr).await;

@@ -159,13 +159,7 @@ impl NodeShared {
                 // Connections are not kept per cache, and listing another
                 // tenant's would leak them: answered empty (docs/node.md).
                 ["conns", ..] => Vec::new(),
-                // The store keeps no per-class item lists to walk
-                // (docs/node.md, "Differences from memcached").
-                ["cachedump", ..] => {
-                    return Response::Error(ErrorReply::Client(
-                        "stats cachedump not supported by memgate".into(),
-                    ))
-                }
+                ["cachedump", rest @ ..] => return cachedump(tenant, rest),
                 _ => return Response::Error(ErrorReply::UnknownCommand),
             },
         };
@@ -348,6 +342,29 @@ fn items_pairs(tenant: &Tenant) -> Vec<(String, String)> {
     .into_iter()
     .map(|(name, value)| (format!("items:1:{name}"), value.to_string()))
     .collect()
+}
+
+/// memcached's slab classes are 0..64; a class id past them is refused.
+const SLAB_CLASSES: u32 = 64;
+
+/// `stats cachedump <class> <limit>` for the cache: its items are all in
+/// class 1 (see [`items_pairs`]); any other class is empty. Errors as
+/// memcached words them.
+fn cachedump(tenant: &Tenant, args: &[&str]) -> Response {
+    let bad = || Response::Error(ErrorReply::Client("bad command line format".into()));
+    let [class, limit, ..] = args else {
+        return Response::Error(ErrorReply::Client("bad command line".into()));
+    };
+    let (Ok(class), Ok(limit)) = (class.parse::<u32>(), limit.parse::<u32>()) else {
+        return bad();
+    };
+    if class >= SLAB_CLASSES {
+        return Response::Error(ErrorReply::Client("Illegal slab id".into()));
+    }
+    if class != 1 {
+        return Response::Dump(Vec::new());
+    }
+    Response::Dump(tenant.store.dump(limit as usize, unix_now()))
 }
 
 /// `stats slabs` for the cache: one class (see [`items_pairs`]) and its

@@ -316,6 +316,36 @@ impl Store {
         }
     }
 
+    /// `stats cachedump`: memcached's `ITEM <key> [<bytes> b; <exptime> s]`
+    /// for up to `limit` live items (0: no limit), as (key, the bracket),
+    /// within memcached's 2 MiB of reply. Each shard is walked under its
+    /// lock, newest items first within it; shards come one after another,
+    /// so the list is not in recency order overall (nor is memcached's,
+    /// which lists its cold LRU only).
+    pub fn dump(&self, limit: usize, now: u64) -> Vec<(Vec<u8>, String)> {
+        const MAX_REPLY: usize = 2 << 20;
+        let flush = self.flush_state();
+        let mut out = Vec::new();
+        // memcached counts each line and the closing "END\r\n\0".
+        let mut reply = 6;
+        for shard in self.shards.iter() {
+            let more = lock(shard).for_each_live(now, &flush, |key, len, exptime| {
+                let info = format!("[{len} b; {exptime} s]");
+                let line = "ITEM ".len() + key.len() + 1 + info.len() + 2;
+                if limit != 0 && out.len() >= limit || reply + line > MAX_REPLY {
+                    return false;
+                }
+                reply += line;
+                out.push((key.to_vec(), info));
+                true
+            });
+            if !more {
+                break;
+            }
+        }
+        out
+    }
+
     pub fn usage(&self) -> Usage {
         let mut u = Usage {
             limit: self.limit.load(Ordering::Relaxed) as u64,

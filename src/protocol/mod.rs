@@ -139,6 +139,15 @@ pub fn encode_request(req: &Request, out: &mut BytesMut) -> Result<(), Unencodab
     }
 }
 
+/// [`encode`], consuming `response`: a text multi-key get's values are
+/// freed as they are copied (`text::encode_owned`).
+pub fn encode_owned(frame: &Frame, key: Option<&[u8]>, response: Response, out: &mut BytesMut) {
+    match frame {
+        Frame::Text(f) => text::encode_owned(f, response, out),
+        _ => encode(frame, key, &response, out),
+    }
+}
+
 /// Encode `response` as the answer to a request framed by `frame`. `key` is
 /// the request's key, which meta replies echo for `k` (and `me` always), and
 /// binary GETK/GATK misses echo.

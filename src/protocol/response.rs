@@ -60,6 +60,9 @@ pub enum Response {
     Version(String),
     /// `stats [group]`: name/value pairs in order.
     Stats(Vec<(String, String)>),
+    /// `stats cachedump`: (key, `[<bytes> b; <exptime> s]`) per item, text
+    /// `ITEM <key> <bracket>` lines then `END`.
+    Dump(Vec<(Vec<u8>, String)>),
     /// `stats reset`: text `RESET`, binary an empty stats list.
     Reset,
     /// mn / NOOP.

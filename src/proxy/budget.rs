@@ -13,8 +13,11 @@
 //! part is charged at the largest reply part this client has had so far,
 //! and never less than [`PART_FLOOR`]: a client of small values pipelines
 //! up to `limit / PART_FLOOR` parts, and one of large values learns its
-//! weight from its first reply. A request is always taken when nothing else
-//! is held, so that any request can be served, however large.
+//! weight from its first reply. A request is taken only if its charge fits
+//! beside what is held, so a multi-key get of large values waits for the one
+//! before it to be written rather than doubling what is held; and it is
+//! always taken when nothing else is held, so that any request can be
+//! served, however large.
 
 use std::collections::VecDeque;
 
@@ -49,12 +52,28 @@ impl Budget {
         self.charges.is_empty() && unwritten == 0 || self.held + unwritten < self.limit
     }
 
+    /// Whether a request of `bytes` of its own and `parts` upstream replies
+    /// may be taken now, while `unwritten` bytes of replies wait to be
+    /// written: its charge fits beside what is held, or nothing is held.
+    pub fn fits(&self, bytes: usize, parts: usize, unwritten: usize) -> bool {
+        self.charges.is_empty() && unwritten == 0
+            || self
+                .held
+                .saturating_add(unwritten)
+                .saturating_add(self.charge(bytes, parts))
+                <= self.limit
+    }
+
     /// Account a request taken: `bytes` of its own (a value to store) and
     /// `parts` upstream requests whose replies are to come.
     pub fn take(&mut self, bytes: usize, parts: usize) {
-        let charge = bytes.saturating_add(parts.saturating_mul(self.per_part));
+        let charge = self.charge(bytes, parts);
         self.held = self.held.saturating_add(charge);
         self.charges.push_back((charge, parts));
+    }
+
+    fn charge(&self, bytes: usize, parts: usize) -> usize {
+        bytes.saturating_add(parts.saturating_mul(self.per_part))
     }
 
     /// The oldest request was answered with `encoded` bytes of reply.
@@ -95,6 +114,25 @@ mod tests {
             budget.take(0, 1);
         }
         assert!(!budget.has_room(0));
+    }
+
+    #[test]
+    fn a_request_waits_until_its_charge_fits() {
+        let mut budget = Budget::new(4 << 20);
+        // 50 keys at the floor: 3.2 MiB, taken while nothing is held.
+        assert!(budget.fits(0, 50, 0));
+        budget.take(0, 50);
+        // There is room for small requests, but not for a second such get:
+        // taking it would hold twice the limit's worth of large replies.
+        assert!(budget.has_room(0));
+        assert!(budget.fits(0, 1, 0));
+        assert!(!budget.fits(0, 50, 0));
+        // Answered but not yet written, its reply still counts.
+        budget.answered(25 << 20);
+        assert!(!budget.fits(0, 1, 25 << 20));
+        // Written: nothing held, and anything may be taken.
+        assert!(budget.fits(0, 50, 0));
+        assert!(budget.fits(64 << 20, 1, 0));
     }
 
     #[test]

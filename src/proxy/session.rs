@@ -158,6 +158,10 @@ where
     // What this session holds for its client: past the limit it takes no new
     // request and reads nothing until replies are written (`proxy::budget`).
     let mut budget = Budget::new(shared.client_buffer);
+    // A request read whose charge did not fit the budget yet, with its
+    // weight: taken first once replies are written. Nothing more is read
+    // meanwhile.
+    let mut stashed: Option<(Request, (usize, usize))> = None;
     let mut input = Input::default();
     let mut wbuf = BytesMut::new();
     let mut queue: VecDeque<Pending> = VecDeque::new();
@@ -200,21 +204,34 @@ where
                 // routed: wait for them before sending more (`proxy::pins`).
                 break;
             }
-            match input.next(&limits)? {
+            let next = match stashed.take() {
+                Some((request, weight)) => Some((Next::Request(request), Some(weight))),
+                None => input.next(&limits)?.map(|next| (next, None)),
+            };
+            match next {
                 None => break,
-                Some(Next::Request(request)) => {
-                    let (bytes, parts) = weight(&request.command, &cluster);
+                Some((Next::Request(request), known)) => {
+                    let (bytes, parts) =
+                        known.unwrap_or_else(|| weight(&request.command, &cluster));
+                    if !budget.fits(bytes, parts, wbuf.len()) {
+                        stashed = Some((request, (bytes, parts)));
+                        held_back = true;
+                        break;
+                    }
                     let pending =
                         dispatch(&shared, &cluster, request, first_command, &mut pins).await;
                     first_command = false;
                     queue.push_back(pending);
                     budget.take(bytes, parts);
                 }
-                Some(Next::Reject {
-                    frame,
-                    error,
-                    unlink,
-                }) => {
+                Some((
+                    Next::Reject {
+                        frame,
+                        error,
+                        unlink,
+                    },
+                    _,
+                )) => {
                     let started = Instant::now();
                     // Like memcached, a refused over-size set removes the old value.
                     if let Some(key) = unlink {
@@ -273,10 +290,14 @@ where
             metrics.written_bytes.increment(wbuf.len() as u64);
             input::written(&mut wbuf);
         }
-        if closing || (draining && queue.is_empty()) {
+        if closing || (draining && queue.is_empty() && stashed.is_none()) {
             return Ok(());
         }
-        if held_back && budget.has_room(wbuf.len()) {
+        let room = match &stashed {
+            Some((_, (bytes, parts))) => budget.fits(*bytes, *parts, wbuf.len()),
+            None => budget.has_room(wbuf.len()),
+        };
+        if held_back && room {
             continue;
         }
         if let Some(deadline) = queue.front().and_then(Pending::deadline) {
@@ -289,8 +310,7 @@ where
         // Nothing more is read while a reload holds this client's next
         // request back, so that its input stays bounded.
         let held = !queue.is_empty() && pins.outdated(shared.generation());
-        let can_read =
-            queue.len() < MAX_PENDING && !draining && !held && budget.has_room(wbuf.len());
+        let can_read = queue.len() < MAX_PENDING && !draining && !held && stashed.is_none() && room;
         let in_flight = !queue.is_empty();
         let front = std::future::poll_fn(|cx| match queue.front_mut() {
             Some(front) => front.poll_end(cx),
@@ -378,7 +398,7 @@ fn finish(reply: ClientReply, now: Instant, out: &mut BytesMut, served: &mut Vec
         result,
         seconds,
     });
-    protocol::encode(&head.frame, head.key.as_deref(), &reply.response, out);
+    protocol::encode_owned(&head.frame, head.key.as_deref(), reply.response, out);
     reply.close
 }
 

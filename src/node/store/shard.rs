@@ -984,6 +984,44 @@ impl<S: BuildHasher> Shard<S> {
         assert!(self.used() <= self.limit || self.items == 0, "over budget");
     }
 
+    /// Visit the live items (not dead, expired or flushed at `now`), newest
+    /// first within each queue (as memcached walks an LRU from its head),
+    /// main queue first: key, value length and exptime. Stops, returning
+    /// false, when `visit` does.
+    pub fn for_each_live(
+        &self,
+        now: u64,
+        flush: &Flush,
+        mut visit: impl FnMut(&[u8], usize, u32) -> bool,
+    ) -> bool {
+        let mut live = Vec::new();
+        for q in [MAIN, SMALL] {
+            for &id in self.queues[q].iter().rev() {
+                // Items are found front to back; they are visited back to front.
+                let s = &self.segs[id as usize];
+                live.clear();
+                let mut off = 0;
+                while off < s.used {
+                    let b = &s.data[off..];
+                    if b[O_BITS] & DEAD == 0 {
+                        live.push(loc(id, off));
+                    }
+                    off += item_len(b);
+                }
+                for &l in live.iter().rev() {
+                    let h = self.header(l);
+                    if h.is_expired(now) || flush.flushed(&h, now) {
+                        continue;
+                    }
+                    if !visit(self.key(l), self.value(l).len(), h.exptime) {
+                        return false;
+                    }
+                }
+            }
+        }
+        true
+    }
+
     /// Keys in the order the shard would evict them, oldest segment of each
     /// queue first (tests).
     #[cfg(test)]

@@ -201,6 +201,19 @@ pub fn encode_keyed_response(
             put_reply(base, out);
             return;
         }
+        // One packet per item, its key and its bracket, then the end.
+        Response::Dump(items) => {
+            for (key, info) in items {
+                let item = Packet {
+                    key,
+                    value: info.as_bytes(),
+                    ..base
+                };
+                put_reply(item, out);
+            }
+            put_reply(base, out);
+            return;
+        }
         // memcached ends a reset's (empty) stats list at once.
         Response::Reset => (status::NO_ERROR, 0, &[]),
         Response::Stored { cas } => (status::NO_ERROR, *cas, &[]),

@@ -484,6 +484,7 @@ pub fn encode_keyed(
         | Response::Reset
         | Response::Version(_)
         | Response::Stats(_)
+        | Response::Dump(_)
         | Response::AuthOk
         | Response::SaslMechs(_)
         | Response::AuthContinue(_) => return false,

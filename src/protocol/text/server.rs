@@ -15,7 +15,7 @@ use crate::protocol::{
         Line, BAD_FORMAT,
     },
     request::{Arith, Command, Delete, Exptime, Frame, Get, Store, StoreMode, TextFrame},
-    response::{ErrorReply, Response},
+    response::{ErrorReply, Found, Response},
     Limits, Parsed,
 };
 
@@ -342,6 +342,47 @@ fn unknown_command(line: &Line) -> Parsed {
     )
 }
 
+/// [`encode`], consuming the response: a multi-key get's values are
+/// dropped one by one as they are copied, into room reserved for them all
+/// at once, so a reply of many large values is not held twice over (nor
+/// three times, while `out` doubles) as it is encoded.
+pub fn encode_owned(frame: &TextFrame, response: Response, out: &mut BytesMut) {
+    match response {
+        Response::Get(items) if !frame.noreply => {
+            // "VALUE <key> <flags> <bytes> <cas>\r\n": at most 70 bytes besides
+            // the key, then the data and its CRLF.
+            let room: usize = items
+                .iter()
+                .flatten()
+                .map(|found| found.key.len() + found.data.len() + 72)
+                .sum();
+            out.reserve(room + b"END\r\n".len());
+            for found in items.into_iter().flatten() {
+                put_value(frame, &found, out);
+            }
+            out.put_slice(b"END\r\n");
+        }
+        response => encode(frame, &response, out),
+    }
+}
+
+/// One `VALUE` of a get's reply, with its data.
+fn put_value(frame: &TextFrame, found: &Found, out: &mut BytesMut) {
+    out.put_slice(b"VALUE ");
+    out.put_slice(&found.key);
+    out.put_u8(b' ');
+    put_u64(out, found.flags.into());
+    out.put_u8(b' ');
+    put_usize(out, found.data.len());
+    if frame.with_cas {
+        out.put_u8(b' ');
+        put_u64(out, found.cas);
+    }
+    out.put_slice(b"\r\n");
+    out.put_slice(&found.data);
+    out.put_slice(b"\r\n");
+}
+
 /// Write the reply to a classic text command.
 pub fn encode(frame: &TextFrame, response: &Response, out: &mut BytesMut) {
     // memcached's `noreply` silences every reply of the command, errors too.
@@ -351,19 +392,7 @@ pub fn encode(frame: &TextFrame, response: &Response, out: &mut BytesMut) {
     match response {
         Response::Get(items) => {
             for found in items.iter().flatten() {
-                out.put_slice(b"VALUE ");
-                out.put_slice(&found.key);
-                out.put_u8(b' ');
-                put_u64(out, found.flags.into());
-                out.put_u8(b' ');
-                put_usize(out, found.data.len());
-                if frame.with_cas {
-                    out.put_u8(b' ');
-                    put_u64(out, found.cas);
-                }
-                out.put_slice(b"\r\n");
-                out.put_slice(&found.data);
-                out.put_slice(b"\r\n");
+                put_value(frame, found, out);
             }
             out.put_slice(b"END\r\n");
         }
@@ -390,6 +419,15 @@ pub fn encode(frame: &TextFrame, response: &Response, out: &mut BytesMut) {
                 out.put_slice(name.as_bytes());
                 out.put_u8(b' ');
                 put_line(out, value.as_bytes());
+            }
+            out.put_slice(b"END\r\n");
+        }
+        Response::Dump(items) => {
+            for (key, info) in items {
+                out.put_slice(b"ITEM ");
+                out.put_slice(key);
+                out.put_u8(b' ');
+                put_line(out, info.as_bytes());
             }
             out.put_slice(b"END\r\n");
         }
