@@ -1,8 +1,9 @@
 //! Real clients' own test suites, unmodified, against memcached, a node
 //! (`--insecure-no-auth`) and the sidecar (`memgate up --nodes 1`: the
 //! sidecar in front of one TLS + SASL node): pymemcache 4.0's integration
-//! tests, python-binary-memcached 0.33's tests and pylibmc 1.6.3's tests and
-//! doctests. `.ci/run` fetches them from PyPI into tests/clients/suites/cache;
+//! tests, python-binary-memcached 0.33's tests, pylibmc 1.6.3's tests and
+//! doctests, and node `memcached` 2.2.2's mocha tests. `.ci/run` fetches them
+//! from PyPI and npm into tests/clients/suites/cache;
 //! tests/clients/suites/run.py runs them against one subject in a network
 //! namespace of its own (the suites hard-code 127.0.0.1:11211 and more).
 //!
