@@ -475,10 +475,8 @@ async fn admin_and_stats_commands_disturb_no_one() {
             (b"stats detail on\r\n", b"OK\r\n"),
             (b"stats detail off\r\n", b"OK\r\n"),
             (b"verbosity 1\r\n", b"OK\r\n"),
-            (
-                b"stats cachedump 1 1\r\n",
-                b"CLIENT_ERROR stats cachedump not supported through memgate proxy\r\n",
-            ),
+            (b"stats cachedump 2 0\r\n", b"END\r\n"),
+            (b"stats cachedump\r\n", b"CLIENT_ERROR bad command line\r\n"),
             (
                 b"stats detail dump\r\n",
                 b"CLIENT_ERROR stats detail dump not supported through memgate proxy\r\n",
@@ -487,6 +485,22 @@ async fn admin_and_stats_commands_disturb_no_one() {
             admin.expect(request, reply).await;
             other.expect(multi_get.as_bytes(), &want).await;
         }
+        // Every node's items, in full: ITEM lines, then END.
+        admin.send(b"stats cachedump 1 0\r\n").await;
+        let mut reply = Vec::new();
+        while !reply.ends_with(b"END\r\n") {
+            reply.extend(admin.read_exact(1).await);
+        }
+        let mut listed: Vec<String> = String::from_utf8_lossy(&reply)
+            .lines()
+            .filter_map(|l| l.strip_prefix("ITEM "))
+            .map(|l| l.replace(" [1 b; 0 s]", ""))
+            .collect();
+        listed.sort();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(listed, sorted);
+        other.expect(multi_get.as_bytes(), &want).await;
         for group in ["", " settings", " items", " slabs", " sizes", " conns"] {
             admin.send(format!("stats{group}\r\n").as_bytes()).await;
             let mut reply = Vec::new();

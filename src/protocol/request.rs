@@ -421,8 +421,10 @@ pub enum StatsReply {
     Reset,
     /// `stats detail on|off`: `OK`.
     Ok,
-    /// Lines of another form (`ITEM` for `cachedump`, `PREFIX` for `detail
-    /// dump`), named.
+    /// `stats cachedump`: `ITEM <key> [<bytes> b; <exptime> s]` lines,
+    /// then `END` (binary: one packet per item, the key as its key).
+    Items,
+    /// Lines of another form (`PREFIX` for `detail dump`), named.
     Dump(&'static str),
 }
 
@@ -433,7 +435,7 @@ impl StatsReply {
             (Some(b"reset"), _) => StatsReply::Reset,
             (Some(b"detail"), Some(b"on" | b"off")) => StatsReply::Ok,
             (Some(b"detail"), Some(b"dump")) => StatsReply::Dump("stats detail dump"),
-            (Some(b"cachedump"), _) => StatsReply::Dump("stats cachedump"),
+            (Some(b"cachedump"), _) => StatsReply::Items,
             _ => StatsReply::Pairs,
         }
     }

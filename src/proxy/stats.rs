@@ -3,6 +3,7 @@
 //! sidecar itself enforces (docs/proxy.md), which a sum of the nodes'
 //! settings would misstate: three nodes' 1 MiB items are not a 3 MiB limit.
 
+use crate::protocol::request::StatsReply;
 use crate::protocol::{Response, MAX_KEY_LEN};
 
 /// The nodes' replies to `stats [group]` as one reply; `max_item_size` is
@@ -12,6 +13,9 @@ pub(super) fn merge(
     group: Option<&[u8]>,
     max_item_size: usize,
 ) -> Response {
+    if StatsReply::of(group) == StatsReply::Items {
+        return merge_items(results, group);
+    }
     let settings = group.is_some_and(|g| g.split(|&b| b == b' ').next() == Some(b"settings"));
     // A node's error is the reply, as for any other group.
     if !settings || results.iter().any(|r| !matches!(r, Response::Stats(_))) {
@@ -73,6 +77,28 @@ fn open_files_limit() -> Option<u64> {
         .next()?
         .parse()
         .ok()
+}
+
+/// `stats cachedump <class> <limit>` across nodes: every node's items in
+/// ring order, at most `limit` of them in all (0: no limit, as memcached
+/// reads it). Each node caps its own list at 2 MiB of lines. A node's error
+/// (the arguments were wrong, so every node says the same) is the reply.
+fn merge_items(results: Vec<Response>, group: Option<&[u8]>) -> Response {
+    if let Some(index) = results.iter().position(|r| !matches!(r, Response::Dump(_))) {
+        return results.into_iter().nth(index).unwrap_or(Response::Ok);
+    }
+    let limit = group
+        .and_then(|g| g.split(|&b| b == b' ').nth(2))
+        .and_then(|n| std::str::from_utf8(n).ok()?.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(usize::MAX);
+    let mut merged = Vec::new();
+    for result in results {
+        if let Response::Dump(items) = result {
+            merged.extend(items.into_iter().take(limit - merged.len()));
+        }
+    }
+    Response::Dump(merged)
 }
 
 /// `stats` across nodes: numeric counters summed, the rest from the first node.
@@ -177,6 +203,40 @@ mod tests {
             value(&merged, "maxconns"),
             open_files_limit().map(|n| n.to_string())
         );
+    }
+
+    #[test]
+    fn cachedump_lists_every_nodes_items_up_to_the_limit() {
+        let dump = |keys: &[&str]| {
+            Response::Dump(
+                keys.iter()
+                    .map(|k| (k.as_bytes().to_vec(), "[1 b; 0 s]".to_string()))
+                    .collect(),
+            )
+        };
+        let keys = |reply: Response| match reply {
+            Response::Dump(items) => items
+                .into_iter()
+                .map(|(k, _)| String::from_utf8_lossy(&k).into_owned())
+                .collect::<Vec<_>>(),
+            other => panic!("{other:?}"),
+        };
+        let nodes = || vec![dump(&["a", "b"]), dump(&[]), dump(&["c"])];
+        assert_eq!(
+            keys(merge(nodes(), Some(b"cachedump 1 0"), 2048)),
+            ["a", "b", "c"]
+        );
+        assert_eq!(
+            keys(merge(nodes(), Some(b"cachedump 1 2"), 2048)),
+            ["a", "b"]
+        );
+        assert_eq!(
+            keys(merge(nodes(), Some(b"cachedump 1 3"), 2048)),
+            ["a", "b", "c"]
+        );
+        let error = Response::Error(ErrorReply::Client("bad command line".into()));
+        let merged = merge(vec![dump(&["a"]), error.clone()], Some(b"cachedump"), 2048);
+        assert_eq!(merged, error);
     }
 
     #[test]

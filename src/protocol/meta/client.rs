@@ -57,6 +57,9 @@ use super::{ReturnFlags, MAX_META_TOKENS};
 /// The most a multi-line `stats` reply may take before the stream is
 /// declared broken (memcached's largest groups are a few tens of KiB).
 const MAX_STATS_REPLY: usize = 1024 * 1024;
+/// The same for `stats cachedump`, which memcached (and the node) cap at 2
+/// MiB of lines.
+const MAX_ITEMS_REPLY: usize = 2 << 20;
 
 /// The shape of the reply one upstream request will get, kept with it while
 /// it is in flight.
@@ -72,6 +75,8 @@ pub enum Expect {
     Version,
     /// `stats [group]`: `STAT <name> <value>` lines, then `END`.
     Stats,
+    /// `stats cachedump`: `ITEM <key> <info>` lines, then `END`.
+    Items,
     /// `stats reset`: `RESET`.
     Reset,
     /// An ASCII login: `STORED`.
@@ -116,6 +121,8 @@ pub enum NodeReply {
     Reset,
     Version(String),
     Stats(Vec<(String, String)>),
+    /// `stats cachedump`'s (key, `[<bytes> b; <exptime> s]`) per item.
+    Items(Vec<(Vec<u8>, String)>),
     /// `STORED`, the answer to a good login.
     Stored,
     /// `ERROR`, `CLIENT_ERROR …` or `SERVER_ERROR …`.
@@ -130,7 +137,7 @@ pub enum ReplyError {
     LineTooLong,
     #[error("node announced a {0}-byte value, over the item size limit")]
     ValueTooLarge(usize),
-    #[error("node sent a stats reply over {MAX_STATS_REPLY} bytes")]
+    #[error("node sent a stats reply over its size limit")]
     StatsTooLong,
     #[error("malformed reply from node: {0}")]
     Malformed(&'static str),
@@ -218,6 +225,7 @@ pub fn encode_request(
 fn stats_reply_shape(group: Option<&[u8]>) -> Result<Expect, Unencodable> {
     match StatsReply::of(group) {
         StatsReply::Pairs => Ok(Expect::Stats),
+        StatsReply::Items => Ok(Expect::Items),
         StatsReply::Reset => Ok(Expect::Reset),
         StatsReply::Ok => Ok(Expect::Ok),
         StatsReply::Dump(what) => Err(Unencodable(what)),
@@ -361,6 +369,7 @@ pub fn parse_reply(
             None => return Err(ReplyError::Unexpected),
         },
         Expect::Stats => return parse_stats(buf),
+        Expect::Items => return parse_items(buf),
         Expect::Ok | Expect::Reset | Expect::Login => return Err(ReplyError::Unexpected),
     };
     Ok(Some((reply, used)))
@@ -496,10 +505,48 @@ fn parse_debug(line: &[u8]) -> Result<NodeReply, ReplyError> {
 
 /// `STAT <name> <value>` lines up to `END`, all buffered.
 fn parse_stats(buf: &[u8]) -> Result<Option<(NodeReply, usize)>, ReplyError> {
-    let mut pairs = Vec::new();
+    let lines = lines_to_end(buf, b"STAT ", MAX_STATS_REPLY, |line| {
+        let stat = line
+            .strip_prefix(b"STAT ")
+            .map(String::from_utf8_lossy)
+            .ok_or(ReplyError::Unexpected)?;
+        let (name, value) = stat.split_once(' ').unwrap_or((&stat, ""));
+        Ok((name.to_owned(), value.to_owned()))
+    })?;
+    Ok(lines.map(|(pairs, used)| (NodeReply::Stats(pairs), used)))
+}
+
+/// `ITEM <key> <info>` lines up to `END`, all buffered. The key is
+/// everything before the last ` [`, since memcached does not escape it.
+fn parse_items(buf: &[u8]) -> Result<Option<(NodeReply, usize)>, ReplyError> {
+    let lines = lines_to_end(buf, b"ITEM ", MAX_ITEMS_REPLY, |line| {
+        let item = line.strip_prefix(b"ITEM ").ok_or(ReplyError::Unexpected)?;
+        let split = item
+            .windows(2)
+            .rposition(|w| w == b" [")
+            .ok_or(ReplyError::Malformed("ITEM line without its [info]"))?;
+        let (key, info) = item.split_at(split);
+        let info = info.strip_prefix(b" ").unwrap_or(info);
+        Ok((key.to_vec(), String::from_utf8_lossy(info).into_owned()))
+    })?;
+    Ok(lines.map(|(items, used)| (NodeReply::Items(items), used)))
+}
+
+/// Each line up to `END` read by `each` (each starts with `prefix`), once
+/// all of it is buffered, and the bytes it took; a line of another form, or
+/// more than `cap` bytes, is a broken stream.
+fn lines_to_end<T>(
+    buf: &[u8],
+    prefix: &[u8],
+    cap: usize,
+    mut each: impl FnMut(&[u8]) -> Result<T, ReplyError>,
+) -> Result<Option<(Vec<T>, usize)>, ReplyError> {
+    // A long reply arrives over many reads: until its end line is in, each
+    // call only checks the lines' form, building nothing.
     let mut at = 0;
+    let mut count = 0;
     loop {
-        if at > MAX_STATS_REPLY {
+        if at > cap {
             return Err(ReplyError::StatsTooLong);
         }
         let Some((line, used)) = next_line(buf.get(at..).unwrap_or_default())? else {
@@ -507,15 +554,23 @@ fn parse_stats(buf: &[u8]) -> Result<Option<(NodeReply, usize)>, ReplyError> {
         };
         at += used;
         if line == b"END" {
-            return Ok(Some((NodeReply::Stats(pairs), at)));
+            break;
         }
-        let stat = line
-            .strip_prefix(b"STAT ")
-            .map(String::from_utf8_lossy)
-            .ok_or(ReplyError::Unexpected)?;
-        let (name, value) = stat.split_once(' ').unwrap_or((&stat, ""));
-        pairs.push((name.to_owned(), value.to_owned()));
+        if !line.starts_with(prefix) {
+            return Err(ReplyError::Unexpected);
+        }
+        count += 1;
     }
+    let mut out = Vec::with_capacity(count);
+    let mut rest = buf;
+    for _ in 0..count {
+        let Some((line, used)) = next_line(rest)? else {
+            return Ok(None);
+        };
+        out.push(each(line)?);
+        rest = rest.get(used..).unwrap_or_default();
+    }
+    Ok(Some((out, at)))
 }
 
 /// Turn `reply` to `command` (as it was given to [`encode_request`]) back
@@ -548,6 +603,9 @@ pub fn decode(command: Command, reply: NodeReply) -> Result<Response, ReplyError
         }
         NodeReply::Stats(pairs) if matches!(command, Command::Stats { .. }) => {
             return Ok(Response::Stats(pairs))
+        }
+        NodeReply::Items(items) if matches!(command, Command::Stats { .. }) => {
+            return Ok(Response::Dump(items))
         }
         _ => return Err(ReplyError::Unexpected),
     };

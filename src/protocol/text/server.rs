@@ -7,6 +7,7 @@
 //! token silences even the error that the same line provokes, and `delete`
 //! still accepts the legacy `0` hold time.
 
+use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::protocol::{
@@ -425,7 +426,13 @@ pub fn encode(frame: &TextFrame, response: &Response, out: &mut BytesMut) {
         Response::Dump(items) => {
             for (key, info) in items {
                 out.put_slice(b"ITEM ");
-                out.put_slice(key);
+                // A key stored in base64 (meta `b`) may hold bytes that
+                // would break the line; it is listed in base64, as it was
+                // given.
+                match valid_key(key) {
+                    true => out.put_slice(key),
+                    false => out.put_slice(BASE64.encode(key).as_bytes()),
+                }
                 out.put_u8(b' ');
                 put_line(out, info.as_bytes());
             }

@@ -166,7 +166,7 @@ fn drain_binary_replies(
         if let Command::Stats { .. } = front.command {
             if packet.status == binary::status::NO_ERROR && !packet.key.is_empty() {
                 front.stats.push((
-                    String::from_utf8_lossy(&packet.key).into_owned(),
+                    packet.key.to_vec(),
                     String::from_utf8_lossy(&packet.value).into_owned(),
                 ));
                 continue;
@@ -183,7 +183,15 @@ fn drain_binary_replies(
                 match StatsReply::of(group.as_deref()) {
                     StatsReply::Reset => Response::Reset,
                     StatsReply::Ok => Response::Ok,
-                    StatsReply::Pairs | StatsReply::Dump(_) => Response::Stats(req.stats),
+                    StatsReply::Items => Response::Dump(req.stats),
+                    StatsReply::Pairs | StatsReply::Dump(_) => Response::Stats(
+                        req.stats
+                            .into_iter()
+                            .map(|(name, value)| {
+                                (String::from_utf8_lossy(&name).into_owned(), value)
+                            })
+                            .collect(),
+                    ),
                 }
             }
             ref command => binary::decode_response(command, &packet),

@@ -29,7 +29,7 @@ pub enum UpstreamError {
     #[error("{0} not supported by the upstream protocol")]
     Unsupported(&'static str),
     /// A command the sidecar does not send to any node, because its reply
-    /// could not be matched to it (`stats cachedump`, say).
+    /// could not be matched to it (`stats detail dump`, say).
     #[error("{0} not supported through memgate proxy")]
     NotCarried(&'static str),
 }

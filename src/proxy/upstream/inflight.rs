@@ -43,8 +43,9 @@ pub(super) struct InFlight {
     pub expect: Expect,
     pub command: Command,
     pub reply: ReplySlot,
-    /// Replies so far (STAT answers with many packets).
-    pub stats: Vec<(String, String)>,
+    /// Replies so far (STAT answers with many packets): key and value as
+    /// sent, since a `cachedump` packet's key is an item's key.
+    pub stats: Vec<(Vec<u8>, String)>,
     /// Set for a large request: the writer waits on it.
     pub done: Option<Arc<Notify>>,
 }

@@ -141,6 +141,13 @@ fn text_and_binary_commands_ask_for_what_their_dialect_prints() {
             "stats slabs\r\n",
             Expect::Stats,
         ),
+        (
+            Command::Stats {
+                group: Some("cachedump 1 0".into()),
+            },
+            "stats cachedump 1 0\r\n",
+            Expect::Items,
+        ),
         (Command::Noop, "mn\r\n", Expect::Meta(None)),
         (
             Command::MetaDebug { key: b("foo") },
@@ -393,6 +400,19 @@ fn memcached_replies_parse() {
         )
     );
     assert_eq!(whole(b"STORED\r\n", Expect::Login), NodeReply::Stored);
+    // A cachedump's key is all before the last " [": memcached does not
+    // escape it.
+    assert_eq!(
+        whole(
+            b"ITEM a [b [1 b; 0 s]\r\nITEM c [2 b; 5 s]\r\nEND\r\n",
+            Expect::Items
+        ),
+        NodeReply::Items(vec![
+            (b"a [b".to_vec(), "[1 b; 0 s]".to_string()),
+            (b"c".to_vec(), "[2 b; 5 s]".to_string()),
+        ])
+    );
+    assert_eq!(whole(b"END\r\n", Expect::Items), NodeReply::Items(vec![]));
 }
 
 #[test]
@@ -418,6 +438,14 @@ fn broken_streams_are_errors() {
     assert_eq!(
         parse(b"STAT a 1\r\nHD\r\n", Expect::Stats),
         Err(ReplyError::Unexpected)
+    );
+    assert_eq!(
+        parse(b"STAT a 1\r\nEND\r\n", Expect::Items),
+        Err(ReplyError::Unexpected)
+    );
+    assert_eq!(
+        parse(b"ITEM a\r\nEND\r\n", Expect::Items),
+        Err(ReplyError::Malformed("ITEM line without its [info]"))
     );
     assert_eq!(
         parse(b"VA x O3\r\n", m),
