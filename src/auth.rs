@@ -15,9 +15,12 @@
 //! connection, so each credential keeps a [`Verified`] slot: after the first
 //! successful verification it holds a keyed MAC of (username, stored hash,
 //! password), and later logins with the same password cost one HMAC (about a
-//! microsecond). Plain-text secrets cost microseconds anyway. Wrong
-//! passwords are never cached; [`throttle`] bounds how often they are
-//! hashed.
+//! microsecond). Once it is filled, a wrong password costs one HMAC too:
+//! a hash verifies exactly one password (two passing would be an argon2 or
+//! scrypt collision), so a candidate whose tag differs is not it. Plain-text
+//! secrets cost microseconds anyway. Before the right password has been
+//! seen, wrong ones are hashed, as often as [`throttle`] allows and once
+//! each (the login directory remembers refused attempts).
 //!
 //! # Timing
 //! Plain-text passwords are compared as HMAC-SHA256 tags under a random
@@ -283,9 +286,10 @@ pub fn verify_cached(stored: &Secret, username: &[u8], slot: &Verified, candidat
 }
 
 /// What [`verify_cached`] can decide without hashing: a plain secret, or
-/// a hashed one whose slot holds this very password. `None` means only
-/// the hash can tell, which takes milliseconds of a core: the caller runs
-/// [`verify_cached`] where that blocks no async worker.
+/// a hashed one whose slot is filled (this very password, or another, which
+/// the hash would refuse). `None` means only the hash can tell, which takes
+/// milliseconds of a core: the caller runs [`verify_cached`] where that
+/// blocks no async worker.
 pub fn verify_cached_unhashed(
     stored: &Secret,
     username: &[u8],
@@ -297,9 +301,7 @@ pub fn verify_cached_unhashed(
     };
     let known = slot.0.get()?;
     let tag = verified_tag(username, hash, candidate);
-    // A filled slot that does not match is not a wrong password: the slot
-    // holds one password's tag, and only the hash knows the others.
-    bool::from(known.ct_eq(&tag)).then_some(true)
+    Some(known.ct_eq(&tag).into())
 }
 
 /// Whether `candidate` is the password `stored` holds. Plain passwords are

@@ -126,9 +126,20 @@ fn verified_slot_fills_on_the_first_success_only() {
     let forged = Verified::default();
     let _ = forged.0.set(verified_tag(b"u", other_hash, b"pw"));
     assert!(verify_cached(&other, b"u", &forged, b"pw"));
-    // Still refuses anything else, and stays as it was.
+    // Still refuses anything else, now without hashing, and stays as it
+    // was.
     assert!(!verify_cached(&stored, b"u", &slot, b"pw "));
     assert!(!verify_cached(&stored, b"u", &slot, b""));
+    assert_eq!(
+        verify_cached_unhashed(&stored, b"u", &slot, b"wrong"),
+        Some(false)
+    );
+    assert_eq!(
+        verify_cached_unhashed(&stored, b"u", &slot, b"pw"),
+        Some(true)
+    );
+    let empty = Verified::default();
+    assert_eq!(verify_cached_unhashed(&stored, b"u", &empty, b"pw"), None);
     assert_eq!(*slot.0.get().unwrap(), tag);
     // The tag is bound to the username and to the stored hash.
     let Secret::Hash(hash) = &stored else {

@@ -4,9 +4,12 @@
 //! - [`file`](mod@file): the caches TOML file: its format and rules,
 //!   validation, and atomic persistence ([`CachesFile`]).
 //! - [`directory`]: the login [`Directory`] built from a validated file.
+//! - [`refused`]: the login attempts it refused after a hash, so that a
+//!   repeat is not hashed again.
 
 pub mod directory;
 pub mod file;
+pub mod refused;
 #[cfg(test)]
 mod tests;
 

@@ -1,13 +1,15 @@
 //! The login directory: the caches file indexed by username, and the
 //! login check that fails the same way, in about the same time, for every
 //! reason. It also holds each credential's verified-secret cache
-//! ([`auth::Verified`]); a reload or admin change builds a new directory,
-//! which is what drops those caches on any change.
+//! ([`auth::Verified`]) and the attempts it refused after a hash
+//! ([`Refused`]); a reload or admin change builds a new directory, which is
+//! what drops both on any change.
 
 use std::collections::HashMap;
 use std::fmt;
 
 use super::file::{CacheConfig, CachesFile, Capabilities, Invalid};
+use super::refused::Refused;
 use crate::auth::{self, Secret, Verified};
 
 /// A successful login.
@@ -44,6 +46,8 @@ pub struct Directory {
     all: Vec<(usize, usize)>,
     /// The verified-secret cache of each credential in `all`.
     verified: Vec<Verified>,
+    /// Attempts refused after a hash, refused again without one.
+    refused: Refused,
 }
 
 impl fmt::Debug for Directory {
@@ -73,6 +77,7 @@ impl Directory {
             index,
             all,
             verified,
+            refused: Refused::default(),
         })
     }
 
@@ -121,15 +126,30 @@ impl Directory {
         password: &[u8],
         may_hash: bool,
     ) -> Option<Result<LoginOk, LoginError>> {
-        Some(
-            self.verify_checked(username, password, may_hash)?
-                .and_then(|ok| {
-                    if self.file.caches[ok.cache_index].disabled {
-                        return Err(LoginError::Failed);
-                    }
-                    Ok(ok)
-                }),
-        )
+        let enabled = |ok: LoginOk| match self.file.caches[ok.cache_index].disabled {
+            true => Err(LoginError::Failed),
+            false => Ok(ok),
+        };
+        if let Some(decided) = self.verify_checked(username, password, false) {
+            return Some(decided.and_then(enabled));
+        }
+        // Only a hash can tell, unless this very attempt was refused
+        // after one before (for any reason: a disabled cache's right
+        // password too, so that a repeat fails as fast as a wrong one's).
+        if self.refused.contains(username, password) {
+            return Some(Err(LoginError::Failed));
+        }
+        if !may_hash {
+            return None;
+        }
+        let result = self
+            .verify_checked(username, password, true)
+            .unwrap_or(Err(LoginError::Failed))
+            .and_then(enabled);
+        if result.is_err() {
+            self.refused.insert(username, password);
+        }
+        Some(result)
     }
 
     /// [`Directory::login`] without the disabled check: only for the admin

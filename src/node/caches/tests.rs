@@ -363,14 +363,20 @@ fn directory_refuses_an_invalid_file() {
     ));
 }
 
-#[test]
-fn verified_secrets_are_cached_per_directory_and_dropped_with_it() {
-    let phc = auth::hash_password("hashed-pw").unwrap();
-    let text = format!(
+/// The example file plus cache `h` (the third) with user `hashed`, whose
+/// password is stored as an argon2 hash.
+fn with_hashed(password: &str) -> CachesFile {
+    let phc = auth::hash_password(password).unwrap();
+    CachesFile::parse(&format!(
         "{EXAMPLE}\n[[cache]]\nid = \"h\"\nmemory_limit = 1\n\
          [[cache.credential]]\nusername = \"hashed\"\npassword_hash = \"{phc}\"\n"
-    );
-    let file = CachesFile::parse(&text).unwrap();
+    ))
+    .unwrap()
+}
+
+#[test]
+fn verified_secrets_are_cached_per_directory_and_dropped_with_it() {
+    let file = with_hashed("hashed-pw");
     let d = Directory::new(file.clone()).unwrap();
     let slot = |d: &Directory| d.verified(b"hashed").unwrap().is_filled();
     assert!(!slot(&d));
@@ -406,6 +412,42 @@ fn verified_secrets_are_cached_per_directory_and_dropped_with_it() {
     assert!(d2.login(b"hashed", b"new-pw").is_ok());
 }
 
+/// A login flood from an app with an old password hashes it once: a repeat
+/// of a refused attempt, and (once the right password filled the slot) any
+/// wrong password, is refused without a hash. A new directory forgets.
+#[test]
+fn a_refused_attempt_is_not_hashed_again() {
+    let file = with_hashed("right");
+    let d = Directory::new(file.clone()).unwrap();
+    assert_eq!(d.login_unhashed(b"hashed", b"old"), None, "needs a hash");
+    assert_eq!(d.login(b"hashed", b"old"), Err(LoginError::Failed));
+    assert_eq!(
+        d.login_unhashed(b"hashed", b"old"),
+        Some(Err(LoginError::Failed))
+    );
+    assert_eq!(d.login_unhashed(b"hashed", b"older"), None);
+    // Unknown usernames too (their decoy is a hash).
+    assert_eq!(d.login(b"nobody", b"x"), Err(LoginError::Failed));
+    assert_eq!(
+        d.login_unhashed(b"nobody", b"x"),
+        Some(Err(LoginError::Failed))
+    );
+    // The right password was never refused, and once it filled the slot
+    // every other is refused unhashed.
+    assert!(d.login(b"hashed", b"right").is_ok());
+    assert_eq!(
+        d.login_unhashed(b"hashed", b"older"),
+        Some(Err(LoginError::Failed))
+    );
+    assert!(d.login_unhashed(b"hashed", b"right").unwrap().is_ok());
+    // After a rotation to the once-refused password, it logs in.
+    let mut rotated = file;
+    let cred = &mut rotated.caches[2].credentials[0];
+    cred.secret = Secret::from_hash(&auth::hash_password("old").unwrap()).unwrap();
+    let d2 = Directory::new(rotated).unwrap();
+    assert!(d2.login(b"hashed", b"old").is_ok());
+}
+
 #[test]
 fn a_disabled_caches_right_password_is_never_cached() {
     let phc = auth::hash_password("pw").unwrap();
@@ -418,6 +460,8 @@ fn a_disabled_caches_right_password_is_never_cached() {
     )
     .unwrap();
     assert_eq!(d.login(b"u", b"pw"), Err(LoginError::Failed));
+    // A repeat fails unhashed, as a repeated wrong password does.
+    assert_eq!(d.login_unhashed(b"u", b"pw"), Some(Err(LoginError::Failed)));
     assert!(d.verify(b"u", b"pw").is_ok());
     assert!(!d.verified(b"u").unwrap().is_filled());
 }
