@@ -18,7 +18,10 @@
 #      (connections kept open; then a new connection per attempt), then
 #      while another tenant logs in every 100 ms (its p99 and max), then
 #      while that tenant's returning clients log in at full rate. Each flood
-#      has its own address and user, so each starts unthrottled.
+#      has its own address and user, so each starts unthrottled. These
+#      repeat one wrong password, as an app deployed with an old one does;
+#   c. the same two floods alone from a guesser: a new password every
+#      attempt (--guess 1), each of which the node must hash.
 #
 # BIN=path runs another build of the node (main's, say) against the same
 # generator.
@@ -48,7 +51,7 @@ trap 'kill $node_pid 2>/dev/null || true; rm -rf "$dir"' EXIT
 hash() { printf '%s' "$1" | "$bin" node hash-password; }
 {
   cache_toml app 8MiB app password_hash "$(hash app-password)"
-  for i in 1 2 3 4 5; do
+  for i in 1 2 3 4 5 6 7; do
     cache_toml "victim$i" 1MiB "victim$i" password_hash "$(hash victim-password)"
   done
 } >"$dir/caches.toml"
@@ -101,4 +104,6 @@ flood_pid=$!
 echo "b5. app's returning clients at full rate during a flood: $(app "$plain")"
 wait "$flood_pid"
 echo "b5. the flood meanwhile: $(cat "$dir/flood.out")"
+echo "c1. guesser alone, $FLOOD_CONNECTIONS connections kept open: $(flood 6 --persistent 1 --guess 1)"
+echo "c2. guesser alone, $FLOOD_CONNECTIONS connections, a new one per attempt: $(flood 7 --guess 1)"
 echo "# throttle: $(curl -s "127.0.0.1:$METRICS_PORT/metrics" | grep '^memgate_node_auth_throttled_total' | tr '\n' ' ')"

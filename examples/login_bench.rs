@@ -6,7 +6,7 @@
 //! ```text
 //! login_bench ADDR USER PASSWORD [--source IP] [--connections N] [--seconds S]
 //!             [--form sasl|ascii] [--tls CA_PEM | --tls-full CA_PEM] [--node-pid PID]
-//!             [--persistent 1] [--interval MS]
+//!             [--persistent 1] [--interval MS] [--guess 1]
 //! ```
 //!
 //! - `--form sasl`: binary SASL PLAIN, then a binary GET; `ascii`: the text
@@ -23,6 +23,9 @@
 //!   flood over a few connections, as fast as the node answers.
 //! - `--interval MS`: each connection starts a round every MS milliseconds
 //!   (a paced client) instead of back to back.
+//! - `--guess 1`: every round sends a password never sent before
+//!   (`PASSWORD-<n>`): a guesser, where the default repeats one password
+//!   (an app with an old one), which the node refuses unhashed after once.
 //!
 //! Each round's time (connect to the command's reply, or to the refusal)
 //! is kept: the line ends with its p50, p99 and max in milliseconds.
@@ -263,14 +266,14 @@ async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let usage = "login_bench ADDR USER PASSWORD [--source IP] [--connections N] [--seconds S] \
                  [--form sasl|ascii] [--tls CA_PEM | --tls-full CA_PEM] [--node-pid PID] \
-                 [--persistent 1] [--interval MS]";
+                 [--persistent 1] [--interval MS] [--guess 1]";
     let [addr, user, password, flags @ ..] = args.as_slice() else {
         eprintln!("usage: {usage}");
         std::process::exit(64);
     };
     let (mut source, mut connections, mut seconds) = (None, 64usize, 10u64);
     let (mut form, mut tls, mut node_pid) = (Form::Sasl, None, None);
-    let (mut persistent, mut interval) = (false, None);
+    let (mut persistent, mut interval, mut guess) = (false, None, false);
     for pair in flags.chunks(2) {
         match pair {
             [flag, value] if flag == "--source" => {
@@ -284,6 +287,7 @@ async fn main() {
             [flag, value] if flag == "--tls-full" => tls = Some(tls_connector(value, false)),
             [flag, value] if flag == "--node-pid" => node_pid = Some(value.parse().expect("PID")),
             [flag, value] if flag == "--persistent" => persistent = value == "1",
+            [flag, value] if flag == "--guess" => guess = value == "1",
             [flag, value] if flag == "--interval" => {
                 interval = Some(Duration::from_millis(value.parse().expect("MS")))
             }
@@ -314,8 +318,10 @@ async fn main() {
     let start = Instant::now();
     let end = start + Duration::from_secs(seconds);
     let mut tasks = Vec::new();
+    let guesses = Arc::new(std::sync::atomic::AtomicU64::new(0));
     for _ in 0..connections {
-        let (target, script) = (Arc::clone(&target), Arc::clone(&script));
+        let (target, mut script) = (Arc::clone(&target), Arc::clone(&script));
+        let (guesses, user, password) = (Arc::clone(&guesses), user.clone(), password.clone());
         tasks.push(tokio::spawn(async move {
             let mut counts = [0u64; 4];
             let mut times = Vec::new();
@@ -326,6 +332,10 @@ async fn main() {
                 if let Some(interval) = interval {
                     tokio::time::sleep_until(next.into()).await;
                     next += interval;
+                }
+                if guess {
+                    let n = guesses.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    script = Arc::new(Script::new(form, &user, &format!("{password}-{n}")));
                 }
                 let began = Instant::now();
                 let outcome = if persistent {
