@@ -66,11 +66,14 @@ pub fn max_charge(key_len: usize, value_len: usize) -> usize {
 }
 
 /// The least and the most an item with this key, value length, flags and
-/// exptime can be charged (its CAS field takes 1 to 7 bytes).
+/// exptime can be charged: its CAS field takes 1 to 7 bytes, its access
+/// time 2 or 4, and an exptime field stays, holding 0, when a touch clears
+/// the TTL of an item that had one.
 pub fn charge_range(key_len: usize, value_len: usize, flags: u32, exptime: u32) -> (usize, usize) {
     let fields = if flags != 0 { 4 } else { 0 } + if exptime != 0 { 4 } else { 0 };
     let least = charge(key_len, value_len) + fields;
-    (least, least + 6)
+    let cleared_ttl = if exptime == 0 { 4 } else { 0 };
+    (least, least + 6 + 2 + cleared_ttl)
 }
 
 /// Offset bits in a locator; segments are at most `1 << OFF_BITS` bytes
@@ -1227,7 +1230,8 @@ mod tests {
         assert_eq!(charge(32, 100), 32 + 100 + 15);
         assert_eq!(charge(32, 1000), 32 + 1000 + 16);
         assert_eq!(max_charge(32, 100), 32 + 100 + 33);
-        assert_eq!(charge_range(32, 100, 1, 1), (32 + 100 + 23, 32 + 100 + 29));
+        assert_eq!(charge_range(32, 100, 1, 1), (32 + 100 + 23, 32 + 100 + 31));
+        assert_eq!(charge_range(32, 100, 0, 0), (32 + 100 + 15, 32 + 100 + 27));
         let mut s = Shard::new(64 << 20, RandomState::new(), 0);
         put(&mut s, "k", &[b'v'; 100]);
         assert_eq!(s.bytes(), charge(1, 100));
