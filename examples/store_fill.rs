@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use memgate::node::counters::CacheStats;
-use memgate::node::store::{Store, PER_ITEM_OVERHEAD};
+use memgate::node::store::{charge, Store};
 use memgate::protocol::request::{Command, Get, Store as StoreCmd, StoreMode};
 use memgate::protocol::Response;
 
@@ -81,7 +81,10 @@ fn main() {
     let rss = rss_kib();
     let evictions = stats.evictions.load(std::sync::atomic::Ordering::Relaxed);
     println!("limit            {limit} bytes ({limit_mib} MiB), value {value_len} B, keys 10-20 B");
-    println!("per-item overhead {PER_ITEM_OVERHEAD} B + allocator chunk of key+value");
+    println!(
+        "per-item overhead {} B (header and index, no flags, no TTL)",
+        charge(0, value_len) - value_len
+    );
     println!(
         "sets             {total} ({:.0} ns/set)",
         set_secs * 1e9 / total as f64

@@ -12,11 +12,25 @@
 //!
 //! # Budget
 //! The budget counts every segment a shard holds (written or not) plus 8
-//! bytes of index per item. Each item is charged (`bytes`, `me size`)
-//! `key + value + PER_ITEM_OVERHEAD`: a 24-byte header and its share of the
-//! hash index (a 4-byte slot and a control byte at hashbrown's average load
-//! factor, 8). A 32-byte key with a 100-byte value costs 164 bytes, against
-//! the 192-byte slab chunk memcached uses for it.
+//! bytes of index per item. Each item is charged (`bytes`, `me size`) what
+//! it takes: its header (7 to 25 bytes, only the fields it uses: see
+//! [`header`]), key, value, and its share of the hash index (a 4-byte slot
+//! and a control byte at hashbrown's average load factor, 8). A 32-byte key
+//! with a 100-byte value, no flags and no TTL costs 147 or 148 bytes
+//! ([`charge`]: 147), against the 192-byte slab chunk memcached uses for it.
+//! What is checked before storing is [`max_charge`], the widest header, so
+//! that an item once stored can always be rewritten with a wider one.
+//!
+//! # CAS
+//! Each shard hands out its own CAS uniques, `seq << 4 | shard`
+//! (`Shard::next_cas`): unique in the store, increasing for each key
+//! (which is what `cas`, meta `C` and meta `I`'s "older than the item's"
+//! compare), not across shards (which no command compares: memcached's
+//! `flush_all` does, with `oldest_cas`, and here an immediate flush removes
+//! every item before it answers instead). A segment stores its items' CAS
+//! as a distance from the last one handed out when it started, mostly one
+//! byte. A change that needs a new CAS takes the shard's next; a move
+//! (merge-eviction, a copy for a wider header) keeps it.
 //!
 //! # Choices where memcached is loose or the model is ambiguous
 //! - `cas: Some(0)` on a store or delete is a check that always fails, since
@@ -37,8 +51,15 @@
 //!   (there are no slab classes here), and as `size` the bytes it is charged.
 //! - Values are at most 16 MiB (a 3-byte length): the command line refuses
 //!   a larger `--max-item-size`, and a store built with one caps it there.
-//!   CAS uniques are 56 bits.
+//!   CAS uniques are 56 bits (52 of a shard's sequence).
+//! - A touch, `gat` or `mg T` that gives a TTL to an item that had none, a
+//!   change of CAS its header has no room for (an in-place `incr`, an
+//!   invalidation), and a bump of an item whose segment started over 9
+//!   hours ago write a fresh copy of the item (same queue, credit, CAS
+//!   unless it changes), which moves it to the tail of its queue, and may
+//!   evict to make room, as a write does. memcached changes these in place.
 
+mod header;
 mod shard;
 
 use std::hash::BuildHasher;
@@ -47,10 +68,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 
-use self::shard::{
-    bumped, carry_freq, Flush, Header, NewItem, Removed, Shard, CAS_MASK, FETCHED, HDR, STALE,
-    TOKEN_SENT,
-};
+use self::header::{Header, FETCHED, STALE, TOKEN_SENT};
+use self::shard::{bumped, carry_freq, Flush, NewItem, Removed, Shard};
 use crate::clock::unix_now;
 use crate::mrc::Tracker;
 use crate::node::counters::CacheStats;
@@ -58,7 +77,8 @@ use crate::protocol::request::{self, Arith, Command, Delete, Exptime, Get, Store
 use crate::protocol::{ErrorReply, Found, Response, MAX_KEY_LEN};
 use crate::sync::lock;
 
-pub use self::shard::{charge, MAX_CREDIT, MAX_VALUE_LEN, PER_ITEM_OVERHEAD, SMALL_SHARE};
+pub use self::header::MAX_VALUE_LEN;
+pub use self::shard::{charge, charge_range, max_charge, MAX_CREDIT, SMALL_SHARE};
 
 /// The key hash: foldhash, seeded per store, as hashbrown's default (SipHash
 /// cost as much as the whole lookup). A tenant can only aim collisions at
@@ -87,11 +107,8 @@ pub struct Usage {
 pub struct Store {
     shards: Box<[Mutex<Shard<RandomState>>]>,
     hasher: RandomState,
-    /// The last CAS unique handed out.
-    cas: AtomicU64,
-    /// memcached `settings.oldest_live` (0 none) and `oldest_cas` (0 none).
+    /// memcached `settings.oldest_live` (0 none).
     oldest_live: AtomicU64,
-    oldest_cas: AtomicU64,
     limit: AtomicUsize,
     max_item_size: usize,
     /// The shard the next expiry sweep starts at.
@@ -228,19 +245,17 @@ impl Store {
     pub fn new(limit_bytes: usize, max_item_size: usize, stats: Arc<CacheStats>) -> Store {
         let mut n = MAX_SHARDS;
         let max_item_size = max_item_size.min(MAX_VALUE_LEN);
-        while n > 1 && limit_bytes / n < 2 * charge(0, max_item_size) {
+        while n > 1 && limit_bytes / n < 2 * max_charge(0, max_item_size) {
             n /= 2;
         }
         let hasher = RandomState::default();
         let shards = (0..n)
-            .map(|_| Mutex::new(Shard::new(limit_bytes / n, hasher)))
+            .map(|i| Mutex::new(Shard::new(limit_bytes / n, hasher, i)))
             .collect();
         Store {
             shards,
             hasher,
-            cas: AtomicU64::new(0),
             oldest_live: AtomicU64::new(0),
-            oldest_cas: AtomicU64::new(0),
             limit: AtomicUsize::new(limit_bytes),
             max_item_size,
             sweep_next: AtomicUsize::new(0),
@@ -404,16 +419,9 @@ impl Store {
         lock(self.shard_of(hash))
     }
 
-    fn next_cas(&self) -> u64 {
-        // 56 bits, the header's; 0 is skipped as "no CAS".
-        let c = (self.cas.fetch_add(1, Ordering::Relaxed) + 1) & CAS_MASK;
-        c.max(1)
-    }
-
     fn flush_state(&self) -> Flush {
         Flush {
             oldest_live: self.oldest_live.load(Ordering::Relaxed),
-            oldest_cas: self.oldest_cas.load(Ordering::Relaxed),
         }
     }
 
@@ -480,6 +488,24 @@ impl Store {
         }
     }
 
+    /// Give item `i` header `h` (and, for an in-place `incr`, a value of
+    /// the same length), in place if its header has room, else as a fresh
+    /// copy ([`Shard::update`]).
+    #[allow(clippy::too_many_arguments)]
+    fn update(
+        &self,
+        s: &mut Shard<RandomState>,
+        hash: u64,
+        i: u32,
+        h: Header,
+        value: Option<&[u8]>,
+        now: u64,
+        flush: &Flush,
+    ) {
+        let removed = s.update(hash, i, h, value, now, flush);
+        self.count_removed(removed);
+    }
+
     /// Replace item `old` with `item` (same key). The new item inherits the
     /// old one's queue and read credit: rewriting a hot key keeps it hot.
     fn replace(
@@ -492,7 +518,7 @@ impl Store {
         flush: &Flush,
     ) -> Response {
         let cas = item.header.cas;
-        if charge(item.key.len(), item.parts[0].len() + item.parts[1].len()) > s.limit() {
+        if max_charge(item.key.len(), item.parts[0].len() + item.parts[1].len()) > s.limit() {
             return Response::Error(ErrorReply::OutOfMemory);
         }
         let main = s.in_main(old);
@@ -551,7 +577,7 @@ impl Store {
                 flags: 0,
                 exptime: abs_exptime(ttl_in, now),
                 time: secs(now),
-                cas: self.next_cas(),
+                cas: s.next_cas(),
             };
             let found = Found {
                 key: key.clone(),
@@ -569,6 +595,7 @@ impl Store {
                 key,
                 parts: [b"", b""],
                 header,
+                whole_cas: false,
             };
             return self
                 .link(&mut s, hash, &item, false, now, flush)
@@ -612,7 +639,7 @@ impl Store {
             h.bits = bumped(h.bits | FETCHED);
             h.time = secs(now);
         }
-        s.set_header(i, h);
+        self.update(&mut s, hash, i, h, None, now, flush);
         Some(found)
     }
 
@@ -628,7 +655,7 @@ impl Store {
         }
         let hash = self.hasher.hash_one(&st.key[..]);
         let mut s = self.lock(hash);
-        if charge(st.key.len(), st.data.len()) > s.limit() {
+        if max_charge(st.key.len(), st.data.len()) > s.limit() {
             // memcached fails the allocation before looking at the old item,
             // and a failed set unlinks it so no stale value survives.
             if st.mode == StoreMode::Set {
@@ -659,11 +686,12 @@ impl Store {
                 (StoreMode::Append | StoreMode::Prepend, Some(v)) => abs_exptime(v, now),
                 _ => return Response::NotStored,
             };
-            let cas = self.next_cas();
+            let cas = s.next_cas();
             let item = NewItem {
                 key: &st.key,
                 parts: [&st.data, b""],
                 header: header(exptime, cas),
+                whole_cas: false,
             };
             return if self.link(&mut s, hash, &item, false, now, &flush) {
                 Response::Stored { cas }
@@ -681,14 +709,12 @@ impl Store {
         match st.mode {
             StoreMode::Add => {
                 // add only adds a missing item, but bumps an existing one.
-                s.set_header(
-                    old,
-                    Header {
-                        time: secs(now),
-                        bits: bumped(o.bits),
-                        ..o
-                    },
-                );
+                let h = Header {
+                    time: secs(now),
+                    bits: bumped(o.bits),
+                    ..o
+                };
+                self.update(&mut s, hash, old, h, None, now, &flush);
                 Response::NotStored
             }
             StoreMode::Set | StoreMode::Replace => {
@@ -708,11 +734,12 @@ impl Store {
                         return Response::Exists;
                     }
                 }
-                h.cas = self.next_cas();
+                h.cas = s.next_cas();
                 let item = NewItem {
                     key: &st.key,
                     parts: [&st.data, b""],
                     header: h,
+                    whole_cas: false,
                 };
                 self.replace(&mut s, hash, old, item, now, &flush)
             }
@@ -740,8 +767,9 @@ impl Store {
                         flags: o.flags,
                         exptime: o.exptime,
                         time: secs(now),
-                        cas: self.next_cas(),
+                        cas: s.next_cas(),
                     },
+                    whole_cas: false,
                 };
                 self.replace(&mut s, hash, old, item, now, &flush)
             }
@@ -774,8 +802,8 @@ impl Store {
                 h.exptime = abs_exptime(t, now);
             }
             h.bits = (h.bits | STALE) & !TOKEN_SENT;
-            h.cas = self.next_cas();
-            s.set_header(i, h);
+            h.cas = s.next_cas();
+            self.update(&mut s, hash, i, h, None, now, &flush);
         } else {
             bump(&self.stats.delete_hits);
             s.remove(i);
@@ -810,13 +838,14 @@ impl Store {
                 flags: 0,
                 exptime,
                 time: secs(now),
-                cas: self.next_cas(),
+                cas: s.next_cas(),
             };
             let ttl = ttl(&header, now);
             let item = NewItem {
                 key: &a.key,
                 parts: [itoa(a.initial, &mut buf), b""],
                 header,
+                whole_cas: false,
             };
             return if self.link(&mut s, hash, &item, false, now, &flush) {
                 Response::Number {
@@ -852,20 +881,21 @@ impl Store {
             &self.stats.decr_hits
         });
         let digits = itoa(value, &mut buf);
-        let cas = self.next_cas();
+        let cas = s.next_cas();
         let exptime = a.touch.map(|t| abs_exptime(t, now));
         if digits.len() <= old_len {
             // memcached's in-place path: same length, padded with spaces.
-            let v = s.value_mut(i);
+            // (In place here too when the header has room for the new CAS,
+            // else a fresh copy with the same padded value.)
+            let mut v = vec![b' '; old_len];
             v[..digits.len()].copy_from_slice(digits);
-            v[digits.len()..].fill(b' ');
             h.cas = cas;
             h.time = secs(now);
             if let Some(x) = exptime {
                 h.exptime = x;
             }
             h.bits = bumped(h.bits);
-            s.set_header(i, h);
+            self.update(&mut s, hash, i, h, Some(&v), now, &flush);
             Response::Number {
                 value,
                 cas,
@@ -884,6 +914,7 @@ impl Store {
                 key: &a.key,
                 parts: [digits, b""],
                 header,
+                whole_cas: false,
             };
             match self.replace(&mut s, hash, i, item, now, &flush) {
                 Response::Stored { .. } => Response::Number { value, cas, ttl },
@@ -906,15 +937,13 @@ impl Store {
         };
         // memcached's item_touch fetches with a bump; the CAS is unchanged.
         let h = s.header(i);
-        s.set_header(
-            i,
-            Header {
-                exptime: abs_exptime(exptime, now),
-                bits: bumped(h.bits | FETCHED),
-                time: secs(now),
-                ..h
-            },
-        );
+        let h = Header {
+            exptime: abs_exptime(exptime, now),
+            bits: bumped(h.bits | FETCHED),
+            time: secs(now),
+            ..h
+        };
+        self.update(&mut s, hash, i, h, None, now, &flush);
         bump(&self.stats.touch_hits);
         Response::Touched
     }
@@ -929,14 +958,11 @@ impl Store {
         let oldest_live = new_oldest.saturating_sub(1);
         self.oldest_live.store(oldest_live, Ordering::Relaxed);
         if oldest_live <= now {
-            // Effective now: items stored earlier this second are told apart
-            // by their CAS. Purge them so their memory is back at once.
-            self.oldest_cas.store(self.next_cas(), Ordering::Relaxed);
-            let flush = self.flush_state();
+            // Effective now: every item there is was stored before it, those
+            // of this second too (which memcached tells apart by CAS). Purge
+            // them all so their memory is back at once.
             for shard in self.shards.iter() {
-                let mut s = lock(shard);
-                let removed = s.purge(now, &flush);
-                drop(s);
+                let removed = lock(shard).purge();
                 self.count_removed(Removed {
                     flushed: 0,
                     ..removed
@@ -958,7 +984,7 @@ impl Store {
         };
         let h = s.header(i);
         let size = s.charge_of(i);
-        let value_len = size - HDR - shard::INDEX_SLOT_CHARGE - key.len();
+        let value_len = s.value(i).len();
         let fields = vec![
             ("exp".to_string(), ttl(&h, now).to_string()),
             (
@@ -995,7 +1021,16 @@ fn track(tracker: &Tracker, cmd: &Command, response: &Response) {
             let size = match st.mode {
                 // The result's size is not at hand; the key keeps its own.
                 StoreMode::Append | StoreMode::Prepend => 0,
-                _ => charge(st.key.len(), st.data.len()),
+                // As the store charges it, with a one-byte CAS distance.
+                _ => {
+                    charge_range(
+                        st.key.len(),
+                        st.data.len(),
+                        st.flags,
+                        u32::from(st.exptime != 0),
+                    )
+                    .0
+                }
             };
             tracker.record_write(&st.key, size as u64);
         }

@@ -3,9 +3,11 @@
 //! accounting against the shard's share of the cache's limit.
 //! `docs/STORE.md` has the layout byte by byte.
 //!
-//! - **Items** live packed in segments: a 24-byte header, the key, the
-//!   value, no padding and no per-item allocation (see [`HDR`]).
-//! - **Segments** are `seg_size` bytes, sized to the shard (1/64 of its
+//! - **Items** live packed in segments: a header of 7 to 25 bytes (only
+//!   the fields an item uses, some as distances from the segment's base:
+//!   see [`header`](super::header)), the key, the value, no padding and no
+//!   per-item allocation.
+//! - **Segments** are `seg_size` bytes, sized to the shard (1/128 of its
 //!   budget, a power of two from 64 bytes to 1 MiB), so that a small cache is
 //!   not rounded up to a large unit. An item bigger than a quarter of a
 //!   segment gets a segment of its own, of exactly its size ("dedicated").
@@ -36,47 +38,42 @@ use std::hash::BuildHasher;
 
 use hashbrown::HashTable;
 
-/// Header bytes before the key: bits (1), key length (1), value length (3,
-/// little-endian), client flags (4), exptime (4), last access (4), CAS (7).
-pub const HDR: usize = 24;
-const O_BITS: usize = 0;
-const O_KLEN: usize = 1;
-const O_VLEN: usize = 2;
-const O_FLAGS: usize = 5;
-const O_EXP: usize = 9;
-const O_TIME: usize = 13;
-const O_CAS: usize = 17;
+use super::header::{
+    self, item_len, min_hdr, Base, Header, CAS_MASK, CAS_SHARD_BITS, DEAD, MAX_HDR, O_BITS,
+};
 
-/// Largest value the 3-byte length holds.
-pub const MAX_VALUE_LEN: usize = (1 << 24) - 1;
-/// CAS uniques are 56 bits: 7 bytes in the header (2^56 stores is over
-/// 2,000 years at a million a second).
-pub const CAS_MASK: u64 = (1 << 56) - 1;
-
-/// Item bit: fetched at least once (memcached `ITEM_FETCHED`).
-pub(super) const FETCHED: u8 = 1;
-/// Item bit: marked stale by a meta invalidation (`ITEM_STALE`).
-pub(super) const STALE: u8 = 2;
-/// Item bit: a recache win was handed out (`ITEM_TOKEN_SENT`).
-pub(super) const TOKEN_SENT: u8 = 4;
 /// The eviction credit: reads since the item last moved, saturating at 3.
 const FREQ_SHIFT: u8 = 3;
 const FREQ_MASK: u8 = 3 << FREQ_SHIFT;
-/// Item bit: unlinked; its bytes stay until the segment goes.
-const DEAD: u8 = 0x80;
-
 /// Bytes charged per index entry: a `u32` plus one control byte, divided by
 /// hashbrown's load factor, which is between 7/16 (just grown) and 7/8
 /// (about to grow): 5 / 0.66 on average, rounded up.
 pub const INDEX_SLOT_CHARGE: usize = 8;
 
-/// Per-item bytes charged on top of key and value: the header and the index.
-pub const PER_ITEM_OVERHEAD: usize = HDR + INDEX_SLOT_CHARGE;
-
-/// The bytes an item with this key and value length is charged: its bytes
-/// in a segment plus its share of the index.
+/// The bytes an item with this key and value length is charged in the
+/// common case: no client flags, no TTL, a one-byte CAS distance (see
+/// [`header`](super::header)), plus its share of the index. Flags and a TTL
+/// add 4 bytes each; a CAS stored whole adds up to 6.
 pub fn charge(key_len: usize, value_len: usize) -> usize {
-    key_len + value_len + PER_ITEM_OVERHEAD
+    key_len + value_len + min_hdr(value_len) + INDEX_SLOT_CHARGE
+}
+
+/// The most an item with this key and value length can be charged: every
+/// header field, the CAS whole. What the budget checks before storing, so
+/// that an item once stored can always be rewritten with a wider header.
+pub fn max_charge(key_len: usize, value_len: usize) -> usize {
+    key_len + value_len + MAX_HDR + INDEX_SLOT_CHARGE
+}
+
+/// The least and the most an item with this key, value length, flags and
+/// exptime can be charged: its CAS field takes 1 to 7 bytes, its access
+/// time 2 or 4, and an exptime field stays, holding 0, when a touch clears
+/// the TTL of an item that had one.
+pub fn charge_range(key_len: usize, value_len: usize, flags: u32, exptime: u32) -> (usize, usize) {
+    let fields = if flags != 0 { 4 } else { 0 } + if exptime != 0 { 4 } else { 0 };
+    let least = charge(key_len, value_len) + fields;
+    let cleared_ttl = if exptime == 0 { 4 } else { 0 };
+    (least, least + 6 + 2 + cleared_ttl)
 }
 
 /// Offset bits in a locator; segments are at most `1 << OFF_BITS` bytes
@@ -89,7 +86,7 @@ const MIN_SEG_SIZE: usize = 64;
 const MAX_SEGS: usize = 1 << (32 - OFF_BITS);
 /// Segments per shard budget aimed at: fine enough that evicting one loses
 /// little, coarse enough that the segment table stays small.
-const SEGS_PER_SHARD: usize = 64;
+const SEGS_PER_SHARD: usize = 128;
 /// "No segment".
 const NIL: u32 = u32::MAX;
 /// A segment's `max_exp` when one of its items never expires.
@@ -157,69 +154,15 @@ fn off_of(loc: u32) -> usize {
     (loc & ((1 << OFF_BITS) - 1)) as usize
 }
 
-fn rd_u32(b: &[u8], at: usize) -> u32 {
-    let mut x = [0u8; 4];
-    x.copy_from_slice(&b[at..at + 4]);
-    u32::from_le_bytes(x)
-}
-
-fn wr_u32(b: &mut [u8], at: usize, v: u32) {
-    b[at..at + 4].copy_from_slice(&v.to_le_bytes());
-}
-
-/// Total bytes of the item whose header starts `b`.
-fn item_len(b: &[u8]) -> usize {
-    let vlen =
-        usize::from(b[O_VLEN]) | usize::from(b[O_VLEN + 1]) << 8 | usize::from(b[O_VLEN + 2]) << 16;
-    HDR + usize::from(b[O_KLEN]) + vlen
-}
-
-/// An item's metadata, decoded from its header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Header {
-    /// [`FETCHED`], [`STALE`], [`TOKEN_SENT`] and the eviction credit.
-    pub bits: u8,
-    pub flags: u32,
-    /// Absolute unix seconds; 0 never expires.
-    pub exptime: u32,
-    /// Unix seconds of the last store or bumping access (memcached `it->time`).
-    pub time: u32,
-    pub cas: u64,
-}
-
-impl Header {
-    fn read(b: &[u8]) -> Header {
-        let mut cas = [0u8; 8];
-        cas[..7].copy_from_slice(&b[O_CAS..O_CAS + 7]);
-        Header {
-            bits: b[O_BITS],
-            flags: rd_u32(b, O_FLAGS),
-            exptime: rd_u32(b, O_EXP),
-            time: rd_u32(b, O_TIME),
-            cas: u64::from_le_bytes(cas),
-        }
-    }
-
-    fn write(&self, b: &mut [u8]) {
-        b[O_BITS] = self.bits & !DEAD;
-        wr_u32(b, O_FLAGS, self.flags);
-        wr_u32(b, O_EXP, self.exptime);
-        wr_u32(b, O_TIME, self.time);
-        b[O_CAS..O_CAS + 7].copy_from_slice(&(self.cas & CAS_MASK).to_le_bytes()[..7]);
-    }
-
-    /// Expired by TTL at `now` (memcached: `exptime != 0 && exptime <= now`).
-    pub fn is_expired(&self, now: u64) -> bool {
-        self.exptime != 0 && u64::from(self.exptime) <= now
-    }
-}
-
 /// An item to write: the key, a value in up to two parts (append and
 /// prepend write the concatenation straight into the segment), its header.
 pub(super) struct NewItem<'a> {
     pub key: &'a [u8],
     pub parts: [&'a [u8]; 2],
     pub header: Header,
+    /// Store the CAS whole, not as a distance from the segment's base: for
+    /// an item whose CAS then changes in place (`incr`, an invalidation).
+    pub whole_cas: bool,
 }
 
 impl NewItem<'_> {
@@ -227,23 +170,31 @@ impl NewItem<'_> {
         self.parts[0].len() + self.parts[1].len()
     }
 
-    fn len(&self) -> usize {
-        HDR + self.key.len() + self.value_len()
+    /// Its bytes in a segment whose base is `base`.
+    fn len(&self, base: Base) -> usize {
+        self.header
+            .item_len(self.key.len(), self.value_len(), base, self.whole_cas)
     }
 
-    /// The caller checked `key.len() <= 255` and the value against
-    /// [`MAX_VALUE_LEN`].
-    fn write(&self, b: &mut [u8]) {
-        self.header.write(b);
-        b[O_KLEN] = u8::try_from(self.key.len()).unwrap_or(u8::MAX);
-        let vlen = self.value_len().to_le_bytes();
-        b[O_VLEN..O_VLEN + 3].copy_from_slice(&vlen[..3]);
-        let mut at = HDR;
-        for p in [self.key, self.parts[0], self.parts[1]] {
-            b[at..at + p.len()].copy_from_slice(p);
-            at += p.len();
-        }
+    /// Write it into `b`, exactly [`Self::len`]`(base)` bytes.
+    fn write(&self, b: &mut [u8], base: Base) {
+        self.header
+            .write_item(b, base, self.whole_cas, self.key, self.parts);
     }
+}
+
+/// Where the next item goes.
+#[derive(Clone, Copy)]
+enum Target {
+    /// Appended to write segment `id`, grown to `cap` bytes first.
+    Append { id: usize, cap: usize },
+    /// At the start of a new segment of `size` bytes, whose base is
+    /// `base`: a new write segment, or a dedicated one.
+    New {
+        size: usize,
+        base: Base,
+        dedicated: bool,
+    },
 }
 
 /// Why items were taken out while making room or sweeping.
@@ -266,12 +217,16 @@ impl Removed {
 }
 
 /// The flush_all state a shard needs to tell a flushed item from a live one.
+///
+/// memcached also keeps `settings.oldest_cas`, to tell the items stored in
+/// the second of an immediate `flush_all` before it from those after it.
+/// Here an immediate flush removes every item there is ([`Shard::purge`])
+/// before it answers, so every item left was stored after it, and the CAS
+/// (which orders a shard's items, not the store's) is not needed.
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct Flush {
     /// memcached `settings.oldest_live`: 0 none.
     pub oldest_live: u64,
-    /// memcached `settings.oldest_cas`: 0 none.
-    pub oldest_cas: u64,
 }
 
 impl Flush {
@@ -285,7 +240,6 @@ impl Flush {
             return false;
         }
         u64::from(h.time) <= self.oldest_live
-            || (self.oldest_cas != 0 && h.cas != 0 && h.cas < self.oldest_cas)
     }
 }
 
@@ -315,6 +269,10 @@ struct Seg {
     queue: u8,
     class: u8,
     dedicated: bool,
+    /// The CAS counter and the clock when it became a write segment (or,
+    /// dedicated, its item's CAS and access time): its items store theirs
+    /// as distances from it when they fit.
+    base: Base,
 }
 
 impl Seg {
@@ -328,6 +286,7 @@ impl Seg {
             queue: FREE,
             class: 0,
             dedicated: false,
+            base: Base { cas: 0, time: 0 },
         }
     }
 
@@ -365,11 +324,20 @@ pub(super) struct Shard<S> {
     last_expiry_scan: u64,
     /// Survivors of the segment being evicted, on their way to main.
     scratch: Vec<u8>,
+    /// The base of the next write segment: the last CAS handed out and the
+    /// clock of the last insert.
+    clock: Base,
+    /// This shard's index: the low bits of its CAS uniques.
+    idx: u64,
+    /// CAS uniques handed out (the high bits of the last).
+    seq: u64,
     hasher: S,
 }
 
 impl<S: BuildHasher> Shard<S> {
-    pub fn new(limit: usize, hasher: S) -> Self {
+    /// Shard `idx` (below `1 << CAS_SHARD_BITS`) of a store, with `limit`
+    /// bytes.
+    pub fn new(limit: usize, hasher: S, idx: usize) -> Self {
         Shard {
             segs: Vec::new(),
             free_ids: Vec::new(),
@@ -384,12 +352,28 @@ impl<S: BuildHasher> Shard<S> {
             seg_size: seg_size_for(limit),
             last_expiry_scan: 0,
             scratch: Vec::new(),
+            clock: Base { cas: 0, time: 0 },
+            idx: idx as u64 & ((1 << CAS_SHARD_BITS) - 1),
+            seq: 0,
             hasher,
         }
     }
 
     pub fn len(&self) -> usize {
         self.items
+    }
+
+    /// A new CAS unique: this shard's next, with its index in the low bits,
+    /// so that no two shards hand out the same one. A shard's (and so a
+    /// key's) uniques increase; the store's do not across shards, which no
+    /// command compares (meta `I` compares a key's own).
+    pub fn next_cas(&mut self) -> u64 {
+        self.seq += 1;
+        self.last_cas()
+    }
+
+    fn last_cas(&self) -> u64 {
+        ((self.seq << CAS_SHARD_BITS) | self.idx) & CAS_MASK
     }
 
     pub fn bytes(&self) -> usize {
@@ -412,34 +396,73 @@ impl<S: BuildHasher> Shard<S> {
     }
 
     pub fn key(&self, l: u32) -> &[u8] {
-        let b = self.item(l);
-        &b[HDR..HDR + usize::from(b[O_KLEN])]
+        header::key(self.item(l))
     }
 
     pub fn value(&self, l: u32) -> &[u8] {
         let b = self.item(l);
-        &b[HDR + usize::from(b[O_KLEN])..]
-    }
-
-    /// Overwrite the value in place (incr/decr that fits the old length).
-    pub fn value_mut(&mut self, l: u32) -> &mut [u8] {
-        let off = off_of(l);
-        let b = &mut self.segs[seg_of(l)].data[off..];
-        let len = item_len(b);
-        let k = usize::from(b[O_KLEN]);
-        &mut b[HDR + k..len]
+        &b[header::hdr_len(b) + header::key_len(b)..]
     }
 
     pub fn header(&self, l: u32) -> Header {
-        Header::read(self.item(l))
+        Header::read(self.item(l), self.segs[seg_of(l)].base)
     }
 
-    /// Rewrite an item's header in place (touch, bump, CAS of an in-place
-    /// incr, invalidation); its segment's expiry bounds follow.
-    pub fn set_header(&mut self, l: u32, h: Header) {
+    /// Rewrite an item's header in place (touch, bump, invalidation) if its
+    /// fields have room for `h` ([`Header::rewrite`]); its segment's expiry
+    /// bounds follow. False, with nothing changed, when they do not.
+    pub fn set_header(&mut self, l: u32, h: Header) -> bool {
         let seg = &mut self.segs[seg_of(l)];
+        let base = seg.base;
+        if !h.rewrite(&mut seg.data[off_of(l)..], base) {
+            return false;
+        }
         seg.note(&h);
-        h.write(&mut seg.data[off_of(l)..]);
+        true
+    }
+
+    /// Give the item at `l` (key hash `hash`) header `h` and, if `value` is
+    /// given (as long as the old one: an in-place `incr`), that value: in
+    /// place when its header has room for `h`, else as a fresh copy in the
+    /// same queue (with its CAS whole, so that the next in-place change
+    /// fits), which may evict others to make room. Returns the items that
+    /// removed; the item itself is among the evicted if even its widest
+    /// copy cannot fit (only after the budget was lowered under it).
+    #[allow(clippy::too_many_arguments)]
+    pub fn update(
+        &mut self,
+        hash: u64,
+        l: u32,
+        h: Header,
+        value: Option<&[u8]>,
+        now: u64,
+        flush: &Flush,
+    ) -> Removed {
+        if self.set_header(l, h) {
+            if let Some(v) = value {
+                let b = &mut self.segs[seg_of(l)].data[off_of(l)..];
+                let at = header::hdr_len(b) + header::key_len(b);
+                b[at..at + v.len()].copy_from_slice(v);
+            }
+            return Removed::default();
+        }
+        let key = self.key(l).to_vec();
+        let value = value.map_or_else(|| self.value(l).to_vec(), <[u8]>::to_vec);
+        let main = self.in_main(l);
+        self.remove(l);
+        let item = NewItem {
+            key: &key,
+            parts: [&value, &[]],
+            header: h,
+            whole_cas: true,
+        };
+        match self.insert(hash, &item, main, now, flush) {
+            Some((_, removed)) => removed,
+            None => Removed {
+                evicted: 1,
+                ..Removed::default()
+            },
+        }
     }
 
     /// The charge of the item at `l`.
@@ -512,7 +535,14 @@ impl<S: BuildHasher> Shard<S> {
         }
     }
 
-    fn alloc_seg(&mut self, size: usize, q: usize, class: usize, dedicated: bool) -> Option<usize> {
+    fn alloc_seg(
+        &mut self,
+        size: usize,
+        q: usize,
+        class: usize,
+        dedicated: bool,
+        base: Base,
+    ) -> Option<usize> {
         let id = match self.free_ids.pop() {
             Some(id) => id as usize,
             None if self.segs.len() < MAX_SEGS => {
@@ -530,6 +560,7 @@ impl<S: BuildHasher> Shard<S> {
             queue: q as u8,
             class: class as u8,
             dedicated,
+            base,
         };
         self.queues[q].push_back(id as u32);
         self.queue_bytes[q] += size;
@@ -541,21 +572,51 @@ impl<S: BuildHasher> Shard<S> {
         len > self.seg_size / 4
     }
 
-    /// New segment bytes that writing an item of `len` bytes to queue `q`,
-    /// class `class` takes.
-    fn growth(&self, len: usize, q: usize, class: usize) -> usize {
-        if self.dedicated(len) {
-            return len;
-        }
-        match self.active[q][class] {
-            NIL => self.first_cap(),
-            a => {
-                let s = &self.segs[a as usize];
-                match self.grown_cap(s, len) {
-                    Some(cap) => cap - s.data.len(),
-                    None => self.first_cap(),
+    /// Where `item` goes in queue `q`, class `class`, and its length there
+    /// (which depends on the segment's CAS base): appended to the write
+    /// segment if it fits (grown if need be), else at the start of a new
+    /// write segment whose base is the CAS counter now, or of a dedicated
+    /// segment whose base is its own CAS.
+    fn target(&self, item: &NewItem<'_>, q: usize, class: usize) -> (Target, usize) {
+        let a = self.active[q][class];
+        if a != NIL {
+            let s = &self.segs[a as usize];
+            let len = item.len(s.base);
+            if !self.dedicated(len) {
+                if let Some(cap) = self.grown_cap(s, len) {
+                    let id = a as usize;
+                    return (Target::Append { id, cap }, len);
                 }
             }
+        }
+        let base = self.clock;
+        let len = item.len(base);
+        if self.dedicated(len) {
+            let base = Base {
+                cas: item.header.cas,
+                time: item.header.time,
+            };
+            let len = item.len(base);
+            let t = Target::New {
+                size: len,
+                base,
+                dedicated: true,
+            };
+            return (t, len);
+        }
+        let t = Target::New {
+            size: self.first_cap(),
+            base,
+            dedicated: false,
+        };
+        (t, len)
+    }
+
+    /// New segment bytes that writing to `t` takes.
+    fn growth(&self, t: Target) -> usize {
+        match t {
+            Target::Append { id, cap } => cap - self.segs[id].data.len(),
+            Target::New { size, .. } => size,
         }
     }
 
@@ -586,33 +647,21 @@ impl<S: BuildHasher> Shard<S> {
         Some(new.min(self.seg_size))
     }
 
-    /// Whether an item of `len` bytes fits in queue `q` without eviction.
-    fn fits(&self, len: usize, q: usize, class: usize) -> bool {
-        let grow = self.growth(len, q, class);
+    /// Whether `item` fits in queue `q` without eviction.
+    fn fits(&self, item: &NewItem<'_>, q: usize, class: usize) -> bool {
+        let grow = self.growth(self.target(item, q, class).0);
         let ids = grow == 0 || !self.free_ids.is_empty() || self.segs.len() < MAX_SEGS;
         ids && self.used() + grow + INDEX_SLOT_CHARGE <= self.limit
     }
 
-    /// Write `len` bytes with `write` into queue `q`'s write segment for
-    /// `class` (or a new or dedicated segment); the caller checked
-    /// [`Self::fits`]. Returns the locator.
-    fn place(
-        &mut self,
-        len: usize,
-        q: usize,
-        class: usize,
-        write: impl FnOnce(&mut [u8]),
-    ) -> Option<u32> {
-        let (id, off) = if self.dedicated(len) {
-            (self.alloc_seg(len, q, class, true)?, 0)
-        } else {
-            let a = self.active[q][class];
-            let grown = match a {
-                NIL => None,
-                a => self.grown_cap(&self.segs[a as usize], len),
-            };
-            let id = if let Some(cap) = grown {
-                let seg = &mut self.segs[a as usize];
+    /// Write `item` into queue `q`'s write segment for `class` (or a new or
+    /// dedicated segment); the caller checked [`Self::fits`]. Returns the
+    /// locator and the bytes it took.
+    fn place(&mut self, item: &NewItem<'_>, q: usize, class: usize) -> Option<(u32, usize)> {
+        let (t, len) = self.target(item, q, class);
+        let id = match t {
+            Target::Append { id, cap } => {
+                let seg = &mut self.segs[id];
                 let old = seg.data.len();
                 if cap > old {
                     // Locators are offsets, so the bytes may move.
@@ -622,39 +671,49 @@ impl<S: BuildHasher> Shard<S> {
                     self.seg_bytes += cap - old;
                     self.queue_bytes[q] += cap - old;
                 }
-                a as usize
-            } else {
+                id
+            }
+            Target::New {
+                size,
+                base,
+                dedicated: true,
+            } => self.alloc_seg(size, q, class, true, base)?,
+            Target::New {
+                size,
+                base,
+                dedicated: false,
+            } => {
+                let a = self.active[q][class];
                 if a != NIL {
                     // Sealed: it takes no more writes and goes once empty.
                     self.active[q][class] = NIL;
                     self.free_if_empty(a as usize);
                 }
-                let id = self.alloc_seg(self.first_cap(), q, class, false)?;
+                let id = self.alloc_seg(size, q, class, false, base)?;
                 self.active[q][class] = id as u32;
                 id
-            };
-            (id, self.segs[id].used)
+            }
         };
         let seg = &mut self.segs[id];
-        write(&mut seg.data[off..off + len]);
-        let h = Header::read(&seg.data[off..]);
-        seg.note(&h);
+        let off = seg.used;
+        item.write(&mut seg.data[off..off + len], seg.base);
+        seg.note(&item.header);
         seg.used = off + len;
         seg.live += 1;
-        Some(loc(id as u32, off))
+        Some((loc(id as u32, off), len))
     }
 
     fn index_insert(&mut self, hash: u64, l: u32) {
         let (segs, hasher) = (&self.segs, &self.hasher);
         self.index.insert_unique(hash, l, |&v| {
-            let b = &segs[seg_of(v)].data[off_of(v)..];
-            hasher.hash_one(&b[HDR..HDR + usize::from(b[O_KLEN])])
+            hasher.hash_one(header::key(&segs[seg_of(v)].data[off_of(v)..]))
         });
     }
 
     /// Insert `item`, whose key hashes to `hash` and is absent, into the
     /// main queue if `main`, else the small one, evicting to make room.
-    /// `None` (touching nothing it did not have to evict) when it cannot fit.
+    /// `None` (touching nothing it did not have to evict) when it cannot
+    /// fit.
     pub fn insert(
         &mut self,
         hash: u64,
@@ -663,19 +722,41 @@ impl<S: BuildHasher> Shard<S> {
         now: u64,
         flush: &Flush,
     ) -> Option<(u32, Removed)> {
-        let len = item.len();
-        if len + INDEX_SLOT_CHARGE > self.limit {
+        // A write segment this starts is based on the last CAS and now.
+        let clock = Base {
+            cas: self.last_cas(),
+            time: u32::try_from(now).unwrap_or(u32::MAX),
+        };
+        self.insert_based(hash, item, main, now, flush, clock)
+    }
+
+    /// [`Self::insert`], with `clock` the base of a write segment it starts.
+    fn insert_based(
+        &mut self,
+        hash: u64,
+        item: &NewItem<'_>,
+        main: bool,
+        now: u64,
+        flush: &Flush,
+        clock: Base,
+    ) -> Option<(u32, Removed)> {
+        self.clock = clock;
+        let own = Base {
+            cas: item.header.cas,
+            time: item.header.time,
+        };
+        if item.len(own) + INDEX_SLOT_CHARGE > self.limit {
             return None;
         }
         let q = if main { MAIN } else { SMALL };
         let class = ttl_class(item.header.exptime, now);
         let mut removed = Removed::default();
-        while !self.fits(len, q, class) {
+        while !self.fits(item, q, class) {
             if !self.evict_one(now, flush, &mut removed) {
                 return None;
             }
         }
-        let l = self.place(len, q, class, |b| item.write(b))?;
+        let (l, len) = self.place(item, q, class)?;
         self.index_insert(hash, l);
         self.items += 1;
         self.bytes += len + INDEX_SLOT_CHARGE;
@@ -739,8 +820,10 @@ impl<S: BuildHasher> Shard<S> {
             let h = self.header(l);
             let fate = self.fate(&h, q, now, flush);
             if let Fate::Keep(bits) = fate {
-                // One item: move the segment itself, no copy.
-                self.set_header(l, Header { bits, ..h });
+                // One item: move the segment itself, no copy. The bits
+                // always fit in place.
+                let rewritten = self.set_header(l, Header { bits, ..h });
+                debug_assert!(rewritten);
                 let len = self.segs[id].data.len();
                 self.queues[q].pop_front();
                 self.queue_bytes[q] -= len;
@@ -757,13 +840,14 @@ impl<S: BuildHasher> Shard<S> {
         let mut scratch = std::mem::take(&mut self.scratch);
         scratch.clear();
         let mut kept: Vec<(u32, usize, usize)> = Vec::new();
+        let base = self.segs[id].base;
         let mut off = 0;
         while off < self.segs[id].used {
             let l = loc(id as u32, off);
             let b = &self.segs[id].data[off..];
             let len = item_len(b);
             if b[O_BITS] & DEAD == 0 {
-                let h = Header::read(b);
+                let h = Header::read(b, base);
                 match self.fate(&h, q, now, flush) {
                     Fate::Keep(bits) => {
                         let at = scratch.len();
@@ -784,18 +868,28 @@ impl<S: BuildHasher> Shard<S> {
         // repointed, so that no new locator can equal an old one.
         self.free_seg(id, false);
         for (old, at, len) in kept {
+            // Re-encoded, not copied: its CAS is kept, as a distance from
+            // the new segment's base if it is above it, else whole.
             let b = &scratch[at..at + len];
-            let h = Header::read(b);
-            let key = &b[HDR..HDR + usize::from(b[O_KLEN])];
+            let key = header::key(b);
+            let item = NewItem {
+                key,
+                parts: [&b[header::hdr_len(b) + key.len()..], &[]],
+                header: Header::read(b, base),
+                whole_cas: false,
+            };
             let hash = self.hasher.hash_one(key);
-            let class = ttl_class(h.exptime, now);
-            let placed = if self.fits(len, MAIN, class) {
-                self.place(len, MAIN, class, |d| d.copy_from_slice(b))
+            let class = ttl_class(item.header.exptime, now);
+            let placed = if self.fits(&item, MAIN, class) {
+                self.place(&item, MAIN, class)
             } else {
                 None
             };
             match placed.and_then(|new| Some((new, self.index.find_mut(hash, |&v| v == old)?))) {
-                Some((new, slot)) => *slot = new,
+                Some(((new, new_len), slot)) => {
+                    *slot = new;
+                    self.bytes = self.bytes + new_len - len;
+                }
                 None => {
                     // No room left for it after all: it is evicted.
                     if let Ok(slot) = self.index.find_entry(hash, |&v| v == old) {
@@ -822,7 +916,7 @@ impl<S: BuildHasher> Shard<S> {
             let b = &self.segs[id].data[off..];
             let len = item_len(b);
             if b[O_BITS] & DEAD == 0 {
-                let h = Header::read(b);
+                let h = Header::read(b, self.segs[id].base);
                 let f = if flush.flushed(&h, now) {
                     Fate::Flushed
                 } else if h.is_expired(now) {
@@ -860,18 +954,28 @@ impl<S: BuildHasher> Shard<S> {
         removed
     }
 
-    /// Remove every flushed or expired item (flush_all with no delay).
-    pub fn purge(&mut self, now: u64, flush: &Flush) -> Removed {
+    /// Remove every item, counted as flushed (flush_all with no delay: each
+    /// was stored before it), and give every segment back, write segments
+    /// too: a flushed cache holds no memory.
+    pub fn purge(&mut self) -> Removed {
         let mut removed = Removed::default();
         for id in 0..self.segs.len() {
-            if self.segs[id].queue != FREE {
-                removed.add(self.reclaim_seg(id, now, flush, usize::MAX));
+            if self.segs[id].queue == FREE {
+                continue;
             }
-            // Write segments left empty go too: a flushed cache holds
-            // (almost) no memory.
-            if self.segs[id].queue != FREE && self.segs[id].live == 0 {
-                self.free_seg(id, true);
+            let mut off = 0;
+            while off < self.segs[id].used {
+                let l = loc(id as u32, off);
+                let b = &self.segs[id].data[off..];
+                let len = item_len(b);
+                if b[O_BITS] & DEAD == 0 {
+                    removed.flushed += 1;
+                    let hash = self.hasher.hash_one(self.key(l));
+                    self.unlink(hash, l);
+                }
+                off += len;
             }
+            self.free_seg(id, true);
         }
         removed
     }
@@ -908,7 +1012,8 @@ impl<S: BuildHasher> Shard<S> {
                 order.extend(offs.into_iter().rev().map(|o| loc(id, o)));
             }
         }
-        let mut fresh = Shard::new(limit, self.hasher.clone());
+        let mut fresh = Shard::new(limit, self.hasher.clone(), self.idx as usize);
+        fresh.seq = self.seq;
         let mut budget = limit;
         let mut keep = Vec::new();
         for &l in &order {
@@ -930,17 +1035,32 @@ impl<S: BuildHasher> Shard<S> {
         }
         // Oldest first into the new shard, so that FIFO order is kept.
         for &l in keep.iter().rev() {
-            let b = self.item(l);
-            let key = &b[HDR..HDR + usize::from(b[O_KLEN])];
             let item = NewItem {
-                key,
-                parts: [&b[HDR + key.len()..], &[]],
-                header: Header::read(b),
+                key: self.key(l),
+                parts: [self.value(l), &[]],
+                header: self.header(l),
+                whole_cas: false,
             };
-            let hash = self.hasher.hash_one(key);
-            match fresh.insert(hash, &item, self.in_main(l), now, flush) {
+            let hash = self.hasher.hash_one(item.key);
+            // A segment this starts takes the first item's CAS as its base:
+            // the items are old, so the last CAS would be above them all.
+            let clock = Base {
+                cas: item.header.cas,
+                time: u32::try_from(now).unwrap_or(u32::MAX),
+            };
+            match fresh.insert_based(hash, &item, self.in_main(l), now, flush, clock) {
                 Some((_, r)) => removed.add(r),
                 None => removed.evicted += 1,
+            }
+        }
+        // New items go to new write segments, based on the last CAS.
+        for q in [SMALL, MAIN] {
+            for class in 0..CLASSES {
+                let a = fresh.active[q][class];
+                if a != NIL {
+                    fresh.active[q][class] = NIL;
+                    fresh.free_if_empty(a as usize);
+                }
             }
         }
         *self = fresh;
@@ -1050,10 +1170,8 @@ mod tests {
     use std::collections::hash_map::RandomState;
 
     #[test]
-    fn an_item_costs_its_bytes_plus_32() {
-        assert_eq!(PER_ITEM_OVERHEAD, 32);
-        assert_eq!(charge(32, 100), 164);
-        assert_eq!(seg_size_for(4 << 20), 64 << 10);
+    fn segments_are_sized_to_the_shard() {
+        assert_eq!(seg_size_for(4 << 20), 32 << 10);
         assert_eq!(seg_size_for(1000), 64);
         assert_eq!(seg_size_for(1 << 40), 1 << 20);
     }
@@ -1063,29 +1181,17 @@ mod tests {
         // 10,000 caches of 16 shards each must fit a node (issue 22).
         let size = std::mem::size_of::<Shard<foldhash::fast::RandomState>>();
         assert!(size <= 320, "{size}");
-        let s = Shard::new(64 << 20, RandomState::new());
+        let s = Shard::new(64 << 20, RandomState::new(), 0);
         assert_eq!(
             (s.segs.capacity(), s.index.capacity(), s.scratch.capacity()),
             (0, 0, 0)
         );
     }
 
-    #[test]
-    fn header_round_trips() {
-        let h = Header {
-            bits: FETCHED | STALE,
-            flags: 0xdead_beef,
-            exptime: 1_700_000_000,
-            time: 1_699_999_999,
-            cas: CAS_MASK,
-        };
-        let mut b = [0u8; HDR];
-        h.write(&mut b);
-        assert_eq!(Header::read(&b), h);
-    }
-
+    /// Store `key` as the store would: with the counter's next CAS.
     fn put(s: &mut Shard<RandomState>, key: &str, val: &[u8]) -> Removed {
         let h = s.hasher.hash_one(key.as_bytes());
+        let cas = s.next_cas();
         let item = NewItem {
             key: key.as_bytes(),
             parts: [val, &[]],
@@ -1094,12 +1200,95 @@ mod tests {
                 flags: 0,
                 exptime: 0,
                 time: 0,
-                cas: 1,
+                cas,
             },
+            whole_cas: false,
         };
         s.insert(h, &item, false, 0, &Flush::default())
             .expect("fits")
             .1
+    }
+
+    fn header_of(s: &Shard<RandomState>, key: &str) -> Option<Header> {
+        let h = s.hasher.hash_one(key.as_bytes());
+        s.find(h, key.as_bytes()).map(|l| s.header(l))
+    }
+
+    fn read(s: &mut Shard<RandomState>, key: &str) {
+        let h = s.hasher.hash_one(key.as_bytes());
+        if let Some(l) = s.find(h, key.as_bytes()) {
+            let hd = s.header(l);
+            let bits = bumped(hd.bits);
+            assert!(s.set_header(l, Header { bits, ..hd }), "bits fit");
+        }
+    }
+
+    #[test]
+    fn a_common_item_costs_its_bytes_plus_15() {
+        // 7 bytes of header (bits, shape, key length, value length, a
+        // 2-byte access time and a one-byte CAS distance) and 8 of index.
+        assert_eq!(charge(32, 100), 32 + 100 + 15);
+        assert_eq!(charge(32, 1000), 32 + 1000 + 16);
+        assert_eq!(max_charge(32, 100), 32 + 100 + 33);
+        assert_eq!(charge_range(32, 100, 1, 1), (32 + 100 + 23, 32 + 100 + 31));
+        assert_eq!(charge_range(32, 100, 0, 0), (32 + 100 + 15, 32 + 100 + 27));
+        let mut s = Shard::new(64 << 20, RandomState::new(), 0);
+        put(&mut s, "k", &[b'v'; 100]);
+        assert_eq!(s.bytes(), charge(1, 100));
+    }
+
+    #[test]
+    fn merge_moves_keep_the_cas() {
+        let mut s = Shard::new(64 << 10, RandomState::new(), 0);
+        put(&mut s, "hot", &[b'v'; 20]);
+        let before = header_of(&s, "hot").expect("stored");
+        read(&mut s, "hot");
+        // Enough writes that "hot"'s segment is evicted, several times:
+        // each time it is copied to main's write segment, whose base is
+        // above its CAS.
+        for i in 0..6000 {
+            put(&mut s, &format!("k{i}"), &[b'v'; 20]);
+            if i % 500 == 0 {
+                read(&mut s, "hot");
+            }
+            s.check();
+        }
+        let after = header_of(&s, "hot").expect("kept: it was read");
+        assert_eq!(after.cas, before.cas);
+        assert!(s.last_cas() > before.cas + (5000 << CAS_SHARD_BITS));
+    }
+
+    #[test]
+    fn update_rewrites_in_place_or_copies() {
+        let mut s = Shard::new(64 << 20, RandomState::new(), 0);
+        put(&mut s, "a", b"123");
+        let hash = s.hasher.hash_one(b"a");
+        let l = s.find(hash, b"a").expect("stored");
+        let h = s.header(l);
+        let bytes = s.bytes();
+        // A new CAS within the field's reach: in place.
+        let h2 = Header {
+            cas: s.next_cas(),
+            ..h
+        };
+        s.update(hash, l, h2, Some(b"124"), 0, &Flush::default());
+        assert_eq!(s.find(hash, b"a"), Some(l), "same place");
+        assert_eq!((s.header(l), s.value(l)), (h2, &b"124"[..]));
+        assert_eq!(s.bytes(), bytes);
+        // A TTL it has no field for: a fresh copy, with the CAS whole.
+        let h3 = Header { exptime: 99, ..h2 };
+        s.update(hash, l, h3, None, 0, &Flush::default());
+        let l3 = s.find(hash, b"a").expect("copied");
+        assert_ne!(l3, l);
+        assert_eq!((s.header(l3), s.value(l3)), (h3, &b"124"[..]));
+        assert_eq!(s.bytes(), bytes + 4 + 6, "a TTL field, a whole CAS");
+        s.check();
+        // Now any CAS fits in place.
+        let h4 = Header { cas: 1 << 40, ..h3 };
+        s.update(hash, l3, h4, None, 0, &Flush::default());
+        assert_eq!(s.find(hash, b"a"), Some(l3));
+        assert_eq!(s.header(l3), h4);
+        s.check();
     }
 
     fn has(s: &Shard<RandomState>, key: &str) -> bool {
@@ -1109,7 +1298,7 @@ mod tests {
 
     #[test]
     fn removal_and_eviction_keep_index_and_segments_consistent() {
-        let mut s = Shard::new(64 << 10, RandomState::new());
+        let mut s = Shard::new(64 << 10, RandomState::new(), 0);
         for i in 0..2000 {
             put(&mut s, &format!("k{i}"), &[b'v'; 20]);
             s.check();
@@ -1122,13 +1311,8 @@ mod tests {
             let h = s.hasher.hash_one(k.as_bytes());
             if let Some(l) = s.find(h, k.as_bytes()) {
                 let hd = s.header(l);
-                s.set_header(
-                    l,
-                    Header {
-                        bits: bumped(hd.bits),
-                        ..hd
-                    },
-                );
+                let bits = bumped(hd.bits);
+                assert!(s.set_header(l, Header { bits, ..hd }));
             }
         }
         let n = 2000;
@@ -1157,7 +1341,7 @@ mod tests {
         assert_eq!((s.len(), s.bytes()), (0, 0));
         assert!(s.seg_bytes <= 2 * s.seg_size, "{}", s.seg_bytes);
         assert!(s.seg_bytes > 0);
-        s.purge(0, &Flush::default());
+        s.purge();
         assert_eq!(s.seg_bytes, 0, "a flush gives them back");
     }
 }

@@ -421,10 +421,11 @@ fn item_larger_than_the_budget_is_out_of_memory() {
     assert!(s.usage().bytes <= 1000);
 }
 
-/// One shard holding ten 100-byte items with 2-byte keys.
+/// One shard holding ten 100-byte items with 2-byte keys (one of them with
+/// a TTL, which takes 4 bytes more).
 fn ten_item_store() -> (Store, Arc<CacheStats>) {
     let stats = Arc::new(CacheStats::default());
-    let s = Store::new(10 * charge(2, 100), 1000, stats.clone());
+    let s = Store::new(10 * charge(2, 100) + 4, 1000, stats.clone());
     assert_eq!(s.shards.len(), 1);
     (s, stats)
 }
@@ -491,25 +492,50 @@ fn evicting_an_expired_item_counts_as_expired() {
     assert_eq!(s.usage().items, 10);
 }
 
+/// The bytes `key` is charged, from `me`'s `size`, checked against what
+/// its key, value length, flags and TTL allow (its CAS field takes 1 to 7
+/// bytes).
+fn charged(s: &Store, key: &str, value_len: usize, flags: u32, exptime: u32) -> usize {
+    let r = s.execute(
+        &Command::MetaDebug {
+            key: Bytes::copy_from_slice(key.as_bytes()),
+        },
+        NOW,
+    );
+    let Response::MetaDebug(Some(fields)) = r else {
+        panic!("{key}: {r:?}")
+    };
+    let size: usize = fields
+        .iter()
+        .find(|(k, _)| k == "size")
+        .and_then(|(_, v)| v.parse().ok())
+        .expect("size");
+    let (least, most) = charge_range(key.len(), value_len, flags, exptime);
+    assert!((least..=most).contains(&size), "{key}: {size}");
+    size
+}
+
 #[test]
 fn byte_accounting_returns_to_zero() {
     let (s, stats) = new_store();
-    let mut expect = 0;
+    let mut lens = Vec::new();
     for i in 0..1000 {
         let key = format!("key-{i}");
         let val = vec![b'x'; i % 300];
         set(&s, &key, &val, 0, NOW);
-        expect += charge(key.len(), val.len());
+        lens.push(val.len());
     }
     // Overwrite, append and incr change sizes.
     set(&s, "key-1", &[b'y'; 500], 0, NOW);
-    expect = expect - charge(5, 1) + charge(5, 500);
+    lens[1] = 500;
     run_store(&s, st(StoreMode::Append, "key-2", b"abc", 0), NOW);
-    expect = expect - charge(5, 2) + charge(5, 5);
+    lens[2] = 5;
     set(&s, "key-3", b"9", 0, NOW);
-    expect = expect - charge(5, 3) + charge(5, 1);
     s.execute(&Command::Arith(arith("key-3", true, 1)), NOW);
-    expect = expect - charge(5, 1) + charge(5, 2);
+    lens[3] = 2;
+    let expect: usize = (0..1000)
+        .map(|i| charged(&s, &format!("key-{i}"), lens[i], 0, 0))
+        .sum();
     let u = s.usage();
     assert_eq!((u.items, u.bytes), (1000, expect as u64));
     for i in 0..1000 {
@@ -787,7 +813,8 @@ fn meta_debug_reports_item_metadata() {
     let Response::MetaDebug(Some(fields)) = r else {
         panic!("{r:?}")
     };
-    let size = charge(1, 100).to_string();
+    // No flags, a TTL (4 bytes), the CAS one byte above its segment's base.
+    let size = (charge(1, 100) + 4).to_string();
     let want = [
         ("exp", "55"),
         ("la", "3"),
@@ -862,7 +889,8 @@ fn concurrent_writers_keep_accounting_exact() {
     assert_eq!(s.usage().items, 4 * 500);
     assert_eq!(stat(&stats, "incr_misses"), 8000, "never created");
     let expect: usize = (0..4)
-        .flat_map(|t| (0..500).map(move |i| charge(format!("t{t}-{i}").len(), 50)))
+        .flat_map(|t| (0..500).map(move |i| format!("t{t}-{i}")))
+        .map(|k| charged(&s, &k, 50, 0, 0))
         .sum();
     assert_eq!(s.usage().bytes, expect as u64);
 }
@@ -1065,4 +1093,234 @@ proptest! {
             prop_assert!(s.usage().bytes <= s.usage().limit);
         }
     }
+}
+
+// The variable-length header (`header.rs`): what each in-place change does
+// to the CAS, and that CAS uniques survive moves and segment reuse.
+
+/// A `set` with a CAS check: whether it was stored.
+fn cas_set(s: &Store, key: &str, val: &[u8], cas: u64, now: u64) -> bool {
+    let mut cmd = st(StoreMode::Set, key, val, 0);
+    cmd.cas = Some(cas);
+    match run_store(s, cmd, now) {
+        Response::Stored { .. } => true,
+        Response::Exists => false,
+        other => panic!("cas {key}: {other:?}"),
+    }
+}
+
+fn size_of(s: &Store, key: &str) -> usize {
+    let r = s.execute(
+        &Command::MetaDebug {
+            key: Bytes::copy_from_slice(key.as_bytes()),
+        },
+        NOW,
+    );
+    let Response::MetaDebug(Some(fields)) = r else {
+        panic!("{r:?}")
+    };
+    fields
+        .iter()
+        .find(|(k, _)| k == "size")
+        .and_then(|(_, v)| v.parse().ok())
+        .expect("size")
+}
+
+#[test]
+fn cas_uniques_stay_unique_across_segment_reuse() {
+    // 16 shards of 1 KiB, in 64-byte segments (items over 16 bytes get
+    // one each), evicted and their ids reused many times over.
+    let stats = Arc::new(CacheStats::default());
+    let s = Store::new(16 << 10, 100, stats.clone());
+    let mut seen = std::collections::HashSet::new();
+    let mut last = HashMap::new();
+    let mut held = Vec::new();
+    for round in 0..40 {
+        for i in 0..200 {
+            // New keys (evictions) and the same ones (overwrites).
+            let key = if i % 2 == 0 || i == 199 {
+                format!("k{i}")
+            } else {
+                format!("r{round}-{i}")
+            };
+            let cas = set(&s, &key, &[b'v'; 60], 0, NOW);
+            let before = last.insert(key.clone(), cas).unwrap_or(0);
+            assert!(cas > before, "a key's CAS uniques increase");
+            assert!(seen.insert(cas), "{cas} handed out twice");
+            // Every reply's CAS is what a read then shows.
+            if i % 37 == 0 {
+                if let Some(f) = get(&s, &key, NOW) {
+                    assert_eq!(f.cas, cas);
+                }
+            }
+        }
+        held.push(get(&s, "k199", NOW).expect("just written").cas);
+        assert!(round == 0 || stat(&stats, "evictions") > 50 * round);
+    }
+    // A CAS from any earlier life of the key no longer matches.
+    let now_cas = get(&s, "k199", NOW).expect("hit").cas;
+    for &old in &held[..held.len() - 1] {
+        assert!(!cas_set(&s, "k199", b"x", old, NOW), "{old} still matched");
+    }
+    assert!(cas_set(&s, "k199", b"x", now_cas, NOW));
+    for sh in s.shards.iter() {
+        lock(sh).check();
+    }
+}
+
+#[test]
+fn cas_is_kept_when_a_merge_moves_an_item() {
+    let stats = Arc::new(CacheStats::default());
+    let s = Store::new(256 << 10, 1000, stats.clone());
+    let cas = set(&s, "hot", &[b'h'; 50], 0, NOW);
+    for i in 0..20_000 {
+        set(&s, &format!("k{i}"), &[b'v'; 50], 0, NOW);
+        if i % 300 == 0 {
+            // Read: it survives its segment's eviction, copied to main.
+            assert_eq!(get(&s, "hot", NOW).expect("kept").cas, cas);
+        }
+    }
+    assert!(stat(&stats, "evictions") > 10_000);
+    assert_eq!(get(&s, "hot", NOW).expect("kept").cas, cas);
+    assert!(
+        cas_set(&s, "hot", b"new", cas, NOW),
+        "its CAS still matches"
+    );
+    assert!(!cas_set(&s, "hot", b"newer", cas, NOW));
+    for sh in s.shards.iter() {
+        lock(sh).check();
+    }
+}
+
+/// A store of one shard, so that every write moves its CAS counter.
+fn one_shard_store() -> Store {
+    let s = Store::new(4 * MB, 2 * MB, Arc::new(CacheStats::default()));
+    assert_eq!(s.shards.len(), 1);
+    s
+}
+
+#[test]
+fn in_place_incr_gives_a_new_cas_whether_or_not_it_moves() {
+    let s = one_shard_store();
+    let c0 = set(&s, "n", b"100", 0, NOW);
+    let small = size_of(&s, "n");
+    // In place: the new CAS is within its field's reach.
+    let Response::Number { cas: c1, .. } = s.execute(&Command::Arith(arith("n", true, 1)), NOW)
+    else {
+        panic!()
+    };
+    assert!(c1 > c0);
+    assert_eq!(size_of(&s, "n"), small, "same bytes, same place");
+    // Push the counter past what one byte above the segment's base holds:
+    // the next incr cannot write its CAS in place, so the item is copied
+    // with its CAS whole; later ones are in place again.
+    for i in 0..600 {
+        set(&s, &format!("other{i}"), b"x", 0, NOW);
+    }
+    let Response::Number { cas: c2, value, .. } =
+        s.execute(&Command::Arith(arith("n", true, 1)), NOW)
+    else {
+        panic!()
+    };
+    assert_eq!(value, 102);
+    assert!(c2 > c1);
+    assert_eq!(size_of(&s, "n"), charge(1, 3) + 6, "CAS whole");
+    let Response::Number { cas: c3, .. } = s.execute(&Command::Arith(arith("n", false, 100)), NOW)
+    else {
+        panic!()
+    };
+    assert!(c3 > c2);
+    assert_eq!(size_of(&s, "n"), charge(1, 3) + 6);
+    let f = get(&s, "n", NOW).expect("hit");
+    assert_eq!((&f.data[..], f.cas), (&b"2  "[..], c3), "padded in place");
+    for old in [c0, c1, c2] {
+        assert!(!cas_set(&s, "n", b"x", old, NOW), "old CAS {old} matched");
+    }
+    assert!(cas_set(&s, "n", b"x", c3, NOW));
+}
+
+#[test]
+fn touch_that_adds_a_ttl_keeps_cas_flags_and_value() {
+    let s = one_shard_store();
+    let mut cmd = st(StoreMode::Set, "k", b"value", 0);
+    cmd.flags = 7;
+    let Response::Stored { cas } = run_store(&s, cmd, NOW) else {
+        panic!()
+    };
+    for i in 0..600 {
+        set(&s, &format!("other{i}"), b"x", 0, NOW);
+    }
+    let before = size_of(&s, "k");
+    let touch = Command::Touch {
+        key: Bytes::from_static(b"k"),
+        exptime: 100,
+    };
+    assert_eq!(s.execute(&touch, NOW + 1), Response::Touched);
+    // Copied: a TTL field and the CAS whole (it is older than the new
+    // segment's base).
+    assert_eq!(size_of(&s, "k"), before + 4 + 6);
+    let f = get(&s, "k", NOW + 2).expect("hit");
+    assert_eq!(
+        (&f.data[..], f.flags, f.cas, f.ttl),
+        (&b"value"[..], 7, cas, 99)
+    );
+    assert!(cas_set(&s, "k", b"v2", cas, NOW + 2));
+}
+
+#[test]
+fn invalidation_gives_a_new_cas_and_old_tokens_are_older() {
+    let s = one_shard_store();
+    let c0 = set(&s, "k", b"v", 0, NOW);
+    for i in 0..600 {
+        set(&s, &format!("other{i}"), b"x", 0, NOW);
+    }
+    let md = Command::Delete(Delete {
+        invalidate: true,
+        ..delete("k")
+    });
+    assert_eq!(s.execute(&md, NOW), Response::Deleted);
+    let f = get(&s, "k", NOW).expect("kept, stale");
+    assert!(f.stale && f.cas > c0);
+    // meta `I` with the old token: older than the item's, so stored stale.
+    let mut cmd = st(StoreMode::Set, "k", b"w", 0);
+    cmd.cas = Some(c0);
+    cmd.invalidate = true;
+    assert!(matches!(run_store(&s, cmd, NOW), Response::Stored { .. }));
+}
+
+#[test]
+fn last_access_stays_exact_past_what_two_bytes_hold() {
+    let (s, _) = new_store();
+    let cas = set(&s, "k", b"v", 0, NOW);
+    let small = size_of(&s, "k");
+    // 11 hours later: the access time no longer fits its 2-byte distance
+    // from the segment's base, so the bump writes a fresh copy.
+    let later = NOW + 40_000;
+    let f = get(&s, "k", later).expect("hit");
+    assert_eq!((f.last_access, f.cas), (40_000, cas));
+    let mut peek = test_util::get("k");
+    peek.no_bump = true;
+    let f = get_with(&s, peek.clone(), later + 7).expect("hit");
+    assert_eq!((f.last_access, f.cas, &f.data[..]), (7, cas, &b"v"[..]));
+    assert!(f.fetched);
+    // Copied, to the same write segment (nothing else was written): its
+    // CAS and its time whole, so the next bumps are in place.
+    assert_eq!(size_of(&s, "k"), small + 6 + 2);
+    let f = get_with(&s, peek, later + 100_000).expect("hit");
+    assert_eq!(f.last_access, 100_000);
+    assert!(cas_set(&s, "k", b"w", cas, later));
+}
+
+#[test]
+fn a_full_cache_holds_more_small_items_than_the_fixed_header_did() {
+    // 32-byte keys, 100-byte values: 147 to 148 bytes each now (was 164).
+    let stats = Arc::new(CacheStats::default());
+    let s = Store::new(16 * MB, MB, stats);
+    for i in 0..200_000 {
+        set(&s, &format!("{i:032}"), &[b'v'; 100], 0, NOW);
+    }
+    let u = s.usage();
+    let per_item = u.bytes as f64 / u.items as f64;
+    assert!(per_item < 149.0, "{per_item}");
+    assert!(u.items > (16 * MB / 164) as u64 * 108 / 100, "{u:?}");
 }

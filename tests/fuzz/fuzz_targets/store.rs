@@ -4,7 +4,9 @@
 //!
 //! Byte 0 picks the budget: a large one, in which nothing is ever evicted
 //! and every reply, value, flag and CAS must be the model's, and `usage()`
-//! must count exactly the model's items and charges; or a small one (a few
+//! must count exactly the model's items and each within the charges its
+//! key, value, flags and TTL allow (the CAS field takes 1 to 7 bytes); or a
+//! small one (a few
 //! KiB to a few hundred), in which items may be evicted at any time. There
 //! a reply may also be what the model gives without the key (the item was
 //! evicted; the model then forgets it), but a hit must still be the
@@ -12,13 +14,13 @@
 //! switches to the lenient rules.
 #![no_main]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use memgate::node::counters::CacheStats;
-use memgate::node::store::{charge, Store};
+use memgate::node::store::{charge_range, Store};
 use memgate::protocol::request::{
     Arith, Command, Delete, Exptime, Get, Store as StoreCmd, StoreMode,
 };
@@ -285,6 +287,9 @@ fuzz_target!(|data: &[u8]| {
     let mut m: HashMap<Bytes, Item> = HashMap::new();
     let mut now = START;
     let mut last_cas = 0u64;
+    // Every CAS unique handed out, and the last one of each key.
+    let mut seen_cas = HashSet::new();
+    let mut key_cas: HashMap<Bytes, u64> = HashMap::new();
     for _ in 0..400 {
         if inp.data.is_empty() {
             break;
@@ -394,8 +399,12 @@ fuzz_target!(|data: &[u8]| {
         let got = store.execute(&cmd, now);
         let new_cas = reply_cas(&got);
         if new_cas != 0 {
-            assert!(new_cas > last_cas, "CAS uniques increase");
-            last_cas = new_cas;
+            // Unique, and increasing for a key (a shard's uniques increase;
+            // the store's do not across shards).
+            assert!(seen_cas.insert(new_cas), "CAS {new_cas} handed out twice");
+            let before = key_cas.insert(k.clone(), new_cas).unwrap_or(0);
+            assert!(new_cas > before, "a key's CAS uniques increase");
+            last_cas = last_cas.max(new_cas);
         }
         let had = m.get(&k).cloned();
         let (mut want, mut after) = model(&cmd, had.as_ref(), now, new_cas);
@@ -433,11 +442,18 @@ fuzz_target!(|data: &[u8]| {
         if !lenient {
             let live: Vec<_> = m.iter().collect();
             assert_eq!(u.items, live.len() as u64, "items");
-            let bytes: usize = live
+            let (least, most) = live
                 .iter()
-                .map(|(k, it)| charge(k.len(), it.value.len()))
-                .sum();
-            assert_eq!(u.bytes, bytes as u64, "bytes");
+                .map(|(k, it)| {
+                    let exptime = u32::from(it.exptime != 0);
+                    charge_range(k.len(), it.value.len(), it.flags, exptime)
+                })
+                .fold((0, 0), |(a, b), (x, y)| (a + x, b + y));
+            assert!(
+                (least as u64..=most as u64).contains(&u.bytes),
+                "bytes {} not in {least}..={most}",
+                u.bytes
+            );
         }
     }
 });

@@ -593,3 +593,27 @@ fn tombstone_flag() {
         assert_eq!(parse_ok(&out).0, command, "{out:?}");
     }
 }
+
+/// memcached 1.6.18 has no `E` (a client-chosen CAS, in later releases): every
+/// meta command refuses it, as memcached does (`node_vs_memcached`'s
+/// failure cases), so no client-supplied CAS ever reaches the store, and
+/// every CAS an item holds is one the store's counter handed out.
+#[test]
+fn e_flag_is_refused_as_in_1_6_18() {
+    for line in [
+        &b"ms k 1 E5\r\nx\r\n"[..],
+        b"ms k 1 E0\r\nx\r\n",
+        b"mg k E5 c\r\n",
+        b"md k E0\r\n",
+        b"ma k E0\r\n",
+    ] {
+        // ms and mg say "invalid flag"; md and ma "invalid or duplicate
+        // flag", as memcached does.
+        let error = refused(line).0;
+        assert!(
+            error.starts_with("CLIENT_ERROR invalid"),
+            "{}: {error}",
+            String::from_utf8_lossy(line)
+        );
+    }
+}
