@@ -21,10 +21,12 @@
 //! from it when they fit, else whole; which, the shape says.
 //!
 //! # CAS
-//! CAS uniques still come from the store's one counter, so they increase
-//! as memcached's do (the order meta `I` and `flush_all` compare by). An
-//! item written to a segment after it became a write segment stores `cas -
-//! base.cas`, which stays small while the segment is being filled. An item
+//! CAS uniques come from the shard's counter, `seq << 4 | shard`
+//! (`Shard::next_cas`): unique in the store and increasing for each key
+//! (`store.rs` says why that is enough). An item written to a segment after
+//! it became a write segment stores `(cas - base.cas) >> 4`, the shard's
+//! uniques handed out since, which stays small while the segment is being
+//! filled. An item
 //! whose CAS is older than the base (moved by merge-eviction, rewritten
 //! keeping its CAS) or too far above it stores the whole CAS. The value a
 //! reply shows is always the item's CAS, never a function of where it sits:
