@@ -130,11 +130,13 @@ async fn a_flood_is_answered_without_hashing() {
     })
     .await;
     let addr = node.plain.unwrap();
-    // The free failures are hashed: that is what one hash costs here.
+    // The free failures, each a new password, are hashed: that is what one
+    // hash costs here (a repeated one would be refused from memory).
     let mut first = connect_from("127.0.0.2", addr).await;
     let t = Instant::now();
-    for _ in 0..throttle::FREE_FAILURES {
-        assert_eq!(first.sasl_login("victim", "guess").await, 0x20);
+    for i in 0..throttle::FREE_FAILURES {
+        let guess = format!("guess{i}");
+        assert_eq!(first.sasl_login("victim", &guess).await, 0x20);
     }
     let hash = t.elapsed() / throttle::FREE_FAILURES;
     // Four connections send 25 wrong logins each, pipelined, at once, from
