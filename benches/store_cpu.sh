@@ -5,14 +5,20 @@
 #
 #   benches/store_cpu.sh [--rounds N] [--duration S] [--memgate PATH]
 #
-# Both servers are started once, with a 64 MiB limit (memcached -t 4; the
-# node with --insecure-no-auth and its default threads). Each round runs
+# Both servers are started once, with a 1 GiB limit (memcached -t 4; the
+# node with --insecure-no-auth and its default threads): memcaslap's sets
+# write new keys all along (some 100,000 a run), and at 64 MiB the two
+# stores' evictions made misses, which are not the CPU per request asked
+# about. Each round runs
 # memcaslap against each in turn (the order flips every round):
 #   pinned:   both servers on CPU 0, memcaslap on CPU 1; the server's utime
 #             + stime (/proc/PID/stat) over the run divided by the requests
 #             memcaslap counted is its CPU per request;
 #   unpinned: the same run without taskset, for throughput.
 # Prints each run, then the medians and the ratios memgate / memcached.
+# Every run must be real hits: memcaslap must count no get miss, and the
+# server's own get_hits must have grown by the gets memcaslap counted (an
+# error reply is not a hit), or the script stops.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 rounds=3
@@ -42,13 +48,19 @@ CFG
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
 ticks() { awk '{print $14 + $15}' /proc/"$1"/stat; }
+get_hits() { # port -> the server's get_hits
+  exec 3<>/dev/tcp/127.0.0.1/"$1"
+  printf 'stats\r\nquit\r\n' >&3
+  awk '$2 == "get_hits" {print $3 + 0}' <&3 | tr -d '\r'
+  exec 3<&-
+}
 clk=$(getconf CLK_TCK)
 
 mp=$(free_port)
-memcached -p "$mp" -l 127.0.0.1 -U 0 -m 64 -t 4 -u root >/dev/null 2>&1 &
+memcached -p "$mp" -l 127.0.0.1 -U 0 -m 1024 -t 4 -u root >/dev/null 2>&1 &
 mpid=$!; pids+=("$mpid")
 np=$(free_port)
-MEMGATE_LOG=warn "$bin" node --memory-limit 64MiB --insecure-no-auth --listen 127.0.0.1:"$np" >/dev/null 2>&1 &
+MEMGATE_LOG=warn "$bin" node --memory-limit 1GiB --insecure-no-auth --listen 127.0.0.1:"$np" >/dev/null 2>&1 &
 npid=$!; pids+=("$npid")
 wait_port "$mp"; wait_port "$np"
 taskset -pc 0 "$mpid" >/dev/null; taskset -apc 0 "$mpid" >/dev/null
@@ -57,10 +69,19 @@ taskset -apc 0 "$npid" >/dev/null
 run() { # name port pid pinned -> prints "tps cpu_us_per_request"
   local port=$2 pid=$3 pin=() before after out tps
   [ "$4" = 1 ] && pin=(taskset -c 1)
+  local hits_before hits_after gets misses
+  hits_before=$(get_hits "$port")
   before=$(ticks "$pid")
   out=$("${pin[@]}" memcaslap -s 127.0.0.1:"$port" -F "$work/mix.cfg" -T 2 -c 16 -t "${duration}s" 2>&1)
   after=$(ticks "$pid")
+  hits_after=$(get_hits "$port")
   tps=$(awk '/^Run time/ {for (i = 1; i <= NF; i++) if ($i == "TPS:") v = $(i + 1)} END {print v + 0}' <<<"$out")
+  gets=$(awk '/^cmd_get:/ {print $2 + 0}' <<<"$out")
+  misses=$(awk '/^get_misses:/ {print $2 + 0}' <<<"$out")
+  if [ -z "$gets" ] || [ "${misses:-1}" != 0 ] || [ $((hits_after - hits_before)) -lt $((gets * 99 / 100)) ]; then
+    echo "$1: not every get was a hit (memcaslap: $gets gets, ${misses:-?} misses; server: $((hits_after - hits_before)) hits)" >&2
+    exit 1
+  fi
   awk -v t="$tps" -v d="$duration" -v c=$((after - before)) -v k="$clk" \
     'BEGIN {printf "%d %.3f\n", t, (t > 0 ? c / k / (t * d) * 1e6 : 0)}'
 }
@@ -76,7 +97,8 @@ for r in $(seq "$rounds"); do
     fi
     for s in $order; do
       if [ "$s" = memcached ]; then port=$mp pid=$mpid; else port=$np pid=$npid; fi
-      read -r tps cpu <<<"$(run "$s" "$port" "$pid" "$p")"
+      line=$(run "$s" "$port" "$pid" "$p")
+      read -r tps cpu <<<"$line"
       echo "round $r $mode $s: $tps ops/s, $cpu us CPU per request"
       echo "$mode $s $tps $cpu" >> "$results"
     done
