@@ -511,7 +511,18 @@ where
 #[tokio::test]
 async fn a_client_that_stops_reading_has_one_large_get_in_flight() {
     let _alone = LARGE_VALUES.lock().await;
-    let (_pki, _nodes, proxy) = cluster(3, |_| {}).await;
+    // 64 MiB a node, so that no shard of a node's cache overflows with 500
+    // KB items (16 MiB makes 2 MiB shards, and five of the 17 or so items a
+    // node holds land in one shard about one run in twenty: an eviction).
+    let pki = TestPki::new();
+    let big = cache(
+        "42",
+        "64MiB",
+        &[],
+        &[credential(PROXY_USER, PROXY_PASS, &["primary = true"])],
+    );
+    let nodes = start_tls_nodes_with(&pki, 3, &big).await;
+    let proxy = start_proxy(proxy_config(&server_entries(&nodes), &pki.ca_pem())).await;
     const SIZE: usize = 500_000;
     let value = |i: usize| vec![b'a' + (i % 26) as u8; SIZE];
     let mut writer = connect(proxy.addr).await;

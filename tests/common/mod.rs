@@ -294,11 +294,16 @@ impl TestPki {
 
 /// `n` TLS nodes with [`proxy_cache`], all signed by `pki`, plain listener off.
 pub async fn start_tls_nodes(pki: &TestPki, n: usize) -> Vec<TestNode> {
+    start_tls_nodes_with(pki, n, &proxy_cache()).await
+}
+
+/// [`start_tls_nodes`] with another caches file (a larger cache 42, say).
+pub async fn start_tls_nodes_with(pki: &TestPki, n: usize, caches: &str) -> Vec<TestNode> {
     let mut nodes = Vec::new();
     for _ in 0..n {
         let server = pki.server_config();
         nodes.push(
-            start_node(Some(&proxy_cache()), false, |c| {
+            start_node(Some(caches), false, |c| {
                 c.listen = None;
                 c.tls_listen = Some(("127.0.0.1:0".parse().unwrap(), server));
             })
