@@ -136,6 +136,20 @@ def junit_results(path):
     return {"passed": sorted(passed), "failed": sorted(failed)}
 
 
+def merge_attempt(merged, xml, runner):
+    """The results so far with another attempt's junit file: a test passed
+    if any attempt passed it."""
+    if not os.path.exists(xml):
+        raise SystemExit(f"{runner} wrote no results")
+    run = junit_results(xml)
+    if merged is None:
+        return run
+    return {
+        "passed": sorted(set(merged["passed"]) | set(run["passed"])),
+        "failed": sorted(set(merged["failed"]) - set(run["passed"])),
+    }
+
+
 def pytest(name, root, env, args, work):
     """Run one suite; then its failures once more, since a few of its tests
     time their own stand-in servers and a busy CI machine can miss them.
@@ -152,14 +166,7 @@ def pytest(name, root, env, args, work):
             cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=sys.stderr,
             stderr=sys.stderr, timeout=300,
         )
-        if not os.path.exists(xml):
-            raise SystemExit(f"{name}: pytest wrote no results")
-        run = junit_results(xml)
-        if merged is None:
-            merged = run
-        else:
-            merged["passed"] = sorted(set(merged["passed"]) | set(run["passed"]))
-            merged["failed"] = sorted(set(merged["failed"]) - set(run["passed"]))
+        merged = merge_attempt(merged, xml, f"{name}: pytest")
         if not merged["failed"]:
             break
     return merged
@@ -183,14 +190,7 @@ def mocha(root, work):
             cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=sys.stderr,
             stderr=sys.stderr, timeout=300,
         )
-        if not os.path.exists(xml):
-            raise SystemExit("node-memcached: mocha wrote no results")
-        run = junit_results(xml)
-        if merged is None:
-            merged = run
-        else:
-            merged["passed"] = sorted(set(merged["passed"]) | set(run["passed"]))
-            merged["failed"] = sorted(set(merged["failed"]) - set(run["passed"]))
+        merged = merge_attempt(merged, xml, "node-memcached: mocha")
         if not merged["failed"]:
             break
     return merged
