@@ -30,7 +30,10 @@
 //! every item before it answers instead). A segment stores its items' CAS
 //! as a distance from the last one handed out when it started, mostly one
 //! byte. A change that needs a new CAS takes the shard's next; a move
-//! (merge-eviction, a copy for a wider header) keeps it.
+//! (merge-eviction, a copy for a wider header) keeps it. A sidecar's
+//! versioned copy ([`Store::copy`]) brings its own, stored whole when it is
+//! out of a distance's reach; the shard's counter then moves past it
+//! (`Shard::take_cas`), so that a key's uniques still increase.
 //!
 //! # Choices where memcached is loose or the model is ambiguous
 //! - `cas: Some(0)` on a store or delete is a check that always fails, since
@@ -69,7 +72,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 
 use self::header::{Header, FETCHED, STALE, TOKEN_SENT};
-use self::shard::{bumped, carry_freq, Flush, NewItem, Removed, Shard};
+use self::shard::{bumped, carry_freq, Flush, NewItem, Removed, Shard, MAX_VERSION};
 use crate::clock::unix_now;
 use crate::mrc::Tracker;
 use crate::node::counters::CacheStats;
@@ -281,7 +284,7 @@ impl Store {
     pub fn execute(&self, cmd: &Command, now: u64) -> Response {
         let response = match cmd {
             Command::Get(g) => self.get(g, now),
-            Command::Store(s) => self.store(s, now),
+            Command::Store(s) => self.store(s, None, now),
             Command::Delete(d) => self.delete(d, now),
             Command::Arith(a) => self.arith(a, now),
             Command::Touch { key, exptime } => self.touch(key, *exptime, now),
@@ -291,6 +294,29 @@ impl Store {
         };
         if let Some(tracker) = &self.what_if {
             track(tracker, cmd, &response);
+        }
+        response
+    }
+
+    /// memgate's sidecar copy ([`Command::Copy`]; the caller has checked the
+    /// key's tombstones): `st` as an add, or with a version as a set that
+    /// only a live item with an older CAS lets through (`Exists` otherwise);
+    /// with a version, the item stored takes it as its CAS. Stored, counted,
+    /// charged, expired, flushed and evicted as the add or set it is.
+    pub fn copy(&self, st: &request::Store, version: Option<u64>, now: u64) -> Response {
+        let copy = match (st.mode, version) {
+            (StoreMode::Add, None) => true,
+            (StoreMode::Add | StoreMode::Set, Some(v)) => (1..=MAX_VERSION).contains(&v),
+            _ => false,
+        };
+        // A CAS the store cannot hold (56 bits, never 0), or a shape the
+        // parser never builds, is a bad command.
+        if !copy || st.cas.is_some() || st.invalidate {
+            return client_error();
+        }
+        let response = self.store(st, version, now);
+        if let Some(tracker) = &self.what_if {
+            track_store(tracker, st, &response);
         }
         response
     }
@@ -643,7 +669,8 @@ impl Store {
         Some(found)
     }
 
-    fn store(&self, st: &request::Store, now: u64) -> Response {
+    /// A store, with `version` the CAS a copy brings ([`Self::copy`]).
+    fn store(&self, st: &request::Store, version: Option<u64>, now: u64) -> Response {
         if st.key.len() > MAX_KEY_LEN {
             return client_error();
         }
@@ -686,7 +713,7 @@ impl Store {
                 (StoreMode::Append | StoreMode::Prepend, Some(v)) => abs_exptime(v, now),
                 _ => return Response::NotStored,
             };
-            let cas = s.next_cas();
+            let cas = s.take_cas(version);
             let item = NewItem {
                 key: &st.key,
                 parts: [&st.data, b""],
@@ -718,6 +745,11 @@ impl Store {
                 Response::NotStored
             }
             StoreMode::Set | StoreMode::Replace => {
+                // A mirror older than the item (or the same write again)
+                // must not undo a newer one.
+                if version.is_some_and(|v| v <= o.cas) {
+                    return Response::Exists;
+                }
                 let mut h = header(exptime, 0);
                 match (cas_in.is_some(), cas_res) {
                     (false, _) => {}
@@ -734,7 +766,7 @@ impl Store {
                         return Response::Exists;
                     }
                 }
-                h.cas = s.next_cas();
+                h.cas = s.take_cas(version);
                 let item = NewItem {
                     key: &st.key,
                     parts: [&st.data, b""],
@@ -1017,7 +1049,22 @@ fn track(tracker: &Tracker, cmd: &Command, response: &Response) {
                 tracker.record(key, size as u64);
             }
         }
-        (Command::Store(st), Response::Stored { .. }) => {
+        (Command::Store(st), response) => track_store(tracker, st, response),
+        (Command::Arith(a), Response::Number { value, .. }) => {
+            let digits = value.checked_ilog10().unwrap_or(0) as usize + 1;
+            tracker.record_write(&a.key, charge(a.key.len(), digits) as u64);
+        }
+        (Command::Touch { key, .. }, Response::Touched) => tracker.record_write(key, 0),
+        (Command::Delete(d), Response::Deleted) if !d.invalidate => tracker.remove(&d.key),
+        (Command::FlushAll { delay }, Response::Ok) if *delay <= 0 => tracker.flush(),
+        _ => {}
+    }
+}
+
+/// [`track`] for a store (or a copy, which stores as one).
+fn track_store(tracker: &Tracker, st: &request::Store, response: &Response) {
+    match response {
+        Response::Stored { .. } => {
             let size = match st.mode {
                 // The result's size is not at hand; the key keeps its own.
                 StoreMode::Append | StoreMode::Prepend => 0,
@@ -1035,22 +1082,11 @@ fn track(tracker: &Tracker, cmd: &Command, response: &Response) {
             tracker.record_write(&st.key, size as u64);
         }
         // add on an existing item bumps it.
-        (Command::Store(st), Response::NotStored) if st.mode == StoreMode::Add => {
-            tracker.record_write(&st.key, 0);
-        }
+        Response::NotStored if st.mode == StoreMode::Add => tracker.record_write(&st.key, 0),
         // A refused set unlinks the old item.
-        (Command::Store(st), Response::Error(ErrorReply::OutOfMemory))
-            if st.mode == StoreMode::Set =>
-        {
-            tracker.remove(&st.key);
+        Response::Error(ErrorReply::OutOfMemory) if st.mode == StoreMode::Set => {
+            tracker.remove(&st.key)
         }
-        (Command::Arith(a), Response::Number { value, .. }) => {
-            let digits = value.checked_ilog10().unwrap_or(0) as usize + 1;
-            tracker.record_write(&a.key, charge(a.key.len(), digits) as u64);
-        }
-        (Command::Touch { key, .. }, Response::Touched) => tracker.record_write(key, 0),
-        (Command::Delete(d), Response::Deleted) if !d.invalidate => tracker.remove(&d.key),
-        (Command::FlushAll { delay }, Response::Ok) if *delay <= 0 => tracker.flush(),
         _ => {}
     }
 }

@@ -49,6 +49,10 @@ const FREQ_MASK: u8 = 3 << FREQ_SHIFT;
 /// hashbrown's load factor, which is between 7/16 (just grown) and 7/8
 /// (about to grow): 5 / 0.66 on average, rounded up.
 pub const INDEX_SLOT_CHARGE: usize = 8;
+/// The largest version a copy may bring as its CAS ([`Shard::take_cas`]):
+/// 56 bits less one of the shard's steps, so that the CAS the shard hands
+/// out next is still greater and still fits.
+pub const MAX_VERSION: u64 = CAS_MASK - (1 << CAS_SHARD_BITS);
 
 /// The bytes an item with this key and value length is charged in the
 /// common case: no client flags, no TTL, a one-byte CAS distance (see
@@ -370,6 +374,22 @@ impl<S: BuildHasher> Shard<S> {
     pub fn next_cas(&mut self) -> u64 {
         self.seq += 1;
         self.last_cas()
+    }
+
+    /// The CAS of a new write: `version`, when it brings its own (memgate's
+    /// versioned copy, `Command::Copy`), else the shard's next. A version
+    /// moves the sequence up to it first, as a Lamport clock: every CAS
+    /// handed out afterwards is greater, so that a key's uniques keep
+    /// increasing here whichever node picked the version. The caller
+    /// checked it against [`MAX_VERSION`].
+    pub fn take_cas(&mut self, version: Option<u64>) -> u64 {
+        match version {
+            Some(version) => {
+                self.seq = self.seq.max(version >> CAS_SHARD_BITS);
+                version
+            }
+            None => self.next_cas(),
+        }
     }
 
     fn last_cas(&self) -> u64 {

@@ -1324,3 +1324,254 @@ fn a_full_cache_holds_more_small_items_than_the_fixed_header_did() {
     assert!(per_item < 149.0, "{per_item}");
     assert!(u.items > (16 * MB / 164) as u64 * 108 / 100, "{u:?}");
 }
+
+/// memgate's sidecar copy of `val` under `key` ([`Store::copy`]).
+fn copy(
+    s: &Store,
+    mode: StoreMode,
+    key: &str,
+    val: &[u8],
+    version: Option<u64>,
+    now: u64,
+) -> Response {
+    s.copy(&st(mode, key, val, 0), version, now)
+}
+
+/// A replica's write ("mirror") of version `v`.
+fn mirror(s: &Store, key: &str, val: &[u8], v: u64, now: u64) -> Response {
+    copy(s, StoreMode::Set, key, val, Some(v), now)
+}
+
+#[test]
+fn a_mirror_stores_with_its_version_as_the_cas() {
+    let (s, stats) = new_store();
+    // One a whole number of this store's steps, one not, one far out of a
+    // distance's reach: each is the CAS read back, whatever the header keeps.
+    for (key, v) in [("a", 16 * 5), ("b", 7), ("c", (1 << 50) + 3)] {
+        let mut cmd = st(StoreMode::Set, key, b"value", 100);
+        cmd.flags = 9;
+        assert_eq!(s.copy(&cmd, Some(v), NOW), Response::Stored { cas: v });
+        let f = get(&s, key, NOW).expect("hit");
+        assert_eq!(
+            (f.cas, &f.data[..], f.flags, f.ttl),
+            (v, &b"value"[..], 9, 100)
+        );
+    }
+    assert_eq!(stat(&stats, "cmd_set"), 3, "counted as the sets they are");
+    assert_eq!(stat(&stats, "total_items"), 3);
+    assert_eq!(get(&s, "a", NOW + 100), None, "its TTL is a set's");
+}
+
+#[test]
+fn a_mirror_no_newer_than_the_item_is_refused_and_changes_nothing() {
+    let (s, stats) = new_store();
+    let cas = set(&s, "k", b"newer", 0, NOW);
+    assert_eq!(mirror(&s, "k", b"older", cas, NOW), Response::Exists);
+    assert_eq!(mirror(&s, "k", b"older", cas - 1, NOW), Response::Exists);
+    assert_eq!(mirror(&s, "k", b"older", 1, NOW), Response::Exists);
+    let f = get(&s, "k", NOW).expect("hit");
+    assert_eq!((&f.data[..], f.cas), (&b"newer"[..], cas));
+    assert_eq!(
+        stat(&stats, "cas_badval"),
+        0,
+        "no client's CAS was compared"
+    );
+    assert_eq!(
+        mirror(&s, "k", b"next", cas + 1, NOW),
+        Response::Stored { cas: cas + 1 }
+    );
+    // Out of order: the older of two mirrors arriving last is refused.
+    assert_eq!(
+        mirror(&s, "k", b"v3", 1 << 40, NOW),
+        Response::Stored { cas: 1 << 40 }
+    );
+    assert_eq!(mirror(&s, "k", b"v2", (1 << 40) - 1, NOW), Response::Exists);
+    assert_eq!(value(&s, "k", NOW).as_deref(), Some(&b"v3"[..]));
+}
+
+#[test]
+fn a_mirror_over_an_expired_or_flushed_item_stores() {
+    let (s, _) = new_store();
+    let high = 1 << 45;
+    let mut cmd = st(StoreMode::Set, "k", b"old", 10);
+    assert_eq!(
+        s.copy(&cmd, Some(high), NOW),
+        Response::Stored { cas: high }
+    );
+    assert_eq!(
+        mirror(&s, "k", b"new", 5, NOW + 10),
+        Response::Stored { cas: 5 },
+        "the item had expired"
+    );
+    cmd.exptime = 0;
+    assert_eq!(
+        s.copy(&cmd, Some(high), NOW),
+        Response::Stored { cas: high }
+    );
+    s.execute(&Command::FlushAll { delay: 0 }, NOW);
+    assert_eq!(
+        get(&s, "k", NOW),
+        None,
+        "a flush hides a mirror as any item"
+    );
+    assert_eq!(mirror(&s, "k", b"new", 5, NOW), Response::Stored { cas: 5 });
+    // A delayed flush too.
+    assert_eq!(
+        mirror(&s, "k", b"old", high, NOW),
+        Response::Stored { cas: high }
+    );
+    s.execute(&Command::FlushAll { delay: 10 }, NOW);
+    assert!(get(&s, "k", NOW + 8).is_some());
+    assert_eq!(get(&s, "k", NOW + 9), None);
+    assert_eq!(
+        mirror(&s, "k", b"new", 7, NOW + 10),
+        Response::Stored { cas: 7 }
+    );
+    assert_eq!(value(&s, "k", NOW + 10).as_deref(), Some(&b"new"[..]));
+}
+
+/// A version moves the shard's counter past it (a Lamport clock): whatever
+/// this node hands out afterwards, in place or as a new item, is greater,
+/// so a key's CAS uniques keep increasing here.
+#[test]
+fn after_a_version_the_store_hands_out_greater_cas() {
+    let (s, _) = new_store();
+    for (key, v) in [("a", (1u64 << 44) + 5), ("b", 1 << 30), ("c", 3)] {
+        let before = set(&s, key, b"x", 0, NOW);
+        let v = v.max(before + 1);
+        assert_eq!(mirror(&s, key, b"m", v, NOW), Response::Stored { cas: v });
+        let after = set(&s, key, b"1", 0, NOW);
+        assert!(after > v, "{key}: {after} after {v}");
+        assert_eq!(after & 0xf, before & 0xf, "still the key's shard's");
+        let Response::Number { cas, .. } = s.execute(&Command::Arith(arith(key, true, 1)), NOW)
+        else {
+            panic!("not a number")
+        };
+        assert!(cas > after);
+    }
+    // An add copy's version too.
+    let v = 1 << 47;
+    assert_eq!(
+        copy(&s, StoreMode::Add, "d", b"x", Some(v), NOW),
+        Response::Stored { cas: v }
+    );
+    let mut delete = delete("d");
+    delete.invalidate = true;
+    assert_eq!(s.execute(&Command::Delete(delete), NOW), Response::Deleted);
+    assert!(get(&s, "d", NOW).expect("stale, kept").cas > v);
+    // The largest version leaves room for the next CAS within 56 bits.
+    assert_eq!(
+        mirror(&s, "e", b"x", MAX_VERSION, NOW),
+        Response::Stored { cas: MAX_VERSION }
+    );
+    let next = set(&s, "e", b"y", 0, NOW);
+    assert!(next > MAX_VERSION && next <= header::CAS_MASK, "{next}");
+}
+
+#[test]
+fn an_add_copy_with_a_version_stores_only_a_missing_key() {
+    let (s, stats) = new_store();
+    let v = (1 << 33) + 9;
+    assert_eq!(
+        copy(&s, StoreMode::Add, "k", b"copied", Some(v), NOW),
+        Response::Stored { cas: v }
+    );
+    assert_eq!(get(&s, "k", NOW).expect("hit").cas, v);
+    assert_eq!(
+        copy(&s, StoreMode::Add, "k", b"again", Some(v + 1), NOW),
+        Response::NotStored
+    );
+    let cas = set(&s, "j", b"client's", 0, NOW);
+    assert_eq!(
+        copy(&s, StoreMode::Add, "j", b"copied", Some(cas + 1), NOW),
+        Response::NotStored
+    );
+    assert_eq!(
+        copy(&s, StoreMode::Add, "j", b"copied", None, NOW),
+        Response::NotStored
+    );
+    let f = get(&s, "j", NOW).expect("hit");
+    assert_eq!((&f.data[..], f.cas), (&b"client's"[..], cas));
+    // Without a version: today's warm-up copy, with the store's next CAS.
+    let Response::Stored { cas: fresh } = copy(&s, StoreMode::Add, "i", b"warm", None, NOW) else {
+        panic!("not stored")
+    };
+    assert_eq!(get(&s, "i", NOW).expect("hit").cas, fresh);
+    assert_eq!(stat(&stats, "cmd_set"), 6);
+}
+
+/// What the parser never builds is a bad command: a version the store's 56
+/// bits cannot hold (or 0, which no item has), a set without one, any other
+/// mode, or a client's CAS.
+#[test]
+fn a_copy_of_another_shape_is_a_client_error() {
+    let (s, stats) = new_store();
+    let bad = client_error();
+    for v in [0, MAX_VERSION + 1, header::CAS_MASK, u64::MAX] {
+        assert_eq!(mirror(&s, "k", b"x", v, NOW), bad, "{v}");
+        assert_eq!(copy(&s, StoreMode::Add, "k", b"x", Some(v), NOW), bad);
+    }
+    assert_eq!(copy(&s, StoreMode::Set, "k", b"x", None, NOW), bad);
+    for mode in [StoreMode::Replace, StoreMode::Append, StoreMode::Prepend] {
+        assert_eq!(copy(&s, mode, "k", b"x", Some(5), NOW), bad);
+    }
+    let mut cmd = st(StoreMode::Set, "k", b"x", 0);
+    cmd.cas = Some(5);
+    assert_eq!(s.copy(&cmd, Some(6), NOW), bad);
+    assert_eq!(get(&s, "k", NOW), None);
+    assert_eq!(stat(&stats, "cmd_set"), 0);
+}
+
+#[test]
+fn a_mirror_is_bounded_as_a_set_is() {
+    // Over the item size limit: refused as an over-size set, which unlinks.
+    let stats = Arc::new(CacheStats::default());
+    let s = Store::new(64 * MB, 1000, stats);
+    set(&s, "k", b"old", 0, NOW);
+    assert_eq!(
+        mirror(&s, "k", &[b'x'; 1000], 1 << 40, NOW),
+        Response::Error(ErrorReply::TooLarge)
+    );
+    assert_eq!(get(&s, "k", NOW), None);
+    // Over the budget: out of memory, as a set.
+    let s = Store::new(1000, 4096, Arc::new(CacheStats::default()));
+    assert_eq!(
+        mirror(&s, "k", &[b'x'; 2000], 1 << 40, NOW),
+        Response::Error(ErrorReply::OutOfMemory)
+    );
+    // Within it: charged (their CAS whole, farther than a distance reaches)
+    // and evicted as sets are.
+    let (s, stats) = ten_item_store();
+    for i in 0..12u64 {
+        let key = format!("k{i}");
+        assert_eq!(
+            mirror(&s, &key, &[b'v'; 100], (1 << 40) + i, NOW),
+            Response::Stored { cas: (1 << 40) + i }
+        );
+    }
+    let u = s.usage();
+    assert!(u.bytes <= u.limit, "{u:?}");
+    assert!(u.items < 12);
+    assert_eq!(u.items + stat(&stats, "evictions"), 12);
+    assert_eq!(get(&s, "k0", NOW), None, "the oldest went first");
+    assert_eq!(get(&s, "k11", NOW).expect("hit").cas, (1 << 40) + 11);
+}
+
+proptest! {
+    /// Mirrors of one key arriving in any order leave the value of the
+    /// highest version, with that version as its CAS: no older write
+    /// overwrites a newer one.
+    #[test]
+    fn mirrors_in_any_order_keep_the_newest(
+        versions in proptest::collection::vec(1u64..1 << 52, 1..20),
+    ) {
+        let (s, _) = new_store();
+        for v in &versions {
+            let _ = mirror(&s, "k", v.to_string().as_bytes(), *v, NOW);
+        }
+        let newest = versions.iter().copied().max().unwrap_or(0);
+        let f = get(&s, "k", NOW).expect("hit");
+        prop_assert_eq!(f.cas, newest);
+        prop_assert_eq!(f.data, newest.to_string());
+    }
+}
