@@ -112,6 +112,71 @@ async fn meta_commands() {
     .await;
 }
 
+/// memgate's sidecar copies over the wire (`ms <key> <len> G [E<version>]
+/// [MS]`, docs/node.md): a replica's write ("mirror") keeps the CAS its
+/// first node gave it and passes only an older item; a read-repair copy is
+/// an add that keeps it too; a tombstone refuses every copy.
+#[tokio::test]
+async fn versioned_copies() {
+    let node = start_node(None, false, |_| {}).await;
+    let mut c = connect(node.plain.unwrap()).await;
+    c.expect(b"ms k 2 G E1000 MS T100 F3 c\r\nv1\r\n", b"HD c1000\r\n")
+        .await;
+    c.expect(b"mg k c f t v\r\n", b"VA 2 c1000 f3 t100\r\nv1\r\n")
+        .await;
+    // The same write again, or an older one arriving late: EX, unchanged.
+    c.expect(b"ms k 2 G E1000 MS c\r\nv0\r\n", b"EX c0\r\n")
+        .await;
+    c.expect(b"ms k 2 G E999 MS\r\nv0\r\n", b"EX\r\n").await;
+    c.expect(b"mg k c v\r\n", b"VA 2 c1000\r\nv1\r\n").await;
+    c.expect(b"ms k 2 MS G E1001 c\r\nv2\r\n", b"HD c1001\r\n")
+        .await;
+    // This node's own CAS uniques afterwards are greater.
+    c.send(b"ms k 2 c\r\nv3\r\n").await;
+    let line = c.read_line().await;
+    let cas: u64 = line.strip_prefix("HD c").unwrap().parse().unwrap();
+    assert!(cas > 1001, "{line}");
+    // A tombstone refuses every copy while it lasts.
+    c.expect(b"md k G10\r\n", b"HD\r\n").await;
+    c.expect(b"ms k 2 G E5000 MS\r\nv4\r\n", b"NS\r\n").await;
+    c.expect(b"ms k 2 G E5000\r\nv4\r\n", b"NS\r\n").await;
+    c.expect(b"ms k 2 G\r\nv4\r\n", b"NS\r\n").await;
+    c.expect(b"mg k v\r\n", b"EN\r\n").await;
+    // A read-repair copy: an add that keeps its version.
+    c.expect(b"ms a 2 G E77 c\r\nv1\r\n", b"HD c77\r\n").await;
+    c.expect(b"ms a 2 G E78 ME c\r\nv2\r\n", b"NS c0\r\n").await;
+    c.expect(b"mg a c v\r\n", b"VA 2 c77\r\nv1\r\n").await;
+    // A flushed item is no item: an older mirror stores.
+    c.expect(b"flush_all\r\n", b"OK\r\n").await;
+    c.expect(b"ms a 2 G E3 MS c\r\nv3\r\n", b"HD c3\r\n").await;
+    c.expect(b"mg a c v\r\n", b"VA 2 c3\r\nv3\r\n").await;
+    // Over the item size limit: the reply an over-size set gets, and the
+    // old value is gone as after one.
+    let len = memgate::node::config::defaults::MAX_ITEM_SIZE;
+    let data = vec![b'x'; len];
+    for head in ["ms a {len} T0", "ms a {len} G E9 MS"] {
+        let mut request = head.replace("{len}", &len.to_string()).into_bytes();
+        request.extend_from_slice(b"\r\n");
+        request.extend_from_slice(&data);
+        request.extend_from_slice(b"\r\n");
+        c.expect(&request, b"SERVER_ERROR object too large for cache\r\n")
+            .await;
+    }
+    c.expect(b"mg a v\r\n", b"EN\r\n").await;
+    // What is not a copy is refused as memcached refuses a flag it does
+    // not know; a version no CAS can be is a bad command.
+    c.expect(b"ms k 2 G MS\r\nvv\r\n", b"CLIENT_ERROR invalid flag\r\n")
+        .await;
+    c.expect(b"ms k 2 E5\r\nvv\r\n", b"CLIENT_ERROR invalid flag\r\n")
+        .await;
+    c.expect(
+        b"ms z 2 G E0 MS\r\nvv\r\n",
+        b"CLIENT_ERROR bad command line format\r\n",
+    )
+    .await;
+    c.expect(b"mn\r\n", b"MN\r\n").await;
+}
+
 #[tokio::test]
 async fn binary_pipeline_getkq_noop() {
     let node = start_node(None, false, |_| {}).await;

@@ -286,7 +286,7 @@ impl Session {
                 Response::Error(ErrorReply::PermissionDenied)
             }
             Command::FlushAll { .. } if !caps.flush => Response::Error(ErrorReply::FlushNotAllowed),
-            Command::Copy(_) if !caps.write => Response::NotStored,
+            Command::Copy { .. } if !caps.write => Response::NotStored,
             Command::Bury { .. } if !caps.write => Response::Error(ErrorReply::PermissionDenied),
             // A sidecar's warm-up (`node::tombstones`).
             Command::Bury { key, ttl } => {
@@ -299,10 +299,11 @@ impl Session {
                 });
                 tenant.store.execute(&delete, now)
             }
-            Command::Copy(store) if tenant.tombstones.refuses(&store.key, now) => {
+            // A sidecar's copy or replica write, whichever its shape.
+            Command::Copy { store, .. } if tenant.tombstones.refuses(&store.key, now) => {
                 Response::NotStored
             }
-            Command::Copy(store) => tenant.store.execute(&Command::Store(store), now),
+            Command::Copy { store, version } => tenant.store.copy(&store, version, now),
             command => {
                 let response = tenant.store.execute(&command, now);
                 tenant.hot_keys.record(&command, &response, now);

@@ -6,8 +6,9 @@
 //! read the item before it was sent; if a delete of the key reached this
 //! node in between, the add would bring the deleted value back. So the
 //! sidecar's deletes here carry `G<ttl>` (`md <key> G<ttl>`): they leave a
-//! tombstone, and a copy of a key with a live tombstone is refused. Clients'
-//! own commands never look at tombstones: a client's `add` after a delete
+//! tombstone, and a copy of a key with a live tombstone is refused, whatever
+//! its shape (`Command::Copy`: a replica's versioned set too). Clients' own
+//! commands never look at tombstones: a client's `add` after a delete
 //! stores as always.
 //!
 //! The table is bounded. When it is full and nothing in it has expired, it

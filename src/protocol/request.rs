@@ -255,11 +255,29 @@ pub enum Command {
         key: Key,
         ttl: Exptime,
     },
-    /// memgate's `ms <key> <len> G …`: an add (never over an item) that is
-    /// also refused while the key has a tombstone: the warm-up's copy of an
-    /// item to the node it moved to, which must not pass a delete made
-    /// since it read the item.
-    Copy(Store),
+    /// memgate's `ms <key> <len> G [E<version>] [MS|ME] …`: a sidecar's
+    /// write that a tombstone of the key refuses (`NS`), in one of three
+    /// shapes (`store.cas` is `None` and `store.invalidate` false in each):
+    /// - `store.mode` [`StoreMode::Add`], no version: the warm-up's copy of
+    ///   an item to the node it moved to, stored only if the key is absent,
+    ///   so that it never passes a write or delete made since it read the
+    ///   item (`HD` / `NS`).
+    /// - `Add` with `version: Some(v)`: the same, the stored item taking
+    ///   `v` as its CAS (a read-repair copy that keeps the source's CAS).
+    /// - [`StoreMode::Set`] with `version: Some(v)`: a replica's write (a
+    ///   "mirror") of the item its first node stored with CAS `v`. A live
+    ///   item whose CAS is `v` or more refuses it (`EX`): a newer write is
+    ///   there already, as the first node ordered them. Otherwise it is
+    ///   stored as a set with CAS `v` (`HD`).
+    ///
+    /// A Set without a version is no copy (the parser refuses it). Storing
+    /// with a version moves the shard's CAS counter past it, so that every
+    /// CAS the node hands out afterwards is greater and a key's CAS uniques
+    /// keep increasing on this node.
+    Copy {
+        store: Store,
+        version: Option<u64>,
+    },
 }
 
 impl Command {
@@ -272,7 +290,7 @@ impl Command {
             Command::Arith(a) => Some(&a.key),
             Command::Touch { key, .. } | Command::MetaDebug { key } => Some(key),
             Command::Bury { key, .. } => Some(key),
-            Command::Copy(s) => Some(&s.key),
+            Command::Copy { store, .. } => Some(&store.key),
             _ => None,
         }
     }
@@ -291,7 +309,9 @@ impl Command {
                 StoreMode::Prepend => CommandKind::Prepend,
             },
             Command::Delete(_) | Command::Bury { .. } => CommandKind::Delete,
-            Command::Copy(_) => CommandKind::Add,
+            // A replica's mirror is the set it repeats; other copies are adds.
+            Command::Copy { store, .. } if store.mode == StoreMode::Set => CommandKind::Set,
+            Command::Copy { .. } => CommandKind::Add,
             Command::Arith(a) if a.incr => CommandKind::Incr,
             Command::Arith(_) => CommandKind::Decr,
             Command::Touch { .. } => CommandKind::Touch,

@@ -167,6 +167,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         self.buf.drain(..n).collect()
     }
 
+    /// Read one reply line, without its CRLF.
+    pub async fn read_line(&mut self) -> String {
+        let mut line = Vec::new();
+        while !line.ends_with(b"\r\n") {
+            line.extend(self.read_exact(1).await);
+        }
+        line.truncate(line.len() - 2);
+        String::from_utf8(line).unwrap()
+    }
+
     /// Send `request` and expect exactly `reply` back.
     pub async fn expect(&mut self, request: &[u8], reply: &[u8]) {
         self.send(request).await;

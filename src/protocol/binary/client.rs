@@ -135,7 +135,7 @@ pub fn encode_request(
         Command::Quit => (pick(QUIT, QUITQ), Vec::new(), none, none, None),
         Command::Noop => (NOOP, Vec::new(), none, none, None),
         Command::MetaDebug { .. } => return Err(Unsupported("me (meta debug)")),
-        Command::Bury { .. } | Command::Copy(_) => {
+        Command::Bury { .. } | Command::Copy { .. } => {
             return Err(Unsupported("memgate's tombstones (meta flag G)"))
         }
         Command::SaslList => (SASL_LIST_MECHS, Vec::new(), none, none, None),
@@ -173,7 +173,7 @@ pub fn cannot_carry(command: &Command, frame: &Frame) -> Option<&'static str> {
         Command::Delete(delete) if delete.exptime.is_some() => Some("meta flag T on md"),
         Command::Arith(arith) if arith.touch.is_some() => Some("meta flag T on ma"),
         Command::MetaDebug { .. } => Some("me (meta debug)"),
-        Command::Bury { .. } | Command::Copy(_) => Some("memgate's tombstones (meta flag G)"),
+        Command::Bury { .. } | Command::Copy { .. } => Some("memgate's tombstones (meta flag G)"),
         _ => None,
     };
     let Frame::Meta(meta) = frame else {
@@ -335,6 +335,6 @@ fn decode_success(command: &Command, packet: &ResponsePacket) -> Response {
         Command::SaslAuth { .. } | Command::SaslStep { .. } => Response::AuthOk,
         // `encode_request` never sends them.
         Command::MetaDebug { .. } => malformed("meta debug"),
-        Command::Bury { .. } | Command::Copy(_) => malformed("tombstone"),
+        Command::Bury { .. } | Command::Copy { .. } => malformed("tombstone"),
     }
 }

@@ -201,7 +201,7 @@ pub fn encode_request(
         | Command::Delete(_)
         | Command::Arith(_)
         | Command::Bury { .. }
-        | Command::Copy(_) => {
+        | Command::Copy { .. } => {
             let Some(key) = command.key() else {
                 return Err(Unencodable("a get of other than one key"));
             };
@@ -246,7 +246,7 @@ fn upstream_frame(command: &Command, client: &Frame, key: &[u8]) -> MetaFrame {
         ..MetaFrame::default()
     };
     let get = matches!(command, Command::Get(_));
-    let store = matches!(command, Command::Store(_) | Command::Copy(_));
+    let store = matches!(command, Command::Store(_) | Command::Copy { .. });
     let arith = matches!(command, Command::Arith(_));
     let touch = matches!(command, Command::Touch { .. });
     match client {
@@ -579,7 +579,7 @@ fn lines_to_end<T>(
 pub fn decode(command: Command, reply: NodeReply) -> Result<Response, ReplyError> {
     // memgate's tombstone commands answer as the store and delete they are.
     let command = match command {
-        Command::Copy(store) => Command::Store(store),
+        Command::Copy { store, .. } => Command::Store(store),
         Command::Bury { key, .. } => Command::Delete(crate::protocol::request::Delete {
             key,
             cas: None,
@@ -717,7 +717,7 @@ fn encode_request_at(
             put_token(line, b'T', get.touch);
             put_frame_flags(line, frame, seq)?;
         }
-        Command::Store(store) | Command::Copy(store) => {
+        Command::Store(store) | Command::Copy { store, .. } => {
             line.put_slice(b"ms");
             put_key(line, frame, &store.key)?;
             line.put_u8(b' ');
@@ -733,7 +733,13 @@ fn encode_request_at(
             if store.invalidate {
                 line.put_slice(b" I");
             }
+            let copy = match command {
+                Command::Copy { version, .. } => Some(*version),
+                _ => None,
+            };
             let mode = match store.mode {
+                // A copy without a mode is an add: a mirror names its set.
+                StoreMode::Set if copy.is_some() => Some(b"S"),
                 StoreMode::Set => None,
                 StoreMode::Add => Some(b"E"),
                 StoreMode::Append => Some(b"A"),
@@ -747,8 +753,9 @@ fn encode_request_at(
                 return Err(Unencodable("ms vivifies only in append/prepend mode"));
             }
             put_token(line, b'N', store.vivify);
-            if matches!(command, Command::Copy(_)) {
+            if let Some(version) = copy {
                 line.put_slice(b" G");
+                put_token(line, b'E', version);
             }
             data = Some(&store.data);
         }
@@ -798,7 +805,7 @@ fn encode_request_at(
     // Only `ms` can reach memcached's limit: with every flag and `b`, `mg`
     // comes to 17 tokens, `ma` to 19 and `md` to 16, so only a store is
     // counted (a scan of the line, a fifth of the encoding's work).
-    let store = matches!(command, Command::Store(_) | Command::Copy(_));
+    let store = matches!(command, Command::Store(_) | Command::Copy { .. });
     if store && words(&line[start..]).count() + 1 > MAX_META_TOKENS {
         return Err(Unencodable("more meta flags than memcached accepts"));
     }

@@ -89,7 +89,11 @@ fn parse_set(line: &Line, limits: &Limits) -> Parsed {
     let refuse = |msg: &str| {
         line.reject_skipping(meta_frame(MetaFrame::default()), client_error(msg), len + 2)
     };
-    let (key, flags) = match Flags::parse(raw_key, line.tokens.iter().skip(3)) {
+    // memgate's `E<version>` is read only on a copy's line (one with a `G`):
+    // on any other it is the flag memcached 1.6.18 does not know, refused at
+    // once as memcached refuses it.
+    let copy_line = line.tokens.iter().skip(3).any(|t| t.first() == Some(&b'G'));
+    let (key, flags) = match Flags::parse(raw_key, line.tokens.iter().skip(3), copy_line) {
         Ok(parsed) => parsed,
         Err(msg) => return refuse(msg),
     };
@@ -123,8 +127,14 @@ fn parse_set(line: &Line, limits: &Limits) -> Parsed {
         stores: true,
         ..flags.frame
     });
-    // A copy is an add that a tombstone also refuses.
-    if copy && (mode != StoreMode::Add || flags.cas.is_some() || flags.invalidate) {
+    // A copy is an add, or with a version a set (a replica's mirror), that
+    // a tombstone also refuses; it never compares a client's CAS.
+    let copy_mode = match mode {
+        StoreMode::Add => true,
+        StoreMode::Set => flags.version.is_some(),
+        _ => false,
+    };
+    if copy && (!copy_mode || flags.cas.is_some() || flags.invalidate) {
         return refuse("invalid flag");
     }
     line.with_block(frame, len, |data| {
@@ -139,7 +149,10 @@ fn parse_set(line: &Line, limits: &Limits) -> Parsed {
             vivify,
         };
         match copy {
-            true => Command::Copy(store),
+            true => Command::Copy {
+                store,
+                version: flags.version,
+            },
             false => Command::Store(store),
         }
     })
@@ -212,7 +225,7 @@ fn keyed_command(
         None => return Err(Box::new(unknown(line))),
         Some(key) if !valid_key(key) => Err(BAD_FORMAT),
         Some(_) if line.tokens.len() + 1 > MAX_META_TOKENS => Err(too_many),
-        Some(raw_key) => Flags::parse(raw_key, line.tokens.iter().skip(2))
+        Some(raw_key) => Flags::parse(raw_key, line.tokens.iter().skip(2), false)
             .map_err(|msg| flag_error.unwrap_or(msg)),
     };
     checked.map_err(|msg| Box::new(error(line, msg)))
@@ -312,6 +325,8 @@ struct Flags {
     delta: Option<u64>,
     /// `G`: memgate's tombstone (`md G<ttl>`) or copy (`ms G`) flag.
     tombstone: Option<Exptime>,
+    /// `E`: memgate's version of a copy (`ms G E<version>`), its CAS.
+    version: Option<u64>,
     /// The `O` token was longer than memcached takes.
     opaque_too_long: bool,
 }
@@ -320,10 +335,12 @@ impl Flags {
     /// Read flag tokens; returns the (possibly base64-decoded) key too. The
     /// error string is memcached's: a repeated or unknown flag stops at once,
     /// other bad tokens are reported after all are read, the last one winning
-    /// (a bad `F` keeps whatever message was current).
+    /// (a bad `F` keeps whatever message was current). `E` is a flag only
+    /// when `versioned` (a copy's `ms`), else an unknown one.
     fn parse<'a>(
         raw_key: &[u8],
         tokens: impl Iterator<Item = &'a [u8]>,
+        versioned: bool,
     ) -> Result<(Bytes, Flags), &'static str> {
         let mut flags = Flags::default();
         let mut key = None;
@@ -366,6 +383,7 @@ impl Flags {
                 b'G' if arg.is_empty() => set(&mut flags.tombstone, Some(0), BAD_TOKEN),
                 b'G' => set(&mut flags.tombstone, parse_exptime(arg), BAD_TOKEN),
                 b'C' => set(&mut flags.cas, parse_u64(arg), BAD_TOKEN),
+                b'E' if versioned => set(&mut flags.version, parse_u64(arg), BAD_TOKEN),
                 b'J' => set(
                     &mut flags.initial,
                     parse_u64(arg),

@@ -132,7 +132,7 @@ pub fn encode_request(req: &Request, out: &mut BytesMut) -> Result<(), Unencodab
         Command::Noop
         | Command::MetaDebug { .. }
         | Command::Bury { .. }
-        | Command::Copy(_)
+        | Command::Copy { .. }
         | Command::SaslList
         | Command::SaslAuth { .. }
         | Command::SaslStep { .. } => return Err(Unencodable("no classic text form")),

@@ -265,7 +265,10 @@ async fn copy(from: Later, to: (Arc<Upstream>, Connection), key: Key) {
     let copied = ask_on(
         &node,
         &conn,
-        Command::Copy(store),
+        Command::Copy {
+            store,
+            version: None,
+        },
         internal_frame(),
         from.timeout,
     )

@@ -539,6 +539,68 @@ fn decoded_replies_print_as_memcached_would() {
     );
 }
 
+/// memgate's copies go upstream as `ms … G`, with ` E<version>` when they
+/// carry the CAS to store and `MS` for a replica's set (a "mirror"); each
+/// reply comes back as a store's: `HD` stored (with the version as its CAS),
+/// `NS` (a tombstone, or an add over an item), `EX` (a mirror no newer than
+/// the item). Binary and classic text have no form for them.
+#[test]
+fn copies_travel_and_their_replies_come_back() {
+    let copy = |mode, version| Command::Copy {
+        store: store(mode, "foo", b"v"),
+        version,
+    };
+    let mirror = copy(StoreMode::Set, Some(42));
+    let with_cas = meta_frame(MetaFrame {
+        return_cas: true,
+        ..MetaFrame::default()
+    });
+    let m = Expect::Meta(Some(7));
+    assert_eq!(
+        wire(&mirror, &with_cas),
+        ("ms foo 1 c O7 MS G E42\r\nv\r\n".into(), m)
+    );
+    assert_eq!(
+        through(&mirror, &with_cas, b"HD c42 O7\r\n"),
+        Response::Stored { cas: 42 }
+    );
+    assert_eq!(
+        through(&mirror, &with_cas, b"EX c0 O7\r\n"),
+        Response::Exists
+    );
+    assert_eq!(
+        through(&mirror, &with_cas, b"NS c0 O7\r\n"),
+        Response::NotStored
+    );
+    let text = text_frame(false);
+    let repair = copy(StoreMode::Add, Some(42));
+    assert_eq!(
+        wire(&repair, &text),
+        ("ms foo 1 O7 ME G E42\r\nv\r\n".into(), m)
+    );
+    let warm_up = copy(StoreMode::Add, None);
+    assert_eq!(
+        wire(&warm_up, &text),
+        ("ms foo 1 O7 ME G\r\nv\r\n".into(), m)
+    );
+    assert_eq!(through(&warm_up, &text, b"NS O7\r\n"), Response::NotStored);
+    // A copy never gets a value: the stream would be out of step.
+    let (_, expect) = wire(&mirror, &with_cas);
+    let (reply, _) = parse(b"VA 1 O7\r\nv\r\n", expect).unwrap().unwrap();
+    assert_eq!(decode(mirror.clone(), reply), Err(ReplyError::Unexpected));
+    for command in [mirror, repair, warm_up] {
+        let mut out = BytesMut::new();
+        assert!(protocol::binary::encode_request(&command, false, 1, &mut out).is_err());
+        assert!(protocol::binary::cannot_carry(&command, &text).is_some());
+        let request = Request {
+            command,
+            frame: text.clone(),
+        };
+        assert!(text::encode_request(&request, &mut out).is_err());
+        assert!(out.is_empty());
+    }
+}
+
 #[test]
 fn ascii_login() {
     let mut out = BytesMut::new();
@@ -656,10 +718,39 @@ fn command() -> impl Strategy<Value = Command> {
                 touch,
             })
         });
+    // A copy is an add, with or without a version, or a versioned set.
+    let copy = (
+        key(),
+        any::<u32>(),
+        exptime(),
+        vec(any::<u8>(), 0..64),
+        proptest::option::of(any::<u64>()),
+        any::<bool>(),
+    )
+        .prop_map(|(key, flags, exptime, data, version, mirror)| {
+            let mode = match mirror && version.is_some() {
+                true => StoreMode::Set,
+                false => StoreMode::Add,
+            };
+            Command::Copy {
+                store: Store {
+                    mode,
+                    key,
+                    flags,
+                    exptime,
+                    data: data.into(),
+                    cas: None,
+                    invalidate: false,
+                    vivify: None,
+                },
+                version,
+            }
+        });
     let touch = (key(), exptime()).prop_map(|(key, exptime)| Command::Touch { key, exptime });
     prop_oneof![
         get,
         store,
+        copy,
         delete,
         arith,
         touch,
@@ -756,7 +847,7 @@ fn node_response(sent: &Command) -> BoxedStrategy<Response> {
             ]
             .boxed()
         }
-        Command::Store(_) => prop_oneof![
+        Command::Store(_) | Command::Copy { .. } => prop_oneof![
             any::<u64>().prop_map(|cas| Response::Stored { cas }),
             Just(Response::NotStored),
             Just(Response::Exists),

@@ -560,27 +560,30 @@ fn tombstone_flag() {
         }
     );
     let (command, _, _) = parse_ok(b"ms k 2 G T100 F5\r\nvv\r\n");
-    let Command::Copy(store) = command else {
+    let Command::Copy { store, version } = command else {
         panic!("{command:?}")
     };
     assert_eq!(
-        (store.mode, store.exptime, store.flags),
-        (StoreMode::Add, 100, 5)
+        (store.mode, store.exptime, store.flags, version),
+        (StoreMode::Add, 100, 5, None)
     );
     for line in [&b"ms k 2 G MS\r\nvv\r\n"[..], b"ms k 2 G C5\r\nvv\r\n"] {
         assert_eq!(refused(line).0, "CLIENT_ERROR invalid flag");
     }
     assert_eq!(refused(b"md k G30 C5\r\n").0, "CLIENT_ERROR invalid flag");
-    let copy = Command::Copy(Store {
-        mode: StoreMode::Add,
-        key: key("k"),
-        flags: 5,
-        exptime: 100,
-        data: bytes::Bytes::from_static(b"vv"),
-        cas: None,
-        invalidate: false,
-        vivify: None,
-    });
+    let copy = Command::Copy {
+        store: Store {
+            mode: StoreMode::Add,
+            key: key("k"),
+            flags: 5,
+            exptime: 100,
+            data: bytes::Bytes::from_static(b"vv"),
+            cas: None,
+            invalidate: false,
+            vivify: None,
+        },
+        version: None,
+    };
     for command in [
         Command::Bury {
             key: key("k"),
@@ -594,15 +597,117 @@ fn tombstone_flag() {
     }
 }
 
+/// memgate's versioned copy, `ms <key> <len> G E<version> [MS|ME]`: with
+/// `E` the copy carries the CAS its item must take, and with `MS` it is a
+/// replica's set (a "mirror"), which needs a version. Both round-trip
+/// through the sidecar's encoder, whatever the order of the flags.
+#[test]
+fn versioned_copy_flag() {
+    let copy = |mode, version| {
+        let store = Store {
+            mode,
+            key: key("k"),
+            flags: 5,
+            exptime: 100,
+            data: bytes::Bytes::from_static(b"vv"),
+            cas: None,
+            invalidate: false,
+            vivify: None,
+        };
+        Command::Copy { store, version }
+    };
+    let mirror = copy(StoreMode::Set, Some(1234));
+    for line in [
+        &b"ms k 2 G E1234 MS F5 T100\r\nvv\r\n"[..],
+        b"ms k 2 MS T100 E1234 F5 G\r\nvv\r\n",
+    ] {
+        assert_eq!(
+            parse_ok(line).0,
+            mirror,
+            "{}",
+            String::from_utf8_lossy(line)
+        );
+    }
+    let add = copy(StoreMode::Add, Some(u64::MAX));
+    for line in [
+        &b"ms k 2 G E18446744073709551615 F5 T100\r\nvv\r\n"[..],
+        b"ms k 2 ME G E18446744073709551615 F5 T100\r\nvv\r\n",
+    ] {
+        assert_eq!(parse_ok(line).0, add, "{}", String::from_utf8_lossy(line));
+    }
+    // The reply shape is a store's: `c` reports the CAS stored, 0 on `EX`.
+    let (_, frame, _) = parse_ok(b"ms k 2 G E7 MS c O9\r\nvv\r\n");
+    assert!(frame.stores && frame.return_cas);
+    for command in [mirror, add, copy(StoreMode::Add, None)] {
+        let mut out = bytes::BytesMut::new();
+        encode_line(&MetaFrame::default(), &command, None, &mut out).unwrap();
+        assert_eq!(parse_ok(&out).0, command, "{out:?}");
+    }
+    let mut out = bytes::BytesMut::new();
+    encode_line(
+        &MetaFrame::default(),
+        &copy(StoreMode::Set, Some(9)),
+        None,
+        &mut out,
+    )
+    .unwrap();
+    assert_eq!(&out[..], b"ms k 2 F5 T100 MS G E9\r\nvv\r\n");
+    // A set without a version, another mode, a compare or an invalidation
+    // is no copy; a bad version is a bad token; data is skipped each time.
+    for line in [
+        &b"ms k 2 G MS\r\nvv\r\n"[..],
+        b"ms k 2 G E5 MA\r\nvv\r\n",
+        b"ms k 2 G E5 MP\r\nvv\r\n",
+        b"ms k 2 G E5 MR\r\nvv\r\n",
+        b"ms k 2 G E5 MS C5\r\nvv\r\n",
+        b"ms k 2 G E5 MS I\r\nvv\r\n",
+        b"ms k 2 G E5 C5\r\nvv\r\n",
+    ] {
+        let (error, skip) = refused(line);
+        assert_eq!(
+            error,
+            "CLIENT_ERROR invalid flag",
+            "{}",
+            String::from_utf8_lossy(line)
+        );
+        assert_eq!(skip, 4);
+    }
+    for line in [
+        &b"ms k 2 G Ex MS\r\nvv\r\n"[..],
+        b"ms k 2 G E MS\r\nvv\r\n",
+        b"ms k 2 G E18446744073709551616\r\nvv\r\n",
+    ] {
+        assert_eq!(
+            refused(line).0,
+            "CLIENT_ERROR bad token in command line format",
+            "{}",
+            String::from_utf8_lossy(line)
+        );
+    }
+    assert_eq!(
+        refused(b"ms k 2 G E5 E6\r\nvv\r\n").0,
+        "CLIENT_ERROR duplicate flag"
+    );
+    // `md` takes no version, even with a tombstone.
+    assert_eq!(
+        refused(b"md k G30 E5\r\n").0,
+        "CLIENT_ERROR invalid or duplicate flag"
+    );
+}
+
 /// memcached 1.6.18 has no `E` (a client-chosen CAS, in later releases): every
-/// meta command refuses it, as memcached does (`node_vs_memcached`'s
-/// failure cases), so no client-supplied CAS ever reaches the store, and
-/// every CAS an item holds is one the store's counter handed out.
+/// meta command but memgate's copy (`ms … G`, above) refuses it, as
+/// memcached does (`node_vs_memcached`'s failure cases) and with the same
+/// error whatever else the line holds, so that no client's own command
+/// picks the CAS an item holds.
 #[test]
 fn e_flag_is_refused_as_in_1_6_18() {
     for line in [
         &b"ms k 1 E5\r\nx\r\n"[..],
         b"ms k 1 E0\r\nx\r\n",
+        b"ms k 1 E5 MS\r\nx\r\n",
+        b"ms k 1 Tx E5\r\nx\r\n",
+        b"ms k 1 E5 E6\r\nx\r\n",
         b"mg k E5 c\r\n",
         b"md k E0\r\n",
         b"ma k E0\r\n",
