@@ -290,7 +290,7 @@ impl Session {
             Command::Bury { .. } if !caps.write => Response::Error(ErrorReply::PermissionDenied),
             // A sidecar's warm-up (`node::tombstones`).
             Command::Bury { key, ttl } => {
-                tenant.tombstones.bury(&key, ttl, now);
+                tenant.tombstones.bury(&key, ttl, None, now);
                 let delete = Command::Delete(Delete {
                     key,
                     cas: None,
@@ -299,11 +299,21 @@ impl Session {
                 });
                 tenant.store.execute(&delete, now)
             }
-            // A sidecar's copy or replica write, whichever its shape.
-            Command::Copy { store, .. } if tenant.tombstones.refuses(&store.key, now) => {
-                Response::NotStored
+            // A sidecar's copy or replica write: a mirror (a versioned set)
+            // passes a tombstone of an older version, no other copy does.
+            Command::Copy { store, version } => {
+                let graves = &tenant.tombstones;
+                let refused = match version {
+                    Some(version) if store.mode == StoreMode::Set => {
+                        graves.refuses_mirror(&store.key, version, now)
+                    }
+                    _ => graves.refuses_copy(&store.key, now),
+                };
+                match refused {
+                    true => Response::NotStored,
+                    false => tenant.store.copy(&store, version, now),
+                }
             }
-            Command::Copy { store, version } => tenant.store.copy(&store, version, now),
             command => {
                 let response = tenant.store.execute(&command, now);
                 tenant.hot_keys.record(&command, &response, now);
