@@ -285,7 +285,10 @@ impl Store {
         let response = match cmd {
             Command::Get(g) => self.get(g, now),
             Command::Store(s) => self.store(s, None, now),
-            Command::Delete(d) => self.delete(d, now),
+            Command::Delete(d) => match self.delete(d, now) {
+                Ok(_) => Response::Deleted,
+                Err(refusal) => refusal,
+            },
             Command::Arith(a) => self.arith(a, now),
             Command::Touch { key, exptime } => self.touch(key, *exptime, now),
             Command::FlushAll { delay } => self.flush_all(*delay, now),
@@ -319,6 +322,26 @@ impl Store {
             track_store(tracker, st, &response);
         }
         response
+    }
+
+    /// memgate's delete under a tombstone ([`Command::Bury`]): `key`'s
+    /// plain delete, as `md <key>` makes it, which also tells the CAS the
+    /// removed item had (`DeletedCas`; `NotFound` when there was none), so
+    /// that the sidecar can bury the key on a replica with that version.
+    pub fn delete_reporting(&self, key: &Bytes, now: u64) -> Response {
+        let delete = Delete {
+            key: key.clone(),
+            cas: None,
+            invalidate: false,
+            exptime: None,
+        };
+        match self.delete(&delete, now) {
+            Ok(cas) => {
+                self.forget(key);
+                Response::DeletedCas { cas }
+            }
+            Err(refusal) => refusal,
+        }
     }
 
     /// Remove the key if present (used when an over-size set is refused:
@@ -808,9 +831,11 @@ impl Store {
         }
     }
 
-    fn delete(&self, d: &Delete, now: u64) -> Response {
+    /// A delete: the CAS the item had when it was removed (or invalidated),
+    /// or the reply that refuses it.
+    fn delete(&self, d: &Delete, now: u64) -> Result<u64, Response> {
         if d.key.len() > MAX_KEY_LEN {
-            return client_error();
+            return Err(client_error());
         }
         bump(&self.stats.cmd_delete);
         let hash = self.hasher.hash_one(&d.key[..]);
@@ -818,13 +843,14 @@ impl Store {
         let flush = self.flush_state();
         let Some(i) = self.live(&mut s, hash, &d.key, now, &flush) else {
             bump(&self.stats.delete_misses);
-            return Response::NotFound;
+            return Err(Response::NotFound);
         };
         let mut h = s.header(i);
+        let cas = h.cas;
         if let Some(c) = d.cas {
-            if c != h.cas {
+            if c != cas {
                 bump(&self.stats.delete_misses);
-                return Response::Exists;
+                return Err(Response::Exists);
             }
         }
         if d.invalidate {
@@ -840,7 +866,7 @@ impl Store {
             bump(&self.stats.delete_hits);
             s.remove(i);
         }
-        Response::Deleted
+        Ok(cas)
     }
 
     fn arith(&self, a: &Arith, now: u64) -> Response {

@@ -48,6 +48,12 @@ pub enum Response {
     /// The key was not there (cas, delete, incr/decr, touch).
     NotFound,
     Deleted,
+    /// memgate's delete under a tombstone (`md <key> G<ttl> c`): deleted,
+    /// and the removed item's CAS was `cas`. Every dialect prints it as
+    /// [`Response::Deleted`]; only a meta `c` shows the CAS (`HD c<cas>`).
+    DeletedCas {
+        cas: u64,
+    },
     Touched,
     /// incr/decr result, with the item's CAS and TTL (meta `c`/`t`).
     Number {

@@ -1575,3 +1575,36 @@ proptest! {
         prop_assert_eq!(f.data, newest.to_string());
     }
 }
+
+/// The delete under a tombstone tells the CAS of the item it removed, a
+/// mirror's version included, and counts as the delete it is; a missing,
+/// expired or flushed key is not found.
+#[test]
+fn a_reporting_delete_tells_the_removed_items_cas() {
+    let (s, stats) = new_store();
+    let cas = set(&s, "k", b"v", 0, NOW);
+    let key = Bytes::from_static(b"k");
+    assert_eq!(s.delete_reporting(&key, NOW), Response::DeletedCas { cas });
+    assert_eq!(get(&s, "k", NOW), None);
+    assert_eq!(s.delete_reporting(&key, NOW), Response::NotFound);
+    let v = 1 << 42;
+    assert_eq!(mirror(&s, "k", b"m", v, NOW), Response::Stored { cas: v });
+    assert_eq!(
+        s.delete_reporting(&key, NOW),
+        Response::DeletedCas { cas: v }
+    );
+    set(&s, "k", b"v", 10, NOW);
+    assert_eq!(s.delete_reporting(&key, NOW + 10), Response::NotFound);
+    set(&s, "k", b"v", 0, NOW);
+    s.execute(&Command::FlushAll { delay: 0 }, NOW);
+    assert_eq!(s.delete_reporting(&key, NOW), Response::NotFound);
+    assert_eq!(stat(&stats, "cmd_delete"), 5);
+    assert_eq!(stat(&stats, "delete_hits"), 2);
+    assert_eq!(stat(&stats, "delete_misses"), 3);
+    // A client's delete still answers without a CAS.
+    set(&s, "k", b"v", 0, NOW);
+    assert_eq!(
+        s.execute(&Command::Delete(delete("k")), NOW),
+        Response::Deleted
+    );
+}

@@ -221,9 +221,12 @@ pub fn encode_keyed_response(
             number = value.to_be_bytes();
             (status::NO_ERROR, *cas, &number)
         }
-        Response::Deleted | Response::Touched | Response::Ok | Response::Noop => {
-            (status::NO_ERROR, 0, &[])
-        }
+        // memgate's reported delete answers as the delete it is.
+        Response::Deleted
+        | Response::DeletedCas { .. }
+        | Response::Touched
+        | Response::Ok
+        | Response::Noop => (status::NO_ERROR, 0, &[]),
         Response::Version(version) => (status::NO_ERROR, 0, version.as_bytes()),
         Response::SaslMechs(mechs) => (status::NO_ERROR, 0, mechs.as_bytes()),
         Response::AuthOk => (status::NO_ERROR, 0, b"Authenticated"),

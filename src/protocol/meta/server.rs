@@ -485,6 +485,17 @@ pub fn encode_keyed(
                 reply.status(b"HD", &ReturnFlags::default());
             }
         }
+        // memgate's reported delete: `HD`, with the removed item's CAS for
+        // the `c` that asked for it.
+        Response::DeletedCas { cas } => {
+            if !quiet {
+                let flags = ReturnFlags {
+                    cas: Some(*cas),
+                    ..ReturnFlags::default()
+                };
+                reply.status(b"HD", &flags);
+            }
+        }
         Response::NotStored => reply.status(b"NS", &failed),
         Response::Exists => reply.status(b"EX", &failed),
         Response::NotFound => reply.status(b"NF", &failed),

@@ -402,7 +402,7 @@ pub fn encode(frame: &TextFrame, response: &Response, out: &mut BytesMut) {
         Response::NotStored => put_line(out, b"NOT_STORED"),
         Response::Exists => put_line(out, b"EXISTS"),
         Response::NotFound => put_line(out, b"NOT_FOUND"),
-        Response::Deleted => put_line(out, b"DELETED"),
+        Response::Deleted | Response::DeletedCas { .. } => put_line(out, b"DELETED"),
         Response::Touched => put_line(out, b"TOUCHED"),
         Response::Number { value, .. } => {
             put_u64(out, *value);
