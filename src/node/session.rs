@@ -20,7 +20,7 @@ use super::tenants::{Attempt, Login, LoginFailure};
 use super::NodeShared;
 use crate::clock::unix_now;
 use crate::protocol::input::{self, Input, Next, FLUSH_THRESHOLD};
-use crate::protocol::request::{Command, Delete, Frame, Get, StoreMode};
+use crate::protocol::request::{Command, Frame, Get, StoreMode};
 use crate::protocol::{self, binary, sasl, ErrorReply, Request, Response};
 use crate::session::{self, SessionError};
 
@@ -288,16 +288,19 @@ impl Session {
             Command::FlushAll { .. } if !caps.flush => Response::Error(ErrorReply::FlushNotAllowed),
             Command::Copy { .. } if !caps.write => Response::NotStored,
             Command::Bury { .. } if !caps.write => Response::Error(ErrorReply::PermissionDenied),
-            // A sidecar's warm-up (`node::tombstones`).
-            Command::Bury { key, ttl } => {
-                tenant.tombstones.bury(&key, ttl, None, now);
-                let delete = Command::Delete(Delete {
-                    key,
-                    cas: None,
-                    invalidate: false,
-                    exptime: None,
-                });
-                tenant.store.execute(&delete, now)
+            // A sidecar's delete (`node::tombstones`): buried first, so that
+            // no copy lands between the delete and its tombstone.
+            Command::Bury {
+                key,
+                ttl,
+                version,
+                report,
+            } => {
+                tenant.tombstones.bury(&key, ttl, version, now);
+                match tenant.store.delete_reporting(&key, now) {
+                    Response::DeletedCas { .. } if !report => Response::Deleted,
+                    response => response,
+                }
             }
             // A sidecar's copy or replica write: a mirror (a versioned set)
             // passes a tombstone of an older version, no other copy does.

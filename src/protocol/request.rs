@@ -248,12 +248,24 @@ pub enum Command {
         mechanism: Bytes,
         data: Bytes,
     },
-    /// memgate's `md <key> G<ttl>`: delete the key and leave a tombstone
-    /// that refuses [`Command::Copy`] of it for `ttl` seconds. The sidecar's
-    /// warm-up sends it (`proxy::warmup`); memcached has no such flag.
+    /// memgate's `md <key> G<ttl> [E<version>] [c]`: delete the key and
+    /// leave a tombstone that refuses [`Command::Copy`] of it for `ttl`
+    /// seconds. The sidecar's warm-up and replicas send it; memcached has no
+    /// such flag.
+    /// - `version: Some(v)` (`E<v>`, v ≥ 1): the tombstone refuses a
+    ///   replica's mirror only if its version is `v` or less: the key's
+    ///   first node gave every write before the delete a CAS up to the
+    ///   removed item's, `v`, and every later one a greater CAS. Other
+    ///   copies it refuses whatever their version. `None`: every copy.
+    /// - `report` (`c`): answer [`Response::DeletedCas`] with the removed
+    ///   item's CAS (`HD c<cas>`) instead of `Deleted`.
+    ///
+    /// [`Response::DeletedCas`]: super::response::Response::DeletedCas
     Bury {
         key: Key,
         ttl: Exptime,
+        version: Option<u64>,
+        report: bool,
     },
     /// memgate's `ms <key> <len> G [E<version>] [MS|ME] …`: a sidecar's
     /// write that a tombstone of the key refuses (`NS`), in one of three

@@ -245,6 +245,12 @@ fn upstream_frame(command: &Command, client: &Frame, key: &[u8]) -> MetaFrame {
         base64_key: needs_base64(key),
         ..MetaFrame::default()
     };
+    // A tombstone's `c` asks the node to report (Command::Bury), whatever
+    // the client's frame prints.
+    if let Command::Bury { report, .. } = command {
+        wire.return_cas = *report;
+        return wire;
+    }
     let get = matches!(command, Command::Get(_));
     let store = matches!(command, Command::Store(_) | Command::Copy { .. });
     let arith = matches!(command, Command::Arith(_));
@@ -577,7 +583,9 @@ fn lines_to_end<T>(
 /// into a dialect-neutral response. A meta code that `command` cannot get is
 /// an error: the stream is out of step.
 pub fn decode(command: Command, reply: NodeReply) -> Result<Response, ReplyError> {
-    // memgate's tombstone commands answer as the store and delete they are.
+    // memgate's tombstone commands answer as the store and delete they are,
+    // a reporting delete's `HD` with the removed item's CAS.
+    let report = matches!(command, Command::Bury { report: true, .. });
     let command = match command {
         Command::Copy { store, .. } => Command::Store(store),
         Command::Bury { key, .. } => Command::Delete(crate::protocol::request::Delete {
@@ -642,6 +650,11 @@ pub fn decode(command: Command, reply: NodeReply) -> Result<Response, ReplyError
         (Command::Touch { .. }, Code::Miss) => Response::NotFound,
         (Command::Store(_), Code::Hit) => Response::Stored {
             cas: flags.cas.unwrap_or(0),
+        },
+        (Command::Delete(_), Code::Hit) if report => Response::DeletedCas {
+            cas: flags
+                .cas
+                .ok_or(ReplyError::Malformed("HD without the CAS asked for"))?,
         },
         (Command::Delete(_), Code::Hit) => Response::Deleted,
         (Command::Arith(_), Code::Value | Code::Hit) => {
@@ -759,11 +772,21 @@ fn encode_request_at(
             }
             data = Some(&store.data);
         }
-        Command::Bury { key, ttl } => {
+        Command::Bury {
+            key,
+            ttl,
+            version,
+            report,
+        } => {
             line.put_slice(b"md");
             put_key(line, frame, key)?;
             put_frame_flags(line, frame, seq)?;
             put_token(line, b'G', Some(*ttl));
+            put_token(line, b'E', *version);
+            // The node reports the removed item's CAS for a `c`.
+            if *report && !frame.return_cas {
+                line.put_slice(b" c");
+            }
         }
         Command::Delete(delete) => {
             line.put_slice(b"md");

@@ -50,7 +50,7 @@ pub(crate) fn parse_line(line: &Line, limits: &Limits) -> Parsed {
 
 /// `mg <key> <flags>*`.
 fn parse_get(line: &Line) -> Parsed {
-    let (key, flags) = match keyed_command(line, "options flags are too long", None) {
+    let (key, flags) = match keyed_command(line, "options flags are too long", None, false) {
         Ok(parts) => parts,
         Err(refusal) => return *refusal,
     };
@@ -89,11 +89,8 @@ fn parse_set(line: &Line, limits: &Limits) -> Parsed {
     let refuse = |msg: &str| {
         line.reject_skipping(meta_frame(MetaFrame::default()), client_error(msg), len + 2)
     };
-    // memgate's `E<version>` is read only on a copy's line (one with a `G`):
-    // on any other it is the flag memcached 1.6.18 does not know, refused at
-    // once as memcached refuses it.
-    let copy_line = line.tokens.iter().skip(3).any(|t| t.first() == Some(&b'G'));
-    let (key, flags) = match Flags::parse(raw_key, line.tokens.iter().skip(3), copy_line) {
+    let versioned = carries_g(line, 3);
+    let (key, flags) = match Flags::parse(raw_key, line.tokens.iter().skip(3), versioned) {
         Ok(parsed) => parsed,
         Err(msg) => return refuse(msg),
     };
@@ -160,18 +157,29 @@ fn parse_set(line: &Line, limits: &Limits) -> Parsed {
 
 /// `md <key> <flags>*`.
 fn parse_delete(line: &Line) -> Parsed {
-    let (key, flags) = match keyed_command(line, "options flags too long", Some(FLAG_ERROR)) {
-        Ok(parts) => parts,
-        Err(refusal) => return *refusal,
-    };
+    let versioned = carries_g(line, 2);
+    let (key, flags) =
+        match keyed_command(line, "options flags too long", Some(FLAG_ERROR), versioned) {
+            Ok(parts) => parts,
+            Err(refusal) => return *refusal,
+        };
     if let Err(msg) = flags.check_opaque() {
         return error(line, msg);
     }
     if let Some(ttl) = flags.tombstone {
-        if flags.cas.is_some() || flags.invalidate || flags.ttl.is_some() {
+        // No item has CAS 0: a version 0 would name no write at all.
+        let bad_version = flags.version == Some(0);
+        if flags.cas.is_some() || flags.invalidate || flags.ttl.is_some() || bad_version {
             return error(line, "invalid flag");
         }
-        return request(line, Command::Bury { key, ttl }, flags.frame);
+        // `c` asks for the removed item's CAS (`HD c<cas>`).
+        let bury = Command::Bury {
+            key,
+            ttl,
+            version: flags.version,
+            report: flags.frame.return_cas,
+        };
+        return request(line, bury, flags.frame);
     }
     let delete = Delete {
         key,
@@ -184,7 +192,8 @@ fn parse_delete(line: &Line) -> Parsed {
 
 /// `ma <key> <flags>*`.
 fn parse_arith(line: &Line) -> Parsed {
-    let (key, flags) = match keyed_command(line, "options flags too long", Some(FLAG_ERROR)) {
+    let (key, flags) = match keyed_command(line, "options flags too long", Some(FLAG_ERROR), false)
+    {
         Ok(parts) => parts,
         Err(refusal) => return *refusal,
     };
@@ -213,22 +222,34 @@ fn parse_arith(line: &Line) -> Parsed {
 const FLAG_ERROR: &str = "invalid or duplicate flag";
 
 /// The checks `mg`, `md` and `ma` share: a missing key is `ERROR`, an invalid
-/// key or too many tokens a client error; then the flags, whose error is
-/// reported as `flag_error` when given. (The refusal is boxed: it is rare,
-/// and `Parsed` is large.)
+/// key or too many tokens a client error; then the flags (`E` among them
+/// when `versioned`), whose error is reported as `flag_error` when given.
+/// (The refusal is boxed: it is rare, and `Parsed` is large.)
 fn keyed_command(
     line: &Line,
     too_many: &'static str,
     flag_error: Option<&'static str>,
+    versioned: bool,
 ) -> Result<(Bytes, Flags), Box<Parsed>> {
     let checked = match line.tokens.get(1) {
         None => return Err(Box::new(unknown(line))),
         Some(key) if !valid_key(key) => Err(BAD_FORMAT),
         Some(_) if line.tokens.len() + 1 > MAX_META_TOKENS => Err(too_many),
-        Some(raw_key) => Flags::parse(raw_key, line.tokens.iter().skip(2), false)
+        Some(raw_key) => Flags::parse(raw_key, line.tokens.iter().skip(2), versioned)
             .map_err(|msg| flag_error.unwrap_or(msg)),
     };
     checked.map_err(|msg| Box::new(error(line, msg)))
+}
+
+/// Whether the line's flag tokens, from the `first`th token on, hold
+/// memgate's `G`. Only then is `E<version>` read (`ms … G E<v>`, `md … G<ttl>
+/// E<v>`): on any other line it is the flag memcached 1.6.18 does not know,
+/// refused at once as memcached refuses it.
+fn carries_g(line: &Line, first: usize) -> bool {
+    line.tokens
+        .iter()
+        .skip(first)
+        .any(|t| t.first() == Some(&b'G'))
 }
 
 /// `me <key> [b]`.
@@ -325,7 +346,8 @@ struct Flags {
     delta: Option<u64>,
     /// `G`: memgate's tombstone (`md G<ttl>`) or copy (`ms G`) flag.
     tombstone: Option<Exptime>,
-    /// `E`: memgate's version of a copy (`ms G E<version>`), its CAS.
+    /// `E`: memgate's version: of a copy (`ms G E<version>`), its CAS; of a
+    /// tombstone (`md G<ttl> E<version>`), the newest mirror it refuses.
     version: Option<u64>,
     /// The `O` token was longer than memcached takes.
     opaque_too_long: bool,
@@ -336,7 +358,7 @@ impl Flags {
     /// error string is memcached's: a repeated or unknown flag stops at once,
     /// other bad tokens are reported after all are read, the last one winning
     /// (a bad `F` keeps whatever message was current). `E` is a flag only
-    /// when `versioned` (a copy's `ms`), else an unknown one.
+    /// when `versioned` (a line with memgate's `G`), else an unknown one.
     fn parse<'a>(
         raw_key: &[u8],
         tokens: impl Iterator<Item = &'a [u8]>,

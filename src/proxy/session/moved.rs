@@ -310,6 +310,8 @@ impl Write {
                 let bury = Command::Bury {
                     key: self.key.clone(),
                     ttl,
+                    version: None,
+                    report: false,
                 };
                 // A failure here is the primary's own: the key may stay
                 // absent without a tombstone, so no copy may follow.
@@ -325,6 +327,8 @@ impl Write {
             (true, Some(ttl)) => Command::Bury {
                 key: self.key.clone(),
                 ttl,
+                version: None,
+                report: false,
             },
             _ => Command::Delete(Delete {
                 key: self.key,

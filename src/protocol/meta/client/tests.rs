@@ -601,6 +601,86 @@ fn copies_travel_and_their_replies_come_back() {
     }
 }
 
+/// memgate's tombstones go upstream as `md <key> G<ttl>`, with ` E<version>`
+/// for a replica's and ` c` when the delete must report the removed item's
+/// CAS, whatever the client's frame asks; `HD c<cas>` comes back as
+/// DeletedCas, which every dialect prints as the delete it is.
+#[test]
+fn tombstones_travel_and_report_the_removed_cas() {
+    let bury = |version, report| Command::Bury {
+        key: b("foo"),
+        ttl: 10,
+        version,
+        report,
+    };
+    let m = Expect::Meta(Some(7));
+    let text = text_frame(false);
+    let reporting = bury(None, true);
+    assert_eq!(wire(&reporting, &text), ("md foo c O7 G10\r\n".into(), m));
+    assert_eq!(
+        through(&reporting, &text, b"HD c123 O7\r\n"),
+        Response::DeletedCas { cas: 123 }
+    );
+    assert_eq!(through(&reporting, &text, b"NF O7\r\n"), Response::NotFound);
+    let versioned = bury(Some(123), false);
+    assert_eq!(
+        wire(&versioned, &text),
+        ("md foo O7 G10 E123\r\n".into(), m)
+    );
+    assert_eq!(through(&versioned, &text, b"HD O7\r\n"), Response::Deleted);
+    assert_eq!(through(&versioned, &text, b"NF O7\r\n"), Response::NotFound);
+    // A meta client's `c` is the report's, never sent twice nor without it.
+    let with_cas = meta_frame(MetaFrame {
+        return_cas: true,
+        ..MetaFrame::default()
+    });
+    assert_eq!(
+        wire(&bury(Some(5), true), &with_cas),
+        ("md foo c O7 G10 E5\r\n".into(), m)
+    );
+    assert_eq!(
+        wire(&bury(Some(5), false), &with_cas),
+        ("md foo O7 G10 E5\r\n".into(), m)
+    );
+    // A report without its CAS, or any other code, breaks the stream.
+    let (_, expect) = wire(&reporting, &text);
+    let (reply, _) = parse(b"HD O7\r\n", expect).unwrap().unwrap();
+    assert_eq!(
+        decode(reporting.clone(), reply),
+        Err(ReplyError::Malformed("HD without the CAS asked for"))
+    );
+    let (reply, _) = parse(b"NS O7\r\n", expect).unwrap().unwrap();
+    assert_eq!(
+        decode(reporting.clone(), reply),
+        Err(ReplyError::Unexpected)
+    );
+    // Every dialect prints the reported delete as a delete.
+    let deleted = Response::DeletedCas { cas: 123 };
+    for frame in [
+        text_frame(true),
+        binary_frame(opcode::DELETE),
+        meta_frame(MetaFrame::default()),
+    ] {
+        assert_eq!(
+            client_sees(&reporting, &frame, &deleted),
+            client_sees(&reporting, &frame, &Response::Deleted),
+            "{frame:?}"
+        );
+    }
+    // Binary and classic text have no form for a tombstone.
+    for command in [reporting, versioned] {
+        let mut out = BytesMut::new();
+        assert!(protocol::binary::encode_request(&command, false, 1, &mut out).is_err());
+        assert!(protocol::binary::cannot_carry(&command, &text).is_some());
+        let request = Request {
+            command,
+            frame: text.clone(),
+        };
+        assert!(text::encode_request(&request, &mut out).is_err());
+        assert!(out.is_empty());
+    }
+}
+
 #[test]
 fn ascii_login() {
     let mut out = BytesMut::new();
@@ -746,11 +826,24 @@ fn command() -> impl Strategy<Value = Command> {
                 version,
             }
         });
+    let bury = (
+        key(),
+        exptime(),
+        proptest::option::of(1..=u64::MAX),
+        any::<bool>(),
+    )
+        .prop_map(|(key, ttl, version, report)| Command::Bury {
+            key,
+            ttl,
+            version,
+            report,
+        });
     let touch = (key(), exptime()).prop_map(|(key, exptime)| Command::Touch { key, exptime });
     prop_oneof![
         get,
         store,
         copy,
+        bury,
         delete,
         arith,
         touch,
@@ -860,6 +953,14 @@ fn node_response(sent: &Command) -> BoxedStrategy<Response> {
             Just(Response::Exists),
         ]
         .boxed(),
+        Command::Bury { report: true, .. } => prop_oneof![
+            any::<u64>().prop_map(|cas| Response::DeletedCas { cas }),
+            Just(Response::NotFound),
+        ]
+        .boxed(),
+        Command::Bury { .. } => {
+            prop_oneof![Just(Response::Deleted), Just(Response::NotFound)].boxed()
+        }
         Command::Arith(_) => prop_oneof![
             (
                 any::<u64>(),

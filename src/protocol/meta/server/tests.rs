@@ -556,7 +556,9 @@ fn tombstone_flag() {
         command,
         Command::Bury {
             key: key("k"),
-            ttl: 30
+            ttl: 30,
+            version: None,
+            report: false,
         }
     );
     let (command, _, _) = parse_ok(b"ms k 2 G T100 F5\r\nvv\r\n");
@@ -588,6 +590,8 @@ fn tombstone_flag() {
         Command::Bury {
             key: key("k"),
             ttl: 30,
+            version: None,
+            report: false,
         },
         copy,
     ] {
@@ -688,15 +692,84 @@ fn versioned_copy_flag() {
         refused(b"ms k 2 G E5 E6\r\nvv\r\n").0,
         "CLIENT_ERROR duplicate flag"
     );
-    // `md` takes no version, even with a tombstone.
+}
+
+/// memgate's versioned tombstone, `md <key> G<ttl> [E<version>] [c]`: `E`
+/// names the newest mirror the tombstone refuses, `c` asks for the removed
+/// item's CAS; each shape round-trips through the sidecar's encoder,
+/// whatever the order of the flags, and the reply is `HD c<cas>` only for
+/// the `c` that asked for it.
+#[test]
+fn versioned_tombstone_flag() {
+    let bury = |version, report| Command::Bury {
+        key: key("k"),
+        ttl: 30,
+        version,
+        report,
+    };
+    for (line, want) in [
+        (&b"md k G30 E5\r\n"[..], bury(Some(5), false)),
+        (b"md k E5 G30\r\n", bury(Some(5), false)),
+        (b"md k G30 c\r\n", bury(None, true)),
+        (
+            b"md k c E18446744073709551615 q O1 G30\r\n",
+            bury(Some(u64::MAX), true),
+        ),
+        (b"md k G30\r\n", bury(None, false)),
+    ] {
+        assert_eq!(parse_ok(line).0, want, "{}", String::from_utf8_lossy(line));
+    }
+    let (_, frame, _) = parse_ok(b"md k G30 E5 c O9 k\r\n");
+    assert!(frame.return_cas && frame.return_key && !frame.stores);
     assert_eq!(
-        refused(b"md k G30 E5\r\n").0,
-        "CLIENT_ERROR invalid or duplicate flag"
+        reply(&frame, Some("k"), Response::DeletedCas { cas: 77 }),
+        "HD c77 O9 kk\r\n"
     );
+    assert_eq!(reply(&frame, Some("k"), Response::NotFound), "NF O9 kk\r\n");
+    assert_eq!(
+        reply(
+            &MetaFrame::default(),
+            None,
+            Response::DeletedCas { cas: 77 }
+        ),
+        "HD\r\n"
+    );
+    let quiet = parse_ok(b"md k G30 c q\r\n").1;
+    assert_eq!(reply(&quiet, None, Response::DeletedCas { cas: 7 }), "");
+    for command in [
+        bury(Some(5), false),
+        bury(Some(5), true),
+        bury(None, true),
+        bury(None, false),
+    ] {
+        let mut out = bytes::BytesMut::new();
+        encode_line(&MetaFrame::default(), &command, None, &mut out).unwrap();
+        assert_eq!(parse_ok(&out).0, command, "{out:?}");
+    }
+    let mut out = bytes::BytesMut::new();
+    encode_line(&MetaFrame::default(), &bury(Some(5), true), None, &mut out).unwrap();
+    assert_eq!(&out[..], b"md k G30 E5 c\r\n");
+    // A version 0 names no write, a bad one is a bad token; a version with
+    // a compare, an invalidation or a stale TTL is no tombstone.
+    for (line, error) in [
+        (&b"md k G30 E0\r\n"[..], "CLIENT_ERROR invalid flag"),
+        (b"md k G30 Ex\r\n", "CLIENT_ERROR invalid or duplicate flag"),
+        (b"md k G30 E\r\n", "CLIENT_ERROR invalid or duplicate flag"),
+        (
+            b"md k G30 E5 E6\r\n",
+            "CLIENT_ERROR invalid or duplicate flag",
+        ),
+        (b"md k G30 E5 C5\r\n", "CLIENT_ERROR invalid flag"),
+        (b"md k G30 E5 I\r\n", "CLIENT_ERROR invalid flag"),
+        (b"md k G30 E5 T5\r\n", "CLIENT_ERROR invalid flag"),
+    ] {
+        assert_eq!(refused(line).0, error, "{}", String::from_utf8_lossy(line));
+    }
 }
 
 /// memcached 1.6.18 has no `E` (a client-chosen CAS, in later releases): every
-/// meta command but memgate's copy (`ms … G`, above) refuses it, as
+/// meta command but memgate's copy and tombstone (`ms … G`, `md … G<ttl>`,
+/// above) refuses it, as
 /// memcached does (`node_vs_memcached`'s failure cases) and with the same
 /// error whatever else the line holds, so that no client's own command
 /// picks the CAS an item holds.
@@ -710,6 +783,10 @@ fn e_flag_is_refused_as_in_1_6_18() {
         b"ms k 1 E5 E6\r\nx\r\n",
         b"mg k E5 c\r\n",
         b"md k E0\r\n",
+        b"md k E5\r\n",
+        b"md k E5 c\r\n",
+        b"md k T30 E5\r\n",
+        b"md k E5 E6\r\n",
         b"ma k E0\r\n",
     ] {
         // ms and mg say "invalid flag"; md and ma "invalid or duplicate
