@@ -651,10 +651,11 @@ pub fn decode(command: Command, reply: NodeReply) -> Result<Response, ReplyError
         (Command::Store(_), Code::Hit) => Response::Stored {
             cas: flags.cas.unwrap_or(0),
         },
-        (Command::Delete(_), Code::Hit) if report => Response::DeletedCas {
-            cas: flags
-                .cas
-                .ok_or(ReplyError::Malformed("HD without the CAS asked for"))?,
+        // A node from before the report deletes without one: a plain
+        // delete, which the stream is still in step with.
+        (Command::Delete(_), Code::Hit) if report => match flags.cas {
+            Some(cas) => Response::DeletedCas { cas },
+            None => Response::Deleted,
         },
         (Command::Delete(_), Code::Hit) => Response::Deleted,
         (Command::Arith(_), Code::Value | Code::Hit) => {
