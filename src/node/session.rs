@@ -299,6 +299,7 @@ impl Session {
                 tenant.tombstones.bury(&key, ttl, version, now);
                 match tenant.store.delete_reporting(&key, now) {
                     Response::DeletedCas { .. } if !report => Response::Deleted,
+                    Response::NotFoundCas { .. } if !report => Response::NotFound,
                     response => response,
                 }
             }

@@ -326,8 +326,10 @@ impl Store {
 
     /// memgate's delete under a tombstone ([`Command::Bury`]): `key`'s
     /// plain delete, as `md <key>` makes it, which also tells the CAS the
-    /// removed item had (`DeletedCas`; `NotFound` when there was none), so
-    /// that the sidecar can bury the key on a replica with that version.
+    /// removed item had (`DeletedCas`), or, when there was none, the CAS
+    /// the key would get next (`NotFoundCas`): every write of the key
+    /// before this delete has a lower one. The sidecar buries the key on a
+    /// replica with that version.
     pub fn delete_reporting(&self, key: &Bytes, now: u64) -> Response {
         let delete = Delete {
             key: key.clone(),
@@ -339,6 +341,10 @@ impl Store {
             Ok(cas) => {
                 self.forget(key);
                 Response::DeletedCas { cas }
+            }
+            Err(Response::NotFound) => {
+                let cas = self.lock(self.hasher.hash_one(&key[..])).next_cas();
+                Response::NotFoundCas { cas }
             }
             Err(refusal) => refusal,
         }

@@ -54,6 +54,13 @@ pub enum Response {
     DeletedCas {
         cas: u64,
     },
+    /// memgate's delete under a tombstone (`md <key> G<ttl> c`) of a key
+    /// that was not there: `cas` is the node's CAS clock for the key, above
+    /// every CAS it gave the key before. Every dialect prints it as
+    /// [`Response::NotFound`]; only a meta `c` shows the CAS (`NF c<cas>`).
+    NotFoundCas {
+        cas: u64,
+    },
     Touched,
     /// incr/decr result, with the item's CAS and TTL (meta `c`/`t`).
     Number {

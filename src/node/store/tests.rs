@@ -1578,7 +1578,8 @@ proptest! {
 
 /// The delete under a tombstone tells the CAS of the item it removed, a
 /// mirror's version included, and counts as the delete it is; a missing,
-/// expired or flushed key is not found.
+/// expired or flushed key is not found, with the next CAS the key would
+/// get, above every one it had.
 #[test]
 fn a_reporting_delete_tells_the_removed_items_cas() {
     let (s, stats) = new_store();
@@ -1586,18 +1587,22 @@ fn a_reporting_delete_tells_the_removed_items_cas() {
     let key = Bytes::from_static(b"k");
     assert_eq!(s.delete_reporting(&key, NOW), Response::DeletedCas { cas });
     assert_eq!(get(&s, "k", NOW), None);
-    assert_eq!(s.delete_reporting(&key, NOW), Response::NotFound);
+    let missed = |at| match s.delete_reporting(&key, at) {
+        Response::NotFoundCas { cas } => cas,
+        other => panic!("{other:?}"),
+    };
+    assert!(missed(NOW) > cas);
     let v = 1 << 42;
     assert_eq!(mirror(&s, "k", b"m", v, NOW), Response::Stored { cas: v });
     assert_eq!(
         s.delete_reporting(&key, NOW),
         Response::DeletedCas { cas: v }
     );
-    set(&s, "k", b"v", 10, NOW);
-    assert_eq!(s.delete_reporting(&key, NOW + 10), Response::NotFound);
-    set(&s, "k", b"v", 0, NOW);
+    let expiring = set(&s, "k", b"v", 10, NOW);
+    assert!(missed(NOW + 10) > expiring.max(v));
+    let flushed = set(&s, "k", b"v", 0, NOW);
     s.execute(&Command::FlushAll { delay: 0 }, NOW);
-    assert_eq!(s.delete_reporting(&key, NOW), Response::NotFound);
+    assert!(missed(NOW) > flushed);
     assert_eq!(stat(&stats, "cmd_delete"), 5);
     assert_eq!(stat(&stats, "delete_hits"), 2);
     assert_eq!(stat(&stats, "delete_misses"), 3);

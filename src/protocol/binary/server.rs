@@ -246,7 +246,7 @@ pub fn encode_keyed_response(
             0,
             status_text(status::KEY_EXISTS).as_bytes(),
         ),
-        Response::NotFound => (
+        Response::NotFound | Response::NotFoundCas { .. } => (
             status::KEY_NOT_FOUND,
             0,
             status_text(status::KEY_NOT_FOUND).as_bytes(),

@@ -672,6 +672,10 @@ pub fn decode(command: Command, reply: NodeReply) -> Result<Response, ReplyError
             }
         }
         (Command::Noop, Code::Noop) => Response::Noop,
+        (Command::Delete(_), Code::NotFound) if report => match flags.cas {
+            Some(cas) => Response::NotFoundCas { cas },
+            None => Response::NotFound,
+        },
         (Command::Store(_) | Command::Delete(_) | Command::Arith(_), Code::NotFound) => {
             Response::NotFound
         }

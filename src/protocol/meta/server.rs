@@ -521,6 +521,15 @@ pub fn encode_keyed(
         Response::NotStored => reply.status(b"NS", &failed),
         Response::Exists => reply.status(b"EX", &failed),
         Response::NotFound => reply.status(b"NF", &failed),
+        // memgate's reported delete of a missing key: `NF`, with the node's
+        // CAS clock for the `c` that asked for it.
+        Response::NotFoundCas { cas } => {
+            let flags = ReturnFlags {
+                cas: Some(*cas),
+                ..ReturnFlags::default()
+            };
+            reply.status(b"NF", &flags);
+        }
         Response::Number { value, cas, ttl } => {
             if !quiet {
                 reply.number(*value, *cas, *ttl);

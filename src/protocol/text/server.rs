@@ -401,7 +401,7 @@ pub fn encode(frame: &TextFrame, response: &Response, out: &mut BytesMut) {
         Response::Stored { .. } | Response::AuthOk => put_line(out, b"STORED"),
         Response::NotStored => put_line(out, b"NOT_STORED"),
         Response::Exists => put_line(out, b"EXISTS"),
-        Response::NotFound => put_line(out, b"NOT_FOUND"),
+        Response::NotFound | Response::NotFoundCas { .. } => put_line(out, b"NOT_FOUND"),
         Response::Deleted | Response::DeletedCas { .. } => put_line(out, b"DELETED"),
         Response::Touched => put_line(out, b"TOUCHED"),
         Response::Number { value, .. } => {

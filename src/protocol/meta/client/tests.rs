@@ -622,6 +622,10 @@ fn tombstones_travel_and_report_the_removed_cas() {
         Response::DeletedCas { cas: 123 }
     );
     assert_eq!(through(&reporting, &text, b"NF O7\r\n"), Response::NotFound);
+    assert_eq!(
+        through(&reporting, &text, b"NF c124 O7\r\n"),
+        Response::NotFoundCas { cas: 124 }
+    );
     let versioned = bury(Some(123), false);
     assert_eq!(
         wire(&versioned, &text),
@@ -651,8 +655,10 @@ fn tombstones_travel_and_report_the_removed_cas() {
         decode(reporting.clone(), reply),
         Err(ReplyError::Unexpected)
     );
-    // Every dialect prints the reported delete as a delete.
+    // Every dialect prints the reported delete as a delete, and the
+    // reported miss as a miss.
     let deleted = Response::DeletedCas { cas: 123 };
+    let missed = Response::NotFoundCas { cas: 124 };
     for frame in [
         text_frame(true),
         binary_frame(opcode::DELETE),
@@ -661,6 +667,11 @@ fn tombstones_travel_and_report_the_removed_cas() {
         assert_eq!(
             client_sees(&reporting, &frame, &deleted),
             client_sees(&reporting, &frame, &Response::Deleted),
+            "{frame:?}"
+        );
+        assert_eq!(
+            client_sees(&reporting, &frame, &missed),
+            client_sees(&reporting, &frame, &Response::NotFound),
             "{frame:?}"
         );
     }
@@ -952,6 +963,7 @@ fn node_response(sent: &Command) -> BoxedStrategy<Response> {
         .boxed(),
         Command::Bury { report: true, .. } => prop_oneof![
             any::<u64>().prop_map(|cas| Response::DeletedCas { cas }),
+            any::<u64>().prop_map(|cas| Response::NotFoundCas { cas }),
             Just(Response::NotFound),
         ]
         .boxed(),

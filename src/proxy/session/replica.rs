@@ -1,0 +1,774 @@
+//! Requests for keys kept on several nodes (`--replicas N`);
+//! `proxy::replicas` says which nodes may be read, and why.
+//!
+//! - **Reads** go to the key's first trusted replica; a miss or a failure
+//!   there is read again from the next, and so on. A hit from a later
+//!   replica is copied back to those that missed, with its flags, remaining
+//!   TTL and CAS, as an add that a tombstone refuses (memgate nodes).
+//! - **Writes** go to the first trusted replica, the *authority*, which
+//!   decides the outcome (a `cas`, an `add`, an `incr`). Then each other
+//!   replica is given the result, before the client hears it:
+//!   - a stored whole value (set, add, replace, cas) is *mirrored*: on
+//!     memgate nodes as `ms … G MS E<cas>`, which stores it with the
+//!     authority's CAS unless a newer CAS or a tombstone is there, so that
+//!     two sidecars' writes reaching the replica out of order cannot leave
+//!     the older one; on memcached nodes as a plain set;
+//!   - anything else (delete, incr/decr, append/prepend, a failed replace)
+//!     *clears* the key there, leaving a tombstone on memgate nodes so that
+//!     no copy or mirror already on its way lands after it;
+//!   - a node that is down gets a hint instead; one whose request fails
+//!     gets a hint too, and is not read until it has been reconciled.
+//!
+//!   A client's plain delete is sent to the authority as a delete that
+//!   leaves a tombstone too, for the copies.
+//! - **Touches** (touch, gat) are read like a get, and the new TTL is given
+//!   to the other replicas.
+//!
+//! During a warm-up (`proxy::warmup`) the nodes that kept the key under the
+//! previous ring, and not under this one, are its *secondaries*: cleared
+//! after every write and read last, as a moved key's previous node is.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::moved::Outcome;
+use super::{connection_for, send, start};
+use crate::metrics as m;
+use crate::protocol::request::{Command, Frame, Get, Key, MetaFrame, Store, StoreMode};
+use crate::protocol::{Found, Response};
+use crate::proxy::pins::Pins;
+use crate::proxy::pool::{clear, tombstone_ttl, Cluster, Upstream};
+use crate::proxy::replicas::Role;
+use crate::proxy::upstream::{internal_frame, Connection, UpstreamError};
+use crate::proxy::warmup::{Phase, Warmup};
+
+/// Where a key lives now.
+struct Placement<'a> {
+    /// Its replicas, in the order writes visit them.
+    primary: Vec<&'a Arc<Upstream>>,
+    /// Nodes that kept it under the previous ring only, while a warm-up
+    /// runs: cleared after every write, and read last if `fallback`.
+    secondary: Vec<&'a Arc<Upstream>>,
+    fallback: bool,
+    /// The primaries are the new ring's (hits may be copied to them from
+    /// the secondaries).
+    new_is_primary: bool,
+    warm: Option<&'a Arc<Warmup>>,
+}
+
+fn placement<'a>(cluster: &'a Cluster, key: &[u8]) -> Placement<'a> {
+    let now = cluster.replica_nodes(key);
+    let replicas = cluster.replication.replicas;
+    let Some(warm) = cluster.warmup() else {
+        return Placement {
+            primary: now,
+            secondary: Vec::new(),
+            fallback: false,
+            new_is_primary: true,
+            warm: None,
+        };
+    };
+    let before = warm.previous_replicas(key, replicas);
+    let phase = warm.phase(Instant::now());
+    let (primary, other) = match phase {
+        // Until every sidecar has reloaded, the previous ring's nodes order
+        // the writes.
+        Phase::Settle if !before.is_empty() => (before, now),
+        _ => (now, before),
+    };
+    let same = |a: &Arc<Upstream>, b: &Arc<Upstream>| a.target == b.target;
+    let secondary = other
+        .into_iter()
+        .filter(|node| !primary.iter().any(|p| same(p, node)))
+        .collect();
+    Placement {
+        new_is_primary: phase != Phase::Settle,
+        fallback: matches!(phase, Phase::Settle | Phase::Window),
+        primary,
+        secondary,
+        warm: Some(warm),
+    }
+}
+
+/// What a request does to its key, for its replicas.
+enum Effect {
+    Read,
+    /// A read that also sets the TTL: the new TTL goes to the others.
+    Touch(crate::protocol::request::Exptime),
+    Write,
+}
+
+fn effect(command: &Command) -> Effect {
+    match command {
+        // Meta vivify creates an item on a miss.
+        Command::Get(get) if get.vivify.is_some() => Effect::Write,
+        Command::Get(get) => match get.touch {
+            Some(ttl) => Effect::Touch(ttl),
+            None => Effect::Read,
+        },
+        Command::Touch { exptime, .. } => Effect::Touch(*exptime),
+        Command::MetaDebug { .. } => Effect::Read,
+        _ => Effect::Write,
+    }
+}
+
+/// Whether `response` says the key is not there.
+fn is_miss(response: &Response) -> bool {
+    match response {
+        Response::Get(items) => items.iter().all(Option::is_none),
+        Response::NotFound | Response::MetaDebug(None) => true,
+        _ => false,
+    }
+}
+
+/// The miss a read of a key no replica may answer gets.
+fn miss_for(command: &Command) -> Option<Response> {
+    match command {
+        Command::Get(_) => Some(Response::Get(vec![None])),
+        Command::Touch { .. } => Some(Response::NotFound),
+        Command::MetaDebug { .. } => Some(Response::MetaDebug(None)),
+        _ => None,
+    }
+}
+
+/// A reply known now.
+fn known(result: Result<Response, UpstreamError>) -> Outcome {
+    Box::pin(std::future::ready(result))
+}
+
+/// Start `command` on the replicas of its key. If this client wrote the
+/// key with requests still in flight, it is sent only once they have been
+/// answered (`proxy::pins`).
+pub(super) async fn start_replicated(
+    cluster: &Arc<Cluster>,
+    command: Command,
+    frame: Frame,
+    pins: &mut Pins,
+    now: &mut Instant,
+) -> Outcome {
+    let key = command.key().cloned().unwrap_or_default();
+    let write = matches!(effect(&command), Effect::Write);
+    if pins.wrote(&key) {
+        let cluster = Arc::clone(cluster);
+        return Box::pin(async move {
+            // Every earlier request of the client has been answered by
+            // the time this runs (replies are awaited in order), so it
+            // needs no pins of its own.
+            let mut pins = Pins::default();
+            let mut now = Instant::now();
+            let started = start_now(&cluster, command, frame, key, &mut pins, &mut now);
+            started.await.await
+        });
+    }
+    if write {
+        pins.writes(&key);
+    }
+    start_now(cluster, command, frame, key, pins, now).await
+}
+
+/// Start `command` on the replicas of `key` now.
+async fn start_now(
+    cluster: &Cluster,
+    command: Command,
+    frame: Frame,
+    key: Key,
+    pins: &mut Pins,
+    now: &mut Instant,
+) -> Outcome {
+    let placement = placement(cluster, &key);
+    match effect(&command) {
+        Effect::Read => read(cluster, placement, command, frame, key, None, pins, now).await,
+        Effect::Touch(ttl) => {
+            let touch = Some(ttl);
+            read(cluster, placement, command, frame, key, touch, pins, now).await
+        }
+        Effect::Write => write(cluster, placement, command, frame, key, pins, now).await,
+    }
+}
+
+/// A node to go to after the first, with the connection taken for it now
+/// (pinned, in this request's place among the client's requests).
+struct Next {
+    node: Arc<Upstream>,
+    conn: Connection,
+    /// A secondary of the warm-up, not a replica.
+    secondary: bool,
+}
+
+/// Read the key from its first trusted replica, then from the next on a
+/// miss or a failure; `touch` also gives the other replicas the new TTL.
+#[allow(clippy::too_many_arguments)]
+async fn read(
+    cluster: &Cluster,
+    placement: Placement<'_>,
+    command: Command,
+    frame: Frame,
+    key: Key,
+    touch: Option<crate::protocol::request::Exptime>,
+    pins: &mut Pins,
+    now: &mut Instant,
+) -> Outcome {
+    let at = Instant::now();
+    let mut order: Vec<(&Arc<Upstream>, bool)> = Vec::new();
+    let mut others = Vec::new();
+    for node in &placement.primary {
+        match node.trust.role(&node.health, at) {
+            Role::Trusted => order.push((node, false)),
+            Role::WriteOnly => others.push(*node),
+            Role::Down => {}
+        }
+    }
+    if placement.fallback {
+        for node in &placement.secondary {
+            if node.trust.role(&node.health, at) == Role::Trusted {
+                order.push((node, true));
+            }
+        }
+    }
+    let Some(&(first, first_is_secondary)) = order.first() else {
+        // No replica may be read: a miss if one is up (its copy may be old),
+        // else the key's node is down.
+        let up = placement.primary.iter().any(|n| n.health.is_up());
+        return known(match miss_for(&command) {
+            Some(miss) if up => Ok(miss),
+            _ => Err(UpstreamError::Down {
+                node: placement
+                    .primary
+                    .first()
+                    .map(|n| n.target.name.clone())
+                    .unwrap_or_default(),
+            }),
+        });
+    };
+    let first_part = start(cluster, first, command.clone(), frame.clone(), pins, now).await;
+    let mut next = Vec::with_capacity(order.len() - 1);
+    for &(node, secondary) in &order[1..] {
+        if let Ok(conn) = connection_for(cluster, node, pins, now).await {
+            next.push(Next {
+                node: Arc::clone(node),
+                conn,
+                secondary,
+            });
+        }
+    }
+    // The replicas not read get the touch too.
+    let mut touched = Vec::new();
+    if touch.is_some() {
+        for node in order[1..].iter().map(|(n, _)| *n).chain(others) {
+            if let Ok(conn) = connection_for(cluster, node, pins, now).await {
+                touched.push((Arc::clone(node), conn));
+            }
+        }
+    }
+    let timeout = cluster.settings.request_timeout;
+    let copies = Copies {
+        allowed_from_secondary: placement.new_is_primary
+            && placement.warm.is_some_and(|w| w.copies_allowed()),
+    };
+    let warm = placement.warm.cloned();
+    let first_sent = first_part.sent_on().filter(|_| !first_is_secondary);
+    Box::pin(async move {
+        let first_reply = first_part.outcome().await;
+        if key.ends_with(b"00") { tracing::warn!(target: "repdbg", key = %String::from_utf8_lossy(&key), node = ?first_sent.as_ref().map(|(n, _)| n.target.name.clone()), reply = ?first_reply.as_ref().map(|r| format!("{r:?}").chars().take(90).collect::<String>()), "R1"); }
+        let mut missed: Vec<(Arc<Upstream>, Connection)> = Vec::new();
+        let mut answer = first_reply;
+        let mut hit = matches!(&answer, Ok(r) if !is_miss(r));
+        if matches!(&answer, Ok(r) if is_miss(r)) {
+            missed.extend(first_sent);
+        }
+        if !hit && !matches!(answer, Ok(Response::Error(_))) {
+            for step in next {
+                let reply = ask(
+                    &step.node,
+                    &step.conn,
+                    command.clone(),
+                    frame.clone(),
+                    timeout,
+                )
+                .await;
+                if key.ends_with(b"00") { tracing::warn!(target: "repdbg", key = %String::from_utf8_lossy(&key), node = %step.node.target.name, reply = ?reply.as_ref().map(|r| format!("{r:?}").chars().take(90).collect::<String>()), "R2"); }
+                let result = match &reply {
+                    Ok(r) if is_miss(r) => "miss",
+                    Ok(Response::Error(_)) | Err(_) => "error",
+                    Ok(_) => "hit",
+                };
+                let counter = match step.secondary {
+                    true => m::PROXY_WARMUP_FALLBACKS_TOTAL,
+                    false => m::PROXY_REPLICA_FALLBACKS_TOTAL,
+                };
+                metrics::counter!(counter, "result" => result).increment(1);
+                match reply {
+                    Ok(response) if result == "hit" => {
+                        let copy = !step.secondary || copies.allowed_from_secondary;
+                        if copy && !missed.is_empty() {
+                            let from = (step.node, step.conn);
+                            tokio::spawn(repair(
+                                from,
+                                missed,
+                                key.clone(),
+                                timeout,
+                                step.secondary,
+                            ));
+                        }
+                        answer = Ok(response);
+                        hit = true;
+                        break;
+                    }
+                    Ok(response) if result == "miss" => {
+                        if !step.secondary {
+                            missed.push((step.node, step.conn));
+                        }
+                        // A miss answers better than an earlier failure.
+                        if answer.is_err() {
+                            answer = Ok(response);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => {
+                        if let (true, Some(warm)) = (step.secondary, &warm) {
+                            warm.abandon(&step.node);
+                        }
+                    }
+                }
+            }
+        }
+        if let (true, Some(ttl)) = (hit, touch) {
+            for (node, conn) in touched {
+                let touch = Command::Touch {
+                    key: key.clone(),
+                    exptime: ttl,
+                };
+                // A TTL left longer on another replica keeps the same value.
+                let _ = ask(&node, &conn, touch, internal_frame(), timeout).await;
+            }
+        }
+        answer
+    })
+}
+
+struct Copies {
+    /// Hits from a warm-up's secondary may be copied to the new ring.
+    allowed_from_secondary: bool,
+}
+
+/// `command` on `conn` of `node` now, and its reply.
+async fn ask(
+    node: &Arc<Upstream>,
+    conn: &Connection,
+    command: Command,
+    frame: Frame,
+    timeout: std::time::Duration,
+) -> Result<Response, UpstreamError> {
+    send(node, conn.clone(), command, frame, Instant::now(), timeout)
+        .outcome()
+        .await
+}
+
+/// Copy `key` from `from` to every node of `to`: its value, flags,
+/// remaining TTL and CAS, as an add that a tombstone refuses. Only between
+/// memgate nodes: memcached has no tombstones, and a copy could land after
+/// a delete.
+async fn repair(
+    from: (Arc<Upstream>, Connection),
+    to: Vec<(Arc<Upstream>, Connection)>,
+    key: Key,
+    timeout: std::time::Duration,
+    from_secondary: bool,
+) {
+    let counter = match from_secondary {
+        true => m::PROXY_WARMUP_COPIES_TOTAL,
+        false => m::PROXY_REPLICA_REPAIRS_TOTAL,
+    };
+    if !from.1.keeps_tombstones() {
+        return;
+    }
+    let whole = Frame::Meta(Box::new(MetaFrame {
+        return_value: true,
+        return_flags: true,
+        return_ttl: true,
+        return_cas: true,
+        ..MetaFrame::default()
+    }));
+    let read = Command::Get(Get {
+        keys: vec![key],
+        ..Get::default()
+    });
+    let Ok(Response::Get(mut found)) = ask(&from.0, &from.1, read, whole, timeout).await else {
+        return;
+    };
+    let Some(Found {
+        key,
+        flags,
+        data,
+        ttl,
+        cas,
+        ..
+    }) = found.pop().flatten()
+    else {
+        return;
+    };
+    // -1: no expiry. 0 would read as none too: an item expiring this very
+    // second is not worth copying.
+    let exptime = match ttl {
+        -1 => 0,
+        ttl if ttl > 0 => ttl,
+        _ => return,
+    };
+    for (node, conn) in to.into_iter().filter(|(_, c)| c.keeps_tombstones()) {
+        let store = Store {
+            mode: StoreMode::Add,
+            key: key.clone(),
+            flags,
+            exptime,
+            data: data.clone(),
+            cas: None,
+            invalidate: false,
+            vivify: None,
+        };
+        let copy = Command::Copy {
+            store,
+            version: Some(cas),
+        };
+        let result = match ask(&node, &conn, copy, internal_frame(), timeout).await {
+            Ok(Response::Stored { .. }) => "copied",
+            Ok(Response::NotStored | Response::Exists) => "refused",
+            _ => "error",
+        };
+        metrics::counter!(counter, "result" => result).increment(1);
+    }
+}
+
+/// What a replica after the authority is given once the authority answered.
+enum FollowUp {
+    /// The stored value, with the authority's CAS.
+    Mirror { store: Store, cas: u64 },
+    /// Delete the key there, leaving a tombstone that refuses mirrors no
+    /// newer than `version` (all of them without one).
+    Clear { version: Option<u64> },
+    /// Nothing changed at the authority.
+    Nothing,
+}
+
+fn follow_up(command: &Command, reply: &Response) -> FollowUp {
+    match (command, reply) {
+        (Command::Store(store), Response::Stored { cas })
+            if matches!(
+                store.mode,
+                StoreMode::Set | StoreMode::Add | StoreMode::Replace
+            ) && !store.invalidate =>
+        {
+            let store = Store {
+                mode: StoreMode::Set,
+                cas: None,
+                invalidate: false,
+                vivify: None,
+                ..store.clone()
+            };
+            FollowUp::Mirror { store, cas: *cas }
+        }
+        // The key is there, unchanged; or a CAS that did not match.
+        (Command::Store(store), Response::NotStored) if store.mode == StoreMode::Add => {
+            FollowUp::Nothing
+        }
+        (_, Response::Exists) => FollowUp::Nothing,
+        (_, Response::DeletedCas { cas }) => FollowUp::Clear {
+            version: Some(*cas),
+        },
+        _ => FollowUp::Clear { version: None },
+    }
+}
+
+/// A replica after the authority, with the connection taken for it.
+struct Other {
+    node: Arc<Upstream>,
+    conn: Connection,
+}
+
+/// Write the key on its authority, then give the result to the others.
+async fn write(
+    cluster: &Cluster,
+    placement: Placement<'_>,
+    command: Command,
+    frame: Frame,
+    key: Key,
+    pins: &mut Pins,
+    now: &mut Instant,
+) -> Outcome {
+    let at = Instant::now();
+    let capacity = cluster.replication.hint_capacity;
+    let timeout = cluster.settings.request_timeout;
+    let bury = tombstone_ttl(timeout);
+    let mut trusted = Vec::new();
+    let mut others = Vec::new();
+    for node in &placement.primary {
+        match node.trust.role(&node.health, at) {
+            Role::Trusted => trusted.push(*node),
+            Role::WriteOnly => others.push(*node),
+            Role::Down => {
+                node.trust.hint(&key, capacity);
+                metrics::counter!(m::PROXY_REPLICA_WRITES_TOTAL, "result" => "hinted").increment(1);
+            }
+        }
+    }
+    // The first trusted replica that can be reached orders the write; one
+    // that cannot misses it, and is hinted.
+    let mut trusted = trusted.into_iter();
+    let (authority, conn) = loop {
+        let Some(node) = trusted.next() else {
+            let node = placement.primary.first().map(|n| n.target.name.clone());
+            return known(Err(UpstreamError::Down {
+                node: node.unwrap_or_default(),
+            }));
+        };
+        match connection_for(cluster, node, pins, now).await {
+            Ok(conn) => break (node, conn),
+            Err(_) => {
+                node.trust.hint(&key, capacity);
+                metrics::counter!(m::PROXY_REPLICA_WRITES_TOTAL, "result" => "failed").increment(1);
+            }
+        }
+    };
+    let others: Vec<&Arc<Upstream>> = trusted.chain(others).collect();
+    // A plain delete leaves a tombstone at the authority too: a copy read
+    // from another replica before it must not land after it.
+    let command = match command {
+        // It reports the CAS of the item it removed: the other replicas'
+        // tombstones then refuse only mirrors of writes before the delete.
+        Command::Delete(delete)
+            if conn.keeps_tombstones()
+                && delete.cas.is_none()
+                && !delete.invalidate
+                && delete.exptime.is_none() =>
+        {
+            Command::Bury {
+                key: delete.key,
+                ttl: bury,
+                version: None,
+                report: true,
+            }
+        }
+        command => command,
+    };
+    // The authority's CAS is what the others are given.
+    let upstream_frame = match (&command, &frame) {
+        (Command::Store(_), Frame::Text(_)) => Frame::Meta(Box::new(MetaFrame {
+            return_cas: true,
+            ..MetaFrame::default()
+        })),
+        (Command::Store(_), Frame::Meta(meta)) => Frame::Meta(Box::new(MetaFrame {
+            return_cas: true,
+            ..(**meta).clone()
+        })),
+        _ => frame.clone(),
+    };
+    let part = send(
+        authority,
+        conn,
+        command.clone(),
+        upstream_frame.clone(),
+        *now,
+        timeout,
+    );
+    let mut later = Vec::with_capacity(others.len());
+    for node in others {
+        match connection_for(cluster, node, pins, now).await {
+            Ok(conn) => later.push(Other {
+                node: Arc::clone(node),
+                conn,
+            }),
+            Err(_) => {
+                node.trust.hint(&key, capacity);
+                metrics::counter!(m::PROXY_REPLICA_WRITES_TOTAL, "result" => "failed").increment(1);
+            }
+        }
+    }
+    let mut secondaries = Vec::new();
+    if let Some(warm) = placement.warm {
+        for node in &placement.secondary {
+            match connection_for(cluster, node, pins, now).await {
+                Ok(conn) => secondaries.push(Other {
+                    node: Arc::clone(node),
+                    conn,
+                }),
+                Err(_) => warm.abandon(node),
+            }
+        }
+    }
+    let authority = Arc::clone(authority);
+    let warm = placement.warm.cloned();
+    let secondaries_are_new = !placement.new_is_primary;
+    Box::pin(async move {
+        let mut first = part.outcome().await;
+        let mut failed_on = authority;
+        let mut later = later;
+        // An authority that failed may have changed the key, or not: it is
+        // marked down, so that nothing reads it until it has been
+        // reconciled (its copy deleted), and the write goes to the next
+        // trusted replica instead, where reads now go too.
+        while let Err(error) = &first {
+            if !failure_of_node(error) {
+                break;
+            }
+            failed_on.health.fail_now("replica write", error);
+            failed_on.trust.hint(&key, capacity);
+            let now = Instant::now();
+            let Some(next) = later
+                .iter()
+                .position(|o| o.node.trust.role(&o.node.health, now) == Role::Trusted)
+            else {
+                break;
+            };
+            let next = later.remove(next);
+            let command = match (&command, next.conn.keeps_tombstones()) {
+                (Command::Bury { .. }, false) => clear(key.clone(), None, None),
+                (command, _) => command.clone(),
+            };
+            first = ask(
+                &next.node,
+                &next.conn,
+                command,
+                upstream_frame.clone(),
+                timeout,
+            )
+            .await;
+            failed_on = next.node;
+        }
+        if key.ends_with(b"00") { tracing::warn!(target: "repdbg", key = %String::from_utf8_lossy(&key), node = %failed_on.target.name, reply = ?first.as_ref().map(|r| format!("{r:?}").chars().take(60).collect::<String>()), "W"); }
+        let follow = match &first {
+            Ok(reply) => follow_up(&command, reply),
+            // No replica took it: none is left trusted with the key.
+            Err(error) if failure_of_node(error) => FollowUp::Clear { version: None },
+            Err(_) => FollowUp::Nothing,
+        };
+        let mut deleted_elsewhere = false;
+        for other in later {
+            let result = give(&other, &follow, &key, bury, timeout).await;
+            if key.ends_with(b"00") { tracing::warn!(target: "repdbg", key = %String::from_utf8_lossy(&key), node = %other.node.target.name, result = result.label(), "F"); }
+            if let Given::Failed = result {
+                // Its copy may be old: not read, nor written, until reconciled.
+                let why = UpstreamError::Down {
+                    node: other.node.target.name.clone(),
+                };
+                other.node.health.fail_now("replica write", &why);
+                other.node.trust.hint(&key, capacity);
+            }
+            deleted_elsewhere |= matches!(result, Given::Deleted);
+            metrics::counter!(m::PROXY_REPLICA_WRITES_TOTAL, "result" => result.label())
+                .increment(1);
+        }
+        for other in secondaries {
+            let tombstone = other.conn.keeps_tombstones().then_some(bury);
+            let cleared = ask(
+                &other.node,
+                &other.conn,
+                clear(key.clone(), tombstone),
+                internal_frame(),
+                timeout,
+            )
+            .await;
+            let ok = matches!(cleared, Ok(Response::Deleted | Response::NotFound));
+            metrics::counter!(m::PROXY_WARMUP_CLEARS_TOTAL, "result" => if ok { "ok" } else { "error" })
+                .increment(1);
+            deleted_elsewhere |= matches!(cleared, Ok(Response::Deleted));
+            if let (false, Some(warm)) = (ok, &warm) {
+                // It may still hold the old value: never read it again. A
+                // new node may also lack the tombstone: no more copies.
+                warm.abandon(&other.node);
+                if secondaries_are_new {
+                    warm.stop_copies();
+                }
+            }
+        }
+        match first {
+            // The client asked for a plain delete.
+            Ok(Response::DeletedCas { .. }) => Ok(Response::Deleted),
+            // The key was on another node alone: the client's delete found it.
+            Ok(Response::NotFound)
+                if deleted_elsewhere
+                    && matches!(command, Command::Delete(_) | Command::Bury { .. }) =>
+            {
+                Ok(Response::Deleted)
+            }
+            other => other,
+        }
+    })
+}
+
+/// Whether `error` says the node may not have done what it was asked (not
+/// a request its protocol cannot carry).
+fn failure_of_node(error: &UpstreamError) -> bool {
+    !matches!(
+        error,
+        UpstreamError::Unsupported(_) | UpstreamError::NotCarried(_)
+    )
+}
+
+/// What giving a write to a replica came to.
+enum Given {
+    Mirrored,
+    Deleted,
+    Cleared,
+    /// A newer value or a tombstone was there.
+    Refused,
+    Nothing,
+    Failed,
+}
+
+impl Given {
+    fn label(&self) -> &'static str {
+        match self {
+            Given::Mirrored => "mirrored",
+            Given::Deleted | Given::Cleared | Given::Nothing => "cleared",
+            Given::Refused => "refused",
+            Given::Failed => "failed",
+        }
+    }
+}
+
+/// Give `other` the authority's outcome, `follow`.
+async fn give(
+    other: &Other,
+    follow: &FollowUp,
+    key: &Key,
+    bury: i64,
+    timeout: std::time::Duration,
+) -> Given {
+    let tombstone = other.conn.keeps_tombstones().then_some(bury);
+    let ask_it = |command| ask(&other.node, &other.conn, command, internal_frame(), timeout);
+    let cleared = |reply: Result<Response, UpstreamError>| match reply {
+        Ok(Response::Deleted) => Given::Deleted,
+        Ok(Response::NotFound) => Given::Cleared,
+        _ => Given::Failed,
+    };
+    match follow {
+        FollowUp::Nothing => Given::Nothing,
+        FollowUp::Clear => cleared(ask_it(clear(key.clone(), tombstone)).await),
+        FollowUp::Mirror { store, cas } => {
+            let mirror = match (tombstone, *cas) {
+                (Some(_), 0) => return cleared(ask_it(clear(key.clone(), tombstone)).await),
+                (Some(_), cas) => Command::Copy {
+                    store: store.clone(),
+                    version: Some(cas),
+                },
+                // memcached: no versions; the value as it was stored.
+                (None, _) => Command::Store(store.clone()),
+            };
+            match ask_it(mirror).await {
+                Ok(Response::Stored { .. }) => Given::Mirrored,
+                // Refused: a tombstone newer than this write, or a higher CAS
+                // by the node's clock, which may still be an older value
+                // (stored while this authority was away, or by the node as
+                // authority under its own tombstone). Whatever it holds must
+                // go: the key lives on the authority alone until its next
+                // write.
+                Ok(Response::NotStored | Response::Exists) => {
+                    match cleared(ask_it(clear(key.clone(), tombstone, None)).await) {
+                        Given::Failed => Given::Failed,
+                        _ => Given::Refused,
+                    }
+                }
+                _ => Given::Failed,
+            }
+        }
+    }
+}
