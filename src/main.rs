@@ -110,7 +110,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     }
     match cli.role {
         Role::Node(args) => memgate_node(args).await,
-        Role::Proxy(args) => memgate_proxy(args).await,
+        Role::Proxy(args) => memgate_proxy(*args).await,
         Role::Route(args) => route(args),
         Role::Certs(args) => certs(args),
         Role::Up(args) => up(args).await,

@@ -100,6 +100,20 @@ pub const PROXY_WARMUP_CLEARS_TOTAL: &str = "memgate_proxy_warmup_clears_total";
 pub const PROXY_WARMUP_COPIES_TOTAL: &str = "memgate_proxy_warmup_copies_total";
 /// Proxy warm-up: nodes given up on during a warm-up, per node.
 pub const PROXY_WARMUP_ABANDONED_TOTAL: &str = "memgate_proxy_warmup_abandoned_total";
+/// Proxy replicas (`proxy::replicas`): reads that went on to a key's next
+/// replica after a miss or an error, by `result` (hit, miss, error).
+pub const PROXY_REPLICA_FALLBACKS_TOTAL: &str = "memgate_proxy_replica_fallbacks_total";
+/// Proxy replicas: hits read from a later replica copied back to the
+/// first, by `result` (copied, refused, error).
+pub const PROXY_REPLICA_REPAIRS_TOTAL: &str = "memgate_proxy_replica_repairs_total";
+/// Proxy replicas: what a write did to each replica after the first, by
+/// `result` (mirrored: given the value; cleared: the key deleted there;
+/// refused: a newer value or a tombstone was there; hinted: the node was
+/// down; failed: the request failed, and it became a hint).
+pub const PROXY_REPLICA_WRITES_TOTAL: &str = "memgate_proxy_replica_writes_total";
+/// Proxy replicas: hints, per node, by `event` (written, replayed,
+/// overflowed: dropped for a flush of the node's part of the cache).
+pub const PROXY_HINTS_TOTAL: &str = "memgate_proxy_hints_total";
 
 /// Proxy metrics with their help text.
 pub const PROXY_METRICS: &[(&str, &str)] = &[
@@ -158,6 +172,22 @@ pub const PROXY_METRICS: &[(&str, &str)] = &[
     (
         PROXY_WARMUP_ABANDONED_TOTAL,
         "Warm-up: nodes given up on (failed or down), per node",
+    ),
+    (
+        PROXY_REPLICA_FALLBACKS_TOTAL,
+        "Replicas: reads that went on to the key's next replica, by result",
+    ),
+    (
+        PROXY_REPLICA_REPAIRS_TOTAL,
+        "Replicas: hits from a later replica copied back to the first, by result",
+    ),
+    (
+        PROXY_REPLICA_WRITES_TOTAL,
+        "Replicas: what writes did to the replicas after the first, by result",
+    ),
+    (
+        PROXY_HINTS_TOTAL,
+        "Replicas: hints per node, by event (written, replayed, overflowed)",
     ),
     (
         PROXY_BUSY_POLL_MICROSECONDS_TOTAL,

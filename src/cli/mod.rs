@@ -40,7 +40,8 @@ pub enum Role {
     /// The multi-tenant, authenticated storage node.
     Node(NodeArgs),
     /// The sidecar: plain memcached on loopback, verified TLS + SASL to the nodes.
-    Proxy(ProxyArgs),
+    // Boxed: by far the largest of the roles' flags.
+    Proxy(Box<ProxyArgs>),
     /// Print which node each key maps to (the proxy's ketama ring).
     Route(RouteArgs),
     /// Create the private PKI: a root CA, node and client certificates.

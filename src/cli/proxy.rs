@@ -159,9 +159,22 @@ pub struct ProxyArgs {
     /// keys: at least how far apart this app's sidecars reload [default: 10s].
     #[arg(long, env = "MEMGATE_PROXY_WARMUP_SETTLE")]
     pub warmup_settle: Option<String>,
+    /// Keep each key on this many nodes: writes go to all of them, reads
+    /// to the first that may be trusted, then the next [default: 1]. A node
+    /// that missed writes is not read until they are undone there and
+    /// --warmup-settle has passed (docs/proxy.md, "Replicas"). 1 to 8.
+    #[arg(long, env = "MEMGATE_PROXY_REPLICAS")]
+    pub replicas: Option<usize>,
+    /// With --replicas 2 or more: keys remembered per node written while it
+    /// could not be, and deleted there when it returns [default: 10000].
+    /// Past it, the node's part of the cache is flushed instead.
+    #[arg(long, env = "MEMGATE_PROXY_HINTS")]
+    pub hints: Option<usize>,
 }
 }
 
+/// The most `--replicas` takes.
+const MAX_REPLICAS: usize = 8;
 /// The most `--threads` takes.
 const MAX_THREADS: usize = 1024;
 /// The longest `--busy-poll` window: a vCPU's wake-up costs tens of
@@ -369,6 +382,11 @@ impl ProxyArgs {
             args.warmup_settle,
             defaults::WARMUP_SETTLE,
         )?;
+        let replicas = args.replicas.unwrap_or(defaults::REPLICAS);
+        if !(1..=MAX_REPLICAS).contains(&replicas) {
+            return Err(invalid("--replicas", &replicas.to_string(), "1 to 8"));
+        }
+        let hints = args.hints.unwrap_or(defaults::HINTS);
         let connections_per_node = args
             .connections_per_node
             .unwrap_or(defaults::CONNECTIONS_PER_NODE);
@@ -401,6 +419,8 @@ impl ProxyArgs {
         config.busy_poll = (!busy_poll.is_zero()).then_some(busy_poll);
         config.warmup = warmup;
         config.warmup_settle = warmup_settle;
+        config.replicas = replicas;
+        config.hints = hints;
         Ok(config)
     }
 }

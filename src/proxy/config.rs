@@ -51,6 +51,12 @@ pub mod defaults {
     /// `--warmup-settle`: how far apart the sidecars of one app may reload
     /// and still never read each other's overwritten values.
     pub const WARMUP_SETTLE: Duration = Duration::from_secs(10);
+    /// `--replicas`: one node per key, as memcached clients place keys.
+    pub const REPLICAS: usize = 1;
+    /// `--hints`: keys remembered per node that missed writes. At most 250
+    /// bytes each, so a few MiB per node at worst; past it the node's part
+    /// of the cache is flushed when it returns (`proxy::replicas`).
+    pub const HINTS: usize = 10_000;
 }
 
 /// Everything the proxy needs, validated.
@@ -95,6 +101,10 @@ pub struct ProxyConfig {
     pub warmup: Duration,
     /// How long the previous node stays primary after a reload (`--warmup-settle`).
     pub warmup_settle: Duration,
+    /// Nodes that keep each key (`--replicas`).
+    pub replicas: usize,
+    /// Hints kept per node (`--hints`).
+    pub hints: usize,
     /// Where the configuration came from, for SIGHUP (None: not reloadable).
     pub reload_from: Option<Arc<dyn Fn() -> Result<ProxyConfig, String> + Send + Sync>>,
 }
@@ -143,6 +153,8 @@ impl ProxyConfig {
             busy_poll: None,
             warmup: defaults::WARMUP,
             warmup_settle: defaults::WARMUP_SETTLE,
+            replicas: defaults::REPLICAS,
+            hints: defaults::HINTS,
             reload_from: None,
         }
     }

@@ -31,6 +31,9 @@ pub struct Health {
     node: String,
     failure_limit: u32,
     state: Mutex<State>,
+    /// How many times it was marked down: a node whose count moved may
+    /// have missed writes meanwhile (`proxy::replicas`).
+    downs: std::sync::atomic::AtomicU64,
 }
 
 impl Health {
@@ -42,6 +45,7 @@ impl Health {
             node,
             failure_limit: failure_limit.max(1),
             state: Mutex::new(State::Up { failures: 0 }),
+            downs: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -81,10 +85,17 @@ impl Health {
             since: Instant::now(),
             reason,
         };
+        self.downs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         drop(state);
         tracing::warn!(node = %self.node, reason, error = %detail, failures, "node marked down");
         metrics::gauge!(m::PROXY_NODE_UP, "node" => self.node.clone()).set(0.0);
         true
+    }
+
+    /// How many times it has been marked down so far.
+    pub fn downs(&self) -> u64 {
+        self.downs.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Record a success; returns true if this brought the node back up.

@@ -18,6 +18,7 @@ pub mod drain;
 pub mod health;
 mod pins;
 pub mod pool;
+pub mod replicas;
 pub mod ring;
 pub mod session;
 mod stats;
@@ -146,7 +147,13 @@ fn cluster_for(config: &ProxyConfig, previous: Option<&Cluster>) -> Result<Clust
         config.failover,
         config.down_retry_delay,
     )
-    .with_warmup(warmup))
+    .with_warmup(warmup)
+    .with_replication(pool::Replication {
+        replicas: config.replicas,
+        hint_capacity: config.hints,
+        quarantine: config.warmup_settle,
+        warming: config.warmup,
+    }))
 }
 
 /// The warm-up a reload from `old` to `ring` over `nodes` needs: a new one
@@ -288,6 +295,13 @@ impl Proxy {
         }
         for result in ["copied", "refused", "error"] {
             metrics::counter!(m::PROXY_WARMUP_COPIES_TOTAL, "result" => result).increment(0);
+            metrics::counter!(m::PROXY_REPLICA_REPAIRS_TOTAL, "result" => result).increment(0);
+        }
+        for result in ["hit", "miss", "error"] {
+            metrics::counter!(m::PROXY_REPLICA_FALLBACKS_TOTAL, "result" => result).increment(0);
+        }
+        for result in ["mirrored", "cleared", "refused", "hinted", "failed"] {
+            metrics::counter!(m::PROXY_REPLICA_WRITES_TOTAL, "result" => result).increment(0);
         }
         if let Some(poll) = &shared.busy_poll {
             background.spawn(Arc::clone(poll).run());

@@ -14,15 +14,25 @@
 //! reload added a node), while its earlier requests to B were still queued
 //! on the old one: a later `get` overtook the `set` before it.
 //!
+//! With replicas (`proxy::session::replica`) one node per key is not
+//! enough: which replica a request goes to depends on the nodes' health
+//! when it is sent, and may change between two of the client's requests.
+//! So the pins also track this client's writes through replicas still in
+//! flight, and a later request of such a key is only sent once every
+//! request before it has been answered: it cannot reach one replica before
+//! the earlier write, sent to another, has reached it too.
+//!
 //! A reload is a barrier: a client whose requests in flight were routed by
 //! the previous ring sends nothing more until they are answered, since a key
 //! may now route to another node (or a node's connections to a new login),
 //! where a later request could overtake an earlier one.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use super::pool::Upstream;
 use super::upstream::Connection;
+use crate::protocol::request::Key;
 
 /// One client's connections, one per node it has requests in flight on.
 #[derive(Default)]
@@ -32,6 +42,9 @@ pub struct Pins {
     cluster: Option<u64>,
     /// A client talks to few nodes: a short list beats a map.
     by_node: Vec<(Arc<Upstream>, Connection)>,
+    /// Keys of this client's requests through replicas that later
+    /// requests of the key must wait for, each with whether it is done.
+    waited_on: Vec<(Key, Arc<AtomicBool>)>,
 }
 
 impl Pins {
@@ -39,6 +52,7 @@ impl Pins {
     pub fn clear(&mut self) {
         self.cluster = None;
         self.by_node.clear();
+        self.waited_on.clear();
     }
 
     /// Whether the pins were made under another cluster than the one of
@@ -46,6 +60,27 @@ impl Pins {
     /// flight before it sends more.
     pub fn outdated(&self, current: u64) -> bool {
         self.cluster.is_some_and(|made| made != current)
+    }
+
+    /// Whether this client has requests in flight.
+    pub fn busy(&self) -> bool {
+        self.cluster.is_some() || !self.waited_on.is_empty()
+    }
+
+    /// Whether a request of `key` must wait for this client's requests in
+    /// flight: one of them, not yet done, writes it or waits itself.
+    pub fn must_wait(&mut self, key: &[u8]) -> bool {
+        self.waited_on
+            .retain(|(_, done)| !done.load(Ordering::Acquire));
+        self.waited_on.iter().any(|(k, _)| k.as_ref() == key)
+    }
+
+    /// Later requests of `key` wait for this one; it sets the flag
+    /// returned when it is done.
+    pub fn wait_for(&mut self, key: &Key) -> Arc<AtomicBool> {
+        let done = Arc::new(AtomicBool::new(false));
+        self.waited_on.push((key.clone(), Arc::clone(&done)));
+        done
     }
 
     /// The live connection this client uses on `node`, if it has one.

@@ -16,10 +16,12 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::health::Health;
+use super::replicas::{Replay, Replayed, Trust};
 use super::ring::Ring;
-use super::upstream::{Connection, Settings, Target, UpstreamError};
+use super::upstream::{internal_frame, Connection, Settings, Target, UpstreamError};
 use super::warmup::{Phase, Warmup};
 use crate::metrics as m;
+use crate::protocol::{Command, Response};
 use crate::sync::lock;
 
 /// What happens to the keys of a node that is down.
@@ -57,6 +59,8 @@ type ConnectOutcome = Option<Result<(), UpstreamError>>;
 pub struct Upstream {
     pub target: Target,
     pub health: Health,
+    /// What this sidecar trusts it with when keys have replicas.
+    pub trust: Trust,
     /// Resolved once: the request path only bumps atomics.
     pub upstream_requests: metrics::Counter,
     pub upstream_latency: metrics::Histogram,
@@ -81,6 +85,7 @@ impl Upstream {
         metrics::counter!(m::PROXY_WARMUP_ABANDONED_TOTAL, "node" => name.clone()).increment(0);
         Upstream {
             health: Health::new(name.clone(), failure_limit),
+            trust: Trust::new(name.clone()),
             upstream_requests: metrics::counter!(m::PROXY_UPSTREAM_REQUESTS_TOTAL, "node" => name.clone()),
             upstream_latency: metrics::histogram!(m::PROXY_UPSTREAM_DURATION_SECONDS, "node" => name),
             slots: (0..connections.max(1)).map(|_| Mutex::new(None)).collect(),
@@ -331,6 +336,35 @@ pub struct Cluster {
     /// The ring before the reload that made this cluster, while moved keys
     /// are still looked for there (`proxy::warmup`).
     warmup: Option<Arc<Warmup>>,
+    /// How many nodes keep each key, and what a node that missed writes
+    /// needs before it is read again (`proxy::replicas`).
+    pub replication: Replication,
+}
+
+/// `--replicas` and what goes with it.
+#[derive(Clone, Copy, Debug)]
+pub struct Replication {
+    /// Nodes per key (`--replicas`); 1 is no replication.
+    pub replicas: usize,
+    /// Hints kept per node before its part of the cache is flushed instead
+    /// (`--hints`).
+    pub hint_capacity: usize,
+    /// How long a reconciled node is written but not read (`--warmup-settle`).
+    pub quarantine: Duration,
+    /// How long after a node is trusted again its misses are read again
+    /// from the next replica (`--warmup`).
+    pub warming: Duration,
+}
+
+impl Default for Replication {
+    fn default() -> Replication {
+        Replication {
+            replicas: 1,
+            hint_capacity: super::config::defaults::HINTS,
+            quarantine: super::config::defaults::WARMUP_SETTLE,
+            warming: super::config::defaults::WARMUP,
+        }
+    }
 }
 
 impl Cluster {
@@ -353,7 +387,23 @@ impl Cluster {
             probe_interval,
             generation: NEXT_GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             warmup: None,
+            replication: Replication::default(),
         }
+    }
+
+    /// This cluster, keeping each key on `replication.replicas` nodes.
+    pub fn with_replication(mut self, replication: Replication) -> Cluster {
+        self.replication = replication;
+        self
+    }
+
+    /// The nodes that keep `key`, in the order its writes visit them.
+    pub fn replica_nodes(&self, key: &[u8]) -> Vec<&Arc<Upstream>> {
+        let replicas = self.ring.replicas(key, self.replication.replicas);
+        replicas
+            .into_iter()
+            .map(|i| &self.nodes[i % self.nodes.len()])
+            .collect()
     }
 
     /// This cluster, warming up from the one it replaces.
@@ -426,9 +476,128 @@ impl Cluster {
                     let node = Arc::clone(node);
                     let settings = self.settings.clone();
                     tokio::spawn(async move { node.probe(&settings).await });
+                } else if self.replication.replicas > 1 {
+                    if let Some(replay) = node.trust.take_replay(&node.health) {
+                        let node = Arc::clone(node);
+                        let settings = self.settings.clone();
+                        let quarantine = self.replication.quarantine;
+                        tokio::spawn(
+                            async move { node.replay(&settings, replay, quarantine).await },
+                        );
+                    }
                 }
             }
         }
+    }
+}
+
+impl Upstream {
+    /// Make this node safe to read again after it missed writes
+    /// (`proxy::replicas`): delete every hinted key, leaving a tombstone
+    /// where the node keeps them, or flush its part of the cache.
+    async fn replay(self: &Arc<Self>, settings: &Settings, replay: Replay, quarantine: Duration) {
+        let deadline = Instant::now() + settings.request_timeout;
+        let connected = self.connection(settings, deadline).await;
+        let outcome = match (connected, &replay) {
+            (Err(_), Replay::Keys(keys)) => Replayed::Keys {
+                deleted: 0,
+                failed: keys.clone(),
+            },
+            (Err(_), Replay::Flush) => Replayed::Flushed(false),
+            (Ok((conn, _)), Replay::Flush) => {
+                let flush = Command::FlushAll { delay: 0 };
+                let flushed = self.ask(&conn, flush, settings.request_timeout).await;
+                Replayed::Flushed(matches!(flushed, Some(Response::Ok)))
+            }
+            (Ok((conn, _)), Replay::Keys(keys)) => {
+                // Pipelined a bounded batch at a time, each against its own
+                // deadline: a node that fails stops the replay. The
+                // tombstones last the quarantine: long enough for requests
+                // that reached the node before it went away and that it
+                // runs late to be refused, and no longer, so that reads
+                // copy the keys back to it once it is trusted.
+                let ttl = (quarantine.as_secs() as i64).max(1);
+                let mut failed = Vec::new();
+                let mut deleted = 0;
+                for batch in keys.chunks(REPLAY_BATCH) {
+                    let mut pending = Vec::with_capacity(batch.len());
+                    for key in batch {
+                        let clear =
+                            clear(key.clone(), conn.keeps_tombstones().then_some(ttl), None);
+                        pending.push((key, self.ask(&conn, clear, settings.request_timeout)));
+                    }
+                    for (key, reply) in pending {
+                        match reply.await {
+                            Some(Response::Deleted | Response::NotFound) => deleted += 1,
+                            _ => failed.push(key.clone()),
+                        }
+                    }
+                }
+                Replayed::Keys { deleted, failed }
+            }
+        };
+        self.trust.replayed(outcome, &self.health, quarantine);
+    }
+
+    /// `command` on `conn` with its own deadline; None if it failed (and
+    /// the failure counted against the node).
+    fn ask(
+        &self,
+        conn: &Connection,
+        command: Command,
+        timeout: Duration,
+    ) -> impl std::future::Future<Output = Option<Response>> + '_ {
+        let sent = conn.send(command, internal_frame(), std::time::Instant::now());
+        async move {
+            let reply = sent.map_err(|error| self.failed(&error)).ok()?;
+            match tokio::time::timeout(timeout, reply).await {
+                Ok(Ok(Ok(response))) => Some(response),
+                Ok(Ok(Err(error))) => {
+                    self.failed(&error);
+                    None
+                }
+                _ => {
+                    self.failed(&UpstreamError::Timeout {
+                        node: self.target.name.clone(),
+                        timeout,
+                    });
+                    None
+                }
+            }
+        }
+    }
+}
+
+/// Replayed deletes in flight at once on one connection.
+const REPLAY_BATCH: usize = 64;
+
+/// How long the tombstones left by the sidecar's deletes last: long enough
+/// for any copy or replica write already on its way to arrive.
+pub fn tombstone_ttl(request_timeout: Duration) -> i64 {
+    (4 * request_timeout.as_secs() as i64).max(10)
+}
+
+/// The request that deletes `key` on a node: with a tombstone of `bury`
+/// seconds where the node keeps them (`node::tombstones`), which refuses
+/// copies, and mirrors no newer than `version` (every mirror without one).
+pub fn clear(
+    key: crate::protocol::request::Key,
+    bury: Option<i64>,
+    version: Option<u64>,
+) -> Command {
+    match bury {
+        Some(ttl) => Command::Bury {
+            key,
+            ttl,
+            version,
+            report: false,
+        },
+        None => Command::Delete(crate::protocol::request::Delete {
+            key,
+            cas: None,
+            invalidate: false,
+            exptime: None,
+        }),
     }
 }
 

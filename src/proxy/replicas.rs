@@ -78,6 +78,10 @@ pub struct Trust {
 
 struct Inner {
     state: State,
+    /// When it was last trusted again after missing writes: for a while
+    /// after, a miss there is read again from the next replica
+    /// (`Trust::warming`).
+    trusted_again: Option<Instant>,
     /// `Health::downs` when last looked at.
     downs_seen: u64,
     hints: HashSet<Key>,
@@ -97,6 +101,7 @@ impl Trust {
             node,
             inner: Mutex::new(Inner {
                 state: State::Trusted,
+                trusted_again: None,
                 downs_seen: 0,
                 hints: HashSet::new(),
                 overflowed: false,
@@ -116,12 +121,24 @@ impl Trust {
             State::Trusted => Role::Trusted,
             State::Quarantined { until } if now >= until => {
                 inner.state = State::Trusted;
+                inner.trusted_again = Some(now);
                 drop(inner);
                 tracing::info!(node = %self.node, "replica trusted again");
                 Role::Trusted
             }
             State::Quarantined { .. } | State::Suspect => Role::WriteOnly,
         }
+    }
+
+    /// Whether the node was trusted again less than `window` before `now`:
+    /// it may lack keys the other replicas have (it returned empty, or its
+    /// missed keys were deleted), so a miss there is read again from the
+    /// next replica, and copied back. A node trusted all along has every
+    /// key its replicas have, and its miss is the answer.
+    pub fn warming(&self, now: Instant, window: Duration) -> bool {
+        lock(&self.inner)
+            .trusted_again
+            .is_some_and(|at| now.saturating_duration_since(at) < window)
     }
 
     /// `key` was written while the node could not be: its copy there may be
@@ -278,7 +295,14 @@ mod tests {
             "quarantined"
         );
         let later = Instant::now() + Duration::from_secs(61);
+        assert!(!trust.warming(later, Duration::from_secs(10)));
         assert_eq!(trust.role(&health, later), Role::Trusted);
+        assert!(
+            trust.warming(later, Duration::from_secs(10)),
+            "just trusted again"
+        );
+        let much_later = later + Duration::from_secs(11);
+        assert!(!trust.warming(much_later, Duration::from_secs(10)));
     }
 
     #[test]

@@ -170,6 +170,27 @@ impl Ring {
         server as usize
     }
 
+    /// The first `n` distinct servers at and after `key`'s point, going
+    /// round the ring: where `--replicas n` keeps the key, in the order its
+    /// writes visit them. The first is [`Ring::locate`]'s. Fewer if the ring
+    /// has fewer live servers.
+    pub fn replicas(&self, key: &[u8], n: usize) -> Vec<usize> {
+        let d = Md5::digest(key);
+        let hash = u32::from_le_bytes([d[0], d[1], d[2], d[3]]);
+        let start = self.points.partition_point(|&(p, _)| p < hash);
+        let mut found = Vec::with_capacity(n);
+        let (after, before) = self.points.split_at(start.min(self.points.len()));
+        for &(_, server) in before.iter().chain(after) {
+            if found.len() == n {
+                break;
+            }
+            if !found.contains(&(server as usize)) {
+                found.push(server as usize);
+            }
+        }
+        found
+    }
+
     /// Whether `other` places every key on the same server index.
     pub fn same_placement(&self, other: &Ring) -> bool {
         self.servers == other.servers && self.live == other.live
@@ -320,6 +341,39 @@ mod tests {
         assert_eq!(points_for(1, 25, 5), 28); // exact math would give 32
         let r = ring(&["n1", "n2:11211:3", "n3:11211:7", "n4:11211:7", "n5:11211:7"]);
         assert_eq!(r.points.iter().filter(|p| p.1 == 0).count(), 28);
+    }
+
+    #[test]
+    fn replicas_start_at_the_key_and_are_distinct() {
+        let r = ring(&["a:1", "b:2", "c:3", "d:4"]);
+        for i in 0..2000 {
+            let key = format!("key{i}");
+            let set = r.replicas(key.as_bytes(), 3);
+            assert_eq!(set.len(), 3);
+            assert_eq!(
+                set[0],
+                r.locate(key.as_bytes()),
+                "the first is the key's node"
+            );
+            assert!(set[0] != set[1] && set[1] != set[2] && set[0] != set[2]);
+            assert_eq!(r.replicas(key.as_bytes(), 1), vec![set[0]]);
+            assert_eq!(&r.replicas(key.as_bytes(), 2)[..], &set[..2]);
+        }
+        assert_eq!(
+            r.replicas(b"k", 9).len(),
+            4,
+            "no more than there are servers"
+        );
+        // With the node a key lives on removed, its second replica becomes
+        // its first: the keys a dead node held are already where they go.
+        let without = r.without(&[0]).unwrap();
+        for i in 0..2000 {
+            let key = format!("key{i}");
+            let set = r.replicas(key.as_bytes(), 2);
+            if set[0] == 0 {
+                assert_eq!(without.locate(key.as_bytes()), set[1]);
+            }
+        }
     }
 
     #[test]

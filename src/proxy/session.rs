@@ -49,11 +49,17 @@ enum Pending {
         part: Part,
         /// Its deadline passed while it waited.
         expired: bool,
+        /// A replicated read to try on the key's next replica if this one
+        /// fails (`replica::Again`).
+        again: Option<Box<replica::Again>>,
     },
     /// Several upstream requests merged into one reply (a multi-key get,
     /// `stats`, `flush_all`): a future of its own, which keeps its own time.
-    Merged(Pin<Box<dyn Future<Output = ClientReply> + Send>>),
+    Merged(MergedReply),
 }
+
+/// A reply that is a future of its own (`Pending::Merged`).
+type MergedReply = Pin<Box<dyn Future<Output = ClientReply> + Send>>;
 
 /// How a pending reply came to be ready.
 enum End {
@@ -99,6 +105,36 @@ impl Pending {
             }
             // A merged future is only ever ready as End::Merged.
             (Pending::Merged(_), _) => unreachable!("a merged reply ends as End::Merged"),
+        }
+    }
+
+    /// The reply, once `poll_end` gave `end`; or, for a replicated read
+    /// that failed on one replica, its try on the next, pending in its
+    /// place.
+    fn reply_or_retry(self, end: End, now: Instant) -> Result<ClientReply, MergedReply> {
+        let Pending::Single {
+            head,
+            part,
+            again: Some(again),
+            ..
+        } = self
+        else {
+            return Ok(self.into_reply(end, now));
+        };
+        match part.settle(end, now) {
+            Err(error) if replica::failure_of_node(&error) => Err(Box::pin(async move {
+                let response = again.run().await.unwrap_or_else(error_response);
+                ClientReply {
+                    head,
+                    response,
+                    close: false,
+                }
+            })),
+            result => Ok(ClientReply {
+                head,
+                response: result.unwrap_or_else(error_response),
+                close: false,
+            }),
         }
     }
 
@@ -270,8 +306,15 @@ where
             let Poll::Ready(end) = end else { break };
             let Some(done) = queue.pop_front() else { break };
             let now = Instant::now();
+            let reply = match done.reply_or_retry(end, now) {
+                Ok(reply) => reply,
+                Err(retry) => {
+                    queue.push_front(Pending::Merged(retry));
+                    continue;
+                }
+            };
             let before = wbuf.len();
-            closing |= finish(done.into_reply(end, now), now, &mut wbuf, &mut served);
+            closing |= finish(reply, now, &mut wbuf, &mut served);
             budget.answered(wbuf.len() - before);
             if closing {
                 break;
@@ -321,9 +364,14 @@ where
             end = front => {
                 if let Some(done) = queue.pop_front() {
                     let now = Instant::now();
-                    let before = wbuf.len();
-                    closing |= finish(done.into_reply(end, now), now, &mut wbuf, &mut served);
-                    budget.answered(wbuf.len() - before);
+                    match done.reply_or_retry(end, now) {
+                        Ok(reply) => {
+                            let before = wbuf.len();
+                            closing |= finish(reply, now, &mut wbuf, &mut served);
+                            budget.answered(wbuf.len() - before);
+                        }
+                        Err(retry) => queue.push_front(Pending::Merged(retry)),
+                    }
                 }
                 continue;
             }
@@ -414,7 +462,7 @@ fn ready(head: Head, response: Response) -> Pending {
 /// Route one request and start it; the returned pending reply yields its reply.
 async fn dispatch(
     shared: &Arc<ProxyShared>,
-    cluster: &Cluster,
+    cluster: &Arc<Cluster>,
     request: Request,
     first_command: bool,
     pins: &mut Pins,
@@ -514,9 +562,9 @@ async fn dispatch(
                     no_bump,
                 });
                 let frame = head.frame.clone();
-                let part = match cluster.warmup() {
-                    None => Routed::Plain(start_routed(cluster, one, frame, pins, &mut now).await),
-                    Some(_) => Box::pin(start_keyed(cluster, one, frame, pins, &mut now)).await,
+                let part = match cluster.warmup().is_none() && cluster.replication.replicas == 1 {
+                    true => Routed::Plain(start_routed(cluster, one, frame, pins, &mut now).await),
+                    false => Box::pin(start_keyed(cluster, one, frame, pins, &mut now)).await,
                 };
                 parts.push(part);
             }
@@ -558,13 +606,14 @@ async fn dispatch(
         }
         command => {
             let frame = head.frame.clone();
-            // No warm-up: the plain path, without the warm-up's wrapping.
-            if cluster.warmup().is_none() {
+            // No warm-up and no replicas: the plain path, without their wrapping.
+            if cluster.warmup().is_none() && cluster.replication.replicas == 1 {
                 let part = start_routed(cluster, command, frame, pins, &mut now).await;
                 return Pending::Single {
                     head,
                     part,
                     expired: false,
+                    again: None,
                 };
             }
             // Boxed, as the rarer path (see `start`).
@@ -574,6 +623,13 @@ async fn dispatch(
                     head,
                     part,
                     expired: false,
+                    again: None,
+                },
+                Routed::Steady(part, again) => Pending::Single {
+                    head,
+                    part,
+                    expired: false,
+                    again: Some(again),
                 },
                 Routed::Moved(outcome) => Pending::Merged(Box::pin(async move {
                     ClientReply {
@@ -603,10 +659,12 @@ enum Part {
 }
 
 /// A keyed request started: on its node, or on two while a warm-up covers
-/// its key (`moved`).
+/// its key (`moved`), or on its replicas (`replica`).
 enum Routed {
     Plain(Part),
     Moved(moved::Outcome),
+    /// A replicated read on one replica, tried on the next if it fails.
+    Steady(Part, Box<replica::Again>),
 }
 
 impl Routed {
@@ -614,6 +672,10 @@ impl Routed {
         match self {
             Routed::Plain(part) => part.outcome().await,
             Routed::Moved(outcome) => outcome.await,
+            Routed::Steady(part, again) => match part.outcome().await {
+                Err(error) if replica::failure_of_node(&error) => again.run().await,
+                other => other,
+            },
         }
     }
 }
@@ -621,12 +683,15 @@ impl Routed {
 /// Start `command` on the node that serves its key, or on both of its nodes
 /// while a warm-up covers it (`moved`).
 async fn start_keyed(
-    cluster: &Cluster,
+    cluster: &Arc<Cluster>,
     command: Command,
     frame: Frame,
     pins: &mut Pins,
     now: &mut Instant,
 ) -> Routed {
+    if cluster.replication.replicas > 1 && command.key().is_some() {
+        return replica::start_replicated(cluster, command, frame, pins, now).await;
+    }
     if let Some(warm) = cluster.warmup() {
         let key = command.key().map_or(&[][..], |key| key.as_ref());
         if let Ok(home) = cluster.route(key) {
@@ -845,6 +910,8 @@ fn merge_all_ok(results: Vec<Response>) -> Response {
         .unwrap_or(Response::Ok)
 }
 
+mod copy;
 mod moved;
+mod replica;
 #[cfg(test)]
 mod tests;

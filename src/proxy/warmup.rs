@@ -206,6 +206,20 @@ impl Warmup {
         Some(moved)
     }
 
+    /// The nodes that kept `key` under the previous ring with `replicas`
+    /// per key, in its order, but for those given up on.
+    pub fn previous_replicas(&self, key: &[u8], replicas: usize) -> Vec<&Arc<Upstream>> {
+        if self.nodes.is_empty() {
+            return Vec::new();
+        }
+        let indices = self.ring.replicas(key, replicas);
+        indices
+            .into_iter()
+            .map(|i| &self.nodes[i % self.nodes.len()])
+            .filter(|node| !self.is_abandoned(node))
+            .collect()
+    }
+
     pub fn is_abandoned(&self, node: &Arc<Upstream>) -> bool {
         self.abandoned
             .iter()

@@ -25,10 +25,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{connection_for, send, start, Part};
+use super::copy::{ask, copy_item, is_miss};
+use super::{connection_for, start, Part};
 use crate::metrics as m;
-use crate::protocol::request::{Command, Delete, Frame, Get, Key, MetaFrame, Store, StoreMode};
-use crate::protocol::{Found, Response};
+use crate::protocol::request::{Command, Delete, Frame, Key, StoreMode};
+use crate::protocol::Response;
 use crate::proxy::pins::Pins;
 use crate::proxy::pool::{Cluster, Upstream};
 use crate::proxy::upstream::{internal_frame, Connection, UpstreamError};
@@ -51,15 +52,6 @@ fn effect(command: &Command) -> Effect {
         Command::Get(get) if get.vivify.is_none() => Effect::Read,
         Command::Touch { .. } | Command::MetaDebug { .. } => Effect::Read,
         _ => Effect::Write,
-    }
-}
-
-/// Whether `response` says the key is not there.
-fn is_miss(response: &Response) -> bool {
-    match response {
-        Response::Get(items) => items.iter().all(Option::is_none),
-        Response::NotFound | Response::MetaDebug(None) => true,
-        _ => false,
     }
 }
 
@@ -153,19 +145,6 @@ struct Later {
     bury: Option<i64>,
 }
 
-/// `command` on `conn` of `node` now, and its reply.
-async fn ask_on(
-    node: &Arc<Upstream>,
-    conn: &Connection,
-    command: Command,
-    frame: Frame,
-    timeout: std::time::Duration,
-) -> Result<Response, UpstreamError> {
-    send(node, conn.clone(), command, frame, Instant::now(), timeout)
-        .outcome()
-        .await
-}
-
 impl Later {
     /// `command` on the secondary; None if the warm-up gave up on it since
     /// this request began (requests pipelined behind the one that found it
@@ -174,7 +153,7 @@ impl Later {
         if self.warm.is_abandoned(&self.node) {
             return None;
         }
-        Some(ask_on(&self.node, &self.conn, command, frame, self.timeout).await)
+        Some(ask(&self.node, &self.conn, command, frame, self.timeout).await)
     }
 }
 
@@ -218,67 +197,21 @@ async fn read(
     }
 }
 
-/// Copy `key` from the secondary to `to`: its value, flags and remaining
-/// TTL, as an add that a tombstone refuses.
+/// Copy `key` from the secondary to `to` (`copy::copy_item`), unless the
+/// warm-up gave up on the secondary since.
 async fn copy(from: Later, to: (Arc<Upstream>, Connection), key: Key) {
-    let whole = Frame::Meta(Box::new(MetaFrame {
-        return_value: true,
-        return_flags: true,
-        return_ttl: true,
-        ..MetaFrame::default()
-    }));
-    let read = Command::Get(Get {
-        keys: vec![key],
-        ..Get::default()
-    });
-    let Some(Ok(Response::Get(mut found))) = from.ask(read, whole).await else {
+    if from.warm.is_abandoned(&from.node) {
         return;
-    };
-    let Some(Found {
+    }
+    let counter = m::PROXY_WARMUP_COPIES_TOTAL;
+    copy_item(
+        (&from.node, &from.conn),
+        vec![to],
         key,
-        flags,
-        data,
-        ttl,
-        ..
-    }) = found.pop().flatten()
-    else {
-        return;
-    };
-    // -1: no expiry. 0 would read as none too: an item expiring this very
-    // second is not worth copying.
-    let exptime = match ttl {
-        -1 => 0,
-        ttl if ttl > 0 => ttl,
-        _ => return,
-    };
-    let store = Store {
-        mode: StoreMode::Add,
-        key,
-        flags,
-        exptime,
-        data,
-        cas: None,
-        invalidate: false,
-        vivify: None,
-    };
-    let (node, conn) = to;
-    let copied = ask_on(
-        &node,
-        &conn,
-        Command::Copy {
-            store,
-            version: None,
-        },
-        internal_frame(),
         from.timeout,
+        counter,
     )
     .await;
-    let result = match copied {
-        Ok(Response::Stored { .. }) => "copied",
-        Ok(Response::NotStored) => "refused",
-        _ => "error",
-    };
-    metrics::counter!(m::PROXY_WARMUP_COPIES_TOTAL, "result" => result).increment(1);
 }
 
 /// A write to a moved key, and what must follow it.
@@ -315,7 +248,7 @@ impl Write {
                 };
                 // A failure here is the primary's own: the key may stay
                 // absent without a tombstone, so no copy may follow.
-                if ask_on(node, conn, bury, internal_frame(), secondary.timeout)
+                if ask(node, conn, bury, internal_frame(), secondary.timeout)
                     .await
                     .is_err()
                 {

@@ -31,11 +31,14 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use std::sync::atomic::Ordering;
+
+use super::copy::{ask, copy_item, is_miss};
 use super::moved::Outcome;
-use super::{connection_for, send, start};
+use super::{connection_for, send, start, Part, Routed};
 use crate::metrics as m;
-use crate::protocol::request::{Command, Frame, Get, Key, MetaFrame, Store, StoreMode};
-use crate::protocol::{Found, Response};
+use crate::protocol::request::{Command, Frame, Key, MetaFrame, Store, StoreMode};
+use crate::protocol::Response;
 use crate::proxy::pins::Pins;
 use crate::proxy::pool::{clear, tombstone_ttl, Cluster, Upstream};
 use crate::proxy::replicas::Role;
@@ -112,15 +115,6 @@ fn effect(command: &Command) -> Effect {
     }
 }
 
-/// Whether `response` says the key is not there.
-fn is_miss(response: &Response) -> bool {
-    match response {
-        Response::Get(items) => items.iter().all(Option::is_none),
-        Response::NotFound | Response::MetaDebug(None) => true,
-        _ => false,
-    }
-}
-
 /// The miss a read of a key no replica may answer gets.
 fn miss_for(command: &Command) -> Option<Response> {
     match command {
@@ -136,34 +130,145 @@ fn known(result: Result<Response, UpstreamError>) -> Outcome {
     Box::pin(std::future::ready(result))
 }
 
-/// Start `command` on the replicas of its key. If this client wrote the
-/// key with requests still in flight, it is sent only once they have been
-/// answered (`proxy::pins`).
+/// Start `command` on the replicas of its key. If this client has a write
+/// of the key in flight, or a request of it that waits, the request waits
+/// too: it is sent only once every request before it has been answered
+/// (`proxy::pins`).
 pub(super) async fn start_replicated(
     cluster: &Arc<Cluster>,
     command: Command,
     frame: Frame,
     pins: &mut Pins,
     now: &mut Instant,
-) -> Outcome {
+) -> Routed {
     let key = command.key().cloned().unwrap_or_default();
-    let write = matches!(effect(&command), Effect::Write);
-    if pins.wrote(&key) {
-        let cluster = Arc::clone(cluster);
-        return Box::pin(async move {
-            // Every earlier request of the client has been answered by
-            // the time this runs (replies are awaited in order), so it
-            // needs no pins of its own.
-            let mut pins = Pins::default();
-            let mut now = Instant::now();
-            let started = start_now(&cluster, command, frame, key, &mut pins, &mut now);
-            started.await.await
-        });
+    if pins.must_wait(&key) {
+        return waiting(cluster, command, frame, key, pins);
     }
-    if write {
-        pins.writes(&key);
+    let effect = effect(&command);
+    let (command, frame) = match effect {
+        Effect::Read if cluster.warmup().is_none() => {
+            match steady_read(cluster, command, frame, &key, pins, now).await {
+                Ok((part, again)) => return Routed::Steady(part, again),
+                Err(declined) => declined,
+            }
+        }
+        _ => (command, frame),
+    };
+    // A write its key's first replica cannot take goes to another, where
+    // a read of the key sent before it may be tried again if its first
+    // replica fails: it waits for the client's requests before it.
+    if matches!(effect, Effect::Write) && pins.busy() && !first_takes_writes(cluster, &key) {
+        return waiting(cluster, command, frame, key, pins);
     }
-    start_now(cluster, command, frame, key, pins, now).await
+    let done = pins.wait_for(&key);
+    let started = start_now(cluster, command, frame, key, pins, now).await;
+    Routed::Moved(Box::pin(async move {
+        let reply = started.await;
+        done.store(true, Ordering::Release);
+        reply
+    }))
+}
+
+/// `command`, started only when every request of the client before it has
+/// been answered (replies are awaited in order), so it needs no pins of its
+/// own; later requests of its key wait for it in turn.
+fn waiting(
+    cluster: &Arc<Cluster>,
+    command: Command,
+    frame: Frame,
+    key: Key,
+    pins: &mut Pins,
+) -> Routed {
+    let done = pins.wait_for(&key);
+    let cluster = Arc::clone(cluster);
+    Routed::Moved(Box::pin(async move {
+        let mut pins = Pins::default();
+        let mut now = Instant::now();
+        let started = start_now(&cluster, command, frame, key, &mut pins, &mut now);
+        let reply = started.await.await;
+        done.store(true, Ordering::Release);
+        reply
+    }))
+}
+
+/// Whether `key`'s first replica is trusted, and so takes its writes.
+fn first_takes_writes(cluster: &Cluster, key: &[u8]) -> bool {
+    cluster
+        .replica_nodes(key)
+        .first()
+        .is_some_and(|node| node.trust.role(&node.health, Instant::now()) == Role::Trusted)
+}
+
+/// A read from the key's first trusted replica alone, as an unreplicated
+/// read is, when that replica has been trusted long enough that its miss
+/// is the answer (`Trust::warming`); if it fails, the read is tried on the
+/// next replica (`Again`). Declined (the request handed back) when no
+/// replica is trusted, or when the first was trusted again lately.
+async fn steady_read(
+    cluster: &Arc<Cluster>,
+    command: Command,
+    frame: Frame,
+    key: &Key,
+    pins: &mut Pins,
+    now: &mut Instant,
+) -> Result<(Part, Box<Again>), (Command, Frame)> {
+    let at = Instant::now();
+    let window = cluster.replication.warming;
+    for node in cluster.replica_nodes(key) {
+        if node.trust.role(&node.health, at) != Role::Trusted {
+            continue;
+        }
+        if node.trust.warming(at, window) {
+            break;
+        }
+        // One that cannot be reached now hands the read to the next.
+        if let Ok(conn) = connection_for(cluster, node, pins, now).await {
+            let again = Box::new(Again {
+                cluster: Arc::clone(cluster),
+                command: command.clone(),
+                frame: frame.clone(),
+                key: key.clone(),
+                failed: Arc::clone(node),
+            });
+            let timeout = cluster.settings.request_timeout;
+            return Ok((send(node, conn, command, frame, *now, timeout), again));
+        }
+    }
+    Err((command, frame))
+}
+
+/// A replicated read to try again, without the replica that failed it.
+pub(super) struct Again {
+    cluster: Arc<Cluster>,
+    command: Command,
+    frame: Frame,
+    key: Key,
+    failed: Arc<Upstream>,
+}
+
+impl Again {
+    /// Read the key from its replicas but the one that failed. Every
+    /// earlier request of the client has been answered by now, and a later
+    /// write that went to another replica than the failed one waited for
+    /// this (`start_replicated`).
+    pub(super) async fn run(self) -> Result<Response, UpstreamError> {
+        let Again {
+            cluster,
+            command,
+            frame,
+            key,
+            failed,
+        } = self;
+        let mut placement = placement(&cluster, &key);
+        placement.primary.retain(|node| !Arc::ptr_eq(node, &failed));
+        let mut pins = Pins::default();
+        let mut now = Instant::now();
+        let started = read(
+            &cluster, placement, command, frame, key, None, &mut pins, &mut now,
+        );
+        started.await.await
+    }
 }
 
 /// Start `command` on the replicas of `key` now.
@@ -269,7 +374,6 @@ async fn read(
     let first_sent = first_part.sent_on().filter(|_| !first_is_secondary);
     Box::pin(async move {
         let first_reply = first_part.outcome().await;
-        if key.ends_with(b"00") { tracing::warn!(target: "repdbg", key = %String::from_utf8_lossy(&key), node = ?first_sent.as_ref().map(|(n, _)| n.target.name.clone()), reply = ?first_reply.as_ref().map(|r| format!("{r:?}").chars().take(90).collect::<String>()), "R1"); }
         let mut missed: Vec<(Arc<Upstream>, Connection)> = Vec::new();
         let mut answer = first_reply;
         let mut hit = matches!(&answer, Ok(r) if !is_miss(r));
@@ -286,7 +390,6 @@ async fn read(
                     timeout,
                 )
                 .await;
-                if key.ends_with(b"00") { tracing::warn!(target: "repdbg", key = %String::from_utf8_lossy(&key), node = %step.node.target.name, reply = ?reply.as_ref().map(|r| format!("{r:?}").chars().take(90).collect::<String>()), "R2"); }
                 let result = match &reply {
                     Ok(r) if is_miss(r) => "miss",
                     Ok(Response::Error(_)) | Err(_) => "error",
@@ -301,14 +404,15 @@ async fn read(
                     Ok(response) if result == "hit" => {
                         let copy = !step.secondary || copies.allowed_from_secondary;
                         if copy && !missed.is_empty() {
-                            let from = (step.node, step.conn);
-                            tokio::spawn(repair(
-                                from,
-                                missed,
-                                key.clone(),
-                                timeout,
-                                step.secondary,
-                            ));
+                            let counter = match step.secondary {
+                                true => m::PROXY_WARMUP_COPIES_TOTAL,
+                                false => m::PROXY_REPLICA_REPAIRS_TOTAL,
+                            };
+                            let key = key.clone();
+                            tokio::spawn(async move {
+                                let from = (&step.node, &step.conn);
+                                copy_item(from, missed, key, timeout, counter).await;
+                            });
                         }
                         answer = Ok(response);
                         hit = true;
@@ -351,93 +455,6 @@ struct Copies {
     allowed_from_secondary: bool,
 }
 
-/// `command` on `conn` of `node` now, and its reply.
-async fn ask(
-    node: &Arc<Upstream>,
-    conn: &Connection,
-    command: Command,
-    frame: Frame,
-    timeout: std::time::Duration,
-) -> Result<Response, UpstreamError> {
-    send(node, conn.clone(), command, frame, Instant::now(), timeout)
-        .outcome()
-        .await
-}
-
-/// Copy `key` from `from` to every node of `to`: its value, flags,
-/// remaining TTL and CAS, as an add that a tombstone refuses. Only between
-/// memgate nodes: memcached has no tombstones, and a copy could land after
-/// a delete.
-async fn repair(
-    from: (Arc<Upstream>, Connection),
-    to: Vec<(Arc<Upstream>, Connection)>,
-    key: Key,
-    timeout: std::time::Duration,
-    from_secondary: bool,
-) {
-    let counter = match from_secondary {
-        true => m::PROXY_WARMUP_COPIES_TOTAL,
-        false => m::PROXY_REPLICA_REPAIRS_TOTAL,
-    };
-    if !from.1.keeps_tombstones() {
-        return;
-    }
-    let whole = Frame::Meta(Box::new(MetaFrame {
-        return_value: true,
-        return_flags: true,
-        return_ttl: true,
-        return_cas: true,
-        ..MetaFrame::default()
-    }));
-    let read = Command::Get(Get {
-        keys: vec![key],
-        ..Get::default()
-    });
-    let Ok(Response::Get(mut found)) = ask(&from.0, &from.1, read, whole, timeout).await else {
-        return;
-    };
-    let Some(Found {
-        key,
-        flags,
-        data,
-        ttl,
-        cas,
-        ..
-    }) = found.pop().flatten()
-    else {
-        return;
-    };
-    // -1: no expiry. 0 would read as none too: an item expiring this very
-    // second is not worth copying.
-    let exptime = match ttl {
-        -1 => 0,
-        ttl if ttl > 0 => ttl,
-        _ => return,
-    };
-    for (node, conn) in to.into_iter().filter(|(_, c)| c.keeps_tombstones()) {
-        let store = Store {
-            mode: StoreMode::Add,
-            key: key.clone(),
-            flags,
-            exptime,
-            data: data.clone(),
-            cas: None,
-            invalidate: false,
-            vivify: None,
-        };
-        let copy = Command::Copy {
-            store,
-            version: Some(cas),
-        };
-        let result = match ask(&node, &conn, copy, internal_frame(), timeout).await {
-            Ok(Response::Stored { .. }) => "copied",
-            Ok(Response::NotStored | Response::Exists) => "refused",
-            _ => "error",
-        };
-        metrics::counter!(counter, "result" => result).increment(1);
-    }
-}
-
 /// What a replica after the authority is given once the authority answered.
 enum FollowUp {
     /// The stored value, with the authority's CAS.
@@ -471,7 +488,7 @@ fn follow_up(command: &Command, reply: &Response) -> FollowUp {
             FollowUp::Nothing
         }
         (_, Response::Exists) => FollowUp::Nothing,
-        (_, Response::DeletedCas { cas }) => FollowUp::Clear {
+        (_, Response::DeletedCas { cas } | Response::NotFoundCas { cas }) => FollowUp::Clear {
             version: Some(*cas),
         },
         _ => FollowUp::Clear { version: None },
@@ -633,7 +650,6 @@ async fn write(
             .await;
             failed_on = next.node;
         }
-        if key.ends_with(b"00") { tracing::warn!(target: "repdbg", key = %String::from_utf8_lossy(&key), node = %failed_on.target.name, reply = ?first.as_ref().map(|r| format!("{r:?}").chars().take(60).collect::<String>()), "W"); }
         let follow = match &first {
             Ok(reply) => follow_up(&command, reply),
             // No replica took it: none is left trusted with the key.
@@ -643,7 +659,6 @@ async fn write(
         let mut deleted_elsewhere = false;
         for other in later {
             let result = give(&other, &follow, &key, bury, timeout).await;
-            if key.ends_with(b"00") { tracing::warn!(target: "repdbg", key = %String::from_utf8_lossy(&key), node = %other.node.target.name, result = result.label(), "F"); }
             if let Given::Failed = result {
                 // Its copy may be old: not read, nor written, until reconciled.
                 let why = UpstreamError::Down {
@@ -661,7 +676,7 @@ async fn write(
             let cleared = ask(
                 &other.node,
                 &other.conn,
-                clear(key.clone(), tombstone),
+                clear(key.clone(), tombstone, None),
                 internal_frame(),
                 timeout,
             )
@@ -682,6 +697,8 @@ async fn write(
         match first {
             // The client asked for a plain delete.
             Ok(Response::DeletedCas { .. }) => Ok(Response::Deleted),
+            Ok(Response::NotFoundCas { .. }) if deleted_elsewhere => Ok(Response::Deleted),
+            Ok(Response::NotFoundCas { .. }) => Ok(Response::NotFound),
             // The key was on another node alone: the client's delete found it.
             Ok(Response::NotFound)
                 if deleted_elsewhere
@@ -696,7 +713,7 @@ async fn write(
 
 /// Whether `error` says the node may not have done what it was asked (not
 /// a request its protocol cannot carry).
-fn failure_of_node(error: &UpstreamError) -> bool {
+pub(super) fn failure_of_node(error: &UpstreamError) -> bool {
     !matches!(
         error,
         UpstreamError::Unsupported(_) | UpstreamError::NotCarried(_)
@@ -742,10 +759,12 @@ async fn give(
     };
     match follow {
         FollowUp::Nothing => Given::Nothing,
-        FollowUp::Clear => cleared(ask_it(clear(key.clone(), tombstone)).await),
+        FollowUp::Clear { version } => {
+            cleared(ask_it(clear(key.clone(), tombstone, *version)).await)
+        }
         FollowUp::Mirror { store, cas } => {
             let mirror = match (tombstone, *cas) {
-                (Some(_), 0) => return cleared(ask_it(clear(key.clone(), tombstone)).await),
+                (Some(_), 0) => return cleared(ask_it(clear(key.clone(), tombstone, None)).await),
                 (Some(_), cas) => Command::Copy {
                     store: store.clone(),
                     version: Some(cas),
@@ -761,8 +780,10 @@ async fn give(
                 // authority under its own tombstone). Whatever it holds must
                 // go: the key lives on the authority alone until its next
                 // write.
+                // Its tombstone takes this write's version: older mirrors
+                // still on their way are refused, newer ones pass.
                 Ok(Response::NotStored | Response::Exists) => {
-                    match cleared(ask_it(clear(key.clone(), tombstone, None)).await) {
+                    match cleared(ask_it(clear(key.clone(), tombstone, Some(*cas))).await) {
                         Given::Failed => Given::Failed,
                         _ => Given::Refused,
                     }
