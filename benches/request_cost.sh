@@ -20,12 +20,17 @@
 # Usage: benches/request_cost.sh --before PATH --after PATH [--requests N]
 #          [--rounds R] [--callgrind-requests N] [--callgrind-rounds R]
 #          [--server-cpus L] [--load-cpus L] [--keep DIR]
+#          [--before-config LINE] [--after-config LINE] [--ratio SET:GET]
 # --keep DIR keeps the callgrind files there, for callgrind_annotate.
+# --before-config / --after-config add a line to that sidecar's config file
+# (the same build twice with `replicas = 2` on one side measures what
+# replication costs); --ratio sets the bench's set:get mix (default 1:10;
+# 0:1 is gets only, 1:0 sets only).
 # --after also runs the nodes. Figures: benches/NOTES.md. Needs python3 and
 # valgrind.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
-keep="" before="" after="" requests=220000 cg_requests=220000 rounds=3 cg_rounds=2 server_cpus=0 load_cpus=1
+keep="" before="" after="" before_config="" after_config="" ratio=1:10 requests=220000 cg_requests=220000 rounds=3 cg_rounds=2 server_cpus=0 load_cpus=1
 while [ $# -gt 0 ]; do
   case $1 in
     --before) before=$2; shift 2 ;;
@@ -37,7 +42,10 @@ while [ $# -gt 0 ]; do
     --server-cpus) server_cpus=$2; shift 2 ;;
     --load-cpus) load_cpus=$2; shift 2 ;;
     --keep) keep=$2; shift 2 ;;
-    *) echo "usage: $0 --before PATH --after PATH [--requests N] [--rounds R] [--callgrind-requests N] [--callgrind-rounds R] [--server-cpus L] [--load-cpus L] [--keep DIR]" >&2; exit 64 ;;
+    --before-config) before_config=$2; shift 2 ;;
+    --after-config) after_config=$2; shift 2 ;;
+    --ratio) ratio=$2; shift 2 ;;
+    *) echo "usage: $0 --before PATH --after PATH [--requests N] [--rounds R] [--callgrind-requests N] [--callgrind-rounds R] [--server-cpus L] [--load-cpus L] [--keep DIR] [--before-config LINE] [--after-config LINE] [--ratio SET:GET]" >&2; exit 64 ;;
   esac
 done
 [ -n "$before" ] && [ -n "$after" ] || { echo "$0: --before and --after are required" >&2; exit 64; }
@@ -60,9 +68,12 @@ for i in 1 2 3; do
   servers+="${servers:+,}n$i=127.0.0.1:$port"
 done
 
-# sidecar_config NAME PORT: the sidecar's file, default settings.
+# sidecar_config NAME PORT BUILD: the sidecar's file, default settings but
+# for BUILD's extra line.
 sidecar_config() {
+  local extra="${3}_config"
   cat > "$work/$1.toml" <<TOML
+${!extra}
 listen = "127.0.0.1:$2"
 servers = "$servers"
 ca = "$work/pki/ca.crt"
@@ -78,7 +89,7 @@ TOML
 bench() {
   local port=$1 protocol=$2 n=$3; shift 3
   taskset -c "$load_cpus" "$after" bench --server 127.0.0.1:"$port" --protocol "$protocol" --requests "$n" \
-    --pipeline 8 --connections 4 --ratio 1:10 --key-space 10000 --value-size 100 --timeout 10s --json "$@" \
+    --pipeline 8 --connections 4 --ratio "$ratio" --key-space 10000 --value-size 100 --timeout 10s --json "$@" \
     > "$work/last.json" 2>>"$work/bench.log"
   python3 - "$work/last.json" <<'PY'
 import json, sys
@@ -92,7 +103,9 @@ field() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.ar
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 tck=$(getconf CLK_TCK)
 
-echo "## callgrind: sidecar instructions per request ($cg_requests requests, 1:10 set:get, 4 connections x pipeline 8)"
+echo "## callgrind: sidecar instructions per request ($cg_requests requests, $ratio set:get, 4 connections x pipeline 8)"
+echo
+echo "before: $before ${before_config:+($before_config)}; after: $after ${after_config:+($after_config)}"
 echo
 echo "| round | build | protocol | requests | sets | gets (hits) | Ir | Ir per request |"
 echo "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"
@@ -101,7 +114,7 @@ for build in before after; do
   bin=${!build}
   port=$(free_port)
   out="$work/cg-$cg_round-$build.out"
-  sidecar_config "cg-$build" "$port"
+  sidecar_config "cg-$build" "$port" "$build"
   bg taskset -c "$server_cpus" valgrind --tool=callgrind --callgrind-out-file="$out" \
     "$bin" proxy --config "$work/cg-$build.toml"
   vg=$pid
@@ -130,7 +143,7 @@ declare -A port_of pid_of
 for build in before after; do
   bin=${!build}
   port_of[$build]=$(free_port)
-  sidecar_config "cpu-$build" "${port_of[$build]}"
+  sidecar_config "cpu-$build" "${port_of[$build]}" "$build"
   bg taskset -c "$server_cpus" "$bin" proxy --config "$work/cpu-$build.toml"
   pid_of[$build]=$pid
   wait_port "${port_of[$build]}"

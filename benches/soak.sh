@@ -13,18 +13,21 @@
 # by design, which the checker cannot tell from lost writes).
 #
 # Usage: benches/soak.sh [--seconds S per phase, default 60] [--protocol P]
-#                        [--memgate PATH]
+#                        [--memgate PATH] [--replicas N]
+# --replicas N runs the sidecar with `replicas = N` (docs/proxy.md,
+# "Replicas"): a stopped or killed node should then cost no error and no miss.
 # Prints one line per phase, and exits 1 if any phase saw a violation.
 # Figures: benches/SOAK.md. Needs python3.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
-seconds=60 protocol=text bin=""
+seconds=60 protocol=text bin="" replicas=1
 while [ $# -gt 0 ]; do
   case $1 in
     --seconds) seconds=$2; shift 2 ;;
     --protocol) protocol=$2; shift 2 ;;
     --memgate) bin=$2; shift 2 ;;
-    *) echo "usage: $0 [--seconds S] [--protocol text|binary|meta] [--memgate PATH]" >&2; exit 64 ;;
+    --replicas) replicas=$2; shift 2 ;;
+    *) echo "usage: $0 [--seconds S] [--protocol text|binary|meta] [--memgate PATH] [--replicas N]" >&2; exit 64 ;;
   esac
 done
 # shellcheck source=benches/lib.sh
@@ -59,6 +62,7 @@ server_name = "localhost"
 username = "$user"
 password = "$pass"
 metrics_listen = "none"
+replicas = $replicas
 TOML
 bg "$bin" proxy --config "$work/proxy.toml"
 proxy_pid=$pid

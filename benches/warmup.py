@@ -250,8 +250,12 @@ def main():
             p.wait()
 
 
-def write_chart(path, series, event_times, events):
-    """A line chart of the hit ratio per second, one line per run."""
+RUNS = {"1h": ("#1f77b4", "--warmup 1h"), "0": ("#d62728", "--warmup 0")}
+
+
+def write_chart(path, series, event_times, events, runs=RUNS):
+    """A line chart of the hit ratio per second, one line per run; `runs`
+    gives each run's colour and name (benches/replicas.py draws its own)."""
     width, height, left, bottom, top = 720, 300, 50, 40, 20
     seconds = max(len(s) for s in series.values())
     # Seconds spent reading every moved key after a reload have no gets.
@@ -274,12 +278,11 @@ def write_chart(path, series, event_times, events):
     for t, name in zip(event_times, events):
         parts.append(f'<line x1="{x(t):.1f}" x2="{x(t):.1f}" y1="{top}" y2="{height - bottom}" stroke="#999" stroke-dasharray="4"/>')
         parts.append(f'<text x="{x(t) + 3:.1f}" y="{top + 12}">{name}</text>')
-    colours = {"1h": "#1f77b4", "0": "#d62728"}
     for run, points in series.items():
         line = " ".join(f"{x(t):.1f},{y(h / g):.1f}" for t, g, h in points)
-        parts.append(f'<polyline fill="none" stroke="{colours[run]}" stroke-width="2" points="{line}"/>')
-    parts.append(f'<text x="{left}" y="{height - 8}">seconds; hit ratio per second.'
-                 f' Blue: --warmup 1h. Red: --warmup 0.</text>')
+        parts.append(f'<polyline fill="none" stroke="{runs[run][0]}" stroke-width="2" points="{line}"/>')
+    legend = ". ".join(f"{'Blue' if colour == '#1f77b4' else 'Red'}: {name}" for colour, name in runs.values())
+    parts.append(f'<text x="{left}" y="{height - 8}">seconds; hit ratio per second. {legend}.</text>')
     parts.append("</svg>")
     with open(path, "w") as f:
         f.write("\n".join(parts) + "\n")

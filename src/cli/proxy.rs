@@ -173,8 +173,7 @@ pub struct ProxyArgs {
 }
 }
 
-/// The most `--replicas` takes.
-const MAX_REPLICAS: usize = 8;
+use memgate::proxy::ring::MAX_REPLICAS;
 /// The most `--threads` takes.
 const MAX_THREADS: usize = 1024;
 /// The longest `--busy-poll` window: a vCPU's wake-up costs tens of

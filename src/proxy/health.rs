@@ -34,6 +34,8 @@ pub struct Health {
     /// How many times it was marked down: a node whose count moved may
     /// have missed writes meanwhile (`proxy::replicas`).
     downs: std::sync::atomic::AtomicU64,
+    /// Whether `state` is up, read without its lock on the request path.
+    up: std::sync::atomic::AtomicBool,
 }
 
 impl Health {
@@ -46,11 +48,12 @@ impl Health {
             failure_limit: failure_limit.max(1),
             state: Mutex::new(State::Up { failures: 0 }),
             downs: std::sync::atomic::AtomicU64::new(0),
+            up: std::sync::atomic::AtomicBool::new(true),
         }
     }
 
     pub fn is_up(&self) -> bool {
-        matches!(*self.lock(), State::Up { .. })
+        self.up.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Record a failure; returns true if this changed the node to down.
@@ -87,6 +90,7 @@ impl Health {
         };
         self.downs
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.up.store(false, std::sync::atomic::Ordering::Release);
         drop(state);
         tracing::warn!(node = %self.node, reason, error = %detail, failures, "node marked down");
         metrics::gauge!(m::PROXY_NODE_UP, "node" => self.node.clone()).set(0.0);
@@ -109,6 +113,7 @@ impl Health {
             }
             State::Down { since, reason } => {
                 *state = State::Up { failures: 0 };
+                self.up.store(true, std::sync::atomic::Ordering::Release);
                 drop(state);
                 tracing::info!(node = %self.node, was = reason, down_for = ?since.elapsed(), "node back up");
                 metrics::gauge!(m::PROXY_NODE_UP, "node" => self.node.clone()).set(1.0);

@@ -140,6 +140,12 @@ impl Upstream {
             .map(|conn| (conn, false))
     }
 
+    /// The live connection `connection` would pick at once, if there is
+    /// one: the request path's answer without a future.
+    pub fn live_connection(&self) -> Option<Connection> {
+        live(&self.slots[self.pick_slot()])
+    }
+
     /// `connection` when the slot has no live connection.
     async fn connection_slow(
         self: &Arc<Self>,
@@ -401,9 +407,29 @@ impl Cluster {
     pub fn replica_nodes(&self, key: &[u8]) -> Vec<&Arc<Upstream>> {
         let replicas = self.ring.replicas(key, self.replication.replicas);
         replicas
-            .into_iter()
+            .iter()
             .map(|i| &self.nodes[i % self.nodes.len()])
             .collect()
+    }
+
+    /// The first of `key`'s replicas that is steady (`Trust::steady`), if
+    /// no other before it is trusted: where a read of the key goes as one
+    /// request. Allocates nothing: most reads ask.
+    pub fn steady_replica(&self, key: &[u8]) -> Option<&Arc<Upstream>> {
+        let now = std::time::Instant::now();
+        let window = self.replication.warming;
+        let replicas = self.ring.replicas(key, self.replication.replicas);
+        for i in replicas.iter() {
+            let node = &self.nodes[i % self.nodes.len()];
+            if node.trust.steady(&node.health, now, window) {
+                return Some(node);
+            }
+            // Trusted but warming: its miss is read again elsewhere.
+            if node.trust.role(&node.health, now) == super::replicas::Role::Trusted {
+                return None;
+            }
+        }
+        None
     }
 
     /// This cluster, warming up from the one it replaces.

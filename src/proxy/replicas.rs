@@ -35,6 +35,7 @@
 //! a reload that keeps the node keeps them.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -74,6 +75,10 @@ pub enum Replay {
 pub struct Trust {
     node: String,
     inner: Mutex<Inner>,
+    /// Trusted and not warming, as of the `Health::downs` count beside it:
+    /// what most reads ask, answered without the lock (`Trust::steady`).
+    steady: AtomicBool,
+    steady_downs: AtomicU64,
 }
 
 struct Inner {
@@ -99,6 +104,8 @@ impl Trust {
         }
         Trust {
             node,
+            steady: AtomicBool::new(false),
+            steady_downs: AtomicU64::new(0),
             inner: Mutex::new(Inner {
                 state: State::Trusted,
                 trusted_again: None,
@@ -130,6 +137,29 @@ impl Trust {
         }
     }
 
+    /// Whether the node is trusted and has been for `window` at least:
+    /// its miss is the answer. Without a lock while that holds.
+    pub fn steady(&self, health: &Health, now: Instant, window: Duration) -> bool {
+        let downs = health.downs();
+        if self.steady.load(Ordering::Acquire)
+            && self.steady_downs.load(Ordering::Acquire) == downs
+            && health.is_up()
+        {
+            return true;
+        }
+        if self.role(health, now) != Role::Trusted || self.warming(now, window) {
+            return false;
+        }
+        let inner = lock(&self.inner);
+        // Under the lock: a hint taken meanwhile (which clears the flag
+        // under it) is not undone.
+        if inner.state == State::Trusted && inner.downs_seen == downs {
+            self.steady_downs.store(downs, Ordering::Release);
+            self.steady.store(true, Ordering::Release);
+        }
+        true
+    }
+
     /// Whether the node was trusted again less than `window` before `now`:
     /// it may lack keys the other replicas have (it returned empty, or its
     /// missed keys were deleted), so a miss there is read again from the
@@ -146,6 +176,7 @@ impl Trust {
     pub fn hint(&self, key: &Key, capacity: usize) {
         let mut inner = lock(&self.inner);
         inner.state = State::Suspect;
+        self.steady.store(false, Ordering::Release);
         if inner.overflowed || inner.hints.contains(key) {
             return;
         }
@@ -303,6 +334,12 @@ mod tests {
         );
         let much_later = later + Duration::from_secs(11);
         assert!(!trust.warming(much_later, Duration::from_secs(10)));
+        let window = Duration::from_secs(10);
+        assert!(!trust.steady(&health, later, window), "warming");
+        assert!(trust.steady(&health, much_later, window));
+        assert!(trust.steady(&health, much_later, window), "the fast path");
+        trust.hint(&key("d"), 10);
+        assert!(!trust.steady(&health, much_later, window), "a hint ends it");
     }
 
     #[test]
@@ -347,7 +384,9 @@ mod tests {
     fn a_down_and_up_unseen_by_requests_still_makes_the_node_suspect() {
         let health = Health::new("t3".into(), 1);
         let trust = Trust::new("t3".into());
+        assert!(trust.steady(&health, Instant::now(), Duration::ZERO));
         health.fail_now("timeout", &"test");
+        assert!(!trust.steady(&health, Instant::now(), Duration::ZERO));
         health.succeed();
         // No write was hinted here, but another sidecar's may have been.
         assert_eq!(trust.role(&health, Instant::now()), Role::WriteOnly);

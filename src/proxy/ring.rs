@@ -115,6 +115,36 @@ fn positive<T: std::str::FromStr + Default + PartialEq>(s: &str) -> Option<T> {
         .filter(|v| *v != T::default())
 }
 
+/// The most replicas a key may have (`--replicas`).
+pub const MAX_REPLICAS: usize = 8;
+
+/// A key's replicas as server indices, in ring order, held inline: every
+/// replicated request asks for them.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Replicas {
+    servers: [u32; MAX_REPLICAS],
+    len: usize,
+}
+
+impl Replicas {
+    fn as_slice(&self) -> &[u32] {
+        &self.servers[..self.len]
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The server indices, first replica first.
+    pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        self.as_slice().iter().map(|&s| s as usize)
+    }
+}
+
 /// A ketama continuum over the live subset of a fixed server list.
 #[derive(Debug, Clone)]
 pub struct Ring {
@@ -174,18 +204,20 @@ impl Ring {
     /// round the ring: where `--replicas n` keeps the key, in the order its
     /// writes visit them. The first is [`Ring::locate`]'s. Fewer if the ring
     /// has fewer live servers.
-    pub fn replicas(&self, key: &[u8], n: usize) -> Vec<usize> {
+    pub fn replicas(&self, key: &[u8], n: usize) -> Replicas {
         let d = Md5::digest(key);
         let hash = u32::from_le_bytes([d[0], d[1], d[2], d[3]]);
         let start = self.points.partition_point(|&(p, _)| p < hash);
-        let mut found = Vec::with_capacity(n);
+        let mut found = Replicas::default();
+        let n = n.min(MAX_REPLICAS);
         let (after, before) = self.points.split_at(start.min(self.points.len()));
         for &(_, server) in before.iter().chain(after) {
-            if found.len() == n {
+            if found.len == n {
                 break;
             }
-            if !found.contains(&(server as usize)) {
-                found.push(server as usize);
+            if !found.as_slice().contains(&server) {
+                found.servers[found.len] = server;
+                found.len += 1;
             }
         }
         found
@@ -348,7 +380,7 @@ mod tests {
         let r = ring(&["a:1", "b:2", "c:3", "d:4"]);
         for i in 0..2000 {
             let key = format!("key{i}");
-            let set = r.replicas(key.as_bytes(), 3);
+            let set: Vec<usize> = r.replicas(key.as_bytes(), 3).iter().collect();
             assert_eq!(set.len(), 3);
             assert_eq!(
                 set[0],
@@ -356,8 +388,10 @@ mod tests {
                 "the first is the key's node"
             );
             assert!(set[0] != set[1] && set[1] != set[2] && set[0] != set[2]);
-            assert_eq!(r.replicas(key.as_bytes(), 1), vec![set[0]]);
-            assert_eq!(&r.replicas(key.as_bytes(), 2)[..], &set[..2]);
+            let one: Vec<usize> = r.replicas(key.as_bytes(), 1).iter().collect();
+            assert_eq!(one, vec![set[0]]);
+            let two: Vec<usize> = r.replicas(key.as_bytes(), 2).iter().collect();
+            assert_eq!(&two[..], &set[..2]);
         }
         assert_eq!(
             r.replicas(b"k", 9).len(),
@@ -369,7 +403,7 @@ mod tests {
         let without = r.without(&[0]).unwrap();
         for i in 0..2000 {
             let key = format!("key{i}");
-            let set = r.replicas(key.as_bytes(), 2);
+            let set: Vec<usize> = r.replicas(key.as_bytes(), 2).iter().collect();
             if set[0] == 0 {
                 assert_eq!(without.locate(key.as_bytes()), set[1]);
             }

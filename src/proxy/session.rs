@@ -562,9 +562,15 @@ async fn dispatch(
                     no_bump,
                 });
                 let frame = head.frame.clone();
-                let part = match cluster.warmup().is_none() && cluster.replication.replicas == 1 {
+                let plain = cluster.warmup().is_none() && cluster.replication.replicas == 1;
+                let part = match plain {
                     true => Routed::Plain(start_routed(cluster, one, frame, pins, &mut now).await),
-                    false => Box::pin(start_keyed(cluster, one, frame, pins, &mut now)).await,
+                    false => match replica::steady_now(cluster, one, frame, pins, now) {
+                        replica::Steady::Sent(part, again) => Routed::Steady(part, again),
+                        replica::Steady::Declined(one, frame) => {
+                            Box::pin(start_keyed(cluster, one, frame, pins, &mut now)).await
+                        }
+                    },
                 };
                 parts.push(part);
             }
@@ -616,6 +622,18 @@ async fn dispatch(
                     again: None,
                 };
             }
+            // A replicated read as one request, as an unreplicated one is.
+            let (command, frame) = match replica::steady_now(cluster, command, frame, pins, now) {
+                replica::Steady::Sent(part, again) => {
+                    return Pending::Single {
+                        head,
+                        part,
+                        expired: false,
+                        again: Some(again),
+                    }
+                }
+                replica::Steady::Declined(command, frame) => (command, frame),
+            };
             // Boxed, as the rarer path (see `start`).
             let started = Box::pin(start_keyed(cluster, command, frame, pins, &mut now));
             return match started.await {

@@ -214,7 +214,7 @@ impl Warmup {
         }
         let indices = self.ring.replicas(key, replicas);
         indices
-            .into_iter()
+            .iter()
             .map(|i| &self.nodes[i % self.nodes.len()])
             .filter(|node| !self.is_abandoned(node))
             .collect()

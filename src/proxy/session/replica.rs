@@ -200,11 +200,10 @@ fn first_takes_writes(cluster: &Cluster, key: &[u8]) -> bool {
         .is_some_and(|node| node.trust.role(&node.health, Instant::now()) == Role::Trusted)
 }
 
-/// A read from the key's first trusted replica alone, as an unreplicated
-/// read is, when that replica has been trusted long enough that its miss
-/// is the answer (`Trust::warming`); if it fails, the read is tried on the
-/// next replica (`Again`). Declined (the request handed back) when no
-/// replica is trusted, or when the first was trusted again lately.
+/// A read from the key's steady replica alone (`Cluster::steady_replica`),
+/// as an unreplicated read is: its miss is the answer, and if it fails the
+/// read is tried on the next replica (`Again`). Declined (the request
+/// handed back) when no replica is steady.
 async fn steady_read(
     cluster: &Arc<Cluster>,
     command: Command,
@@ -213,29 +212,77 @@ async fn steady_read(
     pins: &mut Pins,
     now: &mut Instant,
 ) -> Result<(Part, Box<Again>), (Command, Frame)> {
-    let at = Instant::now();
-    let window = cluster.replication.warming;
-    for node in cluster.replica_nodes(key) {
-        if node.trust.role(&node.health, at) != Role::Trusted {
-            continue;
-        }
-        if node.trust.warming(at, window) {
-            break;
-        }
-        // One that cannot be reached now hands the read to the next.
-        if let Ok(conn) = connection_for(cluster, node, pins, now).await {
-            let again = Box::new(Again {
-                cluster: Arc::clone(cluster),
-                command: command.clone(),
-                frame: frame.clone(),
-                key: key.clone(),
-                failed: Arc::clone(node),
-            });
-            let timeout = cluster.settings.request_timeout;
-            return Ok((send(node, conn, command, frame, *now, timeout), again));
-        }
+    let Some(node) = cluster.steady_replica(key) else {
+        return Err((command, frame));
+    };
+    match connection_for(cluster, node, pins, now).await {
+        Ok(conn) => Ok(steady_send(cluster, node, conn, command, frame, *now)),
+        // It cannot be reached now: the full read, which goes on to the next.
+        Err(_) => Err((command, frame)),
     }
-    Err((command, frame))
+}
+
+/// `steady_read` when it needs nothing to wait for: a plain read whose
+/// steady replica has a live connection (this client's pinned one, or one
+/// picked and pinned now). No future to build, which is most of what a
+/// replicated read would cost more.
+pub(super) fn steady_now(
+    cluster: &Arc<Cluster>,
+    command: Command,
+    frame: Frame,
+    pins: &mut Pins,
+    now: Instant,
+) -> Steady {
+    let plain_read = matches!(effect(&command), Effect::Read) && cluster.warmup().is_none();
+    let Some(key) = command.key().filter(|_| plain_read) else {
+        return Steady::Declined(command, frame);
+    };
+    if pins.must_wait(key) {
+        return Steady::Declined(command, frame);
+    }
+    let Some(node) = cluster.steady_replica(key) else {
+        return Steady::Declined(command, frame);
+    };
+    let conn = match pins.get(node) {
+        Some(conn) => conn.clone(),
+        None => match node.live_connection() {
+            Some(conn) => {
+                pins.pin(cluster.generation, node, conn.clone());
+                conn
+            }
+            None => return Steady::Declined(command, frame),
+        },
+    };
+    let (part, again) = steady_send(cluster, node, conn, command, frame, now);
+    Steady::Sent(part, again)
+}
+
+/// What `steady_now` did with a request.
+pub(super) enum Steady {
+    /// Sent, with what it takes to try it on the next replica.
+    Sent(Part, Box<Again>),
+    /// Handed back: it needs the full path (`start_replicated`).
+    Declined(Command, Frame),
+}
+
+/// Send a steady read, keeping what it takes to try it on the next
+/// replica.
+fn steady_send(
+    cluster: &Arc<Cluster>,
+    node: &Arc<Upstream>,
+    conn: Connection,
+    command: Command,
+    frame: Frame,
+    now: Instant,
+) -> (Part, Box<Again>) {
+    let again = Box::new(Again {
+        cluster: Arc::clone(cluster),
+        command: command.clone(),
+        frame: frame.clone(),
+        failed: Arc::clone(node),
+    });
+    let timeout = cluster.settings.request_timeout;
+    (send(node, conn, command, frame, now, timeout), again)
 }
 
 /// A replicated read to try again, without the replica that failed it.
@@ -243,7 +290,6 @@ pub(super) struct Again {
     cluster: Arc<Cluster>,
     command: Command,
     frame: Frame,
-    key: Key,
     failed: Arc<Upstream>,
 }
 
@@ -257,9 +303,9 @@ impl Again {
             cluster,
             command,
             frame,
-            key,
             failed,
         } = self;
+        let key = command.key().cloned().unwrap_or_default();
         let mut placement = placement(&cluster, &key);
         placement.primary.retain(|node| !Arc::ptr_eq(node, &failed));
         let mut pins = Pins::default();
