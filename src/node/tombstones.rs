@@ -23,9 +23,14 @@
 //! The table is bounded. When it is full and nothing in it has expired, it
 //! is emptied and every copy is refused until the longest tombstone it held
 //! would have expired: a refused copy costs a miss, a lost tombstone could
-//! cost a wrong value. It is not counted against the cache's memory limit;
-//! its bound keeps it to a few hundred KiB at most, and an empty one is a
-//! few words, so 10,000 caches per node still fit.
+//! cost a wrong value. A sidecar with `--replicas` leaves a tombstone on
+//! every delete, and a full table refuses its mirrors too, which leaves
+//! keys on one node only: the bound is sized for a busy cache's deletes
+//! over a tombstone's life (about 3,000 a second for 10 s). It is not
+//! counted against the cache's memory limit; at about 100 bytes a
+//! tombstone it holds a few MiB at most, only for a cache that deletes that
+//! much, and an empty one is a few words, so 10,000 caches per node still
+//! fit.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -35,7 +40,7 @@ use bytes::Bytes;
 use crate::sync::lock;
 
 /// Tombstones one cache holds at most.
-const CAPACITY: usize = 2048;
+const CAPACITY: usize = 32_768;
 /// The longest a tombstone lives, whatever the sidecar asks.
 pub const MAX_TTL: u64 = 600;
 
