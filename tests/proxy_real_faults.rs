@@ -1099,7 +1099,9 @@ async fn the_checker_sees_no_wrong_reply_when_a_node_is_killed_and_restarted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_checker_sees_no_wrong_reply_through_reloads_that_add_and_remove_a_node() {
     let _serial = SERIAL.lock().await;
-    for protocol in ["text", "meta"] {
+    // With replicas too: the previous ring's replicas that are not the new
+    // ring's are cleared on every write and read last.
+    for (protocol, replicas) in [("text", "1"), ("meta", "1"), ("meta", "2"), ("binary", "2")] {
         let dir = tempfile::tempdir().unwrap();
         let pki = TestPki::new();
         let nodes = local_nodes(&pki, dir.path(), 4);
@@ -1111,6 +1113,8 @@ async fn the_checker_sees_no_wrong_reply_through_reloads_that_add_and_remove_a_n
             config.to_str().unwrap(),
             "--warmup-settle",
             "1s",
+            "--replicas",
+            replicas,
         ];
         let proxy = spawn_proxy(&pki, dir.path(), PROXY_USER, PROXY_PASS, &args);
         let check = start_check(proxy.addr("client"), 7, 4, &["--protocol", protocol]);
@@ -1121,7 +1125,10 @@ async fn the_checker_sees_no_wrong_reply_through_reloads_that_add_and_remove_a_n
         servers(3);
         kill(proxy.pid(), "HUP");
         let check = check.await.unwrap();
-        eprintln!("{protocol} reloads: {}", check["summary"]);
+        eprintln!(
+            "{protocol} --replicas {replicas} reloads: {}",
+            check["summary"]
+        );
         assert_no_wrong_reply(&check, false);
         let log = proxy.log();
         assert!(log.contains("servers=4 kept=3"), "{log}");
@@ -1656,4 +1663,36 @@ async fn the_checker_sees_no_wrong_reply_and_no_lost_write_with_two_replicas() {
             assert_eq!(check["errors"], 0, "{check}");
         }
     }
+}
+
+/// `--replicas 2`: an item has the same CAS on both of its replicas, so
+/// the token a client got from `gets` still works after the node that
+/// gave it is killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_two_replicas_a_cas_token_outlives_the_node_that_gave_it() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::new();
+    let keys = vec!["cas-key".to_string()];
+    let (mut nodes, proxy) = replicated(dir.path(), &pki, &keys, &[]).await;
+    let entries = named(nodes.iter().map(|n| n.addr("tls")));
+    let first = ring(&entries).locate(b"cas-key");
+    let mut client = Text::connect(proxy.addr("client")).await;
+    let cas = |reply: Reply| match reply {
+        Reply::Other(line) => line
+            .strip_prefix("HD c")
+            .and_then(|c| c.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("{line}")),
+        other => panic!("{other:?}"),
+    };
+    let before = cas(client.call("mg cas-key c\r\n").await.0);
+    nodes[first].kill();
+    let after = cas(client.call("mg cas-key c\r\n").await.0);
+    assert_eq!(before, after, "the other replica's CAS");
+    let (reply, _) = client
+        .call(&format!("cas cas-key 0 0 2 {after}\r\nv2\r\n"))
+        .await;
+    assert_eq!(reply, Reply::Stored);
+    let (reply, _) = client.call("get cas-key\r\n").await;
+    assert_eq!(reply, Reply::Values(vec![("cas-key".into(), "v2".into())]));
 }

@@ -28,10 +28,10 @@ use std::time::Instant;
 use super::copy::{ask, copy_item, is_miss};
 use super::{connection_for, start, Part};
 use crate::metrics as m;
-use crate::protocol::request::{Command, Delete, Frame, Key, StoreMode};
+use crate::protocol::request::{Command, Frame, Key, StoreMode};
 use crate::protocol::Response;
 use crate::proxy::pins::Pins;
-use crate::proxy::pool::{Cluster, Upstream};
+use crate::proxy::pool::{clear, tombstone_ttl, Cluster, Upstream};
 use crate::proxy::upstream::{internal_frame, Connection, UpstreamError};
 use crate::proxy::warmup::{Moved, Warmup};
 
@@ -100,7 +100,7 @@ pub(super) async fn start_moved(
         conn,
         timeout,
         // Long enough for any copy already on its way to arrive.
-        bury: tombstones.then(|| (4 * timeout.as_secs() as i64).max(10)),
+        bury: tombstones.then(|| tombstone_ttl(timeout)),
     };
     let key = command.key().cloned().unwrap_or_default();
     Some(match effect {
@@ -240,12 +240,7 @@ impl Write {
                 _ => false,
             };
             if !present {
-                let bury = Command::Bury {
-                    key: self.key.clone(),
-                    ttl,
-                    version: None,
-                    report: false,
-                };
+                let bury = clear(self.key.clone(), Some(ttl), None);
                 // A failure here is the primary's own: the key may stay
                 // absent without a tombstone, so no copy may follow.
                 if ask(node, conn, bury, internal_frame(), secondary.timeout)
@@ -256,20 +251,8 @@ impl Write {
                 }
             }
         }
-        let clear = match (self.clear_buries, secondary.bury) {
-            (true, Some(ttl)) => Command::Bury {
-                key: self.key.clone(),
-                ttl,
-                version: None,
-                report: false,
-            },
-            _ => Command::Delete(Delete {
-                key: self.key,
-                cas: None,
-                invalidate: false,
-                exptime: None,
-            }),
-        };
+        let tombstone = secondary.bury.filter(|_| self.clear_buries);
+        let clear = clear(self.key, tombstone, None);
         // Given up on: never read again, so there is nothing to clear.
         let Some(cleared) = secondary.ask(clear, internal_frame()).await else {
             return first;
@@ -300,7 +283,7 @@ impl Write {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::request::Get;
+    use crate::protocol::request::{Delete, Get};
 
     #[test]
     fn reads_and_writes_are_told_apart() {

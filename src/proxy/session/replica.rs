@@ -1,10 +1,12 @@
 //! Requests for keys kept on several nodes (`--replicas N`);
 //! `proxy::replicas` says which nodes may be read, and why.
 //!
-//! - **Reads** go to the key's first trusted replica; a miss or a failure
-//!   there is read again from the next, and so on. A hit from a later
-//!   replica is copied back to those that missed, with its flags, remaining
-//!   TTL and CAS, as an add that a tombstone refuses (memgate nodes).
+//! - **Reads** go to the key's first trusted replica as one request; a
+//!   failure there is read again from the next (`Again`). For `--warmup`
+//!   after that replica was trusted again, a miss is read again from the
+//!   next too, and a hit found there is copied back to those that missed,
+//!   with its flags, remaining TTL and CAS, as an add that a tombstone
+//!   refuses (memgate nodes).
 //! - **Writes** go to the first trusted replica, the *authority*, which
 //!   decides the outcome (a `cas`, an `add`, an `incr`). Then each other
 //!   replica is given the result, before the client hears it:
@@ -192,12 +194,11 @@ fn waiting(
     }))
 }
 
-/// Whether `key`'s first replica is trusted, and so takes its writes.
+/// Whether `key`'s first replica (its node on the ring) is trusted, and so
+/// takes its writes.
 fn first_takes_writes(cluster: &Cluster, key: &[u8]) -> bool {
-    cluster
-        .replica_nodes(key)
-        .first()
-        .is_some_and(|node| node.trust.role(&node.health, Instant::now()) == Role::Trusted)
+    let node = &cluster.nodes[cluster.ring().locate(key) % cluster.nodes.len()];
+    node.trust.role(&node.health, Instant::now()) == Role::Trusted
 }
 
 /// A read from the key's steady replica alone (`Cluster::steady_replica`),
@@ -412,10 +413,9 @@ async fn read(
         }
     }
     let timeout = cluster.settings.request_timeout;
-    let copies = Copies {
-        allowed_from_secondary: placement.new_is_primary
-            && placement.warm.is_some_and(|w| w.copies_allowed()),
-    };
+    // Hits from a warm-up's secondary are copied to the new ring only.
+    let copy_from_secondary =
+        placement.new_is_primary && placement.warm.is_some_and(|w| w.copies_allowed());
     let warm = placement.warm.cloned();
     let first_sent = first_part.sent_on().filter(|_| !first_is_secondary);
     Box::pin(async move {
@@ -448,7 +448,7 @@ async fn read(
                 metrics::counter!(counter, "result" => result).increment(1);
                 match reply {
                     Ok(response) if result == "hit" => {
-                        let copy = !step.secondary || copies.allowed_from_secondary;
+                        let copy = !step.secondary || copy_from_secondary;
                         if copy && !missed.is_empty() {
                             let counter = match step.secondary {
                                 true => m::PROXY_WARMUP_COPIES_TOTAL,
@@ -494,11 +494,6 @@ async fn read(
         }
         answer
     })
-}
-
-struct Copies {
-    /// Hits from a warm-up's secondary may be copied to the new ring.
-    allowed_from_secondary: bool,
 }
 
 /// What a replica after the authority is given once the authority answered.
