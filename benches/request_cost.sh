@@ -115,7 +115,7 @@ for build in before after; do
   port=$(free_port)
   out="$work/cg-$cg_round-$build.out"
   sidecar_config "cg-$build" "$port" "$build"
-  bg taskset -c "$server_cpus" valgrind --tool=callgrind --callgrind-out-file="$out" \
+  bg taskset -c "$server_cpus" valgrind --tool=callgrind --compress-strings=no --callgrind-out-file="$out" \
     "$bin" proxy --config "$work/cg-$build.toml"
   vg=$pid
   for _ in $(seq 600); do (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null && break; sleep 0.1; done

@@ -404,6 +404,42 @@ impl RequestMetrics {
     }
 }
 
+/// What a replicated write did to a replica after the first
+/// (`PROXY_REPLICA_WRITES_TOTAL`'s `result` label).
+pub const REPLICA_WRITE_RESULTS: [&str; 5] = ["mirrored", "cleared", "refused", "hinted", "failed"];
+
+/// The replicas' per-write counter handles, resolved once (and exported at
+/// 0), for the reason `RequestMetrics` gives.
+pub struct ReplicaMetrics {
+    writes: Vec<metrics::Counter>,
+}
+
+impl ReplicaMetrics {
+    pub fn get() -> &'static ReplicaMetrics {
+        static METRICS: OnceLock<ReplicaMetrics> = OnceLock::new();
+        METRICS.get_or_init(|| {
+            install();
+            let writes: Vec<metrics::Counter> = REPLICA_WRITE_RESULTS
+                .iter()
+                .map(|result| metrics::counter!(PROXY_REPLICA_WRITES_TOTAL, "result" => *result))
+                .collect();
+            for counter in &writes {
+                counter.increment(0);
+            }
+            ReplicaMetrics { writes }
+        })
+    }
+
+    /// Count one write given to a replica; `result` is one of
+    /// REPLICA_WRITE_RESULTS.
+    pub fn wrote(&self, result: &str) {
+        let index = REPLICA_WRITE_RESULTS.iter().position(|r| *r == result);
+        if let Some(counter) = index.and_then(|i| self.writes.get(i)) {
+            counter.increment(1);
+        }
+    }
+}
+
 /// A hook run before each scrape, to refresh gauges computed on demand.
 pub type Refresh = Arc<dyn Fn() + Send + Sync>;
 

@@ -300,9 +300,7 @@ impl Proxy {
         for result in ["hit", "miss", "error"] {
             metrics::counter!(m::PROXY_REPLICA_FALLBACKS_TOTAL, "result" => result).increment(0);
         }
-        for result in ["mirrored", "cleared", "refused", "hinted", "failed"] {
-            metrics::counter!(m::PROXY_REPLICA_WRITES_TOTAL, "result" => result).increment(0);
-        }
+        m::ReplicaMetrics::get();
         if let Some(poll) = &shared.busy_poll {
             background.spawn(Arc::clone(poll).run());
         }

@@ -45,6 +45,13 @@ pub struct Pins {
     /// Keys of this client's requests through replicas that later
     /// requests of the key must wait for, each with whether it is done.
     waited_on: Vec<(Key, Arc<AtomicBool>)>,
+    /// Hashes of the keys of this client's reads through replicas sent as
+    /// one request (`replica::steady_now`), kept until it has nothing in
+    /// flight. Such a read that fails is tried again on the key's next
+    /// replica once it is the client's oldest request; a later write of
+    /// the key, which gives that replica its value as soon as its first
+    /// replica answers, must wait, or the earlier read could see it.
+    reads: Vec<u64>,
 }
 
 impl Pins {
@@ -53,6 +60,7 @@ impl Pins {
         self.cluster = None;
         self.by_node.clear();
         self.waited_on.clear();
+        self.reads.clear();
     }
 
     /// Whether the pins were made under another cluster than the one of
@@ -73,6 +81,18 @@ impl Pins {
         self.waited_on
             .retain(|(_, done)| !done.load(Ordering::Acquire));
         self.waited_on.iter().any(|(k, _)| k.as_ref() == key)
+    }
+
+    /// This client reads `key` through replicas, as one request.
+    pub fn reading(&mut self, key: &[u8]) {
+        self.reads.push(key_hash(key));
+    }
+
+    /// Whether this client may have a read of `key` in flight (`reading`):
+    /// a write of it must wait for it. A hash that collides makes a write
+    /// wait for nothing, never the reverse.
+    pub fn reads(&self, key: &[u8]) -> bool {
+        !self.reads.is_empty() && self.reads.contains(&key_hash(key))
     }
 
     /// Later requests of `key` wait for this one; it sets the flag
@@ -101,4 +121,9 @@ impl Pins {
             None => self.by_node.push((Arc::clone(node), conn)),
         }
     }
+}
+
+fn key_hash(key: &[u8]) -> u64 {
+    use std::hash::BuildHasher;
+    foldhash::fast::FixedState::default().hash_one(key)
 }

@@ -56,6 +56,14 @@ enum Pending {
     /// Several upstream requests merged into one reply (a multi-key get,
     /// `stats`, `flush_all`): a future of its own, which keeps its own time.
     Merged(MergedReply),
+    /// A request that takes upstream round trips one after another,
+    /// running in the session's `Running` set: `result` is set once it has
+    /// finished.
+    Running {
+        head: Head,
+        id: u64,
+        result: Option<Result<Response, UpstreamError>>,
+    },
 }
 
 /// A reply that is a future of its own (`Pending::Merged`).
@@ -71,6 +79,8 @@ enum End {
     TimedOut,
     /// A merged reply, complete.
     Merged(ClientReply),
+    /// A running request's result is in (`Pending::Running`).
+    Ran,
 }
 
 impl Pending {
@@ -87,6 +97,10 @@ impl Pending {
                 },
             },
             Pending::Merged(future) => future.as_mut().poll(cx).map(End::Merged),
+            Pending::Running { result, .. } => match result {
+                Some(_) => Poll::Ready(End::Ran),
+                None => Poll::Pending,
+            },
         }
     }
 
@@ -95,6 +109,18 @@ impl Pending {
         match (self, end) {
             (_, End::Merged(reply)) => reply,
             (Pending::Ready(reply), _) => reply,
+            (
+                Pending::Running {
+                    head,
+                    result: Some(result),
+                    ..
+                },
+                _,
+            ) => ClientReply {
+                head,
+                response: result.unwrap_or_else(error_response),
+                close: false,
+            },
             (Pending::Single { head, part, .. }, end) => {
                 let response = part.settle(end, now).unwrap_or_else(error_response);
                 ClientReply {
@@ -103,8 +129,12 @@ impl Pending {
                     close: false,
                 }
             }
-            // A merged future is only ever ready as End::Merged.
+            // A merged future is only ever ready as End::Merged, a running
+            // request once its result is in.
             (Pending::Merged(_), _) => unreachable!("a merged reply ends as End::Merged"),
+            (Pending::Running { .. }, _) => {
+                unreachable!("a running request ends with its result")
+            }
         }
     }
 
@@ -201,6 +231,7 @@ where
     let mut input = Input::default();
     let mut wbuf = BytesMut::new();
     let mut queue: VecDeque<Pending> = VecDeque::new();
+    let mut running = Running::default();
     let mut first_command = true;
     let mut closing = false;
     let mut draining = false;
@@ -254,8 +285,15 @@ where
                         held_back = true;
                         break;
                     }
-                    let pending =
-                        dispatch(&shared, &cluster, request, first_command, &mut pins).await;
+                    let pending = dispatch(
+                        &shared,
+                        &cluster,
+                        request,
+                        first_command,
+                        &mut pins,
+                        &mut running,
+                    )
+                    .await;
                     first_command = false;
                     queue.push_back(pending);
                     budget.take(bytes, parts);
@@ -361,6 +399,10 @@ where
         });
         let read = tokio::select! {
             biased;
+            Some((id, outcome)) = std::future::poll_fn(|cx| running.poll_next(cx)), if !running.is_empty() => {
+                Running::finished(&mut queue, id, outcome);
+                continue;
+            }
             end = front => {
                 if let Some(done) = queue.pop_front() {
                     let now = Instant::now();
@@ -466,6 +508,7 @@ async fn dispatch(
     request: Request,
     first_command: bool,
     pins: &mut Pins,
+    running: &mut Running,
 ) -> Pending {
     let key = request.echoed_key();
     let Request { command, frame } = request;
@@ -566,8 +609,8 @@ async fn dispatch(
                 let part = match plain {
                     true => Routed::Plain(start_routed(cluster, one, frame, pins, &mut now).await),
                     false => match replica::steady_now(cluster, one, frame, pins, now) {
-                        replica::Steady::Sent(part, again) => Routed::Steady(part, again),
-                        replica::Steady::Declined(one, frame) => {
+                        replica::Now::Sent((part, again)) => Routed::Steady(part, again),
+                        replica::Now::Declined(one, frame) => {
                             Box::pin(start_keyed(cluster, one, frame, pins, &mut now)).await
                         }
                     },
@@ -624,7 +667,7 @@ async fn dispatch(
             }
             // A replicated read as one request, as an unreplicated one is.
             let (command, frame) = match replica::steady_now(cluster, command, frame, pins, now) {
-                replica::Steady::Sent(part, again) => {
+                replica::Now::Sent((part, again)) => {
                     return Pending::Single {
                         head,
                         part,
@@ -632,7 +675,13 @@ async fn dispatch(
                         again: Some(again),
                     }
                 }
-                replica::Steady::Declined(command, frame) => (command, frame),
+                replica::Now::Declined(command, frame) => (command, frame),
+            };
+            // A replicated write sent to its authority at once, and finished
+            // by a task of its own.
+            let (command, frame) = match replica::write_now(cluster, command, frame, pins, now) {
+                replica::Now::Sent(outcome) => return running.start(head, outcome),
+                replica::Now::Declined(command, frame) => (command, frame),
             };
             // Boxed, as the rarer path (see `start`).
             let started = Box::pin(start_keyed(cluster, command, frame, pins, &mut now));
@@ -656,6 +705,7 @@ async fn dispatch(
                         close: false,
                     }
                 })),
+                Routed::Running(outcome) => running.start(head, outcome),
             };
         }
     };
@@ -680,7 +730,12 @@ enum Part {
 /// its key (`moved`), or on its replicas (`replica`).
 enum Routed {
     Plain(Part),
+    /// Polled only once it is the client's oldest request: it may go on to
+    /// other nodes, and relies on every reply before it being in first.
     Moved(moved::Outcome),
+    /// Started on its replicas, to be polled as its replies come in
+    /// (`Running`).
+    Running(moved::Outcome),
     /// A replicated read on one replica, tried on the next if it fails.
     Steady(Part, Box<replica::Again>),
 }
@@ -689,7 +744,7 @@ impl Routed {
     async fn outcome(self) -> Result<Response, UpstreamError> {
         match self {
             Routed::Plain(part) => part.outcome().await,
-            Routed::Moved(outcome) => outcome.await,
+            Routed::Moved(outcome) | Routed::Running(outcome) => outcome.await,
             Routed::Steady(part, again) => match part.outcome().await {
                 Err(error) if replica::failure_of_node(&error) => again.run().await,
                 other => other,
@@ -870,17 +925,41 @@ impl Part {
 
     /// Wait for the reply, until the part's deadline at most (for the
     /// merged replies; a single one is polled in place by the session).
-    async fn outcome(mut self) -> Result<Response, UpstreamError> {
+    async fn outcome(self) -> Result<Response, UpstreamError> {
+        let timer = std::pin::pin!(tokio::time::sleep_until(self.deadline().into()));
+        self.outcome_timed(timer).await
+    }
+
+    /// `outcome`, timed by `timer`, which is reset to the part's deadline:
+    /// a request that makes round trips one after another keeps one timer
+    /// for all of them (moving a timer's deadline later costs less than
+    /// setting up another).
+    async fn outcome_timed(
+        mut self,
+        mut timer: Pin<&mut tokio::time::Sleep>,
+    ) -> Result<Response, UpstreamError> {
         let end = match &mut self {
             Part::Failed(_) => End::Known,
             Part::Waiting {
                 reply, deadline, ..
-            } => match tokio::time::timeout_at((*deadline).into(), reply).await {
-                Ok(replied) => End::Replied(replied),
-                Err(_) => End::TimedOut,
-            },
+            } => {
+                timer.as_mut().reset((*deadline).into());
+                std::future::poll_fn(|cx| match Pin::new(&mut *reply).poll(cx) {
+                    Poll::Ready(replied) => Poll::Ready(End::Replied(replied)),
+                    Poll::Pending => timer.as_mut().poll(cx).map(|()| End::TimedOut),
+                })
+                .await
+            }
         };
         self.settle(end, Instant::now())
+    }
+
+    /// When the part times out (now, if it never went out).
+    fn deadline(&self) -> Instant {
+        match self {
+            Part::Waiting { deadline, .. } => *deadline,
+            Part::Failed(_) => Instant::now(),
+        }
     }
 
     /// The reply, or why there is none (counted against the node).
@@ -902,7 +981,7 @@ impl Part {
         let error = match end {
             End::Replied(Ok(Ok(response))) => return Ok(response),
             End::Replied(Ok(Err(error))) => error,
-            End::Replied(Err(_)) | End::Known | End::Merged(_) => UpstreamError::Io {
+            End::Replied(Err(_)) | End::Known | End::Merged(_) | End::Ran => UpstreamError::Io {
                 node: name(),
                 reason: "connection closed".into(),
             },
@@ -931,5 +1010,8 @@ fn merge_all_ok(results: Vec<Response>) -> Response {
 mod copy;
 mod moved;
 mod replica;
+mod running;
+
+use running::Running;
 #[cfg(test)]
 mod tests;

@@ -2,8 +2,11 @@
 //! request on a given connection, whether a reply is a miss, and the copy
 //! of an item from one node to others.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use tokio::time::Sleep;
 
 use super::send;
 use crate::protocol::request::{Command, Frame, Get, Key, MetaFrame, Store, StoreMode};
@@ -19,8 +22,21 @@ pub(super) async fn ask(
     frame: Frame,
     timeout: Duration,
 ) -> Result<Response, UpstreamError> {
+    let timer = std::pin::pin!(tokio::time::sleep(timeout));
+    ask_timed(node, conn, command, frame, timeout, timer).await
+}
+
+/// `ask`, timed by `timer` (`Part::outcome_timed`).
+pub(super) async fn ask_timed(
+    node: &Arc<Upstream>,
+    conn: &Connection,
+    command: Command,
+    frame: Frame,
+    timeout: Duration,
+    timer: Pin<&mut Sleep>,
+) -> Result<Response, UpstreamError> {
     send(node, conn.clone(), command, frame, Instant::now(), timeout)
-        .outcome()
+        .outcome_timed(timer)
         .await
 }
 

@@ -30,12 +30,13 @@
 //! previous ring, and not under this one, are its *secondaries*: cleared
 //! after every write and read last, as a moved key's previous node is.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
 use std::sync::atomic::Ordering;
 
-use super::copy::{ask, copy_item, is_miss};
+use super::copy::{ask, ask_timed, copy_item, is_miss};
 use super::moved::Outcome;
 use super::{connection_for, send, start, Part, Routed};
 use crate::metrics as m;
@@ -46,6 +47,7 @@ use crate::proxy::pool::{clear, tombstone_ttl, Cluster, Upstream};
 use crate::proxy::replicas::Role;
 use crate::proxy::upstream::{internal_frame, Connection, UpstreamError};
 use crate::proxy::warmup::{Phase, Warmup};
+use tokio::time::Sleep;
 
 /// Where a key lives now.
 struct Placement<'a> {
@@ -159,22 +161,35 @@ pub(super) async fn start_replicated(
     };
     // A write its key's first replica cannot take goes to another, where
     // a read of the key sent before it may be tried again if its first
-    // replica fails: it waits for the client's requests before it.
-    if matches!(effect, Effect::Write) && pins.busy() && !first_takes_writes(cluster, &key) {
+    // replica fails: it waits for the client's requests before it. So does
+    // one after a read of the key that may be tried again (`Pins::reads`).
+    if matches!(effect, Effect::Write)
+        && (pins.reads(&key) || (pins.busy() && !first_takes_writes(cluster, &key)))
+    {
         return waiting(cluster, command, frame, key, pins);
     }
     let done = pins.wait_for(&key);
     let started = start_now(cluster, command, frame, key, pins, now).await;
-    Routed::Moved(Box::pin(async move {
-        let reply = started.await;
+    // Started now: the session runs it as its replies come (`Running`).
+    Routed::Running(marking_done(started, done))
+}
+
+/// `outcome`, which sets `done` once it is over (`Pins::wait_for`).
+fn marking_done(
+    outcome: impl std::future::Future<Output = Result<Response, UpstreamError>> + Send + 'static,
+    done: Arc<std::sync::atomic::AtomicBool>,
+) -> Outcome {
+    Box::pin(async move {
+        let reply = outcome.await;
         done.store(true, Ordering::Release);
         reply
-    }))
+    })
 }
 
 /// `command`, started only when every request of the client before it has
-/// been answered (replies are awaited in order), so it needs no pins of its
-/// own; later requests of its key wait for it in turn.
+/// been answered (the session polls it only once it is the client's oldest
+/// request, `Routed::Moved`), so it needs no pins of its own; later
+/// requests of its key wait for it in turn.
 fn waiting(
     cluster: &Arc<Cluster>,
     command: Command,
@@ -217,7 +232,10 @@ async fn steady_read(
         return Err((command, frame));
     };
     match connection_for(cluster, node, pins, now).await {
-        Ok(conn) => Ok(steady_send(cluster, node, conn, command, frame, *now)),
+        Ok(conn) => {
+            pins.reading(key);
+            Ok(steady_send(cluster, node, conn, command, frame, *now))
+        }
         // It cannot be reached now: the full read, which goes on to the next.
         Err(_) => Err((command, frame)),
     }
@@ -233,16 +251,16 @@ pub(super) fn steady_now(
     frame: Frame,
     pins: &mut Pins,
     now: Instant,
-) -> Steady {
+) -> Now<(Part, Box<Again>)> {
     let plain_read = matches!(effect(&command), Effect::Read) && cluster.warmup().is_none();
     let Some(key) = command.key().filter(|_| plain_read) else {
-        return Steady::Declined(command, frame);
+        return Now::Declined(command, frame);
     };
     if pins.must_wait(key) {
-        return Steady::Declined(command, frame);
+        return Now::Declined(command, frame);
     }
     let Some(node) = cluster.steady_replica(key) else {
-        return Steady::Declined(command, frame);
+        return Now::Declined(command, frame);
     };
     let conn = match pins.get(node) {
         Some(conn) => conn.clone(),
@@ -251,17 +269,19 @@ pub(super) fn steady_now(
                 pins.pin(cluster.generation, node, conn.clone());
                 conn
             }
-            None => return Steady::Declined(command, frame),
+            None => return Now::Declined(command, frame),
         },
     };
+    pins.reading(key);
     let (part, again) = steady_send(cluster, node, conn, command, frame, now);
-    Steady::Sent(part, again)
+    Now::Sent((part, again))
 }
 
-/// What `steady_now` did with a request.
-pub(super) enum Steady {
-    /// Sent, with what it takes to try it on the next replica.
-    Sent(Part, Box<Again>),
+/// What `steady_now` or `write_now` did with a request.
+pub(super) enum Now<T> {
+    /// Sent: a read with what it takes to try it on the next replica, a
+    /// write with the rest of it.
+    Sent(T),
     /// Handed back: it needs the full path (`start_replicated`).
     Declined(Command, Frame),
 }
@@ -555,7 +575,6 @@ async fn write(
     let at = Instant::now();
     let capacity = cluster.replication.hint_capacity;
     let timeout = cluster.settings.request_timeout;
-    let bury = tombstone_ttl(timeout);
     let mut trusted = Vec::new();
     let mut others = Vec::new();
     for node in &placement.primary {
@@ -564,7 +583,7 @@ async fn write(
             Role::WriteOnly => others.push(*node),
             Role::Down => {
                 node.trust.hint(&key, capacity);
-                metrics::counter!(m::PROXY_REPLICA_WRITES_TOTAL, "result" => "hinted").increment(1);
+                m::ReplicaMetrics::get().wrote("hinted");
             }
         }
     }
@@ -582,51 +601,13 @@ async fn write(
             Ok(conn) => break (node, conn),
             Err(_) => {
                 node.trust.hint(&key, capacity);
-                metrics::counter!(m::PROXY_REPLICA_WRITES_TOTAL, "result" => "failed").increment(1);
+                m::ReplicaMetrics::get().wrote("failed");
             }
         }
     };
     let others: Vec<&Arc<Upstream>> = trusted.chain(others).collect();
-    // A plain delete leaves a tombstone at the authority too: a copy read
-    // from another replica before it must not land after it.
-    let command = match command {
-        // It reports the CAS of the item it removed: the other replicas'
-        // tombstones then refuse only mirrors of writes before the delete.
-        Command::Delete(delete)
-            if conn.keeps_tombstones()
-                && delete.cas.is_none()
-                && !delete.invalidate
-                && delete.exptime.is_none() =>
-        {
-            Command::Bury {
-                key: delete.key,
-                ttl: bury,
-                version: None,
-                report: true,
-            }
-        }
-        command => command,
-    };
-    // The authority's CAS is what the others are given.
-    let upstream_frame = match (&command, &frame) {
-        (Command::Store(_), Frame::Text(_)) => Frame::Meta(Box::new(MetaFrame {
-            return_cas: true,
-            ..MetaFrame::default()
-        })),
-        (Command::Store(_), Frame::Meta(meta)) => Frame::Meta(Box::new(MetaFrame {
-            return_cas: true,
-            ..(**meta).clone()
-        })),
-        _ => frame.clone(),
-    };
-    let part = send(
-        authority,
-        conn,
-        command.clone(),
-        upstream_frame.clone(),
-        *now,
-        timeout,
-    );
+    let (command, upstream_frame, part) =
+        to_authority(authority, conn, command, &frame, *now, timeout);
     let mut later = Vec::with_capacity(others.len());
     for node in others {
         match connection_for(cluster, node, pins, now).await {
@@ -636,7 +617,7 @@ async fn write(
             }),
             Err(_) => {
                 node.trust.hint(&key, capacity);
-                metrics::counter!(m::PROXY_REPLICA_WRITES_TOTAL, "result" => "failed").increment(1);
+                m::ReplicaMetrics::get().wrote("failed");
             }
         }
     }
@@ -652,104 +633,276 @@ async fn write(
             }
         }
     }
-    let authority = Arc::clone(authority);
-    let warm = placement.warm.cloned();
-    let secondaries_are_new = !placement.new_is_primary;
-    Box::pin(async move {
-        let mut first = part.outcome().await;
-        let mut failed_on = authority;
-        let mut later = later;
-        // An authority that failed may have changed the key, or not: it is
-        // marked down, so that nothing reads it until it has been
-        // reconciled (its copy deleted), and the write goes to the next
-        // trusted replica instead, where reads now go too.
-        while let Err(error) = &first {
-            if !failure_of_node(error) {
-                break;
-            }
-            failed_on.health.fail_now("replica write", error);
-            failed_on.trust.hint(&key, capacity);
-            let now = Instant::now();
-            let Some(next) = later
-                .iter()
-                .position(|o| o.node.trust.role(&o.node.health, now) == Role::Trusted)
-            else {
-                break;
-            };
-            let next = later.remove(next);
-            let command = match (&command, next.conn.keeps_tombstones()) {
-                (Command::Bury { .. }, false) => clear(key.clone(), None, None),
-                (command, _) => command.clone(),
-            };
-            first = ask(
-                &next.node,
-                &next.conn,
-                command,
-                upstream_frame.clone(),
-                timeout,
-            )
-            .await;
-            failed_on = next.node;
-        }
-        let follow = match &first {
-            Ok(reply) => follow_up(&command, reply),
-            // No replica took it: none is left trusted with the key.
-            Err(error) if failure_of_node(error) => FollowUp::Clear { version: None },
-            Err(_) => FollowUp::Nothing,
+    Box::pin(finish(Written {
+        key,
+        command,
+        upstream_frame,
+        authority: Arc::clone(authority),
+        part,
+        later,
+        secondaries,
+        warm: placement.warm.cloned(),
+        secondaries_are_new: !placement.new_is_primary,
+        capacity,
+        timeout,
+    }))
+}
+
+/// `write` when it needs nothing to wait for, as most writes do: no
+/// warm-up, the key's first replica trusted (the authority), every other
+/// replica up, and a live connection to each (this client's pinned one, or
+/// one picked and pinned now). Sent to the authority at once; the rest is
+/// the future returned. Declined (handed back) otherwise.
+pub(super) fn write_now(
+    cluster: &Arc<Cluster>,
+    command: Command,
+    frame: Frame,
+    pins: &mut Pins,
+    now: Instant,
+) -> Now<Outcome> {
+    let plain_write = matches!(effect(&command), Effect::Write) && cluster.warmup().is_none();
+    let Some(key) = command.key().filter(|_| plain_write) else {
+        return Now::Declined(command, frame);
+    };
+    if pins.must_wait(key) || pins.reads(key) {
+        return Now::Declined(command, frame);
+    }
+    let replicas = cluster.ring().replicas(key, cluster.replication.replicas);
+    let mut nodes = Vec::with_capacity(replicas.len());
+    for (i, index) in replicas.iter().enumerate() {
+        let node = &cluster.nodes[index % cluster.nodes.len()];
+        let usable = match node.trust.role(&node.health, now) {
+            Role::Trusted => true,
+            Role::WriteOnly => i > 0,
+            Role::Down => false,
         };
-        let mut deleted_elsewhere = false;
-        for other in later {
-            let result = give(&other, &follow, &key, bury, timeout).await;
-            if let Given::Failed = result {
-                // Its copy may be old: not read, nor written, until reconciled.
-                let why = UpstreamError::Down {
-                    node: other.node.target.name.clone(),
-                };
-                other.node.health.fail_now("replica write", &why);
-                other.node.trust.hint(&key, capacity);
-            }
-            deleted_elsewhere |= matches!(result, Given::Deleted);
-            metrics::counter!(m::PROXY_REPLICA_WRITES_TOTAL, "result" => result.label())
-                .increment(1);
+        let conn = match pins.get(node) {
+            Some(conn) => Some(conn.clone()),
+            None => node.live_connection(),
+        };
+        match conn {
+            Some(conn) if usable => nodes.push((node, conn)),
+            _ => return Now::Declined(command, frame),
         }
-        for other in secondaries {
-            let tombstone = other.conn.keeps_tombstones().then_some(bury);
-            let cleared = ask(
-                &other.node,
-                &other.conn,
-                clear(key.clone(), tombstone, None),
-                internal_frame(),
-                timeout,
-            )
-            .await;
-            let ok = matches!(cleared, Ok(Response::Deleted | Response::NotFound));
-            metrics::counter!(m::PROXY_WARMUP_CLEARS_TOTAL, "result" => if ok { "ok" } else { "error" })
-                .increment(1);
-            deleted_elsewhere |= matches!(cleared, Ok(Response::Deleted));
-            if let (false, Some(warm)) = (ok, &warm) {
-                // It may still hold the old value: never read it again. A
-                // new node may also lack the tombstone: no more copies.
-                warm.abandon(&other.node);
-                if secondaries_are_new {
-                    warm.stop_copies();
-                }
+    }
+    for (node, conn) in &nodes {
+        if pins.get(node).is_none() {
+            pins.pin(cluster.generation, node, conn.clone());
+        }
+    }
+    let key = key.clone();
+    let done = pins.wait_for(&key);
+    let timeout = cluster.settings.request_timeout;
+    let mut nodes = nodes.into_iter();
+    let Some((authority, conn)) = nodes.next() else {
+        return Now::Declined(command, frame);
+    };
+    let (command, upstream_frame, part) =
+        to_authority(authority, conn, command, &frame, now, timeout);
+    let written = Written {
+        key,
+        command,
+        upstream_frame,
+        authority: Arc::clone(authority),
+        part,
+        later: nodes
+            .map(|(node, conn)| Other {
+                node: Arc::clone(node),
+                conn,
+            })
+            .collect(),
+        secondaries: Vec::new(),
+        warm: None,
+        secondaries_are_new: false,
+        capacity: cluster.replication.hint_capacity,
+        timeout,
+    };
+    Now::Sent(marking_done(finish(written), done))
+}
+
+/// Send `command` to its authority, as of `now`, as the authority is sent
+/// it (returned, with its frame, for the replicas after it). A plain delete
+/// leaves a tombstone at the authority too, so that a copy read from
+/// another replica before it cannot land after it, and reports the CAS of
+/// the item it removed, so that the other replicas' tombstones refuse only
+/// mirrors of writes before it. A store asks for the CAS it gets, which is
+/// what the others are given.
+fn to_authority(
+    authority: &Arc<Upstream>,
+    conn: Connection,
+    command: Command,
+    frame: &Frame,
+    now: Instant,
+    timeout: std::time::Duration,
+) -> (Command, Frame, Part) {
+    let command = match command {
+        Command::Delete(delete)
+            if conn.keeps_tombstones()
+                && delete.cas.is_none()
+                && !delete.invalidate
+                && delete.exptime.is_none() =>
+        {
+            Command::Bury {
+                key: delete.key,
+                ttl: tombstone_ttl(timeout),
+                version: None,
+                report: true,
             }
         }
-        match first {
-            // The client asked for a plain delete.
-            Ok(Response::DeletedCas { .. }) => Ok(Response::Deleted),
-            Ok(Response::NotFoundCas { .. }) if deleted_elsewhere => Ok(Response::Deleted),
-            Ok(Response::NotFoundCas { .. }) => Ok(Response::NotFound),
-            // The key was on another node alone: the client's delete found it.
-            Ok(Response::NotFound)
-                if deleted_elsewhere
-                    && matches!(command, Command::Delete(_) | Command::Bury { .. }) =>
-            {
-                Ok(Response::Deleted)
-            }
-            other => other,
+        command => command,
+    };
+    let frame = match (&command, frame) {
+        (Command::Store(_), Frame::Text(_)) => Frame::Meta(Box::new(MetaFrame {
+            return_cas: true,
+            ..MetaFrame::default()
+        })),
+        (Command::Store(_), Frame::Meta(meta)) => Frame::Meta(Box::new(MetaFrame {
+            return_cas: true,
+            ..(**meta).clone()
+        })),
+        _ => frame.clone(),
+    };
+    let part = send(
+        authority,
+        conn,
+        command.clone(),
+        frame.clone(),
+        now,
+        timeout,
+    );
+    (command, frame, part)
+}
+
+/// A write sent to its authority, with what it takes to finish it.
+struct Written {
+    key: Key,
+    /// As the authority was sent it (`to_authority`).
+    command: Command,
+    upstream_frame: Frame,
+    authority: Arc<Upstream>,
+    part: Part,
+    /// The other replicas, in order, with their connections.
+    later: Vec<Other>,
+    /// The warm-up's secondaries (`Placement::secondary`).
+    secondaries: Vec<Other>,
+    warm: Option<Arc<Warmup>>,
+    secondaries_are_new: bool,
+    capacity: usize,
+    timeout: std::time::Duration,
+}
+
+/// The authority's reply, once the other replicas (and the warm-up's
+/// secondaries) have been given its outcome.
+async fn finish(written: Written) -> Result<Response, UpstreamError> {
+    let Written {
+        key,
+        command,
+        upstream_frame,
+        authority,
+        part,
+        mut later,
+        secondaries,
+        warm,
+        secondaries_are_new,
+        capacity,
+        timeout,
+    } = written;
+    let bury = tombstone_ttl(timeout);
+    // One timer for every round trip the write makes.
+    let mut timer = std::pin::pin!(tokio::time::sleep(timeout));
+    let mut first = part.outcome_timed(timer.as_mut()).await;
+    let mut failed_on = authority;
+    // An authority that failed may have changed the key, or not: it is
+    // marked down, so that nothing reads it until it has been reconciled
+    // (its copy deleted), and the write goes to the next trusted replica
+    // instead, where reads now go too.
+    while let Err(error) = &first {
+        if !failure_of_node(error) {
+            break;
         }
-    })
+        failed_on.health.fail_now("replica write", error);
+        failed_on.trust.hint(&key, capacity);
+        let now = Instant::now();
+        let Some(next) = later
+            .iter()
+            .position(|o| o.node.trust.role(&o.node.health, now) == Role::Trusted)
+        else {
+            break;
+        };
+        let next = later.remove(next);
+        let command = match (&command, next.conn.keeps_tombstones()) {
+            (Command::Bury { .. }, false) => clear(key.clone(), None, None),
+            (command, _) => command.clone(),
+        };
+        first = ask_timed(
+            &next.node,
+            &next.conn,
+            command,
+            upstream_frame.clone(),
+            timeout,
+            timer.as_mut(),
+        )
+        .await;
+        failed_on = next.node;
+    }
+    let follow = match &first {
+        Ok(reply) => follow_up(&command, reply),
+        // No replica took it: none is left trusted with the key.
+        Err(error) if failure_of_node(error) => FollowUp::Clear { version: None },
+        Err(_) => FollowUp::Nothing,
+    };
+    let mut deleted_elsewhere = false;
+    for other in later {
+        let result = give(&other, &follow, &key, bury, timeout, timer.as_mut()).await;
+        if let Given::Failed = result {
+            // Its copy may be old: not read, nor written, until reconciled.
+            let why = UpstreamError::Down {
+                node: other.node.target.name.clone(),
+            };
+            other.node.health.fail_now("replica write", &why);
+            other.node.trust.hint(&key, capacity);
+        }
+        deleted_elsewhere |= matches!(result, Given::Deleted);
+        m::ReplicaMetrics::get().wrote(result.label());
+    }
+    for other in secondaries {
+        let tombstone = other.conn.keeps_tombstones().then_some(bury);
+        let cleared = ask_timed(
+            &other.node,
+            &other.conn,
+            clear(key.clone(), tombstone, None),
+            internal_frame(),
+            timeout,
+            timer.as_mut(),
+        )
+        .await;
+        let ok = matches!(cleared, Ok(Response::Deleted | Response::NotFound));
+        metrics::counter!(m::PROXY_WARMUP_CLEARS_TOTAL, "result" => if ok { "ok" } else { "error" })
+            .increment(1);
+        deleted_elsewhere |= matches!(cleared, Ok(Response::Deleted));
+        if let (false, Some(warm)) = (ok, &warm) {
+            // It may still hold the old value: never read it again. A new
+            // node may also lack the tombstone: no more copies.
+            warm.abandon(&other.node);
+            if secondaries_are_new {
+                warm.stop_copies();
+            }
+        }
+    }
+    match first {
+        // The client asked for a plain delete.
+        Ok(Response::DeletedCas { .. }) => Ok(Response::Deleted),
+        Ok(Response::NotFoundCas { .. }) if deleted_elsewhere => Ok(Response::Deleted),
+        Ok(Response::NotFoundCas { .. }) => Ok(Response::NotFound),
+        // The key was on another node alone: the client's delete found it.
+        Ok(Response::NotFound)
+            if deleted_elsewhere
+                && matches!(command, Command::Delete(_) | Command::Bury { .. }) =>
+        {
+            Ok(Response::Deleted)
+        }
+        other => other,
+    }
 }
 
 /// Whether `error` says the node may not have done what it was asked (not
@@ -790,9 +943,10 @@ async fn give(
     key: &Key,
     bury: i64,
     timeout: std::time::Duration,
+    mut timer: Pin<&mut Sleep>,
 ) -> Given {
     let tombstone = other.conn.keeps_tombstones().then_some(bury);
-    let ask_it = |command| ask(&other.node, &other.conn, command, internal_frame(), timeout);
+    let (node, conn) = (&other.node, &other.conn);
     let cleared = |reply: Result<Response, UpstreamError>| match reply {
         Ok(Response::Deleted) => Given::Deleted,
         Ok(Response::NotFound) => Given::Cleared,
@@ -800,12 +954,25 @@ async fn give(
     };
     match follow {
         FollowUp::Nothing => Given::Nothing,
-        FollowUp::Clear { version } => {
-            cleared(ask_it(clear(key.clone(), tombstone, *version)).await)
-        }
+        FollowUp::Clear { version } => cleared(
+            ask_timed(
+                node,
+                conn,
+                clear(key.clone(), tombstone, *version),
+                internal_frame(),
+                timeout,
+                timer.as_mut(),
+            )
+            .await,
+        ),
         FollowUp::Mirror { store, cas } => {
             let mirror = match (tombstone, *cas) {
-                (Some(_), 0) => return cleared(ask_it(clear(key.clone(), tombstone, None)).await),
+                (Some(_), 0) => {
+                    let clear = clear(key.clone(), tombstone, None);
+                    return cleared(
+                        ask_timed(node, conn, clear, internal_frame(), timeout, timer).await,
+                    );
+                }
                 (Some(_), cas) => Command::Copy {
                     store: store.clone(),
                     version: Some(cas),
@@ -813,7 +980,16 @@ async fn give(
                 // memcached: no versions; the value as it was stored.
                 (None, _) => Command::Store(store.clone()),
             };
-            match ask_it(mirror).await {
+            match ask_timed(
+                node,
+                conn,
+                mirror,
+                internal_frame(),
+                timeout,
+                timer.as_mut(),
+            )
+            .await
+            {
                 Ok(Response::Stored { .. }) => Given::Mirrored,
                 // Refused: a tombstone newer than this write, or a higher CAS
                 // by the node's clock, which may still be an older value
@@ -824,7 +1000,10 @@ async fn give(
                 // Its tombstone takes this write's version: older mirrors
                 // still on their way are refused, newer ones pass.
                 Ok(Response::NotStored | Response::Exists) => {
-                    match cleared(ask_it(clear(key.clone(), tombstone, Some(*cas))).await) {
+                    let clear = clear(key.clone(), tombstone, Some(*cas));
+                    match cleared(
+                        ask_timed(node, conn, clear, internal_frame(), timeout, timer).await,
+                    ) {
                         Given::Failed => Given::Failed,
                         _ => Given::Refused,
                     }
