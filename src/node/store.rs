@@ -13,11 +13,12 @@
 //! # Budget
 //! The budget counts every segment a shard holds (written or not) plus 8
 //! bytes of index per item. Each item is charged (`bytes`, `me size`) what
-//! it takes: its header (7 to 25 bytes, only the fields it uses: see
+//! it takes: its header (6 to 25 bytes, only the fields it uses: see
 //! [`header`]), key, value, and its share of the hash index (a 4-byte slot
 //! and a control byte at hashbrown's average load factor, 8). A 32-byte key
-//! with a 100-byte value, no flags and no TTL costs 147 or 148 bytes
-//! ([`charge`]: 147), against the 192-byte slab chunk memcached uses for it.
+//! with a 100-byte value, no flags and no TTL costs 146 bytes ([`charge`];
+//! 148 with a 2-byte CAS distance), against the 192-byte slab chunk
+//! memcached uses for it.
 //! What is checked before storing is [`max_charge`], the widest header, so
 //! that an item once stored can always be rewritten with a wider one.
 //!
