@@ -191,11 +191,7 @@ fn value_width(b: &[u8]) -> usize {
 }
 
 pub(crate) fn value_len(b: &[u8]) -> usize {
-    let mut x = [0u8; 4];
-    let w = value_width(b);
-    let at = klen_at(b) + 1;
-    x[..w].copy_from_slice(&b[at..at + w]);
-    u32::from_le_bytes(x) as usize
+    rd(b, klen_at(b) + 1, value_width(b)) as usize
 }
 
 /// Give the item whose header starts `b` these item bits (as
@@ -234,14 +230,32 @@ fn time_delta(time: u32, base: u32) -> Option<i16> {
     i16::try_from(i64::from(time) - i64::from(base)).ok()
 }
 
+/// The `n`-byte little-endian field at `at`. The widths every common
+/// header has (1, 2, 4) are loads of their own: a copy of a variable length
+/// is a call to `memcpy`, several per request (callgrind, benches/STORE.md).
+#[inline]
 fn rd(b: &[u8], at: usize, n: usize) -> u64 {
-    let mut x = [0u8; 8];
-    x[..n].copy_from_slice(&b[at..at + n]);
-    u64::from_le_bytes(x)
+    match n {
+        1 => u64::from(b[at]),
+        2 => u64::from(u16::from_le_bytes([b[at], b[at + 1]])),
+        4 => u64::from(u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])),
+        _ => {
+            let mut x = [0u8; 8];
+            x[..n].copy_from_slice(&b[at..at + n]);
+            u64::from_le_bytes(x)
+        }
+    }
 }
 
+/// Write `v`'s low `n` bytes at `at`, little-endian (as [`rd`] reads them).
+#[inline]
 fn wr(b: &mut [u8], at: usize, n: usize, v: u64) {
-    b[at..at + n].copy_from_slice(&v.to_le_bytes()[..n]);
+    match n {
+        1 => b[at] = v as u8,
+        2 => b[at..at + 2].copy_from_slice(&(v as u16).to_le_bytes()),
+        4 => b[at..at + 4].copy_from_slice(&(v as u32).to_le_bytes()),
+        _ => b[at..at + n].copy_from_slice(&v.to_le_bytes()[..n]),
+    }
 }
 
 /// Bytes of a value length.

@@ -413,22 +413,30 @@ impl<S: BuildHasher> Shard<S> {
         self.seg_bytes + self.items * INDEX_SLOT_CHARGE
     }
 
+    /// The segment's bytes from the item at `l` on. What reads only a
+    /// field or the key starts from, without first working out where the
+    /// item ends (a lookup's every probe reads a key).
+    fn from(&self, l: u32) -> &[u8] {
+        &self.segs[seg_of(l)].data[off_of(l)..]
+    }
+
     fn item(&self, l: u32) -> &[u8] {
-        let b = &self.segs[seg_of(l)].data[off_of(l)..];
+        let b = self.from(l);
         &b[..item_len(b)]
     }
 
     pub fn key(&self, l: u32) -> &[u8] {
-        header::key(self.item(l))
+        header::key(self.from(l))
     }
 
     pub fn value(&self, l: u32) -> &[u8] {
-        let b = self.item(l);
-        &b[header::hdr_len(b) + header::key_len(b)..]
+        let b = self.from(l);
+        let at = header::hdr_len(b) + header::key_len(b);
+        &b[at..at + header::value_len(b)]
     }
 
     pub fn header(&self, l: u32) -> Header {
-        Header::read(self.item(l), self.segs[seg_of(l)].base)
+        Header::read(self.from(l), self.segs[seg_of(l)].base)
     }
 
     /// Rewrite an item's header in place (touch, bump, invalidation) if its
