@@ -117,17 +117,22 @@ impl Session {
                 return Ok(());
             }
             self.count_read(n);
+            // One clock read for what this read brought (memcached's
+            // `current_time` is a second-resolution clock too), read again
+            // after anything that waits.
+            let mut now = unix_now();
             while let Some(next) = input.next(&limits)? {
                 match next {
                     Next::Request(request) => match self.login_request(&request) {
                         // It may wait for a password hash, off this worker.
                         Some(credentials) => {
                             let response = self.log_in(credentials).await;
+                            now = unix_now();
                             let key = request.echoed_key();
                             protocol::encode(&request.frame, key.as_deref(), &response, &mut wbuf);
                         }
                         None => {
-                            if let After::Close = self.dispatch(request, &mut wbuf) {
+                            if let After::Close = self.dispatch(&request, now, &mut wbuf) {
                                 self.write(stream, &mut wbuf).await?;
                                 return Ok(());
                             }
@@ -148,6 +153,7 @@ impl Session {
                 }
                 if wbuf.len() >= FLUSH_THRESHOLD {
                     self.write(stream, &mut wbuf).await?;
+                    now = unix_now();
                 }
             }
             self.write(stream, &mut wbuf).await?;
@@ -211,12 +217,13 @@ impl Session {
         }
     }
 
-    /// Answer one request into `out`.
-    fn dispatch(&mut self, request: Request, out: &mut BytesMut) -> After {
+    /// Answer one request into `out`. By reference: a request is large, and
+    /// each move of it was a `memcpy` (callgrind, benches/STORE.md).
+    fn dispatch(&self, request: &Request, now: u64, out: &mut BytesMut) -> After {
         let key = request.echoed_key();
         let Request { command, frame } = request;
         let (response, after) = match command {
-            Command::Quit => (session::quit_reply(&frame), After::Close),
+            Command::Quit => (session::quit_reply(frame), After::Close),
             // memcached built or started without SASL does not know the SASL
             // commands, and clients that always send credentials skip the
             // login when told so.
@@ -229,38 +236,39 @@ impl Session {
             Command::SaslList => (session::sasl_mechanisms(), After::Continue),
             // PLAIN completes in one step; there is nothing to continue.
             Command::SaslStep { .. } => (Response::Error(ErrorReply::AuthFailure), After::Continue),
-            command => (self.authorized(command, &frame), After::Continue),
+            command => (self.authorized(command, frame, now), After::Continue),
         };
-        protocol::encode(&frame, key.as_deref(), &response, out);
+        protocol::encode(frame, key.as_deref(), &response, out);
         after
     }
 
     /// Commands that need a login.
-    fn authorized(&mut self, command: Command, frame: &Frame) -> Response {
+    fn authorized(&self, command: &Command, frame: &Frame, now: u64) -> Response {
         let login = match &self.auth {
-            Auth::LoggedIn(login) if !login.tenant.is_disabled() => login.clone(),
+            Auth::LoggedIn(login) if !login.tenant.is_disabled() => login,
             Auth::LoggedIn(_) | Auth::Pending => {
                 return Response::Error(ErrorReply::Unauthenticated)
             }
         };
         let tenant = &login.tenant;
         let caps = login.caps;
-        let now = unix_now();
         tenant.touch(now);
-        if let Some(response) = session::local_answer(&command, crate::VERSION) {
+        if let Some(response) = session::local_answer(command, crate::VERSION) {
             return response;
         }
         // memcached answers a binary TOUCH from the item, as it does GAT
         // less the value: the reply carries the flags and CAS.
+        let gat;
         let command = match (command, frame) {
             (Command::Touch { key, exptime }, Frame::Binary { opcode, .. })
                 if *opcode == binary::opcode::TOUCH =>
             {
-                Command::Get(Get {
-                    keys: vec![key],
-                    touch: Some(exptime),
+                gat = Command::Get(Get {
+                    keys: vec![key.clone()],
+                    touch: Some(*exptime),
                     ..Get::default()
-                })
+                });
+                &gat
             }
             (command, _) => command,
         };
@@ -280,9 +288,7 @@ impl Session {
             Command::Delete(_) | Command::Arith(_) | Command::Touch { .. } if !caps.write => {
                 Response::Error(ErrorReply::PermissionDenied)
             }
-            Command::Get(ref get)
-                if !caps.write && (get.touch.is_some() || get.vivify.is_some()) =>
-            {
+            Command::Get(get) if !caps.write && (get.touch.is_some() || get.vivify.is_some()) => {
                 Response::Error(ErrorReply::PermissionDenied)
             }
             Command::FlushAll { .. } if !caps.flush => Response::Error(ErrorReply::FlushNotAllowed),
@@ -296,10 +302,10 @@ impl Session {
                 version,
                 report,
             } => {
-                tenant.tombstones.bury(&key, ttl, version, now);
-                match tenant.store.delete_reporting(&key, now) {
-                    Response::DeletedCas { .. } if !report => Response::Deleted,
-                    Response::NotFoundCas { .. } if !report => Response::NotFound,
+                tenant.tombstones.bury(key, *ttl, *version, now);
+                match tenant.store.delete_reporting(key, now) {
+                    Response::DeletedCas { .. } if !*report => Response::Deleted,
+                    Response::NotFoundCas { .. } if !*report => Response::NotFound,
                     response => response,
                 }
             }
@@ -307,7 +313,7 @@ impl Session {
             // passes a tombstone of an older version, no other copy does.
             Command::Copy { store, version } => {
                 let graves = &tenant.tombstones;
-                let refused = match version {
+                let refused = match *version {
                     Some(version) if store.mode == StoreMode::Set => {
                         graves.refuses_mirror(&store.key, version, now)
                     }
@@ -315,12 +321,12 @@ impl Session {
                 };
                 match refused {
                     true => Response::NotStored,
-                    false => tenant.store.copy(&store, version, now),
+                    false => tenant.store.copy(store, *version, now),
                 }
             }
             command => {
-                let response = tenant.store.execute(&command, now);
-                tenant.hot_keys.record(&command, &response, now);
+                let response = tenant.store.execute(command, now);
+                tenant.hot_keys.record(command, &response, now);
                 response
             }
         }

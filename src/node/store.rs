@@ -13,11 +13,12 @@
 //! # Budget
 //! The budget counts every segment a shard holds (written or not) plus 8
 //! bytes of index per item. Each item is charged (`bytes`, `me size`) what
-//! it takes: its header (7 to 25 bytes, only the fields it uses: see
+//! it takes: its header (6 to 25 bytes, only the fields it uses: see
 //! [`header`]), key, value, and its share of the hash index (a 4-byte slot
 //! and a control byte at hashbrown's average load factor, 8). A 32-byte key
-//! with a 100-byte value, no flags and no TTL costs 147 or 148 bytes
-//! ([`charge`]: 147), against the 192-byte slab chunk memcached uses for it.
+//! with a 100-byte value, no flags and no TTL costs 146 bytes ([`charge`];
+//! 148 with a 2-byte CAS distance), against the 192-byte slab chunk
+//! memcached uses for it.
 //! What is checked before storing is [`max_charge`], the widest header, so
 //! that an item once stored can always be rewritten with a wider one.
 //!
@@ -489,8 +490,8 @@ impl Store {
         }
     }
 
-    /// memcached's `do_item_get`: the live item for `key`, lazily unlinking
-    /// one that is flushed or expired.
+    /// memcached's `do_item_get`: the live item for `key` and its header,
+    /// lazily unlinking one that is flushed or expired.
     fn live(
         &self,
         s: &mut Shard<RandomState>,
@@ -498,7 +499,7 @@ impl Store {
         key: &[u8],
         now: u64,
         flush: &Flush,
-    ) -> Option<u32> {
+    ) -> Option<(u32, Header)> {
         let i = s.find(hash, key)?;
         let h = s.header(i);
         if flush.flushed(&h, now) {
@@ -513,7 +514,7 @@ impl Store {
             bump(&self.stats.expired);
             None
         } else {
-            Some(i)
+            Some((i, h))
         }
     }
 
@@ -624,7 +625,7 @@ impl Store {
     fn get_one(&self, g: &Get, key: &Bytes, now: u64, flush: &Flush) -> Option<Found> {
         let hash = self.hasher.hash_one(&key[..]);
         let mut s = self.lock(hash);
-        let Some(i) = self.live(&mut s, hash, key, now, flush) else {
+        let Some((i, mut h)) = self.live(&mut s, hash, key, now, flush) else {
             let ttl_in = g.vivify?;
             // meta N: create an empty item and hand this client the win.
             let header = Header {
@@ -656,7 +657,7 @@ impl Store {
                 .link(&mut s, hash, &item, false, now, flush)
                 .then_some(found);
         };
-        let mut h = s.header(i);
+        let read = h;
         let fetched = h.bits & FETCHED != 0;
         let win_sent = h.bits & TOKEN_SENT != 0;
         let stale = h.bits & STALE != 0;
@@ -694,7 +695,11 @@ impl Store {
             h.bits = bumped(h.bits | FETCHED);
             h.time = secs(now);
         }
-        self.update(&mut s, hash, i, h, None, now, flush);
+        // A hot key read again in the same second, already fetched and at
+        // full credit, has nothing to rewrite.
+        if h != read {
+            self.update(&mut s, hash, i, h, None, now, flush);
+        }
         Some(found)
     }
 
@@ -732,7 +737,7 @@ impl Store {
             time: secs(now),
             cas,
         };
-        let Some(old) = self.live(&mut s, hash, &st.key, now, &flush) else {
+        let Some((old, o)) = self.live(&mut s, hash, &st.key, now, &flush) else {
             let exptime = match (st.mode, st.vivify) {
                 (StoreMode::Set | StoreMode::Replace, _) if cas_in.is_some() => {
                     bump(&self.stats.cas_misses);
@@ -755,7 +760,6 @@ impl Store {
                 Response::Error(ErrorReply::OutOfMemory)
             };
         };
-        let o = s.header(old);
         let cas_res = match cas_in {
             None => CasResult::None,
             Some(c) if c == o.cas => CasResult::Match,
@@ -847,11 +851,10 @@ impl Store {
         let hash = self.hasher.hash_one(&d.key[..]);
         let mut s = self.lock(hash);
         let flush = self.flush_state();
-        let Some(i) = self.live(&mut s, hash, &d.key, now, &flush) else {
+        let Some((i, mut h)) = self.live(&mut s, hash, &d.key, now, &flush) else {
             bump(&self.stats.delete_misses);
             return Err(Response::NotFound);
         };
-        let mut h = s.header(i);
         let cas = h.cas;
         if let Some(c) = d.cas {
             if c != cas {
@@ -883,7 +886,7 @@ impl Store {
         let mut s = self.lock(hash);
         let flush = self.flush_state();
         let mut buf = [0u8; 20];
-        let Some(i) = self.live(&mut s, hash, &a.key, now, &flush) else {
+        let Some((i, mut h)) = self.live(&mut s, hash, &a.key, now, &flush) else {
             let Some(v) = a.vivify else {
                 bump(if a.incr {
                     &self.stats.incr_misses
@@ -921,7 +924,6 @@ impl Store {
                 Response::Error(ErrorReply::OutOfMemory)
             };
         };
-        let mut h = s.header(i);
         let old_len = s.value(i).len();
         if old_len == 0 {
             return Response::Error(ErrorReply::NonNumeric);
@@ -995,12 +997,11 @@ impl Store {
         let hash = self.hasher.hash_one(&key[..]);
         let mut s = self.lock(hash);
         let flush = self.flush_state();
-        let Some(i) = self.live(&mut s, hash, key, now, &flush) else {
+        let Some((i, h)) = self.live(&mut s, hash, key, now, &flush) else {
             bump(&self.stats.touch_misses);
             return Response::NotFound;
         };
         // memcached's item_touch fetches with a bump; the CAS is unchanged.
-        let h = s.header(i);
         let h = Header {
             exptime: abs_exptime(exptime, now),
             bits: bumped(h.bits | FETCHED),
@@ -1043,10 +1044,9 @@ impl Store {
         let hash = self.hasher.hash_one(&key[..]);
         let mut s = self.lock(hash);
         let flush = self.flush_state();
-        let Some(i) = self.live(&mut s, hash, key, now, &flush) else {
+        let Some((i, h)) = self.live(&mut s, hash, key, now, &flush) else {
             return Response::MetaDebug(None);
         };
-        let h = s.header(i);
         let size = s.charge_of(i);
         let value_len = s.value(i).len();
         let fields = vec![

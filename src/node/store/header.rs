@@ -3,8 +3,8 @@
 //!
 //! | bytes | field |
 //! |---|---|
-//! | 1 | bits: [`FETCHED`], [`STALE`], [`TOKEN_SENT`], the read credit, [`DEAD`] |
-//! | 1 | shape: which optional fields follow and how wide ([`S_VLEN`], [`S_FLAGS`], [`S_EXP`], [`S_CAS`]) |
+//! | 1 | bits: [`FETCHED`], [`STALE`], [`TOKEN_SENT`], the read credit, [`COMPACT`], [`C_VLEN2`], [`DEAD`] |
+//! | 0 or 1 | shape: which optional fields follow and how wide ([`S_VLEN`], [`S_FLAGS`], [`S_EXP`], [`S_CAS`]); absent in a compact header |
 //! | 1 | key length |
 //! | 1–3 | value length, little-endian |
 //! | 2 or 4 | last access, unix seconds: its distance from the segment's time base (signed), or whole |
@@ -12,8 +12,17 @@
 //! | 0 or 4 | exptime, only when non-zero |
 //! | 1–3 or 7 | CAS: its distance above the segment's CAS base, or all 56 bits |
 //!
-//! A 32-byte key with a 100-byte value, no flags and no TTL takes 7 or 8
-//! bytes of header, against 24 when every field was fixed.
+//! A 32-byte key with a 100-byte value, no flags and no TTL takes 6 bytes
+//! of header (8 or 9 with a wider CAS), against 24 when every field was
+//! fixed.
+//!
+//! # Compact headers
+//! Most items have no flags, no TTL, an access time within the 2-byte
+//! distance, a one-byte CAS distance and a value under 64 KiB. Their shape
+//! is then implied by [`COMPACT`] in the bits byte (with [`C_VLEN2`] for a
+//! 2-byte value length) and the shape byte is left out, one byte of the 7
+//! such an item took before. Any other shape has its shape byte. An
+//! in-place change keeps the shape, so a compact header stays compact.
 //!
 //! # Bases
 //! Each segment has a [`Base`]: the CAS counter and the clock when it
@@ -55,11 +64,17 @@ pub(crate) const STALE: u8 = 2;
 pub(crate) const TOKEN_SENT: u8 = 4;
 /// Item bit: unlinked; its bytes stay until the segment goes.
 pub(crate) const DEAD: u8 = 0x80;
+/// Format bit: a compact header, with no shape byte (see the module
+/// comment); its shape is [`COMPACT_SHAPE`].
+pub(crate) const COMPACT: u8 = 0x40;
+/// Format bit of a compact header: its value length takes 2 bytes, not 1.
+pub(crate) const C_VLEN2: u8 = 0x20;
+/// The bits of the bits byte that say how the header is laid out, not
+/// what the item is: kept when the item's bits are rewritten.
+const FORMAT: u8 = COMPACT | C_VLEN2;
 
 pub(crate) const O_BITS: usize = 0;
 const O_SHAPE: usize = 1;
-const O_KLEN: usize = 2;
-const O_VLEN: usize = 3;
 
 /// Shape: value-length width minus one (0–2: 1 to 3 bytes).
 pub(crate) const S_VLEN: u8 = 0b11;
@@ -96,7 +111,18 @@ pub const MAX_VALUE_LEN: usize = (1 << 24) - 1;
 /// access time and CAS.
 pub const MAX_HDR: usize = 1 + 1 + 1 + 3 + 4 + 4 + 4 + 7;
 
-/// Header bytes for each shape (the top bit of a shape is unused).
+/// The shape a compact header implies, less its value-length width: no
+/// flags, no exptime, the access time as a distance, a one-byte CAS
+/// distance.
+const COMPACT_SHAPE: u8 = 1 << S_CAS_SHIFT;
+
+/// Whether a header of this shape is written compact.
+const fn is_compact(shape: u8) -> bool {
+    shape & !S_VLEN == COMPACT_SHAPE && shape & S_VLEN <= 1
+}
+
+/// Header bytes for each shape, as written: a compact one has no shape
+/// byte (the top bit of a shape is unused).
 const HDR_LEN: [u8; 128] = {
     let mut t = [0u8; 128];
     let mut s = 0;
@@ -111,6 +137,9 @@ const HDR_LEN: [u8; 128] = {
         }
         if shape & S_EXP != 0 {
             n += 4;
+        }
+        if is_compact(shape) {
+            n -= 1;
         }
         t[s] = n as u8;
         s += 1;
@@ -127,26 +156,48 @@ const fn cas_width(code: u8) -> usize {
     }
 }
 
+/// The shape of the header that starts `b`: its shape byte, or the one
+/// its compact bits imply.
+#[inline]
+fn shape_of(b: &[u8]) -> u8 {
+    let bits = b[O_BITS];
+    if bits & COMPACT != 0 {
+        COMPACT_SHAPE | ((bits & C_VLEN2) >> C_VLEN2.trailing_zeros())
+    } else {
+        b[O_SHAPE] & 127
+    }
+}
+
+/// Offset of the key length: after the bits, and the shape byte if there
+/// is one.
+#[inline]
+fn klen_at(b: &[u8]) -> usize {
+    2 - usize::from(b[O_BITS] & COMPACT != 0)
+}
+
 /// The header length of the item whose header starts `b`; the key
 /// follows it.
 #[inline]
 pub(crate) fn hdr_len(b: &[u8]) -> usize {
-    usize::from(HDR_LEN[usize::from(b[O_SHAPE] & 127)])
+    usize::from(HDR_LEN[usize::from(shape_of(b))])
 }
 
 pub(crate) fn key_len(b: &[u8]) -> usize {
-    usize::from(b[O_KLEN])
+    usize::from(b[klen_at(b)])
 }
 
 fn value_width(b: &[u8]) -> usize {
-    usize::from(b[O_SHAPE] & S_VLEN) + 1
+    usize::from(shape_of(b) & S_VLEN) + 1
 }
 
 pub(crate) fn value_len(b: &[u8]) -> usize {
-    let mut x = [0u8; 4];
-    let w = value_width(b);
-    x[..w].copy_from_slice(&b[O_VLEN..O_VLEN + w]);
-    u32::from_le_bytes(x) as usize
+    rd(b, klen_at(b) + 1, value_width(b)) as usize
+}
+
+/// Give the item whose header starts `b` these item bits (as
+/// [`Header::bits`]), keeping its layout and whether it is [`DEAD`].
+pub(crate) fn set_bits(b: &mut [u8], bits: u8) {
+    b[O_BITS] = (b[O_BITS] & (FORMAT | DEAD)) | (bits & !(FORMAT | DEAD));
 }
 
 /// Total bytes of the item whose header starts `b`.
@@ -163,7 +214,7 @@ pub(crate) fn key(b: &[u8]) -> &[u8] {
 
 /// Offset of the access time: after the value length.
 fn time_at(b: &[u8]) -> usize {
-    O_VLEN + value_width(b)
+    klen_at(b) + 1 + value_width(b)
 }
 
 fn time_width(shape: u8) -> usize {
@@ -179,14 +230,32 @@ fn time_delta(time: u32, base: u32) -> Option<i16> {
     i16::try_from(i64::from(time) - i64::from(base)).ok()
 }
 
+/// The `n`-byte little-endian field at `at`. The widths every common
+/// header has (1, 2, 4) are loads of their own: a copy of a variable length
+/// is a call to `memcpy`, several per request (callgrind, benches/STORE.md).
+#[inline]
 fn rd(b: &[u8], at: usize, n: usize) -> u64 {
-    let mut x = [0u8; 8];
-    x[..n].copy_from_slice(&b[at..at + n]);
-    u64::from_le_bytes(x)
+    match n {
+        1 => u64::from(b[at]),
+        2 => u64::from(u16::from_le_bytes([b[at], b[at + 1]])),
+        4 => u64::from(u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])),
+        _ => {
+            let mut x = [0u8; 8];
+            x[..n].copy_from_slice(&b[at..at + n]);
+            u64::from_le_bytes(x)
+        }
+    }
 }
 
+/// Write `v`'s low `n` bytes at `at`, little-endian (as [`rd`] reads them).
+#[inline]
 fn wr(b: &mut [u8], at: usize, n: usize, v: u64) {
-    b[at..at + n].copy_from_slice(&v.to_le_bytes()[..n]);
+    match n {
+        1 => b[at] = v as u8,
+        2 => b[at..at + 2].copy_from_slice(&(v as u16).to_le_bytes()),
+        4 => b[at..at + 4].copy_from_slice(&(v as u32).to_le_bytes()),
+        _ => b[at..at + n].copy_from_slice(&v.to_le_bytes()[..n]),
+    }
 }
 
 /// Bytes of a value length.
@@ -238,7 +307,7 @@ impl Header {
     /// Decode the header that starts `b`, in a segment whose base is
     /// `base`.
     pub fn read(b: &[u8], base: Base) -> Header {
-        let shape = b[O_SHAPE];
+        let shape = shape_of(b);
         let mut at = time_at(b);
         let time = if shape & S_TIME != 0 {
             rd(b, at, 4) as u32
@@ -263,7 +332,7 @@ impl Header {
             n => base.cas + (rd(b, at, usize::from(n)) << CAS_SHARD_BITS),
         };
         Header {
-            bits: b[O_BITS] & !DEAD,
+            bits: b[O_BITS] & !(FORMAT | DEAD),
             flags,
             exptime,
             time,
@@ -301,9 +370,15 @@ impl Header {
     pub fn write_item(&self, b: &mut [u8], base: Base, whole: bool, key: &[u8], parts: [&[u8]; 2]) {
         let vlen = parts[0].len() + parts[1].len();
         let shape = self.shape(vlen, base, whole);
-        b[O_SHAPE] = shape;
-        b[O_KLEN] = u8::try_from(key.len()).unwrap_or(u8::MAX);
-        wr(b, O_VLEN, value_width(b), vlen as u64);
+        if is_compact(shape) {
+            b[O_BITS] = COMPACT | ((shape & S_VLEN) << C_VLEN2.trailing_zeros());
+        } else {
+            b[O_BITS] = 0;
+            b[O_SHAPE] = shape;
+        }
+        let at = klen_at(b);
+        b[at] = u8::try_from(key.len()).unwrap_or(u8::MAX);
+        wr(b, at + 1, value_width(b), vlen as u64);
         self.write_fields(b, base);
         let mut at = hdr_len(b);
         for p in [key, parts[0], parts[1]] {
@@ -317,7 +392,7 @@ impl Header {
     /// has: flags or an exptime it has no field for, or a CAS or access time
     /// its field cannot hold. Storing 0 in a field that is there is fine.
     pub fn rewrite(&self, b: &mut [u8], base: Base) -> bool {
-        let shape = b[O_SHAPE];
+        let shape = shape_of(b);
         if shape & S_TIME == 0 && time_delta(self.time, base.time).is_none() {
             return false;
         }
@@ -342,8 +417,8 @@ impl Header {
     /// Write bits, time and the optional fields per the shape already in
     /// `b`, which the caller made fit.
     fn write_fields(&self, b: &mut [u8], base: Base) {
-        let shape = b[O_SHAPE];
-        b[O_BITS] = self.bits & !DEAD;
+        let shape = shape_of(b);
+        b[O_BITS] = (b[O_BITS] & FORMAT) | (self.bits & !(FORMAT | DEAD));
         let mut at = time_at(b);
         if shape & S_TIME != 0 {
             wr(b, at, 4, u64::from(self.time));
@@ -375,11 +450,29 @@ impl Header {
     }
 }
 
-/// Header bytes of an item with no flags, no TTL, its access time as a
-/// distance and a one-byte CAS distance: the least an item with this value
-/// length takes.
-pub fn min_hdr(value_len: usize) -> usize {
-    3 + usize::from(width_of_len(value_len)) + 2 + 1
+/// Header bytes of the narrowest header an item with this value length
+/// takes, with or without client flags and an exptime: its access time
+/// and CAS as the shortest distances, compact if it can be.
+pub fn least_hdr(value_len: usize, flags: bool, exptime: bool) -> usize {
+    let mut shape = (width_of_len(value_len) - 1) | COMPACT_SHAPE;
+    if flags {
+        shape |= S_FLAGS;
+    }
+    if exptime {
+        shape |= S_EXP;
+    }
+    usize::from(HDR_LEN[usize::from(shape)])
+}
+
+/// Header bytes of the widest header an item with this value length, with
+/// or without client flags, can come to have: its access time and CAS
+/// whole, and an exptime field (a touch that clears a TTL keeps it).
+pub fn most_hdr(value_len: usize, flags: bool) -> usize {
+    let mut shape = (width_of_len(value_len) - 1) | S_TIME | S_EXP;
+    if flags {
+        shape |= S_FLAGS;
+    }
+    usize::from(HDR_LEN[usize::from(shape)])
 }
 
 #[cfg(test)]
@@ -462,12 +555,15 @@ mod tests {
                                     _ => 7,
                                 };
                                 let vw = usize::from(width_of_len(vlen));
+                                let compact =
+                                    flags == 0 && exptime == 0 && tw == 2 && cw == 1 && vw <= 2;
                                 let want = 3
                                     + vw
                                     + tw
                                     + if flags != 0 { 4 } else { 0 }
                                     + if exptime != 0 { 4 } else { 0 }
-                                    + cw;
+                                    + cw
+                                    - usize::from(compact);
                                 assert_eq!(len, want + key.len() + vlen, "{h:?} {base:?}");
                             }
                         }
@@ -478,7 +574,7 @@ mod tests {
     }
 
     #[test]
-    fn a_common_item_has_a_seven_byte_header() {
+    fn a_common_item_has_a_six_byte_header() {
         let h = Header {
             bits: 0,
             flags: 0,
@@ -486,9 +582,18 @@ mod tests {
             time: B.time + 5,
             cas: B.cas,
         };
-        assert_eq!(h.item_len(32, 100, B, false), 32 + 100 + 7);
-        assert_eq!(min_hdr(100), 7);
-        assert_eq!(h.item_len(32, 1000, B, false), 32 + 1000 + 8);
+        assert_eq!(h.item_len(32, 100, B, false), 32 + 100 + 6);
+        assert_eq!(least_hdr(100, false, false), 6);
+        assert_eq!(h.item_len(32, 1000, B, false), 32 + 1000 + 7);
+        // A 3-byte value length, or a 2-byte CAS distance, takes the shape
+        // byte.
+        assert_eq!(least_hdr(1 << 16, false, false), 3 + 3 + 2 + 1);
+        let later = Header {
+            cas: B.cas + 16 * 256,
+            ..h
+        };
+        assert_eq!(later.item_len(32, 100, B, false), 32 + 100 + 8);
+        assert_eq!(most_hdr(100, true), MAX_HDR - 2);
         let far = Header { time: 0, ..h };
         let all = Header {
             flags: 1,
@@ -511,7 +616,7 @@ mod tests {
             cas: B.cas + 16 * 10,
         };
         let len = h.item_len(1, 1, B, false);
-        assert_eq!(len, 1 + 1 + 7, "a one-byte CAS distance");
+        assert_eq!(len, 1 + 1 + 6, "compact: a one-byte CAS distance");
         let mut b = vec![0u8; len];
         h.write_item(&mut b, B, false, b"k", [b"v", b""]);
         let before = b.clone();
@@ -566,6 +671,35 @@ mod tests {
         assert!(ok.rewrite(&mut b, B));
         assert_eq!(Header::read(&b, B), ok);
         assert_eq!(item_len(&b), len, "same shape, same length");
+    }
+
+    #[test]
+    fn item_bits_keep_the_layout() {
+        for vlen in [100, 1000] {
+            let h = Header {
+                bits: 0,
+                flags: 0,
+                exptime: 0,
+                time: B.time,
+                cas: B.cas,
+            };
+            let value = vec![b'v'; vlen];
+            let len = h.item_len(3, vlen, B, false);
+            let mut b = vec![0u8; len];
+            h.write_item(&mut b, B, false, b"key", [&value, b""]);
+            assert_ne!(b[O_BITS] & COMPACT, 0);
+            let all = FETCHED | STALE | TOKEN_SENT | 0x18;
+            set_bits(&mut b, all);
+            let with = Header { bits: all, ..h };
+            assert_eq!(Header::read(&b, B), with);
+            assert_eq!(
+                (key(&b), value_len(&b), item_len(&b)),
+                (&b"key"[..], vlen, len)
+            );
+            assert!(Header { bits: 0, ..with }.rewrite(&mut b, B));
+            assert_eq!(Header::read(&b, B), h);
+            assert_eq!(item_len(&b), len);
+        }
     }
 
     #[test]

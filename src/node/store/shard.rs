@@ -39,7 +39,8 @@ use std::hash::BuildHasher;
 use hashbrown::HashTable;
 
 use super::header::{
-    self, item_len, min_hdr, Base, Header, CAS_MASK, CAS_SHARD_BITS, DEAD, MAX_HDR, O_BITS,
+    self, item_len, least_hdr, most_hdr, Base, Header, CAS_MASK, CAS_SHARD_BITS, DEAD, MAX_HDR,
+    O_BITS,
 };
 
 /// The eviction credit: reads since the item last moved, saturating at 3.
@@ -55,11 +56,12 @@ pub const INDEX_SLOT_CHARGE: usize = 8;
 pub const MAX_VERSION: u64 = CAS_MASK - (1 << CAS_SHARD_BITS);
 
 /// The bytes an item with this key and value length is charged in the
-/// common case: no client flags, no TTL, a one-byte CAS distance (see
-/// [`header`](super::header)), plus its share of the index. Flags and a TTL
-/// add 4 bytes each; a CAS stored whole adds up to 6.
+/// common case: no client flags, no TTL, a one-byte CAS distance, so a
+/// compact header (see [`header`](super::header)), plus its share of the
+/// index. Flags and a TTL add 4 bytes each and the shape byte; a CAS
+/// stored whole adds up to 6 and the shape byte.
 pub fn charge(key_len: usize, value_len: usize) -> usize {
-    key_len + value_len + min_hdr(value_len) + INDEX_SLOT_CHARGE
+    key_len + value_len + least_hdr(value_len, false, false) + INDEX_SLOT_CHARGE
 }
 
 /// The most an item with this key and value length can be charged: every
@@ -74,10 +76,11 @@ pub fn max_charge(key_len: usize, value_len: usize) -> usize {
 /// time 2 or 4, and an exptime field stays, holding 0, when a touch clears
 /// the TTL of an item that had one.
 pub fn charge_range(key_len: usize, value_len: usize, flags: u32, exptime: u32) -> (usize, usize) {
-    let fields = if flags != 0 { 4 } else { 0 } + if exptime != 0 { 4 } else { 0 };
-    let least = charge(key_len, value_len) + fields;
-    let cleared_ttl = if exptime == 0 { 4 } else { 0 };
-    (least, least + 6 + 2 + cleared_ttl)
+    let item = key_len + value_len + INDEX_SLOT_CHARGE;
+    (
+        item + least_hdr(value_len, flags != 0, exptime != 0),
+        item + most_hdr(value_len, flags != 0),
+    )
 }
 
 /// Offset bits in a locator; segments are at most `1 << OFF_BITS` bytes
@@ -410,22 +413,30 @@ impl<S: BuildHasher> Shard<S> {
         self.seg_bytes + self.items * INDEX_SLOT_CHARGE
     }
 
+    /// The segment's bytes from the item at `l` on. What reads only a
+    /// field or the key starts from, without first working out where the
+    /// item ends (a lookup's every probe reads a key).
+    fn from(&self, l: u32) -> &[u8] {
+        &self.segs[seg_of(l)].data[off_of(l)..]
+    }
+
     fn item(&self, l: u32) -> &[u8] {
-        let b = &self.segs[seg_of(l)].data[off_of(l)..];
+        let b = self.from(l);
         &b[..item_len(b)]
     }
 
     pub fn key(&self, l: u32) -> &[u8] {
-        header::key(self.item(l))
+        header::key(self.from(l))
     }
 
     pub fn value(&self, l: u32) -> &[u8] {
-        let b = self.item(l);
-        &b[header::hdr_len(b) + header::key_len(b)..]
+        let b = self.from(l);
+        let at = header::hdr_len(b) + header::key_len(b);
+        &b[at..at + header::value_len(b)]
     }
 
     pub fn header(&self, l: u32) -> Header {
-        Header::read(self.item(l), self.segs[seg_of(l)].base)
+        Header::read(self.from(l), self.segs[seg_of(l)].base)
     }
 
     /// Rewrite an item's header in place (touch, bump, invalidation) if its
@@ -872,7 +883,7 @@ impl<S: BuildHasher> Shard<S> {
                     Fate::Keep(bits) => {
                         let at = scratch.len();
                         scratch.extend_from_slice(&b[..len]);
-                        scratch[at + O_BITS] = bits;
+                        header::set_bits(&mut scratch[at..], bits);
                         kept.push((l, at, len));
                     }
                     f => {
@@ -1244,14 +1255,14 @@ mod tests {
     }
 
     #[test]
-    fn a_common_item_costs_its_bytes_plus_15() {
-        // 7 bytes of header (bits, shape, key length, value length, a
+    fn a_common_item_costs_its_bytes_plus_14() {
+        // 6 bytes of compact header (bits, key length, value length, a
         // 2-byte access time and a one-byte CAS distance) and 8 of index.
-        assert_eq!(charge(32, 100), 32 + 100 + 15);
-        assert_eq!(charge(32, 1000), 32 + 1000 + 16);
+        assert_eq!(charge(32, 100), 32 + 100 + 14);
+        assert_eq!(charge(32, 1000), 32 + 1000 + 15);
         assert_eq!(max_charge(32, 100), 32 + 100 + 33);
         assert_eq!(charge_range(32, 100, 1, 1), (32 + 100 + 23, 32 + 100 + 31));
-        assert_eq!(charge_range(32, 100, 0, 0), (32 + 100 + 15, 32 + 100 + 27));
+        assert_eq!(charge_range(32, 100, 0, 0), (32 + 100 + 14, 32 + 100 + 27));
         let mut s = Shard::new(64 << 20, RandomState::new(), 0);
         put(&mut s, "k", &[b'v'; 100]);
         assert_eq!(s.bytes(), charge(1, 100));
@@ -1301,7 +1312,11 @@ mod tests {
         let l3 = s.find(hash, b"a").expect("copied");
         assert_ne!(l3, l);
         assert_eq!((s.header(l3), s.value(l3)), (h3, &b"124"[..]));
-        assert_eq!(s.bytes(), bytes + 4 + 6, "a TTL field, a whole CAS");
+        assert_eq!(
+            s.bytes(),
+            bytes + 1 + 4 + 6,
+            "a shape byte, a TTL field, a whole CAS"
+        );
         s.check();
         // Now any CAS fits in place.
         let h4 = Header { cas: 1 << 40, ..h3 };

@@ -422,10 +422,11 @@ fn item_larger_than_the_budget_is_out_of_memory() {
 }
 
 /// One shard holding ten 100-byte items with 2-byte keys (one of them with
-/// a TTL, which takes 4 bytes more).
+/// a TTL, which takes 5 bytes more: the exptime and the shape byte a
+/// compact header leaves out).
 fn ten_item_store() -> (Store, Arc<CacheStats>) {
     let stats = Arc::new(CacheStats::default());
-    let s = Store::new(10 * charge(2, 100) + 4, 1000, stats.clone());
+    let s = Store::new(10 * charge(2, 100) + 5, 1000, stats.clone());
     assert_eq!(s.shards.len(), 1);
     (s, stats)
 }
@@ -813,8 +814,9 @@ fn meta_debug_reports_item_metadata() {
     let Response::MetaDebug(Some(fields)) = r else {
         panic!("{r:?}")
     };
-    // No flags, a TTL (4 bytes), the CAS one byte above its segment's base.
-    let size = (charge(1, 100) + 4).to_string();
+    // No flags, a TTL (4 bytes, and the shape byte), the CAS one byte above
+    // its segment's base.
+    let size = (charge(1, 100) + 5).to_string();
     let want = [
         ("exp", "55"),
         ("la", "3"),
@@ -1224,13 +1226,17 @@ fn in_place_incr_gives_a_new_cas_whether_or_not_it_moves() {
     };
     assert_eq!(value, 102);
     assert!(c2 > c1);
-    assert_eq!(size_of(&s, "n"), charge(1, 3) + 6, "CAS whole");
+    assert_eq!(
+        size_of(&s, "n"),
+        charge(1, 3) + 1 + 6,
+        "shape byte, CAS whole"
+    );
     let Response::Number { cas: c3, .. } = s.execute(&Command::Arith(arith("n", false, 100)), NOW)
     else {
         panic!()
     };
     assert!(c3 > c2);
-    assert_eq!(size_of(&s, "n"), charge(1, 3) + 6);
+    assert_eq!(size_of(&s, "n"), charge(1, 3) + 1 + 6);
     let f = get(&s, "n", NOW).expect("hit");
     assert_eq!((&f.data[..], f.cas), (&b"2  "[..], c3), "padded in place");
     for old in [c0, c1, c2] {
@@ -1304,8 +1310,9 @@ fn last_access_stays_exact_past_what_two_bytes_hold() {
     assert_eq!((f.last_access, f.cas, &f.data[..]), (7, cas, &b"v"[..]));
     assert!(f.fetched);
     // Copied, to the same write segment (nothing else was written): its
-    // CAS and its time whole, so the next bumps are in place.
-    assert_eq!(size_of(&s, "k"), small + 6 + 2);
+    // CAS and its time whole (and so a shape byte), so the next bumps are
+    // in place.
+    assert_eq!(size_of(&s, "k"), small + 1 + 6 + 2);
     let f = get_with(&s, peek, later + 100_000).expect("hit");
     assert_eq!(f.last_access, 100_000);
     assert!(cas_set(&s, "k", b"w", cas, later));
@@ -1313,7 +1320,7 @@ fn last_access_stays_exact_past_what_two_bytes_hold() {
 
 #[test]
 fn a_full_cache_holds_more_small_items_than_the_fixed_header_did() {
-    // 32-byte keys, 100-byte values: 147 to 148 bytes each now (was 164).
+    // 32-byte keys, 100-byte values: 146 to 148 bytes each now (was 164).
     let stats = Arc::new(CacheStats::default());
     let s = Store::new(16 * MB, MB, stats);
     for i in 0..200_000 {
@@ -1321,7 +1328,7 @@ fn a_full_cache_holds_more_small_items_than_the_fixed_header_did() {
     }
     let u = s.usage();
     let per_item = u.bytes as f64 / u.items as f64;
-    assert!(per_item < 149.0, "{per_item}");
+    assert!(per_item < 148.0, "{per_item}");
     assert!(u.items > (16 * MB / 164) as u64 * 108 / 100, "{u:?}");
 }
 

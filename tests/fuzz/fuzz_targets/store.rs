@@ -5,8 +5,8 @@
 //! Byte 0 picks the budget: a large one, in which nothing is ever evicted
 //! and every reply, value, flag and CAS must be the model's, and `usage()`
 //! must count exactly the model's items and each within the charges its
-//! key, value, flags and TTL allow (the CAS field takes 1 to 7 bytes); or a
-//! small one (a few
+//! key, value, flags and TTL allow (the CAS field takes 1 to 7 bytes, and
+//! a compact header has no shape byte); or a small one (a few
 //! KiB to a few hundred), in which items may be evicted at any time. There
 //! a reply may also be what the model gives without the key (the item was
 //! evicted; the model then forgets it), but a hit must still be the
