@@ -1696,3 +1696,57 @@ async fn with_two_replicas_a_cas_token_outlives_the_node_that_gave_it() {
     let (reply, _) = client.call("get cas-key\r\n").await;
     assert_eq!(reply, Reply::Values(vec![("cas-key".into(), "v2".into())]));
 }
+
+/// `--replicas 2`: a client that leaves while its writes wait for their
+/// first replica does not leave the key's replicas holding different
+/// values. The first node is stopped while the client pipelines writes of
+/// its keys, behind two large reads that reach the client unread; the
+/// client then closes (a reset, for its unread replies), which ends its
+/// session at once. Once the node continues, each write it takes is still
+/// given to the key's second replica: with the first killed, every key
+/// reads back as before, not as the value it had before the writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_two_replicas_a_client_that_leaves_mid_write_leaves_the_replicas_equal() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::new();
+    let keys: Vec<String> = (0..900).map(|i| format!("vk{i}")).collect();
+    let (mut nodes, proxy) = replicated(dir.path(), &pki, &keys, &[]).await;
+    let ring = ring(&named(nodes.iter().map(|n| n.addr("tls"))));
+    let first: Vec<String> = keys
+        .iter()
+        .filter(|k| ring.locate(k.as_bytes()) == 0)
+        .cloned()
+        .collect();
+    let big = (0..)
+        .map(|i| format!("big{i}"))
+        .find(|k| ring.locate(k.as_bytes()) != 0)
+        .unwrap();
+    let mut client = Text::connect(proxy.addr("client")).await;
+    let value = "b".repeat(200_000);
+    let (reply, _) = client
+        .call(&format!("set {big} 0 0 {}\r\n{value}\r\n", value.len()))
+        .await;
+    assert_eq!(reply, Reply::Stored);
+    kill(nodes[0].pid(), "STOP");
+    let mut requests = format!("get {big}\r\nget {big}\r\n");
+    for key in &first {
+        requests.push_str(&format!("set {key} 0 0 2\r\nv2\r\n"));
+    }
+    let mut leaving = TcpStream::connect(proxy.addr("client")).await.unwrap();
+    leaving.write_all(requests.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(leaving);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    kill(nodes[0].pid(), "CONT");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = read_all(&mut client, &first).await;
+    let written = before.iter().filter(|v| v.as_deref() == Some("v2")).count();
+    eprintln!("{written} of {} writes taken", first.len());
+    assert!(written > 0, "no write arrived");
+    nodes[0].kill();
+    let after = read_all(&mut client, &first).await;
+    for (i, key) in first.iter().enumerate() {
+        assert_eq!(after[i], before[i], "{key}: its second replica differs");
+    }
+}
