@@ -250,15 +250,7 @@ declare -A port=([direct]=$direct [twemproxy]=$tw [stunnel]=$st [memgate-memcach
 lat_paths=("${paths[@]}" memgate-nodes-poll)
 
 # ---------------------------------------------------------------- the tools
-cat > "$work/mix.cfg" <<'CFG'
-key
-16 16 1
-value
-100 100 1
-cmd
-0 0.1
-1 0.9
-CFG
+memcaslap_mix "$work/mix.cfg"
 sed 's/^0 0.1$/0 1/; s/^1 0.9$/1 0/' "$work/mix.cfg" > "$work/fill.cfg"
 keys=10000
 bench_args=(--protocol text --value-size 100)

@@ -12,9 +12,10 @@ cache_toml() {
 # free_port: a TCP port on 127.0.0.1 that was free a moment ago.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# wait_port PORT: until something listens there (5 s at most).
+# wait_port PORT [SECONDS]: until something listens there (5 s at most,
+# or SECONDS: a server under valgrind takes longer).
 wait_port() {
-  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done
+  for _ in $(seq $((${2:-5} * 20))); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done
   echo "$(basename "$0"): port $1 never opened" >&2; exit 1
 }
 
@@ -36,4 +37,10 @@ cleanup() {
   for p in "${pids[@]}"; do kill -CONT "$p" 2>/dev/null || true; kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -rf "$work"
+}
+
+# memcaslap_mix FILE: memcaslap's configuration for the node's CPU
+# benchmarks: 16-byte keys, 100-byte values, 90% get / 10% set.
+memcaslap_mix() {
+  printf 'key\n16 16 1\nvalue\n100 100 1\ncmd\n0 0.1\n1 0.9\n' > "$1"
 }

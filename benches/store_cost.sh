@@ -33,6 +33,8 @@
 # counterpart of).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=benches/lib.sh
+source "$repo/benches/lib.sh"
 bin=$repo/target/release/memgate
 requests=100000
 rounds=5
@@ -56,19 +58,8 @@ while [ $# -gt 0 ]; do
 done
 work=$(mktemp -d)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
-cat > "$work/mix.cfg" <<'CFG'
-key
-16 16 1
-value
-100 100 1
-cmd
-0 0.1
-1 0.9
-CFG
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 600); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
+memcaslap_mix "$work/mix.cfg"
 stats() { # port -> "cmd_get cmd_set get_hits"
   exec 3<>/dev/tcp/127.0.0.1/"$1"
   printf 'stats\r\nquit\r\n' >&3
@@ -79,18 +70,19 @@ stats() { # port -> "cmd_get cmd_set get_hits"
 cpu() { awk '{print $14, $15}' /proc/"$1"/stat; } # utime stime, in ticks
 clk=$(getconf CLK_TCK)
 
-# start NAME WRAPPER... -> "pid port" of a server (WRAPPER: valgrind or none)
+# start NAME WRAPPER...: a server (WRAPPER: valgrind or none), its pid and
+# port in $pid and $port. Not run in a subshell, so that $pids keeps it for
+# cleanup.
 start() {
-  local name=$1 port; shift
+  local name=$1; shift
   port=$(free_port)
   if [ "$name" = memcached ]; then
     (ulimit -n 1024; exec "$@" memcached -p "$port" -l 127.0.0.1 -U 0 -m 1024 -t 4 -c 1012 -u root) >"$work/$name.log" 2>&1 &
   else
     MEMGATE_LOG=warn "$@" "$bin" node --memory-limit 1GiB --insecure-no-auth --listen 127.0.0.1:"$port" ${node_args[@]+"${node_args[@]}"} >"$work/$name.log" 2>&1 &
   fi
-  local pid=$!; pids+=("$pid")
-  wait_port "$port"
-  echo "$pid $port"
+  pid=$!; pids+=("$pid")
+  wait_port "$port" 30
 }
 
 # load NAME PORT PIN -> runs the load NAME (memcaslap or bench-pP) against
@@ -132,7 +124,7 @@ results=$work/results
 if [ "$callgrind" = 1 ]; then
   fixed=1
   for s in memcached memgate; do
-    read -r pid port <<<"$(start "$s" valgrind --tool=callgrind --callgrind-out-file="$work/cg.$s.%p")"
+    start "$s" valgrind --tool=callgrind --callgrind-out-file="$work/cg.$s.%p"
     prefill "$port"
     for l in "${loads[@]}"; do
       before=$(stats "$port")
@@ -153,8 +145,8 @@ if [ "$callgrind" = 1 ]; then
 fi
 
 fixed=0
-read -r mpid mport <<<"$(start memcached)"
-read -r npid nport <<<"$(start memgate)"
+start memcached; mpid=$pid mport=$port
+start memgate; npid=$pid nport=$port
 taskset -apc 0 "$mpid" >/dev/null; taskset -apc 0 "$npid" >/dev/null
 prefill "$mport"; prefill "$nport"
 for r in $(seq "$rounds"); do

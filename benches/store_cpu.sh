@@ -21,6 +21,8 @@
 # error reply is not a hit), or the script stops.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=benches/lib.sh
+source "$repo/benches/lib.sh"
 rounds=3
 duration=10
 bin=$repo/target/release/memgate
@@ -34,19 +36,8 @@ while [ $# -gt 0 ]; do
 done
 work=$(mktemp -d)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
-cat > "$work/mix.cfg" <<'CFG'
-key
-16 16 1
-value
-100 100 1
-cmd
-0 0.1
-1 0.9
-CFG
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
+memcaslap_mix "$work/mix.cfg"
 ticks() { awk '{print $14 + $15}' /proc/"$1"/stat; }
 get_hits() { # port -> the server's get_hits
   exec 3<>/dev/tcp/127.0.0.1/"$1"

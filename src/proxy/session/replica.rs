@@ -676,27 +676,28 @@ pub(super) fn write_now(
             Role::WriteOnly => i > 0,
             Role::Down => false,
         };
+        // A connection picked now is pinned once every replica has one.
         let conn = match pins.get(node) {
-            Some(conn) => Some(conn.clone()),
-            None => node.live_connection(),
+            Some(conn) => Some((conn.clone(), false)),
+            None => node.live_connection().map(|conn| (conn, true)),
         };
         match conn {
-            Some(conn) if usable => nodes.push((node, conn)),
+            Some((conn, picked)) if usable => nodes.push((node, conn, picked)),
             _ => return Now::Declined(command, frame),
         }
     }
-    for (node, conn) in &nodes {
-        if pins.get(node).is_none() {
+    for (node, conn, picked) in &nodes {
+        if *picked {
             pins.pin(cluster.generation, node, conn.clone());
         }
     }
-    let key = key.clone();
-    let done = pins.wait_for(&key);
-    let timeout = cluster.settings.request_timeout;
-    let mut nodes = nodes.into_iter();
+    let mut nodes = nodes.into_iter().map(|(node, conn, _)| (node, conn));
     let Some((authority, conn)) = nodes.next() else {
         return Now::Declined(command, frame);
     };
+    let key = key.clone();
+    let done = pins.wait_for(&key);
+    let timeout = cluster.settings.request_timeout;
     let (command, upstream_frame, part) =
         to_authority(authority, conn, command, &frame, now, timeout);
     let written = Written {
