@@ -83,16 +83,23 @@ impl Pins {
         self.waited_on.iter().any(|(k, _)| k.as_ref() == key)
     }
 
-    /// This client reads `key` through replicas, as one request.
-    pub fn reading(&mut self, key: &[u8]) {
-        self.reads.push(key_hash(key));
+    /// This client reads the key of hash `hash` (`Pins::hash`) through
+    /// replicas, as one request.
+    pub fn reading(&mut self, hash: u64) {
+        self.reads.push(hash);
     }
 
     /// Whether this client may have a read of `key` in flight (`reading`):
     /// a write of it must wait for it. A hash that collides makes a write
     /// wait for nothing, never the reverse.
     pub fn reads(&self, key: &[u8]) -> bool {
-        !self.reads.is_empty() && self.reads.contains(&key_hash(key))
+        !self.reads.is_empty() && self.reads.contains(&Pins::hash(key))
+    }
+
+    /// A key's hash, as `reading` takes it.
+    pub fn hash(key: &[u8]) -> u64 {
+        use std::hash::BuildHasher;
+        foldhash::fast::FixedState::default().hash_one(key)
     }
 
     /// Later requests of `key` wait for this one; it sets the flag
@@ -121,9 +128,4 @@ impl Pins {
             None => self.by_node.push((Arc::clone(node), conn)),
         }
     }
-}
-
-fn key_hash(key: &[u8]) -> u64 {
-    use std::hash::BuildHasher;
-    foldhash::fast::FixedState::default().hash_one(key)
 }

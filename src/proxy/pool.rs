@@ -573,13 +573,13 @@ impl Upstream {
         command: Command,
         timeout: Duration,
     ) -> impl std::future::Future<Output = Option<Response>> + '_ {
-        let sent = conn.send(command, internal_frame(), std::time::Instant::now());
+        let sent = conn.send(command, &internal_frame(), std::time::Instant::now());
         async move {
-            let reply = sent.map_err(|error| self.failed(&error)).ok()?;
+            let reply = sent.map_err(|no| self.failed(&no.error)).ok()?;
             match tokio::time::timeout(timeout, reply).await {
                 Ok(Ok(Ok(response))) => Some(response),
-                Ok(Ok(Err(error))) => {
-                    self.failed(&error);
+                Ok(Ok(Err(no))) => {
+                    self.failed(&no.error);
                     None
                 }
                 _ => {
@@ -653,7 +653,7 @@ mod tests {
         for _ in 0..n {
             let frame = super::super::upstream::internal_frame();
             pending.push(
-                conn.send(Command::Noop, frame, std::time::Instant::now())
+                conn.send(Command::Noop, &frame, std::time::Instant::now())
                     .unwrap(),
             );
         }

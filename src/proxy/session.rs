@@ -26,7 +26,7 @@ use super::drain::Signal;
 use super::pins::Pins;
 use super::pool::{Cluster, Failover, Upstream};
 use super::stats;
-use super::upstream::{internal_frame, PendingReply, UpstreamError};
+use super::upstream::{internal_frame, NoReply, PendingReply, UpstreamError};
 use super::ProxyShared;
 use crate::metrics as m;
 use crate::protocol::input::{self, Input, Next, FLUSH_THRESHOLD};
@@ -49,9 +49,10 @@ enum Pending {
         part: Part,
         /// Its deadline passed while it waited.
         expired: bool,
-        /// A replicated read to try on the key's next replica if this one
-        /// fails (`replica::Again`).
-        again: Option<Box<replica::Again>>,
+        /// For a replicated read, the cluster it was routed by: it is tried
+        /// on the key's next replica there if this one fails
+        /// (`replica::Again`).
+        retry: Option<Arc<Cluster>>,
     },
     /// Several upstream requests merged into one reply (a multi-key get,
     /// `stats`, `flush_all`): a future of its own, which keeps its own time.
@@ -74,7 +75,7 @@ enum End {
     /// It was known all along (`Ready`, or a request that never started).
     Known,
     /// Its upstream reply, or the loss of its connection.
-    Replied(Result<Result<Response, UpstreamError>, RecvError>),
+    Replied(Result<super::upstream::Replied, RecvError>),
     /// Its deadline passed first.
     TimedOut,
     /// A merged reply, complete.
@@ -145,24 +146,29 @@ impl Pending {
         let Pending::Single {
             head,
             part,
-            again: Some(again),
+            retry: Some(cluster),
             ..
         } = self
         else {
             return Ok(self.into_reply(end, now));
         };
-        match part.settle(end, now) {
-            Err(error) if replica::failure_of_node(&error) => Err(Box::pin(async move {
-                let response = again.run().await.unwrap_or_else(error_response);
-                ClientReply {
-                    head,
-                    response,
-                    close: false,
-                }
-            })),
+        match part.settle_keeping(end, now) {
+            Err((error, Some(again))) if replica::failure_of_node(&error) => {
+                let frame = head.frame.clone();
+                Err(Box::pin(async move {
+                    let response = again.run(cluster, frame).await;
+                    ClientReply {
+                        head,
+                        response: response.unwrap_or_else(error_response),
+                        close: false,
+                    }
+                }))
+            }
             result => Ok(ClientReply {
                 head,
-                response: result.unwrap_or_else(error_response),
+                response: result
+                    .map_err(|(error, _)| error)
+                    .unwrap_or_else(error_response),
                 close: false,
             }),
         }
@@ -324,7 +330,7 @@ where
                             &mut now,
                         ))
                         .await
-                        .outcome()
+                        .outcome(&internal_frame())
                         .await;
                     }
                     let head = Head {
@@ -609,7 +615,7 @@ async fn dispatch(
                 let part = match plain {
                     true => Routed::Plain(start_routed(cluster, one, frame, pins, &mut now).await),
                     false => match replica::steady_now(cluster, one, frame, pins, now) {
-                        replica::Now::Sent((part, again)) => Routed::Steady(part, again),
+                        replica::Now::Sent(part) => Routed::Steady(part, Arc::clone(cluster)),
                         replica::Now::Declined(one, frame) => {
                             Box::pin(start_keyed(cluster, one, frame, pins, &mut now)).await
                         }
@@ -621,7 +627,7 @@ async fn dispatch(
                 let mut items: Vec<Option<Found>> = Vec::with_capacity(parts.len());
                 let mut failure = None;
                 for part in parts {
-                    match part.outcome().await {
+                    match part.outcome(&head.frame).await {
                         Ok(Response::Get(mut found)) => items.push(found.pop().flatten()),
                         Ok(other) => {
                             failure.get_or_insert(other);
@@ -662,17 +668,17 @@ async fn dispatch(
                     head,
                     part,
                     expired: false,
-                    again: None,
+                    retry: None,
                 };
             }
             // A replicated read as one request, as an unreplicated one is.
             let (command, frame) = match replica::steady_now(cluster, command, frame, pins, now) {
-                replica::Now::Sent((part, again)) => {
+                replica::Now::Sent(part) => {
                     return Pending::Single {
                         head,
                         part,
                         expired: false,
-                        again: Some(again),
+                        retry: Some(Arc::clone(cluster)),
                     }
                 }
                 replica::Now::Declined(command, frame) => (command, frame),
@@ -690,13 +696,13 @@ async fn dispatch(
                     head,
                     part,
                     expired: false,
-                    again: None,
+                    retry: None,
                 },
-                Routed::Steady(part, again) => Pending::Single {
+                Routed::Steady(part, cluster) => Pending::Single {
                     head,
                     part,
                     expired: false,
-                    again: Some(again),
+                    retry: Some(cluster),
                 },
                 Routed::Moved(outcome) => Pending::Merged(Box::pin(async move {
                     ClientReply {
@@ -736,18 +742,23 @@ enum Routed {
     /// Started on its replicas, to be polled as its replies come in
     /// (`Running`).
     Running(moved::Outcome),
-    /// A replicated read on one replica, tried on the next if it fails.
-    Steady(Part, Box<replica::Again>),
+    /// A replicated read on one replica, tried on the next if it fails,
+    /// with the cluster it was routed by.
+    Steady(Part, Arc<Cluster>),
 }
 
 impl Routed {
-    async fn outcome(self) -> Result<Response, UpstreamError> {
+    /// The reply; `frame` is the request's, for a replicated read tried
+    /// again.
+    async fn outcome(self, frame: &Frame) -> Result<Response, UpstreamError> {
         match self {
             Routed::Plain(part) => part.outcome().await,
             Routed::Moved(outcome) | Routed::Running(outcome) => outcome.await,
-            Routed::Steady(part, again) => match part.outcome().await {
-                Err(error) if replica::failure_of_node(&error) => again.run().await,
-                other => other,
+            Routed::Steady(part, cluster) => match part.outcome_keeping().await {
+                Err((error, Some(again))) if replica::failure_of_node(&error) => {
+                    again.run(cluster, frame.clone()).await
+                }
+                other => other.map_err(|(error, _)| error),
             },
         }
     }
@@ -882,17 +893,27 @@ fn send(
     sent: Instant,
     timeout: std::time::Duration,
 ) -> Part {
-    let deadline = sent + timeout;
-    match conn.send(command, frame, sent) {
-        Ok(reply) => Part::Waiting {
-            node: Arc::clone(node),
-            conn,
-            reply,
-            sent,
-            deadline,
-        },
-        Err(error) => Part::Failed(error),
-    }
+    try_send(node, conn, command, &frame, sent, timeout)
+        .unwrap_or_else(|unsent| Part::Failed(unsent.error))
+}
+
+/// `send`, which hands the command back if it could not be sent.
+fn try_send(
+    node: &Arc<Upstream>,
+    conn: super::upstream::Connection,
+    command: Command,
+    frame: &Frame,
+    sent: Instant,
+    timeout: std::time::Duration,
+) -> Result<Part, NoReply> {
+    let reply = conn.send(command, frame, sent)?;
+    Ok(Part::Waiting {
+        node: Arc::clone(node),
+        conn,
+        reply,
+        sent,
+        deadline: sent + timeout,
+    })
 }
 
 /// What a client gets for a request its node's protocol cannot carry: the
@@ -926,8 +947,16 @@ impl Part {
     /// Wait for the reply, until the part's deadline at most (for the
     /// merged replies; a single one is polled in place by the session).
     async fn outcome(self) -> Result<Response, UpstreamError> {
+        self.outcome_keeping().await.map_err(|(error, _)| error)
+    }
+
+    /// `outcome`, as `settle_keeping` gives it.
+    async fn outcome_keeping(
+        mut self,
+    ) -> Result<Response, (UpstreamError, Option<replica::Again>)> {
         let timer = std::pin::pin!(tokio::time::sleep_until(self.deadline().into()));
-        self.outcome_timed(timer).await
+        let end = self.end_timed(timer).await;
+        self.settle_keeping(end, Instant::now())
     }
 
     /// `outcome`, timed by `timer`, which is reset to the part's deadline:
@@ -936,9 +965,16 @@ impl Part {
     /// setting up another).
     async fn outcome_timed(
         mut self,
-        mut timer: Pin<&mut tokio::time::Sleep>,
+        timer: Pin<&mut tokio::time::Sleep>,
     ) -> Result<Response, UpstreamError> {
-        let end = match &mut self {
+        let end = self.end_timed(timer).await;
+        self.settle(end, Instant::now())
+    }
+
+    /// Wait for the reply, or for the part's deadline, which `timer` is
+    /// reset to.
+    async fn end_timed(&mut self, mut timer: Pin<&mut tokio::time::Sleep>) -> End {
+        match self {
             Part::Failed(_) => End::Known,
             Part::Waiting {
                 reply, deadline, ..
@@ -950,8 +986,7 @@ impl Part {
                 })
                 .await
             }
-        };
-        self.settle(end, Instant::now())
+        }
     }
 
     /// When the part times out (now, if it never went out).
@@ -964,38 +999,67 @@ impl Part {
 
     /// The reply, or why there is none (counted against the node).
     fn settle(self, end: End, now: Instant) -> Result<Response, UpstreamError> {
-        let (node, conn, sent, deadline) = match self {
-            Part::Failed(error) => return Err(error),
+        self.settle_keeping(end, now).map_err(|(error, _)| error)
+    }
+
+    /// `settle`, which also gives back what it takes to try the command on
+    /// another node when its connection handed it back (`NoReply`).
+    fn settle_keeping(
+        self,
+        end: End,
+        now: Instant,
+    ) -> Result<Response, (UpstreamError, Option<replica::Again>)> {
+        let (node, conn, mut reply, sent, deadline) = match self {
+            Part::Failed(error) => return Err((error, None)),
             Part::Waiting {
                 node,
                 conn,
+                reply,
                 sent,
                 deadline,
-                ..
-            } => (node, conn, sent, deadline),
+            } => (node, conn, reply, sent, deadline),
         };
         node.upstream_latency
             .record(now.saturating_duration_since(sent).as_secs_f64());
         node.upstream_requests.increment(1);
         let name = || node.target.name.clone();
-        let error = match end {
+        let (error, command) = match end {
             End::Replied(Ok(Ok(response))) => return Ok(response),
-            End::Replied(Ok(Err(error))) => error,
-            End::Replied(Err(_)) | End::Known | End::Merged(_) | End::Ran => UpstreamError::Io {
-                node: name(),
-                reason: "connection closed".into(),
-            },
+            End::Replied(Ok(Err(NoReply { error, command }))) => (error, command),
+            End::Replied(Err(_)) | End::Known | End::Merged(_) | End::Ran => {
+                let reason = "connection closed".into();
+                (
+                    UpstreamError::Io {
+                        node: name(),
+                        reason,
+                    },
+                    None,
+                )
+            }
             End::TimedOut => {
                 // A connection with a request lost in it is never reused.
                 conn.close();
-                UpstreamError::Timeout {
-                    node: name(),
-                    timeout: deadline.saturating_duration_since(sent),
-                }
+                // Closing it failed the request, which handed its command
+                // back; unless the reply came in meanwhile.
+                let command = match reply.try_recv() {
+                    Ok(Ok(response)) => return Ok(response),
+                    Ok(Err(no_reply)) => no_reply.command,
+                    Err(_) => None,
+                };
+                let timeout = deadline.saturating_duration_since(sent);
+                (
+                    UpstreamError::Timeout {
+                        node: name(),
+                        timeout,
+                    },
+                    command,
+                )
             }
         };
         node.failed(&error);
-        Err(error.on(&node.target.name))
+        let error = error.on(&node.target.name);
+        let again = command.map(|command| replica::Again::new(command, node));
+        Err((error, again))
     }
 }
 

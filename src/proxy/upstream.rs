@@ -40,7 +40,7 @@ mod writer;
 pub use connection::Connection;
 pub use detect::announce;
 pub use error::UpstreamError;
-pub use inflight::PendingReply;
+pub use inflight::{NoReply, PendingReply, Replied};
 pub use settings::{Settings, Target, UpstreamProtocol};
 
 use crate::protocol::request::TextFrame;

@@ -38,14 +38,14 @@ use std::sync::atomic::Ordering;
 
 use super::copy::{ask, ask_timed, copy_item, is_miss};
 use super::moved::Outcome;
-use super::{connection_for, send, start, Part, Routed};
+use super::{connection_for, send, start, try_send, Part, Routed};
 use crate::metrics as m;
 use crate::protocol::request::{Command, Frame, Key, MetaFrame, Store, StoreMode};
 use crate::protocol::Response;
 use crate::proxy::pins::Pins;
 use crate::proxy::pool::{clear, tombstone_ttl, Cluster, Upstream};
 use crate::proxy::replicas::Role;
-use crate::proxy::upstream::{internal_frame, Connection, UpstreamError};
+use crate::proxy::upstream::{internal_frame, Connection, NoReply, UpstreamError};
 use crate::proxy::warmup::{Phase, Warmup};
 use tokio::time::Sleep;
 
@@ -153,7 +153,7 @@ pub(super) async fn start_replicated(
     let (command, frame) = match effect {
         Effect::Read if cluster.warmup().is_none() => {
             match steady_read(cluster, command, frame, &key, pins, now).await {
-                Ok((part, again)) => return Routed::Steady(part, again),
+                Ok(part) => return Routed::Steady(part, Arc::clone(cluster)),
                 Err(declined) => declined,
             }
         }
@@ -227,15 +227,15 @@ async fn steady_read(
     key: &Key,
     pins: &mut Pins,
     now: &mut Instant,
-) -> Result<(Part, Box<Again>), (Command, Frame)> {
+) -> Result<Part, (Command, Frame)> {
     let Some(node) = cluster.steady_replica(key) else {
         return Err((command, frame));
     };
     match connection_for(cluster, node, pins, now).await {
-        Ok(conn) => {
-            pins.reading(key);
-            Ok(steady_send(cluster, node, conn, command, frame, *now))
-        }
+        Ok(conn) => match steady_send(cluster, node, conn, command, frame, pins, *now) {
+            Now::Sent(part) => Ok(part),
+            Now::Declined(command, frame) => Err((command, frame)),
+        },
         // It cannot be reached now: the full read, which goes on to the next.
         Err(_) => Err((command, frame)),
     }
@@ -251,7 +251,7 @@ pub(super) fn steady_now(
     frame: Frame,
     pins: &mut Pins,
     now: Instant,
-) -> Now<(Part, Box<Again>)> {
+) -> Now<Part> {
     let plain_read = matches!(effect(&command), Effect::Read) && cluster.warmup().is_none();
     let Some(key) = command.key().filter(|_| plain_read) else {
         return Now::Declined(command, frame);
@@ -272,9 +272,7 @@ pub(super) fn steady_now(
             None => return Now::Declined(command, frame),
         },
     };
-    pins.reading(key);
-    let (part, again) = steady_send(cluster, node, conn, command, frame, now);
-    Now::Sent((part, again))
+    steady_send(cluster, node, conn, command, frame, pins, now)
 }
 
 /// What `steady_now` or `write_now` did with a request.
@@ -286,46 +284,59 @@ pub(super) enum Now<T> {
     Declined(Command, Frame),
 }
 
-/// Send a steady read, keeping what it takes to try it on the next
-/// replica.
+/// Send a steady read, handed back if it could not be sent. No copy of it
+/// is kept for a try on the next replica: a read that fails there gets its
+/// command back from its connection (`NoReply`, `Again`).
 fn steady_send(
-    cluster: &Arc<Cluster>,
+    cluster: &Cluster,
     node: &Arc<Upstream>,
     conn: Connection,
     command: Command,
     frame: Frame,
+    pins: &mut Pins,
     now: Instant,
-) -> (Part, Box<Again>) {
-    let again = Box::new(Again {
-        cluster: Arc::clone(cluster),
-        command: command.clone(),
-        frame: frame.clone(),
-        failed: Arc::clone(node),
-    });
+) -> Now<Part> {
     let timeout = cluster.settings.request_timeout;
-    (send(node, conn, command, frame, now, timeout), again)
+    let key_hash = command.key().map(|key| Pins::hash(key));
+    match try_send(node, conn, command, &frame, now, timeout) {
+        Ok(part) => {
+            if let Some(hash) = key_hash {
+                pins.reading(hash);
+            }
+            Now::Sent(part)
+        }
+        Err(NoReply {
+            command: Some(command),
+            ..
+        }) => Now::Declined(*command, frame),
+        Err(NoReply { error, .. }) => Now::Sent(Part::Failed(error)),
+    }
 }
 
-/// A replicated read to try again, without the replica that failed it.
+/// A replicated read to try again, without the replica that failed it: its
+/// command, as its connection gave it back (`Part::settle_keeping`).
 pub(super) struct Again {
-    cluster: Arc<Cluster>,
-    command: Command,
-    frame: Frame,
+    command: Box<Command>,
     failed: Arc<Upstream>,
 }
 
 impl Again {
-    /// Read the key from its replicas but the one that failed. Every
-    /// earlier request of the client has been answered by now, and a later
-    /// write that went to another replica than the failed one waited for
-    /// this (`start_replicated`).
-    pub(super) async fn run(self) -> Result<Response, UpstreamError> {
-        let Again {
-            cluster,
-            command,
-            frame,
-            failed,
-        } = self;
+    pub(super) fn new(command: Box<Command>, failed: Arc<Upstream>) -> Again {
+        Again { command, failed }
+    }
+
+    /// Read the key from its replicas in `cluster` (the one it was routed
+    /// by) but the one that failed; `frame` is the client's. Every earlier
+    /// request of the client has been answered by now, and a later write
+    /// that went to another replica than the failed one waited for this
+    /// (`start_replicated`).
+    pub(super) async fn run(
+        self,
+        cluster: Arc<Cluster>,
+        frame: Frame,
+    ) -> Result<Response, UpstreamError> {
+        let Again { command, failed } = self;
+        let command = *command;
         let key = command.key().cloned().unwrap_or_default();
         let mut placement = placement(&cluster, &key);
         placement.primary.retain(|node| !Arc::ptr_eq(node, &failed));

@@ -108,7 +108,7 @@ async fn a_clients_requests_to_a_node_stay_on_one_connection() {
     // Other clients load B's first connection meanwhile: a client placed
     // afresh would now spill to the second.
     let _busy: Vec<_> = (0..20)
-        .map(|_| b0.send(Command::Noop, frame(), std::time::Instant::now()))
+        .map(|_| b0.send(Command::Noop, &frame(), std::time::Instant::now()))
         .collect();
     let _get = start(&cluster, &b, get("k"), frame(), &mut pins, &mut now).await;
     let first = arrived(&mut b0_far).await;

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use bytes::BytesMut;
 
-use super::inflight::InFlight;
+use super::inflight::{InFlight, NoReply};
 use super::{upstream_limits, UpstreamError, UpstreamProtocol};
 use crate::protocol::meta::client::Expect;
 use crate::protocol::request::StatsReply;
@@ -137,7 +137,10 @@ fn drain_meta_replies(
             Ok(response) => req.reply.send(Ok(response)),
             Err(why) => {
                 let error = corrupt(why);
-                req.reply.send(Err(error.clone()));
+                req.reply.send(Err(NoReply {
+                    error: error.clone(),
+                    command: None,
+                }));
                 return Err(error);
             }
         }

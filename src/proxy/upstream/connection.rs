@@ -13,7 +13,7 @@ use tokio::sync::{oneshot, Notify};
 use super::codec::Codec;
 use super::detect;
 use super::error::lost_error;
-use super::inflight::{fail_all, InFlight, PendingReply, ReplySlot};
+use super::inflight::{fail_all, InFlight, NoReply, PendingReply, ReplySlot};
 use super::login::{ascii_login, ascii_login_auto, sasl_login, sasl_login_auto, Failed};
 use super::outbox::{Driven, Outbox};
 use super::reader::reader;
@@ -121,7 +121,7 @@ impl Connection {
                     continue;
                 }
                 let Ok(reply) =
-                    conn.send(Command::Noop, internal_frame(), std::time::Instant::now())
+                    conn.send(Command::Noop, &internal_frame(), std::time::Instant::now())
                 else {
                     return;
                 };
@@ -210,9 +210,9 @@ impl Connection {
     pub fn send(
         &self,
         command: Command,
-        frame: Frame,
+        frame: &Frame,
         now: std::time::Instant,
-    ) -> Result<PendingReply, UpstreamError> {
+    ) -> Result<PendingReply, NoReply> {
         let shared = &*self.shared;
         let (tx, rx) = oneshot::channel();
         let idle = shared.load.fetch_add(1, Ordering::Relaxed) == 0;
@@ -222,34 +222,35 @@ impl Connection {
         };
         shared.last_used.store(millis_at(now), Ordering::Relaxed);
         let Ok(mut out) = shared.outbox.lock() else {
-            return Err(lost_error());
+            return Err(NoReply::returning(lost_error(), command));
         };
         if !shared.alive.load(Ordering::Relaxed) {
-            return Err(lost_error());
+            return Err(NoReply::returning(lost_error(), command));
         }
         let opaque = out.opaque.wrapping_add(1);
         let start = out.buffer().len();
-        let expect = match shared.codec.encode(&command, &frame, opaque, out.buffer()) {
+        let expect = match shared.codec.encode(&command, frame, opaque, out.buffer()) {
             Ok(expect) => expect,
             Err(what) => {
                 out.truncate(start);
-                return Err(what);
+                return Err(NoReply::returning(what, command));
             }
         };
         out.opaque = opaque;
         let done = out.push(start);
         let large = done.is_some();
-        match shared.inflight.lock() {
-            Ok(mut q) => q.push_back(InFlight {
-                opaque,
-                expect,
-                command,
-                reply,
-                stats: Vec::new(),
-                done,
-            }),
-            Err(_) => return Err(lost_error()),
-        }
+        let Ok(mut q) = shared.inflight.lock() else {
+            return Err(NoReply::returning(lost_error(), command));
+        };
+        q.push_back(InFlight {
+            opaque,
+            expect,
+            command,
+            reply,
+            stats: Vec::new(),
+            done,
+        });
+        drop(q);
         if out.busy {
             return Ok(rx);
         }

@@ -14,12 +14,12 @@ use crate::protocol::{Command, Response};
 /// connection's load until it is answered or dropped, whichever path (reply,
 /// failure, aborted task) gets there.
 pub(super) struct ReplySlot {
-    pub tx: Option<oneshot::Sender<Result<Response, UpstreamError>>>,
+    pub tx: Option<oneshot::Sender<Replied>>,
     pub load: Arc<AtomicUsize>,
 }
 
 impl ReplySlot {
-    pub fn send(mut self, result: Result<Response, UpstreamError>) {
+    pub fn send(mut self, result: Replied) {
         if let Some(tx) = self.tx.take() {
             // The caller may have given up (timeout, client gone): nothing to do.
             let _ = tx.send(result);
@@ -33,8 +33,34 @@ impl Drop for ReplySlot {
     }
 }
 
+/// Why a request has no reply. A request lost with its connection (or
+/// never written) gives its command back: a replicated read that fails on
+/// one replica is tried on the next with it, where keeping a copy of every
+/// read for that rare case cost a tenth of a proxied read
+/// (`proxy::session::replica::Again`). A request whose reply came but was
+/// refused has none: its command went into decoding the reply.
+#[derive(Debug)]
+pub struct NoReply {
+    pub error: UpstreamError,
+    /// Boxed: a failure is rare, and a command is large.
+    pub command: Option<Box<Command>>,
+}
+
+impl NoReply {
+    /// A failure that hands the request's command back.
+    pub(super) fn returning(error: UpstreamError, command: Command) -> NoReply {
+        NoReply {
+            error,
+            command: Some(Box::new(command)),
+        }
+    }
+}
+
+/// A request's reply, or why it has none.
+pub type Replied = Result<Response, NoReply>;
+
 /// A reply to come; a dropped sender means the connection was lost.
-pub type PendingReply = oneshot::Receiver<Result<Response, UpstreamError>>;
+pub type PendingReply = oneshot::Receiver<Replied>;
 
 /// A request written and waiting for its reply.
 pub(super) struct InFlight {
@@ -57,7 +83,8 @@ pub(super) fn fail_all(inflight: &Mutex<VecDeque<InFlight>>, error: UpstreamErro
             if let Some(done) = &req.done {
                 done.notify_one();
             }
-            req.reply.send(Err(error.clone()));
+            let failed = NoReply::returning(error.clone(), req.command);
+            req.reply.send(Err(failed));
         }
     }
 }

@@ -49,7 +49,7 @@ fn set(key: &str, len: usize) -> Command {
 
 /// Send `command` as the proxy's own request.
 fn send(conn: &Connection, command: Command) -> PendingReply {
-    conn.send(command, internal_frame(), std::time::Instant::now())
+    conn.send(command, &internal_frame(), std::time::Instant::now())
         .unwrap()
 }
 
@@ -183,11 +183,15 @@ async fn load_counts_requests_until_answered_or_lost() {
     assert_eq!(conn.load(), 1);
 
     conn.close();
-    // Failed with an error, or its sender dropped: either way, lost.
-    assert!(
-        matches!(second.await, Err(_) | Ok(Err(_))),
-        "lost with its connection"
-    );
+    // Lost with its connection, and its command handed back for a try
+    // elsewhere.
+    match second.await {
+        Ok(Err(NoReply {
+            error: UpstreamError::Io { .. },
+            command: Some(command),
+        })) => assert_eq!(*command, get("b")),
+        other => panic!("expected the lost request's command back, got {other:?}"),
+    }
     assert_eq!(conn.load(), 0);
 }
 
@@ -215,7 +219,10 @@ async fn a_meta_reply_with_another_opaque_drops_the_connection() {
     far.write_all(b"EN O2\r\n").await.unwrap();
     assert!(matches!(
         first.await.unwrap(),
-        Err(UpstreamError::Protocol { .. })
+        Err(NoReply {
+            error: UpstreamError::Protocol { .. },
+            ..
+        })
     ));
     assert!(
         !matches!(second.await, Ok(Ok(_))),
