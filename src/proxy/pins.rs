@@ -32,7 +32,6 @@ use std::sync::Arc;
 
 use super::pool::Upstream;
 use super::upstream::Connection;
-use crate::protocol::request::Key;
 
 /// One client's connections, one per node it has requests in flight on.
 #[derive(Default)]
@@ -42,9 +41,13 @@ pub struct Pins {
     cluster: Option<u64>,
     /// A client talks to few nodes: a short list beats a map.
     by_node: Vec<(Arc<Upstream>, Connection)>,
-    /// Keys of this client's requests through replicas that later
-    /// requests of the key must wait for, each with whether it is done.
-    waited_on: Vec<(Key, Arc<AtomicBool>)>,
+    /// Hashes of the keys of this client's requests through replicas
+    /// that later requests of the key must wait for (`Pins::hash`), each
+    /// with whether it is done. Hashes, not keys: a key kept here was a
+    /// copy of the key per write (an allocation, the first time a key read
+    /// from the client is copied), and a hash that collides only makes a
+    /// request wait for nothing.
+    waited_on: Vec<(u64, Arc<AtomicBool>)>,
     /// Hashes of the keys of this client's reads through replicas sent as
     /// one request (`replica::steady_now`), kept until it has nothing in
     /// flight. Such a read that fails is tried again on the key's next
@@ -75,12 +78,13 @@ impl Pins {
         self.cluster.is_some() || !self.waited_on.is_empty()
     }
 
-    /// Whether a request of `key` must wait for this client's requests in
-    /// flight: one of them, not yet done, writes it or waits itself.
-    pub fn must_wait(&mut self, key: &[u8]) -> bool {
+    /// Whether a request of the key of hash `hash` (`Pins::hash`) must
+    /// wait for this client's requests in flight: one of them, not yet
+    /// done, writes it or waits itself.
+    pub fn must_wait(&mut self, hash: u64) -> bool {
         self.waited_on
             .retain(|(_, done)| !done.load(Ordering::Acquire));
-        self.waited_on.iter().any(|(k, _)| k.as_ref() == key)
+        self.waited_on.iter().any(|(h, _)| *h == hash)
     }
 
     /// This client reads the key of hash `hash` (`Pins::hash`) through
@@ -89,24 +93,24 @@ impl Pins {
         self.reads.push(hash);
     }
 
-    /// Whether this client may have a read of `key` in flight (`reading`):
-    /// a write of it must wait for it. A hash that collides makes a write
-    /// wait for nothing, never the reverse.
-    pub fn reads(&self, key: &[u8]) -> bool {
-        !self.reads.is_empty() && self.reads.contains(&Pins::hash(key))
+    /// Whether this client may have a read of the key of hash `hash` in
+    /// flight (`reading`): a write of it must wait for it. A hash that
+    /// collides makes a write wait for nothing, never the reverse.
+    pub fn reads(&self, hash: u64) -> bool {
+        self.reads.contains(&hash)
     }
 
-    /// A key's hash, as `reading` takes it.
+    /// A key's hash, as the pins take it.
     pub fn hash(key: &[u8]) -> u64 {
         use std::hash::BuildHasher;
         foldhash::fast::FixedState::default().hash_one(key)
     }
 
-    /// Later requests of `key` wait for this one; it sets the flag
-    /// returned when it is done.
-    pub fn wait_for(&mut self, key: &Key) -> Arc<AtomicBool> {
+    /// Later requests of the key of hash `hash` wait for this one; it sets
+    /// the flag returned when it is done.
+    pub fn wait_for(&mut self, hash: u64) -> Arc<AtomicBool> {
         let done = Arc::new(AtomicBool::new(false));
-        self.waited_on.push((key.clone(), Arc::clone(&done)));
+        self.waited_on.push((hash, Arc::clone(&done)));
         done
     }
 

@@ -842,12 +842,12 @@ async fn start(
     let timeout = cluster.settings.request_timeout;
     // The common case, without the connect path's future.
     if let Some(conn) = pins.get(node) {
-        return send(node, conn.clone(), command, frame, *now, timeout);
+        return send(node, conn.clone(), command, &frame, *now, timeout);
     }
     // Boxed: the connect path's state would otherwise enlarge every
     // request's future, and moving it costs on the common path.
     match Box::pin(connection_for(cluster, node, pins, now)).await {
-        Ok(conn) => send(node, conn, command, frame, *now, timeout),
+        Ok(conn) => send(node, conn, command, &frame, *now, timeout),
         Err(error) => Part::Failed(error),
     }
 }
@@ -889,11 +889,11 @@ fn send(
     node: &Arc<Upstream>,
     conn: super::upstream::Connection,
     command: Command,
-    frame: Frame,
+    frame: &Frame,
     sent: Instant,
     timeout: std::time::Duration,
 ) -> Part {
-    try_send(node, conn, command, &frame, sent, timeout)
+    try_send(node, conn, command, frame, sent, timeout)
         .unwrap_or_else(|unsent| Part::Failed(unsent.error))
 }
 
@@ -907,13 +907,7 @@ fn try_send(
     timeout: std::time::Duration,
 ) -> Result<Part, NoReply> {
     let reply = conn.send(command, frame, sent)?;
-    Ok(Part::Waiting {
-        node: Arc::clone(node),
-        conn,
-        reply,
-        sent,
-        deadline: sent + timeout,
-    })
+    Ok(Part::sent(node, conn, reply, sent, timeout))
 }
 
 /// What a client gets for a request its node's protocol cannot carry: the
@@ -936,6 +930,23 @@ fn error_response(error: UpstreamError) -> Response {
 }
 
 impl Part {
+    /// A request sent on `conn` to `node` at `sent`, its reply to come.
+    fn sent(
+        node: &Arc<Upstream>,
+        conn: super::upstream::Connection,
+        reply: PendingReply,
+        sent: Instant,
+        timeout: std::time::Duration,
+    ) -> Part {
+        Part::Waiting {
+            node: Arc::clone(node),
+            conn,
+            reply,
+            sent,
+            deadline: sent + timeout,
+        }
+    }
+
     /// The node and connection it went out on, if it did.
     fn sent_on(&self) -> Option<(Arc<Upstream>, super::upstream::Connection)> {
         match self {

@@ -35,7 +35,7 @@ pub(super) async fn ask_timed(
     timeout: Duration,
     timer: Pin<&mut Sleep>,
 ) -> Result<Response, UpstreamError> {
-    send(node, conn.clone(), command, frame, Instant::now(), timeout)
+    send(node, conn.clone(), command, &frame, Instant::now(), timeout)
         .outcome_timed(timer)
         .await
 }

@@ -38,7 +38,7 @@ use std::sync::atomic::Ordering;
 
 use super::copy::{ask, ask_timed, copy_item, is_miss};
 use super::moved::Outcome;
-use super::{connection_for, send, start, try_send, Part, Routed};
+use super::{connection_for, start, try_send, Part, Routed};
 use crate::metrics as m;
 use crate::protocol::request::{Command, Frame, Key, MetaFrame, Store, StoreMode};
 use crate::protocol::Response;
@@ -146,13 +146,14 @@ pub(super) async fn start_replicated(
     now: &mut Instant,
 ) -> Routed {
     let key = command.key().cloned().unwrap_or_default();
-    if pins.must_wait(&key) {
-        return waiting(cluster, command, frame, key, pins);
+    let hash = Pins::hash(&key);
+    if pins.must_wait(hash) {
+        return waiting(cluster, command, frame, key, hash, pins);
     }
     let effect = effect(&command);
     let (command, frame) = match effect {
         Effect::Read if cluster.warmup().is_none() => {
-            match steady_read(cluster, command, frame, &key, pins, now).await {
+            match steady_read(cluster, command, frame, &key, hash, pins, now).await {
                 Ok(part) => return Routed::Steady(part, Arc::clone(cluster)),
                 Err(declined) => declined,
             }
@@ -164,11 +165,11 @@ pub(super) async fn start_replicated(
     // replica fails: it waits for the client's requests before it. So does
     // one after a read of the key that may be tried again (`Pins::reads`).
     if matches!(effect, Effect::Write)
-        && (pins.reads(&key) || (pins.busy() && !first_takes_writes(cluster, &key)))
+        && (pins.reads(hash) || (pins.busy() && !first_takes_writes(cluster, &key)))
     {
-        return waiting(cluster, command, frame, key, pins);
+        return waiting(cluster, command, frame, key, hash, pins);
     }
-    let done = pins.wait_for(&key);
+    let done = pins.wait_for(hash);
     let started = start_now(cluster, command, frame, key, pins, now).await;
     // Started now: the session runs it as its replies come (`Running`).
     Routed::Running(marking_done(started, done))
@@ -195,9 +196,10 @@ fn waiting(
     command: Command,
     frame: Frame,
     key: Key,
+    hash: u64,
     pins: &mut Pins,
 ) -> Routed {
-    let done = pins.wait_for(&key);
+    let done = pins.wait_for(hash);
     let cluster = Arc::clone(cluster);
     Routed::Moved(Box::pin(async move {
         let mut pins = Pins::default();
@@ -220,11 +222,13 @@ fn first_takes_writes(cluster: &Cluster, key: &[u8]) -> bool {
 /// as an unreplicated read is: its miss is the answer, and if it fails the
 /// read is tried on the next replica (`Again`). Declined (the request
 /// handed back) when no replica is steady.
+#[allow(clippy::too_many_arguments)]
 async fn steady_read(
     cluster: &Arc<Cluster>,
     command: Command,
     frame: Frame,
     key: &Key,
+    hash: u64,
     pins: &mut Pins,
     now: &mut Instant,
 ) -> Result<Part, (Command, Frame)> {
@@ -232,7 +236,7 @@ async fn steady_read(
         return Err((command, frame));
     };
     match connection_for(cluster, node, pins, now).await {
-        Ok(conn) => match steady_send(cluster, node, conn, command, frame, pins, *now) {
+        Ok(conn) => match steady_send(cluster, node, conn, command, frame, hash, pins, *now) {
             Now::Sent(part) => Ok(part),
             Now::Declined(command, frame) => Err((command, frame)),
         },
@@ -256,7 +260,8 @@ pub(super) fn steady_now(
     let Some(key) = command.key().filter(|_| plain_read) else {
         return Now::Declined(command, frame);
     };
-    if pins.must_wait(key) {
+    let hash = Pins::hash(key);
+    if pins.must_wait(hash) {
         return Now::Declined(command, frame);
     }
     let Some(node) = cluster.steady_replica(key) else {
@@ -272,7 +277,7 @@ pub(super) fn steady_now(
             None => return Now::Declined(command, frame),
         },
     };
-    steady_send(cluster, node, conn, command, frame, pins, now)
+    steady_send(cluster, node, conn, command, frame, hash, pins, now)
 }
 
 /// What `steady_now` or `write_now` did with a request.
@@ -287,22 +292,21 @@ pub(super) enum Now<T> {
 /// Send a steady read, handed back if it could not be sent. No copy of it
 /// is kept for a try on the next replica: a read that fails there gets its
 /// command back from its connection (`NoReply`, `Again`).
+#[allow(clippy::too_many_arguments)]
 fn steady_send(
     cluster: &Cluster,
     node: &Arc<Upstream>,
     conn: Connection,
     command: Command,
     frame: Frame,
+    hash: u64,
     pins: &mut Pins,
     now: Instant,
 ) -> Now<Part> {
     let timeout = cluster.settings.request_timeout;
-    let key_hash = command.key().map(|key| Pins::hash(key));
     match try_send(node, conn, command, &frame, now, timeout) {
         Ok(part) => {
-            if let Some(hash) = key_hash {
-                pins.reading(hash);
-            }
+            pins.reading(hash);
             Now::Sent(part)
         }
         Err(NoReply {
@@ -675,7 +679,8 @@ pub(super) fn write_now(
     let Some(key) = command.key().filter(|_| plain_write) else {
         return Now::Declined(command, frame);
     };
-    if pins.must_wait(key) || pins.reads(key) {
+    let hash = Pins::hash(key);
+    if pins.must_wait(hash) || pins.reads(hash) {
         return Now::Declined(command, frame);
     }
     let replicas = cluster.ring().replicas(key, cluster.replication.replicas);
@@ -707,7 +712,7 @@ pub(super) fn write_now(
         return Now::Declined(command, frame);
     };
     let key = key.clone();
-    let done = pins.wait_for(&key);
+    let done = pins.wait_for(hash);
     let timeout = cluster.settings.request_timeout;
     let (command, upstream_frame, part) =
         to_authority(authority, conn, command, &frame, now, timeout);
@@ -774,14 +779,11 @@ fn to_authority(
         })),
         _ => frame.clone(),
     };
-    let part = send(
-        authority,
-        conn,
-        command.clone(),
-        frame.clone(),
-        now,
-        timeout,
-    );
+    // The command stays here, for the other replicas.
+    let part = match conn.send_kept(&command, &frame, now) {
+        Ok(reply) => Part::sent(authority, conn, reply, now, timeout),
+        Err(unsent) => Part::Failed(unsent.error),
+    };
     (command, frame, part)
 }
 

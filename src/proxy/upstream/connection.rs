@@ -13,7 +13,7 @@ use tokio::sync::{oneshot, Notify};
 use super::codec::Codec;
 use super::detect;
 use super::error::lost_error;
-use super::inflight::{fail_all, InFlight, NoReply, PendingReply, ReplySlot};
+use super::inflight::{fail_all, reply_shape, InFlight, NoReply, PendingReply, ReplySlot};
 use super::login::{ascii_login, ascii_login_auto, sasl_login, sasl_login_auto, Failed};
 use super::outbox::{Driven, Outbox};
 use super::reader::reader;
@@ -213,6 +213,33 @@ impl Connection {
         frame: &Frame,
         now: std::time::Instant,
     ) -> Result<PendingReply, NoReply> {
+        self.send_as(None, command, frame, now)
+    }
+
+    /// `send` of a command the caller keeps (a replicated write, whose
+    /// value goes on to the other replicas): what stays in flight is only
+    /// what decoding its reply takes (`reply_shape`), which is also what a
+    /// failure hands back. A copy of the whole command cost an allocation
+    /// for its value and one for its key (bytes' promotion to shared),
+    /// and as much again to free them.
+    pub fn send_kept(
+        &self,
+        command: &Command,
+        frame: &Frame,
+        now: std::time::Instant,
+    ) -> Result<PendingReply, NoReply> {
+        self.send_as(Some(command), reply_shape(command), frame, now)
+    }
+
+    /// Send `encoded`, or `kept` if there is none, and keep `kept` in
+    /// flight.
+    fn send_as(
+        &self,
+        encoded: Option<&Command>,
+        command: Command,
+        frame: &Frame,
+        now: std::time::Instant,
+    ) -> Result<PendingReply, NoReply> {
         let shared = &*self.shared;
         let (tx, rx) = oneshot::channel();
         let idle = shared.load.fetch_add(1, Ordering::Relaxed) == 0;
@@ -229,7 +256,8 @@ impl Connection {
         }
         let opaque = out.opaque.wrapping_add(1);
         let start = out.buffer().len();
-        let expect = match shared.codec.encode(&command, frame, opaque, out.buffer()) {
+        let encoded = encoded.unwrap_or(&command);
+        let expect = match shared.codec.encode(encoded, frame, opaque, out.buffer()) {
             Ok(expect) => expect,
             Err(what) => {
                 out.truncate(start);

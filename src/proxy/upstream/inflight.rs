@@ -4,10 +4,12 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use tokio::sync::{oneshot, Notify};
 
 use super::UpstreamError;
 use crate::protocol::meta::client::Expect;
+use crate::protocol::request::Store;
 use crate::protocol::{Command, Response};
 
 /// Where a request's reply goes. It also counts the request in its
@@ -74,6 +76,26 @@ pub(super) struct InFlight {
     pub stats: Vec<(Vec<u8>, String)>,
     /// Set for a large request: the writer waits on it.
     pub done: Option<Arc<Notify>>,
+}
+
+/// What stays in flight of a command its caller keeps
+/// (`Connection::send_kept`): all that decoding its reply takes. A store's
+/// reply depends on its mode and CAS, never on its key or value, which are
+/// left out; any other command is kept whole.
+pub(super) fn reply_shape(command: &Command) -> Command {
+    match command {
+        Command::Store(store) => Command::Store(Store {
+            mode: store.mode,
+            key: Bytes::new(),
+            flags: store.flags,
+            exptime: store.exptime,
+            data: Bytes::new(),
+            cas: store.cas,
+            invalidate: store.invalidate,
+            vivify: store.vivify,
+        }),
+        other => other.clone(),
+    }
 }
 
 /// Fail every request in flight with `error`, waking a writer held behind one.

@@ -288,3 +288,32 @@ fn every_error_kind_is_exported_from_start_up() {
         assert!(UpstreamError::KINDS.contains(&error.kind()), "{error}");
     }
 }
+
+/// A write whose caller keeps its command (`Connection::send_kept`) goes
+/// out whole, and is answered as one sent whole: what stays in flight,
+/// without its key and value, still decodes the reply.
+#[tokio::test]
+async fn a_kept_store_goes_out_whole_and_is_answered() {
+    use crate::protocol::request::MetaFrame;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (near, mut far) = tokio::io::duplex(64 * 1024);
+    let conn = Connection::spawn(near, "n0".into(), UpstreamProtocol::Meta);
+    let set = Command::Store(store(StoreMode::Set, "k", b"value"));
+    let frame = Frame::Meta(Box::new(MetaFrame {
+        return_cas: true,
+        ..MetaFrame::default()
+    }));
+    let reply = conn
+        .send_kept(&set, &frame, std::time::Instant::now())
+        .unwrap();
+    let mut buf = Vec::new();
+    while buf.iter().filter(|&&b| b == b'\n').count() < 2 {
+        let mut chunk = [0u8; 1024];
+        let n = far.read(&mut chunk).await.unwrap();
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    assert_eq!(String::from_utf8_lossy(&buf), "ms k 5 c O1\r\nvalue\r\n");
+    far.write_all(b"HD c7 O1\r\n").await.unwrap();
+    assert_eq!(reply.await.unwrap().unwrap(), Response::Stored { cas: 7 });
+    assert_eq!(set, Command::Store(store(StoreMode::Set, "k", b"value")));
+}
