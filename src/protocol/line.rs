@@ -334,5 +334,18 @@ pub(crate) fn put_i64(out: &mut BytesMut, n: i64) {
     put_u64(out, n.unsigned_abs());
 }
 
+/// `n` in decimal, written at the end of `digits`; returns the digits.
+pub(crate) fn decimal(mut n: u64, digits: &mut [u8; 20]) -> &[u8] {
+    let mut first = digits.len();
+    loop {
+        first -= 1;
+        digits[first] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &digits[first..];
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;

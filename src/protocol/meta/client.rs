@@ -44,7 +44,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::protocol::{
     line::{
-        find_newline, parse_u32, parse_u64, put_i64, put_u64, put_usize, valid_key, words,
+        decimal, find_newline, parse_u32, parse_u64, put_i64, put_u64, put_usize, valid_key, words,
         Unencodable,
     },
     request::{Command, Frame, Get, MetaFrame, Request, StatsReply, StoreMode, TextFrame},
@@ -943,18 +943,8 @@ fn put_canonical_flags(line: &mut BytesMut, frame: &MetaFrame, seq: u32) -> usiz
     out[len] = b' ';
     out[len + 1] = b'O';
     len += 2;
-    let mut digits = [0u8; 10];
-    let mut first = digits.len();
-    let mut n = seq;
-    loop {
-        first -= 1;
-        digits[first] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    for &digit in &digits[first..] {
+    let mut digits = [0u8; 20];
+    for &digit in decimal(u64::from(seq), &mut digits) {
         out[len] = digit;
         len += 1;
     }
