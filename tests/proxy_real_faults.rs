@@ -1129,8 +1129,13 @@ async fn the_checker_sees_no_wrong_reply_through_reloads_that_add_and_remove_a_n
             "{protocol} --replicas {replicas} reloads: {}",
             check["summary"]
         );
-        assert_no_wrong_reply(&check, false);
         let log = proxy.log();
+        if check["passed"] != true {
+            // What the warm-up gave up on, if anything, says why a key
+            // missed (a previous node that timed out is read no more).
+            eprintln!("the sidecar's log:\n{log}");
+        }
+        assert_no_wrong_reply(&check, false);
         assert!(log.contains("servers=4 kept=3"), "{log}");
         assert!(log.contains("servers=3 kept=3"), "{log}");
     }
