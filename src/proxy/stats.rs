@@ -101,8 +101,13 @@ fn merge_items(results: Vec<Response>, group: Option<&[u8]>) -> Response {
     Response::Dump(merged)
 }
 
-/// `stats` across nodes: numeric counters summed, the rest from the first node.
+/// `stats` across nodes: numeric counters summed, the rest from the first
+/// node; counters of what the sidecar sends every node, the largest.
 fn merge_stats(results: Vec<Response>) -> Response {
+    // A client's `flush_all` reaches every node, and each counts it: the
+    // sum would count it once per node, where the client made one
+    // (memcached's t/binary.t checks it goes up by one).
+    const BROADCAST: &[&str] = &["cmd_flush"];
     const NOT_SUMMED: &[&str] = &[
         "pid",
         "uptime",
@@ -134,7 +139,11 @@ fn merge_stats(results: Vec<Response>) -> Response {
             match merged.iter_mut().find(|(n, _)| *n == name) {
                 Some((_, total)) if !NOT_SUMMED.contains(&name.as_str()) => {
                     if let (Ok(a), Ok(b)) = (total.parse::<u64>(), value.parse::<u64>()) {
-                        *total = (a + b).to_string();
+                        let merged = match BROADCAST.contains(&name.as_str()) {
+                            true => a.max(b),
+                            false => a + b,
+                        };
+                        *total = merged.to_string();
                     }
                 }
                 Some(_) => {}
@@ -247,5 +256,17 @@ mod tests {
         let error = Response::Error(ErrorReply::UnknownCommand);
         let merged = merge(vec![node(&items), error.clone()], Some(b"settings"), 2048);
         assert_eq!(merged, error);
+    }
+
+    /// Each node counts every `flush_all` the sidecar sends them all: the
+    /// ring made as many as its busiest node counted, not their sum.
+    #[test]
+    fn flushes_count_once_however_many_nodes_took_them() {
+        let a = node(&[("cmd_flush", "3"), ("cmd_get", "10")]);
+        let b = node(&[("cmd_flush", "3"), ("cmd_get", "5")]);
+        let c = node(&[("cmd_flush", "2"), ("cmd_get", "1")]);
+        let merged = merge(vec![a, b, c], None, 2048);
+        assert_eq!(value(&merged, "cmd_flush").as_deref(), Some("3"));
+        assert_eq!(value(&merged, "cmd_get").as_deref(), Some("16"));
     }
 }
