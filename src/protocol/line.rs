@@ -6,6 +6,7 @@
 //! [`super::meta`] by its command name, so neither dialect needs the other.
 
 use bytes::{BufMut, Bytes, BytesMut};
+use memchr::arch::all::memchr::One;
 
 use super::{
     request::{Command, Exptime, Frame, Request, TextFrame},
@@ -61,7 +62,7 @@ impl<'a> Line<'a> {
         let text = text.strip_suffix(b"\r").unwrap_or(text);
         // memcached reads the command line as a C string, which ends at the
         // first NUL: `get \0` is a `get` with no key, `ERROR`.
-        let text = memchr::memchr(0, text).map_or(text, |at| &text[..at]);
+        let text = One::new(0).find(text).map_or(text, |at| &text[..at]);
         Ok(Some(Line {
             text,
             tokens: Tokens::new(text),
@@ -197,10 +198,12 @@ impl<'a> Tokens<'a> {
             kept: [&[]; MAX_TOKENS],
             count: 0,
         };
-        // `words`, by memchr: every request is split here, and a loop over
-        // its bytes was a fifth of parsing one (callgrind, benches/STORE.md).
+        // `words`, a word at a time: every request is split here, and a
+        // loop over its bytes was a fifth of parsing one (callgrind,
+        // benches/STORE.md). memchr's portable search, not its SIMD one,
+        // whose dispatch costs more than a short line's scan.
         let mut from = 0;
-        for at in memchr::memchr_iter(b' ', line) {
+        for at in One::new(b' ').iter(line) {
             tokens.push(line.get(from..at));
             from = at + 1;
         }
