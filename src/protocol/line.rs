@@ -306,6 +306,11 @@ pub(crate) fn parse_value_len(token: &[u8]) -> Option<usize> {
 
 /// Write `n` in decimal without going through `fmt` or the heap.
 pub(crate) fn put_u64(out: &mut BytesMut, mut n: u64) {
+    // Most flags are 0: one byte, without the loop.
+    if n < 10 {
+        out.put_u8(b'0' + n as u8);
+        return;
+    }
     let mut digits = [0u8; 20];
     let mut start = digits.len();
     loop {
