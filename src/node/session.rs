@@ -102,6 +102,8 @@ fn text_get(
     out: &mut BytesMut,
 ) -> Option<Response> {
     let hot_keys = &tenant.hot_keys;
+    // Called under the shard's lock; the hot keys' lock, taken only while
+    // someone watches them, is never held while a shard's is taken.
     let found = tenant.store.get_each(get, now, |key, found| {
         hot_keys.record_read(key, found.as_ref().map_or(0, |f| f.data.len()), now);
         if let Some(found) = found {
