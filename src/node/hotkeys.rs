@@ -129,6 +129,17 @@ impl HotKeys {
         self.record_keys(command, response, shift, now);
     }
 
+    /// One key of a retrieval answered key by key (`Store::get_each`),
+    /// with its hit's value length (0 for a miss), as [`Self::record`]
+    /// counts a get's. Off, this is one relaxed load.
+    #[inline]
+    pub fn record_read(&self, key: &[u8], value_len: usize, now: u64) {
+        let shift = self.state.load(Ordering::Relaxed);
+        if shift != OFF {
+            self.sample(key, (key.len() + value_len) as u64, shift, now);
+        }
+    }
+
     fn record_keys(&self, command: &Command, response: &Response, shift: u8, now: u64) {
         let len = |data: &[u8]| data.len() as u64;
         match (command, response) {

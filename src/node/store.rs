@@ -284,7 +284,8 @@ impl Store {
     /// seconds.
     pub fn execute(&self, cmd: &Command, now: u64) -> Response {
         let response = match cmd {
-            Command::Get(g) => self.get(g, now),
+            // Tracked key by key, as it is answered.
+            Command::Get(g) => return self.get(g, now),
             Command::Store(s) => self.store(s, None, now),
             Command::Delete(d) => match self.delete(d, now) {
                 Ok(_) => Response::Deleted,
@@ -588,45 +589,78 @@ impl Store {
     }
 
     fn get(&self, g: &Get, now: u64) -> Response {
+        let mut out = Vec::with_capacity(g.keys.len());
+        match self.get_each(g, now, |_, found| out.push(found.map(|f| f.to_owned()))) {
+            Ok(()) => Response::Get(out),
+            Err(refused) => refused,
+        }
+    }
+
+    /// A retrieval ([`Command::Get`]) whose result for each key, in the
+    /// request's order, is handed to `each` with the key: a hit with its key
+    /// and value borrowed, the value from its segment while the shard is
+    /// locked, or `None`. A reply written from it copies the value once, straight into
+    /// the reply, where a [`Response`] copied it twice and allocated for
+    /// it (benches/STORE.md). `Err` is the reply that refuses the keys.
+    /// Counted and fed to the what-if tracker as [`Self::execute`] does.
+    pub fn get_each(
+        &self,
+        g: &Get,
+        now: u64,
+        mut each: impl FnMut(&[u8], Option<Found<&[u8]>>),
+    ) -> Result<(), Response> {
         if g.keys.iter().any(|k| k.len() > MAX_KEY_LEN) {
-            return client_error();
+            return Err(client_error());
         }
         let flush = self.flush_state();
         let stats = &*self.stats;
-        let out = g
-            .keys
-            .iter()
-            .map(|key| {
-                let found = self.get_one(g, key, now, &flush);
-                match (g.touch.is_some(), found.is_some()) {
-                    (true, hit) => {
-                        bump(&stats.cmd_touch);
-                        bump(if hit {
-                            &stats.touch_hits
-                        } else {
-                            &stats.touch_misses
-                        });
-                    }
-                    (false, hit) => {
-                        bump(&stats.cmd_get);
-                        bump(if hit {
-                            &stats.get_hits
-                        } else {
-                            &stats.get_misses
-                        });
-                    }
+        for key in &g.keys {
+            let value_len = self.get_one(g, key, now, &flush, &mut each);
+            match (g.touch.is_some(), value_len.is_some()) {
+                (true, hit) => {
+                    bump(&stats.cmd_touch);
+                    bump(if hit {
+                        &stats.touch_hits
+                    } else {
+                        &stats.touch_misses
+                    });
                 }
-                found
-            })
-            .collect();
-        Response::Get(out)
+                (false, hit) => {
+                    bump(&stats.cmd_get);
+                    bump(if hit {
+                        &stats.get_hits
+                    } else {
+                        &stats.get_misses
+                    });
+                }
+            }
+            // After the shard's lock is released: a sampled key takes the
+            // tracker's.
+            if let Some(tracker) = &self.what_if {
+                let size = value_len.map_or(0, |len| charge(key.len(), len));
+                tracker.record(key, size as u64);
+            }
+        }
+        Ok(())
     }
 
-    fn get_one(&self, g: &Get, key: &Bytes, now: u64, flush: &Flush) -> Option<Found> {
-        let hash = self.hasher.hash_one(&key[..]);
+    /// One key of [`Self::get_each`], handed to `each` under the shard's
+    /// lock; the hit's value length, or `None` for a miss.
+    fn get_one(
+        &self,
+        g: &Get,
+        key: &[u8],
+        now: u64,
+        flush: &Flush,
+        each: &mut impl FnMut(&[u8], Option<Found<&[u8]>>),
+    ) -> Option<usize> {
+        let hash = self.hasher.hash_one(key);
         let mut s = self.lock(hash);
         let Some((i, mut h)) = self.live(&mut s, hash, key, now, flush) else {
-            let ttl_in = g.vivify?;
+            let Some(ttl_in) = g.vivify else {
+                each(key, None);
+                return None;
+            };
             // meta N: create an empty item and hand this client the win.
             let header = Header {
                 bits: TOKEN_SENT,
@@ -636,10 +670,10 @@ impl Store {
                 cas: s.next_cas(),
             };
             let found = Found {
-                key: key.clone(),
+                key,
                 flags: 0,
                 cas: header.cas,
-                data: Bytes::new(),
+                data: &[][..],
                 ttl: ttl(&header, now),
                 last_access: 0,
                 fetched: false,
@@ -653,9 +687,9 @@ impl Store {
                 header,
                 whole_cas: false,
             };
-            return self
-                .link(&mut s, hash, &item, false, now, flush)
-                .then_some(found);
+            let linked = self.link(&mut s, hash, &item, false, now, flush);
+            each(key, linked.then_some(found));
+            return linked.then_some(0);
         };
         let read = h;
         let fetched = h.bits & FETCHED != 0;
@@ -679,18 +713,24 @@ impl Store {
         if won {
             h.bits |= TOKEN_SENT;
         }
-        let found = Found {
-            key: key.clone(),
-            flags: h.flags,
-            cas: h.cas,
-            data: Bytes::copy_from_slice(s.value(i)),
-            ttl: ttl(&h, now),
-            last_access,
-            fetched,
-            won,
-            stale,
-            win_sent,
-        };
+        let data = s.value(i);
+        let value_len = data.len();
+        // Before the bump below, which may move the item.
+        each(
+            key,
+            Some(Found {
+                key,
+                flags: h.flags,
+                cas: h.cas,
+                data,
+                ttl: ttl(&h, now),
+                last_access,
+                fetched,
+                won,
+                stale,
+                win_sent,
+            }),
+        );
         if !g.no_bump {
             h.bits = bumped(h.bits | FETCHED);
             h.time = secs(now);
@@ -700,7 +740,7 @@ impl Store {
         if h != read {
             self.update(&mut s, hash, i, h, None, now, flush);
         }
-        Some(found)
+        Some(value_len)
     }
 
     /// A store, with `version` the CAS a copy brings ([`Self::copy`]).
@@ -1070,17 +1110,11 @@ impl Store {
     }
 }
 
-/// Feed a command's effect to the what-if tracker: reads are hit-or-miss
-/// events; writes store the key or give it a credit as the store does;
-/// removals forget it.
+/// Feed a command's effect to the what-if tracker: writes store the key or
+/// give it a credit as the store does; removals forget it. Reads, the
+/// hit-or-miss events, are fed by [`Store::get_each`].
 fn track(tracker: &Tracker, cmd: &Command, response: &Response) {
     match (cmd, response) {
-        (Command::Get(g), Response::Get(found)) => {
-            for (key, f) in g.keys.iter().zip(found) {
-                let size = f.as_ref().map_or(0, |f| charge(key.len(), f.data.len()));
-                tracker.record(key, size as u64);
-            }
-        }
         (Command::Store(st), response) => track_store(tracker, st, response),
         (Command::Arith(a), Response::Number { value, .. }) => {
             let digits = value.checked_ilog10().unwrap_or(0) as usize + 1;

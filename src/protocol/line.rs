@@ -6,6 +6,7 @@
 //! [`super::meta`] by its command name, so neither dialect needs the other.
 
 use bytes::{BufMut, Bytes, BytesMut};
+use memchr::arch::all::memchr::One;
 
 use super::{
     request::{Command, Exptime, Frame, Request, TextFrame},
@@ -61,10 +62,7 @@ impl<'a> Line<'a> {
         let text = text.strip_suffix(b"\r").unwrap_or(text);
         // memcached reads the command line as a C string, which ends at the
         // first NUL: `get \0` is a `get` with no key, `ERROR`.
-        let text = text
-            .iter()
-            .position(|&b| b == 0)
-            .map_or(text, |at| &text[..at]);
+        let text = One::new(0).find(text).map_or(text, |at| &text[..at]);
         Ok(Some(Line {
             text,
             tokens: Tokens::new(text),
@@ -200,14 +198,14 @@ impl<'a> Tokens<'a> {
             kept: [&[]; MAX_TOKENS],
             count: 0,
         };
-        // `words`, as a plain loop: every request is split here, and the
-        // iterator adaptors were a third of parsing one.
+        // `words`, a word at a time: every request is split here, and a
+        // loop over its bytes was a fifth of parsing one (callgrind,
+        // benches/STORE.md). memchr's portable search, not its SIMD one,
+        // whose dispatch costs more than a short line's scan.
         let mut from = 0;
-        for (at, &b) in line.iter().enumerate() {
-            if b == b' ' {
-                tokens.push(line.get(from..at));
-                from = at + 1;
-            }
+        for at in One::new(b' ').iter(line) {
+            tokens.push(line.get(from..at));
+            from = at + 1;
         }
         tokens.push(line.get(from..));
         tokens
@@ -308,6 +306,11 @@ pub(crate) fn parse_value_len(token: &[u8]) -> Option<usize> {
 
 /// Write `n` in decimal without going through `fmt` or the heap.
 pub(crate) fn put_u64(out: &mut BytesMut, mut n: u64) {
+    // Most flags are 0: one byte, without the loop.
+    if n < 10 {
+        out.put_u8(b'0' + n as u8);
+        return;
+    }
     let mut digits = [0u8; 20];
     let mut start = digits.len();
     loop {

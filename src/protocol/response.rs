@@ -11,12 +11,15 @@
 use bytes::Bytes;
 
 /// One item found by a retrieval, with every field any dialect may ask for.
+/// `B` holds the key and the value: owned `Bytes` in a [`Response`], or
+/// `&[u8]` borrowed from the node's store while its shard is locked, so
+/// that a reply encoded from it copies the value once.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Found {
-    pub key: Bytes,
+pub struct Found<B = Bytes> {
+    pub key: B,
     pub flags: u32,
     pub cas: u64,
-    pub data: Bytes,
+    pub data: B,
     /// Remaining TTL in seconds, -1 for none.
     pub ttl: i64,
     /// Seconds since the last access (before this one).
@@ -29,6 +32,24 @@ pub struct Found {
     pub stale: bool,
     /// meta `Z`: a win was already handed to another client.
     pub win_sent: bool,
+}
+
+impl Found<&[u8]> {
+    /// The same item with its own copy of the key and the value.
+    pub fn to_owned(&self) -> Found {
+        Found {
+            key: Bytes::copy_from_slice(self.key),
+            flags: self.flags,
+            cas: self.cas,
+            data: Bytes::copy_from_slice(self.data),
+            ttl: self.ttl,
+            last_access: self.last_access,
+            fetched: self.fetched,
+            won: self.won,
+            stale: self.stale,
+            win_sent: self.win_sent,
+        }
+    }
 }
 
 /// The outcome of a command.

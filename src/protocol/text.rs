@@ -10,7 +10,7 @@ pub mod server;
 
 pub use super::line::{Unencodable, MAX_RETRIEVAL_LINE_LEN};
 pub use client::encode_request;
-pub use server::{encode, encode_owned};
+pub use server::{encode, encode_owned, put_end, put_value};
 pub(crate) use server::{is_http_request, parse_line};
 
 #[cfg(test)]

@@ -361,27 +361,34 @@ pub fn encode_owned(frame: &TextFrame, response: Response, out: &mut BytesMut) {
             for found in items.into_iter().flatten() {
                 put_value(frame, &found, out);
             }
-            out.put_slice(b"END\r\n");
+            put_end(out);
         }
         response => encode(frame, &response, out),
     }
 }
 
-/// One `VALUE` of a get's reply, with its data.
-fn put_value(frame: &TextFrame, found: &Found, out: &mut BytesMut) {
+/// One `VALUE` of a get's reply, with its data: the node writes each hit
+/// with it straight from its store, then [`put_end`].
+pub fn put_value<B: AsRef<[u8]>>(frame: &TextFrame, found: &Found<B>, out: &mut BytesMut) {
+    let data = found.data.as_ref();
     out.put_slice(b"VALUE ");
-    out.put_slice(&found.key);
+    out.put_slice(found.key.as_ref());
     out.put_u8(b' ');
     put_u64(out, found.flags.into());
     out.put_u8(b' ');
-    put_usize(out, found.data.len());
+    put_usize(out, data.len());
     if frame.with_cas {
         out.put_u8(b' ');
         put_u64(out, found.cas);
     }
     out.put_slice(b"\r\n");
-    out.put_slice(&found.data);
+    out.put_slice(data);
     out.put_slice(b"\r\n");
+}
+
+/// The end of a get's reply, after its values.
+pub fn put_end(out: &mut BytesMut) {
+    out.put_slice(b"END\r\n");
 }
 
 /// Write the reply to a classic text command.
@@ -395,7 +402,7 @@ pub fn encode(frame: &TextFrame, response: &Response, out: &mut BytesMut) {
             for found in items.iter().flatten() {
                 put_value(frame, found, out);
             }
-            out.put_slice(b"END\r\n");
+            put_end(out);
         }
         // A good ASCII login is answered like the `set` that carried it.
         Response::Stored { .. } | Response::AuthOk => put_line(out, b"STORED"),
