@@ -77,6 +77,7 @@ use self::shard::{bumped, carry_freq, Flush, NewItem, Removed, Shard, MAX_VERSIO
 use crate::clock::unix_now;
 use crate::mrc::Tracker;
 use crate::node::counters::CacheStats;
+use crate::protocol::decimal;
 use crate::protocol::request::{self, Arith, Command, Delete, Exptime, Get, StoreMode};
 use crate::protocol::{ErrorReply, Found, Response, MAX_KEY_LEN};
 use crate::sync::lock;
@@ -197,20 +198,6 @@ fn parse_number(v: &[u8]) -> Option<u64> {
         return None;
     }
     Some(val)
-}
-
-/// `n` in decimal, into `buf`; returns the digits.
-fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    &buf[i..]
 }
 
 /// memcached's slab class for an item with this key and value (`-n 48 -f
@@ -950,7 +937,7 @@ impl Store {
             let ttl = ttl(&header, now);
             let item = NewItem {
                 key: &a.key,
-                parts: [itoa(a.initial, &mut buf), b""],
+                parts: [decimal(a.initial, &mut buf), b""],
                 header,
                 whole_cas: false,
             };
@@ -986,7 +973,7 @@ impl Store {
         } else {
             &self.stats.decr_hits
         });
-        let digits = itoa(value, &mut buf);
+        let digits = decimal(value, &mut buf);
         let cas = s.next_cas();
         let exptime = a.touch.map(|t| abs_exptime(t, now));
         if digits.len() <= old_len {

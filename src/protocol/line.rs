@@ -305,25 +305,14 @@ pub(crate) fn parse_value_len(token: &[u8]) -> Option<usize> {
 }
 
 /// Write `n` in decimal without going through `fmt` or the heap.
-pub(crate) fn put_u64(out: &mut BytesMut, mut n: u64) {
+pub(crate) fn put_u64(out: &mut BytesMut, n: u64) {
     // Most flags are 0: one byte, without the loop.
     if n < 10 {
         out.put_u8(b'0' + n as u8);
         return;
     }
     let mut digits = [0u8; 20];
-    let mut start = digits.len();
-    loop {
-        start -= 1;
-        if let Some(d) = digits.get_mut(start) {
-            *d = b'0' + (n % 10) as u8;
-        }
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.put_slice(digits.get(start..).unwrap_or_default());
+    out.put_slice(decimal(n, &mut digits));
 }
 
 pub(crate) fn put_usize(out: &mut BytesMut, n: usize) {

@@ -26,6 +26,8 @@ pub mod text;
 
 use bytes::BytesMut;
 
+/// `n` in decimal without `fmt` or the heap, for the store's numbers too.
+pub(crate) use line::decimal;
 use line::{Line, Unencodable};
 use request::TextFrame;
 pub use request::{Command, Frame, Request};

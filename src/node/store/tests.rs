@@ -866,8 +866,8 @@ fn strtoull_compat() {
     assert_eq!(parse_number(b"0x10"), None);
     assert_eq!(parse_number(b"+"), None);
     let mut buf = [0; 20];
-    assert_eq!(itoa(0, &mut buf), b"0");
-    assert_eq!(itoa(u64::MAX, &mut buf), b"18446744073709551615");
+    assert_eq!(decimal(0, &mut buf), b"0");
+    assert_eq!(decimal(u64::MAX, &mut buf), b"18446744073709551615");
 }
 
 #[test]

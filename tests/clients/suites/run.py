@@ -1,4 +1,5 @@
-"""Run real clients' own test suites, unmodified, against one subject.
+"""Run real clients' own test suites, and memcached's own protocol tests,
+unmodified, against one subject.
 
 Usage: run.py SUBJECT MEMGATE SUITES [SUITE...]
   SUBJECT  memcached | node | sidecar
@@ -21,6 +22,7 @@ treatment: four servers (11211-11213 and 5000) and the socket relayed to
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -58,6 +60,21 @@ SUITES = {
 NODE_SUITE = ("node-memcached", "memcached-2.2.2")
 
 PORTS = (11211, 11212, 11213, 5000)
+
+# memcached 1.6.18's own tests (t/*.t, from Debian's source package, which
+# .ci/run unpacks): those of the protocol, not of memcached's command-line
+# options, slab classes, LRU threads or extstore. Each file runs by perl
+# against a subject started afresh on a port of its own, through
+# MemcachedTest's T_MEMD_USE_DAEMON; a test is FILE::NUMBER.
+MEMCACHED_SUITE = ("memcached-t", "memcached-1.6.18", [
+    "getset.t", "incrdecr.t", "cas.t", "noreply.t", "flags.t", "getandtouch.t",
+    "binary-get.t", "binary.t", "bogus-commands.t", "chunked-items.t", "flush-all.t",
+    "expirations.t", "metaget.t", "multiversioning.t", "line-lengths.t",
+    "malicious-commands.t", "quit.t", "issue_3.t", "issue_14.t", "issue_29.t",
+    "issue_41.t", "issue_68.t", "issue_70.t", "issue_104.t", "issue_108.t",
+    "issue_152.t", "issue_192.t",
+])
+FIRST_SUITE_PORT = 11300
 
 
 def wait_port(port, timeout=20.0):
@@ -196,6 +213,54 @@ def mocha(root, work):
     return merged
 
 
+def memcached_t(subject, memgate, root, files, work):
+    """Run memcached's own test files, each against a fresh subject."""
+    passed, failed = [], []
+    for i, name in enumerate(files):
+        port = FIRST_SUITE_PORT + i
+        proc = start_subject(subject, memgate, port, work)
+        try:
+            run = subprocess.run(
+                ["perl", os.path.join("t", name)], cwd=root,
+                env={**os.environ, "T_MEMD_USE_DAEMON": f"127.0.0.1:{port}"},
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                timeout=120,
+            )
+            out, err = run.stdout, run.stderr
+        except subprocess.TimeoutExpired as hung:
+            # What it printed until then counts; the rest is not passed.
+            out, err = hung.stdout or b"", (hung.stderr or b"") + b"\n(timed out)\n"
+        finally:
+            proc.kill()
+            proc.wait()
+        # TAP: `ok N - what` or `not ok N - what`. A test is a file's
+        # `what` (its first 100 characters; some print the values compared),
+        # passed if every check of that name passed: the numbers depend on
+        # the server (binary.t checks each packet of a `stats` reply, and a
+        # node sends other stats than memcached). A test the file never
+        # reached (it died) is neither, so it is not passed.
+        checks = {}
+        for line in out.decode(errors="replace").splitlines():
+            ok, _, rest = line.partition(" ")
+            if line.startswith("not ok "):
+                ok, rest = False, line[len("not ok "):]
+            elif ok == "ok":
+                ok = True
+            else:
+                continue
+            what = rest.partition(" ")[2].removeprefix("- ")[:100] or "(unnamed)"
+            # Numbers out: some names carry a CAS unique or a key's number.
+            test = f"{name}::{re.sub(r'[0-9]+', 'N', what)}"
+            checks[test] = checks.get(test, True) and ok
+        passed += [t for t, ok in checks.items() if ok]
+        failed += [t for t, ok in checks.items() if not ok]
+        # Its diagnostics go to stderr, which tests/client_suites.rs shows
+        # when it fails.
+        sys.stderr.write(f"--- {name} ({subject})\n")
+        sys.stderr.write(err.decode(errors="replace")[-4000:])
+    return {"passed": sorted(passed), "failed": sorted(failed)}
+
+
 def main():
     subject, memgate, suites = sys.argv[1:4]
     only = sys.argv[4:]
@@ -224,6 +289,12 @@ def main():
         if not only or name in only:
             started = time.monotonic()
             results[name] = mocha(os.path.abspath(os.path.join(suites, directory)), work)
+            results[name]["seconds"] = round(time.monotonic() - started, 1)
+        name, directory, files = MEMCACHED_SUITE
+        if not only or name in only:
+            started = time.monotonic()
+            root = os.path.abspath(os.path.join(suites, directory))
+            results[name] = memcached_t(subject, memgate, root, files, work)
             results[name]["seconds"] = round(time.monotonic() - started, 1)
     finally:
         for proc in procs:
