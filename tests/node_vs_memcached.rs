@@ -1087,9 +1087,7 @@ fn meta_failure_cases() -> Vec<Case> {
                 b"ms a 1 I C1\r\nz\r\n",
                 b"mg a v c\r\n",
                 b"mg a v\r\n",
-                // Newer than any item's CAS: the node's uniques start at
-                // the clock, memcached's at 1 (src/node/store/shard.rs).
-                b"ms a 1 I C18446744073709551615\r\nw\r\n",
+                b"ms a 1 I C99999999\r\nw\r\n",
                 b"ms a 1 I\r\nw\r\n",
                 b"mg a v\r\n",
                 b"md a I\r\n",
