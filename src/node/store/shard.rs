@@ -336,31 +336,9 @@ pub(super) struct Shard<S> {
     clock: Base,
     /// This shard's index: the low bits of its CAS uniques.
     idx: u64,
-    /// CAS uniques handed out (the high bits of the last), from
-    /// [`first_seq`].
+    /// CAS uniques handed out (the high bits of the last).
     seq: u64,
     hasher: S,
-}
-
-/// Where a new shard's sequence of uniques starts: microseconds since
-/// 2026-01-01 (0 on a clock before it). memcached starts at 1 on every
-/// start, and so did this store; so a node restarted empty handed out the
-/// uniques of its last run again, and a client still holding a `gets` token
-/// from before the restart could see its `cas` pass against a newer value
-/// of the key that drew the same number. Now a restarted node starts past
-/// every unique it handed out, unless a shard averaged over a million
-/// writes a second over its whole run. It also makes two nodes behind one
-/// sidecar unlikely to give two keys the same unique, which memcached's
-/// `t/cas.t` checks. Counted from 2026, not 1970, so that uniques stay
-/// below 2^53 (clients in JavaScript read them as doubles) until 2043.
-fn first_seq() -> u64 {
-    const FROM_2026_SECONDS: u64 = 1_767_225_600;
-    let micros = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros());
-    u64::try_from(micros)
-        .unwrap_or(u64::MAX)
-        .saturating_sub(FROM_2026_SECONDS * 1_000_000)
 }
 
 impl<S: BuildHasher> Shard<S> {
@@ -383,7 +361,7 @@ impl<S: BuildHasher> Shard<S> {
             scratch: Vec::new(),
             clock: Base { cas: 0, time: 0 },
             idx: idx as u64 & ((1 << CAS_SHARD_BITS) - 1),
-            seq: first_seq(),
+            seq: 0,
             hasher,
         }
     }
