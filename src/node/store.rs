@@ -603,24 +603,12 @@ impl Store {
         let stats = &*self.stats;
         for key in &g.keys {
             let value_len = self.get_one(g, key, now, &flush, &mut each);
-            match (g.touch.is_some(), value_len.is_some()) {
-                (true, hit) => {
-                    bump(&stats.cmd_touch);
-                    bump(if hit {
-                        &stats.touch_hits
-                    } else {
-                        &stats.touch_misses
-                    });
-                }
-                (false, hit) => {
-                    bump(&stats.cmd_get);
-                    bump(if hit {
-                        &stats.get_hits
-                    } else {
-                        &stats.get_misses
-                    });
-                }
-            }
+            let (cmd, hits, misses) = match g.touch {
+                Some(_) => (&stats.cmd_touch, &stats.touch_hits, &stats.touch_misses),
+                None => (&stats.cmd_get, &stats.get_hits, &stats.get_misses),
+            };
+            bump(cmd);
+            bump(if value_len.is_some() { hits } else { misses });
             // After the shard's lock is released: a sampled key takes the
             // tracker's.
             if let Some(tracker) = &self.what_if {
