@@ -18,6 +18,8 @@ fn bad_configuration_exits_64_with_one_line() {
         &["node", "--insecure-no-auth", "--listen", "0.0.0.0:0"][..],
         &["node", "--auth-timeout", "-3"][..],
         &["node", "--insecure-no-auth", "--max-item-size", "32MiB"][..],
+        &["node", "--insecure-no-auth", "--threads", "0"][..],
+        &["node", "--insecure-no-auth", "--threads", "1025"][..],
         &[
             "node",
             "--cert",
@@ -48,6 +50,60 @@ fn hash_password_prints_a_phc_string() {
     let hash = String::from_utf8(out.stdout).unwrap();
     assert!(hash.starts_with("$argon2id$"), "{hash}");
     assert!(!hash.contains("s3cret"));
+}
+
+#[test]
+fn threads_start_that_many_session_threads_and_stats_says_so() {
+    let node = spawn(
+        &[],
+        &[
+            "node",
+            "--insecure-no-auth",
+            "--listen",
+            "127.0.0.1:0",
+            "--threads",
+            "3",
+        ],
+        &[],
+        &["plain"],
+    );
+    let (pid, addr) = (node.pid(), node.addr("plain"));
+    let sessions = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter(|task| {
+            let comm = task.as_ref().unwrap().path().join("comm");
+            std::fs::read_to_string(comm)
+                .unwrap()
+                .starts_with("memgate-session")
+        })
+        .count();
+    assert_eq!(sessions, 3);
+    // Connections are dealt out in turn: six of them land on every thread
+    // twice, and each is served.
+    let mut conns: Vec<std::net::TcpStream> = (0..6)
+        .map(|_| std::net::TcpStream::connect(addr).unwrap())
+        .collect();
+    for (i, c) in conns.iter_mut().enumerate() {
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(c, "set k{i} 0 0 1\r\n{i}\r\nget k{i}\r\n").unwrap();
+        let want = format!("STORED\r\nVALUE k{i} 0 1\r\n{i}\r\nEND\r\n");
+        assert_eq!(read_exactly(c, want.len()), want);
+    }
+    let c = &mut conns[0];
+    c.write_all(b"stats\r\nstats settings\r\n").unwrap();
+    let mut seen = String::new();
+    while !seen.ends_with("END\r\n") || seen.matches("END\r\n").count() < 2 {
+        seen.push_str(&read_exactly(c, 1));
+    }
+    assert!(seen.contains("STAT threads 3\r\n"), "{seen}");
+    assert!(seen.contains("STAT num_threads 3\r\n"), "{seen}");
+}
+
+/// Exactly `n` bytes from `c`, as text.
+fn read_exactly(c: &mut std::net::TcpStream, n: usize) -> String {
+    let mut buf = vec![0; n];
+    std::io::Read::read_exact(c, &mut buf).unwrap();
+    String::from_utf8(buf).unwrap()
 }
 
 #[test]

@@ -44,6 +44,10 @@ pub struct NodeArgs {
     /// Beyond this many open connections, new ones are refused [default: 4096].
     #[arg(long, env = "MEMGATE_NODE_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// Threads that serve connections, each with its share of them
+    /// [default: one per core, at least 4, as memcached's -t].
+    #[arg(long, env = "MEMGATE_NODE_THREADS")]
+    pub threads: Option<usize>,
     /// Prometheus /metrics listener (off by default).
     #[arg(long, env = "MEMGATE_NODE_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
@@ -121,6 +125,14 @@ impl NodeArgs {
                 expected: "at least 1",
             });
         }
+        let threads = self.threads.unwrap_or_else(defaults::threads);
+        if !(1..=defaults::MAX_THREADS).contains(&threads) {
+            return Err(ConfigError::Invalid {
+                what: "--threads",
+                value: threads.to_string(),
+                expected: "1 to 1024",
+            });
+        }
         let max_item_size = self.max_item_size.map_or(defaults::MAX_ITEM_SIZE, |size| {
             usize::try_from(size).unwrap_or(usize::MAX)
         });
@@ -169,6 +181,7 @@ impl NodeArgs {
         config.metrics_listen = self.metrics_listen;
         config.no_auth = self.insecure_no_auth;
         config.what_if = self.what_if == OnOff::On;
+        config.threads = threads;
         Ok(config)
     }
 }

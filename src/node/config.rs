@@ -25,6 +25,19 @@ pub mod defaults {
     pub const AUTH_TIMEOUT: Duration = Duration::from_secs(5);
     /// `--max-connections`.
     pub const MAX_CONNECTIONS: usize = 4096;
+    /// `--threads`: memcached's default `-t`, the fewest the node starts
+    /// unless told otherwise, even on a machine with fewer cores
+    /// (`node::threads` says why).
+    pub const MIN_THREADS: usize = 4;
+    /// The most `--threads` takes.
+    pub const MAX_THREADS: usize = 1024;
+
+    /// `--threads`: one session thread per core the process may run on, at
+    /// least [`MIN_THREADS`].
+    pub fn threads() -> usize {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        cores.clamp(MIN_THREADS, MAX_THREADS)
+    }
 }
 
 /// Everything the node needs, validated.
@@ -49,6 +62,8 @@ pub struct NodeConfig {
     pub admin: Option<admin::AdminConfig>,
     /// Each cache's what-if tracker ([`crate::mrc`]); off, the store skips it.
     pub what_if: bool,
+    /// Session threads: each serves the connections dealt to it.
+    pub threads: usize,
 }
 
 impl NodeConfig {
@@ -67,6 +82,7 @@ impl NodeConfig {
             no_auth: false,
             admin: None,
             what_if: true,
+            threads: defaults::threads(),
         }
     }
 }

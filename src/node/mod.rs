@@ -92,6 +92,8 @@ pub struct NodeSettings {
     pub memory_limit: u64,
     /// [`NodeConfig::what_if`]
     pub what_if: bool,
+    /// The session threads (`stats`' `threads`).
+    pub threads: usize,
 }
 
 /// State shared by every connection of a node.
@@ -294,6 +296,7 @@ impl Node {
             tls: config.tls_listen.is_some(),
             memory_limit: config.memory_limit,
             what_if: config.what_if,
+            threads: config.threads.max(1),
         };
         let tenants = Tenants::build(&file, &settings, None)?;
         let shared = Arc::new(NodeShared {
@@ -335,7 +338,8 @@ impl Node {
             }
             None => None,
         };
-        let threads = Arc::new(SessionThreads::start().map_err(NodeError::Threads)?);
+        let threads =
+            Arc::new(SessionThreads::start(shared.settings.threads).map_err(NodeError::Threads)?);
         Ok(Node {
             shared,
             plain,

@@ -126,7 +126,7 @@ impl NodeShared {
                 };
                 pairs.extend(named(MEMCACHED_ORDER_HEAD));
                 pairs.push(("limit_maxbytes".into(), usage.limit.to_string()));
-                pairs.push(("threads".into(), worker_threads().to_string()));
+                pairs.push(("threads".into(), s.threads.to_string()));
                 pairs.push(("bytes".into(), usage.bytes.to_string()));
                 pairs.push(("curr_items".into(), usage.items.to_string()));
                 // Then every other counter, so that none is ever left out.
@@ -180,8 +180,8 @@ impl NodeShared {
             pairs.push((name.into(), value.into()));
         }
         pairs.extend([
-            ("num_threads".into(), worker_threads().to_string()),
-            ("num_threads_per_udp".into(), worker_threads().to_string()),
+            ("num_threads".into(), s.threads.to_string()),
+            ("num_threads_per_udp".into(), s.threads.to_string()),
             ("stat_key_prefix".into(), ":".into()),
             ("detail_enabled".into(), "no".into()),
             ("reqs_per_event".into(), "0".into()),
@@ -401,10 +401,4 @@ fn counter(counters: &[(&'static str, u64)], name: &str) -> u64 {
         .iter()
         .find(|(n, _)| *n == name)
         .map_or(0, |(_, v)| *v)
-}
-
-fn worker_threads() -> usize {
-    tokio::runtime::Handle::try_current()
-        .map(|h| h.metrics().num_workers())
-        .unwrap_or(1)
 }

@@ -13,16 +13,17 @@
 //! the node waited 38 µs in the run queue per request, memcached 7.6 µs,
 //! and the node served a quarter of memcached's requests for the same CPU
 //! time per request (benches/NOTES.md, 2026-12-01).
+//!
+//! The count is `--threads` (memcached's `-t`). More threads than cores is
+//! what wins that share of a busy core, and it costs CPU: a thread per core
+//! switches less and finds more sockets ready per `epoll_wait`
+//! (benches/STORE.md measures both).
 
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::runtime::{Builder, Handle};
 use tokio::sync::oneshot;
-
-/// memcached's default `-t`: the minimum, even on a machine with fewer
-/// cores (see the module comment).
-const MIN_THREADS: usize = 4;
 
 /// The session threads; dropping this stops them, and with them every
 /// session still running on them.
@@ -34,10 +35,9 @@ pub struct SessionThreads {
 }
 
 impl SessionThreads {
-    /// One thread per core the process may run on, at least [`MIN_THREADS`].
-    pub fn start() -> io::Result<SessionThreads> {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let count = cores.max(MIN_THREADS);
+    /// `count` threads (at least one).
+    pub fn start(count: usize) -> io::Result<SessionThreads> {
+        let count = count.max(1);
         let mut handles = Vec::with_capacity(count);
         let mut stop = Vec::with_capacity(count);
         for i in 0..count {
