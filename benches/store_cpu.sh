@@ -4,9 +4,11 @@
 # 90% get / 10% set, 16-byte keys, 100-byte values, 16 connections.
 #
 #   benches/store_cpu.sh [--rounds N] [--duration S] [--memgate PATH]
+#                        [--threads N]
 #
 # Both servers are started once, with a 1 GiB limit (memcached -t 4; the
-# node with --insecure-no-auth and its default threads): memcaslap's sets
+# node with --insecure-no-auth and its default threads, also 4 on a machine
+# of up to 4 cores; --threads N gives both N): memcaslap's sets
 # write new keys all along (some 100,000 a run), and at 64 MiB the two
 # stores' evictions made misses, which are not the CPU per request asked
 # about. Each round runs
@@ -26,19 +28,21 @@ source "$repo/benches/lib.sh"
 rounds=3
 duration=10
 bin=$repo/target/release/memgate
+threads=
 while [ $# -gt 0 ]; do
   case $1 in
     --rounds) rounds=$2; shift 2 ;;
     --duration) duration=$2; shift 2 ;;
     --memgate) bin=$2; shift 2 ;;
-    *) echo "usage: $0 [--rounds N] [--duration S] [--memgate PATH]" >&2; exit 64 ;;
+    --threads) threads=$2; shift 2 ;;
+    *) echo "usage: $0 [--rounds N] [--duration S] [--memgate PATH] [--threads N]" >&2; exit 64 ;;
   esac
 done
 work=$(mktemp -d)
 pids=()
 trap cleanup EXIT
 memcaslap_mix "$work/mix.cfg"
-ticks() { awk '{print $14 + $15}' /proc/"$1"/stat; }
+ticks() { awk '{print $14, $15}' /proc/"$1"/stat; } # utime stime
 get_hits() { # port -> the server's get_hits
   exec 3<>/dev/tcp/127.0.0.1/"$1"
   printf 'stats\r\nquit\r\n' >&3
@@ -48,16 +52,17 @@ get_hits() { # port -> the server's get_hits
 clk=$(getconf CLK_TCK)
 
 mp=$(free_port)
-memcached -p "$mp" -l 127.0.0.1 -U 0 -m 1024 -t 4 -u root >/dev/null 2>&1 &
+memcached -p "$mp" -l 127.0.0.1 -U 0 -m 1024 -t "${threads:-4}" -u root >/dev/null 2>&1 &
 mpid=$!; pids+=("$mpid")
 np=$(free_port)
-MEMGATE_LOG=warn "$bin" node --memory-limit 1GiB --insecure-no-auth --listen 127.0.0.1:"$np" >/dev/null 2>&1 &
+MEMGATE_LOG=warn "$bin" node --memory-limit 1GiB --insecure-no-auth ${threads:+--threads "$threads"} \
+  --listen 127.0.0.1:"$np" >/dev/null 2>&1 &
 npid=$!; pids+=("$npid")
 wait_port "$mp"; wait_port "$np"
 taskset -pc 0 "$mpid" >/dev/null; taskset -apc 0 "$mpid" >/dev/null
 taskset -apc 0 "$npid" >/dev/null
 
-run() { # name port pid pinned -> prints "tps cpu_us_per_request"
+run() { # name port pid pinned -> prints "tps cpu user sys" (µs per request)
   local port=$2 pid=$3 pin=() before after out tps
   [ "$4" = 1 ] && pin=(taskset -c 1)
   local hits_before hits_after gets misses
@@ -73,8 +78,9 @@ run() { # name port pid pinned -> prints "tps cpu_us_per_request"
     echo "$1: not every get was a hit (memcaslap: $gets gets, ${misses:-?} misses; server: $((hits_after - hits_before)) hits)" >&2
     exit 1
   fi
-  awk -v t="$tps" -v d="$duration" -v c=$((after - before)) -v k="$clk" \
-    'BEGIN {printf "%d %.3f\n", t, (t > 0 ? c / k / (t * d) * 1e6 : 0)}'
+  awk -v t="$tps" -v d="$duration" -v k="$clk" -v b="$before" -v a="$after" \
+    'BEGIN {split(b, x); split(a, y); n = (t > 0 ? t * d : 1); u = (y[1] - x[1]) / k / n * 1e6
+            s = (y[2] - x[2]) / k / n * 1e6; printf "%d %.3f %.3f %.3f\n", t, u + s, u, s}'
 }
 
 results=$work/results
@@ -89,9 +95,9 @@ for r in $(seq "$rounds"); do
     for s in $order; do
       if [ "$s" = memcached ]; then port=$mp pid=$mpid; else port=$np pid=$npid; fi
       line=$(run "$s" "$port" "$pid" "$p")
-      read -r tps cpu <<<"$line"
-      echo "round $r $mode $s: $tps ops/s, $cpu us CPU per request"
-      echo "$mode $s $tps $cpu" >> "$results"
+      read -r tps cpu user sys <<<"$line"
+      echo "round $r $mode $s: $tps ops/s, $cpu us CPU per request (user $user, sys $sys)"
+      echo "$mode $s $tps $cpu $user $sys" >> "$results"
     done
   done
 done
@@ -103,7 +109,10 @@ def med(mode, s, i):
 for mode in ["pinned", "unpinned"]:
     mc, mg = med(mode, "memcached", 2), med(mode, "memgate", 2)
     cc, cg = med(mode, "memcached", 3), med(mode, "memgate", 3)
+    uc, ug = med(mode, "memcached", 4), med(mode, "memgate", 4)
+    sc, sg = med(mode, "memcached", 5), med(mode, "memgate", 5)
     print(f"{mode}: throughput memcached {mc:,.0f} memgate {mg:,.0f} ops/s ({mg / mc:.2f}x); "
-          f"CPU per request memcached {cc:.2f} memgate {cg:.2f} us ({cg / cc:.2f}x)")
+          f"CPU per request memcached {cc:.2f} memgate {cg:.2f} us ({cg / cc:.2f}x); "
+          f"user {uc:.2f} / {ug:.2f} ({ug / uc:.2f}x), sys {sc:.2f} / {sg:.2f} ({sg / sc:.2f}x)")
 PY
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
