@@ -4,7 +4,7 @@
 #
 #   benches/store_cost.sh [--memgate PATH] [--requests N] [--rounds R]
 #                         [--duration S] [--pipeline P] [--skip-callgrind]
-#                         [--keep DIR] [--node-arg ARG]...
+#                         [--keep DIR] [--node-arg ARG]... [--protocol P]
 #
 # 1. Instructions (exact, repeatable): each server runs under callgrind;
 #    after a prefill, the counters are zeroed (`callgrind_control -z`), a
@@ -23,7 +23,9 @@
 #   memcaslap   memcaslap -T 2 -c 16, no pipelining (as benches/store_cpu.sh);
 #   bench-pP    memgate bench --pipeline P over 10,000 prefilled keys: P
 #               requests in flight per connection, so a read brings many
-#               requests and user-space work weighs more than syscalls.
+#               requests and user-space work weighs more than syscalls;
+#               --protocol meta or binary speaks that dialect (the
+#               sidecar speaks meta to memgate nodes).
 # Requests are counted from the server's own stats (cmd_get + cmd_set),
 # and every run must be real hits: the server's get_hits must have grown by
 # its cmd_get, and the load must count no miss and no error, or the script
@@ -40,6 +42,7 @@ requests=100000
 rounds=5
 duration=8
 pipeline=16
+protocol=text
 callgrind=1
 keep=
 node_args=()
@@ -50,10 +53,11 @@ while [ $# -gt 0 ]; do
     --rounds) rounds=$2; shift 2 ;;
     --duration) duration=$2; shift 2 ;;
     --pipeline) pipeline=$2; shift 2 ;;
+    --protocol) protocol=$2; shift 2 ;;
     --skip-callgrind) callgrind=0; shift ;;
     --keep) keep=$2; shift 2 ;;
     --node-arg) node_args+=("$2"); shift 2 ;;
-    *) echo "usage: $0 [--memgate PATH] [--requests N] [--rounds R] [--duration S] [--pipeline P] [--skip-callgrind] [--keep DIR] [--node-arg ARG]..." >&2; exit 64 ;;
+    *) echo "usage: $0 [--memgate PATH] [--requests N] [--rounds R] [--duration S] [--pipeline P] [--skip-callgrind] [--keep DIR] [--node-arg ARG]... [--protocol text|meta|binary]" >&2; exit 64 ;;
   esac
 done
 work=$(mktemp -d)
@@ -99,7 +103,7 @@ load() {
   else
     local span=(--duration "${duration}s"); [ "$fixed" = 1 ] && span=(--requests "$requests")
     out=$("$@" "$bin" bench --server 127.0.0.1:"$port" --connections 16 --pipeline "${name#bench-p}" \
-      --key-space 10000 --value-size 100 --ratio 1:9 "${span[@]}" --json 2>/dev/null)
+      --protocol "$protocol" --key-space 10000 --value-size 100 --ratio 1:9 "${span[@]}" --json 2>/dev/null)
     python3 -c 'import json, sys
 d = json.loads(sys.argv[1])
 bad = {k: d[k] for k in ("errors", "misses", "timeouts", "lost", "verify_failures") if d[k]}

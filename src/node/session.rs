@@ -20,8 +20,8 @@ use super::tenants::{Attempt, Login, LoginFailure, Tenant};
 use super::NodeShared;
 use crate::clock::unix_now;
 use crate::protocol::input::{self, Input, Next, FLUSH_THRESHOLD};
-use crate::protocol::request::{Command, Frame, Get, StoreMode, TextFrame};
-use crate::protocol::{self, binary, sasl, text, ErrorReply, Request, Response};
+use crate::protocol::request::{Command, Frame, Get, MetaFrame, StoreMode, TextFrame};
+use crate::protocol::{self, binary, meta, sasl, text, ErrorReply, Request, Response};
 use crate::session::{self, SessionError};
 
 /// The session's login state.
@@ -90,14 +90,27 @@ fn execute(tenant: &Tenant, command: &Command, now: u64) -> Response {
     response
 }
 
-/// A text get (`get`, `gets`, `gat`, `gats`), its reply written into `out`
-/// from the store as each key is found: each value is copied once, from
-/// its segment into the reply (`Store::get_each`). `None` once written;
-/// the response that refuses the keys otherwise.
-fn text_get(
+/// How a retrieval's reply is written straight from the store.
+#[derive(Clone, Copy)]
+enum GetReply<'f> {
+    /// `get`, `gets`, `gat`, `gats`: a `VALUE` per hit, then `END`.
+    Text(&'f TextFrame),
+    /// `mg`: its one key's hit, or `EN`.
+    Meta(&'f MetaFrame),
+    /// GET, GETK, their quiet forms, GAT, and a TOUCH answered from the
+    /// item.
+    Binary { opcode: u8, opaque: u32 },
+}
+
+/// A retrieval whose reply is written into `out` from the store as each
+/// key is found: each value is copied once, from its segment into the
+/// reply (`Store::get_each`), where a [`Response`] copied it twice and
+/// allocated for it. `None` once written; the response that refuses the
+/// keys otherwise.
+fn written_get(
     tenant: &Tenant,
     get: &Get,
-    frame: &TextFrame,
+    reply: GetReply,
     now: u64,
     out: &mut BytesMut,
 ) -> Option<Response> {
@@ -106,13 +119,20 @@ fn text_get(
     // someone watches them, is never held while a shard's is taken.
     let found = tenant.store.get_each(get, now, |key, found| {
         hot_keys.record_read(key, found.as_ref().map_or(0, |f| f.data.len()), now);
-        if let Some(found) = found {
-            text::put_value(frame, &found, out);
+        match (reply, found) {
+            (GetReply::Text(frame), Some(found)) => text::put_value(frame, &found, out),
+            (GetReply::Text(_), None) => {}
+            (GetReply::Meta(frame), found) => meta::put_get(frame, key, found.as_ref(), out),
+            (GetReply::Binary { opcode, opaque }, found) => {
+                binary::put_get(opcode, opaque, Some(key), found.as_ref(), out)
+            }
         }
     });
     match found {
         Ok(()) => {
-            text::put_end(out);
+            if let GetReply::Text(_) = reply {
+                text::put_end(out);
+            }
             None
         }
         Err(refused) => {
@@ -179,8 +199,8 @@ impl Session {
                         Some(credentials) => {
                             let response = self.log_in(credentials).await;
                             now = unix_now();
-                            let key = request.echoed_key();
-                            protocol::encode(&request.frame, key.as_deref(), &response, &mut wbuf);
+                            let key = request.echoed_key_ref();
+                            protocol::encode(&request.frame, key, &response, &mut wbuf);
                         }
                         None => {
                             if let After::Close = self.dispatch(request, now, &mut wbuf) {
@@ -271,7 +291,6 @@ impl Session {
     /// Answer one request into `out`. By reference: a request is large, and
     /// each move of it was a `memcpy` (callgrind, benches/STORE.md).
     fn dispatch(&self, request: &Request, now: u64, out: &mut BytesMut) -> After {
-        let key = request.echoed_key();
         let Request { command, frame } = request;
         let (response, after) = match command {
             Command::Quit => (session::quit_reply(frame), After::Close),
@@ -292,12 +311,12 @@ impl Session {
                 None => return After::Continue,
             },
         };
-        protocol::encode(frame, key.as_deref(), &response, out);
+        protocol::encode(frame, request.echoed_key_ref(), &response, out);
         after
     }
 
     /// Commands that need a login: their response, or `None` when the
-    /// reply is written into `out` already (a text get's).
+    /// reply is written into `out` already (a get's).
     fn authorized(
         &self,
         command: &Command,
@@ -386,8 +405,19 @@ impl Session {
                 }
             }
             Command::Get(get) => match frame {
-                Frame::Text(text) => return text_get(tenant, get, text, now, out),
-                _ => execute(tenant, command, now),
+                Frame::Text(text) => {
+                    return written_get(tenant, get, GetReply::Text(text), now, out)
+                }
+                Frame::Meta(meta) => {
+                    return written_get(tenant, get, GetReply::Meta(meta), now, out)
+                }
+                Frame::Binary { opcode, opaque } => {
+                    let reply = GetReply::Binary {
+                        opcode: *opcode,
+                        opaque: *opaque,
+                    };
+                    return written_get(tenant, get, reply, now, out);
+                }
             },
             command => execute(tenant, command, now),
         })

@@ -7,8 +7,8 @@
 pub mod client;
 pub mod server;
 
-pub use server::encode_keyed;
 pub(crate) use server::parse_line;
+pub use server::{encode_keyed, put_get};
 
 /// memcached refuses a meta line with more tokens than this, counting the
 /// command and a terminating empty token (MFLAG_MAX_OPT_LENGTH).

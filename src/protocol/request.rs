@@ -27,18 +27,31 @@ pub struct Request {
 }
 
 impl Request {
-    /// The key the reply must echo: meta replies asked for `k`, `me`'s, and
-    /// binary GETK misses carry it. Only those keep it; others get `None`,
-    /// since the first clone of a key read from a client allocates.
+    /// The key the reply must echo, for a caller that keeps it past the
+    /// request: meta replies asked for `k`, `me`'s, and binary GETK misses
+    /// carry it. Only those keep it; others get `None`, since the first
+    /// clone of a key read from a client allocates.
     pub fn echoed_key(&self) -> Option<Key> {
-        let echoes = match &self.frame {
+        self.echoes_key()
+            .then(|| self.command.key().cloned())
+            .flatten()
+    }
+
+    /// [`Self::echoed_key`], borrowed, for a reply written at once.
+    pub fn echoed_key_ref(&self) -> Option<&[u8]> {
+        self.echoes_key()
+            .then(|| self.command.key().map(|k| &k[..]))
+            .flatten()
+    }
+
+    fn echoes_key(&self) -> bool {
+        match &self.frame {
             Frame::Meta(frame) => {
                 frame.return_key || matches!(self.command, Command::MetaDebug { .. })
             }
             Frame::Binary { .. } => true,
             Frame::Text(_) => false,
-        };
-        echoes.then(|| self.command.key().cloned()).flatten()
+        }
     }
 }
 

@@ -24,7 +24,7 @@ use super::response::ErrorReply;
 use bytes::Bytes;
 
 pub use client::{cannot_carry, decode_response, encode_request, ends_reply, parse_response};
-pub use server::{encode_keyed_response, encode_response, parse_request};
+pub use server::{encode_keyed_response, encode_response, parse_request, put_get};
 
 pub const REQUEST_MAGIC: u8 = 0x80;
 pub const RESPONSE_MAGIC: u8 = 0x81;

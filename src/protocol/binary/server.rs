@@ -9,7 +9,7 @@ use super::{
 use crate::protocol::request::{
     Arith, Command, Delete, Exptime, Frame, Get, Key, Request, Store, StoreMode,
 };
-use crate::protocol::response::{ErrorReply, Response};
+use crate::protocol::response::{ErrorReply, Found, Response};
 use crate::protocol::{Limits, Parsed, ProtocolError, MAX_KEY_LEN};
 use bytes::{Bytes, BytesMut};
 
@@ -127,6 +127,64 @@ pub fn encode_response(opcode: u8, opaque: u32, response: &Response, out: &mut B
     encode_keyed_response(opcode, opaque, None, response, out)
 }
 
+/// One key's reply to a get (GET, GETK, their quiet forms, GAT, and a
+/// TOUCH answered from the item): a hit, or a miss unless quiet. The node
+/// writes it straight from its store (`Store::get_each`), the value
+/// borrowed from its segment. `request_key` is echoed by a GETK's miss.
+pub fn put_get<B: AsRef<[u8]>>(
+    opcode: u8,
+    opaque: u32,
+    request_key: Option<&[u8]>,
+    found: Option<&Found<B>>,
+    out: &mut BytesMut,
+) {
+    let base = Packet::new(opcode, opaque);
+    match found {
+        Some(found) => {
+            let flags = found.flags.to_be_bytes();
+            let key: &[u8] = if returns_key(opcode) {
+                found.key.as_ref()
+            } else {
+                &[]
+            };
+            // A TOUCH answered from the item (the node does) carries its
+            // flags and CAS but no value, as memcached's does.
+            let value: &[u8] = if opcode == opcode::TOUCH {
+                &[]
+            } else {
+                found.data.as_ref()
+            };
+            let hit = Packet {
+                cas: found.cas,
+                extras: &flags,
+                key,
+                value,
+                ..base
+            };
+            put_reply(hit, out);
+        }
+        None if is_quiet(opcode) => {}
+        None => match request_key.filter(|_| returns_key(opcode)) {
+            Some(key) => put_reply(
+                Packet {
+                    status: status::KEY_NOT_FOUND,
+                    key,
+                    ..base
+                },
+                out,
+            ),
+            None => put_reply(
+                Packet {
+                    status: status::KEY_NOT_FOUND,
+                    value: status_text(status::KEY_NOT_FOUND).as_bytes(),
+                    ..base
+                },
+                out,
+            ),
+        },
+    }
+}
+
 /// [`encode_response`], given the request's key: a GETK or GATK miss echoes
 /// it (key only, no "Not found" text), as memcached does, so that clients
 /// pipelining GETKs can tell which key missed.
@@ -146,45 +204,7 @@ pub fn encode_keyed_response(
         // packet per entry.
         Response::Get(items) => {
             for item in items {
-                match item {
-                    Some(found) => {
-                        let flags = found.flags.to_be_bytes();
-                        let key: &[u8] = if returns_key(opcode) { &found.key } else { &[] };
-                        // A TOUCH answered from the item (the node does)
-                        // carries its flags and CAS but no value, as
-                        // memcached's does.
-                        let value: &[u8] = if opcode == opcode::TOUCH {
-                            &[]
-                        } else {
-                            &found.data
-                        };
-                        let hit = Packet {
-                            cas: found.cas,
-                            extras: &flags,
-                            key,
-                            value,
-                            ..base
-                        };
-                        put_reply(hit, out);
-                    }
-                    None if quiet => {}
-                    None if returns_key(opcode) && request_key.is_some() => put_reply(
-                        Packet {
-                            status: status::KEY_NOT_FOUND,
-                            key: request_key.unwrap_or_default(),
-                            ..base
-                        },
-                        out,
-                    ),
-                    None => put_reply(
-                        Packet {
-                            status: status::KEY_NOT_FOUND,
-                            value: status_text(status::KEY_NOT_FOUND).as_bytes(),
-                            ..base
-                        },
-                        out,
-                    ),
-                }
+                put_get(opcode, opaque, request_key, item.as_ref(), out);
             }
             return;
         }

@@ -488,11 +488,7 @@ pub fn encode_keyed(
     // The `q` rules are memcached 1.6.18's: it hides EN for mg, HD for ms/md
     // and every successful ma (VA too); NF, NS, EX and errors always show.
     match response {
-        Response::Get(items) => match items.first().and_then(Option::as_ref) {
-            Some(found) => reply.hit(found),
-            None if quiet => {}
-            None => reply.status(b"EN", &ReturnFlags::default()),
-        },
+        Response::Get(items) => reply.get(items.first().and_then(Option::as_ref)),
         Response::Stored { cas } => {
             if !quiet {
                 let flags = ReturnFlags {
@@ -552,6 +548,24 @@ pub fn encode_keyed(
     true
 }
 
+/// An `mg`'s reply, a hit or a miss (`EN`, unless quiet): the node writes
+/// it straight from its store (`Store::get_each`), the value borrowed from
+/// its segment. `key` is the request's (decoded) key, echoed for `k` on a
+/// miss.
+pub fn put_get<B: AsRef<[u8]>>(
+    frame: &MetaFrame,
+    key: &[u8],
+    found: Option<&Found<B>>,
+    out: &mut BytesMut,
+) {
+    let mut reply = ReplyWriter {
+        frame,
+        key: Some(key),
+        out,
+    };
+    reply.get(found);
+}
+
 /// Writes one meta reply for a frame into `out`.
 struct ReplyWriter<'k, 'o> {
     frame: &'k MetaFrame,
@@ -561,20 +575,30 @@ struct ReplyWriter<'k, 'o> {
 
 impl<'k> ReplyWriter<'k, '_> {
     /// An `mg` hit: `VA <size> <flags>` + data with `v`, else `HD <flags>`.
-    fn hit(&mut self, found: &'k Found) {
+    /// An `mg`'s hit, or its miss.
+    fn get<B: AsRef<[u8]>>(&mut self, found: Option<&'k Found<B>>) {
+        match found {
+            Some(found) => self.hit(found),
+            None if self.frame.quiet => {}
+            None => self.status(b"EN", &ReturnFlags::default()),
+        }
+    }
+
+    fn hit<B: AsRef<[u8]>>(&mut self, found: &'k Found<B>) {
+        let data = found.data.as_ref();
         let flags = ReturnFlags {
             cas: Some(found.cas),
             client_flags: Some(found.flags),
             hit: Some(found.fetched),
             last_access: Some(found.last_access),
-            size: Some(found.data.len()),
+            size: Some(data.len()),
             ttl: Some(found.ttl),
             ..ReturnFlags::default()
         };
-        self.key = Some(&found.key);
+        self.key = Some(found.key.as_ref());
         if self.frame.return_value {
             self.out.put_slice(b"VA ");
-            put_usize(self.out, found.data.len());
+            put_usize(self.out, data.len());
         } else {
             self.out.put_slice(b"HD");
         }
@@ -591,7 +615,7 @@ impl<'k> ReplyWriter<'k, '_> {
         }
         self.out.put_slice(b"\r\n");
         if self.frame.return_value {
-            self.out.put_slice(&found.data);
+            self.out.put_slice(data);
             self.out.put_slice(b"\r\n");
         }
     }
