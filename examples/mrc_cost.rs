@@ -92,7 +92,7 @@ fn store_mode(on: bool, n: usize) {
                 set(k)
             } else {
                 Command::Get(Get {
-                    keys: vec![k.clone()],
+                    keys: smallvec::smallvec![k.clone()],
                     ..Get::default()
                 })
             }
@@ -179,7 +179,7 @@ fn main() {
         .take(500_000)
         .map(|k| {
             Command::Get(Get {
-                keys: vec![k.clone()],
+                keys: smallvec::smallvec![k.clone()],
                 ..Get::default()
             })
         })

@@ -68,7 +68,7 @@ fn main() {
         let i = total - 1 - (j % (total / 4));
         let key = format!("key:{:0width$}", i, width = 6 + i % 11);
         let g = Command::Get(Get {
-            keys: vec![Bytes::from(key)],
+            keys: smallvec::smallvec![Bytes::from(key)],
             ..Get::default()
         });
         if let Response::Get(v) = store.execute(&g, now) {

@@ -215,7 +215,7 @@ impl BenchCodec {
     ) -> Result<(), WireError> {
         let command = match op {
             Op::Get => Command::Get(Get {
-                keys: vec![key],
+                keys: smallvec::smallvec![key],
                 ..Get::default()
             }),
             Op::Set => Command::Store(store(key, value.unwrap_or_default())),

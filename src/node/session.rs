@@ -344,7 +344,7 @@ impl Session {
                 if *opcode == binary::opcode::TOUCH =>
             {
                 gat = Command::Get(Get {
-                    keys: vec![key.clone()],
+                    keys: smallvec::smallvec![key.clone()],
                     touch: Some(*exptime),
                     ..Get::default()
                 });

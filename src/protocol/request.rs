@@ -11,9 +11,15 @@
 //! classic text and binary commands are the special cases with most options off.
 
 use bytes::Bytes;
+use smallvec::SmallVec;
 
 /// A key as sent by the client (already base64-decoded for meta `b`).
 pub type Key = Bytes;
+
+/// A retrieval's keys: one is kept inline, as nearly every get has one
+/// (every `mg` and binary GET), so that parsing a get allocates no list
+/// (callgrind, benches/STORE.md).
+pub type Keys = SmallVec<[Key; 1]>;
 
 /// An expiry exactly as the client sent it: 0 never, up to 30 days relative,
 /// larger absolute unix time, negative already expired. The store converts it.
@@ -395,7 +401,7 @@ impl CommandKind {
 /// A retrieval, possibly touching, possibly creating (meta vivify).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Get {
-    pub keys: Vec<Key>,
+    pub keys: Keys,
     /// gat/gats, binary GAT, meta `T`: set a new expiry on every hit.
     pub touch: Option<Exptime>,
     /// meta `N`: on a miss, create an empty item with this TTL and win the recache.

@@ -38,7 +38,7 @@ pub(crate) fn every_return_flag(opaque: &[u8]) -> MetaFrame {
 /// A one-key get without options.
 pub(crate) fn get(k: &str) -> Get {
     Get {
-        keys: vec![key(k)],
+        keys: smallvec::smallvec![key(k)],
         ..Get::default()
     }
 }

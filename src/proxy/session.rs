@@ -604,7 +604,7 @@ async fn dispatch(
             // the work is linear in the number of keys.
             for one_key in keys {
                 let one = Command::Get(Get {
-                    keys: vec![one_key],
+                    keys: smallvec::smallvec![one_key],
                     touch,
                     vivify,
                     recache_below,

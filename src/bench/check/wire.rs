@@ -164,7 +164,7 @@ impl CheckCodec {
                 exptime: None,
             }),
             Part::Get { key, .. } => Command::Get(Get {
-                keys: vec![self.keys.name(*key)],
+                keys: smallvec::smallvec![self.keys.name(*key)],
                 ..Get::default()
             }),
             Part::TextGet { keys } => Command::Get(Get {

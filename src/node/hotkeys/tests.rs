@@ -6,7 +6,7 @@ use crate::protocol::Found;
 
 fn get(key: &str) -> Command {
     Command::Get(Get {
-        keys: vec![Bytes::copy_from_slice(key.as_bytes())],
+        keys: smallvec::smallvec![Bytes::copy_from_slice(key.as_bytes())],
         ..Get::default()
     })
 }

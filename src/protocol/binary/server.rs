@@ -408,11 +408,11 @@ impl Kind {
         let cas = (h.cas != 0).then_some(h.cas);
         Some(match self {
             Kind::Get => Command::Get(Get {
-                keys: vec![key],
+                keys: smallvec::smallvec![key],
                 ..Get::default()
             }),
             Kind::GetAndTouch => Command::Get(Get {
-                keys: vec![key],
+                keys: smallvec::smallvec![key],
                 touch: Some(Exptime::from(be_u32(extras, 0)?)),
                 ..Get::default()
             }),

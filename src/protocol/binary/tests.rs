@@ -867,16 +867,16 @@ fn negative_exptime_becomes_a_past_absolute_time() {
 #[test]
 fn meta_only_commands_are_unsupported() {
     let mut multi = Get {
-        keys: vec![key("a"), key("b")],
+        keys: smallvec::smallvec![key("a"), key("b")],
         ..Get::default()
     };
     let vivify = Get {
-        keys: vec![key("a")],
+        keys: smallvec::smallvec![key("a")],
         vivify: Some(30),
         ..Get::default()
     };
     let no_bump = Get {
-        keys: vec![key("a")],
+        keys: smallvec::smallvec![key("a")],
         no_bump: true,
         ..Get::default()
     };
@@ -1100,7 +1100,7 @@ fn arb_store(cas: impl Strategy<Value = Option<u64>>) -> impl Strategy<Value = C
 fn arb_get() -> impl Strategy<Value = Command> {
     (arb_key(), proptest::option::of(arb_exptime())).prop_map(|(key, touch)| {
         Command::Get(Get {
-            keys: vec![key],
+            keys: smallvec::smallvec![key],
             touch,
             ..Get::default()
         })

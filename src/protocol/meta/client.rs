@@ -189,7 +189,7 @@ pub fn encode_request(
         // NOT_FOUND, and touches the same way.
         Command::Touch { key, exptime } => {
             let get = Command::Get(Get {
-                keys: vec![key.clone()],
+                keys: smallvec::smallvec![key.clone()],
                 touch: Some(*exptime),
                 ..Get::default()
             });

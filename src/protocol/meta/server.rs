@@ -58,7 +58,7 @@ fn parse_get(line: &Line) -> Parsed {
         return error(line, msg);
     }
     let get = Get {
-        keys: vec![key],
+        keys: smallvec::smallvec![key],
         touch: flags.ttl,
         vivify: flags.vivify,
         recache_below: flags.recache_below,

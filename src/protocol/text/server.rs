@@ -15,7 +15,7 @@ use crate::protocol::{
         parse_exptime, parse_u32, parse_u64, parse_value_len, put_u64, put_usize, valid_key, words,
         Line, BAD_FORMAT,
     },
-    request::{Arith, Command, Delete, Exptime, Frame, Get, Store, StoreMode, TextFrame},
+    request::{Arith, Command, Delete, Exptime, Frame, Get, Keys, Store, StoreMode, TextFrame},
     response::{ErrorReply, Found, Response},
     Limits, Parsed,
 };
@@ -117,7 +117,7 @@ fn retrieval_args<'a>(
     mut words: impl Iterator<Item = &'a [u8]>,
     touch: bool,
     count: usize,
-) -> Result<(Option<Exptime>, Vec<Bytes>), &'static str> {
+) -> Result<(Option<Exptime>, Keys), &'static str> {
     let touch = match touch {
         true => Some(
             words
@@ -127,7 +127,7 @@ fn retrieval_args<'a>(
         ),
         false => None,
     };
-    let mut keys = Vec::with_capacity(count.saturating_sub(1));
+    let mut keys = Keys::with_capacity(count.saturating_sub(1));
     for word in words {
         if !valid_key(word) {
             return Err(BAD_FORMAT);

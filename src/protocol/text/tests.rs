@@ -1,7 +1,7 @@
 use super::*;
 use crate::protocol::line::client_error;
 use crate::protocol::request::{
-    Arith, Command, Delete, Frame, Get, Request, Store, StoreMode, TextFrame,
+    Arith, Command, Delete, Frame, Get, Keys, Request, Store, StoreMode, TextFrame,
 };
 use crate::protocol::test_util::{arb_bytes, arb_mode, key, parse_text as parse};
 use crate::protocol::{
@@ -61,7 +61,7 @@ fn retrievals() {
     let (req, used) = parse_ok(b"get a bb  ccc\r\n");
     assert_eq!(used, 15);
     assert_eq!(req.frame, text(false));
-    let keys = vec![key("a"), key("bb"), key("ccc")];
+    let keys: Keys = smallvec::smallvec![key("a"), key("bb"), key("ccc")];
     let want = Get {
         keys: keys.clone(),
         ..Get::default()
@@ -333,7 +333,7 @@ fn other_commands() {
     // The same bound holds for every command, a retrieval's being its own.
     let many_keys = |n: usize| Request {
         command: Command::Get(Get {
-            keys: vec![Bytes::from(vec![b'k'; 250]); n],
+            keys: smallvec::smallvec![Bytes::from(vec![b'k'; 250]); n],
             ..Get::default()
         }),
         frame: Frame::Text(TextFrame::default()),
@@ -394,7 +394,7 @@ fn a_command_line_ends_at_its_first_nul() {
     assert_eq!(
         request.command,
         Command::Get(Get {
-            keys: vec![key("a")],
+            keys: smallvec::smallvec![key("a")],
             ..Get::default()
         })
     );
@@ -634,7 +634,7 @@ fn arb_text_request() -> impl Strategy<Value = Request> {
         )
             .prop_map(move |(keys, touch, with_cas)| Request {
                 command: Command::Get(Get {
-                    keys,
+                    keys: keys.into(),
                     touch,
                     ..Get::default()
                 }),
@@ -778,7 +778,7 @@ fn arb_meta_request() -> impl Strategy<Value = Request> {
             .prop_map(
                 |(frame, key, touch, vivify, recache_below, no_bump)| Request {
                     command: Command::Get(Get {
-                        keys: vec![key],
+                        keys: smallvec::smallvec![key],
                         touch,
                         vivify,
                         recache_below,

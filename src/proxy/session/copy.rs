@@ -72,7 +72,7 @@ pub(super) async fn copy_item(
         ..MetaFrame::default()
     }));
     let read = Command::Get(Get {
-        keys: vec![key],
+        keys: smallvec::smallvec![key],
         ..Get::default()
     });
     let Ok(Response::Get(mut found)) = ask(from.0, from.1, read, whole, timeout).await else {

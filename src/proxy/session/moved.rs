@@ -289,12 +289,12 @@ mod tests {
     fn reads_and_writes_are_told_apart() {
         let key = crate::protocol::request::Key::from_static(b"k");
         let get = Command::Get(Get {
-            keys: vec![key.clone()],
+            keys: smallvec::smallvec![key.clone()],
             ..Get::default()
         });
         assert!(matches!(effect(&get), Effect::Read));
         let vivify = Command::Get(Get {
-            keys: vec![key.clone()],
+            keys: smallvec::smallvec![key.clone()],
             vivify: Some(30),
             ..Get::default()
         });

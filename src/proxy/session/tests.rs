@@ -97,7 +97,7 @@ async fn a_clients_requests_to_a_node_stay_on_one_connection() {
     });
     let get = |key: &'static str| {
         Command::Get(Get {
-            keys: vec![key.into()],
+            keys: smallvec::smallvec![key.into()],
             ..Get::default()
         })
     };

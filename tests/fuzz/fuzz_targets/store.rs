@@ -249,7 +249,7 @@ fn model(cmd: &Command, item: Option<&Item>, now: u64, new_cas: u64) -> (Respons
 /// The store's item for `k`, read without a bump.
 fn peek(store: &Store, k: &Bytes, now: u64) -> Option<Item> {
     let g = Get {
-        keys: vec![k.clone()],
+        keys: vec![k.clone()].into(),
         no_bump: true,
         ..Get::default()
     };
@@ -330,7 +330,7 @@ fuzz_target!(|data: &[u8]| {
                 })
             }
             5 | 6 => Command::Get(Get {
-                keys: vec![k.clone()],
+                keys: vec![k.clone()].into(),
                 no_bump: op % 2 == 0,
                 ..Get::default()
             }),

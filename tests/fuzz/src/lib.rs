@@ -118,7 +118,7 @@ pub fn command(pick: u8) -> Command {
     };
     let get = |touch| {
         Command::Get(Get {
-            keys: vec![key()],
+            keys: vec![key()].into(),
             touch,
             ..Get::default()
         })

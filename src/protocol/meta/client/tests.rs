@@ -210,7 +210,7 @@ fn meta_requests_pass_through_without_q_k_or_the_clients_opaque() {
     });
     assert_eq!(wire(&Command::Get(get("foo")), &b64).0, "mg foo O7\r\n");
     let spaced = Command::Get(Get {
-        keys: vec![Bytes::from_static(b"a b\0")],
+        keys: smallvec::smallvec![Bytes::from_static(b"a b\0")],
         ..Get::default()
     });
     assert_eq!(
@@ -233,11 +233,11 @@ fn meta_requests_pass_through_without_q_k_or_the_clients_opaque() {
 fn what_the_proxy_answers_itself_is_not_encoded() {
     let text = text_frame(false);
     let multi = Command::Get(Get {
-        keys: vec![b("a"), b("b")],
+        keys: smallvec::smallvec![b("a"), b("b")],
         ..Get::default()
     });
     let long_binary_key = Command::Get(Get {
-        keys: vec![Bytes::from(vec![b' '; 200])],
+        keys: smallvec::smallvec![Bytes::from(vec![b' '; 200])],
         ..Get::default()
     });
     for command in [
@@ -740,7 +740,7 @@ fn command() -> impl Strategy<Value = Command> {
     )
         .prop_map(|(key, touch, vivify, recache_below, no_bump)| {
             Command::Get(Get {
-                keys: vec![key],
+                keys: smallvec::smallvec![key],
                 touch,
                 vivify,
                 recache_below,
@@ -893,7 +893,7 @@ fn frame() -> impl Strategy<Value = Frame> {
 fn as_sent(command: &Command) -> Command {
     match command {
         Command::Touch { key, exptime } => Command::Get(Get {
-            keys: vec![key.clone()],
+            keys: smallvec::smallvec![key.clone()],
             touch: Some(*exptime),
             ..Get::default()
         }),

@@ -47,7 +47,7 @@ fn mg_flags() {
     let (command, frame, used) = parse_ok(b"mg foo s v f t c k h l q u O123 T30 N-1 R5 P/x L\r\n");
     assert_eq!(used, 50);
     let want = Get {
-        keys: vec![key("foo")],
+        keys: smallvec::smallvec![key("foo")],
         touch: Some(30),
         vivify: Some(-1),
         recache_below: Some(5),
@@ -64,7 +64,7 @@ fn mg_flags() {
     assert_eq!(
         command,
         Command::Get(Get {
-            keys: vec![key("foo")],
+            keys: smallvec::smallvec![key("foo")],
             ..Get::default()
         })
     );
@@ -497,7 +497,7 @@ fn only_ms_can_encode_more_tokens_than_memcached_takes() {
     let k = || key("k");
     let fits = [
         Command::Get(Get {
-            keys: vec![k()],
+            keys: smallvec::smallvec![k()],
             touch: Some(30),
             vivify: Some(30),
             recache_below: Some(30),
