@@ -68,16 +68,24 @@ fn threads_start_that_many_session_threads_and_stats_says_so() {
         &["plain"],
     );
     let (pid, addr) = (node.pid(), node.addr("plain"));
-    let sessions = std::fs::read_dir(format!("/proc/{pid}/task"))
-        .unwrap()
-        .filter(|task| {
-            let comm = task.as_ref().unwrap().path().join("comm");
-            std::fs::read_to_string(comm)
-                .unwrap()
-                .starts_with("memgate-session")
-        })
-        .count();
-    assert_eq!(sessions, 3);
+    // A thread names itself once it runs, which may be just after the node
+    // is listening.
+    let sessions = || {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .filter(|task| {
+                let comm = task.as_ref().unwrap().path().join("comm");
+                std::fs::read_to_string(comm)
+                    .unwrap()
+                    .starts_with("memgate-session")
+            })
+            .count()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while sessions() < 3 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(sessions(), 3);
     // Connections are dealt out in turn: six of them land on every thread
     // twice, and each is served.
     let mut conns: Vec<std::net::TcpStream> = (0..6)
