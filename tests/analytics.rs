@@ -925,8 +925,9 @@ async fn hot_keys_for_the_owner_hashed_for_the_operator() {
         .await;
     assert_eq!(status, 400);
 
-    // 1 set + 300 gets of the hot key (text), 6 × 10 KB of "big", one op on
-    // each of 50 cold keys, and a binary set of a key no text line can hold.
+    // 1 set + 300 gets of the hot key (text), 7 × 10 KB of "big" (the last
+    // read by a meta get), one op on each of 50 cold keys, and a binary set
+    // and get of a key no text line can hold.
     let mut c = connect(n1.plain).await;
     c.expect(b"set alice 0 0 12\r\nalice-secret\r\n", b"STORED\r\n")
         .await;
@@ -949,6 +950,7 @@ async fn hot_keys_for_the_owner_hashed_for_the_operator() {
     let hit = format!("VALUE big 0 10000\r\n{big}\r\nEND\r\n").repeat(5);
     c.expect("get big\r\n".repeat(5).as_bytes(), hit.as_bytes())
         .await;
+    c.expect(b"mg big s\r\n", b"HD s10000\r\n").await;
     for i in 0..50 {
         c.expect(format!("get cold{i}\r\n").as_bytes(), b"END\r\n")
             .await;
@@ -959,9 +961,12 @@ async fn hot_keys_for_the_owner_hashed_for_the_operator() {
     b.send(&common::bin_request(0x01, odd, &[0; 8], b"x", 0, 0))
         .await;
     assert_eq!(b.read_bin().await.status, 0);
+    b.send(&common::bin_request(0x00, odd, &[], b"", 0, 0))
+        .await;
+    assert_eq!(b.read_bin().await.status, 0);
 
     let v = api.json("GET", path, ALICE).await;
-    let total = 301 + 6 + 50 + 1;
+    let total = 301 + 7 + 50 + 2;
     assert_eq!(v["ops"], total, "{v}");
     let top = &v["by_ops"][0];
     assert_eq!(
@@ -976,9 +981,14 @@ async fn hot_keys_for_the_owner_hashed_for_the_operator() {
     assert_eq!(top["server"], n1.label());
     assert!((top["share"].as_f64().unwrap() - 301.0 / total as f64).abs() < 1e-9);
     assert_eq!(v["by_bytes"][0]["key"], "big");
-    assert_eq!(v["by_bytes"][0]["bytes"], 6 * 10_003);
-    let listed = |list: &Value, key: &str| list.as_array().unwrap().iter().any(|k| k["key"] == key);
-    assert!(listed(&v["by_ops"], r"bin\x00\xff\\key"), "{v}");
+    assert_eq!(v["by_bytes"][0]["bytes"], 7 * 10_003);
+    let odd_ops = v["by_ops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["key"] == r"bin\x00\xff\\key")
+        .map(|k| k["ops"].clone());
+    assert_eq!(odd_ops, Some(Value::from(2)), "{v}");
 
     // The operator's view: the same counts, keys hashed, the same hash for
     // the same key from one question to the next.
@@ -1001,7 +1011,7 @@ async fn hot_keys_for_the_owner_hashed_for_the_operator() {
         "{hashed}"
     );
     assert_eq!(op["by_ops"][0]["count"], 301);
-    assert_eq!(op["by_bytes"][0]["count"], 6 * 10_003);
+    assert_eq!(op["by_bytes"][0]["count"], 7 * 10_003);
     let (_, again) = admin("/admin/caches/1561/hotkeys?limit=1").await;
     let again: Value = serde_json::from_str(&again).unwrap();
     assert_eq!(again["by_ops"][0]["key"], hashed.as_str());

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::process::{rss_kib, run, spawn, BIN};
+use common::process::{rss_kib, run, spawn, Process, BIN};
 
 #[test]
 fn bad_configuration_exits_64_with_one_line() {
@@ -52,21 +52,22 @@ fn hash_password_prints_a_phc_string() {
     assert!(!hash.contains("s3cret"));
 }
 
+/// A node without login on a loopback port of its own, with one more flag.
+fn plain_node(flag: &str, value: &str) -> Process {
+    let args = [
+        "node",
+        "--insecure-no-auth",
+        "--listen",
+        "127.0.0.1:0",
+        flag,
+        value,
+    ];
+    spawn(&[], &args, &[], &["plain"])
+}
+
 #[test]
 fn threads_start_that_many_session_threads_and_stats_says_so() {
-    let node = spawn(
-        &[],
-        &[
-            "node",
-            "--insecure-no-auth",
-            "--listen",
-            "127.0.0.1:0",
-            "--threads",
-            "3",
-        ],
-        &[],
-        &["plain"],
-    );
+    let node = plain_node("--threads", "3");
     let (pid, addr) = (node.pid(), node.addr("plain"));
     // A thread names itself once it runs, which may be just after the node
     // is listening.
@@ -116,19 +117,7 @@ fn read_exactly(c: &mut std::net::TcpStream, n: usize) -> String {
 
 #[test]
 fn ten_thousand_idle_connections_cost_bounded_memory() {
-    let node = spawn(
-        &[],
-        &[
-            "node",
-            "--insecure-no-auth",
-            "--listen",
-            "127.0.0.1:0",
-            "--max-connections",
-            "20000",
-        ],
-        &[],
-        &["plain"],
-    );
+    let node = plain_node("--max-connections", "20000");
     let (pid, addr) = (node.pid(), node.addr("plain"));
     let before = rss_kib(pid);
     let mut conns = Vec::with_capacity(10_000);

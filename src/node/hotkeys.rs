@@ -41,7 +41,6 @@ use std::sync::Mutex;
 
 use self::space_saving::SpaceSaving;
 use crate::protocol::request::Command;
-use crate::protocol::Response;
 use crate::sync::lock;
 
 /// Seconds per bucket; a view covers one to two of them.
@@ -118,20 +117,21 @@ impl HotKeys {
         self.state.load(Ordering::Relaxed) != OFF
     }
 
-    /// Count the keys of a command the store answered with `response`, at
-    /// `now` (unix seconds). Off, this is one relaxed load.
+    /// Count the key of a write (set, delete, incr, touch...) at `now`
+    /// (unix seconds); a get's keys are counted one by one as the store
+    /// answers them ([`Self::record_read`]). Off, this is one relaxed load.
     #[inline]
-    pub fn record(&self, command: &Command, response: &Response, now: u64) {
+    pub fn record(&self, command: &Command, now: u64) {
         let shift = self.state.load(Ordering::Relaxed);
         if shift == OFF {
             return;
         }
-        self.record_keys(command, response, shift, now);
+        self.record_keys(command, shift, now);
     }
 
-    /// One key of a retrieval answered key by key (`Store::get_each`),
-    /// with its hit's value length (0 for a miss), as [`Self::record`]
-    /// counts a get's. Off, this is one relaxed load.
+    /// One key of a retrieval, as the store answers it (`Store::get_each`),
+    /// with its hit's value length (0 for a miss). Off, this is one relaxed
+    /// load.
     #[inline]
     pub fn record_read(&self, key: &[u8], value_len: usize, now: u64) {
         let shift = self.state.load(Ordering::Relaxed);
@@ -140,26 +140,15 @@ impl HotKeys {
         }
     }
 
-    fn record_keys(&self, command: &Command, response: &Response, shift: u8, now: u64) {
+    fn record_keys(&self, command: &Command, shift: u8, now: u64) {
         let len = |data: &[u8]| data.len() as u64;
-        match (command, response) {
-            (Command::Get(get), Response::Get(found)) => {
-                for (key, f) in get.keys.iter().zip(found) {
-                    let value = f.as_ref().map_or(0, |f| len(&f.data));
-                    self.sample(key, len(key) + value, shift, now);
-                }
-            }
-            (Command::Get(get), _) => {
-                for key in &get.keys {
-                    self.sample(key, len(key), shift, now);
-                }
-            }
-            (Command::Store(store), _) => {
+        match command {
+            Command::Store(store) => {
                 self.sample(&store.key, len(&store.key) + len(&store.data), shift, now)
             }
-            (Command::Delete(d), _) => self.sample(&d.key, len(&d.key), shift, now),
-            (Command::Arith(a), _) => self.sample(&a.key, len(&a.key), shift, now),
-            (Command::Touch { key, .. }, _) => self.sample(key, len(key), shift, now),
+            Command::Delete(d) => self.sample(&d.key, len(&d.key), shift, now),
+            Command::Arith(a) => self.sample(&a.key, len(&a.key), shift, now),
+            Command::Touch { key, .. } => self.sample(key, len(key), shift, now),
             _ => {}
         }
     }

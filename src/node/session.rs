@@ -83,11 +83,10 @@ where
     result
 }
 
-/// A data command on the logged-in cache's store.
+/// A data command other than a get on the logged-in cache's store.
 fn execute(tenant: &Tenant, command: &Command, now: u64) -> Response {
-    let response = tenant.store.execute(command, now);
-    tenant.hot_keys.record(command, &response, now);
-    response
+    tenant.hot_keys.record(command, now);
+    tenant.store.execute(command, now)
 }
 
 /// How a retrieval's reply is written straight from the store.
@@ -136,8 +135,7 @@ fn written_get(
             None
         }
         Err(refused) => {
-            // Each key counted as a miss, as `HotKeys::record` counts a
-            // refused get's.
+            // A refused get's keys count as misses.
             for key in &get.keys {
                 hot_keys.record_read(key, 0, now);
             }
@@ -404,21 +402,14 @@ impl Session {
                     false => tenant.store.copy(store, *version, now),
                 }
             }
-            Command::Get(get) => match frame {
-                Frame::Text(text) => {
-                    return written_get(tenant, get, GetReply::Text(text), now, out)
-                }
-                Frame::Meta(meta) => {
-                    return written_get(tenant, get, GetReply::Meta(meta), now, out)
-                }
-                Frame::Binary { opcode, opaque } => {
-                    let reply = GetReply::Binary {
-                        opcode: *opcode,
-                        opaque: *opaque,
-                    };
-                    return written_get(tenant, get, reply, now, out);
-                }
-            },
+            Command::Get(get) => {
+                let reply = match frame {
+                    Frame::Text(text) => GetReply::Text(text),
+                    Frame::Meta(meta) => GetReply::Meta(meta),
+                    &Frame::Binary { opcode, opaque } => GetReply::Binary { opcode, opaque },
+                };
+                return written_get(tenant, get, reply, now, out);
+            }
             command => execute(tenant, command, now),
         })
     }

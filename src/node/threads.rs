@@ -35,9 +35,8 @@ pub struct SessionThreads {
 }
 
 impl SessionThreads {
-    /// `count` threads (at least one).
+    /// `count` threads (`NodeSettings::threads`, at least one).
     pub fn start(count: usize) -> io::Result<SessionThreads> {
-        let count = count.max(1);
         let mut handles = Vec::with_capacity(count);
         let mut stop = Vec::with_capacity(count);
         for i in 0..count {

@@ -1,15 +1,7 @@
 use bytes::Bytes;
 
 use super::*;
-use crate::protocol::request::{Get, Store, StoreMode};
-use crate::protocol::Found;
-
-fn get(key: &str) -> Command {
-    Command::Get(Get {
-        keys: smallvec::smallvec![Bytes::copy_from_slice(key.as_bytes())],
-        ..Get::default()
-    })
-}
+use crate::protocol::request::{Store, StoreMode};
 
 fn set(key: &str, len: usize) -> Command {
     Command::Store(Store {
@@ -22,21 +14,6 @@ fn set(key: &str, len: usize) -> Command {
         invalidate: false,
         vivify: None,
     })
-}
-
-fn hit(key: &str, len: usize) -> Response {
-    Response::Get(vec![Some(Found {
-        key: Bytes::copy_from_slice(key.as_bytes()),
-        flags: 0,
-        cas: 1,
-        data: Bytes::from(vec![b'v'; len]),
-        ttl: -1,
-        last_access: 0,
-        fetched: false,
-        won: false,
-        stale: false,
-        win_sent: false,
-    })])
 }
 
 const T: u64 = 1_700_000_000; // a bucket boundary: divisible by 5
@@ -52,7 +29,7 @@ fn listed(keys: &[HotKey]) -> Vec<(&[u8], u64)> {
 #[test]
 fn off_until_asked_and_cheap_while_off() {
     let h = HotKeys::default();
-    h.record(&get("a"), &Response::Get(vec![None]), T);
+    h.record_read(b"a", 0, T);
     assert!(!h.is_tracking());
     assert_eq!(h.heap_bytes(), 0);
     assert!(
@@ -72,11 +49,11 @@ fn counts_ops_and_bytes_exactly_at_low_rates() {
     h.view(ms(T), 10);
     for i in 0..1000u64 {
         let now = T + i / 500; // 500 keys a second: no sampling
-        h.record(&get("hot"), &hit("hot", 10), now);
+        h.record_read(b"hot", 10, now);
         if i % 4 == 0 {
-            h.record(&set("big", 1000), &Response::Stored { cas: 1 }, now);
+            h.record(&set("big", 1000), now);
         }
-        h.record(&get(&format!("cold{i}")), &Response::Get(vec![None]), now);
+        h.record_read(format!("cold{i}").as_bytes(), 0, now);
     }
     let v = h.view(ms(T + 2) + 500, 3);
     assert_eq!(v.sample_rate, 1.0);
@@ -102,12 +79,8 @@ fn counts_ops_and_bytes_exactly_at_low_rates() {
 fn the_window_keeps_one_full_bucket_and_the_current_one() {
     let h = HotKeys::default();
     h.view(ms(T), 10);
-    h.record(&get("early"), &Response::Get(vec![None]), T + 1);
-    h.record(
-        &get("later"),
-        &Response::Get(vec![None]),
-        T + WINDOW_SECS + 1,
-    );
+    h.record_read(b"early", 0, T + 1);
+    h.record_read(b"later", 0, T + WINDOW_SECS + 1);
     // Both buckets are in view.
     let v = h.view(ms(T + WINDOW_SECS + 2), 10);
     assert_eq!(v.ops, 2);
@@ -137,7 +110,7 @@ fn sampling_is_scaled_back_up() {
             } else {
                 format!("k{}", i % 50_000)
             };
-            h.record(&get(&key), &Response::Get(vec![None]), T + s);
+            h.record_read(key.as_bytes(), 0, T + s);
         }
     }
     let v = h.view(ms(T + 3), 5);
@@ -155,7 +128,7 @@ fn sampling_is_scaled_back_up() {
     // The rate goes back up within two seconds when the traffic drops.
     for s in 4..6 {
         for i in 0..1000 {
-            h.record(&get(&format!("q{i}")), &Response::Get(vec![None]), T + s);
+            h.record_read(format!("q{i}").as_bytes(), 0, T + s);
         }
     }
     assert_eq!(h.view(ms(T + 6), 1).sample_rate, 1.0);
@@ -165,11 +138,11 @@ fn sampling_is_scaled_back_up() {
 fn stops_when_nobody_asks_and_frees_its_memory() {
     let h = HotKeys::default();
     h.view(ms(T), 10);
-    h.record(&get("a"), &Response::Get(vec![None]), T + 1);
+    h.record_read(b"a", 0, T + 1);
     assert!(h.heap_bytes() > 0);
-    h.record(&get("a"), &Response::Get(vec![None]), T + IDLE_SECS);
+    h.record_read(b"a", 0, T + IDLE_SECS);
     assert!(h.is_tracking(), "asked within IDLE_SECS");
-    h.record(&get("a"), &Response::Get(vec![None]), T + IDLE_SECS + 1);
+    h.record_read(b"a", 0, T + IDLE_SECS + 1);
     assert!(!h.is_tracking());
     assert_eq!(h.heap_bytes(), 0);
 }
@@ -183,11 +156,7 @@ fn a_tracked_cache_is_bounded() {
     for s in 0..2 {
         for i in 0..5_000 {
             let key = format!("{long}{i}");
-            h.record(
-                &set(&key, 10),
-                &Response::Stored { cas: 1 },
-                T + s * WINDOW_SECS,
-            );
+            h.record(&set(&key, 10), T + s * WINDOW_SECS);
         }
     }
     let held = h.heap_bytes();

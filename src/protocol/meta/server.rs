@@ -574,7 +574,6 @@ struct ReplyWriter<'k, 'o> {
 }
 
 impl<'k> ReplyWriter<'k, '_> {
-    /// An `mg` hit: `VA <size> <flags>` + data with `v`, else `HD <flags>`.
     /// An `mg`'s hit, or its miss.
     fn get<B: AsRef<[u8]>>(&mut self, found: Option<&'k Found<B>>) {
         match found {
@@ -584,6 +583,7 @@ impl<'k> ReplyWriter<'k, '_> {
         }
     }
 
+    /// An `mg` hit: `VA <size> <flags>` + data with `v`, else `HD <flags>`.
     fn hit<B: AsRef<[u8]>>(&mut self, found: &'k Found<B>) {
         let data = found.data.as_ref();
         let flags = ReturnFlags {
