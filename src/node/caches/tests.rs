@@ -275,6 +275,27 @@ fn save_atomic_round_trips_losslessly() {
     fs::remove_dir_all(dir).unwrap();
 }
 
+/// Passwords may hold any printable characters, quotes included. A run of
+/// 256 or more quotes overflowed the TOML writer's counter in toml 0.8 (the
+/// caches_toml fuzz target found it), so a saved file could not be trusted
+/// to load back.
+#[test]
+fn long_runs_of_quotes_round_trip() {
+    for quote in ['\'', '"'] {
+        let password: String = std::iter::repeat_n(quote, 300).collect();
+        let text = format!(
+            "[[cache]]\nid = \"q\"\nmemory_limit = 1000\n\
+             [[cache.credential]]\nusername = \"u\"\npassword = {}\n",
+            toml::Value::String(password.clone())
+        );
+        let f = CachesFile::parse(&text).unwrap();
+        let saved = f.to_toml().unwrap();
+        assert_eq!(CachesFile::parse(&saved).unwrap(), f, "{saved}");
+        let d = Directory::new(f).unwrap();
+        assert!(d.login(b"u", password.as_bytes()).is_ok());
+    }
+}
+
 #[test]
 fn login() {
     let phc = auth::hash_password("hashed-pw").unwrap();
