@@ -4,7 +4,7 @@
 # 90% get / 10% set, 16-byte keys, 100-byte values, 16 connections.
 #
 #   benches/store_cpu.sh [--rounds N] [--duration S] [--memgate PATH]
-#                        [--threads N]
+#                        [--threads N] [--floor]
 #
 # Both servers are started once, with a 1 GiB limit (memcached -t 4; the
 # node with --insecure-no-auth and its default threads, also 4 on a machine
@@ -18,6 +18,11 @@
 #             memcaslap counted is its CPU per request;
 #   unpinned: the same run without taskset, for throughput.
 # Prints each run, then the medians and the ratios memgate / memcached.
+# --floor adds two more servers to every round: benches/floor (built here),
+# which answers these gets and sets from a plain hash map on one thread and
+# does nothing else, over epoll and over io_uring. What it spends is nearly
+# all the kernel's, the least any server could; compare it with
+# --threads 1, as it has one thread.
 # Every run must be real hits: memcaslap must count no get miss, and the
 # server's own get_hits must have grown by the gets memcaslap counted (an
 # error reply is not a hit), or the script stops.
@@ -29,13 +34,15 @@ rounds=3
 duration=10
 bin=$repo/target/release/memgate
 threads=
+floor=
 while [ $# -gt 0 ]; do
   case $1 in
     --rounds) rounds=$2; shift 2 ;;
     --duration) duration=$2; shift 2 ;;
     --memgate) bin=$2; shift 2 ;;
     --threads) threads=$2; shift 2 ;;
-    *) echo "usage: $0 [--rounds N] [--duration S] [--memgate PATH] [--threads N]" >&2; exit 64 ;;
+    --floor) floor=1; shift ;;
+    *) echo "usage: $0 [--rounds N] [--duration S] [--memgate PATH] [--threads N] [--floor]" >&2; exit 64 ;;
   esac
 done
 work=$(mktemp -d)
@@ -51,16 +58,27 @@ get_hits() { # port -> the server's get_hits
 }
 clk=$(getconf CLK_TCK)
 
-mp=$(free_port)
-memcached -p "$mp" -l 127.0.0.1 -U 0 -m 1024 -t "${threads:-4}" -u root >/dev/null 2>&1 &
-mpid=$!; pids+=("$mpid")
-np=$(free_port)
-MEMGATE_LOG=warn "$bin" node --memory-limit 1GiB --insecure-no-auth ${threads:+--threads "$threads"} \
-  --listen 127.0.0.1:"$np" >/dev/null 2>&1 &
-npid=$!; pids+=("$npid")
-wait_port "$mp"; wait_port "$np"
-taskset -pc 0 "$mpid" >/dev/null; taskset -apc 0 "$mpid" >/dev/null
-taskset -apc 0 "$npid" >/dev/null
+declare -A port pid
+start() { # name command... (the port is appended)
+  local name=$1; shift
+  port[$name]=$(free_port)
+  "$@" "${port[$name]}" >/dev/null 2>&1 &
+  pid[$name]=$!; pids+=("$!")
+}
+start memcached sh -c 'exec memcached -l 127.0.0.1 -U 0 -m 1024 -t "$0" -u root -p "$1"' "${threads:-4}"
+start memgate sh -c 'MEMGATE_LOG=warn exec "$0" node --memory-limit 1GiB --insecure-no-auth $1 --listen 127.0.0.1:"$2"' \
+  "$bin" "${threads:+--threads $threads}"
+servers=(memcached memgate)
+if [ -n "$floor" ]; then
+  cargo build --release --quiet --manifest-path "$repo/benches/floor/Cargo.toml"
+  for io in epoll uring; do
+    start "floor-$io" sh -c 'exec "$0" "$1" 127.0.0.1:"$2"' "$repo/benches/floor/target/release/memgate-floor" "$io"
+    servers+=("floor-$io")
+  done
+fi
+for s in "${servers[@]}"; do wait_port "${port[$s]}"; done
+# pin NAME CPUS: every thread of that server.
+pin() { taskset -apc "$2" "${pid[$1]}" >/dev/null; }
 
 run() { # name port pid pinned -> prints "tps cpu user sys" (µs per request)
   local port=$2 pid=$3 pin=() before after out tps
@@ -84,35 +102,36 @@ run() { # name port pid pinned -> prints "tps cpu user sys" (µs per request)
 }
 
 results=$work/results
+all_cpus=0-$(($(nproc) - 1))
 for r in $(seq "$rounds"); do
-  order="memcached memgate"; [ $((r % 2)) = 0 ] && order="memgate memcached"
+  order=("${servers[@]}")
+  if [ $((r % 2)) = 0 ]; then
+    order=(); for ((i = ${#servers[@]} - 1; i >= 0; i--)); do order+=("${servers[i]}"); done
+  fi
   for mode in pinned unpinned; do
-    if [ "$mode" = pinned ]; then
-      taskset -apc 0 "$mpid" >/dev/null; taskset -apc 0 "$npid" >/dev/null; p=1
-    else
-      taskset -apc 0-$(($(nproc) - 1)) "$mpid" >/dev/null; taskset -apc 0-$(($(nproc) - 1)) "$npid" >/dev/null; p=0
-    fi
-    for s in $order; do
-      if [ "$s" = memcached ]; then port=$mp pid=$mpid; else port=$np pid=$npid; fi
-      line=$(run "$s" "$port" "$pid" "$p")
+    for s in "${servers[@]}"; do
+      if [ "$mode" = pinned ]; then pin "$s" 0; else pin "$s" "$all_cpus"; fi
+    done
+    p=0; [ "$mode" = pinned ] && p=1
+    for s in "${order[@]}"; do
+      line=$(run "$s" "${port[$s]}" "${pid[$s]}" "$p")
       read -r tps cpu user sys <<<"$line"
       echo "round $r $mode $s: $tps ops/s, $cpu us CPU per request (user $user, sys $sys)"
       echo "$mode $s $tps $cpu $user $sys" >> "$results"
     done
   done
 done
-python3 - "$results" <<'PY'
+python3 - "$results" "${servers[@]}" <<'PY'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]
 def med(mode, s, i):
     return statistics.median(float(r[i]) for r in rows if r[0] == mode and r[1] == s)
 for mode in ["pinned", "unpinned"]:
-    mc, mg = med(mode, "memcached", 2), med(mode, "memgate", 2)
-    cc, cg = med(mode, "memcached", 3), med(mode, "memgate", 3)
-    uc, ug = med(mode, "memcached", 4), med(mode, "memgate", 4)
-    sc, sg = med(mode, "memcached", 5), med(mode, "memgate", 5)
-    print(f"{mode}: throughput memcached {mc:,.0f} memgate {mg:,.0f} ops/s ({mg / mc:.2f}x); "
-          f"CPU per request memcached {cc:.2f} memgate {cg:.2f} us ({cg / cc:.2f}x); "
-          f"user {uc:.2f} / {ug:.2f} ({ug / uc:.2f}x), sys {sc:.2f} / {sg:.2f} ({sg / sc:.2f}x)")
+    mc, cc, uc, sc = (med(mode, "memcached", i) for i in (2, 3, 4, 5))
+    for s in sys.argv[3:]:
+        t, c, u, k = (med(mode, s, i) for i in (2, 3, 4, 5))
+        print(f"{mode}: throughput memcached {mc:,.0f} {s} {t:,.0f} ops/s ({t / mc:.2f}x); "
+              f"CPU per request memcached {cc:.2f} {s} {c:.2f} us ({c / cc:.2f}x); "
+              f"user {uc:.2f} / {u:.2f} ({u / uc:.2f}x), sys {sc:.2f} / {k:.2f} ({k / sc:.2f}x)")
 PY
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
