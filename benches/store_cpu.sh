@@ -6,7 +6,7 @@
 #   benches/store_cpu.sh [--rounds N] [--duration S] [--memgate PATH]
 #                        [--threads N] [--floor]
 #
-# Both servers are started once, with a 1 GiB limit (memcached -t 4; the
+# The servers are started once, with a 1 GiB limit (memcached -t 4; the
 # node with --insecure-no-auth and its default threads, also 4 on a machine
 # of up to 4 cores; --threads N gives both N): memcaslap's sets
 # write new keys all along (some 100,000 a run), and at 64 MiB the two
@@ -58,12 +58,12 @@ get_hits() { # port -> the server's get_hits
 }
 clk=$(getconf CLK_TCK)
 
-declare -A port pid
+declare -A server_port server_pid
 start() { # name command... (the port is appended)
   local name=$1; shift
-  port[$name]=$(free_port)
-  "$@" "${port[$name]}" >/dev/null 2>&1 &
-  pid[$name]=$!; pids+=("$!")
+  server_port[$name]=$(free_port)
+  bg "$@" "${server_port[$name]}"
+  server_pid[$name]=$pid
 }
 start memcached sh -c 'exec memcached -l 127.0.0.1 -U 0 -m 1024 -t "$0" -u root -p "$1"' "${threads:-4}"
 start memgate sh -c 'MEMGATE_LOG=warn exec "$0" node --memory-limit 1GiB --insecure-no-auth $1 --listen 127.0.0.1:"$2"' \
@@ -76,13 +76,13 @@ if [ -n "$floor" ]; then
     servers+=("floor-$io")
   done
 fi
-for s in "${servers[@]}"; do wait_port "${port[$s]}"; done
+for s in "${servers[@]}"; do wait_port "${server_port[$s]}"; done
 # pin NAME CPUS: every thread of that server.
-pin() { taskset -apc "$2" "${pid[$1]}" >/dev/null; }
+pin() { taskset -apc "$2" "${server_pid[$1]}" >/dev/null; }
 
-run() { # name port pid pinned -> prints "tps cpu user sys" (µs per request)
-  local port=$2 pid=$3 pin=() before after out tps
-  [ "$4" = 1 ] && pin=(taskset -c 1)
+run() { # name pinned -> prints "tps cpu user sys" (µs per request)
+  local port=${server_port[$1]} pid=${server_pid[$1]} pin=() before after out tps
+  [ "$2" = 1 ] && pin=(taskset -c 1)
   local hits_before hits_after gets misses
   hits_before=$(get_hits "$port")
   before=$(ticks "$pid")
@@ -109,12 +109,10 @@ for r in $(seq "$rounds"); do
     order=(); for ((i = ${#servers[@]} - 1; i >= 0; i--)); do order+=("${servers[i]}"); done
   fi
   for mode in pinned unpinned; do
-    for s in "${servers[@]}"; do
-      if [ "$mode" = pinned ]; then pin "$s" 0; else pin "$s" "$all_cpus"; fi
-    done
-    p=0; [ "$mode" = pinned ] && p=1
+    cpus=$all_cpus p=0; [ "$mode" = pinned ] && cpus=0 p=1
+    for s in "${servers[@]}"; do pin "$s" "$cpus"; done
     for s in "${order[@]}"; do
-      line=$(run "$s" "${port[$s]}" "${pid[$s]}" "$p")
+      line=$(run "$s" "$p")
       read -r tps cpu user sys <<<"$line"
       echo "round $r $mode $s: $tps ops/s, $cpu us CPU per request (user $user, sys $sys)"
       echo "$mode $s $tps $cpu $user $sys" >> "$results"

@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 
 mod store;
 mod uring;
@@ -131,10 +131,4 @@ fn run_epoll(listener: TcpListener) -> std::io::Result<()> {
             }
         }
     }
-}
-
-/// Wraps a descriptor that io_uring's accept returned.
-fn stream_from_fd(fd: RawFd) -> TcpStream {
-    // SAFETY: the kernel just created `fd` for us, and nothing else owns it.
-    unsafe { TcpStream::from_raw_fd(fd) }
 }

@@ -2,6 +2,8 @@
 
 use std::collections::HashMap;
 
+const MAX_VALUE: usize = 1024 * 1024;
+
 #[derive(Default)]
 pub struct Store {
     items: HashMap<Vec<u8>, Vec<u8>>,
@@ -41,7 +43,10 @@ impl Store {
                     .nth(2)
                     .and_then(|n| std::str::from_utf8(n).ok())
                     .and_then(|n| n.parse::<usize>().ok());
-                let Some(len) = len else { break false };
+                // memcached's item size limit bounds what is waited for.
+                let Some(len) = len.filter(|&len| len <= MAX_VALUE) else {
+                    break false;
+                };
                 let Some(data) = rest.get(eol + 2..eol + 2 + len + 2) else {
                     break true;
                 };

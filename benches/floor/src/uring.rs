@@ -3,13 +3,13 @@
 //! `io_uring_enter`, which also waits for the next completion; deferred task
 //! work runs completions only there, on this thread.
 
-use std::net::TcpListener;
-use std::os::fd::AsRawFd;
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 
 use io_uring::{opcode, squeue, types, IoUring};
 
 use crate::store::Store;
-use crate::{stream_from_fd, Conn};
+use crate::Conn;
 
 const ACCEPT: u64 = u64::MAX;
 const SEND: u64 = 1 << 32;
@@ -148,4 +148,10 @@ fn send(slot: &mut Slot, index: usize) -> squeue::Entry {
     opcode::Send::new(fd, rest.as_ptr(), rest.len() as u32)
         .build()
         .user_data(SEND | index as u64)
+}
+
+/// Wraps a descriptor that io_uring's accept returned.
+fn stream_from_fd(fd: RawFd) -> TcpStream {
+    // SAFETY: the kernel just created `fd` for us, and nothing else owns it.
+    unsafe { TcpStream::from_raw_fd(fd) }
 }

@@ -277,8 +277,8 @@ fn save_atomic_round_trips_losslessly() {
 
 /// Passwords may hold any printable characters, quotes included. A run of
 /// 256 or more quotes overflowed the TOML writer's counter in toml 0.8 (the
-/// caches_toml fuzz target found it), so a saved file could not be trusted
-/// to load back.
+/// caches_toml fuzz target found it): saving panicked with overflow checks
+/// on.
 #[test]
 fn long_runs_of_quotes_round_trip() {
     for quote in ['\'', '"'] {
